@@ -1,0 +1,61 @@
+"""rankrelay: every reranker behind one interface.
+
+Example:
+    >>> from rankrelay import load_reranker
+    >>> rr = load_reranker("bi-encoder:all-minilm-l6")          # doctest: +SKIP
+    >>> rr.rerank("capital of France", ["Berlin is in Germany", "Paris is in France"]).indices  # doctest: +SKIP
+    [1, 0]
+"""
+
+from __future__ import annotations
+
+import logging
+
+from rankrelay.config import PRESETS, Preset, Settings
+from rankrelay.errors import (
+    ConfigError,
+    DocumentTooLongError,
+    EmptyQueryError,
+    InvalidDocumentError,
+    InvalidInputError,
+    MissingDependencyError,
+    ModelLoadError,
+    ModelNotFoundError,
+    QueryTooLongError,
+    RankRelayError,
+    UnknownBackendError,
+)
+from rankrelay.rerankers import BaseReranker, Reranker, load_reranker, register
+from rankrelay.results import Document, RankedDocument, RerankResult
+from rankrelay.scoring import fuse, normalize
+
+__version__ = "0.1.0"
+
+__all__ = [
+    "PRESETS",
+    "BaseReranker",
+    "ConfigError",
+    "Document",
+    "DocumentTooLongError",
+    "EmptyQueryError",
+    "InvalidDocumentError",
+    "InvalidInputError",
+    "MissingDependencyError",
+    "ModelLoadError",
+    "ModelNotFoundError",
+    "Preset",
+    "QueryTooLongError",
+    "RankRelayError",
+    "RankedDocument",
+    "RerankResult",
+    "Reranker",
+    "Settings",
+    "UnknownBackendError",
+    "__version__",
+    "fuse",
+    "load_reranker",
+    "normalize",
+    "register",
+]
+
+logging.getLogger(__name__).addHandler(logging.NullHandler())

@@ -1,0 +1,166 @@
+"""The ``rankrelay`` command line: ``rerank``, ``models`` and ``demo``.
+
+Example:
+    $ rankrelay rerank --model minilm-l6 --query "what is bm25" docs.jsonl --top-n 5
+    $ rankrelay models
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from pathlib import Path
+from typing import Annotated, Optional
+
+import typer
+from rich.console import Console
+from rich.markup import escape
+from rich.table import Table
+
+from rankrelay.config import PRESETS
+from rankrelay.errors import RankRelayError
+from rankrelay.results import RerankResult
+
+app = typer.Typer(
+    help="rankrelay: every reranker behind one interface.",
+    no_args_is_help=True,
+    add_completion=False,
+    pretty_exceptions_enable=False,
+)
+console = Console()
+err_console = Console(stderr=True)
+
+ConfigOption = Annotated[
+    Optional[Path], typer.Option("--config", "-c", help="TOML config file (else RANKRELAY_CONFIG).")
+]
+
+
+def _fail(exc: Exception) -> typer.Exit:
+    err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False, markup=True)
+    return typer.Exit(code=2)
+
+
+def _quiet_libraries() -> None:
+    """Keep model-loading progress bars and warnings out of command output."""
+    try:
+        from transformers.utils import logging as hf_logging
+
+        hf_logging.disable_progress_bar()
+        hf_logging.set_verbosity_error()
+    except ImportError:
+        pass
+
+
+def snippet(text: str, width: int = 70) -> str:
+    """One-line preview of ``text``."""
+    flat = " ".join(text.split())
+    return flat if len(flat) <= width else flat[: width - 1] + "…"
+
+
+def render_result(result: RerankResult, *, title: str | None = None) -> Table:
+    """A rich table of a result: rank, score, normalized score, id, snippet."""
+    table = Table(title=title, title_justify="left")
+    table.add_column("rank", justify="right")
+    table.add_column("score", justify="right")
+    table.add_column(f"norm ({result.normalization})", justify="right")
+    table.add_column("id")
+    table.add_column("text")
+    for r in result.results:
+        text = snippet(r.text)
+        if r.passage is not None:
+            start, end = r.passage
+            text = f"[passage {start}-{end} of {len(r.text)}] " + snippet(r.text[start:end], 56)
+        elif r.truncated:
+            text = "[truncated] " + text
+        table.add_row(str(r.rank), f"{r.score:.4f}", f"{r.normalized_score:.3f}",
+                      "" if r.id is None else escape(str(r.id)), escape(text))
+    return table
+
+
+@app.callback()
+def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at INFO level.")] = False) -> None:
+    """rankrelay: every reranker behind one interface."""
+    logging.basicConfig(
+        level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
+    )
+    if not verbose:
+        _quiet_libraries()
+
+
+@app.command()
+def rerank(
+    documents: Annotated[str, typer.Argument(help="Documents: .jsonl (objects with 'text') or .txt (one a line); '-' for stdin.")],
+    query: Annotated[str, typer.Option("--query", "-q", help="The query.")],
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Backend spec or preset (default: settings).")] = None,
+    top_n: Annotated[Optional[int], typer.Option("--top-n", "-n", min=1, help="Keep the best N.")] = None,
+    normalize: Annotated[Optional[str], typer.Option(help="rank, sigmoid, minmax, zscore or none.")] = None,
+    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Pairs per forward pass.")] = None,
+    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    long_documents: Annotated[Optional[str], typer.Option(help="passages, truncate or error.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Rerank documents from a file for one query."""
+    from rankrelay.io import read_documents
+    from rankrelay.rerankers import load_reranker, load_settings
+
+    overrides = {
+        k: v
+        for k, v in {"normalize": normalize, "batch_size": batch_size, "device": device,
+                     "long_documents": long_documents}.items()
+        if v is not None
+    }
+    try:
+        settings = load_settings(str(config) if config else None, **overrides)
+        docs = read_documents(documents)
+        reranker = load_reranker(model, settings=settings)
+        result = reranker.rerank(query, docs, top_n=top_n if top_n is not None else settings.top_n)
+    except RankRelayError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        return
+    console.print(render_result(result, title=f"{result.backend} {result.model or ''} — {query!r}"))
+    console.print(f"{len(result)} of {result.num_candidates} documents; "
+                  f"model {result.timings['model']:.1f} ms, total {result.timings['total']:.1f} ms")
+
+
+@app.command()
+def models() -> None:
+    """List presets (with whether their weights are on this machine) and registered backends."""
+    from rankrelay.hub import find_local
+    from rankrelay.rerankers import backends
+
+    presets = Table(title="presets (weights: where they are on this machine)", title_justify="left")
+    for col in ("name", "model", "max len", "activation", "weights"):
+        presets.add_column(col)
+    for p in PRESETS.values():
+        try:
+            local = find_local(p.model)
+        except RankRelayError:
+            local = None
+        presets.add_row(p.name, p.model, str(p.max_length), p.activation, local.source if local else "hub")
+    console.print(presets)
+    table = Table(title="backends (spec: name:model)", title_justify="left")
+    for col in ("name", "extra", "about"):
+        table.add_column(col)
+    for b in backends():
+        table.add_row(b.name, b.extra or "", b.description)
+    console.print(table)
+
+
+@app.command()
+def demo(
+    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Use this backend instead of the first available.")] = None,
+) -> None:
+    """Rerank the bundled sample with the best backend available on this machine."""
+    from rankrelay.demo import run_demo
+
+    try:
+        run_demo(console, model)
+    except RankRelayError as exc:
+        raise _fail(exc) from None
+
+
+if __name__ == "__main__":  # pragma: no cover
+    app()

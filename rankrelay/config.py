@@ -1,0 +1,142 @@
+"""Settings (environment ``RANKRELAY_*``, ``.env``, a TOML file) and the model presets.
+
+Precedence, highest first: keyword arguments, environment, ``.env``, the config file named by
+``RANKRELAY_CONFIG`` (or :meth:`Settings.from_file`).
+
+Example:
+    >>> from rankrelay.config import PRESETS, Settings
+    >>> PRESETS["minilm-l6"].model
+    'cross-encoder/ms-marco-MiniLM-L-6-v2'
+    >>> Settings(backend="bge-base", batch_size=8).batch_size
+    8
+"""
+
+from __future__ import annotations
+
+import contextvars
+import os
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any, Literal
+
+from pydantic import Field, SecretStr, field_validator
+from pydantic_settings import (
+    BaseSettings,
+    PydanticBaseSettingsSource,
+    SettingsConfigDict,
+    TomlConfigSettingsSource,
+)
+
+from rankrelay.errors import ConfigError
+
+
+@dataclass(frozen=True, slots=True)
+class Preset:
+    """A named model with the settings it was trained for.
+
+    ``activation`` maps the raw score (a logit) to a probability; rankrelay keeps the raw logit as
+    ``score`` so scores never saturate, and ``normalize="sigmoid"`` applies the activation.
+    """
+
+    name: str
+    backend: str
+    model: str
+    max_length: int
+    activation: str
+    description: str
+
+
+PRESETS: dict[str, Preset] = {
+    p.name: p
+    for p in (
+        Preset("minilm-l6", "cross-encoder", "cross-encoder/ms-marco-MiniLM-L-6-v2", 512, "sigmoid",
+               "MS MARCO MiniLM, 6 layers (22M params): fast English reranker"),
+        Preset("minilm-l12", "cross-encoder", "cross-encoder/ms-marco-MiniLM-L-12-v2", 512, "sigmoid",
+               "MS MARCO MiniLM, 12 layers (33M params): English, more accurate"),
+        Preset("bge-base", "cross-encoder", "BAAI/bge-reranker-base", 512, "sigmoid",
+               "BGE reranker base (XLM-RoBERTa, 278M params): English and Chinese"),
+        Preset("bge-large", "cross-encoder", "BAAI/bge-reranker-large", 512, "sigmoid",
+               "BGE reranker large (XLM-RoBERTa, 560M params): English and Chinese"),
+    )
+}
+
+_config_file: contextvars.ContextVar[str | None] = contextvars.ContextVar("rankrelay_config", default=None)
+
+
+class Settings(BaseSettings):
+    """Every rankrelay setting; read from keyword arguments, environment, ``.env`` and a TOML file."""
+
+    model_config = SettingsConfigDict(
+        env_prefix="RANKRELAY_",
+        env_file=".env",
+        env_file_encoding="utf-8",
+        extra="forbid",
+        validate_default=True,
+    )
+
+    backend: str = Field("minilm-l6", description="backend spec: a preset, or 'name:model'")
+    device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
+    batch_size: int = Field(32, ge=1, description="pairs per forward pass")
+    max_length: int | None = Field(None, ge=8, description="model window in tokens (default: the model's)")
+    normalize: Literal["rank", "sigmoid", "minmax", "zscore", "none"] = "rank"
+    top_n: int | None = Field(None, ge=1, description="default number of results kept")
+    long_documents: Literal["passages", "truncate", "error"] = "passages"
+    passage_overlap: int = Field(32, ge=0, description="tokens shared by consecutive passages")
+    model_options: dict[str, Any] = Field(
+        default_factory=dict, description="passed through to sentence-transformers, e.g. {backend='onnx'}"
+    )
+    hub_timeout: float = Field(5.0, gt=0, description="seconds to wait for the Hugging Face Hub")
+    timeout: float = Field(30.0, gt=0, description="API read timeout in seconds")
+    connect_timeout: float = Field(5.0, gt=0, description="API connect timeout in seconds")
+    cohere_api_key: SecretStr | None = Field(None, description="Cohere API key")
+
+    @field_validator("device")
+    @classmethod
+    def _check_device(cls, value: str) -> str:
+        from rankrelay.devices import check_device
+
+        return check_device(value)
+
+    @classmethod
+    def settings_customise_sources(
+        cls,
+        settings_cls: type[BaseSettings],
+        init_settings: PydanticBaseSettingsSource,
+        env_settings: PydanticBaseSettingsSource,
+        dotenv_settings: PydanticBaseSettingsSource,
+        file_secret_settings: PydanticBaseSettingsSource,
+    ) -> tuple[PydanticBaseSettingsSource, ...]:
+        sources = [init_settings, env_settings, dotenv_settings]
+        path = _config_file.get() or os.environ.get("RANKRELAY_CONFIG")
+        if path:
+            if not Path(path).is_file():
+                raise ConfigError(f"config file {path!r} does not exist")
+            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+        return (*sources, file_secret_settings)
+
+    @classmethod
+    def from_file(cls, path: str | os.PathLike[str] | None, **overrides: Any) -> Settings:
+        """Settings with ``path`` (TOML) as the config file; ``None`` means ``RANKRELAY_CONFIG``."""
+        token = _config_file.set(os.fspath(path) if path is not None else None)
+        try:
+            return cls(**overrides)
+        finally:
+            _config_file.reset(token)
+
+    def reranker_options(self) -> dict[str, Any]:
+        """Options for :func:`rankrelay.load_reranker`; each backend takes the ones it knows."""
+        options: dict[str, Any] = {
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "normalize": self.normalize,
+            "long_documents": self.long_documents,
+            "passage_overlap": self.passage_overlap,
+            "hub_timeout": self.hub_timeout,
+            "timeout": self.timeout,
+            "connect_timeout": self.connect_timeout,
+        }
+        if self.max_length is not None:
+            options["max_length"] = self.max_length
+        if self.cohere_api_key is not None:
+            options["api_key"] = self.cohere_api_key
+        return {**options, **self.model_options}

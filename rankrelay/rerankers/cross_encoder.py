@@ -1,0 +1,84 @@
+"""Local cross-encoder backend on sentence-transformers: presets, any model id or local path.
+
+Scores are the model's raw logits (no activation), so they never saturate; a two-label model's
+score is ``logit[1] - logit[0]`` (its sigmoid is the softmax probability of the positive class).
+
+Example:
+    >>> from rankrelay.rerankers.cross_encoder import CrossEncoderReranker
+    >>> rr = CrossEncoderReranker("cross-encoder/ms-marco-MiniLM-L-6-v2", batch_size=16)
+    >>> rr.model, rr.batch_size            # nothing is loaded until warm_up() or the first call
+    ('cross-encoder/ms-marco-MiniLM-L-6-v2', 16)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from typing import Any
+
+from rankrelay._optional import import_optional
+from rankrelay.config import PRESETS
+from rankrelay.errors import ModelLoadError
+from rankrelay.hub import ResolvedModel
+from rankrelay.rerankers.local import LocalModelReranker, model_window
+from rankrelay.rerankers.passages import PassagePlanner
+
+class CrossEncoderReranker(LocalModelReranker):
+    """A sentence-transformers ``CrossEncoder`` behind the :class:`~rankrelay.Reranker` protocol.
+
+    Args:
+        model: Hugging Face id or local path of a sequence-classification model with 1 or 2 labels.
+        activation: what maps the raw score to a probability (``sigmoid`` for every preset).
+        preset: the preset name this reranker was built from, if any.
+        **options: see :class:`~rankrelay.rerankers.local.LocalModelReranker`.
+    """
+
+    name = "cross-encoder"
+
+    def __init__(self, model: str, *, activation: str = "sigmoid", preset: str | None = None, **options: Any) -> None:
+        super().__init__(model, **options)
+        self.activation = activation
+        self.preset = preset
+
+    def _load(self, resolved: ResolvedModel, device: str, kwargs: dict[str, Any]) -> Any:
+        st = import_optional("sentence_transformers", extra="local", feature="the cross-encoder backend",
+                             package="sentence-transformers")
+        encoder = st.CrossEncoder(resolved.location, device=device, **kwargs)
+        labels = encoder.num_labels
+        if labels not in (1, 2):
+            raise ModelLoadError(
+                f"{self.model!r} has {labels} output labels; a reranker needs 1 (a relevance logit) or 2"
+            )
+        window = model_window(encoder.config, encoder.max_seq_length, self.max_length)
+        encoder.max_seq_length = window
+        return encoder
+
+    def _make_planner(self, encoder: Any) -> PassagePlanner:
+        return PassagePlanner(encoder.tokenizer, encoder.max_seq_length, self.long_documents, self.passage_overlap)
+
+    def _score_pairs(self, pairs: list[tuple[str, str]]) -> Sequence[float]:
+        import torch
+
+        raw = self._encoder.predict(
+            pairs,
+            batch_size=self.batch_size,
+            activation_fn=torch.nn.Identity(),
+            show_progress_bar=False,
+            convert_to_numpy=True,
+        )
+        if raw.ndim == 2:
+            raw = raw[:, 1] - raw[:, 0]
+        return raw.tolist()
+
+
+def from_spec(model: str | None, **options: Any) -> CrossEncoderReranker:
+    """Registry factory: ``cross-encoder:<id or path>``."""
+    if model is None:
+        model = PRESETS["minilm-l6"].model
+    return CrossEncoderReranker(model, **options)
+
+
+def from_preset(preset: str, **options: Any) -> CrossEncoderReranker:
+    """Registry factory for a preset name such as ``minilm-l6``."""
+    p = PRESETS[preset]
+    options.setdefault("max_length", p.max_length)
+    return CrossEncoderReranker(p.model, activation=p.activation, preset=p.name, **options)

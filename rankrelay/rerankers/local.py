@@ -1,0 +1,225 @@
+"""Shared machinery of the local (sentence-transformers) backends.
+
+:class:`LocalModelReranker` loads its model lazily and thread-safely, plans passages for long
+documents, scores each distinct (query, passage) pair once across the whole batch, and gives each
+document its best passage's score (MaxP). A subclass loads a model and scores pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import abstractmethod
+from collections.abc import Sequence
+from time import perf_counter
+from typing import Any
+
+from rankrelay.devices import check_device, resolve_device
+from rankrelay.errors import ConfigError, ModelLoadError, ModelNotFoundError
+from rankrelay.hub import ResolvedModel, canonical_model_id, resolve_model
+from rankrelay.rerankers.base import BaseReranker, Scored
+from rankrelay.rerankers.passages import PassagePlanner, Pieces, check_long_documents
+from rankrelay.results import Document
+
+logger = logging.getLogger(__name__)
+
+#: Keyword arguments passed through to the sentence-transformers model constructor.
+MODEL_PASSTHROUGH = frozenset(
+    {
+        "backend",
+        "cache_folder",
+        "config_kwargs",
+        "default_prompt_name",
+        "local_files_only",
+        "model_kwargs",
+        "processor_kwargs",
+        "prompts",
+        "revision",
+        "token",
+        "tokenizer_kwargs",
+        "trust_remote_code",
+    }
+)
+#: Options every local backend takes.
+LOCAL_OPTIONS = frozenset(
+    {"device", "batch_size", "max_length", "normalize", "long_documents", "passage_overlap", "hub_timeout"}
+) | MODEL_PASSTHROUGH
+
+
+_ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl")
+
+
+def model_window(config: Any, tokenizer_limit: int | None, asked: int | None) -> int:
+    """Tokens the model can take: the asked length, capped by the tokenizer and position table."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is not None and getattr(config, "model_type", "") in _ROBERTA_LIKE:
+        positions -= 2  # RoBERTa position ids start after the padding index
+    limits = [x for x in (positions, tokenizer_limit if tokenizer_limit and tokenizer_limit < 10**6 else None) if x]
+    cap = min(limits) if limits else 512
+    if asked is not None and asked > cap:
+        raise ModelLoadError(f"max_length {asked} is more than the model's {cap} positions")
+    return asked or cap
+
+
+class LocalModelReranker(BaseReranker):
+    """Base of the local backends; construction is cheap, :meth:`warm_up` loads the model.
+
+    Args:
+        model: Hugging Face id, alias or local path.
+        device: auto, cpu, cuda, cuda:N or mps.
+        batch_size: pairs (or texts) per forward pass.
+        max_length: model window in tokens (default: the model's own).
+        normalize: how ``normalized_score`` is filled.
+        long_documents: ``passages`` (MaxP over windows), ``truncate`` (marked) or ``error``.
+        passage_overlap: tokens shared by consecutive passages.
+        hub_timeout: seconds to wait for the Hugging Face Hub when the model is not local.
+        **model_options: passed to sentence-transformers (``backend="onnx"``, ``revision``, ...).
+    """
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str = "auto",
+        batch_size: int = 32,
+        max_length: int | None = None,
+        normalize: str = "rank",
+        long_documents: str = "passages",
+        passage_overlap: int = 32,
+        hub_timeout: float = 5.0,
+        **model_options: Any,
+    ) -> None:
+        super().__init__(normalize=normalize)
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigError(f"{self.name} needs a model id or path, got {model!r}")
+        unknown = set(model_options) - MODEL_PASSTHROUGH
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) for {self.name}: {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(sorted(LOCAL_OPTIONS))}"
+            )
+        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
+            raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        if max_length is not None and (not isinstance(max_length, int) or max_length < 8):
+            raise ConfigError(f"max_length must be an int >= 8 or None, got {max_length!r}")
+        if not isinstance(passage_overlap, int) or passage_overlap < 0:
+            raise ConfigError(f"passage_overlap must be an int >= 0, got {passage_overlap!r}")
+        self.model = canonical_model_id(model.strip())
+        self.device = check_device(device)
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.long_documents = check_long_documents(long_documents)
+        self.passage_overlap = passage_overlap
+        self.hub_timeout = float(hub_timeout)
+        self.model_options = dict(model_options)
+        self._encoder: Any = None
+        self._planner: PassagePlanner | None = None
+        self._lock = threading.Lock()
+
+    # -- loading ---------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Find and load the model now (raises :class:`ModelNotFoundError` quickly when it cannot)."""
+        if self._encoder is not None:
+            return
+        with self._lock:
+            if self._encoder is not None:
+                return
+            opts = self.model_options
+            resolved = resolve_model(
+                self.model,
+                cache_folder=opts.get("cache_folder"),
+                revision=opts.get("revision"),
+                token=opts.get("token"),
+                timeout=self.hub_timeout,
+            )
+            kwargs = dict(opts)
+            if resolved.local:
+                kwargs["local_files_only"] = True
+            device = resolve_device(self.device)
+            start = perf_counter()
+            try:
+                encoder = self._load(resolved, device, kwargs)
+            except (ModelNotFoundError, ModelLoadError, ConfigError):
+                raise
+            except Exception as exc:
+                raise ModelLoadError(
+                    f"could not load {self.name} model {self.model!r} from {resolved.location}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            self._planner = self._make_planner(encoder)
+            self._encoder = encoder
+            logger.info(
+                "loaded %s %s from %s (%s) on %s in %.0f ms",
+                self.name, self.model, resolved.location, resolved.source, device,
+                (perf_counter() - start) * 1000,
+            )
+
+    @property
+    def encoder(self) -> Any:
+        """The loaded sentence-transformers model (loads it on first use)."""
+        self.warm_up()
+        return self._encoder
+
+    @property
+    def window(self) -> int:
+        """The model's window in tokens, as used for passage planning."""
+        self.warm_up()
+        assert self._planner is not None
+        return self._planner.max_length
+
+    @abstractmethod
+    def _load(self, resolved: ResolvedModel, device: str, kwargs: dict[str, Any]) -> Any:
+        """Build the sentence-transformers model."""
+
+    @abstractmethod
+    def _make_planner(self, encoder: Any) -> PassagePlanner:
+        """The passage planner for this model's tokenizer and window."""
+
+    @abstractmethod
+    def _score_pairs(self, pairs: list[tuple[str, str]]) -> Sequence[float]:
+        """Raw scores of (query, passage) pairs."""
+
+    # -- scoring ---------------------------------------------------------------------------
+    def _score_batch(
+        self, queries: list[str], documents: list[list[Document]]
+    ) -> tuple[list[Scored], dict[str, float]]:
+        self.warm_up()
+        planner = self._planner
+        assert planner is not None
+        start = perf_counter()
+        pair_index: dict[tuple[str, str], int] = {}
+        plans: list[list[Pieces]] = []
+        slots: list[list[list[int]]] = []
+        for query, docs in zip(queries, documents):
+            texts = [d.text for d in docs]
+            pieces = planner.plan(query, texts)
+            plans.append(pieces)
+            slots.append(
+                [
+                    [pair_index.setdefault((query, text[a:b]), len(pair_index)) for a, b in p.spans]
+                    for text, p in zip(texts, pieces)
+                ]
+            )
+        model_start = perf_counter()
+        raw = self._score_pairs(list(pair_index)) if pair_index else []
+        model_ms = (perf_counter() - model_start) * 1000.0
+        out = []
+        for pieces, doc_slots in zip(plans, slots):
+            scores, passages, truncated = [], [], []
+            for p, idx in zip(pieces, doc_slots):
+                best = max(range(len(idx)), key=lambda j: raw[idx[j]])
+                scores.append(float(raw[idx[best]]))
+                passages.append(p.spans[best] if p.split else None)
+                truncated.append(p.truncated)
+            out.append(Scored(scores, passages, truncated))
+        prepare_ms = (model_start - start) * 1000.0
+        return out, {"model": model_ms, "prepare": prepare_ms}
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "max_length": self.max_length,
+            "long_documents": self.long_documents,
+        }
