@@ -10,7 +10,7 @@ from __future__ import annotations
 import json
 import logging
 from pathlib import Path
-from typing import Annotated, Optional
+from typing import Annotated
 
 import typer
 from rich.console import Console
@@ -31,12 +31,12 @@ console = Console()
 err_console = Console(stderr=True)
 
 ConfigOption = Annotated[
-    Optional[Path], typer.Option("--config", "-c", help="TOML config file (else RANKRELAY_CONFIG).")
+    Path | None, typer.Option("--config", "-c", help="TOML config file (else RANKRELAY_CONFIG).")
 ]
 
 
 def _fail(exc: Exception) -> typer.Exit:
-    err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False, markup=True)
+    err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 
@@ -91,12 +91,12 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at I
 def rerank(
     documents: Annotated[str, typer.Argument(help="Documents: .jsonl (objects with 'text') or .txt (one a line); '-' for stdin.")],
     query: Annotated[str, typer.Option("--query", "-q", help="The query.")],
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Backend spec or preset (default: settings).")] = None,
-    top_n: Annotated[Optional[int], typer.Option("--top-n", "-n", min=1, help="Keep the best N.")] = None,
-    normalize: Annotated[Optional[str], typer.Option(help="rank, sigmoid, minmax, zscore or none.")] = None,
-    batch_size: Annotated[Optional[int], typer.Option(min=1, help="Pairs per forward pass.")] = None,
-    device: Annotated[Optional[str], typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
-    long_documents: Annotated[Optional[str], typer.Option(help="passages, truncate or error.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Backend spec or preset (default: settings).")] = None,
+    top_n: Annotated[int | None, typer.Option("--top-n", "-n", min=1, help="Keep the best N.")] = None,
+    normalize: Annotated[str | None, typer.Option(help="rank, sigmoid, minmax, zscore or none.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Pairs per forward pass.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    long_documents: Annotated[str | None, typer.Option(help="passages, truncate or error.")] = None,
     as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
     config: ConfigOption = None,
 ) -> None:
@@ -151,7 +151,7 @@ def models() -> None:
 
 @app.command()
 def demo(
-    model: Annotated[Optional[str], typer.Option("--model", "-m", help="Use this backend instead of the first available.")] = None,
+    model: Annotated[str | None, typer.Option("--model", "-m", help="Use this backend instead of the first available.")] = None,
 ) -> None:
     """Rerank the bundled sample with the best backend available on this machine."""
     from rankrelay.demo import run_demo

@@ -70,7 +70,7 @@ class Settings(BaseSettings):
         env_prefix="RANKRELAY_",
         env_file=".env",
         env_file_encoding="utf-8",
-        extra="forbid",
+        extra="ignore",  # a shared .env may hold other programs' variables; the TOML file is checked
         validate_default=True,
     )
 
@@ -111,7 +111,14 @@ class Settings(BaseSettings):
         if path:
             if not Path(path).is_file():
                 raise ConfigError(f"config file {path!r} does not exist")
-            sources.append(TomlConfigSettingsSource(settings_cls, toml_file=path))
+            toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
+            unknown = sorted(set(toml.toml_data) - set(settings_cls.model_fields))
+            if unknown:
+                raise ConfigError(
+                    f"unknown setting(s) in {path}: {', '.join(unknown)}; "
+                    f"known: {', '.join(settings_cls.model_fields)}"
+                )
+            sources.append(toml)
         return (*sources, file_secret_settings)
 
     @classmethod

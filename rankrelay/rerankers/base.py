@@ -180,9 +180,9 @@ class BaseReranker(ABC):
     ) -> list[RerankResult]:
         """Rank several ``(query, documents)`` requests with one batched scoring pass.
 
-        Timings of each result are those of the whole batch; loading a model is not timed.
+        Inputs are checked before anything is loaded. Timings of each result are those of the
+        whole batch; loading a model is not timed.
         """
-        self.warm_up()
         start = perf_counter()
         check_top_n(top_n)
         queries: list[str] = []
@@ -190,6 +190,10 @@ class BaseReranker(ABC):
         for query, documents in requests:
             queries.append(check_query(query))
             docs.append(to_documents(documents))
+        if any(docs):
+            load_start = perf_counter()
+            self.warm_up()
+            start += perf_counter() - load_start
         todo = [i for i, d in enumerate(docs) if d]
         scored: list[Scored | None] = [None] * len(queries)
         extra: dict[str, float] = {}

@@ -22,6 +22,7 @@ from rankrelay.hub import ResolvedModel
 from rankrelay.rerankers.local import LocalModelReranker, model_window
 from rankrelay.rerankers.passages import PassagePlanner
 
+
 class CrossEncoderReranker(LocalModelReranker):
     """A sentence-transformers ``CrossEncoder`` behind the :class:`~rankrelay.Reranker` protocol.
 
@@ -49,6 +50,8 @@ class CrossEncoderReranker(LocalModelReranker):
                 f"{self.model!r} has {labels} output labels; a reranker needs 1 (a relevance logit) or 2"
             )
         window = model_window(encoder.config, encoder.max_seq_length, self.max_length)
+        if self.max_length is None and self.preset is not None:
+            window = min(window, PRESETS[self.preset].max_length)
         encoder.max_seq_length = window
         return encoder
 
@@ -80,5 +83,4 @@ def from_spec(model: str | None, **options: Any) -> CrossEncoderReranker:
 def from_preset(preset: str, **options: Any) -> CrossEncoderReranker:
     """Registry factory for a preset name such as ``minilm-l6``."""
     p = PRESETS[preset]
-    options.setdefault("max_length", p.max_length)
     return CrossEncoderReranker(p.model, activation=p.activation, preset=p.name, **options)

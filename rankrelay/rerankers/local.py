@@ -15,7 +15,7 @@ from time import perf_counter
 from typing import Any
 
 from rankrelay.devices import check_device, resolve_device
-from rankrelay.errors import ConfigError, ModelLoadError, ModelNotFoundError
+from rankrelay.errors import ConfigError, ModelLoadError, RankRelayError
 from rankrelay.hub import ResolvedModel, canonical_model_id, resolve_model
 from rankrelay.rerankers.base import BaseReranker, Scored
 from rankrelay.rerankers.passages import PassagePlanner, Pieces, check_long_documents
@@ -139,7 +139,7 @@ class LocalModelReranker(BaseReranker):
             start = perf_counter()
             try:
                 encoder = self._load(resolved, device, kwargs)
-            except (ModelNotFoundError, ModelLoadError, ConfigError):
+            except RankRelayError:
                 raise
             except Exception as exc:
                 raise ModelLoadError(
@@ -166,6 +166,12 @@ class LocalModelReranker(BaseReranker):
         self.warm_up()
         assert self._planner is not None
         return self._planner.max_length
+
+    def plan_passages(self, query: str, texts: Sequence[str]) -> list[Pieces]:
+        """The character spans this reranker scores for each text (one span when it fits)."""
+        self.warm_up()
+        assert self._planner is not None
+        return self._planner.plan(query, texts)
 
     @abstractmethod
     def _load(self, resolved: ResolvedModel, device: str, kwargs: dict[str, Any]) -> Any:

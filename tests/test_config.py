@@ -1,0 +1,65 @@
+import pytest
+
+from rankrelay import ConfigError, Settings
+from rankrelay.rerankers import load_settings
+
+
+def test_defaults():
+    s = Settings()
+    assert (s.backend, s.device, s.batch_size, s.normalize, s.long_documents, s.top_n) == (
+        "minilm-l6", "auto", 32, "rank", "passages", None)
+
+
+def test_environment(monkeypatch):
+    monkeypatch.setenv("RANKRELAY_BACKEND", "bge-base")
+    monkeypatch.setenv("RANKRELAY_BATCH_SIZE", "8")
+    monkeypatch.setenv("RANKRELAY_MODEL_OPTIONS", '{"backend": "onnx"}')
+    monkeypatch.setenv("RANKRELAY_COHERE_API_KEY", "sk-secret")
+    s = Settings()
+    assert s.backend == "bge-base" and s.batch_size == 8 and s.model_options == {"backend": "onnx"}
+    assert s.cohere_api_key.get_secret_value() == "sk-secret"
+    assert "sk-secret" not in repr(s) and "sk-secret" not in str(s.model_dump())
+    assert s.reranker_options()["backend"] == "onnx"
+
+
+def test_dotenv_file(tmp_path, monkeypatch):
+    monkeypatch.chdir(tmp_path)
+    (tmp_path / ".env").write_text("RANKRELAY_NORMALIZE=minmax\nRANKRELAY_TOP_N=5\nUNRELATED=1\n")
+    s = Settings()
+    assert s.normalize == "minmax" and s.top_n == 5
+
+
+def test_toml_config_file_and_precedence(tmp_path, monkeypatch):
+    cfg = tmp_path / "rankrelay.toml"
+    cfg.write_text('backend = "bge-large"\nbatch_size = 4\ndevice = "cpu"\n[model_options]\nrevision = "main"\n')
+    s = Settings.from_file(cfg)
+    assert (s.backend, s.batch_size, s.device, s.model_options) == ("bge-large", 4, "cpu", {"revision": "main"})
+    monkeypatch.setenv("RANKRELAY_CONFIG", str(cfg))
+    monkeypatch.setenv("RANKRELAY_BATCH_SIZE", "16")
+    s = Settings()
+    assert s.backend == "bge-large" and s.batch_size == 16  # environment beats the file
+    assert Settings(batch_size=2).batch_size == 2  # keyword beats everything
+
+
+@pytest.mark.parametrize(
+    "env, value",
+    [
+        ("RANKRELAY_BATCH_SIZE", "0"),
+        ("RANKRELAY_NORMALIZE", "softmax"),
+        ("RANKRELAY_DEVICE", "gpu"),
+        ("RANKRELAY_LONG_DOCUMENTS", "chop"),
+    ],
+)
+def test_bad_values_are_config_errors(monkeypatch, env, value):
+    monkeypatch.setenv(env, value)
+    with pytest.raises(ConfigError, match=env.removeprefix("RANKRELAY_").lower()):
+        load_settings()
+
+
+def test_missing_or_bad_config_file(tmp_path):
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_settings(str(tmp_path / "missing.toml"))
+    bad = tmp_path / "bad.toml"
+    bad.write_text('batch_sise = 4\n')
+    with pytest.raises(ConfigError, match="batch_sise"):
+        load_settings(str(bad))
