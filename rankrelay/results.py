@@ -168,6 +168,11 @@ class RerankResult:
         return replace(self, results=self.results[:k])
 
     @property
+    def fallbacks(self) -> list[dict[str, Any]]:
+        """Failed attempts before the backend that served (fallback chains): backend, error, ms."""
+        return list(self.info.get("fallbacks", []))
+
+    @property
     def ids(self) -> list[DocId | None]:
         """Document ids in ranked order."""
         return [r.id for r in self.results]

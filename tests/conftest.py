@@ -141,3 +141,13 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
         if key.startswith("RANKRELAY_"):
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
+
+
+@pytest.fixture
+def fake_api():
+    """A real local rerank API server (see tests/fake_api.py), stopped after the test."""
+    from fake_api import FakeRerankAPI
+
+    server = FakeRerankAPI().start()
+    yield server
+    server.stop()

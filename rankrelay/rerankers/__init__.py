@@ -20,13 +20,16 @@ from pydantic import ValidationError
 
 from rankrelay.config import PRESETS, Settings
 from rankrelay.errors import ConfigError, UnknownBackendError
-from rankrelay.rerankers import bi_encoder, cross_encoder
+from rankrelay.rerankers import bi_encoder, cohere, cross_encoder, http
+from rankrelay.rerankers.api import API_OPTIONS
 from rankrelay.rerankers.base import BaseReranker, Reranker, Scored
+from rankrelay.rerankers.fallback import FallbackReranker
 from rankrelay.rerankers.local import LOCAL_OPTIONS
 
 __all__ = [
     "BackendInfo",
     "BaseReranker",
+    "FallbackReranker",
     "Reranker",
     "Scored",
     "backends",
@@ -89,11 +92,18 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
         raise ConfigError(f"invalid settings: {exc}") from None
 
 
-def load_reranker(spec: str | Reranker | None = None, *, settings: Settings | None = None, **options: Any) -> Reranker:
+def load_reranker(
+    spec: str | Reranker | list[Any] | tuple[Any, ...] | None = None,
+    *,
+    settings: Settings | None = None,
+    **options: Any,
+) -> Reranker:
     """Build a reranker from a spec, with defaults from :class:`Settings`.
 
     Args:
-        spec: preset, ``backend:model``, a :class:`Reranker` (returned as is), or None for
+        spec: preset, ``backend:model``, a :class:`Reranker` (returned as is), a list (a fallback
+            chain of specs, rerankers or ``{"spec": ..., **options}`` dicts; ``options`` go to the
+            :class:`FallbackReranker`), or None for ``settings.fallback`` when set, else
             ``settings.backend``.
         settings: defaults for options not given here (default: ``Settings()`` from env, ``.env``
             and the config file).
@@ -108,10 +118,14 @@ def load_reranker(spec: str | Reranker | None = None, *, settings: Settings | No
         if options:
             raise ConfigError("options cannot be applied to a reranker instance; configure it directly")
         return spec
+    if isinstance(spec, (list, tuple)):
+        return FallbackReranker(list(spec), **options)
     if spec is not None and not isinstance(spec, str):
-        raise ConfigError(f"a reranker spec is a string or a Reranker, got {type(spec).__name__}")
+        raise ConfigError(f"a reranker spec is a string, a list or a Reranker, got {type(spec).__name__}")
     if settings is None:
         settings = load_settings()
+    if spec is None and settings.fallback:
+        return FallbackReranker(settings.fallback, **options)
     backend, model, preset = parse_spec(spec if spec is not None else settings.backend)
     info = _REGISTRY[backend]
     unknown = set(options) - info.options
@@ -120,7 +134,7 @@ def load_reranker(spec: str | Reranker | None = None, *, settings: Settings | No
             f"unknown option(s) for backend {backend!r}: {', '.join(sorted(unknown))}; "
             f"it takes: {', '.join(sorted(info.options))}"
         )
-    merged = {k: v for k, v in settings.reranker_options().items() if k in info.options}
+    merged = {k: v for k, v in settings.reranker_options(backend).items() if k in info.options}
     merged.update(options)
     if preset is not None:
         return cross_encoder.from_preset(preset, **merged)
@@ -134,6 +148,21 @@ register(
     description="local sentence-transformers CrossEncoder (any HF id or local path)",
     extra="local",
 )
+register(
+    "cohere",
+    cohere.from_spec,
+    options=API_OPTIONS | {"max_tokens_per_doc"},
+    description="Cohere Rerank through the official SDK (cohere:rerank-v3.5)",
+    extra="cohere",
+)
+for _provider, _about in (
+    ("cohere-http", "Cohere's /v2/rerank JSON over httpx (cohere-http:model@url)"),
+    ("tei", "Hugging Face text-embeddings-inference /rerank (tei:http://host:port)"),
+    ("jina", "Jina /v1/rerank (jina:jina-reranker-v2-base-multilingual)"),
+    ("voyage", "Voyage /v1/rerank (voyage:rerank-2)"),
+    ("infinity", "Infinity /rerank, Cohere-shaped (infinity:model@http://host:port)"),
+):
+    register(_provider, http.factory(_provider), options=API_OPTIONS, description=_about)
 register(
     "bi-encoder",
     bi_encoder.from_spec,

@@ -18,7 +18,6 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import functools
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from dataclasses import dataclass
@@ -67,6 +66,7 @@ class Scored:
     scores: Sequence[float]
     passages: Sequence[tuple[int, int] | None] | None = None
     truncated: Sequence[bool] | None = None
+    info: dict[str, Any] | None = None
 
 
 def check_query(query: object) -> str:
@@ -131,6 +131,7 @@ def build_result(
         timings=timings,
         normalization=normalization,
         num_candidates=len(docs),
+        info=dict(scored.info) if scored.info else {},
     )
 
 
@@ -175,6 +176,39 @@ class BaseReranker(ABC):
         """
         return self.rerank_batch([(query, documents)], top_n=top_n)[0]
 
+    def _prepare(
+        self, requests: Sequence[Request], top_n: int | None
+    ) -> tuple[list[str], list[list[Document]], list[int]]:
+        """Check every input (before anything is loaded or sent); return queries, documents and
+        the positions of requests that have documents."""
+        check_top_n(top_n)
+        queries: list[str] = []
+        docs: list[list[Document]] = []
+        for query, documents in requests:
+            queries.append(check_query(query))
+            docs.append(to_documents(documents))
+        return queries, docs, [i for i, d in enumerate(docs) if d]
+
+    def _assemble(
+        self,
+        queries: list[str],
+        docs: list[list[Document]],
+        todo: list[int],
+        out: list[Scored],
+        timings: dict[str, float],
+        top_n: int | None,
+    ) -> list[RerankResult]:
+        scored: list[Scored] = [Scored([]) for _ in queries]
+        for i, s in zip(todo, out):
+            scored[i] = s
+        return [
+            build_result(
+                q, d, s, backend=self.name, model=self.model, normalization=self.normalize,
+                top_n=top_n, timings=dict(timings),
+            )
+            for q, d, s in zip(queries, docs, scored)
+        ]
+
     def rerank_batch(
         self, requests: Sequence[Request], top_n: int | None = None
     ) -> list[RerankResult]:
@@ -184,51 +218,48 @@ class BaseReranker(ABC):
         whole batch; loading a model is not timed.
         """
         start = perf_counter()
-        check_top_n(top_n)
-        queries: list[str] = []
-        docs: list[list[Document]] = []
-        for query, documents in requests:
-            queries.append(check_query(query))
-            docs.append(to_documents(documents))
-        if any(docs):
+        queries, docs, todo = self._prepare(requests, top_n)
+        out: list[Scored] = []
+        extra: dict[str, float] = {}
+        if todo:
             load_start = perf_counter()
             self.warm_up()
             start += perf_counter() - load_start
-        todo = [i for i, d in enumerate(docs) if d]
-        scored: list[Scored | None] = [None] * len(queries)
-        extra: dict[str, float] = {}
-        if todo:
             model_start = perf_counter()
             out, extra = self._score_batch([queries[i] for i in todo], [docs[i] for i in todo])
             extra.setdefault("model", (perf_counter() - model_start) * 1000.0)
-            for i, s in zip(todo, out):
-                scored[i] = s
         timings = {"model": 0.0, **extra, "total": (perf_counter() - start) * 1000.0}
-        return [
-            build_result(
-                q,
-                d,
-                s if s is not None else Scored([]),
-                backend=self.name,
-                model=self.model,
-                normalization=self.normalize,
-                top_n=top_n,
-                timings=dict(timings),
-            )
-            for q, d, s in zip(queries, docs, scored)
-        ]
+        return self._assemble(queries, docs, todo, out, timings, top_n)
+
+    async def _ascore_batch(
+        self, queries: list[str], documents: list[list[Document]]
+    ) -> tuple[list[Scored], dict[str, float]]:
+        """Async scoring; by default :meth:`_score_batch` in a worker thread (API backends override)."""
+        return await asyncio.to_thread(self._score_batch, queries, documents)
 
     async def arerank(
         self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None
     ) -> RerankResult:
-        """Async :meth:`rerank`: the work runs in a worker thread, the event loop stays free."""
-        return await asyncio.to_thread(functools.partial(self.rerank, query, documents, top_n=top_n))
+        """Async :meth:`rerank`: model work runs in a worker thread, the event loop stays free."""
+        return (await self.arerank_batch([(query, documents)], top_n=top_n))[0]
 
     async def arerank_batch(
         self, requests: Sequence[Request], top_n: int | None = None
     ) -> list[RerankResult]:
         """Async :meth:`rerank_batch`."""
-        return await asyncio.to_thread(functools.partial(self.rerank_batch, requests, top_n=top_n))
+        start = perf_counter()
+        queries, docs, todo = self._prepare(requests, top_n)
+        out: list[Scored] = []
+        extra: dict[str, float] = {}
+        if todo:
+            load_start = perf_counter()
+            await asyncio.to_thread(self.warm_up)
+            start += perf_counter() - load_start
+            model_start = perf_counter()
+            out, extra = await self._ascore_batch([queries[i] for i in todo], [docs[i] for i in todo])
+            extra.setdefault("model", (perf_counter() - model_start) * 1000.0)
+        timings = {"model": 0.0, **extra, "total": (perf_counter() - start) * 1000.0}
+        return self._assemble(queries, docs, todo, out, timings, top_n)
 
     def describe(self) -> dict[str, Any]:
         """Backend, model and options, for logs and reports (no secrets)."""

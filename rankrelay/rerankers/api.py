@@ -1,0 +1,229 @@
+"""Shared machinery of hosted rerank APIs: chunking, concurrency, reply checks, error mapping.
+
+A subclass sends one chunk of documents (:meth:`ApiReranker._call` / :meth:`ApiReranker._acall`) and
+returns ``(index, score)`` pairs for it; this module splits long candidate lists into chunks, sends
+them concurrently under the one :class:`~rankrelay.rerankers.retry.RetryPolicy`, checks that every
+document was scored exactly once, and merges the chunks back in input order.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import logging
+import math
+import os
+from abc import abstractmethod
+from collections.abc import Sequence
+from concurrent.futures import ThreadPoolExecutor
+from dataclasses import dataclass, field
+from typing import Any
+
+from pydantic import SecretStr
+
+from rankrelay.errors import (
+    AuthenticationError,
+    BackendError,
+    BackendUnavailableError,
+    BadRequestError,
+    BadResponseError,
+    ConfigError,
+    RateLimitError,
+)
+from rankrelay.rerankers.base import BaseReranker, Scored
+from rankrelay.rerankers.retry import RETRY_STATUSES, RetryPolicy, retry_after_from_headers
+from rankrelay.results import Document
+
+logger = logging.getLogger(__name__)
+
+#: Options every API backend takes.
+API_OPTIONS = frozenset(
+    {"api_key", "base_url", "timeout", "connect_timeout", "max_attempts", "deadline", "chunk_size",
+     "max_concurrency", "normalize"}
+)
+
+
+@dataclass(slots=True)
+class Reply:
+    """One chunk's answer: ``(index within the chunk, score)`` pairs and provider facts."""
+
+    pairs: list[tuple[Any, Any]]
+    request_id: str | None = None
+    billed: dict[str, float] = field(default_factory=dict)
+
+
+def secret(value: str | SecretStr | None, *env_names: str) -> SecretStr | None:
+    """The key as a SecretStr: the given value, else the first of ``env_names`` that is set."""
+    if isinstance(value, SecretStr):
+        return value if value.get_secret_value() else None
+    if value:
+        return SecretStr(value)
+    for name in env_names:
+        if os.environ.get(name):
+            return SecretStr(os.environ[name])
+    return None
+
+
+def provider_message(body: Any) -> str:
+    """The human message of an error body: ``message``, ``error``, ``detail`` or the text itself."""
+    if isinstance(body, (bytes, str)):
+        text = body.decode("utf-8", "replace") if isinstance(body, bytes) else body
+        try:
+            body = json.loads(text)
+        except ValueError:
+            return text.strip()[:300] or "(empty body)"
+    if isinstance(body, dict):
+        for key in ("message", "error", "detail"):
+            value = body.get(key)
+            if isinstance(value, dict):
+                value = value.get("message", value)
+            if value:
+                return str(value)[:300]
+    return str(body)[:300]
+
+
+def error_for_status(
+    backend: str, status: int, body: Any, headers: Any = None, request_id: str | None = None
+) -> BackendError:
+    """The typed error for a non-2xx reply, carrying the provider's message."""
+    message = f"{backend}: HTTP {status}: {provider_message(body)}"
+    kwargs: dict[str, Any] = {"backend": backend, "status": status, "request_id": request_id}
+    if status in (401, 403):
+        return AuthenticationError(message, **kwargs)
+    if status == 429:
+        return RateLimitError(message, retry_after=retry_after_from_headers(headers), **kwargs)
+    if status in RETRY_STATUSES:
+        return BackendUnavailableError(message, retry_after=retry_after_from_headers(headers), **kwargs)
+    if status >= 500:
+        return BackendUnavailableError(message, retryable=False, **kwargs)
+    return BadRequestError(message, **kwargs)
+
+
+def check_pairs(backend: str, pairs: Sequence[tuple[Any, Any]], n: int) -> list[float]:
+    """Scores in input order from ``(index, score)`` pairs; every index in range, once, with a finite score."""
+    scores: list[float | None] = [None] * n
+    for index, score in pairs:
+        if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
+            raise BadResponseError(f"{backend}: reply has index {index!r} for {n} documents", backend=backend)
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+            raise BadResponseError(f"{backend}: reply has score {score!r} for index {index}", backend=backend)
+        if scores[index] is not None:
+            raise BadResponseError(f"{backend}: reply scores index {index} twice", backend=backend)
+        scores[index] = float(score)
+    missing = [i for i, s in enumerate(scores) if s is None]
+    if missing:
+        raise BadResponseError(
+            f"{backend}: reply leaves {len(missing)} of {n} documents unscored (first: {missing[:5]})",
+            backend=backend,
+        )
+    return scores  # type: ignore[return-value]
+
+
+class ApiReranker(BaseReranker):
+    """Base of hosted backends.
+
+    Args:
+        model: the provider's model name.
+        timeout: read timeout of one attempt, seconds.
+        connect_timeout: connect timeout, seconds.
+        max_attempts: attempts per chunk (retries = attempts - 1).
+        deadline: seconds for all attempts of one chunk, waits included.
+        chunk_size: documents per request; larger lists are split and sent concurrently.
+        max_concurrency: requests in flight at once for one call.
+        normalize: how ``normalized_score`` is filled.
+    """
+
+    def __init__(
+        self,
+        model: str | None,
+        *,
+        timeout: float = 30.0,
+        connect_timeout: float = 5.0,
+        max_attempts: int = 3,
+        deadline: float | None = None,
+        chunk_size: int = 1000,
+        max_concurrency: int = 4,
+        normalize: str = "rank",
+    ) -> None:
+        super().__init__(normalize=normalize)
+        if chunk_size < 1 or max_concurrency < 1:
+            raise ConfigError("chunk_size and max_concurrency must be >= 1")
+        self.model = model
+        self.connect_timeout = float(connect_timeout)
+        self.chunk_size = chunk_size
+        self.max_concurrency = max_concurrency
+        self.policy = RetryPolicy(
+            max_attempts=max_attempts,
+            timeout=float(timeout),
+            deadline=float(deadline) if deadline is not None else float(timeout) * max_attempts + 5.0,
+        )
+
+    @abstractmethod
+    def _call(self, query: str, texts: list[str], timeout: float) -> Reply:
+        """Send one chunk; raise typed errors."""
+
+    @abstractmethod
+    async def _acall(self, query: str, texts: list[str], timeout: float) -> Reply:
+        """Async :meth:`_call`."""
+
+    def _chunks(self, queries: list[str], documents: list[list[Document]]) -> list[tuple[int, int, str, list[str]]]:
+        jobs = []
+        for qi, (query, docs) in enumerate(zip(queries, documents)):
+            texts = [d.text for d in docs]
+            for start in range(0, len(texts), self.chunk_size):
+                jobs.append((qi, start, query, texts[start : start + self.chunk_size]))
+        return jobs
+
+    def _merge(
+        self, documents: list[list[Document]], jobs: list[tuple[int, int, str, list[str]]], replies: list[Reply]
+    ) -> list[Scored]:
+        scores: list[list[float]] = [[0.0] * len(d) for d in documents]
+        infos: list[dict[str, Any]] = [{"request_ids": [], "billed_units": {}, "requests": 0} for _ in documents]
+        for (qi, start, _, texts), reply in zip(jobs, replies):
+            chunk = check_pairs(self.name, reply.pairs, len(texts))
+            scores[qi][start : start + len(texts)] = chunk
+            info = infos[qi]
+            info["requests"] += 1
+            if reply.request_id:
+                info["request_ids"].append(reply.request_id)
+            for unit, value in reply.billed.items():
+                info["billed_units"][unit] = info["billed_units"].get(unit, 0) + value
+        return [Scored(s, info=i) for s, i in zip(scores, infos)]
+
+    def _score_batch(
+        self, queries: list[str], documents: list[list[Document]]
+    ) -> tuple[list[Scored], dict[str, float]]:
+        jobs = self._chunks(queries, documents)
+
+        def send(job: tuple[int, int, str, list[str]]) -> Reply:
+            _, _, query, texts = job
+            reply = self.policy.run(lambda timeout: self._call(query, texts, timeout), name=self.name)
+            check_pairs(self.name, reply.pairs, len(texts))
+            return reply
+
+        if len(jobs) == 1:
+            replies = [send(jobs[0])]
+        else:
+            with ThreadPoolExecutor(max_workers=min(self.max_concurrency, len(jobs))) as pool:
+                replies = list(pool.map(send, jobs))
+        return self._merge(documents, jobs, replies), {}
+
+    async def _ascore_batch(
+        self, queries: list[str], documents: list[list[Document]]
+    ) -> tuple[list[Scored], dict[str, float]]:
+        jobs = self._chunks(queries, documents)
+        limit = asyncio.Semaphore(self.max_concurrency)
+
+        async def send(job: tuple[int, int, str, list[str]]) -> Reply:
+            _, _, query, texts = job
+            async with limit:
+                reply = await self.policy.arun(lambda timeout: self._acall(query, texts, timeout), name=self.name)
+            check_pairs(self.name, reply.pairs, len(texts))
+            return reply
+
+        replies = list(await asyncio.gather(*(send(job) for job in jobs)))
+        return self._merge(documents, jobs, replies), {}
+
+    def describe(self) -> dict[str, Any]:
+        return {**super().describe(), "chunk_size": self.chunk_size, "max_attempts": self.policy.max_attempts,
+                "timeout": self.policy.timeout, "deadline": self.policy.deadline}

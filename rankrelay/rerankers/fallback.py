@@ -1,0 +1,296 @@
+"""A fallback chain (a hosted API first, a local model next) with a circuit breaker per backend.
+
+Example:
+    >>> from rankrelay.rerankers.fallback import CircuitBreaker
+    >>> b = CircuitBreaker(failure_threshold=2, reset_timeout=60)
+    >>> b.record_failure(); b.record_failure(); b.state
+    'open'
+    >>> b.allow()
+    False
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import threading
+import time
+from collections.abc import Callable, Sequence
+from time import perf_counter
+from typing import Any
+
+from rankrelay.errors import (
+    AllBackendsFailedError,
+    AuthenticationError,
+    ConfigError,
+    InvalidInputError,
+    RankRelayError,
+)
+from rankrelay.rerankers.base import Reranker, Request, check_query, check_top_n
+from rankrelay.results import DocumentLike, RerankResult, to_documents
+from rankrelay.scoring import check_normalization, normalize
+
+logger = logging.getLogger(__name__)
+
+ChainItem = str | Reranker | dict[str, Any]
+
+
+class CircuitBreaker:
+    """Closed -> open after ``failure_threshold`` consecutive failures -> half-open after
+    ``reset_timeout`` seconds, when one probe call is let through: success closes, failure re-opens.
+
+    Small on purpose (pybreaker's API is sync-only and raises instead of answering "skip?").
+    """
+
+    def __init__(
+        self, failure_threshold: int = 3, reset_timeout: float = 30.0, clock: Callable[[], float] = time.monotonic
+    ) -> None:
+        if failure_threshold < 1 or reset_timeout < 0:
+            raise ConfigError("failure_threshold must be >= 1 and reset_timeout >= 0")
+        self.failure_threshold = failure_threshold
+        self.reset_timeout = reset_timeout
+        self._clock = clock
+        self._failures = 0
+        self._opened_at: float | None = None
+        self._probing = False
+        self._lock = threading.Lock()
+
+    @property
+    def state(self) -> str:
+        """``closed``, ``open`` or ``half-open``."""
+        with self._lock:
+            return self._state()
+
+    def _state(self) -> str:
+        if self._opened_at is None:
+            return "closed"
+        if self._clock() - self._opened_at >= self.reset_timeout:
+            return "half-open"
+        return "open"
+
+    def allow(self) -> bool:
+        """May a call go through now? In half-open state only one probe at a time."""
+        with self._lock:
+            state = self._state()
+            if state == "closed":
+                return True
+            if state == "half-open" and not self._probing:
+                self._probing = True
+                return True
+            return False
+
+    def record_success(self) -> None:
+        with self._lock:
+            self._failures = 0
+            self._opened_at = None
+            self._probing = False
+
+    def record_failure(self) -> None:
+        with self._lock:
+            self._failures += 1
+            if self._probing or self._failures >= self.failure_threshold:
+                self._opened_at = self._clock()
+            self._probing = False
+
+    def release(self) -> None:
+        """A probe that neither succeeded nor failed (cancelled): let the next call probe."""
+        with self._lock:
+            self._probing = False
+
+
+def _load(item: ChainItem) -> Reranker:
+    from rankrelay.rerankers import load_reranker
+
+    if isinstance(item, dict):
+        options = dict(item)
+        spec = options.pop("spec", None)
+        if not isinstance(spec, str):
+            raise ConfigError(f"a chain item dict needs a 'spec' string, got {item!r}")
+        return load_reranker(spec, **options)
+    return load_reranker(item)
+
+
+def _label(reranker: Reranker) -> str:
+    model = getattr(reranker, "model", None)
+    return f"{reranker.name}:{model}" if model else reranker.name
+
+
+class FallbackReranker:
+    """Try each backend in order until one answers.
+
+    Retryable failures, exhausted deadlines and auth errors (logged as errors: a bad key must be
+    noticed) move on to the next backend; input errors do not. A backend whose breaker is open is
+    skipped at no cost. ``res.backend`` names the backend that served, ``res.info["fallbacks"]``
+    (also ``res.fallbacks``) lists the failed attempts. Normalized scores are by rank, since raw
+    scores of different backends are not comparable.
+
+    Args:
+        chain: spec strings, Reranker instances, or ``{"spec": ..., **options}`` dicts, best first.
+        failure_threshold: consecutive failures that open a backend's breaker.
+        reset_timeout: seconds before an open breaker lets one probe through.
+        hedge_after_ms: start the next backend if the current one has not answered in this time;
+            the first good answer wins (async; the sync API runs the same logic on an event loop).
+        normalize: ``rank`` (default) or ``backend`` (keep each backend's own normalization).
+    """
+
+    name = "fallback"
+
+    def __init__(
+        self,
+        chain: Sequence[ChainItem],
+        *,
+        failure_threshold: int = 3,
+        reset_timeout: float = 30.0,
+        hedge_after_ms: float | None = None,
+        normalize: str = "rank",
+    ) -> None:
+        if isinstance(chain, (str, dict)) or not chain:
+            raise ConfigError("a fallback chain needs a non-empty list of backends")
+        if normalize != "backend":
+            check_normalization(normalize)
+        self.backends: list[Reranker] = [_load(item) for item in chain]
+        self.breakers = [CircuitBreaker(failure_threshold, reset_timeout) for _ in self.backends]
+        self.hedge_after_ms = hedge_after_ms
+        self.normalize = normalize
+        self.model = " -> ".join(_label(b) for b in self.backends)
+
+    def __repr__(self) -> str:
+        return f"<FallbackReranker {self.model}>"
+
+    def warm_up(self) -> None:
+        """Warm up every backend that can be (a failing one is logged, not raised: it may recover)."""
+        for backend in self.backends:
+            warm = getattr(backend, "warm_up", None)
+            if warm is not None:
+                try:
+                    warm()
+                except RankRelayError as exc:
+                    logger.warning("fallback: %s cannot warm up: %s", _label(backend), exc)
+
+    # -- helpers ---------------------------------------------------------------------------
+    def _finish(self, results: list[RerankResult], failures: list[dict[str, Any]]) -> list[RerankResult]:
+        for res in results:
+            res.info["fallbacks"] = list(failures)
+            if self.normalize != "backend" and res.normalization != self.normalize:
+                if self.normalize == "rank":
+                    n = max(res.num_candidates, len(res.results))
+                    values = [1.0 - (r.rank - 1) / n for r in res.results]
+                else:
+                    values = normalize([r.score for r in res.results], self.normalize)
+                for r, v in zip(res.results, values):
+                    r.normalized_score = v
+                res.normalization = self.normalize
+        return results
+
+    def _failed(self, i: int, exc: Exception, started: float, failures: list[dict[str, Any]]) -> None:
+        self.breakers[i].record_failure()
+        label = _label(self.backends[i])
+        ms = (perf_counter() - started) * 1000.0
+        failures.append({"backend": label, "error": type(exc).__name__, "message": str(exc), "ms": ms})
+        log = logger.error if isinstance(exc, AuthenticationError) else logger.warning
+        log("fallback: %s failed after %.0f ms (%s: %s); trying the next backend", label, ms,
+            type(exc).__name__, exc)
+
+    def _skipped(self, i: int, failures: list[dict[str, Any]]) -> None:
+        failures.append({"backend": _label(self.backends[i]), "error": "CircuitOpen",
+                         "message": "circuit breaker open", "ms": 0.0})
+
+    def _all_failed(self, failures: list[dict[str, Any]]) -> AllBackendsFailedError:
+        summary = "; ".join(f"{f['backend']}: {f['error']}" for f in failures)
+        return AllBackendsFailedError(f"every backend of the chain failed ({summary})", failures)
+
+    @staticmethod
+    def _check(requests: Sequence[Request], top_n: int | None) -> None:
+        check_top_n(top_n)
+        for query, documents in requests:
+            check_query(query)
+            to_documents(documents)
+
+    # -- sync ------------------------------------------------------------------------------
+    def rerank(self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None) -> RerankResult:
+        """Rerank with the first backend that answers."""
+        return self.rerank_batch([(query, documents)], top_n=top_n)[0]
+
+    def rerank_batch(self, requests: Sequence[Request], top_n: int | None = None) -> list[RerankResult]:
+        """Rerank a batch with the first backend that answers (the whole batch moves together)."""
+        self._check(requests, top_n)
+        if self.hedge_after_ms is not None:
+            return asyncio.run(self.arerank_batch(requests, top_n))
+        failures: list[dict[str, Any]] = []
+        for i, backend in enumerate(self.backends):
+            if not self.breakers[i].allow():
+                self._skipped(i, failures)
+                continue
+            started = perf_counter()
+            try:
+                results = backend.rerank_batch(requests, top_n=top_n)
+            except InvalidInputError:
+                self.breakers[i].release()
+                raise
+            except RankRelayError as exc:
+                self._failed(i, exc, started, failures)
+                continue
+            self.breakers[i].record_success()
+            return self._finish(results, failures)
+        raise self._all_failed(failures)
+
+    # -- async -----------------------------------------------------------------------------
+    async def arerank(
+        self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None
+    ) -> RerankResult:
+        """Async :meth:`rerank`, with hedging when ``hedge_after_ms`` is set."""
+        return (await self.arerank_batch([(query, documents)], top_n=top_n))[0]
+
+    async def _arerank_with(self, backend: Reranker, requests: Sequence[Request], top_n: int | None) -> list[RerankResult]:
+        batch = getattr(backend, "arerank_batch", None)
+        if batch is not None:
+            return await batch(requests, top_n=top_n)
+        return list(await asyncio.gather(*(backend.arerank(q, d, top_n) for q, d in requests)))
+
+    async def arerank_batch(self, requests: Sequence[Request], top_n: int | None = None) -> list[RerankResult]:
+        """Async :meth:`rerank_batch`; with hedging, a slow backend is raced by the next one."""
+        self._check(requests, top_n)
+        failures: list[dict[str, Any]] = []
+        hedge = None if self.hedge_after_ms is None else self.hedge_after_ms / 1000.0
+        running: dict[asyncio.Task[list[RerankResult]], tuple[int, float]] = {}
+        next_i = 0
+
+        def start_next() -> bool:
+            nonlocal next_i
+            while next_i < len(self.backends):
+                i = next_i
+                next_i += 1
+                if not self.breakers[i].allow():
+                    self._skipped(i, failures)
+                    continue
+                task = asyncio.ensure_future(self._arerank_with(self.backends[i], requests, top_n))
+                running[task] = (i, perf_counter())
+                return True
+            return False
+
+        start_next()
+        try:
+            while running:
+                done, _ = await asyncio.wait(running, timeout=hedge, return_when=asyncio.FIRST_COMPLETED)
+                if not done:  # the hedge timer fired: race the next backend
+                    start_next()
+                    continue
+                for task in done:
+                    i, started = running.pop(task)
+                    exc = task.exception()
+                    if exc is None:
+                        self.breakers[i].record_success()
+                        return self._finish(task.result(), failures)
+                    if isinstance(exc, InvalidInputError):
+                        self.breakers[i].release()
+                        raise exc
+                    if not isinstance(exc, RankRelayError):
+                        raise exc
+                    self._failed(i, exc, started, failures)
+                if not running:
+                    start_next()
+        finally:
+            for task, (i, _) in running.items():
+                task.cancel()
+                self.breakers[i].release()
+        raise self._all_failed(failures)

@@ -1,0 +1,239 @@
+"""Cohere-shaped rerank APIs over httpx: TEI, Jina, Voyage, Infinity and Cohere's own JSON.
+
+Each provider is a small :class:`Adapter` (path, request body, reply parser). Spec forms:
+``tei:http://host:8080``, ``jina:jina-reranker-v2-base-multilingual`` (default URL) or
+``jina:jina-reranker-v2-base-multilingual@https://api.jina.ai``.
+
+Example:
+    >>> from rankrelay.rerankers.http import HttpReranker
+    >>> rr = HttpReranker("tei", base_url="http://127.0.0.1:8080")
+    >>> rr.name, rr.endpoint
+    ('tei', 'http://127.0.0.1:8080/rerank')
+"""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import weakref
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import SecretStr
+
+from rankrelay.errors import (
+    BackendTimeoutError,
+    BackendUnavailableError,
+    BadResponseError,
+    ConfigError,
+)
+from rankrelay.rerankers.api import ApiReranker, Reply, error_for_status, secret
+
+
+def _cohere_body(query: str, texts: list[str], model: str | None) -> dict[str, Any]:
+    body: dict[str, Any] = {"query": query, "documents": texts, "top_n": len(texts)}
+    if model:
+        body["model"] = model
+    return body
+
+
+def _results(data: Any, key: str = "results") -> list[tuple[Any, Any]]:
+    rows = data.get(key) if isinstance(data, dict) else None
+    if not isinstance(rows, list):
+        raise ValueError(f"no '{key}' list in the reply")
+    return [(r.get("index"), r.get("relevance_score")) if isinstance(r, dict) else (None, None) for r in rows]
+
+
+def _billed(data: Any) -> dict[str, float]:
+    if not isinstance(data, dict):
+        return {}
+    units = (data.get("meta") or {}).get("billed_units") or {}
+    usage = data.get("usage") or {}
+    out = {k: v for k, v in units.items() if isinstance(v, (int, float))}
+    if isinstance(usage.get("total_tokens"), (int, float)):
+        out["tokens"] = usage["total_tokens"]
+    return out
+
+
+@dataclass(frozen=True, slots=True)
+class Adapter:
+    """How one provider's rerank endpoint speaks."""
+
+    name: str
+    path: str
+    default_url: str | None
+    build: Callable[[str, list[str], str | None], dict[str, Any]]
+    parse: Callable[[Any], list[tuple[Any, Any]]]
+    env_keys: tuple[str, ...] = ()
+
+
+ADAPTERS: dict[str, Adapter] = {
+    a.name: a
+    for a in (
+        Adapter("cohere-http", "/v2/rerank", "https://api.cohere.com", _cohere_body, _results,
+                ("CO_API_KEY", "COHERE_API_KEY")),
+        Adapter("tei", "/rerank", None,
+                lambda q, t, m: {"query": q, "texts": t, "raw_scores": True, "return_text": False,
+                                 "truncate": False},
+                lambda d: [(r.get("index"), r.get("score")) if isinstance(r, dict) else (None, None)
+                           for r in d] if isinstance(d, list) else _results(d)),
+        Adapter("jina", "/v1/rerank", "https://api.jina.ai",
+                lambda q, t, m: {**_cohere_body(q, t, m), "return_documents": False}, _results, ("JINA_API_KEY",)),
+        Adapter("voyage", "/v1/rerank", "https://api.voyageai.com",
+                lambda q, t, m: {"query": q, "documents": t, "model": m, "top_k": len(t),
+                                 "return_documents": False, "truncation": False},
+                lambda d: _results(d, "data"), ("VOYAGE_API_KEY",)),
+        Adapter("infinity", "/rerank", None,
+                lambda q, t, m: {**_cohere_body(q, t, m), "return_documents": False}, _results),
+    )
+}
+
+
+class HttpReranker(ApiReranker):
+    """A rerank HTTP API reached with httpx (pooled sync and async clients).
+
+    Args:
+        provider: one of ``cohere-http``, ``tei``, ``jina``, ``voyage``, ``infinity``.
+        model: the provider's model name (TEI serves one model and needs none).
+        base_url: server root (default: the provider's public API, where it has one).
+        api_key: bearer token (else the provider's usual environment variable).
+        **options: see :class:`~rankrelay.rerankers.api.ApiReranker`.
+    """
+
+    def __init__(
+        self,
+        provider: str,
+        model: str | None = None,
+        *,
+        base_url: str | None = None,
+        api_key: str | SecretStr | None = None,
+        **options: Any,
+    ) -> None:
+        if provider not in ADAPTERS:
+            raise ConfigError(f"unknown HTTP provider {provider!r}; choose one of {', '.join(ADAPTERS)}")
+        super().__init__(model, **options)
+        self.adapter = ADAPTERS[provider]
+        self.name = provider
+        base = base_url or self.adapter.default_url
+        if not base:
+            raise ConfigError(f"{provider} needs a base URL, e.g. '{provider}:http://127.0.0.1:8080'")
+        if provider == "voyage" and not model:
+            raise ConfigError("voyage needs a model, e.g. 'voyage:rerank-2@https://api.voyageai.com'")
+        self.base_url = base.rstrip("/")
+        self._api_key = secret(api_key, *self.adapter.env_keys)
+        self._client: Any = None
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
+        self._lock = threading.Lock()
+
+    @property
+    def endpoint(self) -> str:
+        """The full URL requests go to."""
+        return self.base_url + self.adapter.path
+
+    def _client_kwargs(self) -> dict[str, Any]:
+        import httpx
+
+        headers = {"Accept": "application/json"}
+        if self._api_key is not None:
+            headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+        return {
+            "headers": headers,
+            "timeout": httpx.Timeout(self.policy.timeout, connect=self.connect_timeout),
+            "limits": httpx.Limits(max_connections=max(8, 2 * self.max_concurrency)),
+        }
+
+    def warm_up(self) -> None:
+        """Create the pooled client (no request is sent)."""
+        if self._client is None:
+            with self._lock:
+                if self._client is None:
+                    import httpx
+
+                    self._client = httpx.Client(**self._client_kwargs())
+
+    def _aclient(self) -> Any:
+        import httpx
+
+        loop = asyncio.get_running_loop()
+        client = self._aclients.get(loop)
+        if client is None:
+            client = self._aclients[loop] = httpx.AsyncClient(**self._client_kwargs())
+        return client
+
+    def _request_timeout(self, timeout: float) -> Any:
+        import httpx
+
+        return httpx.Timeout(timeout, connect=min(self.connect_timeout, timeout))
+
+    def _reply(self, response: Any) -> Reply:
+        request_id = response.headers.get("x-request-id")
+        if response.status_code >= 300:
+            raise error_for_status(self.name, response.status_code, response.content, response.headers, request_id)
+        try:
+            data = response.json()
+            pairs = self.adapter.parse(data)
+        except ValueError as exc:
+            raise BadResponseError(f"{self.name}: malformed reply ({exc})", backend=self.name,
+                                   request_id=request_id) from None
+        if isinstance(data, dict) and isinstance(data.get("id"), str):
+            request_id = request_id or data["id"]
+        return Reply(pairs, request_id, _billed(data))
+
+    def _transport_error(self, exc: Exception) -> Exception:
+        import httpx
+
+        if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+            return BackendTimeoutError(f"{self.name}: no reply in time ({type(exc).__name__})", backend=self.name)
+        return BackendUnavailableError(f"{self.name}: {type(exc).__name__}: {exc}", backend=self.name)
+
+    def _call(self, query: str, texts: list[str], timeout: float) -> Reply:
+        import httpx
+
+        self.warm_up()
+        try:
+            response = self._client.post(self.endpoint, json=self.adapter.build(query, texts, self.model),
+                                         timeout=self._request_timeout(timeout))
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        return self._reply(response)
+
+    async def _acall(self, query: str, texts: list[str], timeout: float) -> Reply:
+        import httpx
+
+        try:
+            response = await self._aclient().post(self.endpoint, json=self.adapter.build(query, texts, self.model),
+                                                  timeout=self._request_timeout(timeout))
+        except httpx.TransportError as exc:
+            raise self._transport_error(exc) from None
+        return self._reply(response)
+
+    def close(self) -> None:
+        """Close the sync client (async clients close with their event loop's garbage)."""
+        if self._client is not None:
+            self._client.close()
+            self._client = None
+
+
+def parse_http_spec(provider: str, rest: str | None) -> tuple[str | None, str | None]:
+    """``(model, base_url)`` from the part after ``provider:`` (``model``, ``url`` or ``model@url``)."""
+    if not rest:
+        return None, None
+    if "@" in rest:
+        model, _, url = rest.partition("@")
+        return model or None, url or None
+    if rest.startswith(("http://", "https://")):
+        return None, rest
+    return rest, None
+
+
+def factory(provider: str) -> Callable[..., HttpReranker]:
+    """Registry factory for one provider."""
+
+    def build(rest: str | None, **options: Any) -> HttpReranker:
+        model, url = parse_http_spec(provider, rest)
+        options.setdefault("base_url", url)
+        return HttpReranker(provider, model, **options)
+
+    return build
+

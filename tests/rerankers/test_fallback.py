@@ -1,0 +1,152 @@
+"""Fallback chains: a real local API first, a tiny local cross-encoder next; the circuit breaker; hedging."""
+
+import logging
+import socket
+import time
+
+import pytest
+from fake_api import API_KEY, Fault, relevance
+
+from rankrelay import (
+    AllBackendsFailedError,
+    Document,
+    EmptyQueryError,
+    FallbackReranker,
+    Settings,
+    load_reranker,
+)
+from rankrelay.rerankers.fallback import CircuitBreaker
+
+QUERY = "boundary layer separation"
+DOCS = ["wing lift", Document("boundary layer separation", id="b", metadata={"k": "v"}), "cooking pasta"]
+TEXTS = ["wing lift", "boundary layer separation", "cooking pasta"]
+
+
+def api_order():
+    return sorted(range(3), key=lambda i: (-relevance(QUERY, TEXTS[i]), i))
+
+
+def cohere_item(url, **options):
+    return {"spec": "cohere:rerank-v3.5", "api_key": API_KEY, "base_url": url, "timeout": 1.0, **options}
+
+
+@pytest.fixture
+def dead_url():
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}"
+
+
+@pytest.fixture
+def local(tiny_ce_path):
+    return load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu")
+
+
+def test_api_serves_when_healthy(fake_api, local):
+    chain = load_reranker([cohere_item(fake_api.url), local])
+    assert isinstance(chain, FallbackReranker)
+    res = chain.rerank(QUERY, DOCS)
+    assert res.backend == "cohere" and res.indices == api_order() and res.fallbacks == []
+    assert res.normalization == "rank" and res[0].normalized_score == 1.0
+
+
+def test_falls_back_to_the_local_model_with_every_document_intact(dead_url, local):
+    chain = FallbackReranker([cohere_item(dead_url, max_attempts=2), local])
+    res = chain.rerank(QUERY, DOCS)
+    assert res.backend == "cross-encoder"
+    assert sorted(res.indices) == [0, 1, 2] and res.indices == local.rerank(QUERY, DOCS).indices
+    b = next(r for r in res if r.id == "b")
+    assert b.metadata == {"k": "v"} and b.text == TEXTS[1]
+    (failure,) = res.fallbacks
+    assert failure["backend"] == "cohere:rerank-v3.5" and failure["error"] == "BackendUnavailableError"
+    assert failure["ms"] >= 0
+
+
+def test_auth_errors_fall_back_and_are_logged_as_errors(fake_api, local, caplog):
+    chain = FallbackReranker([cohere_item(fake_api.url, api_key="bad-key"), local])
+    res = chain.rerank(QUERY, DOCS)
+    assert res.backend == "cross-encoder" and res.fallbacks[0]["error"] == "AuthenticationError"
+    assert any(r.levelno == logging.ERROR and "AuthenticationError" in r.getMessage() for r in caplog.records)
+    assert "bad-key" not in caplog.text
+
+
+def test_input_errors_do_not_fall_back(fake_api, local):
+    chain = FallbackReranker([cohere_item(fake_api.url), local])
+    with pytest.raises(EmptyQueryError):
+        chain.rerank(" ", DOCS)
+    assert fake_api.count() == 0
+    assert chain.breakers[0].state == "closed"
+
+
+def test_circuit_breaker_opens_skips_and_closes_again(fake_api, local):
+    chain = FallbackReranker([cohere_item(fake_api.url, max_attempts=1), local],
+                             failure_threshold=2, reset_timeout=0.5)
+    fake_api.faults = [Fault("status", 503), Fault("status", 503)]
+    for _ in range(2):
+        assert chain.rerank(QUERY, DOCS).backend == "cross-encoder"
+    assert chain.breakers[0].state == "open" and fake_api.count() == 2
+    start = time.perf_counter()
+    res = chain.rerank(QUERY, DOCS)
+    assert res.backend == "cross-encoder" and fake_api.count() == 2  # skipped: no request sent
+    assert res.fallbacks == [{"backend": "cohere:rerank-v3.5", "error": "CircuitOpen",
+                              "message": "circuit breaker open", "ms": 0.0}]
+    assert time.perf_counter() - start < 1.0
+    time.sleep(0.55)
+    assert chain.breakers[0].state == "half-open"
+    res = chain.rerank(QUERY, DOCS)  # the probe goes through, the API has recovered
+    assert res.backend == "cohere" and fake_api.count() == 3 and chain.breakers[0].state == "closed"
+
+
+def test_half_open_probe_failure_reopens():
+    clock = [0.0]
+    b = CircuitBreaker(failure_threshold=1, reset_timeout=10, clock=lambda: clock[0])
+    b.record_failure()
+    assert b.state == "open" and not b.allow()
+    clock[0] = 10.0
+    assert b.allow() and not b.allow()  # one probe at a time
+    b.record_failure()
+    assert b.state == "open"
+    clock[0] = 20.0
+    assert b.allow()
+    b.record_success()
+    assert b.state == "closed" and b.allow()
+
+
+def test_every_backend_failing_raises_with_the_attempts(dead_url):
+    chain = FallbackReranker([cohere_item(dead_url, max_attempts=1), f"tei:{dead_url}"])
+    with pytest.raises(AllBackendsFailedError) as err:
+        chain.rerank(QUERY, DOCS)
+    assert [f["backend"] for f in err.value.failures] == ["cohere:rerank-v3.5", "tei"]
+
+
+async def test_async_fallback(dead_url, local):
+    chain = FallbackReranker([cohere_item(dead_url, max_attempts=1), local])
+    res = await chain.arerank(QUERY, DOCS, top_n=2)
+    assert res.backend == "cross-encoder" and len(res) == 2 and res.fallbacks[0]["error"] == "BackendUnavailableError"
+
+
+async def test_hedging_races_a_slow_primary(fake_api, local):
+    fake_api.faults = [Fault("sleep", seconds=1.5)]
+    chain = FallbackReranker([cohere_item(fake_api.url, timeout=3.0), local], hedge_after_ms=100)
+    start = time.perf_counter()
+    res = await chain.arerank(QUERY, DOCS)
+    assert res.backend == "cross-encoder" and time.perf_counter() - start < 1.2
+    fast = await chain.arerank(QUERY, DOCS)  # no fault now: the API answers before the hedge
+    assert fast.backend == "cohere"
+
+
+def test_sync_hedging(fake_api, local):
+    fake_api.faults = [Fault("sleep", seconds=1.5)]
+    chain = FallbackReranker([cohere_item(fake_api.url, timeout=3.0), local], hedge_after_ms=100)
+    assert chain.rerank(QUERY, DOCS).backend == "cross-encoder"
+
+
+def test_chain_from_settings(monkeypatch, tiny_ce_path, dead_url):
+    monkeypatch.setenv("RANKRELAY_FALLBACK", f'["tei:{dead_url}", "cross-encoder:{tiny_ce_path}"]')
+    monkeypatch.setenv("RANKRELAY_DEVICE", "cpu")
+    chain = load_reranker()
+    assert isinstance(chain, FallbackReranker) and [b.name for b in chain.backends] == ["tei", "cross-encoder"]
+    assert chain.rerank(QUERY, DOCS).backend == "cross-encoder"
+    assert Settings().fallback == [f"tei:{dead_url}", f"cross-encoder:{tiny_ce_path}"]

@@ -1,0 +1,103 @@
+"""The one retry policy, driven by attempts that raise the real typed errors."""
+
+import asyncio
+import time
+from email.utils import formatdate
+
+import pytest
+
+from rankrelay import (
+    AuthenticationError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    BadRequestError,
+    BadResponseError,
+    ConfigError,
+    RateLimitError,
+)
+from rankrelay.rerankers.retry import RetryPolicy, parse_retry_after, retry_after_from_headers
+
+
+def failing(errors, result="ok"):
+    calls = []
+
+    def attempt(timeout):
+        calls.append(timeout)
+        if len(calls) <= len(errors):
+            raise errors[len(calls) - 1]
+        return result
+
+    return attempt, calls
+
+
+FAST = dict(backoff_initial=0.01, backoff_max=0.02)
+
+
+@pytest.mark.parametrize("error", [BackendUnavailableError("503"), RateLimitError("429"), BackendTimeoutError("t")])
+def test_retryable_errors_are_retried(error):
+    attempt, calls = failing([error, error])
+    assert RetryPolicy(max_attempts=3, **FAST).run(attempt) == "ok" and len(calls) == 3
+
+
+@pytest.mark.parametrize(
+    "error", [AuthenticationError("401"), BadRequestError("400"), BadResponseError("bad"),
+              BackendUnavailableError("501", retryable=False), ValueError("not ours")]
+)
+def test_other_errors_are_not(error):
+    attempt, calls = failing([error])
+    with pytest.raises(type(error)):
+        RetryPolicy(max_attempts=5, **FAST).run(attempt)
+    assert len(calls) == 1
+
+
+def test_attempts_are_bounded_and_counted():
+    attempt, calls = failing([BackendUnavailableError("x")] * 10)
+    with pytest.raises(BackendUnavailableError) as err:
+        RetryPolicy(max_attempts=4, **FAST).run(attempt)
+    assert len(calls) == 4 and err.value.attempts == 4
+
+
+def test_each_attempt_gets_the_time_left():
+    attempt, calls = failing([BackendTimeoutError("t")])
+    RetryPolicy(max_attempts=2, deadline=2.0, timeout=10.0, **FAST).run(attempt)
+    assert calls[0] <= 2.0 and calls[1] < calls[0]
+
+
+def test_retry_after_is_waited_and_bounded_by_the_deadline():
+    attempt, calls = failing([RateLimitError("429", retry_after=0.3)])
+    start = time.monotonic()
+    RetryPolicy(max_attempts=3, deadline=5.0, **FAST).run(attempt)
+    assert 0.3 <= time.monotonic() - start < 1.0
+    attempt, calls = failing([RateLimitError("429", retry_after=10.0)])
+    start = time.monotonic()
+    with pytest.raises(RateLimitError):
+        RetryPolicy(max_attempts=3, deadline=2.0, **FAST).run(attempt)
+    assert time.monotonic() - start < 0.5 and len(calls) == 1
+
+
+def test_async_policy_matches_sync():
+    calls = []
+
+    async def attempt(timeout):
+        calls.append(timeout)
+        if len(calls) < 3:
+            raise BackendUnavailableError("503")
+        return "ok"
+
+    assert asyncio.run(RetryPolicy(max_attempts=3, **FAST).arun(attempt)) == "ok" and len(calls) == 3
+
+
+def test_parse_retry_after():
+    assert parse_retry_after("3") == 3.0
+    assert parse_retry_after(" 0 ") == 0.0
+    assert parse_retry_after("soon") is None and parse_retry_after(None) is None
+    now = time.time()
+    assert parse_retry_after(formatdate(now + 30, usegmt=True), now=now) == pytest.approx(30, abs=1)
+    assert parse_retry_after(formatdate(now - 30, usegmt=True), now=now) == 0.0
+    assert retry_after_from_headers({"Retry-After-Ms": "1500", "Retry-After": "9"}) == 1.5
+    assert retry_after_from_headers({"retry-after": "2"}) == 2.0
+
+
+def test_bad_policy():
+    with pytest.raises(ConfigError):
+        RetryPolicy(max_attempts=0)
