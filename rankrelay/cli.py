@@ -89,9 +89,13 @@ def main(verbose: Annotated[bool, typer.Option("--verbose", "-v", help="Log at I
 
 @app.command()
 def rerank(
-    documents: Annotated[str, typer.Argument(help="Documents: .jsonl (objects with 'text') or .txt (one a line); '-' for stdin.")],
+    documents: Annotated[
+        str, typer.Argument(help="Documents: .jsonl (objects with 'text') or .txt (one a line); '-' for stdin.")
+    ],
     query: Annotated[str, typer.Option("--query", "-q", help="The query.")],
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Backend spec or preset (default: settings).")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Backend spec or preset (default: settings).")
+    ] = None,
     top_n: Annotated[int | None, typer.Option("--top-n", "-n", min=1, help="Keep the best N.")] = None,
     normalize: Annotated[str | None, typer.Option(help="rank, sigmoid, minmax, zscore or none.")] = None,
     batch_size: Annotated[int | None, typer.Option(min=1, help="Pairs per forward pass.")] = None,
@@ -151,7 +155,9 @@ def models() -> None:
 
 @app.command()
 def demo(
-    model: Annotated[str | None, typer.Option("--model", "-m", help="Use this backend instead of the first available.")] = None,
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Use this backend instead of the first available.")
+    ] = None,
 ) -> None:
     """Rerank the bundled sample with the best backend available on this machine."""
     from rankrelay.demo import run_demo

@@ -123,7 +123,8 @@ def fuse(
     Example:
         >>> from rankrelay.results import RankedDocument, RerankResult
         >>> def res(name, order):
-        ...     return RerankResult("q", [RankedDocument(i, f"d{i}", 1.0 / r, r, 0.0) for r, i in enumerate(order, 1)], name)
+        ...     ranked = [RankedDocument(i, f"d{i}", 1.0 / r, r, 0.0) for r, i in enumerate(order, 1)]
+        ...     return RerankResult("q", ranked, name)
         >>> fuse([res("a", [0, 1, 2]), res("b", [1, 0, 2])], "rrf").indices
         [0, 1, 2]
     """

@@ -146,8 +146,20 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
 @pytest.fixture
 def fake_api():
     """A real local rerank API server (see tests/fake_api.py), stopped after the test."""
-    from fake_api import FakeRerankAPI
+    from rankrelay.testing import FakeRerankAPI
 
     server = FakeRerankAPI().start()
     yield server
     server.stop()
+
+
+@pytest.fixture
+def refused_url() -> str:
+    """A loopback URL where nothing listens: connections are refused at once."""
+    import socket
+
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}"

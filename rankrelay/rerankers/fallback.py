@@ -26,7 +26,7 @@ from rankrelay.errors import (
     InvalidInputError,
     RankRelayError,
 )
-from rankrelay.rerankers.base import Reranker, Request, check_query, check_top_n
+from rankrelay.rerankers.base import Request, Reranker, check_query, check_top_n
 from rankrelay.results import DocumentLike, RerankResult, to_documents
 from rankrelay.scoring import check_normalization, normalize
 
@@ -241,7 +241,9 @@ class FallbackReranker:
         """Async :meth:`rerank`, with hedging when ``hedge_after_ms`` is set."""
         return (await self.arerank_batch([(query, documents)], top_n=top_n))[0]
 
-    async def _arerank_with(self, backend: Reranker, requests: Sequence[Request], top_n: int | None) -> list[RerankResult]:
+    async def _arerank_with(
+        self, backend: Reranker, requests: Sequence[Request], top_n: int | None
+    ) -> list[RerankResult]:
         batch = getattr(backend, "arerank_batch", None)
         if batch is not None:
             return await batch(requests, top_n=top_n)

@@ -7,7 +7,6 @@ import logging
 import time
 
 import pytest
-from fake_api import API_KEY, Fault, relevance
 
 from rankrelay import (
     AuthenticationError,
@@ -20,6 +19,7 @@ from rankrelay import (
     RateLimitError,
     load_reranker,
 )
+from rankrelay.testing import API_KEY, Fault, relevance
 
 pytest.importorskip("cohere", reason="the cohere extra is not installed")
 
@@ -147,14 +147,8 @@ def test_connection_reset_is_retried(fake_api):
     assert fake_api.count() == 2
 
 
-def test_connection_refused_is_unavailable():
-    import socket
-
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    rr = load_reranker("cohere:rerank-v3.5", base_url=f"http://127.0.0.1:{port}", api_key="k", max_attempts=2)
+def test_connection_refused_is_unavailable(refused_url):
+    rr = load_reranker("cohere:rerank-v3.5", base_url=refused_url, api_key="k", max_attempts=2)
     with pytest.raises(BackendUnavailableError) as err:
         rr.rerank(QUERY, DOCS)
     assert err.value.attempts == 2

@@ -1,11 +1,9 @@
 """Fallback chains: a real local API first, a tiny local cross-encoder next; the circuit breaker; hedging."""
 
 import logging
-import socket
 import time
 
 import pytest
-from fake_api import API_KEY, Fault, relevance
 
 from rankrelay import (
     AllBackendsFailedError,
@@ -16,6 +14,7 @@ from rankrelay import (
     load_reranker,
 )
 from rankrelay.rerankers.fallback import CircuitBreaker
+from rankrelay.testing import API_KEY, Fault, relevance
 
 QUERY = "boundary layer separation"
 DOCS = ["wing lift", Document("boundary layer separation", id="b", metadata={"k": "v"}), "cooking pasta"]
@@ -31,15 +30,6 @@ def cohere_item(url, **options):
 
 
 @pytest.fixture
-def dead_url():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return f"http://127.0.0.1:{port}"
-
-
-@pytest.fixture
 def local(tiny_ce_path):
     return load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu")
 
@@ -52,8 +42,8 @@ def test_api_serves_when_healthy(fake_api, local):
     assert res.normalization == "rank" and res[0].normalized_score == 1.0
 
 
-def test_falls_back_to_the_local_model_with_every_document_intact(dead_url, local):
-    chain = FallbackReranker([cohere_item(dead_url, max_attempts=2), local])
+def test_falls_back_to_the_local_model_with_every_document_intact(refused_url, local):
+    chain = FallbackReranker([cohere_item(refused_url, max_attempts=2), local])
     res = chain.rerank(QUERY, DOCS)
     assert res.backend == "cross-encoder"
     assert sorted(res.indices) == [0, 1, 2] and res.indices == local.rerank(QUERY, DOCS).indices
@@ -114,15 +104,15 @@ def test_half_open_probe_failure_reopens():
     assert b.state == "closed" and b.allow()
 
 
-def test_every_backend_failing_raises_with_the_attempts(dead_url):
-    chain = FallbackReranker([cohere_item(dead_url, max_attempts=1), f"tei:{dead_url}"])
+def test_every_backend_failing_raises_with_the_attempts(refused_url):
+    chain = FallbackReranker([cohere_item(refused_url, max_attempts=1), f"tei:{refused_url}"])
     with pytest.raises(AllBackendsFailedError) as err:
         chain.rerank(QUERY, DOCS)
     assert [f["backend"] for f in err.value.failures] == ["cohere:rerank-v3.5", "tei"]
 
 
-async def test_async_fallback(dead_url, local):
-    chain = FallbackReranker([cohere_item(dead_url, max_attempts=1), local])
+async def test_async_fallback(refused_url, local):
+    chain = FallbackReranker([cohere_item(refused_url, max_attempts=1), local])
     res = await chain.arerank(QUERY, DOCS, top_n=2)
     assert res.backend == "cross-encoder" and len(res) == 2 and res.fallbacks[0]["error"] == "BackendUnavailableError"
 
@@ -143,10 +133,10 @@ def test_sync_hedging(fake_api, local):
     assert chain.rerank(QUERY, DOCS).backend == "cross-encoder"
 
 
-def test_chain_from_settings(monkeypatch, tiny_ce_path, dead_url):
-    monkeypatch.setenv("RANKRELAY_FALLBACK", f'["tei:{dead_url}", "cross-encoder:{tiny_ce_path}"]')
+def test_chain_from_settings(monkeypatch, tiny_ce_path, refused_url):
+    monkeypatch.setenv("RANKRELAY_FALLBACK", f'["tei:{refused_url}", "cross-encoder:{tiny_ce_path}"]')
     monkeypatch.setenv("RANKRELAY_DEVICE", "cpu")
     chain = load_reranker()
     assert isinstance(chain, FallbackReranker) and [b.name for b in chain.backends] == ["tei", "cross-encoder"]
     assert chain.rerank(QUERY, DOCS).backend == "cross-encoder"
-    assert Settings().fallback == [f"tei:{dead_url}", f"cross-encoder:{tiny_ce_path}"]
+    assert Settings().fallback == [f"tei:{refused_url}", f"cross-encoder:{tiny_ce_path}"]

@@ -3,7 +3,6 @@
 import time
 
 import pytest
-from fake_api import API_KEY, Fault, relevance
 
 from rankrelay import (
     AuthenticationError,
@@ -16,6 +15,7 @@ from rankrelay import (
     load_reranker,
 )
 from rankrelay.rerankers.http import parse_http_spec
+from rankrelay.testing import API_KEY, Fault, relevance
 
 QUERY = "boundary layer separation"
 TEXTS = ["wing lift at low speed", "boundary layer flow", "separation of the boundary layer", "cooking pasta"]

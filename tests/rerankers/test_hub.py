@@ -63,16 +63,7 @@ def silent_server():
     sock.close()
 
 
-@pytest.fixture
-def closed_port():
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return f"http://127.0.0.1:{port}"
-
-
-@pytest.mark.parametrize("endpoint_fixture", ["silent_server", "closed_port"])
+@pytest.mark.parametrize("endpoint_fixture", ["silent_server", "refused_url"])
 def test_unreachable_hub_fails_fast(monkeypatch, tmp_path, request, endpoint_fixture):
     endpoint = request.getfixturevalue(endpoint_fixture)
     monkeypatch.setenv("HF_HUB_OFFLINE", "0")

@@ -1,9 +1,22 @@
 """A real HTTP server on 127.0.0.1 that speaks the rerank APIs' wire formats, with injected faults.
 
+For offline tests of applications that use rankrelay's API backends (and for rankrelay's own tests
+and benchmarks): no mocks, the real SDK or httpx talks to a real socket.
+
 Routes: Cohere ``POST /v2/rerank``; TEI ``POST /rerank`` (``texts``); Infinity ``POST /rerank``
 (``documents``); Jina and Voyage ``POST /v1/rerank`` (Voyage asks with ``top_k``, answers ``data``).
 Each request pops the next fault, if any: an HTTP status with headers, a delay, a connection reset,
 a malformed body, or broken indices. Every request is recorded for exact attempt counts.
+
+Example:
+    >>> from rankrelay import load_reranker
+    >>> from rankrelay.testing import API_KEY, FakeRerankAPI, Fault
+    >>> api = FakeRerankAPI().start()
+    >>> api.faults = [Fault("status", 503)]
+    >>> rr = load_reranker(f"tei:{api.url}", api_key=API_KEY)
+    >>> rr.rerank("red apple", ["green pear", "red apple pie"]).indices, api.count()
+    ([1, 0], 2)
+    >>> api.stop()
 """
 
 from __future__ import annotations
@@ -52,6 +65,7 @@ class FakeRerankAPI:
 
         class Handler(BaseHTTPRequestHandler):
             protocol_version = "HTTP/1.1"
+            disable_nagle_algorithm = True  # headers and body go out at once, no 40 ms delayed-ACK stalls
 
             def log_message(self, *args: Any) -> None:
                 pass
@@ -156,3 +170,19 @@ class FakeRerankAPI:
         if path == "/v1/rerank":  # Jina
             return self._send(h, 200, {"model": body.get("model"), "results": rows, "usage": {"total_tokens": 10}})
         return self._send(h, 404, {"message": f"no route {path}"})
+
+
+def main() -> None:  # pragma: no cover - exercised by benchmarks/api_backends.py
+    """Serve until killed: ``python -m rankrelay.testing [--no-auth]`` prints the URL on its first line."""
+    import sys
+
+    server = FakeRerankAPI(api_key=None if "--no-auth" in sys.argv else API_KEY).start()
+    print(server.url, flush=True)  # noqa: T201 - the parent process reads this line
+    try:
+        threading.Event().wait()
+    except KeyboardInterrupt:
+        server.stop()
+
+
+if __name__ == "__main__":  # pragma: no cover
+    main()
