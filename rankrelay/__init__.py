@@ -67,6 +67,7 @@ __all__ = [
     "RerankResult",
     "Reranker",
     "Settings",
+    "TwoStageSearch",
     "UnknownBackendError",
     "__version__",
     "fuse",
@@ -76,3 +77,12 @@ __all__ = [
 ]
 
 logging.getLogger(__name__).addHandler(logging.NullHandler())
+
+
+def __getattr__(name: str) -> object:
+    """``TwoStageSearch`` is imported on first use (it pulls in numpy and the retrieval stack)."""
+    if name == "TwoStageSearch":
+        from rankrelay.retrieval.pipeline import TwoStageSearch
+
+        return TwoStageSearch
+    raise AttributeError(f"module 'rankrelay' has no attribute {name!r}")

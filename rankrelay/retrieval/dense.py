@@ -1,0 +1,269 @@
+"""Dense retrieval: a sentence-transformers bi-encoder and a FAISS index (flat, HNSW or IVF).
+
+Embeddings are unit length and the index is inner product, so scores are cosine similarities.
+A saved index is a folder: ``index.faiss``, ``docs.jsonl`` (ids, text, metadata) and
+``manifest.json`` (model, dimension, index type, corpus size, rankrelay version, checksum).
+
+Example:
+    >>> from rankrelay.retrieval.dense import INDEX_TYPES
+    >>> INDEX_TYPES
+    ('flat', 'hnsw', 'ivf')
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import math
+import os
+from collections.abc import Sequence
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+import numpy as np
+
+from rankrelay._optional import import_optional
+from rankrelay.errors import ConfigError, InvalidInputError
+from rankrelay.hub import canonical_model_id
+from rankrelay.rerankers.base import check_query
+from rankrelay.rerankers.bi_encoder import BiEncoderReranker
+from rankrelay.results import Document, DocumentLike, RankedDocument, RerankResult, to_documents
+from rankrelay.scoring import normalize
+
+logger = logging.getLogger(__name__)
+
+INDEX_TYPES = ("flat", "hnsw", "ivf")
+FILES = {"index": "index.faiss", "docs": "docs.jsonl", "manifest": "manifest.json"}
+
+
+def _faiss() -> Any:
+    return import_optional("faiss", extra="retrieval", feature="dense retrieval", package="faiss-cpu")
+
+
+def hits_result(query: str, docs: Sequence[Document], positions: Sequence[int], scores: Sequence[float],
+                backend: str, model: str | None, ms: float) -> RerankResult:
+    """A first-stage ranking as a RerankResult: ``index`` is the corpus position."""
+    normalized = normalize(list(scores), "rank")
+    results = [
+        RankedDocument(index=int(p), text=docs[p].text, score=float(s), rank=r, normalized_score=n,
+                       id=docs[p].id, metadata=docs[p].metadata)
+        for r, (p, s, n) in enumerate(zip(positions, scores, normalized), start=1)
+    ]
+    return RerankResult(query, results, backend=backend, model=model, timings={"total": ms, "model": ms},
+                        normalization="rank", num_candidates=len(docs))
+
+
+def check_k(k: object) -> int:
+    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
+        raise InvalidInputError(f"k must be an int >= 1, got {k!r}")
+    return k
+
+
+class DenseRetriever:
+    """Nearest neighbours of the query embedding among document embeddings.
+
+    Build with :meth:`build`, reopen with :meth:`load`; ``search`` returns a
+    :class:`~rankrelay.RerankResult` of the corpus documents (``index`` = corpus position).
+    """
+
+    name = "dense"
+
+    def __init__(self, encoder: BiEncoderReranker, index: Any, docs: list[Document], index_type: str) -> None:
+        self.encoder = encoder
+        self.index = index
+        self.docs = docs
+        self.index_type = index_type
+
+    @property
+    def model(self) -> str:
+        """The bi-encoder's model id."""
+        return self.encoder.model or ""
+
+    def __len__(self) -> int:
+        return len(self.docs)
+
+    # -- building --------------------------------------------------------------------------
+    @classmethod
+    def build(
+        cls,
+        corpus: Sequence[DocumentLike],
+        model: str = "all-minilm-l6",
+        index: str = "flat",
+        *,
+        device: str = "auto",
+        batch_size: int = 64,
+        show_progress: bool = False,
+        hnsw_m: int = 32,
+        ef_construction: int = 80,
+        ef_search: int = 128,
+        nlist: int | None = None,
+        nprobe: int | None = None,
+    ) -> DenseRetriever:
+        """Embed ``corpus`` and index it.
+
+        Args:
+            corpus: documents (str, Document or dicts); ids default to positions.
+            model: bi-encoder id, alias (``all-minilm-l6``) or path.
+            index: ``flat`` (exact), ``hnsw`` or ``ivf`` (trained on the corpus).
+            hnsw_m, ef_construction, ef_search: HNSW graph degree and beam widths.
+            nlist, nprobe: IVF lists (default about 4 * sqrt(n)) and lists searched (default nlist / 8).
+        """
+        if index not in INDEX_TYPES:
+            raise ConfigError(f"unknown index type {index!r}; choose one of {', '.join(INDEX_TYPES)}")
+        docs = [d if d.id is not None else Document(d.text, str(i), d.metadata)
+                for i, d in enumerate(to_documents(corpus))]
+        if not docs:
+            raise InvalidInputError("the corpus is empty: nothing to index")
+        encoder = BiEncoderReranker(model, device=device, batch_size=batch_size)
+        retriever = cls(encoder, None, [], index)
+        start = perf_counter()
+        vectors = retriever._embed([d.text for d in docs], show_progress)
+        faiss = _faiss()
+        dim = vectors.shape[1]
+        if index == "flat":
+            idx = faiss.IndexFlatIP(dim)
+        elif index == "hnsw":
+            idx = faiss.IndexHNSWFlat(dim, hnsw_m, faiss.METRIC_INNER_PRODUCT)
+            idx.hnsw.efConstruction = ef_construction
+            idx.hnsw.efSearch = ef_search
+        else:
+            lists = nlist or max(1, min(int(4 * math.sqrt(len(docs))), len(docs) // 39 or 1))
+            idx = faiss.index_factory(dim, f"IVF{lists},Flat", faiss.METRIC_INNER_PRODUCT)  # owns its quantizer
+            idx.train(vectors)
+            idx.nprobe = nprobe or max(1, lists // 8)
+        idx.add(vectors)
+        retriever.index = idx
+        retriever.docs = docs
+        logger.info("indexed %d documents (%s, dim %d) in %.1f s", len(docs), index, dim, perf_counter() - start)
+        return retriever
+
+    def _embed(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
+        encoder = self.encoder.encoder  # loads the model
+        lengths = encoder.tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
+        window = encoder.max_seq_length
+        longer = sum(len(ids) > window for ids in lengths)
+        if longer:
+            logger.warning(
+                "%d of %d documents are longer than the encoder's %d tokens and are embedded from their "
+                "start; split long documents into passages for dense retrieval", longer, len(texts), window,
+            )
+        vectors = encoder.encode(texts, batch_size=self.encoder.batch_size, normalize_embeddings=True,
+                                 convert_to_numpy=True, show_progress_bar=show_progress)
+        return np.ascontiguousarray(vectors, dtype=np.float32)
+
+    def add(self, documents: Sequence[DocumentLike], show_progress: bool = False) -> None:
+        """Add documents to the index (ids default to their corpus positions)."""
+        start = len(self.docs)
+        new = [d if d.id is not None else Document(d.text, str(start + i), d.metadata)
+               for i, d in enumerate(to_documents(documents))]
+        if new:
+            self.index.add(self._embed([d.text for d in new], show_progress))
+            self.docs.extend(new)
+
+    # -- search ----------------------------------------------------------------------------
+    @property
+    def ef_search(self) -> int | None:
+        return self.index.hnsw.efSearch if self.index_type == "hnsw" else None
+
+    @ef_search.setter
+    def ef_search(self, value: int) -> None:
+        if self.index_type != "hnsw":
+            raise ConfigError("ef_search applies to an HNSW index")
+        self.index.hnsw.efSearch = value
+
+    @property
+    def nprobe(self) -> int | None:
+        return self.index.nprobe if self.index_type == "ivf" else None
+
+    @nprobe.setter
+    def nprobe(self, value: int) -> None:
+        if self.index_type != "ivf":
+            raise ConfigError("nprobe applies to an IVF index")
+        self.index.nprobe = value
+
+    def search(self, query: str, k: int = 100) -> RerankResult:
+        """The ``k`` documents nearest to ``query`` (fewer when the corpus is smaller)."""
+        return self.search_batch([query], k)[0]
+
+    def search_batch(self, queries: Sequence[str], k: int = 100) -> list[RerankResult]:
+        """Search several queries with one batched encoding and one index call."""
+        queries = [check_query(q) for q in queries]
+        check_k(k)
+        if not queries:
+            return []
+        start = perf_counter()
+        q = self.encoder.encode(list(queries))
+        scores, ids = self.index.search(np.ascontiguousarray(q, dtype=np.float32), min(k, len(self.docs)))
+        ms = (perf_counter() - start) * 1000.0 / len(queries)
+        out = []
+        for query, row_ids, row_scores in zip(queries, ids, scores):
+            keep = row_ids >= 0
+            out.append(hits_result(query, self.docs, row_ids[keep].tolist(), row_scores[keep].tolist(),
+                                   self.name, self.model, ms))
+        return out
+
+    # -- persistence -----------------------------------------------------------------------
+    def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write index, documents and manifest to the folder ``path``."""
+        folder = Path(path)
+        folder.mkdir(parents=True, exist_ok=True)
+        _faiss().write_index(self.index, str(folder / FILES["index"]))
+        with (folder / FILES["docs"]).open("w", encoding="utf-8") as fh:
+            for d in self.docs:
+                fh.write(json.dumps({"id": d.id, "text": d.text, "metadata": d.metadata}, ensure_ascii=False) + "\n")
+        from rankrelay import __version__
+
+        manifest = {
+            "model": self.model,
+            "dimension": self.index.d,
+            "index_type": self.index_type,
+            "corpus_size": len(self.docs),
+            "rankrelay_version": __version__,
+            "checksum": _sha256(folder / FILES["docs"]),
+            "nprobe": self.nprobe,
+            "ef_search": self.ef_search,
+        }
+        (folder / FILES["manifest"]).write_text(json.dumps(manifest, indent=2) + "\n")
+        return folder
+
+    @classmethod
+    def load(cls, path: str | os.PathLike[str], model: str | None = None, *, device: str = "auto",
+             batch_size: int = 64) -> DenseRetriever:
+        """Reopen a saved index; ``model`` (if given) must match the manifest's."""
+        folder = Path(path)
+        try:
+            manifest = json.loads((folder / FILES["manifest"]).read_text())
+        except FileNotFoundError:
+            raise InvalidInputError(f"{str(folder)!r} holds no dense index (no {FILES['manifest']})") from None
+        if model is not None and canonical_model_id(model) != manifest["model"]:
+            raise ConfigError(
+                f"index {str(folder)!r} was built with {manifest['model']!r}; querying it with "
+                f"{canonical_model_id(model)!r} would compare embeddings of different models"
+            )
+        if _sha256(folder / FILES["docs"]) != manifest["checksum"]:
+            raise InvalidInputError(f"{folder / FILES['docs']} does not match the manifest's checksum")
+        docs = []
+        with (folder / FILES["docs"]).open(encoding="utf-8") as fh:
+            for line in fh:
+                row = json.loads(line)
+                docs.append(Document(row["text"], row["id"], row.get("metadata") or {}))
+        index = _faiss().read_index(str(folder / FILES["index"]))
+        if index.ntotal != len(docs) or index.d != manifest["dimension"]:
+            raise InvalidInputError(f"index and documents in {str(folder)!r} disagree ({index.ntotal} vs {len(docs)})")
+        retriever = cls(BiEncoderReranker(manifest["model"], device=device, batch_size=batch_size), index, docs,
+                        manifest["index_type"])
+        if manifest.get("nprobe") and retriever.index_type == "ivf":
+            retriever.nprobe = manifest["nprobe"]
+        if manifest.get("ef_search") and retriever.index_type == "hnsw":
+            retriever.ef_search = manifest["ef_search"]
+        return retriever
+
+
+def _sha256(path: Path) -> str:
+    digest = hashlib.sha256()
+    with path.open("rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
