@@ -27,7 +27,7 @@ app = typer.Typer(
     add_completion=False,
     pretty_exceptions_enable=False,
 )
-console = Console()
+console = Console(width=None if Console().is_terminal else 120)
 err_console = Console(stderr=True)
 
 ConfigOption = Annotated[
@@ -42,6 +42,7 @@ def _fail(exc: Exception) -> typer.Exit:
 
 def _quiet_libraries() -> None:
     """Keep model-loading progress bars and warnings out of command output."""
+    logging.getLogger("bm25s").setLevel(logging.WARNING)
     try:
         from transformers.utils import logging as hf_logging
 
@@ -57,22 +58,27 @@ def snippet(text: str, width: int = 70) -> str:
     return flat if len(flat) <= width else flat[: width - 1] + "…"
 
 
-def render_result(result: RerankResult, *, title: str | None = None) -> Table:
-    """A rich table of a result: rank, score, normalized score, id, snippet."""
+def render_result(
+    result: RerankResult, *, title: str | None = None, first_ranks: list[int | None] | None = None
+) -> Table:
+    """A rich table of a result: rank (and first-stage rank), score, normalized score, id, snippet."""
     table = Table(title=title, title_justify="left")
     table.add_column("rank", justify="right")
+    if first_ranks is not None:
+        table.add_column("was", justify="right")
     table.add_column("score", justify="right")
     table.add_column(f"norm ({result.normalization})", justify="right")
     table.add_column("id")
     table.add_column("text")
-    for r in result.results:
+    for i, r in enumerate(result.results):
         text = snippet(r.text)
         if r.passage is not None:
             start, end = r.passage
             text = f"[passage {start}-{end} of {len(r.text)}] " + snippet(r.text[start:end], 56)
         elif r.truncated:
             text = "[truncated] " + text
-        table.add_row(str(r.rank), f"{r.score:.4f}", f"{r.normalized_score:.3f}",
+        was = [] if first_ranks is None else [str(first_ranks[i])]
+        table.add_row(str(r.rank), *was, f"{r.score:.4f}", f"{r.normalized_score:.3f}",
                       "" if r.id is None else escape(str(r.id)), escape(text))
     return table
 
@@ -155,17 +161,94 @@ def models() -> None:
 
 @app.command()
 def demo(
-    model: Annotated[
-        str | None, typer.Option("--model", "-m", help="Use this backend instead of the first available.")
+    dataset: Annotated[
+        str | None, typer.Option(help="A BEIR folder to search instead of the standard library's docstrings.")
     ] = None,
+    questions: Annotated[int, typer.Option(min=1, help="How many example questions (or dataset queries).")] = 4,
+    rebuild: Annotated[bool, typer.Option(help="Rebuild the cached index.")] = False,
 ) -> None:
-    """Rerank the bundled sample with the best backend available on this machine."""
+    """Two-stage search (hybrid retrieval, then a fallback chain of rerankers) on a real corpus, offline."""
     from rankrelay.demo import run_demo
 
     try:
-        run_demo(console, model)
+        run_demo(console, dataset, questions, rebuild)
     except RankRelayError as exc:
         raise _fail(exc) from None
+
+
+@app.command()
+def index(
+    corpus: Annotated[str, typer.Argument(help="BEIR folder or corpus.jsonl, JSON lines with 'text', or .txt lines.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the index.")],
+    model: Annotated[str, typer.Option(help="Bi-encoder id, alias or path.")] = "all-minilm-l6",
+    index_type: Annotated[str, typer.Option("--index", help="flat, hnsw or ivf.")] = "flat",
+    bm25: Annotated[bool, typer.Option(help="Also build a BM25 index (for --retriever bm25/hybrid).")] = True,
+    device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+) -> None:
+    """Build a dense (FAISS) index, and a BM25 one, over a corpus."""
+    from rankrelay.retrieval import BM25Retriever, DenseRetriever, load_corpus
+
+    try:
+        docs = load_corpus(corpus)
+        dense = DenseRetriever.build(docs, model=model, index=index_type, device=device,
+                                     show_progress=console.is_terminal)
+        dense.save(out / "dense")
+        if bm25:
+            BM25Retriever.build(docs).save(out / "bm25")
+    except RankRelayError as exc:
+        raise _fail(exc) from None
+    console.print(f"indexed {len(docs)} documents into {out} ({index_type}{' + bm25' if bm25 else ''})",
+                  highlight=False)
+
+
+@app.command()
+def search(
+    index_dir: Annotated[Path, typer.Argument(help="A folder made by 'rankrelay index'.")],
+    query: Annotated[str, typer.Argument(help="The query.")],
+    rerank_spec: Annotated[
+        str | None, typer.Option("--rerank", help="Reranker spec or preset; none: first stage only.")
+    ] = None,
+    retriever_kind: Annotated[str, typer.Option("--retriever", help="dense, bm25 or hybrid.")] = "hybrid",
+    retrieve_k: Annotated[int, typer.Option(min=1, help="First-stage depth.")] = 100,
+    top_n: Annotated[int, typer.Option(min=1, help="Results shown.")] = 10,
+    as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Search an index: first stage, then (with --rerank) a reranker; shows both ranks and the timings."""
+    from rankrelay.rerankers import load_reranker, load_settings
+    from rankrelay.retrieval import BM25Retriever, DenseRetriever, HybridRetriever, TwoStageSearch
+    from rankrelay.retrieval.pipeline import SearchResult
+
+    try:
+        parts = []
+        if retriever_kind in ("dense", "hybrid"):
+            parts.append(DenseRetriever.load(index_dir / "dense"))
+        if retriever_kind in ("bm25", "hybrid") and (index_dir / "bm25").exists():
+            parts.append(BM25Retriever.load(index_dir / "bm25"))
+        if not parts or retriever_kind not in ("dense", "bm25", "hybrid"):
+            raise RankRelayError(f"no {retriever_kind!r} index in {index_dir}")
+        retriever = parts[0] if len(parts) == 1 else HybridRetriever(parts)
+        if rerank_spec:
+            settings = load_settings(str(config) if config else None)
+            reranker = load_reranker(rerank_spec, settings=settings)
+            out = TwoStageSearch(retriever, reranker, retrieve_k=retrieve_k, top_n=top_n)(query)
+        else:
+            first = retriever.search(query, top_n)
+            out = SearchResult(query=query, results=first.results, backend=first.backend, model=first.model,
+                               timings={"retrieve_ms": first.timings["total"], "rerank_ms": 0.0,
+                                        "total_ms": first.timings["total"], **first.timings},
+                               num_candidates=len(first.results), first_stage=first, served_by=first.backend)
+    except RankRelayError as exc:
+        raise _fail(exc) from None
+    if as_json:
+        data = out.to_dict()
+        data["movement"] = out.movement
+        typer.echo(json.dumps(data, ensure_ascii=False, indent=2))
+        return
+    console.print(render_result(out, title=f"{out.served_by} — {query!r}",
+                                first_ranks=[m["first_rank"] for m in out.movement]))
+    t = out.timings
+    console.print(f"retrieve {t['retrieve_ms']:.1f} ms, rerank {t['rerank_ms']:.1f} ms, total {t['total_ms']:.1f} ms")
 
 
 if __name__ == "__main__":  # pragma: no cover

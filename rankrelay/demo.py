@@ -1,59 +1,114 @@
-"""The demo behind ``make demo``: rerank a bundled sample with the best backend this machine has.
+"""The main job behind ``make demo``: two-stage search over a real corpus, offline, in-process.
 
-It tries a cross-encoder preset first and, when its weights cannot be had offline, says so in one
-line and uses the bi-encoder (``bi-encoder:all-minilm-l6``, bundled by the ``minilm`` extra).
+The corpus is the installed standard library's docstrings (or a BEIR folder with ``--dataset``).
+A dense FAISS index and a BM25 index are built once and cached; questions go through hybrid
+retrieval, then a fallback chain of rerankers: Cohere when a key is set, a cross-encoder preset
+when its weights are on this machine, and the bi-encoder (bundled all-MiniLM-L6-v2) otherwise.
 """
 
 from __future__ import annotations
 
-import json
-from importlib import resources
+import hashlib
+import os
+from pathlib import Path
 from typing import Any
 
 from rich.console import Console
 
-from rankrelay.errors import MissingDependencyError, ModelLoadError, ModelNotFoundError
-from rankrelay.rerankers import Reranker, load_reranker
+from rankrelay.errors import ModelNotFoundError, RankRelayError
+from rankrelay.hub import find_local
+from rankrelay.rerankers import FallbackReranker
+from rankrelay.rerankers.cohere import KEY_ENV
+from rankrelay.results import Document
 
-#: Backends the demo tries, best first.
-DEMO_CHAIN = ("minilm-l6", "bi-encoder:all-minilm-l6")
-
-
-def load_sample() -> list[dict[str, Any]]:
-    """The bundled sample: a list of ``{"query", "documents"}``."""
-    text = resources.files("rankrelay").joinpath("data/sample.jsonl").read_text(encoding="utf-8")
-    return [json.loads(line) for line in text.splitlines() if line.strip()]
-
-
-def first_available(specs: tuple[str, ...], console: Console) -> Reranker:
-    """Load the first spec whose model can be had here; say in one line why each other was skipped."""
-    reasons = []
-    for spec in specs:
-        reranker = load_reranker(spec)
-        try:
-            warm_up = getattr(reranker, "warm_up", None)
-            if warm_up is not None:
-                warm_up()
-        except (ModelNotFoundError, MissingDependencyError, ModelLoadError) as exc:
-            console.print(f"[yellow]skipping {spec}:[/] {exc}", highlight=False)
-            reasons.append(f"{spec}: {exc}")
-            continue
-        return reranker
-    raise ModelNotFoundError("no demo backend could be loaded:\n  " + "\n  ".join(reasons))
+QUESTIONS = (
+    "how do I parse command line arguments",
+    "compute a cryptographic hash of some bytes",
+    "read rows of a CSV file as dictionaries",
+    "wait until a subprocess finishes and get its exit status",
+)
+CROSS_ENCODER_PRESET = "minilm-l6"
+BI_ENCODER = "all-minilm-l6"
 
 
-def run_demo(console: Console, model: str | None = None) -> None:
-    """Rerank every sample query and print the rankings."""
+def cache_dir() -> Path:
+    """Where built indexes live: ``RANKRELAY_CACHE``, else ``$XDG_CACHE_HOME/rankrelay`` or ``~/.cache/rankrelay``."""
+    if os.environ.get("RANKRELAY_CACHE"):
+        return Path(os.environ["RANKRELAY_CACHE"])
+    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rankrelay"
+
+
+def build_chain(console: Console) -> FallbackReranker:
+    """Cohere (if a key is set) -> cross-encoder preset (if its weights are here) -> bi-encoder."""
+    from rankrelay.config import PRESETS
+
+    chain: list[Any] = []
+    if any(os.environ.get(k) for k in KEY_ENV):
+        chain.append({"spec": "cohere:rerank-v3.5", "timeout": 10.0, "max_attempts": 2})
+    else:
+        console.print("cohere: no API key set (RANKRELAY_COHERE_API_KEY or CO_API_KEY); not in the chain")
+    try:
+        local = find_local(PRESETS[CROSS_ENCODER_PRESET].model)
+    except ModelNotFoundError:
+        local = None
+    if local is not None:
+        chain.append({"spec": CROSS_ENCODER_PRESET, "device": "cpu"})
+    else:
+        console.print(f"{CROSS_ENCODER_PRESET}: the weights of {PRESETS[CROSS_ENCODER_PRESET].model} are not on "
+                      "this machine (no Hub here); using the bi-encoder reranker instead", highlight=False)
+    chain.append({"spec": f"bi-encoder:{BI_ENCODER}", "device": "cpu"})
+    return FallbackReranker(chain)
+
+
+def build_retriever(docs: list[Document] | None, key: str, console: Console, rebuild: bool = False) -> Any:
+    """Hybrid (dense + BM25) retriever over ``docs`` (None: the stdlib passages), cached by ``key``."""
+    from rankrelay.retrieval import BM25Retriever, DenseRetriever, HybridRetriever
+    from rankrelay.retrieval.stdlib_corpus import stdlib_passages
+
+    folder = cache_dir() / f"demo-{key}"
+    if (folder / "dense" / "manifest.json").exists() and (folder / "bm25" / "bm25.json").exists() and not rebuild:
+        console.print(f"using the cached index in {folder}", highlight=False)
+        dense = DenseRetriever.load(folder / "dense", device="cpu")
+        bm25 = BM25Retriever.load(folder / "bm25")
+    else:
+        docs = stdlib_passages() if docs is None else docs
+        if not docs:
+            raise RankRelayError("the demo corpus is empty")
+        console.print(f"indexing {len(docs)} passages (once; cached in {folder}) ...", highlight=False)
+        dense = DenseRetriever.build(docs, model=BI_ENCODER, device="cpu", show_progress=console.is_terminal)
+        bm25 = BM25Retriever.build(docs)
+        dense.save(folder / "dense")
+        bm25.save(folder / "bm25")
+    return HybridRetriever([dense, bm25])
+
+
+def run_demo(console: Console, dataset: str | None = None, questions: int = 4, rebuild: bool = False) -> None:
+    """Answer a few questions with a two-stage search and print what served and how ranks moved."""
+    from rankrelay.retrieval import TwoStageSearch, load_corpus, load_queries
+
+    if dataset:
+        docs = load_corpus(dataset)
+        queries = list(load_queries(dataset).values())[:questions]
+        key = "beir-" + hashlib.sha256(str(Path(dataset).resolve()).encode()).hexdigest()[:12]
+    else:
+        import sys
+        import sysconfig
+
+        docs = None  # read only when the index has to be built
+        queries = list(QUESTIONS[:questions])
+        stdlib = f"{sys.version}|{sysconfig.get_paths()['stdlib']}"
+        key = "stdlib-" + hashlib.sha256(stdlib.encode()).hexdigest()[:12]
+    retriever = build_retriever(docs, key, console, rebuild)
+    chain = build_chain(console)
+    console.print(f"reranker chain: {chain.model}", highlight=False)
+    search = TwoStageSearch(retriever, chain, retrieve_k=50, top_n=3)
     from rankrelay.cli import render_result
 
-    reranker = first_available((model,) if model else DEMO_CHAIN, console)
-    console.print(f"using [bold]{reranker.name}[/] {getattr(reranker, 'model', '') or ''}", highlight=False)
-    samples = load_sample()
-    results = reranker.rerank_batch([(s["query"], s["documents"]) for s in samples], top_n=3)
-    for result in results:
-        console.print(render_result(result, title=f"{result.query!r} (top 3 of {result.num_candidates})"))
-    timings = results[0].timings if results else {}
-    console.print(
-        f"{len(results)} queries, {sum(r.num_candidates for r in results)} documents in one batch: "
-        f"model {timings.get('model', 0.0):.0f} ms, total {timings.get('total', 0.0):.0f} ms"
-    )
+    for out in search.batch(queries):
+        console.print(render_result(out, title=f"{out.query!r} — served by {out.served_by}",
+                                    first_ranks=[m["first_rank"] for m in out.movement]))
+        t = out.timings
+        failed = ", ".join(f"{f['backend']} ({f['error']})" for f in out.info.get("fallbacks", []))
+        console.print(f"per query (batch of {len(queries)}): retrieve {t['retrieve_ms']:.0f} ms, "
+                      f"rerank {t['rerank_ms']:.0f} ms, total {t['total_ms']:.0f} ms"
+                      + (f"; fell back past: {failed}" if failed else ""), highlight=False)

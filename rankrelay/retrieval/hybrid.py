@@ -49,7 +49,7 @@ class HybridRetriever:
         depth = self.depth or 2 * k
         per_retriever = [r.search_batch(queries, depth) for r in self.retrievers]
         out = []
-        for i, query in enumerate(queries):
+        for i in range(len(queries)):
             fused = fuse([rows[i] for rows in per_retriever], self.method, self.weights, self.k_rrf)
             fused = fused.top_k(k) if len(fused) > k else fused
             fused.backend, fused.model = self.name, self.model

@@ -5,8 +5,8 @@ import random
 
 import numpy as np
 import pytest
-
 from conftest import WORDS
+
 from rankrelay import ConfigError, EmptyQueryError, InvalidInputError, TwoStageSearch, fuse, load_reranker
 from rankrelay.retrieval import BM25Retriever, DenseRetriever, HybridRetriever, load_corpus
 
@@ -95,7 +95,8 @@ def test_bm25_finds_exact_terms(docs, tmp_path):
     hits = bm25.search("zygomorphic", k=5)
     assert hits.ids == ["rare"]  # only documents sharing a term are returned
     bm25.save(tmp_path / "bm25")
-    assert BM25Retriever.load(tmp_path / "bm25").search("zygomorphic wing", 3).ids == bm25.search("zygomorphic wing", 3).ids
+    again = BM25Retriever.load(tmp_path / "bm25")
+    assert again.search("zygomorphic wing", 3).ids == bm25.search("zygomorphic wing", 3).ids
 
 
 def test_hybrid_is_rrf_of_dense_and_bm25(flat, docs):

