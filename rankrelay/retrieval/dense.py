@@ -27,10 +27,9 @@ import numpy as np
 from rankrelay._optional import import_optional
 from rankrelay.errors import ConfigError, InvalidInputError
 from rankrelay.hub import canonical_model_id
-from rankrelay.rerankers.base import check_query
 from rankrelay.rerankers.bi_encoder import BiEncoderReranker
-from rankrelay.results import Document, DocumentLike, RankedDocument, RerankResult, to_documents
-from rankrelay.scoring import normalize
+from rankrelay.results import Document, DocumentLike, RerankResult
+from rankrelay.retrieval.base import BaseRetriever, hits_result, read_docs, with_ids, write_docs
 
 logger = logging.getLogger(__name__)
 
@@ -42,26 +41,7 @@ def _faiss() -> Any:
     return import_optional("faiss", extra="retrieval", feature="dense retrieval", package="faiss-cpu")
 
 
-def hits_result(query: str, docs: Sequence[Document], positions: Sequence[int], scores: Sequence[float],
-                backend: str, model: str | None, ms: float) -> RerankResult:
-    """A first-stage ranking as a RerankResult: ``index`` is the corpus position."""
-    normalized = normalize(list(scores), "rank")
-    results = [
-        RankedDocument(index=int(p), text=docs[p].text, score=float(s), rank=r, normalized_score=n,
-                       id=docs[p].id, metadata=docs[p].metadata)
-        for r, (p, s, n) in enumerate(zip(positions, scores, normalized), start=1)
-    ]
-    return RerankResult(query, results, backend=backend, model=model, timings={"total": ms, "model": ms},
-                        normalization="rank", num_candidates=len(docs))
-
-
-def check_k(k: object) -> int:
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise InvalidInputError(f"k must be an int >= 1, got {k!r}")
-    return k
-
-
-class DenseRetriever:
+class DenseRetriever(BaseRetriever):
     """Nearest neighbours of the query embedding among document embeddings.
 
     Build with :meth:`build`, reopen with :meth:`load`; ``search`` returns a
@@ -80,9 +60,6 @@ class DenseRetriever:
     def model(self) -> str:
         """The bi-encoder's model id."""
         return self.encoder.model or ""
-
-    def __len__(self) -> int:
-        return len(self.docs)
 
     # -- building --------------------------------------------------------------------------
     @classmethod
@@ -113,8 +90,7 @@ class DenseRetriever:
         """
         if index not in INDEX_TYPES:
             raise ConfigError(f"unknown index type {index!r}; choose one of {', '.join(INDEX_TYPES)}")
-        docs = [d if d.id is not None else Document(d.text, str(i), d.metadata)
-                for i, d in enumerate(to_documents(corpus))]
+        docs = with_ids(corpus)
         if not docs:
             raise InvalidInputError("the corpus is empty: nothing to index")
         encoder = BiEncoderReranker(model, device=device, batch_size=batch_size)
@@ -156,9 +132,7 @@ class DenseRetriever:
 
     def add(self, documents: Sequence[DocumentLike], show_progress: bool = False) -> None:
         """Add documents to the index (ids default to their corpus positions)."""
-        start = len(self.docs)
-        new = [d if d.id is not None else Document(d.text, str(start + i), d.metadata)
-               for i, d in enumerate(to_documents(documents))]
+        new = with_ids(documents, start=len(self.docs))
         if new:
             self.index.add(self._embed([d.text for d in new], show_progress))
             self.docs.extend(new)
@@ -184,19 +158,11 @@ class DenseRetriever:
             raise ConfigError("nprobe applies to an IVF index")
         self.index.nprobe = value
 
-    def search(self, query: str, k: int = 100) -> RerankResult:
-        """The ``k`` documents nearest to ``query`` (fewer when the corpus is smaller)."""
-        return self.search_batch([query], k)[0]
-
-    def search_batch(self, queries: Sequence[str], k: int = 100) -> list[RerankResult]:
-        """Search several queries with one batched encoding and one index call."""
-        queries = [check_query(q) for q in queries]
-        check_k(k)
-        if not queries:
-            return []
+    def _search(self, queries: list[str], k: int) -> list[RerankResult]:
+        """One batched encoding and one index call for all queries."""
         start = perf_counter()
-        q = self.encoder.encode(list(queries))
-        scores, ids = self.index.search(np.ascontiguousarray(q, dtype=np.float32), min(k, len(self.docs)))
+        q = self.encoder.encode(queries)
+        scores, ids = self.index.search(np.ascontiguousarray(q, dtype=np.float32), k)
         ms = (perf_counter() - start) * 1000.0 / len(queries)
         out = []
         for query, row_ids, row_scores in zip(queries, ids, scores):
@@ -211,9 +177,7 @@ class DenseRetriever:
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         _faiss().write_index(self.index, str(folder / FILES["index"]))
-        with (folder / FILES["docs"]).open("w", encoding="utf-8") as fh:
-            for d in self.docs:
-                fh.write(json.dumps({"id": d.id, "text": d.text, "metadata": d.metadata}, ensure_ascii=False) + "\n")
+        write_docs(folder / FILES["docs"], self.docs)
         from rankrelay import __version__
 
         manifest = {
@@ -245,11 +209,7 @@ class DenseRetriever:
             )
         if _sha256(folder / FILES["docs"]) != manifest["checksum"]:
             raise InvalidInputError(f"{folder / FILES['docs']} does not match the manifest's checksum")
-        docs = []
-        with (folder / FILES["docs"]).open(encoding="utf-8") as fh:
-            for line in fh:
-                row = json.loads(line)
-                docs.append(Document(row["text"], row["id"], row.get("metadata") or {}))
+        docs = read_docs(folder / FILES["docs"])
         index = _faiss().read_index(str(folder / FILES["index"]))
         if index.ntotal != len(docs) or index.d != manifest["dimension"]:
             raise InvalidInputError(f"index and documents in {str(folder)!r} disagree ({index.ntotal} vs {len(docs)})")

@@ -142,3 +142,13 @@ def test_load_corpus_forms(tmp_path):
     assert [(d.id, d.text) for d in load_corpus(tmp_path / "lines.txt")] == [("0", "one"), ("1", "two")]
     with pytest.raises(InvalidInputError):
         load_corpus(tmp_path / "missing.jsonl")
+
+
+def test_two_stage_search_behind_a_fallback_chain(flat, tiny_ce_path, refused_url):
+    from rankrelay import FallbackReranker
+
+    chain = FallbackReranker([{"spec": f"tei:{refused_url}", "max_attempts": 1},
+                              {"spec": f"cross-encoder:{tiny_ce_path}", "device": "cpu"}])
+    out = TwoStageSearch(flat, chain, retrieve_k=10, top_n=3)("python sort order")
+    assert out.served_by == "cross-encoder" and len(out) == 3
+    assert out.info["fallbacks"][0]["backend"] == "tei"
