@@ -144,7 +144,7 @@ def main() -> None:
     dense_ndcg = ndcg10({q: as_run(r) for q, r in zip(qids, flat_runs)}, qrels)
     rows = [("flat", embed_s, flat)]
     for kind in ("hnsw", "ivf"):
-        retriever = DenseRetriever(flat.encoder, None, flat.docs, kind)
+        retriever = DenseRetriever(flat.encoder, None, flat.docs, kind, flat.passages)
         start = time.perf_counter()
         dim = doc_vecs.shape[1]
         if kind == "hnsw":

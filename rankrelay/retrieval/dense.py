@@ -1,8 +1,11 @@
 """Dense retrieval: a sentence-transformers bi-encoder and a FAISS index (flat, HNSW or IVF).
 
 Embeddings are unit length and the index is inner product, so scores are cosine similarities.
-A saved index is a folder: ``index.faiss``, ``docs.jsonl`` (ids, text, metadata) and
-``manifest.json`` (model, dimension, index type, corpus size, rankrelay version, checksum).
+A document longer than the encoder's window is split into passages (the reranker's windows); each
+passage is a vector and a document scores by its best passage (MaxP), whose span the result keeps.
+A saved index is a folder: ``index.faiss``, ``docs.jsonl`` (ids, text, metadata), ``passages.json``
+(which document and span each vector is) and ``manifest.json`` (model, dimension, index type,
+corpus size, rankrelay version, checksum).
 
 Example:
     >>> from rankrelay.retrieval.dense import INDEX_TYPES
@@ -34,7 +37,9 @@ from rankrelay.retrieval.base import BaseRetriever, hits_result, read_docs, with
 logger = logging.getLogger(__name__)
 
 INDEX_TYPES = ("flat", "hnsw", "ivf")
-FILES = {"index": "index.faiss", "docs": "docs.jsonl", "manifest": "manifest.json"}
+FILES = {"index": "index.faiss", "docs": "docs.jsonl", "passages": "passages.json", "manifest": "manifest.json"}
+#: Over-fetch bound when documents have several passages: at most this many vectors per wanted hit.
+OVERFETCH = 8
 
 
 def _faiss() -> Any:
@@ -50,11 +55,15 @@ class DenseRetriever(BaseRetriever):
 
     name = "dense"
 
-    def __init__(self, encoder: BiEncoderReranker, index: Any, docs: list[Document], index_type: str) -> None:
+    def __init__(self, encoder: BiEncoderReranker, index: Any, docs: list[Document], index_type: str,
+                 passages: list[tuple[int, int, int]] | None = None) -> None:
         self.encoder = encoder
         self.index = index
         self.docs = docs
         self.index_type = index_type
+        #: per vector: (document position, start, end) of the passage it embeds
+        self.passages: list[tuple[int, int, int]] = passages if passages is not None else [
+            (i, 0, len(d.text)) for i, d in enumerate(docs)]
 
     @property
     def model(self) -> str:
@@ -94,9 +103,9 @@ class DenseRetriever(BaseRetriever):
         if not docs:
             raise InvalidInputError("the corpus is empty: nothing to index")
         encoder = BiEncoderReranker(model, device=device, batch_size=batch_size)
-        retriever = cls(encoder, None, [], index)
+        retriever = cls(encoder, None, [], index, [])
         start = perf_counter()
-        vectors = retriever._embed([d.text for d in docs], show_progress)
+        vectors = retriever._embed(docs, 0, show_progress)
         faiss = _faiss()
         dim = vectors.shape[1]
         if index == "flat":
@@ -106,7 +115,7 @@ class DenseRetriever(BaseRetriever):
             idx.hnsw.efConstruction = ef_construction
             idx.hnsw.efSearch = ef_search
         else:
-            lists = nlist or max(1, min(int(4 * math.sqrt(len(docs))), len(docs) // 39 or 1))
+            lists = nlist or max(1, min(int(4 * math.sqrt(len(vectors))), len(vectors) // 39 or 1))
             idx = faiss.index_factory(dim, f"IVF{lists},Flat", faiss.METRIC_INNER_PRODUCT)  # owns its quantizer
             idx.train(vectors)
             idx.nprobe = nprobe or max(1, lists // 8)
@@ -116,25 +125,27 @@ class DenseRetriever(BaseRetriever):
         logger.info("indexed %d documents (%s, dim %d) in %.1f s", len(docs), index, dim, perf_counter() - start)
         return retriever
 
-    def _embed(self, texts: list[str], show_progress: bool = False) -> np.ndarray:
-        encoder = self.encoder.encoder  # loads the model
-        lengths = encoder.tokenizer(texts, add_special_tokens=True, verbose=False)["input_ids"]
-        window = encoder.max_seq_length
-        longer = sum(len(ids) > window for ids in lengths)
-        if longer:
-            logger.warning(
-                "%d of %d documents are longer than the encoder's %d tokens and are embedded from their "
-                "start; split long documents into passages for dense retrieval", longer, len(texts), window,
-            )
-        vectors = encoder.encode(texts, batch_size=self.encoder.batch_size, normalize_embeddings=True,
-                                 convert_to_numpy=True, show_progress_bar=show_progress)
+    def _embed(self, docs: list[Document], first: int, show_progress: bool = False) -> np.ndarray:
+        """Vectors of the passages of ``docs`` (positions from ``first``); records them in ``passages``."""
+        texts = [d.text for d in docs]
+        plans = self.encoder.plan_passages("query", texts)  # loads the model; a bi-encoder ignores the query
+        spans = [(first + i, a, b) for i, p in enumerate(plans) for a, b in p.spans]
+        split = sum(p.split for p in plans)
+        if split:
+            logger.info("%d of %d documents are longer than the encoder's %d tokens: indexed as %d passages",
+                        split, len(docs), self.encoder.window, len(spans) - len(docs) + split)
+        vectors = self.encoder.encoder.encode(
+            [texts[i - first][a:b] for i, a, b in spans], batch_size=self.encoder.batch_size,
+            normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=show_progress,
+        )
+        self.passages.extend(spans)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
     def add(self, documents: Sequence[DocumentLike], show_progress: bool = False) -> None:
         """Add documents to the index (ids default to their corpus positions)."""
         new = with_ids(documents, start=len(self.docs))
         if new:
-            self.index.add(self._embed([d.text for d in new], show_progress))
+            self.index.add(self._embed(new, len(self.docs), show_progress))
             self.docs.extend(new)
 
     # -- search ----------------------------------------------------------------------------
@@ -162,13 +173,28 @@ class DenseRetriever(BaseRetriever):
         """One batched encoding and one index call for all queries."""
         start = perf_counter()
         q = self.encoder.encode(queries)
-        scores, ids = self.index.search(np.ascontiguousarray(q, dtype=np.float32), k)
+        extra = len(self.passages) - len(self.docs)  # vectors beyond one per document
+        fetch = min(len(self.passages), k + min(extra, (OVERFETCH - 1) * k))
+        scores, ids = self.index.search(np.ascontiguousarray(q, dtype=np.float32), fetch)
         ms = (perf_counter() - start) * 1000.0 / len(queries)
         out = []
         for query, row_ids, row_scores in zip(queries, ids, scores):
-            keep = row_ids >= 0
-            out.append(hits_result(query, self.docs, row_ids[keep].tolist(), row_scores[keep].tolist(),
-                                   self.name, self.model, ms))
+            best: dict[int, tuple[float, tuple[int, int] | None]] = {}
+            for vid, score in zip(row_ids.tolist(), row_scores.tolist()):
+                if vid < 0:
+                    continue
+                pos, a, b = self.passages[vid]
+                if pos not in best:  # hits come best first: the first passage seen is the best (MaxP)
+                    whole = a == 0 and b == len(self.docs[pos].text)
+                    best[pos] = (score, None if whole else (a, b))
+                    if len(best) == k:
+                        break
+            positions = list(best)
+            res = hits_result(query, self.docs, positions, [best[p][0] for p in positions], self.name,
+                              self.model, ms)
+            for r in res.results:
+                r.passage = best[r.index][1]
+            out.append(res)
         return out
 
     # -- persistence -----------------------------------------------------------------------
@@ -178,6 +204,7 @@ class DenseRetriever(BaseRetriever):
         folder.mkdir(parents=True, exist_ok=True)
         _faiss().write_index(self.index, str(folder / FILES["index"]))
         write_docs(folder / FILES["docs"], self.docs)
+        (folder / FILES["passages"]).write_text(json.dumps(self.passages))
         from rankrelay import __version__
 
         manifest = {
@@ -185,6 +212,7 @@ class DenseRetriever(BaseRetriever):
             "dimension": self.index.d,
             "index_type": self.index_type,
             "corpus_size": len(self.docs),
+            "vectors": len(self.passages),
             "rankrelay_version": __version__,
             "checksum": _sha256(folder / FILES["docs"]),
             "nprobe": self.nprobe,
@@ -210,11 +238,15 @@ class DenseRetriever(BaseRetriever):
         if _sha256(folder / FILES["docs"]) != manifest["checksum"]:
             raise InvalidInputError(f"{folder / FILES['docs']} does not match the manifest's checksum")
         docs = read_docs(folder / FILES["docs"])
+        passages = [tuple(p) for p in json.loads((folder / FILES["passages"]).read_text())]
         index = _faiss().read_index(str(folder / FILES["index"]))
-        if index.ntotal != len(docs) or index.d != manifest["dimension"]:
-            raise InvalidInputError(f"index and documents in {str(folder)!r} disagree ({index.ntotal} vs {len(docs)})")
+        if index.ntotal != len(passages) or index.d != manifest["dimension"] or len(docs) != manifest["corpus_size"]:
+            raise InvalidInputError(
+                f"index, passages and documents in {str(folder)!r} disagree "
+                f"({index.ntotal} vectors, {len(passages)} passages, {len(docs)} documents)"
+            )
         retriever = cls(BiEncoderReranker(manifest["model"], device=device, batch_size=batch_size), index, docs,
-                        manifest["index_type"])
+                        manifest["index_type"], passages)
         if manifest.get("nprobe") and retriever.index_type == "ivf":
             retriever.nprobe = manifest["nprobe"]
         if manifest.get("ef_search") and retriever.index_type == "hnsw":

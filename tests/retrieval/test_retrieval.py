@@ -152,3 +152,25 @@ def test_two_stage_search_behind_a_fallback_chain(flat, tiny_ce_path, refused_ur
     out = TwoStageSearch(flat, chain, retrieve_k=10, top_n=3)("python sort order")
     assert out.served_by == "cross-encoder" and len(out) == 3
     assert out.info["fallbacks"][0]["backend"] == "tei"
+
+
+def test_long_documents_are_indexed_as_passages(tiny_bi_path, tmp_path):
+    rng = random.Random(7)
+    long_doc = " ".join(rng.choice(WORDS) for _ in range(200))  # about 3x the tiny encoder's 64 tokens
+    docs = [{"id": "short", "text": "python sort order"}, {"id": "long", "text": long_doc}, {"id": "x", "text": "cat"}]
+    dense = DenseRetriever.build(docs, model=tiny_bi_path, device="cpu")
+    assert len(dense.passages) > 3 and dense.index.ntotal == len(dense.passages)
+    spans = [(a, b) for pos, a, b in dense.passages if pos == 1]
+    assert len(spans) >= 3 and spans[0][0] == 0 and spans[-1][1] == len(long_doc)
+    query = "boundary layer wing"
+    hits = dense.search(query, k=3)
+    assert sorted(hits.ids) == ["long", "short", "x"]  # one hit per document, not per passage
+    long_hit = next(r for r in hits if r.id == "long")
+    q = dense.encoder.encode([query])[0]
+    passage_scores = dense.encoder.encode([long_doc[a:b] for a, b in spans]) @ q
+    assert long_hit.score == pytest.approx(float(passage_scores.max()), abs=1e-5)
+    assert long_hit.passage == spans[int(passage_scores.argmax())]
+    assert next(r for r in hits if r.id == "short").passage is None
+    dense.save(tmp_path / "idx")
+    again = DenseRetriever.load(tmp_path / "idx")
+    assert again.passages == dense.passages and again.search(query, 3).ids == hits.ids
