@@ -140,7 +140,7 @@ class HttpReranker(ApiReranker):
         return {
             "headers": headers,
             "timeout": httpx.Timeout(self.policy.timeout, connect=self.connect_timeout),
-            "limits": httpx.Limits(max_connections=max(8, 2 * self.max_concurrency)),
+            "limits": httpx.Limits(max_connections=100, max_keepalive_connections=32),
         }
 
     def warm_up(self) -> None:

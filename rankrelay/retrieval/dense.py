@@ -86,6 +86,7 @@ class DenseRetriever(BaseRetriever):
         ef_search: int = 512,
         nlist: int | None = None,
         nprobe: int | None = None,
+        long_documents: str = "passages",
     ) -> DenseRetriever:
         """Embed ``corpus`` and index it.
 
@@ -96,13 +97,15 @@ class DenseRetriever(BaseRetriever):
             hnsw_m, ef_construction, ef_search: HNSW graph degree and beam widths (defaults measured
                 in benchmarks/retrieval.py: recall@100 0.997 of flat at 7x less search time on 100k vectors).
             nlist, nprobe: IVF lists (default about 4 * sqrt(n)) and lists searched (default nlist / 8).
+            long_documents: ``passages`` (a document longer than the encoder's window becomes several
+                vectors and scores by its best) or ``truncate`` (one vector of its start, logged).
         """
         if index not in INDEX_TYPES:
             raise ConfigError(f"unknown index type {index!r}; choose one of {', '.join(INDEX_TYPES)}")
         docs = with_ids(corpus)
         if not docs:
             raise InvalidInputError("the corpus is empty: nothing to index")
-        encoder = BiEncoderReranker(model, device=device, batch_size=batch_size)
+        encoder = BiEncoderReranker(model, device=device, batch_size=batch_size, long_documents=long_documents)
         retriever = cls(encoder, None, [], index, [])
         start = perf_counter()
         vectors = retriever._embed(docs, 0, show_progress)
@@ -131,6 +134,10 @@ class DenseRetriever(BaseRetriever):
         plans = self.encoder.plan_passages("query", texts)  # loads the model; a bi-encoder ignores the query
         spans = [(first + i, a, b) for i, p in enumerate(plans) for a, b in p.spans]
         split = sum(p.split for p in plans)
+        truncated = sum(p.truncated for p in plans)
+        if truncated:
+            logger.warning("%d of %d documents are longer than the encoder's %d tokens and are embedded from "
+                           "their start (long_documents='truncate')", truncated, len(docs), self.encoder.window)
         if split:
             logger.info("%d of %d documents are longer than the encoder's %d tokens: indexed as %d passages",
                         split, len(docs), self.encoder.window, len(spans) - len(docs) + split)
@@ -213,6 +220,7 @@ class DenseRetriever(BaseRetriever):
             "index_type": self.index_type,
             "corpus_size": len(self.docs),
             "vectors": len(self.passages),
+            "long_documents": self.encoder.long_documents,
             "rankrelay_version": __version__,
             "checksum": _sha256(folder / FILES["docs"]),
             "nprobe": self.nprobe,
@@ -245,8 +253,9 @@ class DenseRetriever(BaseRetriever):
                 f"index, passages and documents in {str(folder)!r} disagree "
                 f"({index.ntotal} vectors, {len(passages)} passages, {len(docs)} documents)"
             )
-        retriever = cls(BiEncoderReranker(manifest["model"], device=device, batch_size=batch_size), index, docs,
-                        manifest["index_type"], passages)
+        encoder = BiEncoderReranker(manifest["model"], device=device, batch_size=batch_size,
+                                    long_documents=manifest.get("long_documents", "passages"))
+        retriever = cls(encoder, index, docs, manifest["index_type"], passages)
         if manifest.get("nprobe") and retriever.index_type == "ivf":
             retriever.nprobe = manifest["nprobe"]
         if manifest.get("ef_search") and retriever.index_type == "hnsw":

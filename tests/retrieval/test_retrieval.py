@@ -174,3 +174,9 @@ def test_long_documents_are_indexed_as_passages(tiny_bi_path, tmp_path):
     dense.save(tmp_path / "idx")
     again = DenseRetriever.load(tmp_path / "idx")
     assert again.passages == dense.passages and again.search(query, 3).ids == hits.ids
+
+
+def test_truncate_mode_keeps_one_vector_per_document(tiny_bi_path, caplog):
+    long_doc = " ".join(["wing"] * 200)
+    dense = DenseRetriever.build(["cat", long_doc], model=tiny_bi_path, device="cpu", long_documents="truncate")
+    assert dense.index.ntotal == 2 and "embedded from their start" in caplog.text
