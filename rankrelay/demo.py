@@ -62,10 +62,11 @@ def build_chain(console: Console) -> FallbackReranker:
 
 def build_retriever(docs: list[Document] | None, key: str, console: Console, rebuild: bool = False) -> Any:
     """Hybrid (dense + BM25) retriever over ``docs`` (None: the stdlib passages), cached by ``key``."""
+    from rankrelay import __version__
     from rankrelay.retrieval import BM25Retriever, DenseRetriever, HybridRetriever
     from rankrelay.retrieval.stdlib_corpus import stdlib_passages
 
-    folder = cache_dir() / f"demo-{key}"
+    folder = cache_dir() / f"demo-{key}-v{__version__}"
     if (folder / "dense" / "manifest.json").exists() and (folder / "bm25" / "bm25.json").exists() and not rebuild:
         console.print(f"using the cached index in {folder}", highlight=False)
         dense = DenseRetriever.load(folder / "dense", device="cpu")

@@ -246,7 +246,11 @@ class DenseRetriever(BaseRetriever):
         if _sha256(folder / FILES["docs"]) != manifest["checksum"]:
             raise InvalidInputError(f"{folder / FILES['docs']} does not match the manifest's checksum")
         docs = read_docs(folder / FILES["docs"])
-        passages = [tuple(p) for p in json.loads((folder / FILES["passages"]).read_text())]
+        passages_file = folder / FILES["passages"]
+        passages = (  # indexes saved before passages existed hold one vector per document
+            [tuple(p) for p in json.loads(passages_file.read_text())] if passages_file.exists()
+            else [(i, 0, len(d.text)) for i, d in enumerate(docs)]
+        )
         index = _faiss().read_index(str(folder / FILES["index"]))
         if index.ntotal != len(passages) or index.d != manifest["dimension"] or len(docs) != manifest["corpus_size"]:
             raise InvalidInputError(
