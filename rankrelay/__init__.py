@@ -2,9 +2,10 @@
 
 Example:
     >>> from rankrelay import load_reranker
-    >>> rr = load_reranker("bi-encoder:all-minilm-l6")          # doctest: +SKIP
-    >>> rr.rerank("capital of France", ["Berlin is in Germany", "Paris is in France"]).indices  # doctest: +SKIP
-    [1, 0]
+    >>> rr = load_reranker("random:7")                  # or "minilm-l6", "cohere:rerank-v3.5", [chain, ...]
+    >>> res = rr.rerank("capital of France", ["Berlin is in Germany", "Paris is in France"])
+    >>> sorted(res.indices), res.backend
+    ([0, 1], 'random')
 """
 
 from __future__ import annotations

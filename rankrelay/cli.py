@@ -251,5 +251,32 @@ def search(
     console.print(f"retrieve {t['retrieve_ms']:.1f} ms, rerank {t['rerank_ms']:.1f} ms, total {t['total_ms']:.1f} ms")
 
 
+@app.command()
+def bench(
+    dataset: Annotated[Path, typer.Option(help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/).")],
+    backends: Annotated[str, typer.Option(help="Comma-separated reranker specs, e.g. identity,random,minilm-l6.")],
+    candidates: Annotated[str, typer.Option(help="bm25, dense, hybrid, or a TREC run file.")] = "bm25",
+    depth: Annotated[int, typer.Option(min=1, help="Candidates per query.")] = 100,
+    queries: Annotated[int | None, typer.Option(min=1, help="Only the first N judged queries.")] = None,
+    out: Annotated[Path, typer.Option(help="Report folder (also caches candidates and runs).")] = Path("report"),
+    split: Annotated[str, typer.Option(help="qrels split.")] = "test",
+) -> None:
+    """Score several backends on the same candidates: metrics, significance, agreement, latency."""
+    from rankrelay.evaluation import compare
+    from rankrelay.evaluation.report import table
+
+    specs = [b.strip() for b in backends.split(",") if b.strip()]
+    try:
+        result = compare(dataset, candidates, specs, depth=depth, queries=queries, out=out, split=split,
+                         progress=console.is_terminal)
+    except RankRelayError as exc:
+        raise _fail(exc) from None
+    metrics = ("ndcg@10", "mrr@10", "recall@100")
+    typer.echo(table(["backend", *metrics], [[n, *(m[k] for k in metrics)] for n, m in result.metrics.items()]))
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    console.print(f"report: {out / 'report.md'} and {out / 'report.json'}", highlight=False)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

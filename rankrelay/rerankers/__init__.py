@@ -20,7 +20,7 @@ from pydantic import ValidationError
 
 from rankrelay.config import PRESETS, Settings
 from rankrelay.errors import ConfigError, UnknownBackendError
-from rankrelay.rerankers import bi_encoder, cohere, cross_encoder, http
+from rankrelay.rerankers import bi_encoder, cohere, cross_encoder, http, reference
 from rankrelay.rerankers.api import API_OPTIONS
 from rankrelay.rerankers.base import BaseReranker, Reranker, Scored
 from rankrelay.rerankers.fallback import FallbackReranker
@@ -163,6 +163,10 @@ for _provider, _about in (
     ("infinity", "Infinity /rerank, Cohere-shaped (infinity:model@http://host:port)"),
 ):
     register(_provider, http.factory(_provider), options=API_OPTIONS, description=_about)
+register("identity", reference.identity_from_spec, options={"normalize"},
+         description="reference: keeps the first-stage order")
+register("random", reference.random_from_spec, options={"normalize"},
+         description="reference: seeded random order (random:<seed>)")
 register(
     "bi-encoder",
     bi_encoder.from_spec,

@@ -10,6 +10,7 @@ Example:
 from __future__ import annotations
 
 import json
+import logging
 import os
 from collections.abc import Sequence
 from pathlib import Path
@@ -23,7 +24,9 @@ from rankrelay.retrieval.base import BaseRetriever, hits_result, read_docs, with
 
 
 def _bm25s() -> Any:
-    return import_optional("bm25s", extra="retrieval", feature="BM25 retrieval")
+    module = import_optional("bm25s", extra="retrieval", feature="BM25 retrieval")
+    logging.getLogger("bm25s").setLevel(logging.WARNING)  # it logs every index build at DEBUG to stderr
+    return module
 
 
 class BM25Retriever(BaseRetriever):

@@ -1,0 +1,263 @@
+"""The comparison harness: several backends rerank the same candidates; metrics, significance,
+agreement, latency and disagreements, written as ``report.json`` and ``report.md``.
+
+Example (a BEIR folder, BM25 candidates, two reference backends)::
+
+    from rankrelay.evaluation import compare
+    c = compare("../shared/data/cranfield", "bm25", ["identity", "random", "minilm-l6"], out="report/")
+    c.metrics["minilm-l6"]["ndcg@10"], c.warnings     # also report/report.md and report/report.json
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import re
+import statistics
+import time
+from collections import Counter
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+from rich.progress import track
+
+from rankrelay.errors import InvalidInputError, RankRelayError
+from rankrelay.evaluation.data import (
+    BeirDataset,
+    Ranking,
+    build_candidates,
+    file_checksum,
+    load_beir,
+    read_trec,
+    write_trec,
+)
+from rankrelay.evaluation.metrics import METRICS, agreement, evaluate, rbo, significance
+
+logger = logging.getLogger(__name__)
+BASELINE = "first-stage"
+
+
+@dataclass(slots=True)
+class BackendRun:
+    """One backend's rankings of the candidates, with per-query latency and failures."""
+
+    name: str
+    rankings: dict[str, Ranking] = field(default_factory=dict)
+    latency_ms: dict[str, float] = field(default_factory=dict)
+    model_ms: dict[str, float] = field(default_factory=dict)
+    failures: dict[str, str] = field(default_factory=dict)
+    served_by: dict[str, str] = field(default_factory=dict)
+    billed: dict[str, float] = field(default_factory=dict)
+
+    def to_dict(self) -> dict[str, Any]:
+        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+
+
+def _slug(name: str) -> str:
+    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:80]
+
+
+def run_backend(spec: str, dataset: BeirDataset, candidates: dict[str, Ranking], cache: Path | None,
+                progress: bool = True) -> BackendRun:
+    """Rerank every query's candidates with ``spec``; resumable through ``cache`` (a JSON file)."""
+    from rankrelay.rerankers import load_reranker
+
+    run = BackendRun(spec)
+    if cache is not None and cache.exists():
+        run = BackendRun(**json.loads(cache.read_text()))
+        run.failures = {}  # failed queries are tried again
+    todo = [q for q in candidates if q not in run.rankings]
+    if not todo:
+        return run
+    reranker = load_reranker(spec)
+    for done, qid in enumerate(track(todo, description=f"{spec:<28}", disable=not progress), start=1):
+        docs = [dataset.corpus[d] for d, _ in candidates[qid]]
+        start = time.perf_counter()
+        try:
+            res = reranker.rerank(dataset.queries[qid], docs)
+        except RankRelayError as exc:
+            run.failures[qid] = f"{type(exc).__name__}: {exc}"
+            logger.warning("%s failed on query %s: %s", spec, qid, exc)
+            continue
+        run.latency_ms[qid] = (time.perf_counter() - start) * 1000.0
+        run.model_ms[qid] = res.timings.get("model", 0.0)
+        run.rankings[qid] = [(str(r.id), r.score) for r in res.results]
+        run.served_by[qid] = res.backend
+        for unit, value in res.info.get("billed_units", {}).items():
+            run.billed[unit] = run.billed.get(unit, 0) + value
+        if cache is not None and (done % 20 == 0 or done == len(todo)):
+            cache.write_text(json.dumps(run.to_dict()))
+    if cache is not None:
+        cache.write_text(json.dumps(run.to_dict()))
+    return run
+
+
+@dataclass(slots=True)
+class Comparison:
+    """Everything the harness measured; ``write(out)`` saves report.json and report.md."""
+
+    dataset: str
+    candidates: str
+    depth: int
+    queries: list[str]
+    runs: dict[str, BackendRun]
+    baseline: dict[str, Ranking]
+    metrics: dict[str, dict[str, float]]
+    per_query: dict[str, dict[str, dict[str, float]]]
+    significance: list[dict[str, Any]]
+    agreement: list[dict[str, Any]]
+    latency: dict[str, dict[str, float]]
+    disagreements: list[dict[str, Any]]
+    warnings: list[str]
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "dataset": self.dataset, "candidates": self.candidates, "depth": self.depth,
+            "queries": len(self.queries), "metrics": self.metrics, "significance": self.significance,
+            "agreement": self.agreement, "latency": self.latency, "disagreements": self.disagreements,
+            "warnings": self.warnings,
+            "failures": {n: r.failures for n, r in self.runs.items() if r.failures},
+            "served_by": {n: dict(Counter(r.served_by.values())) for n, r in self.runs.items()},
+            "billed_units": {n: r.billed for n, r in self.runs.items() if r.billed},
+            "per_query": self.per_query,
+        }
+
+    def write(self, out: str | os.PathLike[str]) -> Path:
+        from rankrelay.evaluation.report import markdown
+
+        folder = Path(out)
+        folder.mkdir(parents=True, exist_ok=True)
+        (folder / "report.json").write_text(json.dumps(self.to_dict(), indent=2))
+        (folder / "report.md").write_text(markdown(self))
+        return folder
+
+
+def _latency(run: BackendRun) -> dict[str, float]:
+    values = sorted(run.latency_ms.values())
+    if not values:
+        return {}
+
+    def pct(p: float) -> float:
+        return values[min(len(values) - 1, round(p / 100 * (len(values) - 1)))]
+
+    wall = sum(values)
+    docs = sum(len(r) for r in run.rankings.values())
+    return {"p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99), "docs_per_s": docs / (wall / 1000.0),
+            "outside_model_share": 1.0 - sum(run.model_ms.values()) / wall if wall else 0.0}
+
+
+def _disagreements(comparison_runs: dict[str, dict[str, Ranking]], dataset: BeirDataset,
+                   per_query: dict[str, dict[str, dict[str, float]]], top: int = 5) -> list[dict[str, Any]]:
+    """Queries where the backends' top-10s differ most (1 - RBO), with each backend's top 3."""
+    names = [n for n in comparison_runs if n != BASELINE]
+    if len(names) < 2:
+        names = list(comparison_runs)
+    if len(names) < 2:
+        return []
+    a, b = names[0], names[1]
+    scored = []
+    for q in set(comparison_runs[a]) & set(comparison_runs[b]):
+        ids_a = [d for d, _ in comparison_runs[a][q]][:10]
+        ids_b = [d for d, _ in comparison_runs[b][q]][:10]
+        scored.append((1.0 - rbo(ids_a, ids_b), q))
+    out = []
+    for gap, q in sorted(scored, reverse=True)[:top]:
+        judged = dataset.qrels.get(q, {})
+        out.append({
+            "query_id": q, "query": dataset.queries[q], "disagreement": gap,
+            "top3": {n: [{"id": d, "grade": judged.get(d, 0), "text": dataset.corpus[d].text[:160]}
+                         for d, _ in comparison_runs[n][q][:3]] for n in (a, b)},
+            "ndcg@10": {n: per_query[n]["ndcg@10"].get(q) for n in (a, b)},
+        })
+    return out
+
+
+def compare(
+    dataset: str | os.PathLike[str] | BeirDataset,
+    candidates: str = "bm25",
+    backends: Sequence[str] = ("identity", "random"),
+    *,
+    depth: int = 100,
+    queries: int | Sequence[str] | None = None,
+    out: str | os.PathLike[str] | None = None,
+    split: str = "test",
+    progress: bool = True,
+) -> Comparison:
+    """Score several backends on the same candidates.
+
+    Args:
+        dataset: a BEIR folder (or a loaded :class:`BeirDataset`).
+        candidates: ``bm25``, ``dense``, ``hybrid`` or a TREC run file.
+        backends: reranker specs (``identity`` and ``random`` are references).
+        depth: candidates per query.
+        queries: the first N judged queries, or explicit query ids (default: all judged).
+        out: folder for candidates.trec, per-backend caches (resume) and the reports.
+    """
+    data = dataset if isinstance(dataset, BeirDataset) else load_beir(dataset, split)
+    qids = data.judged_queries()
+    if isinstance(queries, int):
+        qids = qids[:queries]
+    elif queries is not None:
+        missing = [q for q in queries if q not in data.queries]
+        if missing:
+            raise InvalidInputError(f"unknown query ids: {missing[:5]}")
+        qids = list(queries)
+    folder = Path(out) if out is not None else None
+    if folder is not None:
+        (folder / "runs").mkdir(parents=True, exist_ok=True)
+    cand_file = folder / "candidates.trec" if folder is not None else None
+    if Path(candidates).is_file():
+        run = read_trec(Path(candidates))
+    elif cand_file is not None and cand_file.exists():
+        run = read_trec(cand_file)
+        logger.info("reusing %s", cand_file)
+    else:
+        run = build_candidates(data, candidates, depth, qids)
+    run = {q: r[:depth] for q, r in run.items() if q in set(qids)}
+    if cand_file is not None and not cand_file.exists():
+        write_trec(cand_file, run, tag=str(candidates))
+    checksum = file_checksum(cand_file) if cand_file is not None else "memory"
+
+    runs: dict[str, BackendRun] = {}
+    for spec in backends:
+        cache = folder / "runs" / f"{_slug(spec)}-{checksum}.json" if folder is not None else None
+        runs[spec] = run_backend(spec, data, run, cache, progress)
+
+    scored_q = [q for q in qids if q in run and all(q in r.rankings for r in runs.values())]
+    warnings = []
+    for name, r in runs.items():
+        if r.failures:
+            warnings.append(f"{name} failed on {len(r.failures)} queries; they are left out of every metric")
+    all_runs = {BASELINE: {q: run[q] for q in scored_q}, **{n: {q: r.rankings[q] for q in scored_q}
+                                                           for n, r in runs.items()}}
+    metrics, per_query = {}, {}
+    for name, rankings in all_runs.items():
+        metrics[name], per_query[name] = evaluate(data.qrels, rankings, name, METRICS)
+    sig = significance(data.qrels, all_runs) if len(scored_q) > 1 else []
+    if "random" in metrics:
+        for name in metrics:
+            if name not in (BASELINE, "random") and metrics[name]["ndcg@10"] <= metrics["random"]["ndcg@10"]:
+                warnings.append(f"{name} does not beat the random reference on nDCG@10")
+    comparison = Comparison(
+        dataset=data.name, candidates=str(candidates), depth=depth, queries=scored_q, runs=runs, baseline=run,
+        metrics=metrics, per_query=per_query, significance=sig, agreement=agreement(all_runs),
+        latency={n: _latency(r) for n, r in runs.items()},
+        disagreements=_disagreements(all_runs, data, per_query), warnings=warnings,
+    )
+    if folder is not None:
+        comparison.write(folder)
+    for w in warnings:
+        logger.warning(w)
+    return comparison
+
+
+def wins_ties_losses(per_query: dict[str, dict[str, dict[str, float]]], a: str, b: str,
+                     metric: str = "ndcg@10", eps: float = 1e-9) -> dict[str, int]:
+    """How many queries ``a`` wins, ties and loses against ``b`` on ``metric``."""
+    qa, qb = per_query[a][metric], per_query[b][metric]
+    deltas = [qa[q] - qb[q] for q in qa if q in qb]
+    return {"wins": sum(d > eps for d in deltas), "ties": sum(abs(d) <= eps for d in deltas),
+            "losses": sum(d < -eps for d in deltas), "median_delta": statistics.median(deltas) if deltas else 0.0}

@@ -1,0 +1,160 @@
+"""The comparison harness on a small synthetic BEIR folder written at test time."""
+
+import json
+import math
+
+import pytest
+from typer.testing import CliRunner
+
+from rankrelay import BackendUnavailableError
+from rankrelay.cli import app
+from rankrelay.evaluation import compare, evaluate, load_beir, rbo, read_trec, write_trec
+from rankrelay.rerankers import _REGISTRY, register
+from rankrelay.rerankers.base import BaseReranker, Scored
+
+N_QUERIES = 12
+
+
+@pytest.fixture
+def beir(tmp_path):
+    """12 queries x 10 candidates; two relevant documents per query (grades 2 and 1)."""
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    corpus, queries, qrels, run = [], [], ["query-id\tcorpus-id\tscore"], {}
+    for q in range(N_QUERIES):
+        queries.append({"_id": f"q{q}", "text": f"topic{q} question"})
+        ids = [f"q{q}d{i}" for i in range(10)]
+        for i, d in enumerate(ids):
+            corpus.append({"_id": d, "title": "", "text": f"document {i} about topic{q}"})
+        qrels += [f"q{q}\t{ids[7]}\t2", f"q{q}\t{ids[4]}\t1"]
+        run[f"q{q}"] = [(d, float(10 - i)) for i, d in enumerate(ids)]  # relevant ones sit at ranks 5 and 8
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(c) + "\n" for c in corpus))
+    (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    (folder / "qrels" / "test.tsv").write_text("\n".join(qrels) + "\n")
+    write_trec(tmp_path / "cands.trec", run, "fixed")
+    return folder
+
+
+class Oracle(BaseReranker):
+    """Knows the qrels: grade as score (an obvious win over the first stage)."""
+
+    name = "oracle"
+    grades: dict = {}
+    calls = 0
+
+    def _score_batch(self, queries, documents):
+        Oracle.calls += 1
+        return [Scored([float(self.grades.get(d.id, 0)) for d in docs]) for docs in documents], {}
+
+
+class AntiOracle(Oracle):
+    """Relevant documents last: worse than random."""
+
+    name = "anti"
+
+    def _score_batch(self, queries, documents):
+        scored, timings = super()._score_batch(queries, documents)
+        return [Scored([-s for s in x.scores]) for x in scored], timings
+
+
+class Flaky(BaseReranker):
+    name = "flaky"
+
+    def _score_batch(self, queries, documents):
+        if queries[0].startswith("topic3 "):
+            raise BackendUnavailableError("injected outage", backend="flaky")
+        return [Scored([0.0] * len(docs)) for docs in documents], {}
+
+
+@pytest.fixture
+def backends(beir):
+    grades = {d: g for q in load_beir(beir).qrels.values() for d, g in q.items()}
+    Oracle.grades, Oracle.calls = grades, 0
+    register("oracle", lambda model, **o: Oracle(**o), options={"normalize"}, description="test oracle")
+    register("flaky", lambda model, **o: Flaky(**o), options={"normalize"}, description="test failures")
+    register("anti", lambda model, **o: AntiOracle(**o), options={"normalize"}, description="worse than random")
+    yield
+    _REGISTRY.pop("anti", None)
+    _REGISTRY.pop("oracle", None)
+    _REGISTRY.pop("flaky", None)
+
+
+def test_metrics_match_hand_computed_values():
+    qrels = {"q": {"a": 2, "c": 1}}
+    ranking = {"q": [("x", 9.0), ("a", 8.0), ("y", 7.0), ("c", 6.0)]}
+    means, per_query = evaluate(qrels, ranking)
+    dcg = 2 / math.log2(3) + 1 / math.log2(5)  # ranx's nDCG: linear gain, log2(rank + 1) discount
+    idcg = 2 / math.log2(2) + 1 / math.log2(3)
+    assert means["ndcg@10"] == pytest.approx(dcg / idcg)
+    assert means["mrr@10"] == pytest.approx(1 / 2)
+    assert means["precision@5"] == pytest.approx(2 / 5)
+    assert means["recall@10"] == 1.0 and per_query["ndcg@10"]["q"] == pytest.approx(dcg / idcg)
+
+
+def test_rbo_properties():
+    assert rbo(list("abc"), list("abc")) == pytest.approx(1.0)
+    assert rbo(list("abc"), list("xyz")) == 0.0
+    assert rbo(list("abcd"), list("abdc")) > rbo(list("abcd"), list("bacd"))  # top ranks weigh more
+
+
+def test_compare_end_to_end(beir, backends, tmp_path):
+    out = tmp_path / "report"
+    c = compare(beir, str(tmp_path / "cands.trec"), ["identity", "random", "oracle"], out=out, progress=False)
+    assert len(c.queries) == N_QUERIES
+    candidates = read_trec(out / "candidates.trec")
+    for run in c.runs.values():  # every backend reranked exactly the same candidates
+        for q, ranking in run.rankings.items():
+            assert sorted(d for d, _ in ranking) == sorted(d for d, _ in candidates[q])
+    assert c.metrics["identity"] == c.metrics["first-stage"]
+    assert c.metrics["oracle"]["ndcg@10"] == pytest.approx(1.0)
+    sig = {(s["a"], s["b"], s["metric"]): s for s in c.significance}
+    assert sig[("first-stage", "oracle", "ndcg@10")]["significant"]
+    assert sig[("first-stage", "oracle", "ndcg@10")]["winner"] == "oracle"
+    assert not sig[("first-stage", "identity", "ndcg@10")]["significant"]
+    agree = {(a["a"], a["b"]): a for a in c.agreement}
+    assert agree[("first-stage", "identity")]["kendall_tau"] == pytest.approx(1.0)
+    report = json.loads((out / "report.json").read_text())
+    assert report["metrics"]["oracle"]["ndcg@10"] == pytest.approx(1.0) and report["queries"] == N_QUERIES
+    md = (out / "report.md").read_text()
+    assert "## Metrics" in md and "oracle" in md and "▲" in md and "## Where rankings differ most" in md
+    assert c.latency["oracle"]["p50_ms"] > 0
+
+
+def test_resume_skips_finished_queries(beir, backends, tmp_path):
+    out = tmp_path / "report"
+    first = compare(beir, str(tmp_path / "cands.trec"), ["oracle"], out=out, progress=False)
+    calls = Oracle.calls
+    assert calls == N_QUERIES
+    again = compare(beir, str(tmp_path / "cands.trec"), ["oracle"], out=out, progress=False)
+    assert Oracle.calls == calls  # nothing re-run
+    assert again.metrics == first.metrics
+
+
+def test_failures_are_reported_not_scored(beir, backends, tmp_path):
+    c = compare(beir, str(tmp_path / "cands.trec"), ["identity", "flaky"], out=tmp_path / "r", progress=False)
+    assert list(c.runs["flaky"].failures) == ["q3"]
+    assert "q3" not in c.queries and len(c.queries) == N_QUERIES - 1
+    assert any("flaky failed on 1 queries" in w for w in c.warnings)
+    assert "q3" in json.loads((tmp_path / "r" / "report.json").read_text())["failures"]["flaky"]
+
+
+def test_a_reranker_that_does_not_beat_random_is_flagged(beir, backends, tmp_path):
+    c = compare(beir, str(tmp_path / "cands.trec"), ["random", "anti", "oracle"], out=tmp_path / "r2",
+                progress=False)
+    assert c.metrics["anti"]["ndcg@10"] < c.metrics["random"]["ndcg@10"] < c.metrics["oracle"]["ndcg@10"]
+    assert any("anti does not beat the random reference" in w for w in c.warnings)
+    assert not any("oracle does not beat" in w for w in c.warnings)
+
+
+def test_bm25_candidates_and_cli(beir, tmp_path):
+    out = tmp_path / "cli"
+    result = CliRunner().invoke(app, ["bench", "--dataset", str(beir), "--backends", "identity,random",
+                                      "--candidates", "bm25", "--depth", "5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert "identity" in result.output and (out / "candidates.trec").exists()
+    cands = read_trec(out / "candidates.trec")
+    assert len(cands) == N_QUERIES and all(len(r) <= 5 for r in cands.values())
+    before = (out / "candidates.trec").read_bytes()
+    assert CliRunner().invoke(app, ["bench", "--dataset", str(beir), "--backends", "identity",
+                                    "--out", str(out)]).exit_code == 0
+    assert (out / "candidates.trec").read_bytes() == before  # reused, not rebuilt
