@@ -170,7 +170,7 @@ register("random", reference.random_from_spec, options={"normalize"},
 register(
     "bi-encoder",
     bi_encoder.from_spec,
-    options=LOCAL_OPTIONS,
+    options=LOCAL_OPTIONS | {"cache_size"},
     description="cosine similarity of sentence-transformers embeddings (e.g. bi-encoder:all-minilm-l6)",
     extra="local",
 )

@@ -12,10 +12,13 @@ Example:
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 from rankrelay._optional import import_optional
+from rankrelay.errors import ConfigError
 from rankrelay.hub import ResolvedModel
 from rankrelay.rerankers.local import LocalModelReranker, model_window
 from rankrelay.rerankers.passages import PassagePlanner
@@ -24,9 +27,26 @@ DEFAULT_BI_ENCODER = "all-minilm-l6"
 
 
 class BiEncoderReranker(LocalModelReranker):
-    """Rank by cosine similarity between query and passage embeddings (normalized dot product)."""
+    """Rank by cosine similarity between query and passage embeddings (normalized dot product).
+
+    Passage embeddings do not depend on the query, so the last ``cache_size`` of them are kept
+    (an LRU keyed by the passage text): reranking the same candidates for many queries embeds
+    each passage once.
+
+    Args:
+        cache_size: passage embeddings kept (0 turns the cache off).
+        **options: see :class:`~rankrelay.rerankers.local.LocalModelReranker`.
+    """
 
     name = "bi-encoder"
+
+    def __init__(self, model: str, *, cache_size: int = 20_000, **options: Any) -> None:
+        super().__init__(model, **options)
+        if not isinstance(cache_size, int) or cache_size < 0:
+            raise ConfigError(f"cache_size must be an int >= 0, got {cache_size!r}")
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, Any] = OrderedDict()
+        self._cache_lock = threading.Lock()
 
     def _load(self, resolved: ResolvedModel, device: str, kwargs: dict[str, Any]) -> Any:
         st = import_optional("sentence_transformers", extra="local", feature="the bi-encoder backend",
@@ -52,13 +72,32 @@ class BiEncoderReranker(LocalModelReranker):
             show_progress_bar=False,
         )
 
+    def passage_embeddings(self, passages: list[str]) -> Any:
+        """Embeddings of ``passages`` (rows in order), from the cache where possible."""
+        import numpy as np
+
+        with self._cache_lock:
+            found = {p: self._cache[p] for p in passages if p in self._cache}
+            for p in found:
+                self._cache.move_to_end(p)
+        missing = [p for p in passages if p not in found]
+        if missing:
+            vectors = self.encode(missing)
+            found.update(zip(missing, vectors))
+            if self.cache_size:
+                with self._cache_lock:
+                    self._cache.update(zip(missing, vectors))
+                    while len(self._cache) > self.cache_size:
+                        self._cache.popitem(last=False)
+        return np.stack([found[p] for p in passages])
+
     def _score_pairs(self, pairs: list[tuple[str, str]]) -> Sequence[float]:
         queries = list(dict.fromkeys(q for q, _ in pairs))
         passages = list(dict.fromkeys(p for _, p in pairs))
         q_row = {q: i for i, q in enumerate(queries)}
         p_row = {p: i for i, p in enumerate(passages)}
         q_emb = self.encode(queries)
-        p_emb = self.encode(passages)
+        p_emb = self.passage_embeddings(passages)
         q_idx = [q_row[q] for q, _ in pairs]
         p_idx = [p_row[p] for _, p in pairs]
         return (q_emb[q_idx] * p_emb[p_idx]).sum(axis=1).tolist()

@@ -58,3 +58,18 @@ def test_encode_returns_unit_vectors(bi):
     emb = bi.encode(DOCS)
     assert emb.shape[0] == len(DOCS)
     assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+
+
+def test_passage_embeddings_are_cached_across_queries(tiny_bi_path):
+    rr = load_reranker(f"bi-encoder:{tiny_bi_path}", device="cpu", cache_size=3)
+    encoded = []
+    encode = rr.encode
+    rr.encode = lambda texts: (encoded.append(list(texts)), encode(texts))[1]
+    first = rr.rerank("wing stall", DOCS[:3])
+    second = rr.rerank("python sort", DOCS[:3])
+    assert encoded == [["wing stall"], DOCS[:3], ["python sort"]]  # the passages were embedded once
+    uncached = load_reranker(f"bi-encoder:{tiny_bi_path}", device="cpu", cache_size=0)
+    assert [r.score for r in second] == pytest.approx([r.score for r in uncached.rerank("python sort", DOCS[:3])],
+                                                       abs=1e-6)
+    rr.rerank("cat", DOCS[3:])  # two new passages push the oldest out of a cache of 3
+    assert len(rr._cache) == 3 and first.indices
