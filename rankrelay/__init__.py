@@ -35,6 +35,7 @@ from rankrelay.errors import (
     UnknownBackendError,
 )
 from rankrelay.rerankers import BaseReranker, FallbackReranker, Reranker, load_reranker, register
+from rankrelay.rerankers.split import SplitReranker
 from rankrelay.results import Document, RankedDocument, RerankResult
 from rankrelay.scoring import fuse, normalize
 
@@ -68,6 +69,7 @@ __all__ = [
     "RerankResult",
     "Reranker",
     "Settings",
+    "SplitReranker",
     "TwoStageSearch",
     "UnknownBackendError",
     "__version__",

@@ -38,6 +38,8 @@ from rankrelay.evaluation.metrics import METRICS, agreement, evaluate, rbo, sign
 
 logger = logging.getLogger(__name__)
 BASELINE = "first-stage"
+#: Dollars per billed unit, for the cost estimate (Cohere Rerank: $2 per 1,000 searches); override with ``prices=``.
+PRICES = {"search_units": 0.002}
 
 
 @dataclass(slots=True)
@@ -60,11 +62,23 @@ def _slug(name: str) -> str:
     return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:80]
 
 
-def run_backend(spec: str, dataset: BeirDataset, candidates: dict[str, Ranking], cache: Path | None,
-                progress: bool = True) -> BackendRun:
-    """Rerank every query's candidates with ``spec``; resumable through ``cache`` (a JSON file)."""
-    from rankrelay.rerankers import load_reranker
+def backend_name(item: Any) -> str:
+    """A report name for a backend given as a spec, a ``{"spec": ..., "name": ...}`` dict or a Reranker."""
+    if isinstance(item, str):
+        return item
+    if isinstance(item, dict):
+        return str(item.get("name") or item.get("spec"))
+    model = getattr(item, "model", None)
+    return f"{item.name}:{model}" if model else item.name
 
+
+def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking], cache: Path | None,
+                progress: bool = True) -> BackendRun:
+    """Rerank every query's candidates with ``item`` (a spec, a spec dict with options, or a Reranker);
+    resumable through ``cache`` (a JSON file)."""
+    from rankrelay.rerankers.fallback import _load
+
+    spec = backend_name(item)
     run = BackendRun(spec)
     if cache is not None and cache.exists():
         run = BackendRun(**json.loads(cache.read_text()))
@@ -72,7 +86,7 @@ def run_backend(spec: str, dataset: BeirDataset, candidates: dict[str, Ranking],
     todo = [q for q in candidates if q not in run.rankings]
     if not todo:
         return run
-    reranker = load_reranker(spec)
+    reranker = _load({k: v for k, v in item.items() if k != "name"} if isinstance(item, dict) else item)
     for done, qid in enumerate(track(todo, description=f"{spec:<28}", disable=not progress), start=1):
         docs = [dataset.corpus[d] for d, _ in candidates[qid]]
         start = time.perf_counter()
@@ -132,10 +146,13 @@ class Comparison:
         folder.mkdir(parents=True, exist_ok=True)
         (folder / "report.json").write_text(json.dumps(self.to_dict(), indent=2))
         (folder / "report.md").write_text(markdown(self))
+        from rankrelay.evaluation.plots import write_plots
+
+        write_plots(self, folder)
         return folder
 
 
-def _latency(run: BackendRun) -> dict[str, float]:
+def _latency(run: BackendRun, prices: dict[str, float]) -> dict[str, float]:
     values = sorted(run.latency_ms.values())
     if not values:
         return {}
@@ -145,19 +162,26 @@ def _latency(run: BackendRun) -> dict[str, float]:
 
     wall = sum(values)
     docs = sum(len(r) for r in run.rankings.values())
-    return {"p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99), "docs_per_s": docs / (wall / 1000.0),
-            "outside_model_share": 1.0 - sum(run.model_ms.values()) / wall if wall else 0.0}
+    return {"p50_ms": pct(50), "p95_ms": pct(95), "p99_ms": pct(99),
+            "docs_per_s": docs / (wall / 1000.0) if wall else 0.0,
+            "outside_model_share": 1.0 - sum(run.model_ms.values()) / wall if wall else 0.0,
+            "compute_s": wall / 1000.0,
+            "cost_usd": sum(prices.get(unit, 0.0) * n for unit, n in run.billed.items())}
 
 
 def _disagreements(comparison_runs: dict[str, dict[str, Ranking]], dataset: BeirDataset,
                    per_query: dict[str, dict[str, dict[str, float]]], top: int = 5) -> list[dict[str, Any]]:
     """Queries where the backends' top-10s differ most (1 - RBO), with each backend's top 3."""
-    names = [n for n in comparison_runs if n != BASELINE]
-    if len(names) < 2:
-        names = list(comparison_runs)
-    if len(names) < 2:
+    references = {BASELINE, "identity"}
+    real = [n for n in comparison_runs if n not in references and not n.startswith("random")]
+    if len(real) >= 2:
+        a, b = real[0], real[1]
+    elif len(real) == 1:
+        a, b = real[0], BASELINE  # the one real reranker against the order it was given
+    elif len(comparison_runs) >= 2:
+        a, b = list(comparison_runs)[:2]
+    else:
         return []
-    a, b = names[0], names[1]
     scored = []
     for q in set(comparison_runs[a]) & set(comparison_runs[b]):
         ids_a = [d for d, _ in comparison_runs[a][q]][:10]
@@ -178,23 +202,27 @@ def _disagreements(comparison_runs: dict[str, dict[str, Ranking]], dataset: Beir
 def compare(
     dataset: str | os.PathLike[str] | BeirDataset,
     candidates: str = "bm25",
-    backends: Sequence[str] = ("identity", "random"),
+    backends: Sequence[Any] = ("identity", "random"),
     *,
     depth: int = 100,
     queries: int | Sequence[str] | None = None,
     out: str | os.PathLike[str] | None = None,
     split: str = "test",
     progress: bool = True,
+    prices: dict[str, float] | None = None,
 ) -> Comparison:
     """Score several backends on the same candidates.
 
     Args:
         dataset: a BEIR folder (or a loaded :class:`BeirDataset`).
         candidates: ``bm25``, ``dense``, ``hybrid`` or a TREC run file.
-        backends: reranker specs (``identity`` and ``random`` are references).
+        backends: reranker specs (``identity`` and ``random`` are references), ``{"spec": ..., "name": ...,
+            **options}`` dicts, or Reranker instances (fallback chains included).
         depth: candidates per query.
         queries: the first N judged queries, or explicit query ids (default: all judged).
         out: folder for candidates.trec, per-backend caches (resume) and the reports.
+        prices: dollars per billed unit for the cost estimate (default :data:`PRICES`); local
+            backends are costed by their compute time.
     """
     data = dataset if isinstance(dataset, BeirDataset) else load_beir(dataset, split)
     qids = data.judged_queries()
@@ -222,9 +250,10 @@ def compare(
     checksum = file_checksum(cand_file) if cand_file is not None else "memory"
 
     runs: dict[str, BackendRun] = {}
-    for spec in backends:
-        cache = folder / "runs" / f"{_slug(spec)}-{checksum}.json" if folder is not None else None
-        runs[spec] = run_backend(spec, data, run, cache, progress)
+    for item in backends:
+        name = backend_name(item)
+        cache = folder / "runs" / f"{_slug(name)}-{checksum}.json" if folder is not None else None
+        runs[name] = run_backend(item, data, run, cache, progress)
 
     scored_q = [q for q in qids if q in run and all(q in r.rankings for r in runs.values())]
     warnings = []
@@ -244,7 +273,7 @@ def compare(
     comparison = Comparison(
         dataset=data.name, candidates=str(candidates), depth=depth, queries=scored_q, runs=runs, baseline=run,
         metrics=metrics, per_query=per_query, significance=sig, agreement=agreement(all_runs),
-        latency={n: _latency(r) for n, r in runs.items()},
+        latency={n: _latency(r, PRICES if prices is None else prices) for n, r in runs.items()},
         disagreements=_disagreements(all_runs, data, per_query), warnings=warnings,
     )
     if folder is not None:

@@ -65,11 +65,15 @@ def markdown(c: Comparison) -> str:
     parts.append("## Agreement (same candidates)\n" + table(
         ["a", "b", "Kendall tau", "top-10 overlap", "RBO p=0.9"],
         [[a["a"], a["b"], a["kendall_tau"], a["overlap@10"], a["rbo"]] for a in c.agreement]))
-    parts.append("## Latency per query\n" + table(
-        ["backend", "p50 ms", "p95 ms", "p99 ms", "docs/s", "time outside model calls", "failures", "billed"],
+    parts.append("## Latency and cost per query\n" + table(
+        ["backend", "p50 ms", "p95 ms", "p99 ms", "docs/s", "outside model calls", "compute s", "billed", "$ est.",
+         "failures"],
         [[n, *(c.latency[n].get(k, 0.0) for k in ("p50_ms", "p95_ms", "p99_ms", "docs_per_s")),
-          f"{c.latency[n].get('outside_model_share', 0.0):.1%}", len(c.runs[n].failures), c.runs[n].billed or ""]
+          f"{c.latency[n].get('outside_model_share', 0.0):.1%}", c.latency[n].get("compute_s", 0.0),
+          c.runs[n].billed or "", f"{c.latency[n].get('cost_usd', 0.0):.4f}", len(c.runs[n].failures)]
          for n in names]))
+    parts.append("## Figures\n![metrics](metrics.png) ![per-query deltas](deltas.png) "
+                 "![latency vs quality](latency_quality.png)")
     if c.disagreements:
         lines = ["## Where rankings differ most"]
         for d in c.disagreements:

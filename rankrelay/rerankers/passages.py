@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import threading
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
@@ -44,20 +46,18 @@ class Pieces:
     truncated: bool = False
 
 
-def _align(word_ids: Sequence[int | None], i: int, lo: int, slack: int) -> int:
+def _align(word_ids: Sequence[int], i: int, lo: int, slack: int) -> int:
     """Move token boundary ``i`` back to the start of its word, by at most ``slack`` tokens and
-    never to ``lo`` or below; a word longer than that is cut where it stands."""
+    never to ``lo`` or below; a word longer than that is cut where it stands (word id -1: none)."""
     j = i
-    while j > lo + 1 and j > i - slack and word_ids[j] is not None and word_ids[j] == word_ids[j - 1]:
+    while j > lo + 1 and j > i - slack and word_ids[j] >= 0 and word_ids[j] == word_ids[j - 1]:
         j -= 1
-    if word_ids[j] is not None and word_ids[j] == word_ids[j - 1]:
+    if word_ids[j] >= 0 and word_ids[j] == word_ids[j - 1]:
         return i
     return j
 
 
-def _windows(
-    offsets: Sequence[tuple[int, int]], word_ids: Sequence[int | None], window: int, stride: int
-) -> list[tuple[int, int]]:
+def _windows(offsets: Any, word_ids: Sequence[int], window: int, stride: int) -> list[tuple[int, int]]:
     """Character spans of overlapping windows of at most ``window`` tokens, cut at word starts."""
     n = len(offsets)
     overlap = window - stride
@@ -67,10 +67,10 @@ def _windows(
     while True:
         end = start + window
         if end >= n:
-            spans.append((offsets[start][0], offsets[n - 1][1]))
+            spans.append((int(offsets[start][0]), int(offsets[n - 1][1])))
             return spans
         end = _align(word_ids, end, start, slack)
-        spans.append((offsets[start][0], offsets[end - 1][1]))
+        spans.append((int(offsets[start][0]), int(offsets[end - 1][1])))
         start = _align(word_ids, max(end - overlap, start + 1), start, slack)
 
 
@@ -82,12 +82,15 @@ class PassagePlanner:
         max_length: the model's window in tokens (query + document + special tokens).
         mode: ``passages``, ``truncate`` or ``error``.
         overlap: tokens shared by consecutive windows.
+        cache_size: tokenizations kept (an LRU keyed by text): the same candidates for many
+            queries are tokenized once.
         pair: the model reads query and document together (a cross-encoder); a bi-encoder
             reads the document alone, and the query must fit the window by itself.
     """
 
     def __init__(
-        self, tokenizer: Any, max_length: int, mode: str = "passages", overlap: int = 32, *, pair: bool = True
+        self, tokenizer: Any, max_length: int, mode: str = "passages", overlap: int = 32, *, pair: bool = True,
+        cache_size: int = 20_000,
     ) -> None:
         if not getattr(tokenizer, "is_fast", False):
             raise ModelLoadError(
@@ -99,6 +102,37 @@ class PassagePlanner:
         self.overlap = overlap
         self.pair = pair
         self.special = tokenizer.num_special_tokens_to_add(pair=pair)
+        self.cache_size = cache_size
+        self._cache: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
+        self._lock = threading.Lock()
+
+    def tokenize(self, texts: Sequence[str]) -> list[tuple[Any, Any]]:
+        """Per text: token character offsets (n x 2) and word ids (-1 for none), as int32 arrays."""
+        import numpy as np
+
+        with self._lock:
+            found = {t: self._cache[t] for t in texts if t in self._cache}
+            for t in found:
+                self._cache.move_to_end(t)
+        missing = list(dict.fromkeys(t for t in texts if t not in found))
+        if missing:
+            enc = self.tokenizer(
+                missing,
+                add_special_tokens=False,
+                return_offsets_mapping=True,
+                return_attention_mask=False,
+                verbose=False,  # lengths beyond the window are the point here, not a mistake
+            )
+            for i, text in enumerate(missing):
+                offsets = np.asarray(enc["offset_mapping"][i], dtype=np.int32).reshape(-1, 2)
+                words = np.asarray([-1 if w is None else w for w in enc.word_ids(i)], dtype=np.int32)
+                found[text] = (offsets, words)
+            if self.cache_size:
+                with self._lock:
+                    self._cache.update((t, found[t]) for t in missing)
+                    while len(self._cache) > self.cache_size:
+                        self._cache.popitem(last=False)
+        return [found[t] for t in texts]
 
     def budget(self, query: str) -> int:
         """Document tokens that fit beside ``query`` in one window."""
@@ -121,18 +155,11 @@ class PassagePlanner:
     def plan(self, query: str, texts: Sequence[str]) -> list[Pieces]:
         """Pieces of every text for ``query``; raises :class:`DocumentTooLongError` in ``error`` mode."""
         budget = self.budget(query)
-        enc = self.tokenizer(
-            list(texts),
-            add_special_tokens=False,
-            return_offsets_mapping=True,
-            return_attention_mask=False,
-            verbose=False,  # lengths beyond the window are the point here, not a mistake
-        )
+        encoded = self.tokenize(texts)
         window = budget - SAFETY_TOKENS
         stride = max(1, window - min(self.overlap, window // 2))
         plans = []
-        for i, text in enumerate(texts):
-            offsets = enc["offset_mapping"][i]
+        for i, (text, (offsets, word_ids)) in enumerate(zip(texts, encoded)):
             n = len(offsets)
             if n <= budget:
                 plans.append(Pieces([(0, len(text))]))
@@ -147,6 +174,6 @@ class PassagePlanner:
             elif self.mode == "truncate":
                 plans.append(Pieces([(0, len(text))], truncated=True))
             else:
-                spans = _windows(offsets, enc.word_ids(i), window, stride)
+                spans = _windows(offsets, word_ids, window, stride)
                 plans.append(Pieces(spans, split=True))
         return plans

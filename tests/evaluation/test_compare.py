@@ -118,6 +118,11 @@ def test_compare_end_to_end(beir, backends, tmp_path):
     md = (out / "report.md").read_text()
     assert "## Metrics" in md and "oracle" in md and "▲" in md and "## Where rankings differ most" in md
     assert c.latency["oracle"]["p50_ms"] > 0
+    from PIL import Image
+
+    for name in ("metrics.png", "deltas.png", "latency_quality.png"):
+        with Image.open(out / name) as img:  # the PNGs open
+            assert img.size[0] > 100 and img.size[1] > 100
 
 
 def test_resume_skips_finished_queries(beir, backends, tmp_path):
@@ -158,3 +163,19 @@ def test_bm25_candidates_and_cli(beir, tmp_path):
     assert CliRunner().invoke(app, ["bench", "--dataset", str(beir), "--backends", "identity",
                                     "--out", str(out)]).exit_code == 0
     assert (out / "candidates.trec").read_bytes() == before  # reused, not rebuilt
+
+
+def test_api_backends_and_fallback_chains_with_cost(beir, tmp_path, fake_api, refused_url):
+    from rankrelay import FallbackReranker
+    from rankrelay.testing import API_KEY
+
+    api = {"spec": "cohere:rerank-v3.5", "name": "cohere", "api_key": API_KEY, "base_url": fake_api.url}
+    chain = FallbackReranker([{"spec": f"tei:{refused_url}", "max_attempts": 1}, "identity"])
+    c = compare(beir, str(tmp_path / "cands.trec"), [api, chain], out=tmp_path / "r3", progress=False,
+                prices={"search_units": 0.5})
+    assert c.runs["cohere"].billed == {"search_units": N_QUERIES}
+    assert c.latency["cohere"]["cost_usd"] == pytest.approx(0.5 * N_QUERIES)
+    chain_name = next(n for n in c.runs if n.startswith("fallback"))
+    assert set(c.runs[chain_name].served_by.values()) == {"identity"}
+    report = json.loads((tmp_path / "r3" / "report.json").read_text())
+    assert report["served_by"][chain_name] == {"identity": N_QUERIES}

@@ -1,0 +1,92 @@
+"""The report's figures (matplotlib, no display needed): metric bars with 95% bootstrap confidence
+intervals, per-query nDCG@10 deltas against the first stage, and latency against quality.
+
+Example:
+    >>> from rankrelay.evaluation.plots import FIGURES
+    >>> FIGURES
+    ('metrics.png', 'deltas.png', 'latency_quality.png')
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+from rankrelay._optional import import_optional
+
+if TYPE_CHECKING:
+    from rankrelay.evaluation.compare import Comparison
+
+FIGURES = ("metrics.png", "deltas.png", "latency_quality.png")
+
+
+def _pyplot() -> Any:
+    matplotlib = import_optional("matplotlib", extra="eval", feature="the report's plots")
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    return plt
+
+
+def confidence_interval(values: list[float], seed: int = 0) -> tuple[float, float]:
+    """95% bootstrap (BCa where possible, scipy) interval of the mean."""
+    import numpy as np
+    from scipy.stats import bootstrap
+
+    data = np.asarray(values, dtype=float)
+    if len(data) < 2 or np.all(data == data[0]):
+        return float(data.mean()) if len(data) else 0.0, float(data.mean()) if len(data) else 0.0
+    res = bootstrap((data,), np.mean, confidence_level=0.95, n_resamples=2000, random_state=seed,
+                    method="percentile")
+    return float(res.confidence_interval.low), float(res.confidence_interval.high)
+
+
+def write_plots(c: Comparison, folder: Path, metric: str = "ndcg@10") -> list[Path]:
+    """Write :data:`FIGURES` into ``folder``; returns their paths."""
+    from rankrelay.evaluation.compare import BASELINE
+
+    plt = _pyplot()
+    names = list(c.metrics)
+    paths = []
+
+    fig, ax = plt.subplots(figsize=(1.6 * len(names) + 2, 4))
+    means = [c.metrics[n][metric] for n in names]
+    cis = [confidence_interval(list(c.per_query[n][metric].values())) for n in names]
+    errors = [[m - lo for m, (lo, _) in zip(means, cis)], [hi - m for m, (_, hi) in zip(means, cis)]]
+    ax.bar(names, means, yerr=errors, capsize=4, color="#4C72B0")
+    ax.set_ylabel(f"{metric} (mean, 95% CI)")
+    ax.set_title(f"{c.dataset}: {len(c.queries)} queries, {c.candidates} candidates")
+    ax.tick_params(axis="x", rotation=20)
+    fig.tight_layout()
+    paths.append(folder / FIGURES[0])
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(7, 4))
+    base = c.per_query[BASELINE][metric]
+    for n in names:
+        if n != BASELINE:
+            ax.hist([c.per_query[n][metric][q] - base[q] for q in base], bins=21, range=(-1, 1), alpha=0.5, label=n)
+    ax.axvline(0, color="black", linewidth=0.8)
+    ax.set_xlabel(f"per-query {metric} minus first stage")
+    ax.set_ylabel("queries")
+    ax.legend()
+    fig.tight_layout()
+    paths.append(folder / FIGURES[1])
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+
+    fig, ax = plt.subplots(figsize=(6, 4))
+    for n in names:
+        if n in c.latency and c.latency[n]:
+            ax.scatter(c.latency[n]["p50_ms"], c.metrics[n][metric], s=60)
+            ax.annotate(n, (c.latency[n]["p50_ms"], c.metrics[n][metric]), textcoords="offset points",
+                        xytext=(5, 5))
+    ax.set_xscale("log")
+    ax.set_xlabel("p50 latency per query, ms (log)")
+    ax.set_ylabel(metric)
+    fig.tight_layout()
+    paths.append(folder / FIGURES[2])
+    fig.savefig(paths[-1], dpi=110)
+    plt.close(fig)
+    return paths

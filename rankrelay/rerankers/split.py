@@ -1,0 +1,92 @@
+"""Online A/B tests: a stable share of requests goes to arm B, and every result says which arm served.
+
+The arm is chosen from a hash of a request key (a user or session id; the query by default), so a
+key always lands in the same arm and the logged outcomes can be scored later by arm.
+
+Example:
+    >>> from rankrelay.rerankers.split import SplitReranker
+    >>> split = SplitReranker("identity", "random:1", share_b=0.5)
+    >>> res = split.rerank("query", ["a", "b", "c"], key="user-42")
+    >>> res.info["arm"] == split.arm("user-42")
+    True
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hashlib
+import logging
+from collections.abc import Sequence
+from typing import Any
+
+from rankrelay.errors import ConfigError
+from rankrelay.rerankers.base import Request
+from rankrelay.results import DocumentLike, RerankResult
+
+logger = logging.getLogger(__name__)
+
+
+class SplitReranker:
+    """Send ``share_b`` of request keys to ``b`` and the rest to ``a``.
+
+    Args:
+        a, b: specs or rerankers (any :class:`~rankrelay.Reranker`, a fallback chain included).
+        share_b: the share of keys routed to ``b``, in [0, 1].
+        salt: changes the assignment (a new experiment re-draws the arms).
+    """
+
+    name = "split"
+
+    def __init__(self, a: Any, b: Any, share_b: float = 0.1, salt: str = "rankrelay") -> None:
+        from rankrelay.rerankers import load_reranker
+
+        if not 0.0 <= share_b <= 1.0:
+            raise ConfigError(f"share_b must be in [0, 1], got {share_b}")
+        self.arms = {"a": load_reranker(a), "b": load_reranker(b)}
+        self.share_b = share_b
+        self.salt = salt
+        self.model = f"a={getattr(self.arms['a'], 'name', '?')} b={getattr(self.arms['b'], 'name', '?')} " \
+                     f"share_b={share_b}"
+
+    def arm(self, key: str) -> str:
+        """``a`` or ``b`` for ``key``: stable across processes and runs (SHA-256, not Python's hash)."""
+        digest = hashlib.sha256(f"{self.salt}\x1f{key}".encode()).digest()
+        return "b" if int.from_bytes(digest[:8], "big") / 2**64 < self.share_b else "a"
+
+    def _label(self, res: RerankResult, arm: str, key: str) -> RerankResult:
+        res.info["arm"] = arm
+        res.info["split"] = {"salt": self.salt, "share_b": self.share_b}
+        logger.info("split: arm %s served by %s (key hash %s)", arm, res.backend,
+                    hashlib.sha256(key.encode()).hexdigest()[:12])
+        return res
+
+    def rerank(self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None,
+               key: str | None = None) -> RerankResult:
+        """Rerank with the arm of ``key`` (default: the query); ``res.info["arm"]`` says which."""
+        arm = self.arm(key if key is not None else query)
+        return self._label(self.arms[arm].rerank(query, documents, top_n), arm, key or query)
+
+    async def arerank(self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None,
+                      key: str | None = None) -> RerankResult:
+        arm = self.arm(key if key is not None else query)
+        return self._label(await self.arms[arm].arerank(query, documents, top_n), arm, key or query)
+
+    def rerank_batch(self, requests: Sequence[Request], top_n: int | None = None,
+                     keys: Sequence[str] | None = None) -> list[RerankResult]:
+        """Each request goes to its key's arm; each arm gets one batch; results come back in order."""
+        keys = list(keys) if keys is not None else [q for q, _ in requests]
+        if len(keys) != len(requests):
+            raise ConfigError(f"got {len(keys)} keys for {len(requests)} requests")
+        arms = [self.arm(k) for k in keys]
+        out: list[RerankResult | None] = [None] * len(requests)
+        for name in ("a", "b"):
+            positions = [i for i, a in enumerate(arms) if a == name]
+            if positions:
+                results = self.arms[name].rerank_batch([requests[i] for i in positions], top_n)
+                for i, res in zip(positions, results):
+                    out[i] = self._label(res, name, keys[i])
+        return [r for r in out if r is not None]
+
+    async def arerank_batch(self, requests: Sequence[Request], top_n: int | None = None,
+                            keys: Sequence[str] | None = None) -> list[RerankResult]:
+        return await asyncio.to_thread(self.rerank_batch, requests, top_n, keys)
