@@ -92,6 +92,10 @@ class Settings(BaseSettings):
     max_attempts: int = Field(3, ge=1, description="API attempts per request (1 = no retry)")
     deadline: float | None = Field(None, gt=0, description="seconds for all attempts of one API request")
     chunk_size: int = Field(1000, ge=1, description="documents per API request")
+    prices: dict[str, float] = Field(
+        default_factory=lambda: {"search_units": 0.002},
+        description="dollars per billed unit for cost estimates (Cohere Rerank: $2 per 1,000 searches)",
+    )
     fallback: list[str | dict[str, Any]] = Field(
         default_factory=list, description="a fallback chain, best first; used when no spec is given"
     )

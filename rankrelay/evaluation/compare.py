@@ -38,8 +38,6 @@ from rankrelay.evaluation.metrics import METRICS, agreement, evaluate, rbo, sign
 
 logger = logging.getLogger(__name__)
 BASELINE = "first-stage"
-#: Dollars per billed unit, for the cost estimate (Cohere Rerank: $2 per 1,000 searches); override with ``prices=``.
-PRICES = {"search_units": 0.002}
 
 
 @dataclass(slots=True)
@@ -87,6 +85,9 @@ def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking],
     if not todo:
         return run
     reranker = _load({k: v for k, v in item.items() if k != "name"} if isinstance(item, dict) else item)
+    warm_up = getattr(reranker, "warm_up", None)
+    if warm_up is not None:
+        warm_up()  # loading a model is not a query's latency
     for done, qid in enumerate(track(todo, description=f"{spec:<28}", disable=not progress), start=1):
         docs = [dataset.corpus[d] for d, _ in candidates[qid]]
         start = time.perf_counter()
@@ -150,6 +151,12 @@ class Comparison:
 
         write_plots(self, folder)
         return folder
+
+
+def _prices() -> dict[str, float]:
+    from rankrelay.rerankers import load_settings
+
+    return load_settings().prices
 
 
 def _latency(run: BackendRun, prices: dict[str, float]) -> dict[str, float]:
@@ -221,7 +228,7 @@ def compare(
         depth: candidates per query.
         queries: the first N judged queries, or explicit query ids (default: all judged).
         out: folder for candidates.trec, per-backend caches (resume) and the reports.
-        prices: dollars per billed unit for the cost estimate (default :data:`PRICES`); local
+        prices: dollars per billed unit for the cost estimate (default: ``Settings().prices``); local
             backends are costed by their compute time.
     """
     data = dataset if isinstance(dataset, BeirDataset) else load_beir(dataset, split)
@@ -273,7 +280,7 @@ def compare(
     comparison = Comparison(
         dataset=data.name, candidates=str(candidates), depth=depth, queries=scored_q, runs=runs, baseline=run,
         metrics=metrics, per_query=per_query, significance=sig, agreement=agreement(all_runs),
-        latency={n: _latency(r, PRICES if prices is None else prices) for n, r in runs.items()},
+        latency={n: _latency(r, _prices() if prices is None else prices) for n, r in runs.items()},
         disagreements=_disagreements(all_runs, data, per_query), warnings=warnings,
     )
     if folder is not None:
