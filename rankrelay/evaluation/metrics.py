@@ -23,7 +23,7 @@ METRICS = ("ndcg@10", "mrr@10", "map@100", "recall@10", "recall@100", "precision
 
 def _ranx() -> Any:
     module = import_optional("ranx", extra="eval", feature="the comparison harness")
-    warnings.filterwarnings("ignore", message="unsafe cast from uint64 to int64", module="ranx")
+    warnings.filterwarnings("ignore", message="unsafe cast from uint64 to int64")  # numba, inside ranx
     return module
 
 
