@@ -189,24 +189,37 @@ class BaseReranker(ABC):
             docs.append(to_documents(documents))
         return queries, docs, [i for i, d in enumerate(docs) if d]
 
+    def _load_seconds(self) -> float:
+        """Warm up; return the seconds it took (loading a model is not a request's latency)."""
+        start = perf_counter()
+        self.warm_up()
+        return perf_counter() - start
+
     def _assemble(
         self,
         queries: list[str],
         docs: list[list[Document]],
         todo: list[int],
-        out: list[Scored],
-        timings: dict[str, float],
+        scored: tuple[list[Scored], dict[str, float]],
+        start: float,
+        model_start: float,
         top_n: int | None,
     ) -> list[RerankResult]:
-        scored: list[Scored] = [Scored([]) for _ in queries]
+        """Results in request order, each with the batch's timings (ms)."""
+        out, extra = scored
+        now = perf_counter()
+        if todo:
+            extra.setdefault("model", (now - model_start) * 1000.0)
+        timings = {"model": 0.0, **extra, "total": (now - start) * 1000.0}
+        by_request: list[Scored] = [Scored([]) for _ in queries]
         for i, s in zip(todo, out):
-            scored[i] = s
+            by_request[i] = s
         return [
             build_result(
                 q, d, s, backend=self.name, model=self.model, normalization=self.normalize,
                 top_n=top_n, timings=dict(timings),
             )
-            for q, d, s in zip(queries, docs, scored)
+            for q, d, s in zip(queries, docs, by_request)
         ]
 
     def rerank_batch(
@@ -219,17 +232,12 @@ class BaseReranker(ABC):
         """
         start = perf_counter()
         queries, docs, todo = self._prepare(requests, top_n)
-        out: list[Scored] = []
-        extra: dict[str, float] = {}
-        if todo:
-            load_start = perf_counter()
-            self.warm_up()
-            start += perf_counter() - load_start
-            model_start = perf_counter()
-            out, extra = self._score_batch([queries[i] for i in todo], [docs[i] for i in todo])
-            extra.setdefault("model", (perf_counter() - model_start) * 1000.0)
-        timings = {"model": 0.0, **extra, "total": (perf_counter() - start) * 1000.0}
-        return self._assemble(queries, docs, todo, out, timings, top_n)
+        if not todo:
+            return self._assemble(queries, docs, todo, ([], {}), start, start, top_n)
+        start += self._load_seconds()
+        model_start = perf_counter()
+        scored = self._score_batch([queries[i] for i in todo], [docs[i] for i in todo])
+        return self._assemble(queries, docs, todo, scored, start, model_start, top_n)
 
     async def _ascore_batch(
         self, queries: list[str], documents: list[list[Document]]
@@ -249,17 +257,12 @@ class BaseReranker(ABC):
         """Async :meth:`rerank_batch`."""
         start = perf_counter()
         queries, docs, todo = self._prepare(requests, top_n)
-        out: list[Scored] = []
-        extra: dict[str, float] = {}
-        if todo:
-            load_start = perf_counter()
-            await asyncio.to_thread(self.warm_up)
-            start += perf_counter() - load_start
-            model_start = perf_counter()
-            out, extra = await self._ascore_batch([queries[i] for i in todo], [docs[i] for i in todo])
-            extra.setdefault("model", (perf_counter() - model_start) * 1000.0)
-        timings = {"model": 0.0, **extra, "total": (perf_counter() - start) * 1000.0}
-        return self._assemble(queries, docs, todo, out, timings, top_n)
+        if not todo:
+            return self._assemble(queries, docs, todo, ([], {}), start, start, top_n)
+        start += await asyncio.to_thread(self._load_seconds)
+        model_start = perf_counter()
+        scored = await self._ascore_batch([queries[i] for i in todo], [docs[i] for i in todo])
+        return self._assemble(queries, docs, todo, scored, start, model_start, top_n)
 
     def describe(self) -> dict[str, Any]:
         """Backend, model and options, for logs and reports (no secrets)."""
