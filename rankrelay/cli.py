@@ -278,5 +278,36 @@ def bench(
     console.print(f"report: {out / 'report.md'} and {out / 'report.json'}", highlight=False)
 
 
+@app.command()
+def serve(
+    model: Annotated[
+        list[str], typer.Option("--model", "-m", help="NAME=SPEC, repeatable (the first is the default).")
+    ],
+    api_key: Annotated[list[str] | None, typer.Option(help="Accepted bearer token, repeatable.")] = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without authentication.")] = False,
+    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
+    port: Annotated[int, typer.Option(help="Port.")] = 8000,
+    batching: Annotated[bool, typer.Option(help="Dynamic batching of concurrent requests.")] = True,
+    max_wait_ms: Annotated[float, typer.Option(help="How long a request may wait for batch company.")] = 5.0,
+) -> None:
+    """Serve rerankers over HTTP: Cohere's /v2/rerank and /v1/rerank, TEI's /rerank, /health, /ready, /metrics."""
+    import uvicorn
+
+    from rankrelay.server.app import Limits, create_app
+
+    models = {}
+    for item in model:
+        name, sep, spec = item.partition("=")
+        if not sep or not name or not spec:
+            raise _fail(RankRelayError(f"--model takes NAME=SPEC, got {item!r}"))
+        models[name] = spec
+    try:
+        app_ = create_app(models, api_keys=api_key or [], allow_unauthenticated=no_auth,
+                          limits=Limits(batching=batching, max_wait_ms=max_wait_ms))
+    except RankRelayError as exc:
+        raise _fail(exc) from None
+    uvicorn.run(app_, host=host, port=port, log_level="info", timeout_graceful_shutdown=30)
+
+
 if __name__ == "__main__":  # pragma: no cover
     app()

@@ -82,9 +82,17 @@ def test_models_lists_presets_and_backends():
         assert name in out.output
 
 
-@pytest.mark.parametrize("command", [[], ["rerank"], ["models"], ["demo"], ["index"], ["search"]])
+@pytest.mark.parametrize("command", [[], ["rerank"], ["models"], ["demo"], ["index"], ["search"], ["bench"],
+                                     ["serve"]])
 def test_help_everywhere(command):
     out = runner.invoke(app, [*command, "--help"])
     assert out.exit_code == 0 and "Usage" in out.output
 
 
+
+
+def test_serve_refuses_to_start_without_auth_or_with_a_bad_model_option():
+    out = runner.invoke(app, ["serve", "--model", "ref=identity"])
+    assert out.exit_code == 2 and "--no-auth" in out.output
+    out = runner.invoke(app, ["serve", "--model", "identity", "--no-auth"])
+    assert out.exit_code == 2 and "NAME=SPEC" in out.output

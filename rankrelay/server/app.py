@@ -1,0 +1,299 @@
+"""The rerank service: Cohere's ``/v2/rerank`` and ``/v1/rerank``, TEI's ``/rerank``, health and metrics.
+
+Any Cohere client works against it unchanged (``cohere.ClientV2(base_url=..., api_key=...)``).
+Local models are fed through :class:`~rankrelay.server.batching.DynamicBatcher`.
+
+Example:
+    >>> from rankrelay.server.app import create_app
+    >>> app = create_app({"fast": "identity"}, api_keys=["secret"])
+    >>> sorted(r.path for r in app.routes if r.path.startswith("/v"))
+    ['/v1/models', '/v1/rerank', '/v2/rerank']
+"""
+
+from __future__ import annotations
+
+import asyncio
+import hmac
+import logging
+import time
+import uuid
+from collections.abc import Mapping, Sequence
+from contextlib import asynccontextmanager
+from typing import Any
+
+from pydantic import BaseModel, Field, SecretStr
+
+from rankrelay._optional import import_optional
+from rankrelay.errors import (
+    AuthenticationError,
+    BackendError,
+    BackendTimeoutError,
+    ConfigError,
+    InvalidInputError,
+    RankRelayError,
+)
+from rankrelay.rerankers.base import Reranker
+from rankrelay.results import RerankResult
+from rankrelay.scoring import normalize
+from rankrelay.server.batching import DynamicBatcher, QueueFullError
+
+logger = logging.getLogger(__name__)
+fastapi = import_optional("fastapi", extra="server", feature="the rerank service")
+prometheus = import_optional("prometheus_client", extra="server", feature="the rerank service",
+                             package="prometheus-client")
+from fastapi import FastAPI, Request  # noqa: E402
+from fastapi.responses import JSONResponse, Response  # noqa: E402
+
+
+class CohereRerankRequest(BaseModel):
+    """Cohere's rerank request (v1 and v2)."""
+
+    model: str | None = None
+    query: str
+    documents: list[str | dict[str, Any]]
+    top_n: int | None = Field(None, ge=1)
+    max_tokens_per_doc: int | None = Field(None, ge=1)
+    return_documents: bool = False
+    rank_fields: list[str] | None = None
+
+
+class TeiRerankRequest(BaseModel):
+    """text-embeddings-inference's rerank request."""
+
+    query: str
+    texts: list[str]
+    raw_scores: bool = False
+    return_text: bool = False
+    truncate: bool = False
+    model: str | None = None
+
+
+class Limits(BaseModel):
+    """Request limits (413/422 beyond them) and batching knobs."""
+
+    max_body_bytes: int = 4 * 2**20
+    max_documents: int = 1000
+    max_document_chars: int = 100_000
+    max_query_chars: int = 4096
+    max_batch_docs: int = 256
+    max_wait_ms: float = 5.0
+    max_queue: int = 256
+    request_timeout: float = 60.0
+    batching: bool = True
+
+
+class LimitExceededError(InvalidInputError):
+    """A request over one of the service's limits (answered with 422)."""
+
+
+def _error(status: int, message: str, headers: Mapping[str, str] | None = None) -> JSONResponse:
+    return JSONResponse({"message": message}, status_code=status, headers=dict(headers or {}))
+
+
+class _Metrics:
+    def __init__(self) -> None:
+        self.registry = prometheus.CollectorRegistry()
+        self.requests = prometheus.Counter("rankrelay_requests", "Requests by endpoint, model and status",
+                                           ["endpoint", "model", "status"], registry=self.registry)
+        self.latency = prometheus.Histogram("rankrelay_request_seconds", "Request latency", ["endpoint"],
+                                            registry=self.registry)
+        self.batch = prometheus.Histogram("rankrelay_batch_requests", "Requests per shared model call",
+                                          buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
+        self.queue = prometheus.Gauge("rankrelay_queue_depth", "Requests waiting for a model", ["model"],
+                                      registry=self.registry)
+        self.fallbacks = prometheus.Counter("rankrelay_fallbacks", "Backends skipped or failed in chains",
+                                            ["model", "backend"], registry=self.registry)
+
+
+def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr] = (),
+               allow_unauthenticated: bool = False, limits: Limits | None = None) -> Any:
+    """Build the FastAPI app.
+
+    Args:
+        models: name -> spec, fallback-chain list or Reranker; the first is the default.
+        api_keys: accepted bearer tokens (constant-time compare).
+        allow_unauthenticated: serve without keys (must be asked for explicitly).
+        limits: request limits and batching knobs.
+    """
+    from rankrelay.rerankers import load_reranker
+    from rankrelay.rerankers.api import ApiReranker
+    from rankrelay.rerankers.base import BaseReranker
+
+    if not models:
+        raise ConfigError("the service needs at least one model (--model NAME=SPEC)")
+    keys = [k.get_secret_value() if isinstance(k, SecretStr) else str(k) for k in api_keys]
+    if not keys and not allow_unauthenticated:
+        raise ConfigError("no API keys configured: pass --api-key KEY, or --no-auth to serve without auth")
+    limits = limits or Limits()
+    rerankers: dict[str, Reranker] = {name: load_reranker(spec) for name, spec in models.items()}
+    batchers = {
+        name: DynamicBatcher(rr, limits.max_batch_docs, limits.max_wait_ms, limits.max_queue)
+        for name, rr in rerankers.items()
+        if limits.batching and isinstance(rr, BaseReranker) and not isinstance(rr, ApiReranker)
+    }
+    metrics = _Metrics()
+    state = {"ready": False}
+
+    @asynccontextmanager
+    async def lifespan(app: Any):  # noqa: ANN202
+        for name, rr in rerankers.items():
+            warm = getattr(rr, "warm_up", None)
+            if warm is not None:
+                await asyncio.to_thread(warm)
+            logger.info("model %s ready (%s)", name, getattr(rr, "model", None) or rr.name)
+        state["ready"] = True
+        yield
+        state["ready"] = False
+        for batcher in batchers.values():
+            await batcher.close()
+
+    app = FastAPI(title="rankrelay", lifespan=lifespan, docs_url=None, redoc_url=None)
+
+    @app.middleware("http")
+    async def guard(request: Request, call_next: Any) -> Any:
+        path = request.url.path
+        if path in ("/health", "/ready", "/metrics"):
+            return await call_next(request)
+        if keys:
+            header = request.headers.get("authorization", "")
+            token = header[7:] if header.lower().startswith("bearer ") else ""
+            if not any(hmac.compare_digest(token.encode(), k.encode()) for k in keys):
+                metrics.requests.labels(path, "", "401").inc()
+                return _error(401, "invalid api token")
+        size = request.headers.get("content-length")
+        if size is not None and size.isdigit() and int(size) > limits.max_body_bytes:
+            metrics.requests.labels(path, "", "413").inc()
+            return _error(413, f"request body of {size} bytes is over the limit of {limits.max_body_bytes}")
+        return await call_next(request)
+
+    @app.exception_handler(fastapi.exceptions.RequestValidationError)
+    async def invalid(request: Request, exc: Any) -> JSONResponse:
+        first = exc.errors()[0] if exc.errors() else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        return _error(422, f"invalid request: {where}: {first.get('msg', 'invalid')}")
+
+    def pick(name: str | None) -> tuple[str, Reranker]:
+        if name is None:
+            name = next(iter(rerankers))
+        if name not in rerankers:
+            raise LookupError(f"model {name!r} is not served here; available: {', '.join(rerankers)}")
+        return name, rerankers[name]
+
+    def check(query: str, texts: list[str]) -> None:
+        if len(texts) > limits.max_documents:
+            raise LimitExceededError(f"{len(texts)} documents is over the limit of {limits.max_documents}")
+        if len(query) > limits.max_query_chars:
+            raise LimitExceededError(f"the query has {len(query)} characters; the limit is {limits.max_query_chars}")
+        for i, t in enumerate(texts):
+            if len(t) > limits.max_document_chars:
+                raise LimitExceededError(
+                    f"document {i} has {len(t)} characters; the limit is {limits.max_document_chars}")
+
+    async def run(endpoint: str, name: str | None, query: str, texts: list[str], top_n: int | None) -> Any:
+        start = time.perf_counter()
+        model = name or ""
+        try:
+            model, rr = pick(name)
+            check(query, texts)
+            batcher = batchers.get(model)
+            if batcher is not None:
+                metrics.queue.labels(model).set(batcher.depth)
+                before = len(batcher.batches)
+                res = await asyncio.wait_for(batcher.submit(query, texts, top_n), limits.request_timeout)
+                for size in batcher.batches[before:]:
+                    metrics.batch.observe(size)
+            else:
+                res = await asyncio.wait_for(rr.arerank(query, texts, top_n), limits.request_timeout)
+            for failure in res.info.get("fallbacks", []):
+                metrics.fallbacks.labels(model, failure["backend"]).inc()
+            status, out = 200, res
+        except LookupError as exc:
+            status, out = 404, _error(404, str(exc))
+        except LimitExceededError as exc:
+            status, out = 422, _error(422, str(exc))
+        except InvalidInputError as exc:
+            status, out = 400, _error(400, str(exc))
+        except QueueFullError as exc:
+            status, out = 429, _error(429, str(exc), {"Retry-After": "1"})
+        except (TimeoutError, BackendTimeoutError):
+            status, out = 503, _error(503, f"the model did not answer within {limits.request_timeout:g} s")
+        except AuthenticationError:
+            status, out = 503, _error(503, "the backend rejected its credentials")
+        except (BackendError, RankRelayError) as exc:
+            logger.warning("%s failed: %s: %s", model, type(exc).__name__, exc)
+            status, out = 503, _error(503, f"the backend failed ({type(exc).__name__})")
+        metrics.requests.labels(endpoint, model, str(status)).inc()
+        metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
+        return out
+
+    def texts_of(documents: list[str | dict[str, Any]]) -> list[str]:
+        out = []
+        for d in documents:
+            if isinstance(d, str):
+                out.append(d)
+            elif isinstance(d.get("text"), str):
+                out.append(d["text"])
+            else:
+                raise InvalidInputError("each document must be a string or an object with a 'text' string")
+        return out
+
+    def cohere_reply(res: RerankResult, texts: list[str], version: str, with_docs: bool) -> dict[str, Any]:
+        results = []
+        for r in res.results:
+            row: dict[str, Any] = {"index": r.index, "relevance_score": r.normalized_score}
+            if with_docs:
+                row["document"] = {"text": texts[r.index]}
+            results.append(row)
+        return {"id": str(uuid.uuid4()), "results": results,
+                "meta": {"api_version": {"version": version}, "billed_units": {"search_units": 1}}}
+
+    async def cohere(endpoint: str, body: CohereRerankRequest, version: str) -> Any:
+        try:
+            texts = texts_of(body.documents)
+        except InvalidInputError as exc:
+            return _error(400, str(exc))
+        out = await run(endpoint, body.model, body.query, texts, body.top_n)
+        if isinstance(out, JSONResponse):
+            return out
+        return cohere_reply(out, texts, version, body.return_documents)
+
+    @app.post("/v2/rerank")
+    async def rerank_v2(body: CohereRerankRequest) -> Any:
+        return await cohere("/v2/rerank", body, "2")
+
+    @app.post("/v1/rerank")
+    async def rerank_v1(body: CohereRerankRequest) -> Any:
+        return await cohere("/v1/rerank", body, "1")
+
+    @app.post("/rerank")
+    async def rerank_tei(body: TeiRerankRequest) -> Any:
+        out = await run("/rerank", body.model, body.query, body.texts, None)
+        if isinstance(out, JSONResponse):
+            return out
+        scores = [r.score for r in out.results] if body.raw_scores else normalize([r.score for r in out.results],
+                                                                                  "sigmoid")
+        return [{"index": r.index, "score": s, **({"text": r.text} if body.return_text else {})}
+                for r, s in zip(out.results, scores)]
+
+    @app.get("/health")
+    async def health() -> dict[str, str]:
+        return {"status": "ok"}
+
+    @app.get("/ready")
+    async def ready() -> Any:
+        return {"ready": True} if state["ready"] else JSONResponse({"ready": False}, status_code=503)
+
+    @app.get("/v1/models")
+    async def list_models() -> dict[str, Any]:
+        return {"models": [{"name": n, "backend": rr.name, "model": getattr(rr, "model", None),
+                            "endpoints": ["rerank"]} for n, rr in rerankers.items()]}
+
+    @app.get("/metrics")
+    async def prometheus_metrics() -> Response:
+        for name, batcher in batchers.items():
+            metrics.queue.labels(name).set(batcher.depth)
+        return Response(prometheus.generate_latest(metrics.registry), media_type=prometheus.CONTENT_TYPE_LATEST)
+
+    app.state.rerankers = rerankers
+    app.state.batchers = batchers
+    return app
