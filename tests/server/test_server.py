@@ -111,3 +111,42 @@ def test_dynamic_batching_never_mixes_requests(service, tiny_ce_path):
     metrics = httpx.get(f"{url}/metrics").text
     assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="tiny",status="200"}' in metrics
     assert "rankrelay_batch_requests_count" in metrics
+
+
+def test_graceful_shutdown_finishes_in_flight_requests():
+    from rankrelay.rerankers.base import BaseReranker, Scored
+
+    class Slow(BaseReranker):
+        name = "slow"
+
+        def _score_batch(self, queries, documents):
+            time.sleep(1.0)
+            return [Scored([float(len(d.text)) for d in docs]) for docs in documents], {}
+
+    app = create_app({"slow": Slow()}, allow_unauthenticated=True)
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=10))
+    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
+    thread.start()
+    while not server.started:
+        time.sleep(0.05)
+    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
+    replies = []
+    caller = threading.Thread(target=lambda: replies.append(
+        httpx.post(f"{url}/v2/rerank", json={"model": "slow", "query": "q", "documents": ["a", "bbb", "cc"]},
+                   timeout=30)))
+    caller.start()
+    time.sleep(0.3)  # the request is in flight
+    server.should_exit = True
+    caller.join(20)
+    thread.join(20)
+    assert replies and replies[0].status_code == 200
+    assert [r["index"] for r in replies[0].json()["results"]] == [1, 2, 0]
+
+
+def test_service_refuses_to_start_without_keys():
+    from rankrelay import ConfigError
+
+    with pytest.raises(ConfigError, match="no-auth"):
+        create_app({"ref": "identity"})
