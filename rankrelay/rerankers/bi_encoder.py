@@ -63,14 +63,16 @@ class BiEncoderReranker(LocalModelReranker):
         )
 
     def encode(self, texts: list[str]) -> Any:
-        """Unit-length embeddings of ``texts`` (numpy, float32)."""
-        return self.encoder.encode(
-            texts,
-            batch_size=self.batch_size,
-            normalize_embeddings=True,
-            convert_to_numpy=True,
-            show_progress_bar=False,
-        )
+        """Unit-length embeddings of ``texts`` (numpy, float32); one call at a time per model."""
+        encoder = self.encoder
+        with self._score_lock:
+            return encoder.encode(
+                texts,
+                batch_size=self.batch_size,
+                normalize_embeddings=True,
+                convert_to_numpy=True,
+                show_progress_bar=False,
+            )
 
     def passage_embeddings(self, passages: list[str]) -> Any:
         """Embeddings of ``passages`` (rows in order), from the cache where possible."""

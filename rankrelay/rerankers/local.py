@@ -115,6 +115,9 @@ class LocalModelReranker(BaseReranker):
         self._encoder: Any = None
         self._planner: PassagePlanner | None = None
         self._lock = threading.Lock()
+        # One scoring pass at a time: torch already uses every core for one pass, and Hugging Face
+        # fast tokenizers raise "Already borrowed" when two threads use them at once.
+        self._score_lock = threading.RLock()
 
     # -- loading ---------------------------------------------------------------------------
     def warm_up(self) -> None:
@@ -167,12 +170,6 @@ class LocalModelReranker(BaseReranker):
         assert self._planner is not None
         return self._planner.max_length
 
-    def plan_passages(self, query: str, texts: Sequence[str]) -> list[Pieces]:
-        """The character spans this reranker scores for each text (one span when it fits)."""
-        self.warm_up()
-        assert self._planner is not None
-        return self._planner.plan(query, texts)
-
     @abstractmethod
     def _load(self, resolved: ResolvedModel, device: str, kwargs: dict[str, Any]) -> Any:
         """Build the sentence-transformers model."""
@@ -190,6 +187,19 @@ class LocalModelReranker(BaseReranker):
         self, queries: list[str], documents: list[list[Document]]
     ) -> tuple[list[Scored], dict[str, float]]:
         self.warm_up()
+        with self._score_lock:
+            return self._score_locked(queries, documents)
+
+    def plan_passages(self, query: str, texts: Sequence[str]) -> list[Pieces]:
+        """The character spans this reranker scores for each text (one span when it fits)."""
+        self.warm_up()
+        assert self._planner is not None
+        with self._score_lock:
+            return self._planner.plan(query, texts)
+
+    def _score_locked(
+        self, queries: list[str], documents: list[list[Document]]
+    ) -> tuple[list[Scored], dict[str, float]]:
         planner = self._planner
         assert planner is not None
         start = perf_counter()

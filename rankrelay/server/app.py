@@ -172,6 +172,11 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
         return _error(422, f"invalid request: {where}: {first.get('msg', 'invalid')}")
 
+    @app.exception_handler(Exception)
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.exception("unexpected error on %s", request.url.path)
+        return _error(500, "internal error")
+
     def pick(name: str | None) -> tuple[str, Reranker]:
         if name is None:
             name = next(iter(rerankers))
@@ -222,6 +227,9 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
         except (BackendError, RankRelayError) as exc:
             logger.warning("%s failed: %s: %s", model, type(exc).__name__, exc)
             status, out = 503, _error(503, f"the backend failed ({type(exc).__name__})")
+        except Exception:
+            logger.exception("%s failed unexpectedly", model)
+            status, out = 500, _error(500, "internal error")
         metrics.requests.labels(endpoint, model, str(status)).inc()
         metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
         return out

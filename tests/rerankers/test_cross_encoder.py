@@ -224,3 +224,12 @@ def test_missing_sentence_transformers_names_the_extra(tiny_ce_path, monkeypatch
     rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu")
     with pytest.raises(MissingDependencyError, match=r"rankrelay\[local\]"):
         rr.warm_up()
+
+
+async def test_concurrent_async_calls_on_one_model(tiny_ce):
+    import asyncio
+
+    requests = [(f"query {i} wing", DOCS[i % 3:] + [f"extra {i}"]) for i in range(24)]
+    results = await asyncio.gather(*(tiny_ce.arerank(q, d) for q, d in requests))
+    for (q, d), res in zip(requests, results):
+        assert res.indices == tiny_ce.rerank(q, d).indices
