@@ -36,7 +36,11 @@ WORDS = ("boundary layer flow wing lift drag pressure shock wave supersonic heat
 
 
 def docs(n: int, seed: int) -> list[str]:
-    return [" ".join(WORDS[(seed * 7 + i * 3 + j) % len(WORDS)] for j in range(30)) for i in range(n)]
+    """``n`` distinct 30-word documents (distinct, so that no deduplication shortens the work)."""
+    import random
+
+    rng = random.Random(seed)
+    return [f"document {seed}-{i} " + " ".join(rng.choice(WORDS) for _ in range(30)) for i in range(n)]
 
 
 def free_port() -> int:
@@ -52,7 +56,7 @@ class Service:
         self.port = free_port()
         cmd = [sys.executable, "-m", "rankrelay.cli", "serve", "--no-auth", "--port", str(self.port),
                "--model", f"ce=cross-encoder:{model}", "--model", "ref=identity",
-               "--batching" if batching else "--no-batching", "--max-wait-ms", "10"]
+               "--batching" if batching else "--no-batching"]
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
         self.url = f"http://127.0.0.1:{self.port}"
         deadline = time.monotonic() + 120

@@ -288,7 +288,9 @@ def serve(
     host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
     port: Annotated[int, typer.Option(help="Port.")] = 8000,
     batching: Annotated[bool, typer.Option(help="Dynamic batching of concurrent requests.")] = True,
-    max_wait_ms: Annotated[float, typer.Option(help="How long a request may wait for batch company.")] = 5.0,
+    max_wait_ms: Annotated[
+        float, typer.Option(help="How long a request finding the model idle waits for company (0: none).")
+    ] = 0.0,
 ) -> None:
     """Serve rerankers over HTTP: Cohere's /v2/rerank and /v1/rerank, TEI's /rerank, /health, /ready, /metrics."""
     import uvicorn

@@ -76,7 +76,7 @@ class Limits(BaseModel):
     max_document_chars: int = 100_000
     max_query_chars: int = 4096
     max_batch_docs: int = 256
-    max_wait_ms: float = 5.0
+    max_wait_ms: float = 0.0
     max_queue: int = 256
     request_timeout: float = 60.0
     batching: bool = True

@@ -1,8 +1,9 @@
 """Dynamic batching: concurrent requests for one local model share forward passes.
 
-Requests wait in a queue up to ``max_wait_ms`` (or until ``max_batch_docs`` documents are waiting),
-then go to the model together through ``rerank_batch`` in a worker thread; each request gets back
-exactly its own result, in its own order.
+While the model is busy, new requests wait in a queue; when it is free, everything waiting (up to
+``max_batch_docs`` documents) goes to the model together through ``rerank_batch`` in a worker
+thread. A request that finds the model idle starts at once (``max_wait_ms=0``, the default), or
+waits up to ``max_wait_ms`` for company. Each request gets back exactly its own result.
 
 Example:
     >>> import asyncio
@@ -53,7 +54,7 @@ class DynamicBatcher:
         max_queue: waiting requests beyond this are refused with :class:`QueueFullError`.
     """
 
-    def __init__(self, reranker: Reranker, max_batch_docs: int = 256, max_wait_ms: float = 5.0,
+    def __init__(self, reranker: Reranker, max_batch_docs: int = 256, max_wait_ms: float = 0.0,
                  max_queue: int = 256) -> None:
         self.reranker = reranker
         self.max_batch_docs = max_batch_docs
@@ -87,13 +88,16 @@ class DynamicBatcher:
             docs = len(jobs[0].documents)
             deadline = loop.time() + self.max_wait
             while docs < self.max_batch_docs:
-                timeout = deadline - loop.time()
-                if timeout <= 0:
-                    break
-                try:
-                    job = await asyncio.wait_for(self._queue.get(), timeout)
-                except TimeoutError:
-                    break
+                if not self._queue.empty():  # whatever queued up while the model was busy
+                    job = self._queue.get_nowait()
+                else:
+                    timeout = deadline - loop.time()
+                    if timeout <= 0:
+                        break
+                    try:
+                        job = await asyncio.wait_for(self._queue.get(), timeout)
+                    except TimeoutError:
+                        break
                 jobs.append(job)
                 docs += len(job.documents)
             await self._serve(jobs)
