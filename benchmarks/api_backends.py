@@ -15,7 +15,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import logging
-import socket
 import statistics
 import subprocess
 import sys
@@ -27,7 +26,7 @@ from rich.table import Table
 
 from rankrelay import FallbackReranker, load_reranker
 from rankrelay.rerankers.base import BaseReranker, Scored
-from rankrelay.testing import API_KEY, FakeRerankAPI, Fault
+from rankrelay.testing import API_KEY, FakeRerankAPI, Fault, refused_url
 
 QUERY = "boundary layer separation at the trailing edge"
 DOCS = [f"document {i} about the boundary layer and flow number {i}" for i in range(10)]
@@ -55,14 +54,6 @@ def timed_ms(fn, n: int) -> list[float]:
         fn()
         out.append((time.perf_counter() - start) * 1000)
     return out
-
-
-def closed_port() -> str:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return f"http://127.0.0.1:{port}"
 
 
 class ServerProcess:
@@ -146,12 +137,12 @@ def fallback_times(api: FakeRerankAPI, calls: int) -> list[tuple[str, float, flo
     local = Overlap()
     rows = [("local backend alone", *_stats(timed_ms(lambda: local.rerank(QUERY, DOCS), calls)))]
     for label, url, opts in (
-        ("API refuses connections, 1 attempt", closed_port(), {"max_attempts": 1}),
-        ("API refuses connections, 3 attempts", closed_port(), {"max_attempts": 3}),
+        ("API refuses connections, 1 attempt", refused_url(), {"max_attempts": 1}),
+        ("API refuses connections, 3 attempts", refused_url(), {"max_attempts": 3}),
     ):
         chain = FallbackReranker([{"spec": f"tei:{url}", **opts}, local], failure_threshold=10**6)
         rows.append((label + ", breaker closed", *_stats(timed_ms(lambda: chain.rerank(QUERY, DOCS), calls))))
-    chain = FallbackReranker([{"spec": f"tei:{closed_port()}", "max_attempts": 1}, local], failure_threshold=1,
+    chain = FallbackReranker([{"spec": f"tei:{refused_url()}", "max_attempts": 1}, local], failure_threshold=1,
                              reset_timeout=3600)
     chain.rerank(QUERY, DOCS)  # opens the breaker
     rows.append(("API down, breaker open (skipped)", *_stats(timed_ms(lambda: chain.rerank(QUERY, DOCS), calls))))

@@ -172,6 +172,15 @@ class FakeRerankAPI:
         return self._send(h, 404, {"message": f"no route {path}"})
 
 
+def refused_url() -> str:
+    """A loopback URL where nothing listens: connections to it are refused at once."""
+    sock = socket.socket()
+    sock.bind(("127.0.0.1", 0))
+    port = sock.getsockname()[1]
+    sock.close()
+    return f"http://127.0.0.1:{port}"
+
+
 def main() -> None:  # pragma: no cover - exercised by benchmarks/api_backends.py
     """Serve until killed: ``python -m rankrelay.testing [--no-auth]`` prints the URL on its first line."""
     import sys

@@ -156,10 +156,6 @@ def fake_api():
 @pytest.fixture
 def refused_url() -> str:
     """A loopback URL where nothing listens: connections are refused at once."""
-    import socket
+    from rankrelay.testing import refused_url as url
 
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return f"http://127.0.0.1:{port}"
+    return url()

@@ -62,7 +62,7 @@ class BiEncoderReranker(LocalModelReranker):
             encoder.tokenizer, encoder.max_seq_length, self.long_documents, self.passage_overlap, pair=False
         )
 
-    def encode(self, texts: list[str]) -> Any:
+    def encode(self, texts: list[str], show_progress: bool = False) -> Any:
         """Unit-length embeddings of ``texts`` (numpy, float32); one call at a time per model."""
         encoder = self.encoder
         with self._score_lock:
@@ -71,7 +71,7 @@ class BiEncoderReranker(LocalModelReranker):
                 batch_size=self.batch_size,
                 normalize_embeddings=True,
                 convert_to_numpy=True,
-                show_progress_bar=False,
+                show_progress_bar=show_progress,
             )
 
     def passage_embeddings(self, passages: list[str]) -> Any:

@@ -141,10 +141,7 @@ class DenseRetriever(BaseRetriever):
         if split:
             logger.info("%d of %d documents are longer than the encoder's %d tokens: indexed as %d passages",
                         split, len(docs), self.encoder.window, len(spans) - len(docs) + split)
-        vectors = self.encoder.encoder.encode(
-            [texts[i - first][a:b] for i, a, b in spans], batch_size=self.encoder.batch_size,
-            normalize_embeddings=True, convert_to_numpy=True, show_progress_bar=show_progress,
-        )
+        vectors = self.encoder.encode([texts[i - first][a:b] for i, a, b in spans], show_progress)
         self.passages.extend(spans)
         return np.ascontiguousarray(vectors, dtype=np.float32)
 
