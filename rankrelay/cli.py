@@ -18,7 +18,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from rankrelay.config import PRESETS
-from rankrelay.errors import RankRelayError
+from rankrelay.errors import ConfigError, RankRelayError
 from rankrelay.results import RerankResult
 
 app = typer.Typer(
@@ -216,18 +216,11 @@ def search(
 ) -> None:
     """Search an index: first stage, then (with --rerank) a reranker; shows both ranks and the timings."""
     from rankrelay.rerankers import load_reranker, load_settings
-    from rankrelay.retrieval import BM25Retriever, DenseRetriever, HybridRetriever, TwoStageSearch
+    from rankrelay.retrieval import TwoStageSearch, open_index
     from rankrelay.retrieval.pipeline import SearchResult
 
     try:
-        parts = []
-        if retriever_kind in ("dense", "hybrid"):
-            parts.append(DenseRetriever.load(index_dir / "dense"))
-        if retriever_kind in ("bm25", "hybrid") and (index_dir / "bm25").exists():
-            parts.append(BM25Retriever.load(index_dir / "bm25"))
-        if not parts or retriever_kind not in ("dense", "bm25", "hybrid"):
-            raise RankRelayError(f"no {retriever_kind!r} index in {index_dir}")
-        retriever = parts[0] if len(parts) == 1 else HybridRetriever(parts)
+        retriever = open_index(index_dir, retriever_kind)
         if rerank_spec:
             settings = load_settings(str(config) if config else None)
             reranker = load_reranker(rerank_spec, settings=settings)
@@ -281,34 +274,50 @@ def bench(
 @app.command()
 def serve(
     model: Annotated[
-        list[str], typer.Option("--model", "-m", help="NAME=SPEC, repeatable (the first is the default).")
-    ],
+        list[str] | None,
+        typer.Option("--model", "-m", help="NAME=SPEC, repeatable; the first is the default. SPEC may name a "
+                     "model of the config's [service.models] or 'fallback' (the config's chain)."),
+    ] = None,
     api_key: Annotated[list[str] | None, typer.Option(help="Accepted bearer token, repeatable.")] = None,
     no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without authentication.")] = False,
-    host: Annotated[str, typer.Option(help="Interface to listen on.")] = "127.0.0.1",
-    port: Annotated[int, typer.Option(help="Port.")] = 8000,
-    batching: Annotated[bool, typer.Option(help="Dynamic batching of concurrent requests.")] = True,
+    host: Annotated[str | None, typer.Option(help="Interface (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    index: Annotated[
+        Path | None, typer.Option(help="A folder made by 'rankrelay index': enables POST /search.")
+    ] = None,
+    batching: Annotated[bool | None, typer.Option(help="Dynamic batching of concurrent requests.")] = None,
     max_wait_ms: Annotated[
-        float, typer.Option(help="How long a request finding the model idle waits for company (0: none).")
-    ] = 0.0,
+        float | None, typer.Option(help="How long a request finding the model idle waits for company (0: none).")
+    ] = None,
+    config: ConfigOption = None,
 ) -> None:
-    """Serve rerankers over HTTP: Cohere's /v2/rerank and /v1/rerank, TEI's /rerank, /health, /ready, /metrics."""
+    """Serve rerankers over HTTP: Cohere's /v2/rerank and /v1/rerank, TEI's /rerank, /search, /health, /metrics.
+
+    Models, keys, index and limits come from [service] in the config file; options here override them.
+    """
     import uvicorn
 
-    from rankrelay.server.app import Limits, create_app
+    from rankrelay.rerankers import load_settings
+    from rankrelay.server.app import create_app_from_settings
 
-    models = {}
-    for item in model:
-        name, sep, spec = item.partition("=")
-        if not sep or not name or not spec:
-            raise _fail(RankRelayError(f"--model takes NAME=SPEC, got {item!r}"))
-        models[name] = spec
     try:
-        app_ = create_app(models, api_keys=api_key or [], allow_unauthenticated=no_auth,
-                          limits=Limits(batching=batching, max_wait_ms=max_wait_ms))
+        models = {}
+        for item in model or []:
+            name, sep, spec = item.partition("=")
+            if not sep or not name or not spec:
+                raise ConfigError(f"--model takes NAME=SPEC, got {item!r}")
+            models[name] = spec
+        settings = load_settings(str(config) if config else None)
+        overrides = {k: v for k, v in {"batching": batching, "max_wait_ms": max_wait_ms,
+                                        "index": str(index) if index else None}.items() if v is not None}
+        if no_auth:
+            overrides["allow_unauthenticated"] = True
+        app_ = create_app_from_settings(settings, models, api_key or [], **overrides)
     except RankRelayError as exc:
         raise _fail(exc) from None
-    uvicorn.run(app_, host=host, port=port, log_level="info", timeout_graceful_shutdown=30)
+    service = settings.service
+    uvicorn.run(app_, host=host or service.host, port=service.port if port is None else port, log_level="info",
+                timeout_graceful_shutdown=30)
 
 
 if __name__ == "__main__":  # pragma: no cover

@@ -19,7 +19,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
 
-from pydantic import Field, SecretStr, field_validator
+from pydantic import BaseModel, ConfigDict, Field, SecretStr, field_validator
 from pydantic_settings import (
     BaseSettings,
     PydanticBaseSettingsSource,
@@ -60,6 +60,42 @@ PRESETS: dict[str, Preset] = {
     )
 }
 
+class Limits(BaseModel):
+    """The service's request limits (413/422 beyond them), batching knobs and request timeout."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    max_body_bytes: int = Field(4 * 2**20, ge=1, description="largest request body")
+    max_documents: int = Field(1000, ge=1, description="documents per request")
+    max_document_chars: int = Field(100_000, ge=1, description="characters per document")
+    max_query_chars: int = Field(4096, ge=1, description="characters per query")
+    max_batch_docs: int = Field(256, ge=1, description="documents per shared forward pass")
+    max_wait_ms: float = Field(0.0, ge=0, description="how long an idle model waits for more requests")
+    max_queue: int = Field(256, ge=1, description="requests waiting per model before 429")
+    request_timeout: float = Field(60.0, gt=0, description="seconds before a request is answered 503")
+    batching: bool = Field(True, description="pack concurrent requests into shared forward passes")
+
+
+class ServiceSettings(Limits):
+    """``[service]`` in the config file: served models, keys, the search index and limits.
+
+    ``models`` maps a name to a spec or a fallback chain (a list, best first); the first is the default.
+    """
+
+    models: dict[str, str | list[str | dict[str, Any]]] = Field(default_factory=dict)
+    api_keys: list[SecretStr] = Field(default_factory=list, description="accepted bearer tokens")
+    allow_unauthenticated: bool = Field(False, description="serve without keys (must be explicit)")
+    host: str = "127.0.0.1"
+    port: int = Field(8000, ge=0, le=65535)
+    index: str | None = Field(None, description="a folder made by 'rankrelay index'; enables POST /search")
+    retriever: Literal["dense", "bm25", "hybrid"] = "hybrid"
+    retrieve_k: int = Field(100, ge=1, description="first-stage depth of /search")
+
+    def limits(self) -> Limits:
+        """Only the limits and batching knobs."""
+        return Limits(**{k: getattr(self, k) for k in Limits.model_fields})
+
+
 _config_file: contextvars.ContextVar[str | None] = contextvars.ContextVar("rankrelay_config", default=None)
 
 
@@ -71,6 +107,7 @@ class Settings(BaseSettings):
         env_file=".env",
         env_file_encoding="utf-8",
         extra="ignore",  # a shared .env may hold other programs' variables; the TOML file is checked
+        env_nested_delimiter="__",  # RANKRELAY_SERVICE__API_KEYS='["key"]'
         validate_default=True,
     )
 
@@ -99,6 +136,7 @@ class Settings(BaseSettings):
     fallback: list[str | dict[str, Any]] = Field(
         default_factory=list, description="a fallback chain, best first; used when no spec is given"
     )
+    service: ServiceSettings = Field(default_factory=ServiceSettings, description="the rerank service")
 
     @field_validator("device")
     @classmethod

@@ -63,3 +63,18 @@ def test_missing_or_bad_config_file(tmp_path):
     bad.write_text('batch_sise = 4\n')
     with pytest.raises(ConfigError, match="batch_sise"):
         load_settings(str(bad))
+
+
+def test_service_settings_from_file_and_nested_environment(tmp_path, monkeypatch):
+    config = tmp_path / "c.toml"
+    config.write_text('[service]\nmax_documents = 10\n'
+                      '[service.models]\nfast = "identity"\nsafe = ["random", "identity"]\n')
+    monkeypatch.setenv("RANKRELAY_SERVICE__API_KEYS", '["k-secret"]')
+    s = load_settings(str(config))
+    assert s.service.models == {"fast": "identity", "safe": ["random", "identity"]}
+    assert s.service.limits().max_documents == 10 and s.service.limits().request_timeout == 60.0
+    assert [k.get_secret_value() for k in s.service.api_keys] == ["k-secret"]
+    assert "k-secret" not in repr(s)
+    config.write_text("[service]\nmax_docs = 10\n")
+    with pytest.raises(ConfigError, match="max_docs"):
+        load_settings(str(config))

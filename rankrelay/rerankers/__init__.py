@@ -12,7 +12,7 @@ Example:
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 from typing import Any
 
@@ -92,6 +92,21 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
         raise ConfigError(f"invalid settings: {exc}") from None
 
 
+def _chain(items: Sequence[Any], settings: Settings | None) -> list[Any]:
+    """Chain items, loaded with ``settings`` when given (else each item reads the settings itself)."""
+    if settings is None:
+        return list(items)
+    out = []
+    for item in items:
+        if isinstance(item, str):
+            item = load_reranker(item, settings=settings)
+        elif isinstance(item, dict) and isinstance(item.get("spec"), str):
+            options = {k: v for k, v in item.items() if k != "spec"}
+            item = load_reranker(item["spec"], settings=settings, **options)
+        out.append(item)
+    return out
+
+
 def load_reranker(
     spec: str | Reranker | list[Any] | tuple[Any, ...] | None = None,
     *,
@@ -119,13 +134,13 @@ def load_reranker(
             raise ConfigError("options cannot be applied to a reranker instance; configure it directly")
         return spec
     if isinstance(spec, (list, tuple)):
-        return FallbackReranker(list(spec), **options)
+        return FallbackReranker(_chain(spec, settings), **options)
     if spec is not None and not isinstance(spec, str):
         raise ConfigError(f"a reranker spec is a string, a list or a Reranker, got {type(spec).__name__}")
     if settings is None:
         settings = load_settings()
     if spec is None and settings.fallback:
-        return FallbackReranker(settings.fallback, **options)
+        return FallbackReranker(_chain(settings.fallback, settings), **options)
     backend, model, preset = parse_spec(spec if spec is not None else settings.backend)
     info = _REGISTRY[backend]
     unknown = set(options) - info.options

@@ -16,7 +16,7 @@ Example:
 from rankrelay.retrieval.bm25 import BM25Retriever
 from rankrelay.retrieval.corpus import load_corpus, load_qrels, load_queries
 from rankrelay.retrieval.dense import INDEX_TYPES, DenseRetriever
-from rankrelay.retrieval.hybrid import HybridRetriever
+from rankrelay.retrieval.hybrid import HybridRetriever, open_index
 from rankrelay.retrieval.pipeline import SearchResult, TwoStageSearch
 
 __all__ = [
@@ -29,4 +29,5 @@ __all__ = [
     "load_corpus",
     "load_qrels",
     "load_queries",
+    "open_index",
 ]

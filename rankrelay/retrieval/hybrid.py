@@ -9,9 +9,11 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from time import perf_counter
 from typing import Any
 
+from rankrelay.errors import ConfigError
 from rankrelay.results import RerankResult
 from rankrelay.scoring import fuse
 
@@ -56,3 +58,28 @@ class HybridRetriever:
             fused.timings = {"total": (perf_counter() - start) * 1000.0 / len(queries), "model": 0.0}
             out.append(fused)
         return out
+
+
+def open_index(path: str | Path, retriever: str = "hybrid", *, device: str = "auto") -> Any:
+    """Open a folder made by ``rankrelay index`` as a ``dense``, ``bm25`` or ``hybrid`` retriever.
+
+    ``hybrid`` falls back to dense alone when the folder has no BM25 index.
+
+    Raises:
+        ConfigError: an unknown retriever kind, or no such index in ``path``.
+    """
+    from rankrelay.retrieval.bm25 import BM25Retriever
+    from rankrelay.retrieval.dense import DenseRetriever
+
+    if retriever not in ("dense", "bm25", "hybrid"):
+        raise ConfigError(f"retriever must be dense, bm25 or hybrid, got {retriever!r}")
+    path = Path(path)
+    parts: list[Any] = []
+    if retriever in ("dense", "hybrid") and (path / "dense").exists():
+        parts.append(DenseRetriever.load(path / "dense", device=device))
+    if retriever in ("bm25", "hybrid") and (path / "bm25").exists():
+        parts.append(BM25Retriever.load(path / "bm25"))
+    if not parts or (retriever == "hybrid" and not (path / "dense").exists()):
+        missing = "bm25" if retriever == "bm25" else "dense"
+        raise ConfigError(f"no {missing} index in {path} (build one with 'rankrelay index CORPUS --out {path}')")
+    return parts[0] if len(parts) == 1 else HybridRetriever(parts)

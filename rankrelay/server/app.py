@@ -24,6 +24,7 @@ from typing import Any
 from pydantic import BaseModel, Field, SecretStr
 
 from rankrelay._optional import import_optional
+from rankrelay.config import Limits, Settings
 from rankrelay.errors import (
     AuthenticationError,
     BackendError,
@@ -32,7 +33,7 @@ from rankrelay.errors import (
     InvalidInputError,
     RankRelayError,
 )
-from rankrelay.rerankers.base import Reranker
+from rankrelay.rerankers.base import Reranker, check_query
 from rankrelay.results import RerankResult
 from rankrelay.scoring import normalize
 from rankrelay.server.batching import DynamicBatcher, QueueFullError
@@ -68,18 +69,15 @@ class TeiRerankRequest(BaseModel):
     model: str | None = None
 
 
-class Limits(BaseModel):
-    """Request limits (413/422 beyond them) and batching knobs."""
+class SearchRequest(BaseModel):
+    """``POST /search``: first stage over the configured index, then the named model (``rerank=false``: none)."""
 
-    max_body_bytes: int = 4 * 2**20
-    max_documents: int = 1000
-    max_document_chars: int = 100_000
-    max_query_chars: int = 4096
-    max_batch_docs: int = 256
-    max_wait_ms: float = 0.0
-    max_queue: int = 256
-    request_timeout: float = 60.0
-    batching: bool = True
+    query: str
+    model: str | None = None
+    top_n: int = Field(10, ge=1)
+    retrieve_k: int | None = Field(None, ge=1)
+    rerank: bool = True
+    return_documents: bool = True
 
 
 class LimitExceededError(InvalidInputError):
@@ -106,7 +104,8 @@ class _Metrics:
 
 
 def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr] = (),
-               allow_unauthenticated: bool = False, limits: Limits | None = None) -> Any:
+               allow_unauthenticated: bool = False, limits: Limits | None = None, retriever: Any = None,
+               retrieve_k: int = 100, settings: Settings | None = None) -> Any:
     """Build the FastAPI app.
 
     Args:
@@ -114,6 +113,9 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
         api_keys: accepted bearer tokens (constant-time compare).
         allow_unauthenticated: serve without keys (must be asked for explicitly).
         limits: request limits and batching knobs.
+        retriever: a first stage (e.g. :func:`~rankrelay.retrieval.open_index`) that enables ``POST /search``.
+        retrieve_k: default first-stage depth of ``/search``.
+        settings: defaults for the models' options (device, batch size, keys, ...).
     """
     from rankrelay.rerankers import load_reranker
     from rankrelay.rerankers.api import ApiReranker
@@ -125,7 +127,15 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
     if not keys and not allow_unauthenticated:
         raise ConfigError("no API keys configured: pass --api-key KEY, or --no-auth to serve without auth")
     limits = limits or Limits()
-    rerankers: dict[str, Reranker] = {name: load_reranker(spec) for name, spec in models.items()}
+    loaded: dict[str, Reranker] = {}  # one instance (one copy of the weights) per spec string
+    rerankers: dict[str, Reranker] = {}
+    for name, spec in models.items():
+        if isinstance(spec, str):
+            if spec not in loaded:
+                loaded[spec] = load_reranker(spec, settings=settings)
+            rerankers[name] = loaded[spec]
+        else:
+            rerankers[name] = load_reranker(spec, settings=settings)
     batchers = {
         name: DynamicBatcher(rr, limits.max_batch_docs, limits.max_wait_ms, limits.max_queue)
         for name, rr in rerankers.items()
@@ -283,6 +293,57 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
         return [{"index": r.index, "score": s, **({"text": r.text} if body.return_text else {})}
                 for r, s in zip(out.results, scores)]
 
+    async def first_stage(query: str, k: int) -> RerankResult | JSONResponse:
+        try:
+            check_query(query)
+            if len(query) > limits.max_query_chars:
+                raise LimitExceededError(f"the query has {len(query)} characters; the limit is "
+                                         f"{limits.max_query_chars}")
+            if k > limits.max_documents:
+                raise LimitExceededError(f"retrieve_k {k} is over the limit of {limits.max_documents} documents")
+            return await asyncio.wait_for(asyncio.to_thread(retriever.search, query, k), limits.request_timeout)
+        except LimitExceededError as exc:
+            return _error(422, str(exc))
+        except InvalidInputError as exc:
+            return _error(400, str(exc))
+        except (TimeoutError, RankRelayError) as exc:
+            logger.warning("first stage failed: %s: %s", type(exc).__name__, exc)
+            return _error(503, f"the first stage failed ({type(exc).__name__})")
+
+    @app.post("/search")
+    async def search(body: SearchRequest) -> Any:
+        if retriever is None:
+            return _error(404, "no index is configured: start the service with --index DIR (or [service] index)")
+        start = time.perf_counter()
+        first = await first_stage(body.query, body.retrieve_k or retrieve_k)
+        if isinstance(first, JSONResponse):
+            metrics.requests.labels("/search", body.model or "", str(first.status_code)).inc()
+            return first
+        retrieved = time.perf_counter()
+        texts = [r.text for r in first.results]
+        fallbacks: list[dict[str, Any]] = []
+        if body.rerank and texts:
+            out = await run("/search", body.model, body.query, texts, body.top_n)
+            if isinstance(out, JSONResponse):
+                return out
+            served_by, fallbacks = out.backend, out.info.get("fallbacks", [])
+            ranked = [(first.results[r.index], r) for r in out.results]
+        else:
+            metrics.requests.labels("/search", "", "200").inc()
+            served_by, ranked = first.backend, [(r, r) for r in first.results[: body.top_n]]
+        done = time.perf_counter()
+        results = []
+        for doc, r in ranked:
+            row: dict[str, Any] = {"id": doc.id, "index": doc.index, "rank": r.rank, "first_rank": doc.rank,
+                                   "score": r.score, "relevance_score": r.normalized_score}
+            if body.return_documents:
+                row["document"] = {"text": doc.text, "metadata": doc.metadata}
+            results.append(row)
+        return {"query": body.query, "results": results, "served_by": served_by, "retriever": first.backend,
+                "num_candidates": len(texts), "fallbacks": fallbacks,
+                "timings": {"retrieve_ms": (retrieved - start) * 1000.0, "rerank_ms": (done - retrieved) * 1000.0,
+                            "total_ms": (done - start) * 1000.0}}
+
     @app.get("/health")
     async def health() -> dict[str, str]:
         return {"status": "ok"}
@@ -305,3 +366,35 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
     app.state.rerankers = rerankers
     app.state.batchers = batchers
     return app
+
+
+def create_app_from_settings(settings: Settings, models: Mapping[str, Any] | None = None,
+                             api_keys: Sequence[str | SecretStr] = (), **overrides: Any) -> Any:
+    """Build the app from ``settings.service`` (models, keys, index, limits).
+
+    ``models`` (from ``--model``), when given, are served instead of the configured ones; a spec there may
+    name a configured model (or ``fallback``, the settings' chain) to serve that chain under a new name.
+    With neither, the settings' fallback chain or backend is served as ``default``. ``overrides``
+    replace ``[service]`` fields.
+    """
+    service = settings.service.model_copy(update=overrides)
+    configured: dict[str, Any] = dict(service.models)
+    chosen: dict[str, Any] = {}
+    for name, spec in (models or {}).items():
+        if isinstance(spec, str) and spec in configured:
+            spec = configured[spec]
+        elif spec == "fallback":
+            if not settings.fallback:
+                raise ConfigError("--model NAME=fallback needs a 'fallback' chain in the settings")
+            spec = list(settings.fallback)
+        chosen[name] = spec
+    if not chosen:
+        chosen = configured or {"default": list(settings.fallback) if settings.fallback else settings.backend}
+    retriever = None
+    if service.index:
+        from rankrelay.retrieval import open_index
+
+        retriever = open_index(service.index, service.retriever, device=settings.device)
+    return create_app(chosen, api_keys=[*service.api_keys, *api_keys],
+                      allow_unauthenticated=service.allow_unauthenticated, limits=service.limits(),
+                      retriever=retriever, retrieve_k=service.retrieve_k, settings=settings)

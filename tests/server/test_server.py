@@ -4,6 +4,7 @@ import asyncio
 import socket
 import threading
 import time
+from contextlib import contextmanager
 
 import httpx
 import pytest
@@ -12,6 +13,7 @@ pytest.importorskip("fastapi", reason="the server extra is not installed")
 import uvicorn  # noqa: E402
 
 from rankrelay import load_reranker  # noqa: E402
+from rankrelay.rerankers.base import BaseReranker, Scored  # noqa: E402
 from rankrelay.server.app import Limits, create_app  # noqa: E402
 
 KEY = "service-key"
@@ -19,23 +21,45 @@ DOCS = ["the wing lift and air flow", "paris is the capital of france", "python 
         "boundary layer separation on the wing", "cat and dog"]
 
 
-@pytest.fixture(scope="module")
-def service(tiny_ce_path):
-    app = create_app({"tiny": f"cross-encoder:{tiny_ce_path}", "ref": "identity"}, api_keys=[KEY],
-                     limits=Limits(max_documents=20, max_document_chars=500, max_query_chars=100,
-                                   max_body_bytes=20_000, max_wait_ms=20))
+@contextmanager
+def running(app, **config):
+    """Serve ``app`` with uvicorn on a random loopback port; yields the root URL."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning"))
+    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
     deadline = time.monotonic() + 30
     while not server.started and time.monotonic() < deadline:
         time.sleep(0.05)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
-    yield url, app
-    server.should_exit = True
-    thread.join(10)
+    try:
+        yield f"http://127.0.0.1:{sock.getsockname()[1]}", server
+    finally:
+        server.should_exit = True
+        thread.join(20)
+
+
+class Slow(BaseReranker):
+    """Scores by length after ``seconds`` of thought."""
+
+    name = "slow"
+
+    def __init__(self, seconds=1.0):
+        super().__init__()
+        self.seconds = seconds
+
+    def _score_batch(self, queries, documents):
+        time.sleep(self.seconds)
+        return [Scored([float(len(d.text)) for d in docs]) for docs in documents], {}
+
+
+@pytest.fixture(scope="module")
+def service(tiny_ce_path):
+    app = create_app({"tiny": f"cross-encoder:{tiny_ce_path}", "ref": "identity"}, api_keys=[KEY],
+                     limits=Limits(max_documents=20, max_document_chars=500, max_query_chars=100,
+                                   max_body_bytes=20_000, max_wait_ms=20))
+    with running(app) as (url, _):
+        yield url, app
 
 
 def test_cohere_sdk_gets_the_library_ranking(service, tiny_ce_path):
@@ -114,35 +138,36 @@ def test_dynamic_batching_never_mixes_requests(service, tiny_ce_path):
 
 
 def test_graceful_shutdown_finishes_in_flight_requests():
-    from rankrelay.rerankers.base import BaseReranker, Scored
-
-    class Slow(BaseReranker):
-        name = "slow"
-
-        def _score_batch(self, queries, documents):
-            time.sleep(1.0)
-            return [Scored([float(len(d.text)) for d in docs]) for docs in documents], {}
-
     app = create_app({"slow": Slow()}, allow_unauthenticated=True)
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", timeout_graceful_shutdown=10))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    while not server.started:
-        time.sleep(0.05)
-    url = f"http://127.0.0.1:{sock.getsockname()[1]}"
     replies = []
-    caller = threading.Thread(target=lambda: replies.append(
-        httpx.post(f"{url}/v2/rerank", json={"model": "slow", "query": "q", "documents": ["a", "bbb", "cc"]},
-                   timeout=30)))
-    caller.start()
-    time.sleep(0.3)  # the request is in flight
-    server.should_exit = True
-    caller.join(20)
-    thread.join(20)
+    with running(app, timeout_graceful_shutdown=10) as (url, server):
+        caller = threading.Thread(target=lambda: replies.append(
+            httpx.post(f"{url}/v2/rerank", json={"model": "slow", "query": "q", "documents": ["a", "bbb", "cc"]},
+                       timeout=30)))
+        caller.start()
+        time.sleep(0.3)  # the request is in flight
+        server.should_exit = True
+        caller.join(20)
     assert replies and replies[0].status_code == 200
     assert [r["index"] for r in replies[0].json()["results"]] == [1, 2, 0]
+
+
+def test_a_request_over_its_time_is_answered_503_and_the_service_goes_on():
+    import cohere
+    from cohere.errors import ServiceUnavailableError
+
+    app = create_app({"slow": Slow(1.0), "ref": "identity"}, api_keys=[KEY],
+                     limits=Limits(request_timeout=0.3))
+    with running(app) as (url, _):
+        client = cohere.ClientV2(api_key=KEY, base_url=url)
+        start = time.perf_counter()
+        with pytest.raises(ServiceUnavailableError) as err:
+            client.rerank(model="slow", query="q", documents=["a", "bb"], request_options={"max_retries": 0})
+        assert time.perf_counter() - start < 0.9  # answered at the limit, not when the model finished
+        assert "did not answer within 0.3 s" in str(err.value.body)
+        assert [r.index for r in client.rerank(model="ref", query="q", documents=["a", "bb"]).results] == [0, 1]
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="slow",status="503"} 1.0' in metrics
 
 
 def test_service_refuses_to_start_without_keys():
@@ -150,3 +175,124 @@ def test_service_refuses_to_start_without_keys():
 
     with pytest.raises(ConfigError, match="no-auth"):
         create_app({"ref": "identity"})
+
+
+@pytest.fixture(scope="module")
+def configured(tmp_path_factory, tiny_ce_path, tiny_bi_path):
+    """A config file with named models (one a fallback chain whose API is down), keys and an index."""
+    from rankrelay.retrieval import BM25Retriever, DenseRetriever
+    from rankrelay.testing import refused_url
+
+    root = tmp_path_factory.mktemp("configured")
+    DenseRetriever.build(DOCS, model=tiny_bi_path, device="cpu").save(root / "idx" / "dense")
+    BM25Retriever.build(DOCS).save(root / "idx" / "bm25")
+    down = refused_url()
+    config = root / "rankrelay.toml"
+    config.write_text(f"""
+device = "cpu"
+fallback = ["tei:{down}", "identity"]
+
+[service]
+api_keys = ["config-key"]
+index = "{root / 'idx'}"
+retrieve_k = 4
+max_documents = 50
+
+[service.models]
+tiny = "cross-encoder:{tiny_ce_path}"
+chain = ["tei:{down}", "cross-encoder:{tiny_ce_path}"]
+""")
+    return config
+
+
+def test_service_from_the_config_file_serves_chains_and_search(configured, tiny_ce_path):
+    import cohere
+
+    from rankrelay.rerankers import load_settings
+    from rankrelay.retrieval import TwoStageSearch, open_index
+    from rankrelay.server.app import create_app_from_settings
+
+    app = create_app_from_settings(load_settings(str(configured)))
+    local = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu")
+    with running(app) as (url, _):
+        client = cohere.ClientV2(api_key="config-key", base_url=url)
+        res = client.rerank(model="chain", query="why does a wing stall", documents=DOCS)
+        assert [r.index for r in res.results] == local.rerank("why does a wing stall", DOCS).indices
+        headers = {"Authorization": "Bearer config-key"}
+        assert [m["name"] for m in httpx.get(f"{url}/v1/models", headers=headers).json()["models"]] == ["tiny",
+                                                                                                        "chain"]
+        found = httpx.post(f"{url}/search", headers=headers, json={"query": "wing stall", "model": "tiny",
+                                                                   "top_n": 3})
+        assert found.status_code == 200, found.text
+        data = found.json()
+        expected = TwoStageSearch(open_index(configured.parent / "idx", device="cpu"), local, retrieve_k=4,
+                                  top_n=3)("wing stall")
+        assert [r["id"] for r in data["results"]] == expected.ids
+        assert [r["first_rank"] for r in data["results"]] == [m["first_rank"] for m in expected.movement]
+        assert data["results"][0]["document"]["text"] == DOCS[int(expected.ids[0])]
+        assert data["served_by"] == "cross-encoder" and data["num_candidates"] == 4
+        assert set(data["timings"]) == {"retrieve_ms", "rerank_ms", "total_ms"}
+        assert data["timings"]["total_ms"] >= data["timings"]["rerank_ms"] > 0
+        first = httpx.post(f"{url}/search", headers=headers, json={"query": "wing stall", "rerank": False}).json()
+        assert [r["first_rank"] for r in first["results"]] == [1, 2, 3, 4] and first["served_by"] == "hybrid"
+        assert httpx.post(f"{url}/search", headers=headers, json={"query": " "}).status_code == 400
+        over = httpx.post(f"{url}/search", headers=headers, json={"query": "wing", "retrieve_k": 51})
+        assert over.status_code == 422 and "over the limit of 50" in over.json()["message"]
+        assert httpx.post(f"{url}/search", json={"query": "wing"}).status_code == 401
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'rankrelay_fallbacks_total{backend="tei",model="chain"} 1.0' in metrics
+        assert 'rankrelay_requests_total{endpoint="/search",model="tiny",status="200"} 1.0' in metrics
+
+
+def test_model_options_pick_configured_chains_and_search_needs_an_index(configured, service):
+    from rankrelay import ConfigError
+    from rankrelay.rerankers import FallbackReranker, load_settings
+    from rankrelay.server.app import create_app_from_settings
+
+    settings = load_settings(str(configured))
+    app = create_app_from_settings(settings, {"api": "chain", "safe": "fallback", "ref": "identity"}, ["k2"])
+    served = app.state.rerankers
+    assert list(served) == ["api", "safe", "ref"]  # --model replaces the configured list
+    assert isinstance(served["api"], FallbackReranker) and served["api"].backends[1].name == "cross-encoder"
+    assert [b.name for b in served["safe"].backends] == ["tei", "identity"]
+    with pytest.raises(ConfigError, match="fallback"):
+        create_app_from_settings(settings.model_copy(update={"fallback": []}), {"x": "fallback"})
+    url, _ = service
+    missing = httpx.post(f"{url}/search", headers={"Authorization": f"Bearer {KEY}"}, json={"query": "wing"})
+    assert missing.status_code == 404 and "no index is configured" in missing.json()["message"]
+
+
+def test_rankrelay_serve_with_a_config_file(configured, tmp_path):
+    import os
+    import signal
+    import subprocess
+    import sys
+
+    import cohere
+
+    from rankrelay.testing import refused_url
+
+    port = int(refused_url().rsplit(":", 1)[1])
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RANKRELAY_")}
+    proc = subprocess.Popen([sys.executable, "-m", "rankrelay.cli", "serve", "--config", str(configured),
+                             "--port", str(port), "--model", "main=chain", "--api-key", "cli-key"],
+                            env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        deadline = time.monotonic() + 90
+        while time.monotonic() < deadline and proc.poll() is None:
+            try:
+                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            time.sleep(0.2)
+        assert proc.poll() is None, proc.stdout.read()
+        for key in ("cli-key", "config-key"):  # keys from the command line and from the file
+            client = cohere.ClientV2(api_key=key, base_url=f"http://127.0.0.1:{port}")
+            res = client.rerank(model="main", query="why does a wing stall", documents=DOCS, top_n=2)
+            assert len(res.results) == 2
+    finally:
+        proc.send_signal(signal.SIGINT)
+        output = proc.communicate(timeout=30)[0]
+    assert proc.returncode == 0, output
+    assert "cli-key" not in output and "config-key" not in output
