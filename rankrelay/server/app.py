@@ -127,15 +127,18 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
     if not keys and not allow_unauthenticated:
         raise ConfigError("no API keys configured: pass --api-key KEY, or --no-auth to serve without auth")
     limits = limits or Limits()
-    loaded: dict[str, Reranker] = {}  # one instance (one copy of the weights) per spec string
-    rerankers: dict[str, Reranker] = {}
-    for name, spec in models.items():
+    loaded: dict[str, Reranker] = {}  # one instance (one copy of the weights) per spec string, chains included
+
+    def load(spec: Any) -> Reranker:
         if isinstance(spec, str):
             if spec not in loaded:
                 loaded[spec] = load_reranker(spec, settings=settings)
-            rerankers[name] = loaded[spec]
-        else:
-            rerankers[name] = load_reranker(spec, settings=settings)
+            return loaded[spec]
+        if isinstance(spec, (list, tuple)):
+            spec = [load(item) if isinstance(item, str) else item for item in spec]
+        return load_reranker(spec, settings=settings)
+
+    rerankers: dict[str, Reranker] = {name: load(spec) for name, spec in models.items()}
     batchers = {
         name: DynamicBatcher(rr, limits.max_batch_docs, limits.max_wait_ms, limits.max_queue)
         for name, rr in rerankers.items()

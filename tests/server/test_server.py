@@ -254,6 +254,8 @@ def test_model_options_pick_configured_chains_and_search_needs_an_index(configur
     served = app.state.rerankers
     assert list(served) == ["api", "safe", "ref"]  # --model replaces the configured list
     assert isinstance(served["api"], FallbackReranker) and served["api"].backends[1].name == "cross-encoder"
+    shared = create_app_from_settings(settings, {"tiny": "tiny", "chain": "chain"}).state.rerankers
+    assert shared["chain"].backends[1] is shared["tiny"]  # one copy of the weights
     assert [b.name for b in served["safe"].backends] == ["tei", "identity"]
     with pytest.raises(ConfigError, match="fallback"):
         create_app_from_settings(settings.model_copy(update={"fallback": []}), {"x": "fallback"})
