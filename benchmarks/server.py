@@ -35,12 +35,22 @@ WORDS = ("boundary layer flow wing lift drag pressure shock wave supersonic heat
          "turbulent laminar separation angle attack model theory experiment").split()
 
 
+LENGTHS = "uniform"
+
+
 def docs(n: int, seed: int) -> list[str]:
-    """``n`` distinct 30-word documents (distinct, so that no deduplication shortens the work)."""
+    """``n`` distinct documents (distinct, so that no deduplication shortens the work).
+
+    ``uniform``: 30 words each; ``varied``: log-normal lengths (median 74 words, 8 to 300), like abstracts.
+    """
     import random
 
     rng = random.Random(seed)
-    return [f"document {seed}-{i} " + " ".join(rng.choice(WORDS) for _ in range(30)) for i in range(n)]
+    out = []
+    for i in range(n):
+        words = 30 if LENGTHS == "uniform" else min(300, max(8, int(rng.lognormvariate(4.3, 0.6))))
+        out.append(f"document {seed}-{i} " + " ".join(rng.choice(WORDS) for _ in range(words)))
+    return out
 
 
 def free_port() -> int:
@@ -112,11 +122,15 @@ def main() -> None:
     parser.add_argument("--model", help="cross-encoder path (default: MiniLM-L6 from the bundled weights)")
     parser.add_argument("--requests", type=int, default=96, help="requests per small-request row")
     parser.add_argument("--memory-requests", type=int, default=10_000)
+    parser.add_argument("--lengths", choices=("uniform", "varied"), default="uniform",
+                        help="document lengths: all 30 words, or log-normal like abstracts")
     args = parser.parse_args()
+    global LENGTHS
+    LENGTHS = args.lengths
     model = args.model or build_minilm_cross_encoder(Path(tempfile.gettempdir()) / "rankrelay-bench-minilm-ce")
     console = Console(width=140)
 
-    table = Table(title="rerank service, loopback, load from a second process (MiniLM-L6, CPU)")
+    table = Table(title=f"rerank service, loopback, load from a second process (MiniLM-L6, CPU, {LENGTHS} lengths)")
     for col in ("batching", "docs/request", "clients", "requests", "req/s", "p50 ms", "p95 ms"):
         table.add_column(col, justify="right")
     throughput: dict[tuple[bool, int, int], float] = {}

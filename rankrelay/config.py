@@ -115,7 +115,7 @@ class Settings(BaseSettings):
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     batch_size: int = Field(32, ge=1, description="pairs per forward pass")
     max_length: int | None = Field(None, ge=8, description="model window in tokens (default: the model's)")
-    normalize: Literal["rank", "sigmoid", "minmax", "zscore", "none"] = "rank"
+    normalize: Literal["rank", "sigmoid", "minmax", "zscore", "none", "calibrated"] = "rank"
     top_n: int | None = Field(None, ge=1, description="default number of results kept")
     long_documents: Literal["passages", "truncate", "error"] = "passages"
     passage_overlap: int = Field(32, ge=0, description="tokens shared by consecutive passages")

@@ -14,14 +14,14 @@ Example:
 from __future__ import annotations
 
 import math
-from collections.abc import Hashable, Sequence
+from collections.abc import Callable, Hashable, Sequence
 from typing import Literal
 
 from rankrelay.errors import ConfigError, InvalidInputError
 from rankrelay.results import RankedDocument, RerankResult
 
-Normalization = Literal["rank", "sigmoid", "minmax", "zscore", "none"]
-NORMALIZATIONS: tuple[str, ...] = ("rank", "sigmoid", "minmax", "zscore", "none")
+Normalization = Literal["rank", "sigmoid", "minmax", "zscore", "none", "calibrated"]
+NORMALIZATIONS: tuple[str, ...] = ("rank", "sigmoid", "minmax", "zscore", "none", "calibrated")
 FUSION_METHODS: tuple[str, ...] = ("rrf", "weighted")
 
 
@@ -47,13 +47,16 @@ def _sigmoid(x: float) -> float:
     return e / (1.0 + e)
 
 
-def normalize(scores: Sequence[float], method: str = "rank") -> list[float]:
+def normalize(
+    scores: Sequence[float], method: str = "rank", calibration: Callable[[Sequence[float]], list[float]] | None = None
+) -> list[float]:
     """Normalize scores given in ranked order (best first).
 
     Args:
         scores: raw scores, best first (rank 1 first).
         method: ``rank`` (1 - (rank-1)/n), ``sigmoid``, ``minmax`` (all-equal -> 1.0),
-            ``zscore`` (zero spread -> 0.0) or ``none``.
+            ``zscore`` (zero spread -> 0.0), ``none``, or ``calibrated`` (a model's fitted
+            :class:`~rankrelay.calibration.Calibration`, given as ``calibration``).
 
     Returns:
         One normalized value per score, in the same order.
@@ -68,6 +71,10 @@ def normalize(scores: Sequence[float], method: str = "rank") -> list[float]:
         return [_sigmoid(s) for s in scores]
     if method == "none":
         return [float(s) for s in scores]
+    if method == "calibrated":
+        if calibration is None:
+            raise ConfigError("normalize='calibrated' needs a model with a fitted calibration (rankrelay train)")
+        return list(calibration(scores))
     finite = [s for s in scores if math.isfinite(s)]
     if method == "minmax":
         lo, hi = (min(finite), max(finite)) if finite else (0.0, 0.0)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 from time import perf_counter
 from typing import Any, Protocol, runtime_checkable
 
-from rankrelay.errors import EmptyQueryError, InvalidInputError
+from rankrelay.errors import ConfigError, EmptyQueryError, InvalidInputError
 from rankrelay.results import Document, DocumentLike, RankedDocument, RerankResult, to_documents
 from rankrelay.scoring import check_normalization, normalize, order_by_score
 
@@ -97,13 +97,14 @@ def build_result(
     normalization: str,
     top_n: int | None,
     timings: dict[str, float],
+    calibration: Any = None,
 ) -> RerankResult:
     """Order documents by score (ties by index), normalize over all of them, then cut to ``top_n``."""
     scores = scored.scores
     if len(scores) != len(docs):
         raise RuntimeError(f"{backend} returned {len(scores)} scores for {len(docs)} documents")
     order = order_by_score(scores)
-    normalized = normalize([float(scores[i]) for i in order], normalization)
+    normalized = normalize([float(scores[i]) for i in order], normalization, calibration)
     if top_n is not None:
         order = order[:top_n]
     passages, truncated = scored.passages, scored.truncated
@@ -145,8 +146,15 @@ class BaseReranker(ABC):
     name: str = "base"
     model: str | None = None
 
+    #: a fitted score -> probability map, for ``normalize="calibrated"`` (set by models that carry one)
+    calibration: Any = None
+    supports_calibration = False
+
     def __init__(self, *, normalize: str = "rank") -> None:
         self.normalize = check_normalization(normalize)
+        if normalize == "calibrated" and not self.supports_calibration:
+            raise ConfigError(f"the {self.name} backend has no calibration; normalize='calibrated' is for "
+                              "cross-encoders trained by rankrelay train")
 
     def __repr__(self) -> str:
         model = f" model={self.model!r}" if self.model else ""
@@ -217,7 +225,7 @@ class BaseReranker(ABC):
         return [
             build_result(
                 q, d, s, backend=self.name, model=self.model, normalization=self.normalize,
-                top_n=top_n, timings=dict(timings),
+                top_n=top_n, timings=dict(timings), calibration=self.calibration,
             )
             for q, d, s in zip(queries, docs, by_request)
         ]

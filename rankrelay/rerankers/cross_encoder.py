@@ -13,11 +13,13 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
+from pathlib import Path
 from typing import Any
 
 from rankrelay._optional import import_optional
+from rankrelay.calibration import CALIBRATION_FILE, Calibration
 from rankrelay.config import PRESETS
-from rankrelay.errors import ModelLoadError
+from rankrelay.errors import ConfigError, ModelLoadError
 from rankrelay.hub import ResolvedModel
 from rankrelay.rerankers.local import LocalModelReranker, model_window
 from rankrelay.rerankers.passages import PassagePlanner
@@ -34,6 +36,7 @@ class CrossEncoderReranker(LocalModelReranker):
     """
 
     name = "cross-encoder"
+    supports_calibration = True
 
     def __init__(self, model: str, *, activation: str = "sigmoid", preset: str | None = None, **options: Any) -> None:
         super().__init__(model, **options)
@@ -53,6 +56,11 @@ class CrossEncoderReranker(LocalModelReranker):
         if self.max_length is None and self.preset is not None:
             window = min(window, PRESETS[self.preset].max_length)
         encoder.max_seq_length = window
+        folder = Path(resolved.location)
+        self.calibration = Calibration.load(folder) if folder.is_dir() else None
+        if self.normalize == "calibrated" and self.calibration is None:
+            raise ConfigError(f"{self.model!r} has no {CALIBRATION_FILE}: normalize='calibrated' needs a model "
+                              "trained by 'rankrelay train' (or use normalize='sigmoid')")
         return encoder
 
     def _make_planner(self, encoder: Any) -> PassagePlanner:

@@ -148,6 +148,9 @@ class FallbackReranker:
             raise ConfigError("a fallback chain needs a non-empty list of backends")
         if normalize != "backend":
             check_normalization(normalize)
+        if normalize == "calibrated":
+            raise ConfigError("a chain cannot calibrate scores of different backends; give each backend "
+                              "normalize='calibrated' and the chain normalize='backend'")
         self.backends: list[Reranker] = [_load(item) for item in chain]
         self.breakers = [CircuitBreaker(failure_threshold, reset_timeout) for _ in self.backends]
         self.hedge_after_ms = hedge_after_ms
