@@ -293,6 +293,10 @@ def train(
     base: Annotated[str, typer.Option(help="Hugging Face encoder or cross-encoder (id, alias or path).")] = (
         "all-minilm-l6"),
     negatives: Annotated[str, typer.Option(help="Hard negatives from dense, bm25 or hybrid.")] = "dense",
+    retriever_model: Annotated[
+        str, typer.Option(help="Bi-encoder of the first stage (negatives, teacher, dev/test candidates).")
+    ] = "all-minilm-l6",
+    depth: Annotated[int, typer.Option(min=1, help="First-stage candidates per query.")] = 100,
     negatives_per_query: Annotated[int, typer.Option(min=1)] = 12,
     random_share: Annotated[float, typer.Option(min=0, max=1, help="Share of negatives drawn at random.")] = 0.25,
     skip_top: Annotated[int, typer.Option(min=0, help="Unjudged top candidates not used as negatives.")] = 0,
@@ -320,6 +324,7 @@ def train(
     try:
         report = run_training(
             dataset, out, base=base, negatives=negatives, negatives_per_query=negatives_per_query,
+            retriever_model=retriever_model, depth=depth,
             random_share=random_share, skip_top=skip_top, epochs=epochs, max_length=max_length, loss=loss,
             teacher=teacher, pseudo_queries=pseudo_queries, split=split, seed=seed, learning_rate=learning_rate,
             batch_size=batch_size, max_minutes=max_minutes, calibration=calibration, device=device,

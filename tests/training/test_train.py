@@ -81,8 +81,8 @@ def test_training_lists_mix_positives_hard_and_random_negatives(beir, trained):
     data = load_beir(beir)
     candidates = read_trec(out / "candidates.trec")
     teacher = json.loads((out / "teacher.json").read_text())
-    lists = build_lists(data, load_split(out, "train")[:3], candidates, negatives=6, random_share=0.5, skip_top=1, max_positives=8,
-                        seed=0, teacher=teacher, temperature=0.05, boost=1.0)
+    lists = build_lists(data, load_split(out, "train")[:3], candidates, negatives=6, random_share=0.5, skip_top=1,
+                        max_positives=8, seed=0, teacher=teacher, temperature=0.05, boost=1.0)
     for t in lists:
         q, positive = t.qid, f"d{t.qid[1:]}"
         assert t.ids[0] == positive and t.grades == [2] + [0] * 6 and len(set(t.ids)) == 7
@@ -124,6 +124,20 @@ def test_calibration_card_and_report(trained):
     assert report["test"]["ece_calibrated"] is not None
 
 
+def test_the_harness_reports_calibration_error_before_and_after(beir, trained):
+    from rankrelay.evaluation import compare
+
+    out, _ = trained
+    spec = f"cross-encoder:{out}"
+    c = compare(beir, str(out / "test-candidates.trec"), [
+        {"spec": spec, "name": "sigmoid", "normalize": "sigmoid", "device": "cpu"},
+        {"spec": spec, "name": "calibrated", "normalize": "calibrated", "device": "cpu"},
+        {"spec": spec, "name": "by-rank", "device": "cpu"}], queries=load_split(out, "test"), progress=False)
+    assert set(c.calibration) == {"sigmoid", "calibrated"}  # rank-normalized scores are not probabilities
+    assert all(0.0 <= v["ece"] <= 1.0 and v["pairs"] > 0 for v in c.calibration.values())
+    assert c.metrics["sigmoid"]["ndcg@10"] == c.metrics["calibrated"]["ndcg@10"]  # a monotone map keeps the order
+
+
 def test_resume_continues_from_the_last_checkpoint(beir, tmp_path, tiny_bi_path):
     out = tmp_path / "resumable"
     opts = {**OPTIONS, "epochs": 2}
@@ -142,3 +156,28 @@ def test_bad_options_and_a_different_split_are_refused(beir, trained, tiny_bi_pa
         train(beir, out, loss="pairwise")
     with pytest.raises(ConfigError, match="different split"):
         train(beir, out, base=tiny_bi_path, seed=3)
+
+
+def test_train_and_bench_on_the_test_split_from_the_command_line(beir, tmp_path, tiny_bi_path):
+    from typer.testing import CliRunner
+
+    from rankrelay.cli import app
+
+    runner = CliRunner()
+    out = tmp_path / "cli-model"
+    done = runner.invoke(app, ["train", "--dataset", str(beir), "--out", str(out), "--base", tiny_bi_path,
+                               "--retriever-model", tiny_bi_path, "--max-length", "48", "--epochs", "1",
+                               "--negatives", "bm25", "--depth", "20", "--pseudo-queries", "0", "--no-teacher",
+                               "--loss", "bce", "--calibration", "isotonic"])
+    assert done.exit_code == 0, done.output
+    assert "test (5 queries)" in done.output and (out / "calibration.json").exists()
+    assert json.loads((out / "calibration.json").read_text())["method"] == "isotonic"
+    report = tmp_path / "report"
+    bench = runner.invoke(app, ["bench", "--dataset", str(beir), "--candidates", str(out / "test-candidates.trec"),
+                                "--backends", f"identity,cross-encoder:{out}",
+                                "--split-file", str(out / "split.json"), "--queries", "test", "--out", str(report)])
+    assert bench.exit_code == 0, bench.output
+    data = json.loads((report / "report.json").read_text())
+    assert data["queries"] == len(load_split(out, "test")) == 5
+    bad = runner.invoke(app, ["bench", "--dataset", str(beir), "--backends", "identity", "--queries", "test"])
+    assert bad.exit_code == 2 and "--split-file" in bad.output
