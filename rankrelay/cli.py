@@ -166,12 +166,15 @@ def demo(
     ] = None,
     questions: Annotated[int, typer.Option(min=1, help="How many example questions (or dataset queries).")] = 4,
     rebuild: Annotated[bool, typer.Option(help="Rebuild the cached index.")] = False,
+    model: Annotated[
+        str | None, typer.Option(help="A cross-encoder from 'rankrelay train' (default: models/<dataset name>).")
+    ] = None,
 ) -> None:
     """Two-stage search (hybrid retrieval, then a fallback chain of rerankers) on a real corpus, offline."""
     from rankrelay.demo import run_demo
 
     try:
-        run_demo(console, dataset, questions, rebuild)
+        run_demo(console, dataset, questions, rebuild, model)
     except RankRelayError as exc:
         raise _fail(exc) from None
 

