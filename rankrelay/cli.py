@@ -295,6 +295,8 @@ def train(
     out: Annotated[Path, typer.Option(help="Folder for the model, split.json, calibration and model card.")],
     base: Annotated[str, typer.Option(help="Hugging Face encoder or cross-encoder (id, alias or path).")] = (
         "all-minilm-l6"),
+    head: Annotated[str, typer.Option(help="Fresh head on the [CLS] token (cls) or the mean of tokens (mean).")] = (
+        "cls"),
     negatives: Annotated[str, typer.Option(help="Hard negatives from dense, bm25 or hybrid.")] = "dense",
     retriever_model: Annotated[
         str, typer.Option(help="Bi-encoder of the first stage (negatives, teacher, dev/test candidates).")
@@ -326,7 +328,7 @@ def train(
 
     try:
         report = run_training(
-            dataset, out, base=base, negatives=negatives, negatives_per_query=negatives_per_query,
+            dataset, out, base=base, head=head, negatives=negatives, negatives_per_query=negatives_per_query,
             retriever_model=retriever_model, depth=depth,
             random_share=random_share, skip_top=skip_top, epochs=epochs, max_length=max_length, loss=loss,
             teacher=teacher, pseudo_queries=pseudo_queries, split=split, seed=seed, learning_rate=learning_rate,

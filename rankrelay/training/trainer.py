@@ -38,6 +38,7 @@ from rankrelay.training.split import parse_fractions, split_queries
 
 logger = logging.getLogger(__name__)
 LOSSES = ("listwise", "bce")
+HEADS = ("cls", "mean")
 
 
 @dataclass(slots=True)
@@ -45,6 +46,7 @@ class TrainOptions:
     """Every option of :func:`train` (the defaults are the recipe that won on Cranfield; see the README)."""
 
     base: str = "all-minilm-l6"
+    head: str = "cls"
     negatives: str = "dense"
     negatives_per_query: int = 12
     random_share: float = 0.25
@@ -73,6 +75,8 @@ class TrainOptions:
     extra: dict[str, Any] = field(default_factory=dict)
 
     def check(self) -> None:
+        if self.head not in HEADS:
+            raise ConfigError(f"head must be one of {', '.join(HEADS)}, got {self.head!r}")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.negatives not in NEGATIVE_SOURCES:
@@ -101,7 +105,9 @@ def _loss(model: Any, loss: str, batch_size: int) -> Any:
     return losses.BinaryCrossEntropyLoss(model)
 
 
-def _load_base(base: str, max_length: int, device: str, seed: int) -> Any:
+def _load_base(base: str, max_length: int, device: str, seed: int, head: str = "cls") -> Any:
+    """The base encoder with a fresh 1-logit head: ``cls`` (the pooled [CLS] token, as in BERT's sequence
+    classification) or ``mean`` (mean of the token states, as a sentence-transformers bi-encoder is trained)."""
     import torch
     from sentence_transformers import CrossEncoder
 
@@ -110,7 +116,18 @@ def _load_base(base: str, max_length: int, device: str, seed: int) -> Any:
     resolved = resolve_model(base)
     torch.manual_seed(seed)  # the fresh head's initial weights
     kwargs = {"local_files_only": True} if resolved.local else {}
-    return CrossEncoder(resolved.location, num_labels=1, max_length=max_length, device=device, **kwargs)
+    if head == "cls":
+        return CrossEncoder(resolved.location, num_labels=1, max_length=max_length, device=device, **kwargs)
+    from sentence_transformers.base.modules import Dense, Transformer
+    from sentence_transformers.sentence_transformer.modules.pooling import Pooling
+
+    encoder = Transformer(resolved.location, transformer_task="feature-extraction", max_seq_length=max_length,
+                          model_kwargs=kwargs, processor_kwargs=kwargs, config_kwargs=kwargs)
+    width = encoder.get_embedding_dimension() if hasattr(encoder, "get_embedding_dimension") else (
+        encoder.model.config.hidden_size)
+    return CrossEncoder(modules=[encoder, Pooling(width, "mean"),
+                                 Dense(width, 1, activation_function=torch.nn.Identity(), module_output_name="scores")],
+                        device=device)
 
 
 def _candidates(out: Path, data: Any, queries: dict[str, str], opts: TrainOptions) -> tuple[dict[str, Ranking], Any]:
@@ -179,7 +196,7 @@ def train(dataset: str | os.PathLike[str], out: str | os.PathLike[str], **option
     logger.info("%d training lists (%d pseudo-queries), %d pairs", len(lists), sum(t.pseudo for t in lists),
                 sum(len(t.docs) for t in lists))
 
-    model = _load_base(opts.base, opts.max_length, opts.device, opts.seed)
+    model = _load_base(opts.base, opts.max_length, opts.device, opts.seed, opts.head)
     train_set = _datasets(lists, opts.loss)
     dev = DevEvaluator(data, split["dev"], candidates, batch_size=64)
     per_epoch = max(1, -(-len(train_set) // opts.batch_size))
