@@ -53,7 +53,7 @@ def write_plots(c: Comparison, folder: Path, metric: str = "ndcg@10") -> list[Pa
     means = [c.metrics[n][metric] for n in names]
     cis = [confidence_interval(list(c.per_query[n][metric].values())) for n in names]
     errors = [[m - lo for m, (lo, _) in zip(means, cis)], [hi - m for m, (_, hi) in zip(means, cis)]]
-    ax.bar(names, means, yerr=errors, capsize=4, color="#4C72B0")
+    ax.bar([_short(n) for n in names], means, yerr=errors, capsize=4, color="#4C72B0")
     ax.set_ylabel(f"{metric} (mean, 95% CI)")
     ax.set_title(f"{c.dataset}: {len(c.queries)} queries, {c.candidates} candidates")
     ax.tick_params(axis="x", rotation=20)
@@ -66,7 +66,8 @@ def write_plots(c: Comparison, folder: Path, metric: str = "ndcg@10") -> list[Pa
     base = c.per_query[BASELINE][metric]
     for n in names:
         if n != BASELINE:
-            ax.hist([c.per_query[n][metric][q] - base[q] for q in base], bins=21, range=(-1, 1), alpha=0.5, label=n)
+            ax.hist([c.per_query[n][metric][q] - base[q] for q in base], bins=21, range=(-1, 1), alpha=0.5,
+                    label=_short(n))
     ax.axvline(0, color="black", linewidth=0.8)
     ax.set_xlabel(f"per-query {metric} minus first stage")
     ax.set_ylabel("queries")
@@ -80,7 +81,7 @@ def write_plots(c: Comparison, folder: Path, metric: str = "ndcg@10") -> list[Pa
     for n in names:
         if n in c.latency and c.latency[n]:
             ax.scatter(c.latency[n]["p50_ms"], c.metrics[n][metric], s=60)
-            ax.annotate(n, (c.latency[n]["p50_ms"], c.metrics[n][metric]), textcoords="offset points",
+            ax.annotate(_short(n), (c.latency[n]["p50_ms"], c.metrics[n][metric]), textcoords="offset points",
                         xytext=(5, 5))
     ax.set_xscale("log")
     ax.set_xlabel("p50 latency per query, ms (log)")
@@ -90,3 +91,8 @@ def write_plots(c: Comparison, folder: Path, metric: str = "ndcg@10") -> list[Pa
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
     return paths
+
+
+def _short(name: str, width: int = 28) -> str:
+    """A backend name short enough for a figure (long model paths keep their end)."""
+    return name if len(name) <= width else "…" + name[-(width - 1):]
