@@ -21,6 +21,7 @@ from rankrelay.calibration import CALIBRATION_FILE, Calibration
 from rankrelay.config import PRESETS
 from rankrelay.errors import ConfigError, ModelLoadError
 from rankrelay.hub import ResolvedModel
+from rankrelay.rerankers.buckets import length_buckets
 from rankrelay.rerankers.local import LocalModelReranker, model_window
 from rankrelay.rerankers.passages import PassagePlanner
 
@@ -69,16 +70,20 @@ class CrossEncoderReranker(LocalModelReranker):
     def _score_pairs(self, pairs: list[tuple[str, str]]) -> Sequence[float]:
         import torch
 
-        raw = self._encoder.predict(
-            pairs,
-            batch_size=self.batch_size,
-            activation_fn=torch.nn.Identity(),
-            show_progress_bar=False,
-            convert_to_numpy=True,
-        )
-        if raw.ndim == 2:
-            raw = raw[:, 1] - raw[:, 0]
-        return raw.tolist()
+        scores = [0.0] * len(pairs)
+        for batch in length_buckets([len(q) + len(d) for q, d in pairs], self.batch_size):
+            raw = self._encoder.predict(
+                [pairs[i] for i in batch],
+                batch_size=len(batch),  # one forward pass of pairs of similar length
+                activation_fn=torch.nn.Identity(),
+                show_progress_bar=False,
+                convert_to_numpy=True,
+            )
+            if raw.ndim == 2:
+                raw = raw[:, 1] - raw[:, 0]
+            for i, score in zip(batch, raw.tolist()):
+                scores[i] = score
+        return scores
 
 
 def from_spec(model: str | None, **options: Any) -> CrossEncoderReranker:

@@ -63,8 +63,27 @@ def test_duplicate_pairs_are_scored_once(tiny_ce_path):
     predict = rr.encoder.predict
     rr.encoder.predict = lambda pairs, **kw: (seen.append(list(pairs)), predict(pairs, **kw))[1]
     res = rr.rerank_batch([(QUERY, [DOCS[0], DOCS[0], DOCS[1]]), (QUERY, [DOCS[1]])])
-    assert sorted(seen[0]) == sorted([(QUERY, DOCS[0]), (QUERY, DOCS[1])])
+    assert sorted(p for call in seen for p in call) == sorted([(QUERY, DOCS[0]), (QUERY, DOCS[1])])
     assert res[0][0].score == res[0][1].score or res[0][1].score == res[0][2].score
+
+
+def test_mixed_lengths_go_in_length_buckets_without_mixing_up_scores(tiny_ce_path, raw_ce):
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", batch_size=4)
+    rr.warm_up()
+    calls = []
+    predict = rr.encoder.predict
+    rr.encoder.predict = lambda pairs, **kw: (calls.append(list(pairs)), predict(pairs, **kw))[1]
+    rng = random.Random(3)
+    requests = [(f"{QUERY} {q}", [long_text(rng.choice([3, 4, 30, 5, 12]), seed=q * 10 + i) for i in range(6)])
+                for q in range(3)]
+    results = rr.rerank_batch(requests)
+    assert sum(len(c) for c in calls) == 18 and max(len(c) for c in calls) <= 4
+    for call in calls:  # no forward pass pads a short pair to a much longer one
+        lengths = [len(q) + len(d) for q, d in call]
+        assert min(lengths) >= 0.75 * max(lengths)
+    for (query, docs), res in zip(requests, results):  # each score is its own pair's, whatever the grouping
+        alone = raw_ce([(query, d) for d in docs])
+        assert [r.score for r in sorted(res, key=lambda r: r.index)] == pytest.approx(alone, abs=1e-5)
 
 
 @pytest.mark.parametrize("method", ["rank", "sigmoid", "minmax", "zscore", "none"])
