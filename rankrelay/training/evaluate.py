@@ -45,7 +45,6 @@ class DevEvaluator(BaseEvaluator):
         self.batch_size = batch_size
         self.greater_is_better = True
         self.primary_metric = "ndcg@10"
-        self.curve: list[tuple[int, float]] = []
         self.last_scores: dict[str, list[float]] = {}
 
     def rankings(self, model: Any) -> dict[str, Ranking]:
@@ -69,7 +68,6 @@ class DevEvaluator(BaseEvaluator):
         if not self.query_ids:
             return {"dev_ndcg@10": 0.0}
         value = evaluate(self.data.qrels, self.rankings(model), "dev", ["ndcg@10"])[0]["ndcg@10"]
-        self.curve.append((steps, value))
         logger.info("dev nDCG@10 at step %s: %.4f", steps, value)
         self.primary_metric = "dev_ndcg@10"
         return {"dev_ndcg@10": value}
@@ -82,23 +80,50 @@ class DevEvaluator(BaseEvaluator):
         return "rankrelay dev reranking"
 
 
-class TimeLimit(TrainerCallback):
-    """Stop training (after a last evaluation and save) once ``minutes`` have passed."""
+TRAIN_TIME_FILE = "rankrelay_train_s.json"
 
-    def __init__(self, minutes: float | None) -> None:
+
+class TimeLimit(TrainerCallback):
+    """Stop training (after a last evaluation and save) once ``minutes`` have passed in all.
+
+    ``before`` is the training time of earlier runs (a resumed run counts it); each checkpoint keeps the
+    total so far in ``rankrelay_train_s.json``.
+    """
+
+    def __init__(self, minutes: float | None, before: float = 0.0) -> None:
         self.limit = None if minutes is None else minutes * 60.0
+        self.before = before
         self.start = time.perf_counter()
+
+    @property
+    def elapsed(self) -> float:
+        """Training seconds so far, earlier runs included."""
+        return self.before + time.perf_counter() - self.start
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         self.start = time.perf_counter()
 
+    def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"
+        if folder.is_dir():
+            (folder / TRAIN_TIME_FILE).write_text(json.dumps({"train_s": self.elapsed}))
+
     def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> Any:
-        if self.limit is not None and time.perf_counter() - self.start > self.limit:
+        if self.limit is not None and self.elapsed > self.limit:
             logger.warning("time limit of %.0f min reached at step %d; stopping", self.limit / 60, state.global_step)
             control.should_training_stop = True
             control.should_evaluate = True
             control.should_save = True
         return control
+
+
+def dev_curve(history: list[dict[str, Any]]) -> list[tuple[int, float]]:
+    """(step, dev nDCG@10) of every evaluation, those before a resume included (the trainer restores them)."""
+    curve: dict[int, float] = {}
+    for h in history:
+        if "eval_dev_ndcg@10" in h:
+            curve[int(h["step"])] = float(h["eval_dev_ndcg@10"])
+    return sorted(curve.items())
 
 
 def _labelled(data: BeirDataset, rankings: dict[str, Ranking]) -> tuple[list[float], list[int]]:
@@ -131,7 +156,7 @@ def finish(out: Path, data: BeirDataset, split: dict[str, list[str]], candidates
     test_rankings = test.rankings(model)
     report: dict[str, Any] = {"options": opts_dict, "timings": timings, "split": {k: len(v) for k, v in split.items()},
                               "train_lists": len(lists), "pseudo_lists": sum(t.pseudo for t in lists),
-                              "dev_curve": dev.curve, "dev": {"ndcg@10": dev_ndcg},
+                              "dev_curve": dev_curve(history), "dev": {"ndcg@10": dev_ndcg},
                               "history": [h for h in history if "loss" in h or "eval_dev_ndcg@10" in h]}
     if test_rankings:
         first = {q: candidates[q] for q in test_rankings}

@@ -148,6 +148,10 @@ def test_resume_continues_from_the_last_checkpoint(beir, tmp_path, tiny_bi_path)
     second = train(beir, out, base=tiny_bi_path, retriever_model=tiny_bi_path, **opts)
     assert second["timings"]["resumed_from"] is not None
     assert second["timings"]["steps"] == 2 * first["timings"]["steps"]
+    # the report covers both runs: the first run's evaluations and training time are not lost
+    first_steps = {step for step, _ in first["dev_curve"]}
+    assert first_steps and first_steps < {step for step, _ in second["dev_curve"]}
+    assert second["timings"]["train_s"] > second["timings"]["train_s_this_run"]
 
 
 def test_bad_options_and_a_different_split_are_refused(beir, trained, tiny_bi_path):
