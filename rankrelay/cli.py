@@ -317,6 +317,7 @@ def train(
     learning_rate: Annotated[float, typer.Option("--lr")] = 1e-4,
     batch_size: Annotated[int, typer.Option(min=1, help="Queries (lists) per step.")] = 4,
     max_minutes: Annotated[float | None, typer.Option(help="Stop training after this long.")] = None,
+    evals_per_epoch: Annotated[int, typer.Option(min=1, help="Dev evaluations (and checkpoints) per epoch.")] = 2,
     calibration: Annotated[str, typer.Option(help="platt or isotonic (fitted on dev).")] = "platt",
     device: Annotated[str, typer.Option()] = "cpu",
 ) -> None:
@@ -332,8 +333,9 @@ def train(
             retriever_model=retriever_model, depth=depth,
             random_share=random_share, skip_top=skip_top, epochs=epochs, max_length=max_length, loss=loss,
             teacher=teacher, pseudo_queries=pseudo_queries, split=split, seed=seed, learning_rate=learning_rate,
-            batch_size=batch_size, max_minutes=max_minutes, calibration=calibration, device=device,
-            progress=console.is_terminal, command="rankrelay " + shlex.join(sys.argv[1:]),
+            batch_size=batch_size, max_minutes=max_minutes, evals_per_epoch=evals_per_epoch,
+            calibration=calibration, device=device, progress=console.is_terminal,
+            command="rankrelay " + shlex.join(sys.argv[1:]),
         )
     except RankRelayError as exc:
         raise _fail(exc) from None

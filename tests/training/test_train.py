@@ -174,11 +174,13 @@ def test_train_and_bench_on_the_test_split_from_the_command_line(beir, tmp_path,
     done = runner.invoke(app, ["train", "--dataset", str(beir), "--out", str(out), "--base", tiny_bi_path,
                                "--retriever-model", tiny_bi_path, "--max-length", "48", "--epochs", "1",
                                "--negatives", "bm25", "--depth", "20", "--pseudo-queries", "0", "--no-teacher",
-                               "--loss", "bce", "--calibration", "isotonic", "--head", "mean"])
+                               "--loss", "bce", "--calibration", "isotonic", "--head", "mean",
+                               "--evals-per-epoch", "3"])
     assert done.exit_code == 0, done.output
     assert "test (5 queries)" in done.output and (out / "calibration.json").exists()
     assert json.loads((out / "calibration.json").read_text())["method"] == "isotonic"
     assert (out / "1_Pooling").is_dir()  # the mean-pooling head, saved as sentence-transformers modules
+    assert json.loads((out / "train_report.json").read_text())["options"]["evals_per_epoch"] == 3
     report = tmp_path / "report"
     bench = runner.invoke(app, ["bench", "--dataset", str(beir), "--candidates", str(out / "test-candidates.trec"),
                                 "--backends", f"identity,cross-encoder:{out}",
