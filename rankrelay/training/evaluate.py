@@ -95,6 +95,13 @@ class TimeLimit(TrainerCallback):
         self.before = before
         self.start = time.perf_counter()
 
+    @classmethod
+    def resuming(cls, minutes: float | None, checkpoint: str | None) -> TimeLimit:
+        """A clock that goes on from the training time saved in ``checkpoint`` (none: from zero)."""
+        saved = Path(checkpoint) / TRAIN_TIME_FILE if checkpoint else None
+        before = json.loads(saved.read_text())["train_s"] if saved is not None and saved.exists() else 0.0
+        return cls(minutes, before=before)
+
     @property
     def elapsed(self) -> float:
         """Training seconds so far, earlier runs included."""

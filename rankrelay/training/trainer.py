@@ -166,7 +166,7 @@ def train(dataset: str | os.PathLike[str], out: str | os.PathLike[str], **option
     """
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
 
-    from rankrelay.training.evaluate import TRAIN_TIME_FILE, DevEvaluator, TimeLimit, finish
+    from rankrelay.training.evaluate import DevEvaluator, TimeLimit, finish
 
     opts = TrainOptions(**options)
     opts.check()
@@ -211,22 +211,18 @@ def train(dataset: str | os.PathLike[str], out: str | os.PathLike[str], **option
     )
     checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     resume = str(checkpoints[-1]) if checkpoints else None
-    before = 0.0
     if resume:
         logger.info("resuming from %s", resume)
-        saved = Path(resume) / TRAIN_TIME_FILE
-        before = json.loads(saved.read_text())["train_s"] if saved.exists() else 0.0
-    clock = TimeLimit(opts.max_minutes, before=before)
+    clock = TimeLimit.resuming(opts.max_minutes, resume)
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train_set,
                                   loss=_loss(model, opts.loss, opts.batch_size), evaluator=dev, callbacks=[clock])
-    train_start = time.perf_counter()
     trainer.train(resume_from_checkpoint=resume)
-    train_seconds = time.perf_counter() - train_start
+    train_seconds = clock.elapsed - clock.before
     model.save_pretrained(str(out))
     per_row = sum(len(t.docs) for t in lists) / len(lists) if opts.loss == "listwise" else 1.0
     steps = trainer.state.global_step - (int(resume.rsplit("-", 1)[1]) if resume else 0)
-    timings = {"prepare_s": prepared - started, "train_s": before + train_seconds, "train_s_this_run": train_seconds,
-               "steps": trainer.state.global_step,
+    timings = {"prepare_s": prepared - started, "train_s": clock.before + train_seconds,
+               "train_s_this_run": train_seconds, "steps": trainer.state.global_step,
                "pairs_per_s": steps * opts.batch_size * per_row / train_seconds if train_seconds > 0 else 0.0,
                "resumed_from": resume}
     return finish(out, data, split, candidates, dev, trainer.state.log_history, opts_dict=asdict(opts),
