@@ -5,6 +5,7 @@ import random
 import numpy as np
 import pytest
 from conftest import MAX_LEN, WORDS
+from numerics import assert_ranking_follows, assert_scores_close, expected_order
 
 from rankrelay import QueryTooLongError, load_reranker
 
@@ -27,10 +28,9 @@ def cosine(model, query, texts):
 def test_scores_are_cosine_similarities(bi):
     res = bi.rerank(QUERY, DOCS)
     expected = cosine(bi.encoder, QUERY, DOCS)
-    order = sorted(range(len(DOCS)), key=lambda i: (-expected[i], i))
-    assert order != list(range(len(DOCS)))
-    assert res.indices == order
-    assert [r.score for r in res] == pytest.approx([expected[i] for i in order], abs=1e-5)
+    assert expected_order(expected) != list(range(len(DOCS)))
+    assert_ranking_follows(res.indices, expected)
+    assert_scores_close([r.score for r in res], [expected[i] for i in res.indices])
     assert res.backend == "bi-encoder"
 
 
@@ -40,7 +40,7 @@ def test_long_documents_use_the_best_passage(bi):
     (r,) = bi.rerank(QUERY, [doc])
     spans = bi.plan_passages(QUERY, [doc])[0].spans
     assert len(spans) >= 3 and r.passage in spans
-    assert r.score == pytest.approx(max(cosine(bi.encoder, QUERY, [doc[a:b] for a, b in spans])), abs=1e-5)
+    assert_scores_close([r.score], [max(cosine(bi.encoder, QUERY, [doc[a:b] for a, b in spans]))])
 
 
 def test_query_longer_than_the_window(bi):
@@ -51,7 +51,9 @@ def test_query_longer_than_the_window(bi):
 def test_batch_matches_single(bi):
     requests = [(QUERY, DOCS), ("python sort", DOCS[::-1])]
     for (q, docs), res in zip(requests, bi.rerank_batch(requests)):
-        assert res.indices == bi.rerank(q, docs).indices
+        single = {r.index: r.score for r in bi.rerank(q, docs)}
+        assert_scores_close([r.score for r in res], [single[r.index] for r in res])
+        assert_ranking_follows(res.indices, [single[i] for i in range(len(docs))])
 
 
 def test_encode_returns_unit_vectors(bi):

@@ -7,6 +7,7 @@ import sys
 import pytest
 import torch
 from conftest import MAX_LEN, WORDS
+from numerics import assert_ranking_follows, assert_scores_close, expected_order
 
 from rankrelay import (
     ConfigError,
@@ -37,10 +38,9 @@ def long_text(n_words: int, seed: int = 0) -> str:
 def test_order_follows_model_scores_not_input_order(tiny_ce, raw_ce):
     res = tiny_ce.rerank(QUERY, DOCS)
     expected_scores = raw_ce([(QUERY, d) for d in DOCS])
-    expected_order = sorted(range(len(DOCS)), key=lambda i: (-expected_scores[i], i))
-    assert expected_order != list(range(len(DOCS))), "fixture must not already be in score order"
-    assert res.indices == expected_order
-    assert [r.score for r in res] == pytest.approx([expected_scores[i] for i in expected_order], abs=1e-5)
+    assert expected_order(expected_scores) != list(range(len(DOCS))), "fixture must not already be in score order"
+    assert_ranking_follows(res.indices, expected_scores)
+    assert_scores_close([r.score for r in res], [expected_scores[i] for i in res.indices])
     assert res.backend == "cross-encoder" and res.model.endswith("tiny-bert-ce0")
     assert res.timings["model"] > 0 and res.timings["total"] >= res.timings["model"]
 
@@ -83,7 +83,7 @@ def test_mixed_lengths_go_in_length_buckets_without_mixing_up_scores(tiny_ce_pat
         assert min(lengths) >= 0.75 * max(lengths)
     for (query, docs), res in zip(requests, results):  # each score is its own pair's, whatever the grouping
         alone = raw_ce([(query, d) for d in docs])
-        assert [r.score for r in sorted(res, key=lambda r: r.index)] == pytest.approx(alone, abs=1e-5)
+        assert_scores_close([r.score for r in sorted(res, key=lambda r: r.index)], alone)
 
 
 @pytest.mark.parametrize("method", ["rank", "sigmoid", "minmax", "zscore", "none"])
@@ -121,8 +121,9 @@ def test_long_document_is_scored_by_its_best_passage(tiny_ce, raw_ce):
     for a, b in spans:
         assert len(tok(QUERY, doc[a:b])["input_ids"]) <= MAX_LEN
     window_scores = raw_ce([(QUERY, doc[a:b]) for a, b in spans])
-    assert r.score == pytest.approx(max(window_scores), abs=1e-5)
-    assert r.passage == spans[window_scores.index(max(window_scores))]
+    assert_scores_close([r.score], [max(window_scores)])
+    best = window_scores.index(max(window_scores))
+    assert r.passage == spans[best] or abs(window_scores[spans.index(r.passage)] - window_scores[best]) < 1e-4
     # short documents are untouched
     assert all(x.passage is None for x in res if x.index != 1)
 
@@ -133,7 +134,7 @@ def test_truncate_mode_marks_the_document(tiny_ce_path, raw_ce):
     res = rr.rerank(QUERY, [DOCS[0], doc])
     r = next(r for r in res if r.index == 1)
     assert r.truncated and r.passage is None
-    assert r.score == pytest.approx(raw_ce([(QUERY, doc)])[0], abs=1e-5)
+    assert_scores_close([r.score], raw_ce([(QUERY, doc)]))
     assert not next(r for r in res if r.index == 0).truncated
 
 
@@ -152,12 +153,13 @@ def test_query_too_long_for_the_window(tiny_ce):
 
 def test_rerank_batch_equals_per_query_rerank(tiny_ce):
     requests = [(QUERY, DOCS), ("python sort order", DOCS[::-1] + [long_text(150, 3)]), ("cat", [])]
-    batch = tiny_ce.rerank_batch(requests, top_n=4)
-    for (q, docs), res in zip(requests, batch):
-        single = tiny_ce.rerank(q, docs, top_n=4)
-        assert res.indices == single.indices
-        assert [r.score for r in res] == pytest.approx([r.score for r in single], abs=1e-5)
-        assert [r.passage for r in res] == [r.passage for r in single]
+    batch = tiny_ce.rerank_batch(requests)
+    for (q, docs), res, top in zip(requests, batch, tiny_ce.rerank_batch(requests, top_n=4)):
+        assert top.indices == res.indices[:4]
+        single = {r.index: r for r in tiny_ce.rerank(q, docs)}
+        assert_scores_close([r.score for r in res], [single[r.index].score for r in res])
+        assert_ranking_follows(res.indices, [single[i].score for i in range(len(docs))])
+        assert {r.index: r.passage for r in res} == {i: r.passage for i, r in single.items()}
 
 
 async def test_async_matches_sync(tiny_ce):
@@ -174,7 +176,7 @@ def test_two_label_model_scores_logit_difference(tiny_ce2_path):
         [(QUERY, d) for d in DOCS]
     )
     expected = {i: float(logits[i][1] - logits[i][0]) for i in range(len(DOCS))}
-    assert {r.index: r.score for r in res} == pytest.approx(expected, abs=1e-5)
+    assert_scores_close([r.score for r in res], [expected[r.index] for r in res])
 
 
 def test_xlm_roberta_cross_encoder(tiny_xlmr_path):
@@ -184,7 +186,7 @@ def test_xlm_roberta_cross_encoder(tiny_xlmr_path):
     res = rr.rerank(QUERY, DOCS)
     raw = CrossEncoder(tiny_xlmr_path, device="cpu", activation_fn=torch.nn.Identity())
     scores = [float(s) for s in raw.predict([(QUERY, d) for d in DOCS])]
-    assert res.indices == sorted(range(len(DOCS)), key=lambda i: (-scores[i], i))
+    assert_ranking_follows(res.indices, scores)
     assert rr.window == MAX_LEN  # 66 positions minus RoBERTa's padding offset
     doc = long_text(3 * MAX_LEN, seed=5)
     (long_res,) = rr.rerank(QUERY, [doc])
@@ -193,7 +195,7 @@ def test_xlm_roberta_cross_encoder(tiny_xlmr_path):
     for a, b in spans:
         assert len(raw.tokenizer(QUERY, doc[a:b])["input_ids"]) <= MAX_LEN
     best = max(float(s) for s in raw.predict([(QUERY, doc[a:b]) for a, b in spans]))
-    assert long_res.score == pytest.approx(best, abs=1e-5)
+    assert_scores_close([long_res.score], [best])
 
 
 def test_max_length_option_shrinks_the_window(tiny_ce_path):

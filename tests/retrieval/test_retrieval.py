@@ -6,6 +6,7 @@ import random
 import numpy as np
 import pytest
 from conftest import WORDS
+from numerics import assert_ranking_follows, assert_scores_close
 
 from rankrelay import ConfigError, EmptyQueryError, InvalidInputError, TwoStageSearch, fuse, load_reranker
 from rankrelay.retrieval import BM25Retriever, DenseRetriever, HybridRetriever, load_corpus
@@ -34,10 +35,10 @@ def test_flat_search_is_exact(flat, docs):
     emb = flat.encoder.encode([d["text"] for d in docs])
     for query in QUERIES:
         q = flat.encoder.encode([query])[0]
-        brute = np.argsort(-(emb @ q), kind="stable")[:10]
+        exact = (emb @ q).tolist()
         hits = flat.search(query, k=10)
-        assert [r.index for r in hits] == brute.tolist()
-        assert [r.score for r in hits] == pytest.approx((emb @ q)[brute].tolist(), abs=1e-5)
+        assert_ranking_follows([r.index for r in hits], exact)
+        assert_scores_close([r.score for r in hits], [exact[r.index] for r in hits])
         assert hits[0].id == docs[hits[0].index]["id"] and hits[0].metadata == docs[hits[0].index]["metadata"]
         assert hits.backend == "dense" and [r.rank for r in hits] == list(range(1, 11))
 
@@ -168,7 +169,7 @@ def test_long_documents_are_indexed_as_passages(tiny_bi_path, tmp_path):
     long_hit = next(r for r in hits if r.id == "long")
     q = dense.encoder.encode([query])[0]
     passage_scores = dense.encoder.encode([long_doc[a:b] for a, b in spans]) @ q
-    assert long_hit.score == pytest.approx(float(passage_scores.max()), abs=1e-5)
+    assert_scores_close([long_hit.score], [float(passage_scores.max())])
     assert long_hit.passage == spans[int(passage_scores.argmax())]
     assert next(r for r in hits if r.id == "short").passage is None
     dense.save(tmp_path / "idx")
