@@ -123,6 +123,14 @@ class Settings(BaseSettings):
         default_factory=dict, description="passed through to sentence-transformers, e.g. {backend='onnx'}"
     )
     hub_timeout: float = Field(5.0, gt=0, description="seconds to wait for the Hugging Face Hub")
+    runtime: Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-int8"] = Field(
+        "torch", description="where local models run (converted once, cached under cache_dir)"
+    )
+    precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="torch runtime precision (fp16/bf16: CUDA)")
+    min_agreement: float = Field(0.9, ge=0, le=1, description="top-10 overlap with torch an int8 runtime needs")
+    cache_dir: str | None = Field(None, description="converted models (default ~/.cache/rankrelay)")
+    score_cache: str = Field("memory", description="memory, off, or a directory shared by processes")
+    score_cache_size: int = Field(100_000, ge=1, description="entries of the in-memory score cache")
     timeout: float = Field(30.0, gt=0, description="API read timeout in seconds")
     connect_timeout: float = Field(5.0, gt=0, description="API connect timeout in seconds")
     cohere_api_key: SecretStr | None = Field(None, description="Cohere API key")
@@ -190,6 +198,11 @@ class Settings(BaseSettings):
             "long_documents": self.long_documents,
             "passage_overlap": self.passage_overlap,
             "hub_timeout": self.hub_timeout,
+            "runtime": self.runtime,
+            "precision": self.precision,
+            "min_agreement": self.min_agreement,
+            "score_cache": self.score_cache,
+            "score_cache_size": self.score_cache_size,
             "timeout": self.timeout,
             "connect_timeout": self.connect_timeout,
             "max_attempts": self.max_attempts,
@@ -199,6 +212,8 @@ class Settings(BaseSettings):
             options["deadline"] = self.deadline
         if self.max_length is not None:
             options["max_length"] = self.max_length
+        if self.cache_dir is not None:
+            options["cache_dir"] = self.cache_dir
         if self.cohere_api_key is not None and backend in ("cohere", "cohere-http"):
             options["api_key"] = self.cohere_api_key
         return {**options, **self.model_options}

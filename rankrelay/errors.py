@@ -79,6 +79,23 @@ class ModelLoadError(RankRelayError, RuntimeError):
     """Model files were found but do not form a usable model for this backend."""
 
 
+class ConversionError(ModelLoadError):
+    """A model could not be converted to (or loaded in) a faster runtime."""
+
+    def __init__(self, message: str, *, model: str, runtime: str) -> None:
+        self.model = model
+        self.runtime = runtime
+        super().__init__(message)
+
+
+class LowAgreementError(ConversionError):
+    """A converted (quantized) model ranks too differently from the original; ``agreement`` says how."""
+
+    def __init__(self, message: str, *, model: str, runtime: str, agreement: dict[str, float]) -> None:
+        self.agreement = agreement
+        super().__init__(message, model=model, runtime=runtime)
+
+
 class BackendError(RankRelayError):
     """A backend (a hosted API, or a model that failed at run time) could not serve the request.
 

@@ -9,6 +9,8 @@ order.
 
 - ``SAME_RUNTIME``: one runtime, any CPU, any batch composition.
 - ``CROSS_RUNTIME``: a converted fp32 graph (ONNX Runtime, OpenVINO) against torch.
+- ``HALF``: bf16/fp16 weights against fp32 (8 or 11 mantissa bits; the tiny test models' wide random
+  weights amplify rounding, so this only tells a half-precision model from a broken one).
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ class Tolerance:
 
 SAME_RUNTIME = Tolerance(rel=1e-4, abs=1e-4)
 CROSS_RUNTIME = Tolerance(rel=2e-3, abs=2e-3)
+HALF = Tolerance(rel=0.1, abs=0.5)
 
 
 def assert_scores_close(actual: Sequence[float], expected: Sequence[float], tol: Tolerance = SAME_RUNTIME) -> None:

@@ -22,6 +22,8 @@ from rankrelay.errors import ConfigError
 from rankrelay.hub import ResolvedModel
 from rankrelay.rerankers.local import LocalModelReranker, model_window
 from rankrelay.rerankers.passages import PassagePlanner
+from rankrelay.rerankers.runtimes import Forward
+from rankrelay.rerankers.sample import sample_pairs
 
 DEFAULT_BI_ENCODER = "all-minilm-l6"
 
@@ -39,6 +41,7 @@ class BiEncoderReranker(LocalModelReranker):
     """
 
     name = "bi-encoder"
+    output = "sentence_embedding"
 
     def __init__(self, model: str, *, cache_size: int = 20_000, **options: Any) -> None:
         super().__init__(model, **options)
@@ -64,15 +67,29 @@ class BiEncoderReranker(LocalModelReranker):
 
     def encode(self, texts: list[str], show_progress: bool = False) -> Any:
         """Unit-length embeddings of ``texts`` (numpy, float32); one call at a time per model."""
-        encoder = self.encoder
+        self.warm_up()
         with self._score_lock:
-            return encoder.encode(
-                texts,
-                batch_size=self.batch_size,
-                normalize_embeddings=True,
-                convert_to_numpy=True,
-                show_progress_bar=show_progress,
-            )
+            return self._embed(texts, show_progress=show_progress)
+
+    def _embed(
+        self, texts: list[str], forward: Forward | None = None, show_progress: bool = False, encoder: Any = None
+    ) -> Any:
+        import numpy as np
+
+        if not texts:
+            return np.zeros((0, 0), dtype=np.float32)
+        rows = self._forward_batches(list(texts), [len(t) for t in texts], forward, show_progress, encoder)
+        emb = np.stack(rows).astype(np.float32, copy=False)
+        return emb / np.maximum(np.linalg.norm(emb, axis=1, keepdims=True), 1e-12)
+
+    def _sample_inputs(self) -> list[str]:
+        queries, documents = sample_pairs()
+        return [*queries, *documents]
+
+    def _sample_scores(self, encoder: Any, forward: Forward) -> Any:
+        queries, _ = sample_pairs()
+        emb = self._embed(self._sample_inputs(), forward, encoder=encoder)
+        return emb[: len(queries)] @ emb[len(queries) :].T
 
     def passage_embeddings(self, passages: list[str]) -> Any:
         """Embeddings of ``passages`` (rows in order), from the cache where possible."""

@@ -21,9 +21,10 @@ from rankrelay.calibration import CALIBRATION_FILE, Calibration
 from rankrelay.config import PRESETS
 from rankrelay.errors import ConfigError, ModelLoadError
 from rankrelay.hub import ResolvedModel
-from rankrelay.rerankers.buckets import length_buckets
 from rankrelay.rerankers.local import LocalModelReranker, model_window
 from rankrelay.rerankers.passages import PassagePlanner
+from rankrelay.rerankers.runtimes import Forward
+from rankrelay.rerankers.sample import sample_pairs
 
 
 class CrossEncoderReranker(LocalModelReranker):
@@ -67,23 +68,23 @@ class CrossEncoderReranker(LocalModelReranker):
     def _make_planner(self, encoder: Any) -> PassagePlanner:
         return PassagePlanner(encoder.tokenizer, encoder.max_seq_length, self.long_documents, self.passage_overlap)
 
-    def _score_pairs(self, pairs: list[tuple[str, str]]) -> Sequence[float]:
-        import torch
+    def _score_pairs(
+        self, pairs: list[tuple[str, str]], forward: Forward | None = None, encoder: Any = None
+    ) -> Sequence[float]:
+        rows = self._forward_batches(pairs, [len(q) + len(d) for q, d in pairs], forward, encoder=encoder)
+        # one logit per pair, or two (a softmax pair): the score is the positive class's margin
+        return [float(r[1] - r[0]) if r.shape[-1] == 2 else float(r.reshape(-1)[0]) for r in rows]
 
-        scores = [0.0] * len(pairs)
-        for batch in length_buckets([len(q) + len(d) for q, d in pairs], self.batch_size):
-            raw = self._encoder.predict(
-                [pairs[i] for i in batch],
-                batch_size=len(batch),  # one forward pass of pairs of similar length
-                activation_fn=torch.nn.Identity(),
-                show_progress_bar=False,
-                convert_to_numpy=True,
-            )
-            if raw.ndim == 2:
-                raw = raw[:, 1] - raw[:, 0]
-            for i, score in zip(batch, raw.tolist()):
-                scores[i] = score
-        return scores
+    def _sample_inputs(self) -> list[tuple[str, str]]:
+        queries, documents = sample_pairs()
+        return [(q, d) for q in queries for d in documents]
+
+    def _sample_scores(self, encoder: Any, forward: Forward) -> Any:
+        import numpy as np
+
+        queries, documents = sample_pairs()
+        scores = self._score_pairs(self._sample_inputs(), forward, encoder)
+        return np.asarray(scores).reshape(len(queries), len(documents))
 
 
 def from_spec(model: str | None, **options: Any) -> CrossEncoderReranker:

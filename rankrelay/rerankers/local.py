@@ -11,14 +11,27 @@ import logging
 import threading
 from abc import abstractmethod
 from collections.abc import Sequence
+from pathlib import Path
 from time import perf_counter
 from typing import Any
 
 from rankrelay.devices import check_device, resolve_device
 from rankrelay.errors import ConfigError, ModelLoadError, RankRelayError
-from rankrelay.hub import ResolvedModel, canonical_model_id, resolve_model
+from rankrelay.hub import ResolvedModel, canonical_model_id, find_local, resolve_model
 from rankrelay.rerankers.base import BaseReranker, Scored
+from rankrelay.rerankers.buckets import length_buckets
 from rankrelay.rerankers.passages import PassagePlanner, Pieces, check_long_documents
+from rankrelay.rerankers.runtimes import (
+    Agreement,
+    Forward,
+    TorchForward,
+    check_precision,
+    check_runtime,
+    compile_forward,
+    default_cache_dir,
+    model_fingerprint,
+)
+from rankrelay.rerankers.score_cache import DEFAULT_SIZE, ScoreCache, open_score_cache, score_key
 from rankrelay.results import Document
 
 logger = logging.getLogger(__name__)
@@ -42,7 +55,8 @@ MODEL_PASSTHROUGH = frozenset(
 )
 #: Options every local backend takes.
 LOCAL_OPTIONS = frozenset(
-    {"device", "batch_size", "max_length", "normalize", "long_documents", "passage_overlap", "hub_timeout"}
+    {"device", "batch_size", "max_length", "normalize", "long_documents", "passage_overlap", "hub_timeout",
+     "runtime", "precision", "min_agreement", "cache_dir", "score_cache", "score_cache_size"}
 ) | MODEL_PASSTHROUGH
 
 
@@ -73,8 +87,19 @@ class LocalModelReranker(BaseReranker):
         long_documents: ``passages`` (MaxP over windows), ``truncate`` (marked) or ``error``.
         passage_overlap: tokens shared by consecutive passages.
         hub_timeout: seconds to wait for the Hugging Face Hub when the model is not local.
-        **model_options: passed to sentence-transformers (``backend="onnx"``, ``revision``, ...).
+        runtime: ``torch``, ``onnx``, ``onnx-int8``, ``openvino`` or ``openvino-int8`` (see
+            :mod:`rankrelay.rerankers.runtimes`); converted once, cached under ``cache_dir``.
+        precision: ``fp32``, or ``fp16``/``bf16`` for the torch runtime (on CUDA).
+        min_agreement: top-10 overlap with torch an int8 runtime needs on a fixed sample (0 insists).
+        cache_dir: where converted models are kept (default :func:`~rankrelay.rerankers.runtimes.default_cache_dir`).
+        score_cache: ``memory`` (an LRU, the default), ``off``, a directory (an on-disk store that
+            processes share) or a :class:`~rankrelay.rerankers.score_cache.ScoreCache`.
+        score_cache_size: entries of the in-memory score cache.
+        **model_options: passed to sentence-transformers (``revision``, ``model_kwargs``, ...).
     """
+
+    #: the model output a forward pass returns
+    output = "scores"
 
     def __init__(
         self,
@@ -87,6 +112,12 @@ class LocalModelReranker(BaseReranker):
         long_documents: str = "passages",
         passage_overlap: int = 32,
         hub_timeout: float = 5.0,
+        runtime: str = "torch",
+        precision: str = "fp32",
+        min_agreement: float = 0.9,
+        cache_dir: str | None = None,
+        score_cache: str | ScoreCache | None = "memory",
+        score_cache_size: int = DEFAULT_SIZE,
         **model_options: Any,
     ) -> None:
         super().__init__(normalize=normalize)
@@ -112,6 +143,18 @@ class LocalModelReranker(BaseReranker):
         self.passage_overlap = passage_overlap
         self.hub_timeout = float(hub_timeout)
         self.model_options = dict(model_options)
+        self.runtime = check_runtime(runtime)
+        self.precision = check_precision(precision, runtime)
+        if isinstance(min_agreement, bool) or not isinstance(min_agreement, (int, float)) \
+                or not 0 <= min_agreement <= 1:
+            raise ConfigError(f"min_agreement must be a number in [0, 1], got {min_agreement!r}")
+        self.min_agreement = float(min_agreement)
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.score_cache = open_score_cache(score_cache, size=score_cache_size)
+        #: how the runtime agreed with torch on the fixed sample when it was converted (None on torch)
+        self.agreement: Agreement | None = None
+        self._forward: Forward | None = None
+        self._identity = ""
         self._encoder: Any = None
         self._planner: PassagePlanner | None = None
         self._lock = threading.Lock()
@@ -142,6 +185,13 @@ class LocalModelReranker(BaseReranker):
             start = perf_counter()
             try:
                 encoder = self._load(resolved, device, kwargs)
+                if self.precision != "fp32":
+                    import torch
+
+                    if device == "cpu":
+                        logger.warning("%s on a CPU is usually slower than fp32; use runtime='openvino'",
+                                       self.precision)
+                    encoder.to(torch.float16 if self.precision == "fp16" else torch.bfloat16)
             except RankRelayError:
                 raise
             except Exception as exc:
@@ -149,11 +199,17 @@ class LocalModelReranker(BaseReranker):
                     f"could not load {self.name} model {self.model!r} from {resolved.location}: "
                     f"{type(exc).__name__}: {exc}"
                 ) from exc
-            self._planner = self._make_planner(encoder)
+            planner = self._make_planner(encoder)
+            local = resolved if resolved.local else find_local(self.model, cache_folder=opts.get("cache_folder"))
+            location = local.location if local is not None else resolved.location
+            self._forward, self.agreement = self._compile(encoder, location)
+            fingerprint = model_fingerprint(location)
+            self._identity = f"{self.name}|{fingerprint}|{self.runtime}|{self.precision}|{planner.max_length}"
+            self._planner = planner
             self._encoder = encoder
             logger.info(
-                "loaded %s %s from %s (%s) on %s in %.0f ms",
-                self.name, self.model, resolved.location, resolved.source, device,
+                "loaded %s %s from %s (%s) on %s (%s) in %.0f ms",
+                self.name, self.model, resolved.location, resolved.source, device, self.runtime,
                 (perf_counter() - start) * 1000,
             )
 
@@ -173,6 +229,53 @@ class LocalModelReranker(BaseReranker):
     @abstractmethod
     def _load(self, resolved: ResolvedModel, device: str, kwargs: dict[str, Any]) -> Any:
         """Build the sentence-transformers model."""
+
+    @abstractmethod
+    def _sample_inputs(self) -> list[Any]:
+        """Inputs (pairs or texts) of the fixed sample, in the order :meth:`_sample_scores` reads."""
+
+    @abstractmethod
+    def _sample_scores(self, encoder: Any, forward: Forward) -> Any:
+        """Scores (queries x documents) of the fixed sample through ``forward``."""
+
+    def _compile(self, encoder: Any, location: str) -> tuple[Forward, Agreement | None]:
+        """The forward pass on this reranker's runtime (converted and checked once, then cached)."""
+        if self.runtime == "torch":
+            return TorchForward(encoder, self.output), None
+        inputs = self._sample_inputs()
+        step = max(1, len(inputs) // 8)
+        calibration = [
+            {k: v.numpy() for k, v in encoder.preprocess(inputs[i : i + step]).items() if hasattr(v, "numpy")}
+            for i in range(0, len(inputs), step)
+        ]
+        return compile_forward(
+            encoder, runtime=self.runtime, output=self.output, location=location, label=self.model,
+            cache_dir=self.cache_dir, sample=lambda forward: self._sample_scores(encoder, forward),
+            example=encoder.preprocess(inputs[:2]), calibration=calibration, min_agreement=self.min_agreement,
+        )
+
+    def _forward_batches(
+        self, inputs: list[Any], lengths: list[int], forward: Forward | None = None, progress: bool = False,
+        encoder: Any = None,
+    ) -> list[Any]:
+        """Run ``inputs`` through the forward pass in length buckets; one output row per input, in order.
+
+        ``forward`` and ``encoder`` default to the loaded ones (they are given while converting).
+        """
+        encoder = encoder or self._encoder
+        forward = forward or self._forward
+        assert encoder is not None and forward is not None
+        rows: list[Any] = [None] * len(inputs)
+        batches = length_buckets(lengths, self.batch_size)
+        if progress:
+            from rich.progress import track
+
+            batches = list(track(batches, description=f"{self.name} ({self.runtime})"))
+        for batch in batches:
+            out = forward(encoder.preprocess([inputs[i] for i in batch]))
+            for i, row in zip(batch, out):
+                rows[i] = row
+        return rows
 
     @abstractmethod
     def _make_planner(self, encoder: Any) -> PassagePlanner:
@@ -217,7 +320,7 @@ class LocalModelReranker(BaseReranker):
                 ]
             )
         model_start = perf_counter()
-        raw = self._score_pairs(list(pair_index)) if pair_index else []
+        raw, hit = self._cached_scores(list(pair_index))
         model_ms = (perf_counter() - model_start) * 1000.0
         out = []
         for pieces, doc_slots in zip(plans, slots):
@@ -227,13 +330,36 @@ class LocalModelReranker(BaseReranker):
                 scores.append(float(raw[idx[best]]))
                 passages.append(p.spans[best] if p.split else None)
                 truncated.append(p.truncated)
-            out.append(Scored(scores, passages, truncated))
+            info = None
+            if self.score_cache is not None:
+                distinct = {i for idx in doc_slots for i in idx}
+                hits = sum(hit[i] for i in distinct)
+                info = {"score_cache": {"hits": hits, "misses": len(distinct) - hits}}
+            out.append(Scored(scores, passages, truncated, info))
         prepare_ms = (model_start - start) * 1000.0
         return out, {"model": model_ms, "prepare": prepare_ms}
+
+    def _cached_scores(self, pairs: list[tuple[str, str]]) -> tuple[list[float], list[bool]]:
+        """Raw scores of distinct pairs, from the score cache where it has them; and which were hits."""
+        if self.score_cache is None or not pairs:
+            return list(self._score_pairs(pairs)) if pairs else [], [False] * len(pairs)
+        keys = [score_key(self._identity, q, p) for q, p in pairs]
+        found = self.score_cache.get_many(keys)
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        scores = [found.get(k, 0.0) for k in keys]
+        if missing:
+            fresh = self._score_pairs([pairs[i] for i in missing])
+            for i, score in zip(missing, fresh):
+                scores[i] = float(score)
+            self.score_cache.put_many({keys[i]: scores[i] for i in missing})
+        missed = set(missing)
+        return scores, [i not in missed for i in range(len(pairs))]
 
     def describe(self) -> dict[str, Any]:
         return {
             **super().describe(),
+            "runtime": self.runtime,
+            "precision": self.precision,
             "device": self.device,
             "batch_size": self.batch_size,
             "max_length": self.max_length,

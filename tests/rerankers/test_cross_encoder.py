@@ -35,6 +35,14 @@ def long_text(n_words: int, seed: int = 0) -> str:
     return " ".join(rng.choice(WORDS) for _ in range(n_words))
 
 
+def spy_batches(rr) -> list[list]:
+    """Record the inputs of every forward pass (each batch is tokenized once, right before its pass)."""
+    calls: list[list] = []
+    preprocess = rr.encoder.preprocess
+    rr.encoder.preprocess = lambda inputs, **kw: (calls.append(list(inputs)), preprocess(inputs, **kw))[1]
+    return calls
+
+
 def test_order_follows_model_scores_not_input_order(tiny_ce, raw_ce):
     res = tiny_ce.rerank(QUERY, DOCS)
     expected_scores = raw_ce([(QUERY, d) for d in DOCS])
@@ -59,9 +67,7 @@ def test_ids_metadata_top_n_and_duplicates(tiny_ce):
 def test_duplicate_pairs_are_scored_once(tiny_ce_path):
     rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu")
     rr.warm_up()
-    seen = []
-    predict = rr.encoder.predict
-    rr.encoder.predict = lambda pairs, **kw: (seen.append(list(pairs)), predict(pairs, **kw))[1]
+    seen = spy_batches(rr)
     res = rr.rerank_batch([(QUERY, [DOCS[0], DOCS[0], DOCS[1]]), (QUERY, [DOCS[1]])])
     assert sorted(p for call in seen for p in call) == sorted([(QUERY, DOCS[0]), (QUERY, DOCS[1])])
     assert res[0][0].score == res[0][1].score or res[0][1].score == res[0][2].score
@@ -70,9 +76,7 @@ def test_duplicate_pairs_are_scored_once(tiny_ce_path):
 def test_mixed_lengths_go_in_length_buckets_without_mixing_up_scores(tiny_ce_path, raw_ce):
     rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", batch_size=4)
     rr.warm_up()
-    calls = []
-    predict = rr.encoder.predict
-    rr.encoder.predict = lambda pairs, **kw: (calls.append(list(pairs)), predict(pairs, **kw))[1]
+    calls = spy_batches(rr)
     rng = random.Random(3)
     requests = [(f"{QUERY} {q}", [long_text(rng.choice([3, 4, 30, 5, 12]), seed=q * 10 + i) for i in range(6)])
                 for q in range(3)]

@@ -1,0 +1,153 @@
+"""Runtimes: torch, ONNX Runtime and OpenVINO (fp32 and int8) behind the same reranker, converted once."""
+
+import json
+import sys
+from pathlib import Path
+
+import pytest
+from conftest import MAX_LEN, WORDS
+from numerics import CROSS_RUNTIME, HALF, assert_ranking_follows, assert_scores_close
+
+from rankrelay import ConfigError, MissingDependencyError, load_reranker
+from rankrelay.errors import ConversionError, LowAgreementError
+
+QUERY = "why does a wing stall"
+DOCS = [
+    "the wing lift and air flow",
+    "paris is the capital of france",
+    "boundary layer separation on the wing",
+    "python sort is stable",
+    "angle of attack and pressure",
+    " ".join(WORDS[(i * 7) % len(WORDS)] for i in range(3 * MAX_LEN)),  # split into passages
+]
+FP32 = ["onnx", "openvino"]
+
+
+@pytest.fixture(scope="module")
+def runtime_cache(tmp_path_factory):
+    return str(tmp_path_factory.mktemp("runtime-cache"))
+
+
+def scores_by_index(res):
+    return [r.score for r in sorted(res, key=lambda r: r.index)]
+
+
+@pytest.mark.parametrize("runtime", FP32)
+def test_fp32_runtime_scores_like_torch_with_passages_and_buckets(tiny_ce, tiny_ce_path, runtime_cache, runtime):
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime=runtime, cache_dir=runtime_cache,
+                       batch_size=2)
+    res = rr.rerank(QUERY, DOCS)
+    ref = tiny_ce.rerank(QUERY, DOCS)
+    assert_scores_close(scores_by_index(res), scores_by_index(ref), CROSS_RUNTIME)
+    assert_ranking_follows(res.indices, scores_by_index(ref), CROSS_RUNTIME)
+    long_doc = next(r for r in res if r.index == 5)
+    assert long_doc.passage is not None and long_doc.passage == next(r for r in ref if r.index == 5).passage
+    assert rr.describe()["runtime"] == runtime
+    assert rr.agreement.top10_overlap == 1.0 and rr.agreement.max_abs_diff < 1e-3 and rr.agreement.pairs == 120
+    assert [r.document.text for r in sorted(res, key=lambda r: r.index)] == DOCS
+
+
+@pytest.mark.parametrize("runtime", FP32)
+def test_bi_encoder_runtime_embeds_like_torch(tiny_bi_path, runtime_cache, runtime):
+    import numpy as np
+
+    torch_bi = load_reranker(f"bi-encoder:{tiny_bi_path}", device="cpu")
+    bi = load_reranker(f"bi-encoder:{tiny_bi_path}", device="cpu", runtime=runtime, cache_dir=runtime_cache)
+    emb, ref = bi.encode(DOCS), torch_bi.encode(DOCS)
+    assert np.allclose(np.linalg.norm(emb, axis=1), 1.0, atol=1e-5)
+    assert_scores_close(emb.ravel().tolist(), ref.ravel().tolist(), CROSS_RUNTIME)
+    assert_ranking_follows(bi.rerank(QUERY, DOCS).indices, scores_by_index(torch_bi.rerank(QUERY, DOCS)),
+                           CROSS_RUNTIME)
+
+
+def test_conversion_is_cached_and_keyed_by_the_model_files(tiny_ce_path, runtime_cache, tmp_path):
+    import shutil
+
+    first = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="onnx", cache_dir=runtime_cache)
+    first.warm_up()
+    root = Path(runtime_cache) / "runtimes"
+    before = {p.name: p.stat().st_mtime_ns for p in root.iterdir()}
+    again = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="onnx", cache_dir=runtime_cache)
+    again.warm_up()
+    assert {p.name: p.stat().st_mtime_ns for p in root.iterdir()} == before  # nothing converted again
+    stored = json.loads(next(p for p in root.iterdir() if "-onnx-" in p.name and p.name.startswith("tiny")
+                             ).joinpath("agreement.json").read_text())
+    assert stored["key"]["runtime"] == "onnx" and stored["top10_overlap"] == 1.0
+    # a changed model (same path) is converted anew, never served from the old graph
+    copy = shutil.copytree(tiny_ce_path, tmp_path / "copy")
+    load_reranker(f"cross-encoder:{copy}", device="cpu", runtime="onnx", cache_dir=runtime_cache).warm_up()
+    n = len(list(root.iterdir()))
+    (copy / "config.json").write_text((copy / "config.json").read_text() + "\n")
+    load_reranker(f"cross-encoder:{copy}", device="cpu", runtime="onnx", cache_dir=runtime_cache).warm_up()
+    assert len(list(root.iterdir())) == n + 1
+
+
+@pytest.mark.parametrize("runtime", ["onnx-int8", "openvino-int8"])
+def test_int8_that_disagrees_with_torch_is_refused_unless_insisted(tiny_ce_path, runtime_cache, runtime):
+    # the tiny model's random, wide weights quantize badly: its int8 top 10 differs from fp32
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime=runtime, cache_dir=runtime_cache)
+    with pytest.raises(LowAgreementError, match="min_agreement=0") as err:
+        rr.warm_up()
+    assert err.value.runtime == runtime and err.value.agreement["top10_overlap"] < 0.9
+    insisted = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime=runtime,
+                             cache_dir=runtime_cache, min_agreement=0)
+    res = insisted.rerank(QUERY, DOCS)
+    assert sorted(res.indices) == list(range(len(DOCS))) and insisted.agreement.top10_overlap < 0.9
+
+
+def test_failed_conversion_is_a_typed_error_naming_model_and_runtime(tiny_ce_path, tmp_path, monkeypatch):
+    import openvino
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("unsupported operation")
+
+    monkeypatch.setattr(openvino, "convert_model", broken)
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="openvino", cache_dir=str(tmp_path))
+    with pytest.raises(ConversionError, match="openvino runtime: RuntimeError: unsupported operation") as err:
+        rr.warm_up()
+    assert err.value.model.endswith("tiny-bert-ce0") and err.value.runtime == "openvino"
+    assert not list((tmp_path / "runtimes").iterdir())  # no half-written conversion is left to be reused
+
+
+@pytest.mark.parametrize(
+    "options, error, fragment",
+    [
+        ({"runtime": "tensorrt"}, ConfigError, "unknown runtime 'tensorrt'"),
+        ({"runtime": "onnx", "precision": "fp16"}, ConfigError, "torch runtime"),
+        ({"precision": "fp8"}, ConfigError, "unknown precision"),
+        ({"min_agreement": 1.5}, ConfigError, "min_agreement"),
+        ({"score_cache": ""}, ConfigError, "score_cache"),
+    ],
+)
+def test_bad_runtime_options_fail_before_any_model_loads(tiny_ce_path, options, error, fragment):
+    with pytest.raises(error, match=fragment):
+        load_reranker(f"cross-encoder:{tiny_ce_path}", **options)
+
+
+@pytest.mark.parametrize("runtime, package, extra", [("openvino", "openvino", "openvino"),
+                                                     ("onnx", "onnxruntime", "onnx")])
+def test_missing_runtime_package_names_the_extra(tiny_ce_path, monkeypatch, runtime, package, extra):
+    monkeypatch.setitem(sys.modules, package, None)
+    with pytest.raises(MissingDependencyError, match=rf"rankrelay\[{extra}\]"):
+        load_reranker(f"cross-encoder:{tiny_ce_path}", runtime=runtime)
+
+
+def test_bf16_precision_on_torch(tiny_ce, tiny_ce_path):
+    import torch
+
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", precision="bf16")
+    res = rr.rerank(QUERY, DOCS[:5])
+    assert next(rr.encoder.parameters()).dtype == torch.bfloat16
+    ref = scores_by_index(tiny_ce.rerank(QUERY, DOCS[:5]))
+    assert_scores_close(scores_by_index(res), ref, HALF)
+
+
+def test_runtime_in_settings_and_spec_dicts(tiny_ce_path, runtime_cache):
+    from rankrelay.config import Settings
+
+    settings = Settings(runtime="onnx", cache_dir=runtime_cache)
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", settings=settings, device="cpu")
+    assert rr.runtime == "onnx" and str(rr.cache_dir) == runtime_cache
+    chain = load_reranker([{"spec": f"cross-encoder:{tiny_ce_path}", "runtime": "openvino",
+                            "cache_dir": runtime_cache}])
+    assert chain.backends[0].runtime == "openvino"
