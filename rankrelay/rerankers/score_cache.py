@@ -77,9 +77,9 @@ class DiskScoreCache:
         return found
 
     def put_many(self, items: Mapping[bytes, float]) -> None:
-        with self._cache.transact():
-            for key, value in items.items():
-                self._cache.set(key, float(value))
+        # one set at a time: inside diskcache.transact() culling past size_limit can empty the whole store
+        for key, value in items.items():
+            self._cache.set(key, float(value))
 
     def __len__(self) -> int:
         return len(self._cache)

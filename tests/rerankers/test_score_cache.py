@@ -1,0 +1,117 @@
+"""The score cache: repeated pairs skip the model; identities never mix; bounded; shared across processes."""
+
+import subprocess
+import sys
+import textwrap
+from concurrent.futures import ThreadPoolExecutor
+
+import pytest
+from numerics import assert_scores_close
+
+from rankrelay import load_reranker
+from rankrelay.rerankers.score_cache import DiskScoreCache, open_score_cache, score_key
+
+QUERY = "why does a wing stall"
+DOCS = ["the wing lift and air flow", "paris is the capital of france", "boundary layer separation on the wing",
+        "python sort is stable", "angle of attack and pressure"]
+
+
+def count_passes(rr) -> list[int]:
+    """Number of pairs in each forward pass from now on."""
+    calls: list[int] = []
+    preprocess = rr.encoder.preprocess
+    rr.encoder.preprocess = lambda inputs, **kw: (calls.append(len(inputs)), preprocess(inputs, **kw))[1]
+    return calls
+
+
+def test_repeated_query_skips_the_model_and_reports_hits(tiny_ce_path):
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu")
+    first = rr.rerank(QUERY, DOCS)
+    assert first.info["score_cache"] == {"hits": 0, "misses": len(DOCS)}
+    passes = count_passes(rr)
+    again = rr.rerank(QUERY, DOCS + ["cat and dog"])
+    assert sum(passes) == 1  # only the new document went through the model
+    assert again.info["score_cache"] == {"hits": len(DOCS), "misses": 1}
+    assert {r.index: r.score for r in again if r.index < len(DOCS)} == {r.index: r.score for r in first}
+
+
+def test_cache_off_scores_every_time(tiny_ce_path):
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", score_cache="off")
+    rr.rerank(QUERY, DOCS)
+    passes = count_passes(rr)
+    res = rr.rerank(QUERY, DOCS)
+    assert sum(passes) == len(DOCS) and "score_cache" not in res.info
+
+
+def test_keys_never_mix_fields_or_identities():
+    assert score_key("m", "ab", "c") != score_key("m", "a", "bc")
+    assert score_key("m", "q", "p") != score_key("m2", "q", "p")
+    assert len(score_key("m", "q", "p")) == 16
+
+
+def test_another_window_or_runtime_never_reads_old_scores(tiny_ce_path, tmp_path):
+    store = str(tmp_path / "scores")
+    full = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", score_cache=store)
+    long_doc = " ".join(["wing"] * 60)
+    full.rerank(QUERY, [long_doc, *DOCS], )
+    short = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", score_cache=store, max_length=32,
+                          long_documents="truncate")
+    res = short.rerank(QUERY, [long_doc, *DOCS])
+    assert res.info["score_cache"]["hits"] == 0
+    same = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", score_cache=store)
+    assert same.rerank(QUERY, DOCS).info["score_cache"] == {"hits": len(DOCS), "misses": 0}
+
+
+def test_memory_cache_is_bounded(tiny_ce_path):
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", score_cache_size=3)
+    rr.rerank(QUERY, DOCS)
+    assert len(rr.score_cache) == 3
+    assert rr.rerank(QUERY, DOCS[-3:]).info["score_cache"]["hits"] == 3  # the most recent stay
+
+
+def test_disk_cache_is_bounded_in_bytes(tmp_path):
+    cache = DiskScoreCache(tmp_path / "small", max_bytes=200_000)
+    for start in range(0, 20_000, 1000):
+        cache.put_many({score_key("m", "q", str(i)): float(i) for i in range(start, start + 1000)})
+    assert cache.volume() < 1_000_000 and len(cache) < 20_000
+    assert cache.get_many([score_key("m", "q", "19999")]) == {score_key("m", "q", "19999"): 19999.0}
+
+
+def test_disk_cache_is_shared_across_processes(tiny_ce_path, tmp_path):
+    store = str(tmp_path / "shared")
+    script = textwrap.dedent(f"""
+        from rankrelay import load_reranker
+        rr = load_reranker("cross-encoder:{tiny_ce_path}", device="cpu", score_cache={store!r})
+        res = rr.rerank({QUERY!r}, {DOCS!r})
+        print(res.info["score_cache"]["misses"])
+    """)
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, check=True, timeout=120)
+    assert out.stdout.strip() == str(len(DOCS))
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", score_cache=store)
+    rr.warm_up()
+    passes = count_passes(rr)
+    res = rr.rerank(QUERY, DOCS)
+    assert passes == [] and res.info["score_cache"] == {"hits": len(DOCS), "misses": 0}
+    fresh = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", score_cache="off").rerank(QUERY, DOCS)
+    assert_scores_close([r.score for r in res], [r.score for r in fresh])
+    assert open_score_cache(store) is rr.score_cache  # one store object per directory in a process
+
+
+def test_concurrent_calls_share_the_cache_correctly(tiny_ce_path):
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu")
+    plain = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", score_cache="off")
+    requests = [(f"{QUERY} {i % 4}", DOCS[i % 3:]) for i in range(24)]
+    with ThreadPoolExecutor(8) as pool:
+        results = list(pool.map(lambda r: rr.rerank(*r), requests))
+    for (q, d), res in zip(requests, results):
+        expected = {r.index: r.score for r in plain.rerank(q, d)}
+        assert_scores_close([r.score for r in res], [expected[r.index] for r in res])
+    hits = sum(r.info["score_cache"]["hits"] for r in results)
+    assert hits >= sum(len(d) for _, d in requests) - sum(len(DOCS[i:]) for i in range(3)) * 4
+
+
+@pytest.mark.parametrize("backend", ["bi-encoder"])
+def test_bi_encoder_scores_are_cached_too(tiny_bi_path, backend):
+    rr = load_reranker(f"{backend}:{tiny_bi_path}", device="cpu")
+    rr.rerank(QUERY, DOCS)
+    assert rr.rerank(QUERY, DOCS).info["score_cache"] == {"hits": len(DOCS), "misses": 0}
