@@ -9,6 +9,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Union
@@ -90,6 +91,10 @@ class RankedDocument:
             split into passages, else ``None``.
         truncated: the model saw only the start of the document.
         components: per-input scores when the result came from fusion.
+        stage: which stage placed it when only part of the list went through the model (a cascade's
+            cheap or strong stage, or ``first-stage`` for documents a latency budget left in input
+            order); ``None`` when every document was scored alike. A document no model scored has a
+            NaN ``score`` (``None`` in :meth:`to_dict`).
     """
 
     index: int
@@ -102,6 +107,7 @@ class RankedDocument:
     passage: tuple[int, int] | None = None
     truncated: bool = False
     components: dict[str, float] | None = None
+    stage: str | None = None
 
     @property
     def document(self) -> Document:
@@ -114,7 +120,7 @@ class RankedDocument:
             "index": self.index,
             "id": self.id,
             "rank": self.rank,
-            "score": self.score,
+            "score": None if math.isnan(self.score) else self.score,
             "normalized_score": self.normalized_score,
             "text": self.text,
             "metadata": self.metadata,
@@ -125,6 +131,8 @@ class RankedDocument:
             out["truncated"] = True
         if self.components is not None:
             out["components"] = dict(self.components)
+        if self.stage is not None:
+            out["stage"] = self.stage
         return out
 
 

@@ -78,7 +78,7 @@ def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking],
                 progress: bool = True) -> BackendRun:
     """Rerank every query's candidates with ``item`` (a spec, a spec dict with options, or a Reranker);
     resumable through ``cache`` (a JSON file)."""
-    from rankrelay.rerankers.fallback import _load
+    from rankrelay.rerankers.registry import load_chain_item
 
     spec = backend_name(item)
     run = BackendRun(spec)
@@ -88,7 +88,7 @@ def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking],
     todo = [q for q in candidates if q not in run.rankings]
     if not todo:
         return run
-    reranker = _load({k: v for k, v in item.items() if k != "name"} if isinstance(item, dict) else item)
+    reranker = load_chain_item({k: v for k, v in item.items() if k != "name"} if isinstance(item, dict) else item)
     warm_up = getattr(reranker, "warm_up", None)
     if warm_up is not None:
         warm_up()  # loading a model is not a query's latency

@@ -24,14 +24,15 @@ from pydantic import SecretStr
 from rankrelay.errors import (
     AuthenticationError,
     BackendError,
+    BackendTimeoutError,
     BackendUnavailableError,
     BadRequestError,
     BadResponseError,
     ConfigError,
     RateLimitError,
 )
-from rankrelay.rerankers.base import BaseReranker, Scored
-from rankrelay.rerankers.retry import RETRY_STATUSES, RetryPolicy, retry_after_from_headers
+from rankrelay.rerankers.base import BaseReranker, Scored, seconds_left
+from rankrelay.rerankers.retry import MIN_ATTEMPT_SECONDS, RETRY_STATUSES, RetryPolicy, retry_after_from_headers
 from rankrelay.results import Document
 
 logger = logging.getLogger(__name__)
@@ -190,14 +191,26 @@ class ApiReranker(BaseReranker):
                 info["billed_units"][unit] = info["billed_units"].get(unit, 0) + value
         return [Scored(s, info=i) for s, i in zip(scores, infos)]
 
+    def _deadline(self) -> float | None:
+        """Seconds for this call's attempts: the policy's deadline, or less when a budget is running out."""
+        left = seconds_left()
+        if left is None:
+            return None
+        if left < MIN_ATTEMPT_SECONDS:
+            raise BackendTimeoutError(f"{self.name}: the latency budget ran out before the request was sent",
+                                      backend=self.name, retryable=False)
+        return min(self.policy.deadline, left)
+
     def _score_batch(
         self, queries: list[str], documents: list[list[Document]]
     ) -> tuple[list[Scored], dict[str, float]]:
         jobs = self._chunks(queries, documents)
+        deadline = self._deadline()
 
         def send(job: tuple[int, int, str, list[str]]) -> Reply:
             _, _, query, texts = job
-            reply = self.policy.run(lambda timeout: self._call(query, texts, timeout), name=self.name)
+            reply = self.policy.run(lambda timeout: self._call(query, texts, timeout), deadline=deadline,
+                                    name=self.name)
             check_pairs(self.name, reply.pairs, len(texts))
             return reply
 
@@ -213,11 +226,13 @@ class ApiReranker(BaseReranker):
     ) -> tuple[list[Scored], dict[str, float]]:
         jobs = self._chunks(queries, documents)
         limit = asyncio.Semaphore(self.max_concurrency)
+        deadline = self._deadline()
 
         async def send(job: tuple[int, int, str, list[str]]) -> Reply:
             _, _, query, texts = job
             async with limit:
-                reply = await self.policy.arun(lambda timeout: self._acall(query, texts, timeout), name=self.name)
+                reply = await self.policy.arun(lambda timeout: self._acall(query, texts, timeout),
+                                               deadline=deadline, name=self.name)
             check_pairs(self.name, reply.pairs, len(texts))
             return reply
 

@@ -18,10 +18,14 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import contextlib
+import contextvars
+import inspect
+import math
 from abc import ABC, abstractmethod
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from dataclasses import dataclass
-from time import perf_counter
+from time import monotonic, perf_counter
 from typing import Any, Protocol, runtime_checkable
 
 from rankrelay.errors import ConfigError, EmptyQueryError, InvalidInputError
@@ -85,6 +89,94 @@ def check_top_n(top_n: object) -> int | None:
     if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
         raise InvalidInputError(f"top_n must be an int >= 1 or None, got {top_n!r}")
     return top_n
+
+
+def check_budget(budget_ms: object) -> float | None:
+    """Return ``budget_ms`` if it is None or a number > 0, else raise :class:`InvalidInputError`."""
+    if budget_ms is None:
+        return None
+    if isinstance(budget_ms, bool) or not isinstance(budget_ms, (int, float)) or not budget_ms > 0:
+        raise InvalidInputError(f"budget_ms must be a number > 0 or None, got {budget_ms!r}")
+    return float(budget_ms)
+
+
+#: ``time.monotonic()`` by which the current call must end (set by a call with ``budget_ms``)
+call_deadline: contextvars.ContextVar[float | None] = contextvars.ContextVar("rankrelay_deadline", default=None)
+
+
+def seconds_left() -> float | None:
+    """Seconds until the current call's deadline (None without a budget)."""
+    deadline = call_deadline.get()
+    return None if deadline is None else deadline - monotonic()
+
+
+@contextlib.contextmanager
+def within_budget(budget_ms: float | None) -> Iterator[None]:
+    """Set ``call_deadline`` to now + ``budget_ms`` (or an outer call's earlier deadline) inside the block."""
+    budget = check_budget(budget_ms)
+    if budget is None:
+        yield
+        return
+    outer = call_deadline.get()
+    deadline = monotonic() + budget / 1000.0
+    token = call_deadline.set(deadline if outer is None else min(outer, deadline))
+    try:
+        yield
+    finally:
+        call_deadline.reset(token)
+
+
+def accepts_budget(reranker: object) -> bool:
+    """Does ``reranker.rerank_batch`` take ``budget_ms`` (every built-in does; a user's class may not)?"""
+    try:
+        return "budget_ms" in inspect.signature(reranker.rerank_batch).parameters  # type: ignore[attr-defined]
+    except (AttributeError, TypeError, ValueError):
+        return False
+
+
+def head_then_rest(
+    query: str,
+    docs: Sequence[Document],
+    head: Sequence[int],
+    head_scored: Scored,
+    rest: Sequence[int],
+    rest_scores: Sequence[float] | None,
+    *,
+    backend: str,
+    model: str | None,
+    stages: tuple[str, str],
+    top_n: int | None,
+    timings: dict[str, float],
+    info: dict[str, Any],
+) -> RerankResult:
+    """A ranking whose head was reordered by a model and whose rest keeps an earlier order below it.
+
+    ``head_scored`` holds the model's scores of ``head`` (in that order); ``rest`` is already in its
+    final order, with the earlier stage's scores (or NaN: not scored). Raw scores of the two parts are
+    not comparable, so ``normalized_score`` is by rank. ``stages`` names the head's and the rest's stage.
+    """
+    scores = head_scored.scores
+    order = sorted(range(len(head)), key=lambda j: (-scores[j], head[j]))
+    rows: list[tuple[int, float, tuple[int, int] | None, bool, str]] = []
+    for j in order:
+        passage = head_scored.passages[j] if head_scored.passages is not None else None
+        truncated = bool(head_scored.truncated[j]) if head_scored.truncated is not None else False
+        rows.append((head[j], float(scores[j]), passage, truncated, stages[0]))
+    for k, i in enumerate(rest):
+        rows.append((i, float(rest_scores[k]) if rest_scores is not None else math.nan, None, False, stages[1]))
+    normalized = normalize([r[1] for r in rows], "rank")
+    results = [
+        RankedDocument(
+            index=i, text=docs[i].text, score=score, rank=rank, normalized_score=normalized[rank - 1],
+            id=docs[i].id, metadata=docs[i].metadata, passage=passage, truncated=truncated, stage=stage,
+        )
+        for rank, (i, score, passage, truncated, stage) in enumerate(rows, start=1)
+    ]
+    return RerankResult(
+        query=query, results=results[:top_n] if top_n is not None else results, backend=backend, model=model,
+        timings=timings, normalization="rank", num_candidates=len(docs),
+        info={**(head_scored.info or {}), **info},
+    )
 
 
 def build_result(
@@ -170,7 +262,8 @@ class BaseReranker(ABC):
         """Load whatever the backend needs (models, clients) now rather than on first use."""
 
     def rerank(
-        self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None
+        self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None, *,
+        budget_ms: float | None = None,
     ) -> RerankResult:
         """Rank ``documents`` for ``query``, best first.
 
@@ -178,11 +271,14 @@ class BaseReranker(ABC):
             query: non-blank query text.
             documents: str, :class:`Document` or dicts with ``text``; an empty list gives an empty result.
             top_n: keep the best ``top_n`` (normalization still sees every document).
+            budget_ms: answer within this many milliseconds: a local model reranks the longest head of
+                ``documents`` that fits and leaves the rest in input order, marked
+                (``res.info["reranked"]``); an API backend gives up at the deadline.
 
         Returns:
             A :class:`RerankResult` with every document (or the best ``top_n``).
         """
-        return self.rerank_batch([(query, documents)], top_n=top_n)[0]
+        return self.rerank_batch([(query, documents)], top_n=top_n, budget_ms=budget_ms)[0]
 
     def _prepare(
         self, requests: Sequence[Request], top_n: int | None
@@ -230,22 +326,34 @@ class BaseReranker(ABC):
             for q, d, s in zip(queries, docs, by_request)
         ]
 
+    def _within_deadline(
+        self, queries: list[str], docs: list[list[Document]], top_n: int | None, start: float
+    ) -> list[RerankResult] | None:
+        """Results within ``call_deadline`` when this backend fits its work to a budget (local models);
+        None: score as usual (an API backend reads the deadline itself)."""
+        return None
+
     def rerank_batch(
-        self, requests: Sequence[Request], top_n: int | None = None
+        self, requests: Sequence[Request], top_n: int | None = None, *, budget_ms: float | None = None
     ) -> list[RerankResult]:
         """Rank several ``(query, documents)`` requests with one batched scoring pass.
 
         Inputs are checked before anything is loaded. Timings of each result are those of the
-        whole batch; loading a model is not timed.
+        whole batch; loading a model is not timed (but it does count against ``budget_ms``).
         """
-        start = perf_counter()
-        queries, docs, todo = self._prepare(requests, top_n)
-        if not todo:
-            return self._assemble(queries, docs, todo, ([], {}), start, start, top_n)
-        start += self._load_seconds()
-        model_start = perf_counter()
-        scored = self._score_batch([queries[i] for i in todo], [docs[i] for i in todo])
-        return self._assemble(queries, docs, todo, scored, start, model_start, top_n)
+        with within_budget(budget_ms):
+            start = perf_counter()
+            queries, docs, todo = self._prepare(requests, top_n)
+            if not todo:
+                return self._assemble(queries, docs, todo, ([], {}), start, start, top_n)
+            start += self._load_seconds()
+            if call_deadline.get() is not None:
+                budgeted = self._within_deadline(queries, docs, top_n, start)
+                if budgeted is not None:
+                    return budgeted
+            model_start = perf_counter()
+            scored = self._score_batch([queries[i] for i in todo], [docs[i] for i in todo])
+            return self._assemble(queries, docs, todo, scored, start, model_start, top_n)
 
     async def _ascore_batch(
         self, queries: list[str], documents: list[list[Document]]
@@ -254,23 +362,29 @@ class BaseReranker(ABC):
         return await asyncio.to_thread(self._score_batch, queries, documents)
 
     async def arerank(
-        self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None
+        self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None, *,
+        budget_ms: float | None = None,
     ) -> RerankResult:
         """Async :meth:`rerank`: model work runs in a worker thread, the event loop stays free."""
-        return (await self.arerank_batch([(query, documents)], top_n=top_n))[0]
+        return (await self.arerank_batch([(query, documents)], top_n=top_n, budget_ms=budget_ms))[0]
 
     async def arerank_batch(
-        self, requests: Sequence[Request], top_n: int | None = None
+        self, requests: Sequence[Request], top_n: int | None = None, *, budget_ms: float | None = None
     ) -> list[RerankResult]:
         """Async :meth:`rerank_batch`."""
-        start = perf_counter()
-        queries, docs, todo = self._prepare(requests, top_n)
-        if not todo:
-            return self._assemble(queries, docs, todo, ([], {}), start, start, top_n)
-        start += await asyncio.to_thread(self._load_seconds)
-        model_start = perf_counter()
-        scored = await self._ascore_batch([queries[i] for i in todo], [docs[i] for i in todo])
-        return self._assemble(queries, docs, todo, scored, start, model_start, top_n)
+        with within_budget(budget_ms):
+            start = perf_counter()
+            queries, docs, todo = self._prepare(requests, top_n)
+            if not todo:
+                return self._assemble(queries, docs, todo, ([], {}), start, start, top_n)
+            start += await asyncio.to_thread(self._load_seconds)
+            if call_deadline.get() is not None:
+                budgeted = await asyncio.to_thread(self._within_deadline, queries, docs, top_n, start)
+                if budgeted is not None:
+                    return budgeted
+            model_start = perf_counter()
+            scored = await self._ascore_batch([queries[i] for i in todo], [docs[i] for i in todo])
+            return self._assemble(queries, docs, todo, scored, start, model_start, top_n)
 
     def describe(self) -> dict[str, Any]:
         """Backend, model and options, for logs and reports (no secrets)."""

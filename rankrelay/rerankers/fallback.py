@@ -26,7 +26,16 @@ from rankrelay.errors import (
     InvalidInputError,
     RankRelayError,
 )
-from rankrelay.rerankers.base import Request, Reranker, check_query, check_top_n
+from rankrelay.rerankers.base import (
+    Request,
+    Reranker,
+    accepts_budget,
+    check_budget,
+    check_query,
+    check_top_n,
+    seconds_left,
+    within_budget,
+)
 from rankrelay.results import DocumentLike, RerankResult, to_documents
 from rankrelay.scoring import check_normalization, normalize
 
@@ -98,18 +107,6 @@ class CircuitBreaker:
             self._probing = False
 
 
-def _load(item: ChainItem) -> Reranker:
-    from rankrelay.rerankers import load_reranker
-
-    if isinstance(item, dict):
-        options = dict(item)
-        spec = options.pop("spec", None)
-        if not isinstance(spec, str):
-            raise ConfigError(f"a chain item dict needs a 'spec' string, got {item!r}")
-        return load_reranker(spec, **options)
-    return load_reranker(item)
-
-
 def _label(reranker: Reranker) -> str:
     model = getattr(reranker, "model", None)
     return f"{reranker.name}:{model}" if model else reranker.name
@@ -131,6 +128,11 @@ class FallbackReranker:
         hedge_after_ms: start the next backend if the current one has not answered in this time;
             the first good answer wins (async; the sync API runs the same logic on an event loop).
         normalize: ``rank`` (default) or ``backend`` (keep each backend's own normalization).
+        budget_ms: default latency budget of a call (a call's own ``budget_ms`` wins): each backend gets
+            the time the ones before it left, so a local fallback answers within the caller's deadline
+            (reranking the head of the list that fits, see :meth:`BaseReranker.rerank`).
+        preload: warm up the chain's backends in a background thread now, so that the first call that
+            falls back does not wait for torch and the model to load.
     """
 
     name = "fallback"
@@ -143,6 +145,8 @@ class FallbackReranker:
         reset_timeout: float = 30.0,
         hedge_after_ms: float | None = None,
         normalize: str = "rank",
+        budget_ms: float | None = None,
+        preload: bool = False,
     ) -> None:
         if isinstance(chain, (str, dict)) or not chain:
             raise ConfigError("a fallback chain needs a non-empty list of backends")
@@ -151,14 +155,26 @@ class FallbackReranker:
         if normalize == "calibrated":
             raise ConfigError("a chain cannot calibrate scores of different backends; give each backend "
                               "normalize='calibrated' and the chain normalize='backend'")
-        self.backends: list[Reranker] = [_load(item) for item in chain]
+        from rankrelay.rerankers.registry import load_chain_item
+
+        self.backends: list[Reranker] = [load_chain_item(item) for item in chain]
         self.breakers = [CircuitBreaker(failure_threshold, reset_timeout) for _ in self.backends]
         self.hedge_after_ms = hedge_after_ms
         self.normalize = normalize
         self.model = " -> ".join(_label(b) for b in self.backends)
+        self.budget_ms = check_budget(budget_ms)
+        self._preload: threading.Thread | None = None
+        if preload:
+            self._preload = threading.Thread(target=self.warm_up, name="rankrelay-preload", daemon=True)
+            self._preload.start()
 
     def __repr__(self) -> str:
         return f"<FallbackReranker {self.model}>"
+
+    @property
+    def preloaded(self) -> bool:
+        """True once a background preload (``preload=True``) has finished."""
+        return self._preload is not None and not self._preload.is_alive()
 
     def warm_up(self) -> None:
         """Warm up every backend that can be (a failing one is logged, not raised: it may recover)."""
@@ -210,15 +226,36 @@ class FallbackReranker:
             to_documents(documents)
 
     # -- sync ------------------------------------------------------------------------------
-    def rerank(self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None) -> RerankResult:
-        """Rerank with the first backend that answers."""
-        return self.rerank_batch([(query, documents)], top_n=top_n)[0]
+    def rerank(
+        self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None, *,
+        budget_ms: float | None = None,
+    ) -> RerankResult:
+        """Rerank with the first backend that answers (within ``budget_ms`` when given)."""
+        return self.rerank_batch([(query, documents)], top_n=top_n, budget_ms=budget_ms)[0]
 
-    def rerank_batch(self, requests: Sequence[Request], top_n: int | None = None) -> list[RerankResult]:
+    def _budget(self, budget_ms: float | None) -> float | None:
+        return check_budget(budget_ms) if budget_ms is not None else self.budget_ms
+
+    @staticmethod
+    def _call_kwargs(backend: Reranker) -> dict[str, Any]:
+        """The time left for ``backend`` (a backend that cannot take a budget gets none)."""
+        left = seconds_left()
+        if left is None or not accepts_budget(backend):
+            return {}
+        return {"budget_ms": max(left * 1000.0, 1e-3)}
+
+    def rerank_batch(
+        self, requests: Sequence[Request], top_n: int | None = None, *, budget_ms: float | None = None
+    ) -> list[RerankResult]:
         """Rerank a batch with the first backend that answers (the whole batch moves together)."""
         self._check(requests, top_n)
+        budget = self._budget(budget_ms)
         if self.hedge_after_ms is not None:
-            return asyncio.run(self.arerank_batch(requests, top_n))
+            return asyncio.run(self.arerank_batch(requests, top_n, budget_ms=budget))
+        with within_budget(budget):
+            return self._rerank_batch(requests, top_n)
+
+    def _rerank_batch(self, requests: Sequence[Request], top_n: int | None) -> list[RerankResult]:
         failures: list[dict[str, Any]] = []
         for i, backend in enumerate(self.backends):
             if not self.breakers[i].allow():
@@ -226,7 +263,7 @@ class FallbackReranker:
                 continue
             started = perf_counter()
             try:
-                results = backend.rerank_batch(requests, top_n=top_n)
+                results = backend.rerank_batch(requests, top_n=top_n, **self._call_kwargs(backend))
             except InvalidInputError:
                 self.breakers[i].release()
                 raise
@@ -239,22 +276,30 @@ class FallbackReranker:
 
     # -- async -----------------------------------------------------------------------------
     async def arerank(
-        self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None
+        self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None, *,
+        budget_ms: float | None = None,
     ) -> RerankResult:
         """Async :meth:`rerank`, with hedging when ``hedge_after_ms`` is set."""
-        return (await self.arerank_batch([(query, documents)], top_n=top_n))[0]
+        return (await self.arerank_batch([(query, documents)], top_n=top_n, budget_ms=budget_ms))[0]
 
     async def _arerank_with(
         self, backend: Reranker, requests: Sequence[Request], top_n: int | None
     ) -> list[RerankResult]:
         batch = getattr(backend, "arerank_batch", None)
+        kwargs = self._call_kwargs(backend)
         if batch is not None:
-            return await batch(requests, top_n=top_n)
-        return list(await asyncio.gather(*(backend.arerank(q, d, top_n) for q, d in requests)))
+            return await batch(requests, top_n=top_n, **kwargs)
+        return list(await asyncio.gather(*(backend.arerank(q, d, top_n, **kwargs) for q, d in requests)))
 
-    async def arerank_batch(self, requests: Sequence[Request], top_n: int | None = None) -> list[RerankResult]:
+    async def arerank_batch(
+        self, requests: Sequence[Request], top_n: int | None = None, *, budget_ms: float | None = None
+    ) -> list[RerankResult]:
         """Async :meth:`rerank_batch`; with hedging, a slow backend is raced by the next one."""
         self._check(requests, top_n)
+        with within_budget(self._budget(budget_ms)):
+            return await self._arerank_batch(requests, top_n)
+
+    async def _arerank_batch(self, requests: Sequence[Request], top_n: int | None) -> list[RerankResult]:
         failures: list[dict[str, Any]] = []
         hedge = None if self.hedge_after_ms is None else self.hedge_after_ms / 1000.0
         running: dict[asyncio.Task[list[RerankResult]], tuple[int, float]] = {}

@@ -9,7 +9,7 @@ from typer.testing import CliRunner
 from rankrelay import BackendUnavailableError
 from rankrelay.cli import app
 from rankrelay.evaluation import compare, evaluate, load_beir, rbo, read_trec, write_trec
-from rankrelay.rerankers import _REGISTRY, register
+from rankrelay.rerankers import register, unregister
 from rankrelay.rerankers.base import BaseReranker, Scored
 
 N_QUERIES = 12
@@ -74,9 +74,9 @@ def backends(beir):
     register("flaky", lambda model, **o: Flaky(**o), options={"normalize"}, description="test failures")
     register("anti", lambda model, **o: AntiOracle(**o), options={"normalize"}, description="worse than random")
     yield
-    _REGISTRY.pop("anti", None)
-    _REGISTRY.pop("oracle", None)
-    _REGISTRY.pop("flaky", None)
+    unregister("anti")
+    unregister("oracle")
+    unregister("flaky")
 
 
 def test_metrics_match_hand_computed_values():

@@ -88,6 +88,6 @@ def test_register_a_custom_backend():
         with pytest.raises(ConfigError):
             register("bad:name", lambda model: None, options=set(), description="")
     finally:
-        from rankrelay.rerankers import _REGISTRY
+        from rankrelay.rerankers import unregister
 
-        _REGISTRY.pop("length", None)
+        unregister("length")

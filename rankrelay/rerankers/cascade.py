@@ -1,0 +1,220 @@
+"""A cascade: a cheap stage orders every candidate, a strong stage reorders the best ``keep`` of them.
+
+The rest follow below the strong stage's head in the cheap stage's order, and each result says which
+stage placed it (``r.stage``). The cheap stage can be any reranker (a bi-encoder, a smaller model) or
+``first-stage``: the input order itself, i.e. the retriever's ranking when a :class:`TwoStageSearch`
+calls the cascade (which then shows the retriever's scores for the rest).
+
+Spec form: ``cascade:<cheap>><strong>@<keep>``, e.g. ``cascade:bi-encoder:all-minilm-l6>minilm-l6@30``;
+dict form: ``{"spec": "cascade", "cheap": ..., "strong": {"spec": ..., "runtime": "openvino"}, "keep": 30}``.
+
+Example:
+    >>> from rankrelay import load_reranker
+    >>> c = load_reranker("cascade:first-stage>random:1@2")
+    >>> res = c.rerank("q", ["a", "b", "c", "d"])
+    >>> [r.stage for r in res], res.info["reranked"]
+    (['random:seed=1', 'random:seed=1', 'first-stage', 'first-stage'], 2)
+    >>> sorted(res.indices[:2]), res.indices[2:]
+    ([0, 1], [2, 3])
+"""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Sequence
+from time import perf_counter
+from typing import Any
+
+from rankrelay.errors import ConfigError
+from rankrelay.rerankers.base import (
+    Request,
+    Reranker,
+    Scored,
+    accepts_budget,
+    check_query,
+    check_top_n,
+    head_then_rest,
+    seconds_left,
+    within_budget,
+)
+from rankrelay.results import DocumentLike, RerankResult, to_documents
+
+FIRST_STAGE = "first-stage"
+DEFAULT_KEEP = 30
+
+
+def label(reranker: Reranker) -> str:
+    """``name:model`` (or the name) of a reranker, for results and reports."""
+    model = getattr(reranker, "model", None)
+    return f"{reranker.name}:{model}" if model else reranker.name
+
+
+def _budget_kwargs(reranker: Reranker) -> dict[str, Any]:
+    left = seconds_left()
+    if left is None or not accepts_budget(reranker):
+        return {}
+    return {"budget_ms": max(left * 1000.0, 1e-3)}
+
+
+class CascadeReranker:
+    """Cheap stage over every candidate, strong stage over the cheap stage's best ``keep``.
+
+    Args:
+        cheap: a spec, ``{"spec": ..., **options}`` dict, :class:`Reranker`, or ``first-stage`` (input order).
+        strong: the same forms (not ``first-stage``); must not be the cheap stage's object.
+        keep: candidates the strong stage reorders (>= 1).
+    """
+
+    name = "cascade"
+
+    def __init__(self, cheap: Any, strong: Any, *, keep: int = DEFAULT_KEEP) -> None:
+        from rankrelay.rerankers.registry import load_chain_item
+
+        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
+            raise ConfigError(f"a cascade's keep must be an int >= 1, got {keep!r}")
+        if strong is None or strong == FIRST_STAGE:
+            raise ConfigError("a cascade's strong stage must be a reranker, not the first stage")
+        if cheap is strong and not isinstance(cheap, str):
+            raise ConfigError("a cascade's cheap and strong stages are the same object; give two rerankers")
+        self.cheap: Reranker | None = None if cheap in (None, FIRST_STAGE) else load_chain_item(cheap)
+        self.strong: Reranker = load_chain_item(strong)
+        if self.cheap is self.strong:
+            raise ConfigError("a cascade's cheap and strong stages are the same object; give two rerankers")
+        self.keep = keep
+        self.cheap_label = FIRST_STAGE if self.cheap is None else label(self.cheap)
+        self.strong_label = label(self.strong)
+        self.model = f"{self.cheap_label} > {self.strong_label} @{keep}"
+
+    def __repr__(self) -> str:
+        return f"<CascadeReranker {self.model}>"
+
+    def warm_up(self) -> None:
+        """Warm up both stages."""
+        for stage in (self.cheap, self.strong):
+            warm = getattr(stage, "warm_up", None)
+            if warm is not None:
+                warm()
+
+    def describe(self) -> dict[str, Any]:
+        return {"backend": self.name, "cheap": self.cheap_label, "strong": self.strong_label, "keep": self.keep}
+
+    # -- ranking ---------------------------------------------------------------------------
+    def rerank(
+        self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None, *,
+        budget_ms: float | None = None,
+    ) -> RerankResult:
+        """Cheap stage over ``documents``, strong stage over its best ``keep``; the rest below in cheap order."""
+        return self.rerank_batch([(query, documents)], top_n=top_n, budget_ms=budget_ms)[0]
+
+    def _check(self, requests: Sequence[Request], top_n: int | None) -> list[tuple[str, list[Any]]]:
+        check_top_n(top_n)
+        return [(check_query(q), to_documents(d)) for q, d in requests]
+
+    def _cheap_orders(self, checked: list[tuple[str, list[Any]]], cheap: list[RerankResult] | None) -> list[
+            tuple[list[int], list[float] | None]]:
+        if cheap is None:
+            return [(list(range(len(d))), None) for _, d in checked]
+        return [(res.indices, [r.score for r in res]) for res in cheap]
+
+    def _merge(
+        self, checked: list[tuple[str, list[Any]]], orders: list[tuple[list[int], list[float] | None]],
+        strong: list[RerankResult], top_n: int | None, timings: dict[str, float],
+    ) -> list[RerankResult]:
+        out = []
+        for (query, docs), (order, cheap_scores), res in zip(checked, orders, strong):
+            head = order[: self.keep]
+            by_head = {r.index: r for r in res}
+            scored = Scored([by_head[j].score for j in range(len(head))],
+                            [by_head[j].passage for j in range(len(head))],
+                            [by_head[j].truncated for j in range(len(head))], dict(res.info))
+            rest_scores = cheap_scores[self.keep:] if cheap_scores is not None else None
+            partial = res.info.get("reranked")  # the strong stage ran out of budget: its own rest is marked
+            merged = head_then_rest(
+                query, docs, head, scored, order[self.keep:], rest_scores, backend=self.name, model=self.model,
+                stages=(self.strong_label, self.cheap_label), top_n=top_n, timings=dict(timings),
+                info={"cascade": {"cheap": self.cheap_label, "strong": self.strong_label, "keep": self.keep},
+                      "reranked": len(head) if partial is None else partial},
+            )
+            if partial is not None:
+                for r in merged.results:
+                    if r.stage == self.strong_label and by_head[head.index(r.index)].stage == FIRST_STAGE:
+                        r.stage = self.cheap_label
+            out.append(merged)
+        return out
+
+    def rerank_batch(
+        self, requests: Sequence[Request], top_n: int | None = None, *, budget_ms: float | None = None
+    ) -> list[RerankResult]:
+        """:meth:`rerank` for several requests: one batched call per stage."""
+        checked = self._check(requests, top_n)
+        with within_budget(budget_ms):
+            start = perf_counter()
+            cheap = None
+            if self.cheap is not None:
+                cheap = self.cheap.rerank_batch(checked, **_budget_kwargs(self.cheap))
+            cheap_done = perf_counter()
+            orders = self._cheap_orders(checked, cheap)
+            heads = [(q, [d[i] for i in order[: self.keep]]) for (q, d), (order, _) in zip(checked, orders)]
+            strong = self.strong.rerank_batch(heads, **_budget_kwargs(self.strong))
+            done = perf_counter()
+        timings = {"cheap": (cheap_done - start) * 1000, "strong": (done - cheap_done) * 1000,
+                   "model": (done - start) * 1000, "total": (done - start) * 1000}
+        return self._merge(checked, orders, strong, top_n, timings)
+
+    async def arerank(
+        self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None, *,
+        budget_ms: float | None = None,
+    ) -> RerankResult:
+        """Async :meth:`rerank`."""
+        return (await self.arerank_batch([(query, documents)], top_n=top_n, budget_ms=budget_ms))[0]
+
+    async def arerank_batch(
+        self, requests: Sequence[Request], top_n: int | None = None, *, budget_ms: float | None = None
+    ) -> list[RerankResult]:
+        """Async :meth:`rerank_batch` (stages with an async API are awaited, others run in a thread)."""
+        checked = self._check(requests, top_n)
+
+        async def run(stage: Reranker, batch: list[Any]) -> list[RerankResult]:
+            kwargs = _budget_kwargs(stage)
+            method = getattr(stage, "arerank_batch", None)
+            if method is not None:
+                return list(await method(batch, **kwargs))
+            return await asyncio.to_thread(stage.rerank_batch, batch, **kwargs)
+
+        with within_budget(budget_ms):
+            start = perf_counter()
+            cheap = await run(self.cheap, checked) if self.cheap is not None else None
+            cheap_done = perf_counter()
+            orders = self._cheap_orders(checked, cheap)
+            heads = [(q, [d[i] for i in order[: self.keep]]) for (q, d), (order, _) in zip(checked, orders)]
+            strong = await run(self.strong, heads)
+            done = perf_counter()
+        timings = {"cheap": (cheap_done - start) * 1000, "strong": (done - cheap_done) * 1000,
+                   "model": (done - start) * 1000, "total": (done - start) * 1000}
+        return self._merge(checked, orders, strong, top_n, timings)
+
+
+def parse_cascade(spec: str) -> tuple[str, str, int]:
+    """Split ``<cheap>><strong>@<keep>`` (keep optional) into its parts."""
+    body, at, keep_text = spec.rpartition("@")
+    if not at or not keep_text.strip().isdigit():
+        body, keep = spec, DEFAULT_KEEP
+    else:
+        keep = int(keep_text)
+    parts = body.split(">")
+    if len(parts) != 2 or not all(p.strip() for p in parts):
+        raise ConfigError(f"a cascade spec is cascade:<cheap>><strong>@<keep>, got 'cascade:{spec}'")
+    return parts[0].strip(), parts[1].strip(), keep
+
+
+def from_spec(rest: str | None, *, cheap: Any = None, strong: Any = None, keep: int | None = None) -> CascadeReranker:
+    """Registry factory: ``cascade:<cheap>><strong>@<keep>``, or the stages as options (dict form)."""
+    if rest:
+        if cheap is not None or strong is not None:
+            raise ConfigError("give a cascade's stages in its spec or as options, not both")
+        cheap, strong, spec_keep = parse_cascade(rest)
+        keep = spec_keep if keep is None else keep
+    if strong is None:
+        raise ConfigError("a cascade needs a strong stage: cascade:<cheap>><strong>@<keep>")
+    return CascadeReranker(cheap if cheap is not None else FIRST_STAGE, strong,
+                           keep=DEFAULT_KEEP if keep is None else keep)

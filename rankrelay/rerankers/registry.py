@@ -1,0 +1,185 @@
+"""The backend registry (name -> factory) and :func:`load_reranker`.
+
+A spec is a preset name (``minilm-l6``), ``backend:model`` (``cross-encoder:/path/to/model``,
+``bi-encoder:all-minilm-l6``), a bare backend name, or an object that already is a
+:class:`Reranker`.
+
+Example:
+    >>> from rankrelay.rerankers.registry import load_reranker
+    >>> load_reranker("minilm-l6", batch_size=16)
+    <CrossEncoderReranker cross-encoder model='cross-encoder/ms-marco-MiniLM-L-6-v2'>
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+from typing import Any
+
+from pydantic import ValidationError
+
+from rankrelay.config import PRESETS, Settings
+from rankrelay.errors import ConfigError, UnknownBackendError
+from rankrelay.rerankers import bi_encoder, cascade, cohere, cross_encoder, http, reference
+from rankrelay.rerankers.api import API_OPTIONS
+from rankrelay.rerankers.base import Reranker
+from rankrelay.rerankers.fallback import FallbackReranker
+from rankrelay.rerankers.local import LOCAL_OPTIONS
+
+
+@dataclass(frozen=True, slots=True)
+class BackendInfo:
+    """A registered backend: ``factory(model_or_None, **options)`` builds it."""
+
+    name: str
+    factory: Callable[..., Reranker]
+    options: frozenset[str]
+    description: str
+    extra: str | None = None
+
+
+_REGISTRY: dict[str, BackendInfo] = {}
+
+
+def register(
+    name: str,
+    factory: Callable[..., Reranker],
+    *,
+    options: frozenset[str] | set[str],
+    description: str,
+    extra: str | None = None,
+) -> None:
+    """Add (or replace) a backend under ``name``; ``options`` are the keyword options it takes."""
+    if ":" in name or not name:
+        raise ConfigError(f"backend names cannot be empty or contain ':', got {name!r}")
+    _REGISTRY[name] = BackendInfo(name, factory, frozenset(options), description, extra)
+
+
+def unregister(name: str) -> None:
+    """Remove a backend added with :func:`register` (a no-op when there is none)."""
+    _REGISTRY.pop(name, None)
+
+
+def backends() -> list[BackendInfo]:
+    """Registered backends, by name."""
+    return [_REGISTRY[k] for k in sorted(_REGISTRY)]
+
+
+def parse_spec(spec: str) -> tuple[str, str | None, str | None]:
+    """Split a spec into ``(backend, model, preset)``; raise :class:`UnknownBackendError`."""
+    spec = spec.strip()
+    if spec in PRESETS:
+        return PRESETS[spec].backend, PRESETS[spec].model, spec
+    name, sep, rest = spec.partition(":")
+    if name in _REGISTRY:
+        return name, (rest.strip() or None) if sep else None, None
+    raise UnknownBackendError(spec, [*_REGISTRY, *PRESETS])
+
+
+def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
+    """Read :class:`Settings`, turning validation problems into :class:`ConfigError`."""
+    try:
+        return Settings.from_file(config_file, **overrides)
+    except ValidationError as exc:
+        raise ConfigError(f"invalid settings: {exc}") from None
+
+
+def load_chain_item(item: Any, settings: Settings | None = None) -> Reranker:
+    """A chain or cascade stage: a spec string, a ``{"spec": ..., **options}`` dict or a :class:`Reranker`."""
+    if isinstance(item, dict):
+        options = dict(item)
+        spec = options.pop("spec", None)
+        if not isinstance(spec, str):
+            raise ConfigError(f"a stage given as a dict needs a 'spec' string, got {item!r}")
+        return load_reranker(spec, settings=settings, **options)
+    return load_reranker(item, settings=settings)
+
+
+def load_reranker(
+    spec: str | Reranker | list[Any] | tuple[Any, ...] | None = None,
+    *,
+    settings: Settings | None = None,
+    **options: Any,
+) -> Reranker:
+    """Build a reranker from a spec, with defaults from :class:`Settings`.
+
+    Args:
+        spec: preset, ``backend:model``, a :class:`Reranker` (returned as is), a list (a fallback
+            chain of specs, rerankers or ``{"spec": ..., **options}`` dicts; ``options`` go to the
+            :class:`FallbackReranker`), or None for ``settings.fallback`` when set, else
+            ``settings.backend``.
+        settings: defaults for options not given here (default: ``Settings()`` from env, ``.env``
+            and the config file).
+        **options: backend options (``device``, ``batch_size``, ``max_length``, ``normalize``,
+            ``long_documents``, ...) and model kwargs for sentence-transformers.
+
+    Raises:
+        UnknownBackendError: the spec names nothing known (the message lists what is).
+        ConfigError: an option the backend does not take, or a bad value.
+    """
+    if isinstance(spec, Reranker) and not isinstance(spec, str):
+        if options:
+            raise ConfigError("options cannot be applied to a reranker instance; configure it directly")
+        return spec
+    if isinstance(spec, (list, tuple)):
+        return FallbackReranker([load_chain_item(item, settings) for item in spec], **options)
+    if spec is not None and not isinstance(spec, str):
+        raise ConfigError(f"a reranker spec is a string, a list or a Reranker, got {type(spec).__name__}")
+    if settings is None:
+        settings = load_settings()
+    if spec is None and settings.fallback:
+        return FallbackReranker([load_chain_item(item, settings) for item in settings.fallback], **options)
+    backend, model, preset = parse_spec(spec if spec is not None else settings.backend)
+    info = _REGISTRY[backend]
+    unknown = set(options) - info.options
+    if unknown:
+        raise ConfigError(
+            f"unknown option(s) for backend {backend!r}: {', '.join(sorted(unknown))}; "
+            f"it takes: {', '.join(sorted(info.options))}"
+        )
+    merged = {k: v for k, v in settings.reranker_options(backend).items() if k in info.options}
+    merged.update(options)
+    if preset is not None:
+        return cross_encoder.from_preset(preset, **merged)
+    return info.factory(model, **merged)
+
+
+register(
+    "cross-encoder",
+    cross_encoder.from_spec,
+    options=LOCAL_OPTIONS | {"activation"},
+    description="local sentence-transformers CrossEncoder (any HF id or local path)",
+    extra="local",
+)
+register(
+    "cohere",
+    cohere.from_spec,
+    options=API_OPTIONS | {"max_tokens_per_doc"},
+    description="Cohere Rerank through the official SDK (cohere:rerank-v3.5)",
+    extra="cohere",
+)
+for _provider, _about in (
+    ("cohere-http", "Cohere's /v2/rerank JSON over httpx (cohere-http:model@url)"),
+    ("tei", "Hugging Face text-embeddings-inference /rerank (tei:http://host:port)"),
+    ("jina", "Jina /v1/rerank (jina:jina-reranker-v2-base-multilingual)"),
+    ("voyage", "Voyage /v1/rerank (voyage:rerank-2)"),
+    ("infinity", "Infinity /rerank, Cohere-shaped (infinity:model@http://host:port)"),
+):
+    register(_provider, http.factory(_provider), options=API_OPTIONS, description=_about)
+register(
+    "cascade",
+    cascade.from_spec,
+    options={"cheap", "strong", "keep"},
+    description="cheap stage over all, strong stage over the best keep (cascade:<cheap>><strong>@<keep>)",
+)
+register("identity", reference.identity_from_spec, options={"normalize"},
+         description="reference: keeps the first-stage order")
+register("random", reference.random_from_spec, options={"normalize"},
+         description="reference: seeded random order (random:<seed>)")
+register(
+    "bi-encoder",
+    bi_encoder.from_spec,
+    options=LOCAL_OPTIONS | {"cache_size"},
+    description="cosine similarity of sentence-transformers embeddings (e.g. bi-encoder:all-minilm-l6)",
+    extra="local",
+)
