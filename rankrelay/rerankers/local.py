@@ -12,14 +12,15 @@ import threading
 from abc import abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
-from time import monotonic, perf_counter
+from time import perf_counter
 from typing import Any
 
 from rankrelay.devices import check_device, resolve_device
 from rankrelay.errors import ConfigError, ModelLoadError, RankRelayError
 from rankrelay.hub import ResolvedModel, canonical_model_id, find_local, resolve_model
-from rankrelay.rerankers.base import BaseReranker, Scored, build_result, head_then_rest, seconds_left
+from rankrelay.rerankers.base import BaseReranker, Scored
 from rankrelay.rerankers.buckets import length_buckets
+from rankrelay.rerankers.budget import BudgetedScoring
 from rankrelay.rerankers.passages import PassagePlanner, Pieces, check_long_documents
 from rankrelay.rerankers.runtimes import (
     Agreement,
@@ -32,7 +33,7 @@ from rankrelay.rerankers.runtimes import (
     model_fingerprint,
 )
 from rankrelay.rerankers.score_cache import DEFAULT_SIZE, ScoreCache, open_score_cache, score_key
-from rankrelay.results import Document, RerankResult
+from rankrelay.results import Document
 
 logger = logging.getLogger(__name__)
 
@@ -60,11 +61,6 @@ LOCAL_OPTIONS = frozenset(
 ) | MODEL_PASSTHROUGH
 
 
-#: Share of the time left that a budgeted call plans to fill (the rest absorbs misestimates).
-BUDGET_SAFETY = 0.85
-#: Weight of the newest measurement in the tokens-per-second estimate.
-RATE_SMOOTHING = 0.5
-
 _ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl")
 
 
@@ -80,7 +76,7 @@ def model_window(config: Any, tokenizer_limit: int | None, asked: int | None) ->
     return asked or cap
 
 
-class LocalModelReranker(BaseReranker):
+class LocalModelReranker(BudgetedScoring, BaseReranker):
     """Base of the local backends; construction is cheap, :meth:`warm_up` loads the model.
 
     Args:
@@ -160,8 +156,6 @@ class LocalModelReranker(BaseReranker):
         self.agreement: Agreement | None = None
         self._forward: Forward | None = None
         self._identity = ""
-        #: measured forward-pass speed (tokens per second), for latency budgets
-        self._tokens_per_s: float | None = None
         self._encoder: Any = None
         self._planner: PassagePlanner | None = None
         self._lock = threading.Lock()
@@ -345,85 +339,6 @@ class LocalModelReranker(BaseReranker):
             out.append(Scored(scores, passages, truncated, info))
         prepare_ms = (model_start - start) * 1000.0
         return out, {"model": model_ms, "prepare": prepare_ms}
-
-    # -- latency budgets ---------------------------------------------------------------------
-    def _within_deadline(
-        self, queries: list[str], docs: list[list[Document]], top_n: int | None, start: float
-    ) -> list[RerankResult]:
-        """Rerank the longest head of each request that fits the deadline; the rest stays in input order."""
-        out = []
-        for n, (query, documents) in enumerate(zip(queries, docs)):
-            left = seconds_left() or 0.0
-            share = left / sum(1 for d in docs[n:] if d)  # what is left, split among the requests to come
-            k, scored, timings = self._head_within(query, documents, monotonic() + share) if documents else (
-                0, Scored([]), {})
-            timings["total"] = (perf_counter() - start) * 1000.0
-            info = {"reranked": k, "budget_left_ms": round(max(left, 0.0) * 1000.0, 3)}
-            if k == len(documents):
-                res = build_result(query, documents, scored, backend=self.name, model=self.model,
-                                   normalization=self.normalize, top_n=top_n, timings=timings,
-                                   calibration=self.calibration)
-                res.info.update(info)
-            else:
-                res = head_then_rest(query, documents, range(k), scored, range(k, len(documents)), None,
-                                     backend=self.name, model=self.model, stages=(self.name, "first-stage"),
-                                     top_n=top_n, timings=timings, info=info)
-            out.append(res)
-        return out
-
-    def _pair_costs(self, query: str, texts: list[str]) -> list[int]:
-        """Tokens the model reads for each text (all its passages, with the query each time)."""
-        planner = self._planner
-        assert planner is not None
-        budget = planner.budget(query)
-        per_pair = planner.max_length - budget  # the query and the special tokens
-        pieces = planner.plan(query, texts)
-        lengths = [len(offsets) for offsets, _ in planner.tokenize(texts)]
-        return [len(p.spans) * (per_pair + (budget if p.split else min(n, budget))) for p, n in zip(pieces, lengths)]
-
-    def _head_within(
-        self, query: str, documents: list[Document], until: float
-    ) -> tuple[int, Scored, dict[str, float]]:
-        """Score documents in input order, chunk by chunk, while the next chunk is predicted to end by
-        ``until`` (from the measured tokens per second; cached pairs cost nothing)."""
-        with self._score_lock:
-            texts = [d.text for d in documents]
-            costs = self._pair_costs(query, texts)
-            if self.score_cache is not None:
-                pieces = self._planner.plan(query, texts)  # type: ignore[union-attr]
-                keys = [[score_key(self._identity, query, t[a:b]) for a, b in p.spans] for t, p in zip(texts, pieces)]
-                found = self.score_cache.get_many([k for ks in keys for k in ks])
-                costs = [0 if all(k in found for k in ks) else c for ks, c in zip(keys, costs)]
-            scores: list[float] = []
-            passages: list[tuple[int, int] | None] = []
-            truncated: list[bool] = []
-            model_ms = 0.0
-            k = 0
-            while k < len(documents):
-                left = until - monotonic()
-                if self._tokens_per_s is None:  # nothing measured yet: one document first
-                    take = 1 if left > 0 else 0
-                else:
-                    room, take = left * self._tokens_per_s * BUDGET_SAFETY, 0
-                    while k + take < len(documents) and costs[k + take] <= room:
-                        room -= costs[k + take]
-                        take += 1
-                if take == 0:
-                    break
-                began = perf_counter()
-                (chunk,), _ = self._score_locked([query], [documents[k : k + take]])
-                seconds = perf_counter() - began
-                model_ms += seconds * 1000.0
-                tokens = sum(costs[k : k + take])
-                if tokens and seconds > 0:
-                    rate = tokens / seconds
-                    old = self._tokens_per_s
-                    self._tokens_per_s = rate if old is None else (1 - RATE_SMOOTHING) * old + RATE_SMOOTHING * rate
-                scores += chunk.scores
-                passages += chunk.passages or [None] * take
-                truncated += chunk.truncated or [False] * take
-                k += take
-        return k, Scored(scores, passages, truncated), {"model": model_ms}
 
     def _cached_scores(self, pairs: list[tuple[str, str]]) -> tuple[list[float], list[bool]]:
         """Raw scores of distinct pairs, from the score cache where it has them; and which were hits."""

@@ -8,6 +8,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
@@ -15,6 +16,7 @@ from typing import Any
 
 from rankrelay.errors import ConfigError, InvalidInputError
 from rankrelay.rerankers.base import Reranker, check_query
+from rankrelay.rerankers.cascade import FIRST_STAGE
 from rankrelay.results import RerankResult
 from rankrelay.scoring import fuse
 
@@ -99,7 +101,10 @@ class TwoStageSearch:
         out = []
         for first, res in zip(firsts, reranked):
             for r in res.results:  # candidate position -> corpus position
-                r.index = first.results[r.index].index
+                candidate = first.results[r.index]
+                if r.stage == FIRST_STAGE and math.isnan(r.score):  # left in first-stage order: its score
+                    r.score = candidate.score
+                r.index = candidate.index
             served_by, model_ms = res.backend, res.timings.get("model", 0.0)
             if self.final_score == "hybrid" and res.results:
                 first_norm = "none" if getattr(self.retriever, "name", "") == "dense" else "minmax"

@@ -1,0 +1,114 @@
+"""Cascades: a cheap stage over all candidates, a strong stage over the best keep, the rest below in cheap order."""
+
+import math
+
+import pytest
+from numerics import assert_scores_close
+
+from rankrelay import ConfigError, Document, InvalidInputError, load_reranker
+from rankrelay.rerankers import CascadeReranker
+from rankrelay.rerankers.base import BaseReranker, Scored
+
+QUERY = "why does a wing stall"
+DOCS = ["the wing lift and air flow", "paris is the capital of france", "boundary layer separation on the wing",
+        "python sort is stable", "angle of attack and pressure", "cat and dog", "wing stall angle", "berlin"]
+
+
+class WordOverlap(BaseReranker):
+    """A cheap stage that counts shared words, and records what it was asked."""
+
+    name = "overlap"
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.seen: list[int] = []
+
+    def _score_batch(self, queries, documents):
+        self.seen += [len(d) for d in documents]
+        return [Scored([float(len(set(q.split()) & set(x.text.split()))) for x in docs])
+                for q, docs in zip(queries, documents)], {}
+
+
+def test_strong_stage_reorders_only_the_cheap_stages_best(tiny_ce):
+    cheap = WordOverlap()
+    cascade = CascadeReranker(cheap, tiny_ce, keep=3)
+    metadata = {"source": "kb"}
+    docs = [*DOCS[:-1], Document(DOCS[-1], id="last", metadata=metadata)]
+    res = cascade.rerank(QUERY, docs)
+    cheap_order = cheap.rerank(QUERY, docs).indices
+    head, rest = cheap_order[:3], cheap_order[3:]
+    strong = tiny_ce.rerank(QUERY, [docs[i] for i in head])
+    assert res.indices[:3] == [head[i] for i in strong.indices]  # strong order over the cheap head
+    assert res.indices[3:] == rest  # the rest keeps the cheap order
+    assert sorted(res.indices) == list(range(len(docs)))
+    assert [r.stage for r in res] == ["cross-encoder:" + tiny_ce.model] * 3 + ["overlap"] * (len(docs) - 3)
+    assert_scores_close([r.score for r in res[:3]], [r.score for r in strong])
+    texts = DOCS
+    assert [r.score for r in res[3:]] == [float(len(set(QUERY.split()) & set(texts[i].split()))) for i in rest]
+    assert [r.normalized_score for r in res] == pytest.approx([1 - i / len(docs) for i in range(len(docs))])
+    assert next(r for r in res if r.index == len(docs) - 1).metadata is metadata
+    assert res.info["reranked"] == 3 and res.info["cascade"]["keep"] == 3 and res.backend == "cascade"
+    assert res.timings["cheap"] >= 0 and res.timings["strong"] > 0
+    assert cascade.rerank(QUERY, docs, top_n=2).indices == res.indices[:2]
+
+
+def test_keep_larger_than_the_list_reranks_everything(tiny_ce):
+    res = CascadeReranker(WordOverlap(), tiny_ce, keep=50).rerank(QUERY, DOCS)
+    assert res.indices == tiny_ce.rerank(QUERY, DOCS).indices and res.info["reranked"] == len(DOCS)
+
+
+def test_first_stage_cheap_stage_keeps_input_order_for_the_rest(tiny_ce_path):
+    cascade = load_reranker(f"cascade:first-stage>cross-encoder:{tiny_ce_path}@4")
+    res = cascade.rerank(QUERY, DOCS)
+    assert sorted(res.indices[:4]) == [0, 1, 2, 3] and res.indices[4:] == [4, 5, 6, 7]
+    assert all(math.isnan(r.score) for r in res[4:]) and {r.stage for r in res[4:]} == {"first-stage"}
+    assert res.to_dict()["results"][5]["score"] is None and res.to_dict()["results"][5]["stage"] == "first-stage"
+
+
+def test_spec_and_dict_forms(tiny_ce_path, tiny_bi_path):
+    spec = load_reranker(f"cascade:bi-encoder:{tiny_bi_path}>cross-encoder:{tiny_ce_path}@5")
+    assert isinstance(spec, CascadeReranker) and spec.keep == 5 and spec.cheap.name == "bi-encoder"
+    as_dict = load_reranker([{"spec": "cascade", "cheap": f"bi-encoder:{tiny_bi_path}",
+                              "strong": {"spec": f"cross-encoder:{tiny_ce_path}", "batch_size": 2}, "keep": 3}])
+    inner = as_dict.backends[0]
+    assert inner.keep == 3 and inner.strong.batch_size == 2
+    default_keep = load_reranker(f"cascade:bi-encoder:{tiny_bi_path}>cross-encoder:{tiny_ce_path}")
+    assert default_keep.keep == 30
+    res = spec.rerank(QUERY, DOCS)
+    assert sorted(res.indices) == list(range(len(DOCS)))
+
+
+async def test_async_matches_sync(tiny_ce):
+    cascade = CascadeReranker(WordOverlap(), tiny_ce, keep=4)
+    sync, asyn = cascade.rerank(QUERY, DOCS), await cascade.arerank(QUERY, DOCS)
+    assert asyn.indices == sync.indices and [r.stage for r in asyn] == [r.stage for r in sync]
+
+
+def test_empty_list_is_an_empty_result(tiny_ce):
+    assert len(CascadeReranker(WordOverlap(), tiny_ce, keep=2).rerank(QUERY, [])) == 0
+
+
+@pytest.mark.parametrize("spec, fragment", [
+    ("cascade:identity", "cascade:<cheap>><strong>"),
+    ("cascade:identity>random@0", "keep"),
+    ("cascade:identity>first-stage@3", "strong stage"),
+    ("cascade:a>b>c@3", "cascade:<cheap>><strong>"),
+])
+def test_bad_cascades_fail_before_any_model_loads(spec, fragment):
+    with pytest.raises(ConfigError, match=fragment):
+        load_reranker(spec)
+
+
+def test_stages_must_be_two_objects(tiny_ce):
+    with pytest.raises(ConfigError, match="same object"):
+        CascadeReranker(tiny_ce, tiny_ce, keep=3)
+
+
+def test_bad_input_is_checked_before_any_stage_runs():
+    cheap = WordOverlap()
+    cascade = CascadeReranker(cheap, "random:1", keep=2)
+    with pytest.raises(InvalidInputError):
+        cascade.rerank("  ", DOCS)
+    with pytest.raises(InvalidInputError):
+        cascade.rerank(QUERY, ["ok", 3])
+    assert cheap.seen == []
