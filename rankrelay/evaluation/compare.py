@@ -55,6 +55,10 @@ class BackendRun:
     normalization: str = ""
     #: normalized scores per query (in ranking order) when they are probabilities (sigmoid, calibrated)
     probabilities: dict[str, list[float]] = field(default_factory=dict)
+    #: score-cache hits and misses over the run (local models)
+    cache: dict[str, int] = field(default_factory=dict)
+    #: documents per query a model reordered, where a cascade or a budget left the rest (query -> n)
+    reranked: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
@@ -78,7 +82,7 @@ def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking],
                 progress: bool = True) -> BackendRun:
     """Rerank every query's candidates with ``item`` (a spec, a spec dict with options, or a Reranker);
     resumable through ``cache`` (a JSON file)."""
-    from rankrelay.rerankers.registry import load_chain_item
+    from rankrelay.rerankers.registry import load_chain_item, split_options
 
     spec = backend_name(item)
     run = BackendRun(spec)
@@ -88,7 +92,12 @@ def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking],
     todo = [q for q in candidates if q not in run.rankings]
     if not todo:
         return run
-    reranker = load_chain_item({k: v for k, v in item.items() if k != "name"} if isinstance(item, dict) else item)
+    options = {k: v for k, v in item.items() if k != "name"} if isinstance(item, dict) else {}
+    if isinstance(item, str):
+        spec_text, options = split_options(item)
+        options["spec"] = spec_text
+    budget_ms = options.pop("budget_ms", None)  # a call option: every query gets this budget
+    reranker = load_chain_item(options if options else item)
     warm_up = getattr(reranker, "warm_up", None)
     if warm_up is not None:
         warm_up()  # loading a model is not a query's latency
@@ -96,7 +105,7 @@ def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking],
         docs = [dataset.corpus[d] for d, _ in candidates[qid]]
         start = time.perf_counter()
         try:
-            res = reranker.rerank(dataset.queries[qid], docs)
+            res = reranker.rerank(dataset.queries[qid], docs, **({"budget_ms": budget_ms} if budget_ms else {}))
         except RankRelayError as exc:
             run.failures[qid] = f"{type(exc).__name__}: {exc}"
             logger.warning("%s failed on query %s: %s", spec, qid, exc)
@@ -110,6 +119,10 @@ def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking],
             run.probabilities[qid] = [r.normalized_score for r in res.results]
         for unit, value in res.info.get("billed_units", {}).items():
             run.billed[unit] = run.billed.get(unit, 0) + value
+        for key, value in (res.info.get("score_cache") or {}).items():
+            run.cache[key] = run.cache.get(key, 0) + value
+        if "reranked" in res.info:
+            run.reranked[qid] = res.info["reranked"]
         if cache is not None and (done % 20 == 0 or done == len(todo)):
             cache.write_text(json.dumps(run.to_dict()))
     if cache is not None:
@@ -135,13 +148,14 @@ class Comparison:
     disagreements: list[dict[str, Any]]
     warnings: list[str]
     calibration: dict[str, dict[str, float]] = field(default_factory=dict)
+    pareto: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
         return {
             "dataset": self.dataset, "candidates": self.candidates, "depth": self.depth,
             "queries": len(self.queries), "metrics": self.metrics, "significance": self.significance,
             "agreement": self.agreement, "latency": self.latency, "calibration": self.calibration,
-            "disagreements": self.disagreements,
+            "disagreements": self.disagreements, "pareto": self.pareto,
             "warnings": self.warnings,
             "failures": {n: r.failures for n, r in self.runs.items() if r.failures},
             "served_by": {n: dict(Counter(r.served_by.values())) for n, r in self.runs.items()},
@@ -183,6 +197,23 @@ def _latency(run: BackendRun, prices: dict[str, float]) -> dict[str, float]:
             "outside_model_share": 1.0 - sum(run.model_ms.values()) / wall if wall else 0.0,
             "compute_s": wall / 1000.0,
             "cost_usd": sum(prices.get(unit, 0.0) * n for unit, n in run.billed.items())}
+
+
+def pareto_rows(metrics: dict[str, dict[str, float]], latency: dict[str, dict[str, float]],
+                runs: dict[str, BackendRun], metric: str = "ndcg@10") -> list[dict[str, Any]]:
+    """Quality against p50 latency, fastest first; ``front`` marks the backends no other beats on both
+    (at least as good on each and better on one)."""
+    points = {n: (latency[n]["p50_ms"], metrics[n][metric]) for n in latency if latency[n] and n in metrics}
+    rows = []
+    for name, (ms, quality) in sorted(points.items(), key=lambda kv: (kv[1][0], -kv[1][1])):
+        dominated = any(o_ms <= ms and o_q >= quality and (o_ms, o_q) != (ms, quality)
+                        for other, (o_ms, o_q) in points.items() if other != name)
+        run = runs[name]
+        looked_up = sum(run.cache.values())
+        rows.append({"backend": name, "p50_ms": ms, metric: quality, "front": not dominated,
+                     "reranked_mean": statistics.mean(run.reranked.values()) if run.reranked else None,
+                     "cache_hit_rate": run.cache.get("hits", 0) / looked_up if looked_up else None})
+    return rows
 
 
 def _calibration(run: BackendRun, data: BeirDataset, qids: list[str]) -> dict[str, float]:
@@ -303,12 +334,13 @@ def compare(
         for name in metrics:
             if name not in (BASELINE, "random") and metrics[name]["ndcg@10"] <= metrics["random"]["ndcg@10"]:
                 warnings.append(f"{name} does not beat the random reference on nDCG@10")
+    latency = {n: _latency(r, _prices() if prices is None else prices) for n, r in runs.items()}
     comparison = Comparison(
         dataset=data.name, candidates=str(candidates), depth=depth, queries=scored_q, runs=runs, baseline=run,
         metrics=metrics, per_query=per_query, significance=sig, agreement=agreement(all_runs),
-        latency={n: _latency(r, _prices() if prices is None else prices) for n, r in runs.items()},
-        disagreements=_disagreements(all_runs, data, per_query), warnings=warnings,
+        latency=latency, disagreements=_disagreements(all_runs, data, per_query), warnings=warnings,
         calibration={n: c for n, r in runs.items() if (c := _calibration(r, data, scored_q))},
+        pareto=pareto_rows(metrics, latency, runs),
     )
     if folder is not None:
         comparison.write(folder)

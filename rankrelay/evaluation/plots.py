@@ -1,5 +1,6 @@
 """The report's figures (matplotlib, no display needed): metric bars with 95% bootstrap confidence
-intervals, per-query nDCG@10 deltas against the first stage, and latency against quality.
+intervals, per-query nDCG@10 deltas against the first stage, and quality against latency with the
+Pareto front marked.
 
 Example:
     >>> from rankrelay.evaluation.plots import FIGURES
@@ -77,12 +78,17 @@ def write_plots(c: Comparison, folder: Path, metric: str = "ndcg@10") -> list[Pa
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
 
-    fig, ax = plt.subplots(figsize=(6, 4))
-    for n in names:
-        if n in c.latency and c.latency[n]:
-            ax.scatter(c.latency[n]["p50_ms"], c.metrics[n][metric], s=60)
-            ax.annotate(_short(n), (c.latency[n]["p50_ms"], c.metrics[n][metric]), textcoords="offset points",
-                        xytext=(5, 5))
+    fig, ax = plt.subplots(figsize=(7, 4.5))
+    front = [r for r in c.pareto if r["front"]]
+    for r in c.pareto:
+        ax.scatter(r["p50_ms"], r[metric], s=70 if r["front"] else 40, color="#C44E52" if r["front"] else "#4C72B0",
+                   zorder=3)
+        ax.annotate(_short(r["backend"]), (r["p50_ms"], r[metric]), textcoords="offset points", xytext=(5, 5),
+                    fontsize=8)
+    if len(front) > 1:
+        ax.plot([r["p50_ms"] for r in front], [r[metric] for r in front], color="#C44E52", linewidth=1,
+                linestyle="--", label="Pareto front", zorder=2)
+        ax.legend(loc="lower right")
     ax.set_xscale("log")
     ax.set_xlabel("p50 latency per query, ms (log)")
     ax.set_ylabel(metric)

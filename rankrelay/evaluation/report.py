@@ -72,13 +72,23 @@ def markdown(c: Comparison) -> str:
           f"{c.latency[n].get('outside_model_share', 0.0):.1%}", c.latency[n].get("compute_s", 0.0),
           c.runs[n].billed or "", f"{c.latency[n].get('cost_usd', 0.0):.4f}", len(c.runs[n].failures)]
          for n in names]))
+    if c.pareto:
+        parts.append("## Quality against latency\n"
+                     "Fastest first; **front**: no other backend is both at least as fast and at least as good. "
+                     "reranked: documents per query a model reordered (a cascade's keep, or what a budget allowed)."
+                     "\n\n" + table(
+                         ["backend", "p50 ms", "nDCG@10", "front", "reranked / query", "score-cache hits"],
+                         [[r["backend"], r["p50_ms"], f"{r['ndcg@10']:.4f}", "**yes**" if r["front"] else "",
+                           "" if r["reranked_mean"] is None else f"{r['reranked_mean']:.1f}",
+                           "" if r["cache_hit_rate"] is None else f"{r['cache_hit_rate']:.0%}"]
+                          for r in c.pareto]))
     if c.calibration:
         parts.append("## Calibration (normalized scores as P(relevant))\n" + table(
             ["backend", "normalization", "ECE", "mean probability", "relevant share", "pairs"],
             [[n, c.runs[n].normalization, v["ece"], v["mean_probability"], v["relevant_share"], v["pairs"]]
              for n, v in c.calibration.items()]))
     parts.append("## Figures\n![metrics](metrics.png) ![per-query deltas](deltas.png) "
-                 "![latency vs quality](latency_quality.png)")
+                 "![quality against latency, Pareto front](latency_quality.png)")
     if c.disagreements:
         lines = ["## Where rankings differ most"]
         for d in c.disagreements:

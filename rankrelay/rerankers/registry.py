@@ -2,7 +2,7 @@
 
 A spec is a preset name (``minilm-l6``), ``backend:model`` (``cross-encoder:/path/to/model``,
 ``bi-encoder:all-minilm-l6``), a bare backend name, or an object that already is a
-:class:`Reranker`.
+:class:`Reranker`; options may follow a ``?`` (``minilm-l6?runtime=openvino&batch_size=16``).
 
 Example:
     >>> from rankrelay.rerankers.registry import load_reranker
@@ -12,6 +12,7 @@ Example:
 
 from __future__ import annotations
 
+import json
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -76,6 +77,24 @@ def parse_spec(spec: str) -> tuple[str, str | None, str | None]:
     raise UnknownBackendError(spec, [*_REGISTRY, *PRESETS])
 
 
+def split_options(spec: str) -> tuple[str, dict[str, Any]]:
+    """``backend:model?key=value&key=value`` -> the spec and its options (values read as JSON when they
+    parse, e.g. numbers and booleans, else as text). A cascade's options stay with its stages."""
+    if "?" not in spec or spec.strip().startswith("cascade:"):
+        return spec, {}
+    base, _, query = spec.partition("?")
+    options: dict[str, Any] = {}
+    for part in filter(None, query.split("&")):
+        key, eq, value = part.partition("=")
+        if not eq or not key.strip():
+            raise ConfigError(f"spec options are key=value pairs after '?', got {part!r} in {spec!r}")
+        try:
+            options[key.strip()] = json.loads(value)
+        except ValueError:
+            options[key.strip()] = value
+    return base, options
+
+
 def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
     """Read :class:`Settings`, turning validation problems into :class:`ConfigError`."""
     try:
@@ -125,6 +144,9 @@ def load_reranker(
         return FallbackReranker([load_chain_item(item, settings) for item in spec], **options)
     if spec is not None and not isinstance(spec, str):
         raise ConfigError(f"a reranker spec is a string, a list or a Reranker, got {type(spec).__name__}")
+    if spec is not None:
+        spec, spec_options = split_options(spec)
+        options = {**spec_options, **options}
     if settings is None:
         settings = load_settings()
     if spec is None and settings.fallback:

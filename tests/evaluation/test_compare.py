@@ -179,3 +179,37 @@ def test_api_backends_and_fallback_chains_with_cost(beir, tmp_path, fake_api, re
     assert set(c.runs[chain_name].served_by.values()) == {"identity"}
     report = json.loads((tmp_path / "r3" / "report.json").read_text())
     assert report["served_by"][chain_name] == {"identity": N_QUERIES}
+
+
+def test_pareto_view_with_cascades_budgets_and_runtime_specs(beir, backends, tmp_path, tiny_ce_path):
+    specs = ["identity", "oracle", "cascade:first-stage>oracle@5", "cascade:first-stage>oracle@3",
+             f"cross-encoder:{tiny_ce_path}?device=cpu&budget_ms=0.0001",
+             {"spec": f"cross-encoder:{tiny_ce_path}", "runtime": "onnx", "cache_dir": str(tmp_path / "rt"),
+              "name": "tiny on onnx"}]
+    c = compare(beir, str(tmp_path / "cands.trec"), specs, out=tmp_path / "report", progress=False)
+    rows = {r["backend"]: r for r in c.pareto}
+    assert set(rows) == {"identity", "oracle", "cascade:first-stage>oracle@5", "cascade:first-stage>oracle@3",
+                         f"cross-encoder:{tiny_ce_path}?device=cpu&budget_ms=0.0001", "tiny on onnx"}
+    # relevant documents sit at first-stage ranks 5 and 8: keeping 5 finds one, keeping 3 finds none
+    assert c.metrics["cascade:first-stage>oracle@3"]["ndcg@10"] == pytest.approx(c.metrics["identity"]["ndcg@10"])
+    assert c.metrics["identity"]["ndcg@10"] < c.metrics["cascade:first-stage>oracle@5"]["ndcg@10"] \
+        < c.metrics["oracle"]["ndcg@10"]
+    assert rows["cascade:first-stage>oracle@5"]["reranked_mean"] == 5
+    budget = rows[f"cross-encoder:{tiny_ce_path}?device=cpu&budget_ms=0.0001"]
+    assert budget["reranked_mean"] == 0  # too small a budget: the first-stage order, marked
+    assert c.metrics[budget["backend"]]["ndcg@10"] == pytest.approx(c.metrics["identity"]["ndcg@10"])
+    assert rows["tiny on onnx"]["cache_hit_rate"] == 0.0
+    # the front: nothing on it is beaten on both axes by another backend
+    points = [(r["p50_ms"], r["ndcg@10"]) for r in c.pareto]
+    for r in c.pareto:
+        beaten = any(ms <= r["p50_ms"] and q >= r["ndcg@10"] and (ms, q) != (r["p50_ms"], r["ndcg@10"])
+                     for ms, q in points)
+        assert r["front"] == (not beaten)
+    assert rows["oracle"]["front"] or any(
+        r["ndcg@10"] >= rows["oracle"]["ndcg@10"] and r["p50_ms"] <= rows["oracle"]["p50_ms"] for r in c.pareto
+        if r["backend"] != "oracle")
+    report = (tmp_path / "report" / "report.md").read_text()
+    assert "## Quality against latency" in report and "**yes**" in report
+    assert json.loads((tmp_path / "report" / "report.json").read_text())["pareto"][0]["backend"] == c.pareto[0][
+        "backend"]
+    assert (tmp_path / "report" / "latency_quality.png").stat().st_size > 10_000
