@@ -369,6 +369,10 @@ def serve(
     max_wait_ms: Annotated[
         float | None, typer.Option(help="How long a request finding the model idle waits for company (0: none).")
     ] = None,
+    budget_ms: Annotated[
+        float | None, typer.Option(min=0.001, help="Latency budget per request: a local model reranks the head "
+                                   "that fits, the rest stays in first-stage order.")
+    ] = None,
     config: ConfigOption = None,
 ) -> None:
     """Serve rerankers over HTTP: Cohere's /v2/rerank and /v1/rerank, TEI's /rerank, /search, /health, /metrics.
@@ -388,7 +392,7 @@ def serve(
                 raise ConfigError(f"--model takes NAME=SPEC, got {item!r}")
             models[name] = spec
         settings = load_settings(str(config) if config else None)
-        overrides = {k: v for k, v in {"batching": batching, "max_wait_ms": max_wait_ms,
+        overrides = {k: v for k, v in {"batching": batching, "max_wait_ms": max_wait_ms, "budget_ms": budget_ms,
                                         "index": str(index) if index else None}.items() if v is not None}
         if no_auth:
             overrides["allow_unauthenticated"] = True

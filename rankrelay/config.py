@@ -74,6 +74,8 @@ class Limits(BaseModel):
     max_queue: int = Field(256, ge=1, description="requests waiting per model before 429")
     request_timeout: float = Field(60.0, gt=0, description="seconds before a request is answered 503")
     batching: bool = Field(True, description="pack concurrent requests into shared forward passes")
+    budget_ms: float | None = Field(None, gt=0, description="latency budget of each request: a local model "
+                                    "reranks the head that fits (requests are then not packed together)")
 
 
 class ServiceSettings(Limits):

@@ -101,6 +101,11 @@ class _Metrics:
                                       registry=self.registry)
         self.fallbacks = prometheus.Counter("rankrelay_fallbacks", "Backends skipped or failed in chains",
                                             ["model", "backend"], registry=self.registry)
+        self.score_cache = prometheus.Counter("rankrelay_score_cache", "Score-cache lookups of (query, passage) "
+                                              "pairs by result (hit: the model was skipped)", ["model", "result"],
+                                              registry=self.registry)
+        self.reranked = prometheus.Counter("rankrelay_budget_partial", "Requests whose latency budget left part "
+                                           "of the list in first-stage order", ["model"], registry=self.registry)
 
 
 def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr] = (),
@@ -119,7 +124,7 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
     """
     from rankrelay.rerankers import load_reranker
     from rankrelay.rerankers.api import ApiReranker
-    from rankrelay.rerankers.base import BaseReranker
+    from rankrelay.rerankers.base import BaseReranker, accepts_budget
 
     if not models:
         raise ConfigError("the service needs at least one model (--model NAME=SPEC)")
@@ -213,8 +218,11 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
         try:
             model, rr = pick(name)
             check(query, texts)
-            batcher = batchers.get(model)
-            if batcher is not None:
+            batcher = batchers.get(model) if limits.budget_ms is None else None
+            if limits.budget_ms is not None and accepts_budget(rr):  # each request has its own deadline
+                res = await asyncio.wait_for(rr.arerank(query, texts, top_n, budget_ms=limits.budget_ms),
+                                             limits.request_timeout)
+            elif batcher is not None:
                 metrics.queue.labels(model).set(batcher.depth)
                 before = len(batcher.batches)
                 res = await asyncio.wait_for(batcher.submit(query, texts, top_n), limits.request_timeout)
@@ -224,6 +232,12 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
                 res = await asyncio.wait_for(rr.arerank(query, texts, top_n), limits.request_timeout)
             for failure in res.info.get("fallbacks", []):
                 metrics.fallbacks.labels(model, failure["backend"]).inc()
+            cache = res.info.get("score_cache") or {}
+            for result, key in (("hit", "hits"), ("miss", "misses")):
+                if cache.get(key):
+                    metrics.score_cache.labels(model, result).inc(cache[key])
+            if res.info.get("reranked", len(texts)) < len(texts):
+                metrics.reranked.labels(model).inc()
             status, out = 200, res
         except LookupError as exc:
             status, out = 404, _error(404, str(exc))

@@ -130,7 +130,8 @@ def test_dynamic_batching_never_mixes_requests(service, tiny_ce_path):
     replies = asyncio.run(main())
     for (q, d), reply in zip(requests, replies):
         assert reply.status_code == 200
-        assert [r["index"] for r in reply.json()["results"]] == local.rerank(q, d).indices
+        scores = {r.index: r.score for r in local.rerank(q, d)}
+        assert_ranking_follows([r["index"] for r in reply.json()["results"]], [scores[i] for i in range(len(d))])
     sizes = app.state.batchers["tiny"].batches[before:]
     assert sum(sizes) == 50 and max(sizes) > 1  # requests shared forward passes
     metrics = httpx.get(f"{url}/metrics").text
@@ -299,3 +300,24 @@ def test_rankrelay_serve_with_a_config_file(configured, tmp_path):
         output = proc.communicate(timeout=30)[0]
     assert proc.returncode == 0, output
     assert "cli-key" not in output and "config-key" not in output
+
+
+def test_service_budget_and_score_cache_metrics(tiny_ce_path):
+    import cohere
+
+    app = create_app({"tiny": f"cross-encoder:{tiny_ce_path}?device=cpu"}, api_keys=[KEY],
+                     limits=Limits(budget_ms=0.001))
+    with running(app) as (url, _):
+        client = cohere.ClientV2(api_key=KEY, base_url=url)
+        res = client.rerank(model="tiny", query="why does a wing stall", documents=DOCS)
+        assert [r.index for r in res.results] == list(range(len(DOCS)))  # no time: first-stage order
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'rankrelay_budget_partial_total{model="tiny"} 1.0' in metrics
+    app = create_app({"tiny": f"cross-encoder:{tiny_ce_path}?device=cpu"}, api_keys=[KEY])
+    with running(app) as (url, _):
+        client = cohere.ClientV2(api_key=KEY, base_url=url)
+        for _ in range(2):
+            client.rerank(model="tiny", query="why does a wing stall", documents=DOCS)
+        metrics = httpx.get(f"{url}/metrics").text
+        assert f'rankrelay_score_cache_total{{model="tiny",result="miss"}} {float(len(DOCS))}' in metrics
+        assert f'rankrelay_score_cache_total{{model="tiny",result="hit"}} {float(len(DOCS))}' in metrics
