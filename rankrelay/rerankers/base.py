@@ -228,7 +228,47 @@ def build_result(
     )
 
 
-class BaseReranker(ABC):
+class SingleQuery:
+    """``rerank``/``arerank`` of one query in terms of the class's ``rerank_batch``/``arerank_batch``."""
+
+    def rerank_batch(
+        self, requests: Sequence[Request], top_n: int | None = None, *, budget_ms: float | None = None
+    ) -> list[RerankResult]:
+        raise NotImplementedError
+
+    async def arerank_batch(
+        self, requests: Sequence[Request], top_n: int | None = None, *, budget_ms: float | None = None
+    ) -> list[RerankResult]:
+        raise NotImplementedError
+
+    def rerank(
+        self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None, *,
+        budget_ms: float | None = None,
+    ) -> RerankResult:
+        """Rank ``documents`` for ``query``, best first.
+
+        Args:
+            query: non-blank query text.
+            documents: str, :class:`Document` or dicts with ``text``; an empty list gives an empty result.
+            top_n: keep the best ``top_n`` (normalization still sees every document).
+            budget_ms: answer within this many milliseconds: a local model reranks the longest head of
+                ``documents`` that fits and leaves the rest in input order, marked
+                (``res.info["reranked"]``); an API backend gives up at the deadline.
+
+        Returns:
+            A :class:`RerankResult` with every document (or the best ``top_n``).
+        """
+        return self.rerank_batch([(query, documents)], top_n=top_n, budget_ms=budget_ms)[0]
+
+    async def arerank(
+        self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None, *,
+        budget_ms: float | None = None,
+    ) -> RerankResult:
+        """Async :meth:`rerank`; never blocks the event loop."""
+        return (await self.arerank_batch([(query, documents)], top_n=top_n, budget_ms=budget_ms))[0]
+
+
+class BaseReranker(SingleQuery, ABC):
     """Shared behaviour of the built-in backends.
 
     Args:
@@ -260,25 +300,6 @@ class BaseReranker(ABC):
 
     def warm_up(self) -> None:
         """Load whatever the backend needs (models, clients) now rather than on first use."""
-
-    def rerank(
-        self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None, *,
-        budget_ms: float | None = None,
-    ) -> RerankResult:
-        """Rank ``documents`` for ``query``, best first.
-
-        Args:
-            query: non-blank query text.
-            documents: str, :class:`Document` or dicts with ``text``; an empty list gives an empty result.
-            top_n: keep the best ``top_n`` (normalization still sees every document).
-            budget_ms: answer within this many milliseconds: a local model reranks the longest head of
-                ``documents`` that fits and leaves the rest in input order, marked
-                (``res.info["reranked"]``); an API backend gives up at the deadline.
-
-        Returns:
-            A :class:`RerankResult` with every document (or the best ``top_n``).
-        """
-        return self.rerank_batch([(query, documents)], top_n=top_n, budget_ms=budget_ms)[0]
 
     def _prepare(
         self, requests: Sequence[Request], top_n: int | None
@@ -360,13 +381,6 @@ class BaseReranker(ABC):
     ) -> tuple[list[Scored], dict[str, float]]:
         """Async scoring; by default :meth:`_score_batch` in a worker thread (API backends override)."""
         return await asyncio.to_thread(self._score_batch, queries, documents)
-
-    async def arerank(
-        self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None, *,
-        budget_ms: float | None = None,
-    ) -> RerankResult:
-        """Async :meth:`rerank`: model work runs in a worker thread, the event loop stays free."""
-        return (await self.arerank_batch([(query, documents)], top_n=top_n, budget_ms=budget_ms))[0]
 
     async def arerank_batch(
         self, requests: Sequence[Request], top_n: int | None = None, *, budget_ms: float | None = None

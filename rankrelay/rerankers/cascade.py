@@ -30,6 +30,7 @@ from rankrelay.rerankers.base import (
     Request,
     Reranker,
     Scored,
+    SingleQuery,
     accepts_budget,
     check_query,
     check_top_n,
@@ -37,7 +38,7 @@ from rankrelay.rerankers.base import (
     seconds_left,
     within_budget,
 )
-from rankrelay.results import DocumentLike, RerankResult, to_documents
+from rankrelay.results import RerankResult, to_documents
 
 FIRST_STAGE = "first-stage"
 DEFAULT_KEEP = 30
@@ -56,7 +57,7 @@ def _budget_kwargs(reranker: Reranker) -> dict[str, Any]:
     return {"budget_ms": max(left * 1000.0, 1e-3)}
 
 
-class CascadeReranker:
+class CascadeReranker(SingleQuery):
     """Cheap stage over every candidate, strong stage over the cheap stage's best ``keep``.
 
     Args:
@@ -99,13 +100,6 @@ class CascadeReranker:
         return {"backend": self.name, "cheap": self.cheap_label, "strong": self.strong_label, "keep": self.keep}
 
     # -- ranking ---------------------------------------------------------------------------
-    def rerank(
-        self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None, *,
-        budget_ms: float | None = None,
-    ) -> RerankResult:
-        """Cheap stage over ``documents``, strong stage over its best ``keep``; the rest below in cheap order."""
-        return self.rerank_batch([(query, documents)], top_n=top_n, budget_ms=budget_ms)[0]
-
     def _check(self, requests: Sequence[Request], top_n: int | None) -> list[tuple[str, list[Any]]]:
         check_top_n(top_n)
         return [(check_query(q), to_documents(d)) for q, d in requests]
@@ -160,13 +154,6 @@ class CascadeReranker:
         timings = {"cheap": (cheap_done - start) * 1000, "strong": (done - cheap_done) * 1000,
                    "model": (done - start) * 1000, "total": (done - start) * 1000}
         return self._merge(checked, orders, strong, top_n, timings)
-
-    async def arerank(
-        self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None, *,
-        budget_ms: float | None = None,
-    ) -> RerankResult:
-        """Async :meth:`rerank`."""
-        return (await self.arerank_batch([(query, documents)], top_n=top_n, budget_ms=budget_ms))[0]
 
     async def arerank_batch(
         self, requests: Sequence[Request], top_n: int | None = None, *, budget_ms: float | None = None

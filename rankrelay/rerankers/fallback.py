@@ -29,6 +29,7 @@ from rankrelay.errors import (
 from rankrelay.rerankers.base import (
     Request,
     Reranker,
+    SingleQuery,
     accepts_budget,
     check_budget,
     check_query,
@@ -36,7 +37,7 @@ from rankrelay.rerankers.base import (
     seconds_left,
     within_budget,
 )
-from rankrelay.results import DocumentLike, RerankResult, to_documents
+from rankrelay.results import RerankResult, to_documents
 from rankrelay.scoring import check_normalization, normalize
 
 logger = logging.getLogger(__name__)
@@ -112,7 +113,7 @@ def _label(reranker: Reranker) -> str:
     return f"{reranker.name}:{model}" if model else reranker.name
 
 
-class FallbackReranker:
+class FallbackReranker(SingleQuery):
     """Try each backend in order until one answers.
 
     Retryable failures, exhausted deadlines and auth errors (logged as errors: a bad key must be
@@ -226,13 +227,6 @@ class FallbackReranker:
             to_documents(documents)
 
     # -- sync ------------------------------------------------------------------------------
-    def rerank(
-        self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None, *,
-        budget_ms: float | None = None,
-    ) -> RerankResult:
-        """Rerank with the first backend that answers (within ``budget_ms`` when given)."""
-        return self.rerank_batch([(query, documents)], top_n=top_n, budget_ms=budget_ms)[0]
-
     def _budget(self, budget_ms: float | None) -> float | None:
         return check_budget(budget_ms) if budget_ms is not None else self.budget_ms
 
@@ -275,13 +269,6 @@ class FallbackReranker:
         raise self._all_failed(failures)
 
     # -- async -----------------------------------------------------------------------------
-    async def arerank(
-        self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None, *,
-        budget_ms: float | None = None,
-    ) -> RerankResult:
-        """Async :meth:`rerank`, with hedging when ``hedge_after_ms`` is set."""
-        return (await self.arerank_batch([(query, documents)], top_n=top_n, budget_ms=budget_ms))[0]
-
     async def _arerank_with(
         self, backend: Reranker, requests: Sequence[Request], top_n: int | None
     ) -> list[RerankResult]:
