@@ -17,6 +17,7 @@ from rankrelay.rerankers.registry import (
     load_settings,
     parse_spec,
     register,
+    split_options,
     unregister,
 )
 
@@ -33,5 +34,6 @@ __all__ = [
     "load_settings",
     "parse_spec",
     "register",
+    "split_options",
     "unregister",
 ]

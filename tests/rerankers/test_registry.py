@@ -91,3 +91,18 @@ def test_register_a_custom_backend():
         from rankrelay.rerankers import unregister
 
         unregister("length")
+
+
+def test_spec_options_after_a_question_mark(tiny_ce_path):
+    from rankrelay import ConfigError, load_reranker
+    from rankrelay.rerankers import split_options
+
+    assert split_options("minilm-l6?runtime=onnx&batch_size=16&normalize=sigmoid") == (
+        "minilm-l6", {"runtime": "onnx", "batch_size": 16, "normalize": "sigmoid"})
+    assert split_options("cascade:a?x=1>b@3") == ("cascade:a?x=1>b@3", {})  # a cascade's stages keep theirs
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}?batch_size=3&device=cpu", batch_size=5)
+    assert rr.batch_size == 5 and rr.device == "cpu"  # keyword options win over the spec's
+    with pytest.raises(ConfigError, match="key=value"):
+        load_reranker("minilm-l6?runtime")
+    with pytest.raises(ConfigError, match="unknown option"):
+        load_reranker("minilm-l6?bogus=1")
