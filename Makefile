@@ -40,6 +40,7 @@ lint: $(STAMP)
 DATASET ?= ../shared/data/cranfield
 bench: $(STAMP)
 	$(BIN)/python benchmarks/overhead.py --dataset $(DATASET)
+	$(BIN)/python benchmarks/runtimes.py --dataset $(DATASET)
 	$(BIN)/python benchmarks/api_backends.py
 	$(BIN)/python benchmarks/retrieval.py --dataset $(DATASET)
 

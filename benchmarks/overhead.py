@@ -87,7 +87,7 @@ def main() -> None:
     for mode in ("truncate", "passages"):
         # passage splitting is extra model work by design; it is measured on the smaller sizes only
         mode_sizes = sizes if mode == "truncate" else [n for n in sizes if n < 1000]
-        rr = load_reranker(f"cross-encoder:{model}", device="cpu", batch_size=args.batch_size,
+        rr = load_reranker(f"cross-encoder:{model}", device="cpu", batch_size=args.batch_size, score_cache="off",
                            long_documents=mode)
         rr.warm_up()
         encoder = rr.encoder

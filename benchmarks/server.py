@@ -66,7 +66,7 @@ class Service:
     def __init__(self, model: str, batching: bool) -> None:
         self.port = free_port()
         cmd = [sys.executable, "-m", "rankrelay.cli", "serve", "--no-auth", "--port", str(self.port),
-               "--model", f"ce=cross-encoder:{model}", "--model", "ref=identity",
+               "--model", f"ce=cross-encoder:{model}?score_cache=off", "--model", "ref=identity",
                "--batching" if batching else "--no-batching"]
         # queueing 32 clients of long requests is what is measured here, not the 503 after the default timeout
         env = {**os.environ, "RANKRELAY_SERVICE__REQUEST_TIMEOUT": "3600"}
@@ -160,7 +160,7 @@ def main() -> None:
             service.stop()
     console.print(table)
 
-    local = load_reranker(f"cross-encoder:{model}", device="cpu")
+    local = load_reranker(f"cross-encoder:{model}", device="cpu", score_cache="off")
     local.warm_up()
     in_process = []
     for i in range(30):
