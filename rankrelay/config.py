@@ -15,6 +15,7 @@ from __future__ import annotations
 
 import contextvars
 import os
+import tomllib
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, Literal
@@ -169,7 +170,10 @@ class Settings(BaseSettings):
         if path:
             if not Path(path).is_file():
                 raise ConfigError(f"config file {path!r} does not exist")
-            toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
+            try:
+                toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
+            except tomllib.TOMLDecodeError as exc:  # the message names the line and column
+                raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
             unknown = sorted(set(toml.toml_data) - set(settings_cls.model_fields))
             if unknown:
                 raise ConfigError(

@@ -96,3 +96,11 @@ def test_serve_refuses_to_start_without_auth_or_with_a_bad_model_option():
     assert out.exit_code == 2 and "--no-auth" in out.output
     out = runner.invoke(app, ["serve", "--model", "identity", "--no-auth"])
     assert out.exit_code == 2 and "NAME=SPEC" in out.output
+
+
+def test_config_with_a_toml_syntax_error_prints_one_line_and_exits_2(tmp_path, docs_jsonl):
+    cfg = tmp_path / "broken.toml"
+    cfg.write_text("backend = \n")
+    out = runner.invoke(app, ["rerank", str(docs_jsonl), "-q", "wing", "--config", str(cfg)])
+    assert out.exit_code == 2 and "Traceback" not in out.output
+    assert "ConfigError" in out.output and "broken.toml is not valid TOML" in out.output and "line 1" in out.output

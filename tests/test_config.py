@@ -78,3 +78,10 @@ def test_service_settings_from_file_and_nested_environment(tmp_path, monkeypatch
     config.write_text("[service]\nmax_docs = 10\n")
     with pytest.raises(ConfigError, match="max_docs"):
         load_settings(str(config))
+
+
+def test_toml_syntax_error_is_a_config_error_naming_file_and_line(tmp_path):
+    cfg = tmp_path / "broken.toml"
+    cfg.write_text('backend = "minilm-l6"\nbatch_size = = 4\n')
+    with pytest.raises(ConfigError, match=r"broken\.toml is not valid TOML: .*line 2"):
+        load_settings(str(cfg))

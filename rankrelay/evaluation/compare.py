@@ -10,6 +10,7 @@ Example (a BEIR folder, BM25 candidates, two reference backends)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -65,7 +66,9 @@ class BackendRun:
 
 
 def _slug(name: str) -> str:
-    return re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:80]
+    """A file name for a backend: readable, and distinct even where long names share their first 60 characters."""
+    readable = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:60]
+    return f"{readable}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"
 
 
 def backend_name(item: Any) -> str:

@@ -203,8 +203,8 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
             planner = self._make_planner(encoder)
             local = resolved if resolved.local else find_local(self.model, cache_folder=opts.get("cache_folder"))
             location = local.location if local is not None else resolved.location
-            self._forward, self.agreement = self._compile(encoder, location)
             fingerprint = model_fingerprint(location)
+            self._forward, self.agreement = self._compile(encoder, location, fingerprint)
             self._identity = f"{self.name}|{fingerprint}|{self.runtime}|{self.precision}|{planner.max_length}"
             self._planner = planner
             self._encoder = encoder
@@ -239,7 +239,7 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
     def _sample_scores(self, encoder: Any, forward: Forward) -> Any:
         """Scores (queries x documents) of the fixed sample through ``forward``."""
 
-    def _compile(self, encoder: Any, location: str) -> tuple[Forward, Agreement | None]:
+    def _compile(self, encoder: Any, location: str, fingerprint: str) -> tuple[Forward, Agreement | None]:
         """The forward pass on this reranker's runtime (converted and checked once, then cached)."""
         if self.runtime == "torch":
             return TorchForward(encoder, self.output), None
@@ -250,7 +250,7 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
             for i in range(0, len(inputs), step)
         ]
         return compile_forward(
-            encoder, runtime=self.runtime, output=self.output, location=location, label=self.model,
+            encoder, runtime=self.runtime, output=self.output, fingerprint=fingerprint, label=self.model,
             cache_dir=self.cache_dir, sample=lambda forward: self._sample_scores(encoder, forward),
             example=encoder.preprocess(inputs[:2]), calibration=calibration, min_agreement=self.min_agreement,
         )

@@ -232,14 +232,14 @@ def _export_onnx(module: Any, example: tuple[Any, ...], names: tuple[str, ...], 
                           dynamic_axes={**axes, "output": {0: "batch"}}, opset_version=17, dynamo=False)
 
 
-def _export_openvino(module: Any, example: tuple[Any, ...], names: tuple[str, ...], path: Path) -> Any:
+def _export_openvino(module: Any, example: tuple[Any, ...], names: tuple[str, ...]) -> Any:
+    """An in-memory OpenVINO model (batch and sequence length dynamic)."""
     import openvino as ov
     import torch
 
     with torch.no_grad():
-        graph = ov.convert_model(module, example_input=example,
-                                 input=[(n, ov.PartialShape([-1, -1]), ov.Type.i64) for n in names])
-    return graph
+        return ov.convert_model(module, example_input=example,
+                                input=[(n, ov.PartialShape([-1, -1]), ov.Type.i64) for n in names])
 
 
 def _quantize_onnx(src: Path, dst: Path) -> None:
@@ -291,7 +291,7 @@ def _convert(spec: RuntimeSpec, model: Any, output: str, example: Mapping[str, A
         return
     import openvino as ov
 
-    graph = _export_openvino(module, args, names, folder)
+    graph = _export_openvino(module, args, names)
     if spec.int8:
         graph = _quantize_openvino(graph, calibration)
     ov.save_model(graph, str(folder / "model.xml"), compress_to_fp16=False)
@@ -302,7 +302,7 @@ def compile_forward(
     *,
     runtime: str,
     output: str,
-    location: str,
+    fingerprint: str,
     label: str,
     cache_dir: Path,
     sample: Callable[[Forward], Any],
@@ -315,7 +315,7 @@ def compile_forward(
     Args:
         model: the loaded sentence-transformers model (the source of the graph and the reference).
         output: the model's output to return (``scores`` or ``sentence_embedding``).
-        location: the model's local folder (its files key the cache).
+        fingerprint: :func:`model_fingerprint` of the model's local folder (it keys the cache).
         label: the model's name, for messages.
         sample: scores a fixed sample with a forward pass (queries x documents), for the agreement.
         example: tokenized features to trace the graph with.
@@ -328,7 +328,7 @@ def compile_forward(
         return reference, None
     names = tuple(n for n in INPUT_NAMES if n in example)
     try:
-        key_data = {"files": model_fingerprint(location), "runtime": runtime, "versions": _runtime_version(spec),
+        key_data = {"files": fingerprint, "runtime": runtime, "versions": _runtime_version(spec),
                     "output": output, "inputs": names, "format": FORMAT_VERSION}
         key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:20]
         slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(label).name)[:60]

@@ -53,6 +53,13 @@ class SplitReranker:
         digest = hashlib.sha256(f"{self.salt}\x1f{key}".encode()).digest()
         return "b" if int.from_bytes(digest[:8], "big") / 2**64 < self.share_b else "a"
 
+    def warm_up(self) -> None:
+        """Warm up both arms."""
+        for reranker in self.arms.values():
+            warm = getattr(reranker, "warm_up", None)
+            if warm is not None:
+                warm()
+
     def _label(self, res: RerankResult, arm: str, key: str) -> RerankResult:
         res.info["arm"] = arm
         res.info["split"] = {"salt": self.salt, "share_b": self.share_b}

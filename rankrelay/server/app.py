@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import hmac
 import logging
+import math
 import time
 import uuid
 from collections.abc import Mapping, Sequence
@@ -78,6 +79,10 @@ class SearchRequest(BaseModel):
     retrieve_k: int | None = Field(None, ge=1)
     rerank: bool = True
     return_documents: bool = True
+
+
+#: Paths the service answers (metrics label any other path ``other``).
+ROUTES = frozenset({"/v1/rerank", "/v2/rerank", "/rerank", "/search", "/health", "/ready", "/metrics", "/v1/models"})
 
 
 class LimitExceededError(InvalidInputError):
@@ -144,12 +149,12 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
         return load_reranker(spec, settings=settings)
 
     rerankers: dict[str, Reranker] = {name: load(spec) for name, spec in models.items()}
+    metrics = _Metrics()
     batchers = {
-        name: DynamicBatcher(rr, limits.max_batch_docs, limits.max_wait_ms, limits.max_queue)
+        name: DynamicBatcher(rr, limits.max_batch_docs, limits.max_wait_ms, limits.max_queue, metrics.batch.observe)
         for name, rr in rerankers.items()
         if limits.batching and isinstance(rr, BaseReranker) and not isinstance(rr, ApiReranker)
     }
-    metrics = _Metrics()
     state = {"ready": False}
 
     @asynccontextmanager
@@ -167,6 +172,10 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
 
     app = FastAPI(title="rankrelay", lifespan=lifespan, docs_url=None, redoc_url=None)
 
+    def route(path: str) -> str:
+        """The metrics label of a path: a route of this app, else ``other`` (paths are user input)."""
+        return path if path in ROUTES else "other"
+
     @app.middleware("http")
     async def guard(request: Request, call_next: Any) -> Any:
         path = request.url.path
@@ -176,11 +185,11 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
             header = request.headers.get("authorization", "")
             token = header[7:] if header.lower().startswith("bearer ") else ""
             if not any(hmac.compare_digest(token.encode(), k.encode()) for k in keys):
-                metrics.requests.labels(path, "", "401").inc()
+                metrics.requests.labels(route(path), "", "401").inc()
                 return _error(401, "invalid api token")
         size = request.headers.get("content-length")
         if size is not None and size.isdigit() and int(size) > limits.max_body_bytes:
-            metrics.requests.labels(path, "", "413").inc()
+            metrics.requests.labels(route(path), "", "413").inc()
             return _error(413, f"request body of {size} bytes is over the limit of {limits.max_body_bytes}")
         return await call_next(request)
 
@@ -224,10 +233,7 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
                                              limits.request_timeout)
             elif batcher is not None:
                 metrics.queue.labels(model).set(batcher.depth)
-                before = len(batcher.batches)
                 res = await asyncio.wait_for(batcher.submit(query, texts, top_n), limits.request_timeout)
-                for size in batcher.batches[before:]:
-                    metrics.batch.observe(size)
             else:
                 res = await asyncio.wait_for(rr.arerank(query, texts, top_n), limits.request_timeout)
             for failure in res.info.get("fallbacks", []):
@@ -253,11 +259,14 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
             status, out = 503, _error(503, "the backend rejected its credentials")
         except (BackendError, RankRelayError) as exc:
             logger.warning("%s failed: %s: %s", model, type(exc).__name__, exc)
-            status, out = 503, _error(503, f"the backend failed ({type(exc).__name__})")
+            retry_after = getattr(exc, "retry_after", None)  # an upstream 429's wait, passed on
+            headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
+            status, out = 503, _error(503, f"the backend failed ({type(exc).__name__})", headers)
         except Exception:
             logger.exception("%s failed unexpectedly", model)
             status, out = 500, _error(500, "internal error")
-        metrics.requests.labels(endpoint, model, str(status)).inc()
+        # labels come from configured names only: an unknown model name cannot add a series
+        metrics.requests.labels(endpoint, model if model in rerankers else "", str(status)).inc()
         metrics.latency.labels(endpoint).observe(time.perf_counter() - start)
         return out
 

@@ -21,7 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -52,17 +52,21 @@ class DynamicBatcher:
         max_batch_docs: documents per shared call (a single larger request goes alone).
         max_wait_ms: how long the first waiting request may wait for company.
         max_queue: waiting requests beyond this are refused with :class:`QueueFullError`.
+        on_batch: called once per shared model call with the number of requests in it (metrics).
+
+    A request whose caller stopped waiting (a timeout, a client that went away: its future is
+    cancelled) is dropped before the model runs.
     """
 
     def __init__(self, reranker: Reranker, max_batch_docs: int = 256, max_wait_ms: float = 0.0,
-                 max_queue: int = 256) -> None:
+                 max_queue: int = 256, on_batch: Callable[[int], None] | None = None) -> None:
         self.reranker = reranker
         self.max_batch_docs = max_batch_docs
         self.max_wait = max_wait_ms / 1000.0
         self.max_queue = max_queue
+        self.on_batch = on_batch
         self._queue: asyncio.Queue[_Job] | None = None
         self._worker: asyncio.Task[None] | None = None
-        self.batches: list[int] = []  # requests per shared call (for metrics and tests)
 
     @property
     def depth(self) -> int:
@@ -103,7 +107,11 @@ class DynamicBatcher:
             await self._serve(jobs)
 
     async def _serve(self, jobs: list[_Job]) -> None:
-        self.batches.append(len(jobs))
+        jobs = [j for j in jobs if not j.future.done()]  # callers that gave up are not computed
+        if not jobs:
+            return
+        if self.on_batch is not None:
+            self.on_batch(len(jobs))
         groups: dict[int | None, list[_Job]] = {}
         for job in jobs:  # rerank_batch takes one top_n: group by it
             groups.setdefault(job.top_n, []).append(job)

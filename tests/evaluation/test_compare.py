@@ -213,3 +213,12 @@ def test_pareto_view_with_cascades_budgets_and_runtime_specs(beir, backends, tmp
     assert json.loads((tmp_path / "report" / "report.json").read_text())["pareto"][0]["backend"] == c.pareto[0][
         "backend"]
     assert (tmp_path / "report" / "latency_quality.png").stat().st_size > 10_000
+
+
+def test_long_backend_names_sharing_a_prefix_keep_separate_runs(beir, backends, tmp_path):
+    specs = [f"cascade:first-stage>oracle@{k}" for k in (3, 5)]
+    long_a, long_b = ({"spec": s, "name": "a very long backend name that goes on and on past sixty characters " + s}
+                      for s in specs)
+    c = compare(beir, str(tmp_path / "cands.trec"), [long_a, long_b], out=tmp_path / "report", progress=False)
+    assert len(list((tmp_path / "report" / "runs").iterdir())) == 2
+    assert c.metrics[long_a["name"]]["ndcg@10"] < c.metrics[long_b["name"]]["ndcg@10"]  # not one run reused

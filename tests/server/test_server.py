@@ -126,14 +126,21 @@ def test_dynamic_batching_never_mixes_requests(service, tiny_ce_path):
                                                                                  "documents": d})
                                           for q, d in requests))
 
-    before = len(app.state.batchers["tiny"].batches)
+    def batch_histogram():
+        text = httpx.get(f"{url}/metrics").text
+        values = dict(line.rsplit(" ", 1) for line in text.splitlines()
+                      if line.startswith(("rankrelay_batch_requests_sum", "rankrelay_batch_requests_count")))
+        return (float(values.get("rankrelay_batch_requests_sum", 0)),
+                float(values.get("rankrelay_batch_requests_count", 0)))
+
+    sum_before, count_before = batch_histogram()
     replies = asyncio.run(main())
     for (q, d), reply in zip(requests, replies):
         assert reply.status_code == 200
         scores = {r.index: r.score for r in local.rerank(q, d)}
         assert_ranking_follows([r["index"] for r in reply.json()["results"]], [scores[i] for i in range(len(d))])
-    sizes = app.state.batchers["tiny"].batches[before:]
-    assert sum(sizes) == 50 and max(sizes) > 1  # requests shared forward passes
+    total, calls = (a - b for a, b in zip(batch_histogram(), (sum_before, count_before)))
+    assert total == 50 and calls < 50  # each request counted once; requests shared forward passes
     metrics = httpx.get(f"{url}/metrics").text
     assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="tiny",status="200"}' in metrics
     assert "rankrelay_batch_requests_count" in metrics
@@ -321,3 +328,59 @@ def test_service_budget_and_score_cache_metrics(tiny_ce_path):
         metrics = httpx.get(f"{url}/metrics").text
         assert f'rankrelay_score_cache_total{{model="tiny",result="miss"}} {float(len(DOCS))}' in metrics
         assert f'rankrelay_score_cache_total{{model="tiny",result="hit"}} {float(len(DOCS))}' in metrics
+
+
+async def test_requests_whose_callers_gave_up_are_not_computed():
+    from rankrelay.server.batching import DynamicBatcher
+
+    seen = []
+
+    class Recording(Slow):
+        def _score_batch(self, queries, documents):
+            seen.extend(queries)
+            return super()._score_batch(queries, documents)
+
+    sizes = []
+    batcher = DynamicBatcher(Recording(seconds=0.3), on_batch=sizes.append)
+    first = asyncio.ensure_future(batcher.submit("first", ["a"], None))
+    await asyncio.sleep(0.05)  # the model is busy with the first request
+    with pytest.raises(TimeoutError):
+        await asyncio.wait_for(batcher.submit("gave up", ["b"], None), 0.05)
+    third = asyncio.ensure_future(batcher.submit("third", ["c"], None))
+    assert (await first).query == "first" and (await third).query == "third"
+    await batcher.close()
+    assert seen == ["first", "third"] and sizes == [1, 1]  # the cancelled request never reached the model
+
+
+def test_upstream_rate_limit_passes_its_retry_after_on(fake_api):
+    from rankrelay.testing import API_KEY as UPSTREAM_KEY
+    from rankrelay.testing import Fault
+
+    app = create_app({"api": load_reranker(f"tei:{fake_api.url}", api_key=UPSTREAM_KEY, max_attempts=1)},
+                     api_keys=[KEY])
+    fake_api.faults = [Fault("status", 429, headers={"Retry-After": "7"})]
+    with running(app) as (url, _):
+        reply = httpx.post(f"{url}/v2/rerank", headers={"Authorization": f"Bearer {KEY}"},
+                           json={"query": "wing", "documents": DOCS})
+    assert reply.status_code == 503 and reply.headers["retry-after"] == "7"
+
+
+def test_metric_labels_never_come_from_user_input(service):
+    url, _ = service
+    httpx.post(f"{url}/secret/path/{time.time()}", headers={"Authorization": "Bearer wrong"}, json={})
+    httpx.post(f"{url}/v2/rerank", headers={"Authorization": f"Bearer {KEY}"},
+               json={"model": f"no-such-model-{time.time()}", "query": "q", "documents": ["a"]})
+    metrics = httpx.get(f"{url}/metrics").text
+    assert "/secret/path" not in metrics and "no-such-model" not in metrics
+    assert 'rankrelay_requests_total{endpoint="other",model="",status="401"}' in metrics
+    assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="",status="404"}' in metrics
+
+
+def test_ready_means_every_served_model_is_loaded(tiny_ce_path):
+    from rankrelay.rerankers.split import SplitReranker
+
+    split = SplitReranker(f"cross-encoder:{tiny_ce_path}", "identity", share_b=0.5)
+    app = create_app({"ab": split}, allow_unauthenticated=True)
+    with running(app) as (url, _):
+        assert httpx.get(f"{url}/ready").json() == {"ready": True}
+        assert split.arms["a"]._encoder is not None  # warmed before the service said ready
