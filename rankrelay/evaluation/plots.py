@@ -88,7 +88,7 @@ def write_plots(c: Comparison, folder: Path, metric: str = "ndcg@10") -> list[Pa
     if len(front) > 1:
         ax.plot([r["p50_ms"] for r in front], [r[metric] for r in front], color="#C44E52", linewidth=1,
                 linestyle="--", label="Pareto front", zorder=2)
-        ax.legend(loc="lower right")
+        ax.legend(loc="upper left")
     ax.set_xscale("log")
     ax.set_xlabel("p50 latency per query, ms (log)")
     ax.set_ylabel(metric)
