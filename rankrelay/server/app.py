@@ -85,6 +85,41 @@ class SearchRequest(BaseModel):
 ROUTES = frozenset({"/v1/rerank", "/v2/rerank", "/rerank", "/search", "/health", "/ready", "/metrics", "/v1/models"})
 
 
+class BodyLimit:
+    """ASGI middleware: a request body (chunked or not) over ``limit`` bytes is answered 413 before the app
+    sees it. The bytes actually received are counted, so a missing or false Content-Length does not help;
+    the body is read at most to the limit and then handed on unchanged."""
+
+    def __init__(self, app: Any, limit: int, on_reject: Any = None) -> None:
+        self.app = app
+        self.limit = limit
+        self.on_reject = on_reject
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD"):
+            return await self.app(scope, receive, send)
+        chunks: list[dict[str, Any]] = []
+        size = 0
+        while True:
+            message = await receive()
+            chunks.append(message)
+            if message["type"] != "http.request":
+                break
+            size += len(message.get("body", b""))
+            if size > self.limit:
+                if self.on_reject is not None:
+                    self.on_reject(scope.get("path", ""))
+                response = _error(413, f"request body is over the limit of {self.limit} bytes")
+                return await response(scope, receive, send)
+            if not message.get("more_body", False):
+                break
+
+        async def replay() -> Any:
+            return chunks.pop(0) if chunks else await receive()
+
+        await self.app(scope, replay, send)
+
+
 class LimitExceededError(InvalidInputError):
     """A request over one of the service's limits (answered with 422)."""
 
@@ -171,6 +206,8 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
             await batcher.close()
 
     app = FastAPI(title="rankrelay", lifespan=lifespan, docs_url=None, redoc_url=None)
+    app.add_middleware(BodyLimit, limit=limits.max_body_bytes,
+                       on_reject=lambda path: metrics.requests.labels(route(path), "", "413").inc())
 
     def route(path: str) -> str:
         """The metrics label of a path: a route of this app, else ``other`` (paths are user input)."""

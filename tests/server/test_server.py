@@ -384,3 +384,38 @@ def test_ready_means_every_served_model_is_loaded(tiny_ce_path):
     with running(app) as (url, _):
         assert httpx.get(f"{url}/ready").json() == {"ready": True}
         assert split.arms["a"]._encoder is not None  # warmed before the service said ready
+
+
+def test_a_chunked_body_over_the_limit_is_refused(service):
+    import json
+
+    url, _ = service
+    headers = {"Authorization": f"Bearer {KEY}", "Content-Type": "application/json"}
+
+    def chunked(payload: bytes):  # a generator body: sent chunked, with no Content-Length
+        for i in range(0, len(payload), 1000):
+            yield payload[i:i + 1000]
+
+    big = json.dumps({"model": "ref", "query": "q", "documents": ["x" * 400] * 100}).encode()  # ~40 KB > 20 KB
+    reply = httpx.post(f"{url}/v2/rerank", headers=headers, content=chunked(big))
+    assert reply.status_code == 413 and "over the limit" in reply.json()["message"]
+    small = json.dumps({"model": "ref", "query": "q", "documents": ["a", "b"]}).encode()
+    reply = httpx.post(f"{url}/v2/rerank", headers=headers, content=chunked(small))
+    assert reply.status_code == 200 and [r["index"] for r in reply.json()["results"]] == [0, 1]
+    assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="",status="413"}' in httpx.get(f"{url}/metrics").text
+
+
+def test_a_full_queue_answers_429_with_retry_after():
+    app = create_app({"slow": Slow(seconds=0.5)}, allow_unauthenticated=True, limits=Limits(max_queue=1))
+
+    async def main(url):
+        async with httpx.AsyncClient(timeout=30) as client:
+            return await asyncio.gather(*(client.post(f"{url}/v2/rerank", json={"query": f"q{i}", "documents": ["a"]})
+                                          for i in range(6)))
+
+    with running(app) as (url, _):
+        replies = asyncio.run(main(url))
+    statuses = sorted(r.status_code for r in replies)
+    assert 200 in statuses and 429 in statuses and set(statuses) <= {200, 429}
+    refused = next(r for r in replies if r.status_code == 429)
+    assert refused.headers["retry-after"] == "1" and "waiting" in refused.json()["message"]
