@@ -134,6 +134,15 @@ def accepts_budget(reranker: object) -> bool:
         return False
 
 
+def budget_kwargs(reranker: object) -> dict[str, Any]:
+    """``{"budget_ms": time left}`` for a stage of a composite reranker inside a budgeted call (a stage that
+    cannot take a budget, or a call without one, gets none)."""
+    left = seconds_left()
+    if left is None or not accepts_budget(reranker):
+        return {}
+    return {"budget_ms": max(left * 1000.0, 1e-3)}
+
+
 def head_then_rest(
     query: str,
     docs: Sequence[Document],

@@ -31,11 +31,10 @@ from rankrelay.rerankers.base import (
     Reranker,
     Scored,
     SingleQuery,
-    accepts_budget,
+    budget_kwargs,
     check_query,
     check_top_n,
     head_then_rest,
-    seconds_left,
     within_budget,
 )
 from rankrelay.results import RerankResult, to_documents
@@ -48,13 +47,6 @@ def label(reranker: Reranker) -> str:
     """``name:model`` (or the name) of a reranker, for results and reports."""
     model = getattr(reranker, "model", None)
     return f"{reranker.name}:{model}" if model else reranker.name
-
-
-def _budget_kwargs(reranker: Reranker) -> dict[str, Any]:
-    left = seconds_left()
-    if left is None or not accepts_budget(reranker):
-        return {}
-    return {"budget_ms": max(left * 1000.0, 1e-3)}
 
 
 class CascadeReranker(SingleQuery):
@@ -145,11 +137,11 @@ class CascadeReranker(SingleQuery):
             start = perf_counter()
             cheap = None
             if self.cheap is not None:
-                cheap = self.cheap.rerank_batch(checked, **_budget_kwargs(self.cheap))
+                cheap = self.cheap.rerank_batch(checked, **budget_kwargs(self.cheap))
             cheap_done = perf_counter()
             orders = self._cheap_orders(checked, cheap)
             heads = [(q, [d[i] for i in order[: self.keep]]) for (q, d), (order, _) in zip(checked, orders)]
-            strong = self.strong.rerank_batch(heads, **_budget_kwargs(self.strong))
+            strong = self.strong.rerank_batch(heads, **budget_kwargs(self.strong))
             done = perf_counter()
         timings = {"cheap": (cheap_done - start) * 1000, "strong": (done - cheap_done) * 1000,
                    "model": (done - start) * 1000, "total": (done - start) * 1000}
@@ -162,7 +154,7 @@ class CascadeReranker(SingleQuery):
         checked = self._check(requests, top_n)
 
         async def run(stage: Reranker, batch: list[Any]) -> list[RerankResult]:
-            kwargs = _budget_kwargs(stage)
+            kwargs = budget_kwargs(stage)
             method = getattr(stage, "arerank_batch", None)
             if method is not None:
                 return list(await method(batch, **kwargs))

@@ -30,11 +30,10 @@ from rankrelay.rerankers.base import (
     Request,
     Reranker,
     SingleQuery,
-    accepts_budget,
+    budget_kwargs,
     check_budget,
     check_query,
     check_top_n,
-    seconds_left,
     within_budget,
 )
 from rankrelay.results import RerankResult, to_documents
@@ -230,14 +229,6 @@ class FallbackReranker(SingleQuery):
     def _budget(self, budget_ms: float | None) -> float | None:
         return check_budget(budget_ms) if budget_ms is not None else self.budget_ms
 
-    @staticmethod
-    def _call_kwargs(backend: Reranker) -> dict[str, Any]:
-        """The time left for ``backend`` (a backend that cannot take a budget gets none)."""
-        left = seconds_left()
-        if left is None or not accepts_budget(backend):
-            return {}
-        return {"budget_ms": max(left * 1000.0, 1e-3)}
-
     def rerank_batch(
         self, requests: Sequence[Request], top_n: int | None = None, *, budget_ms: float | None = None
     ) -> list[RerankResult]:
@@ -257,7 +248,7 @@ class FallbackReranker(SingleQuery):
                 continue
             started = perf_counter()
             try:
-                results = backend.rerank_batch(requests, top_n=top_n, **self._call_kwargs(backend))
+                results = backend.rerank_batch(requests, top_n=top_n, **budget_kwargs(backend))
             except InvalidInputError:
                 self.breakers[i].release()
                 raise
@@ -273,7 +264,7 @@ class FallbackReranker(SingleQuery):
         self, backend: Reranker, requests: Sequence[Request], top_n: int | None
     ) -> list[RerankResult]:
         batch = getattr(backend, "arerank_batch", None)
-        kwargs = self._call_kwargs(backend)
+        kwargs = budget_kwargs(backend)
         if batch is not None:
             return await batch(requests, top_n=top_n, **kwargs)
         return list(await asyncio.gather(*(backend.arerank(q, d, top_n, **kwargs) for q, d in requests)))
