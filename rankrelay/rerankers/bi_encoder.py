@@ -12,14 +12,13 @@ Example:
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from typing import Any
 
 from rankrelay._optional import import_optional
 from rankrelay.errors import ConfigError
 from rankrelay.hub import ResolvedModel
+from rankrelay.lru import LRU
 from rankrelay.rerankers.local import LocalModelReranker, model_window
 from rankrelay.rerankers.passages import PassagePlanner
 from rankrelay.rerankers.runtimes import Forward
@@ -48,8 +47,7 @@ class BiEncoderReranker(LocalModelReranker):
         if not isinstance(cache_size, int) or cache_size < 0:
             raise ConfigError(f"cache_size must be an int >= 0, got {cache_size!r}")
         self.cache_size = cache_size
-        self._cache: OrderedDict[str, Any] = OrderedDict()
-        self._cache_lock = threading.Lock()
+        self._cache: LRU[str, Any] = LRU(int(cache_size))
 
     def _load(self, resolved: ResolvedModel, device: str, kwargs: dict[str, Any]) -> Any:
         st = import_optional("sentence_transformers", extra="local", feature="the bi-encoder backend",
@@ -95,19 +93,13 @@ class BiEncoderReranker(LocalModelReranker):
         """Embeddings of ``passages`` (rows in order), from the cache where possible."""
         import numpy as np
 
-        with self._cache_lock:
-            found = {p: self._cache[p] for p in passages if p in self._cache}
-            for p in found:
-                self._cache.move_to_end(p)
-        missing = [p for p in passages if p not in found]
+        found = self._cache.get_many(passages)
+        missing = list(dict.fromkeys(p for p in passages if p not in found))
         if missing:
             vectors = self.encode(missing)
-            found.update(zip(missing, vectors))
-            if self.cache_size:
-                with self._cache_lock:
-                    self._cache.update(zip(missing, vectors))
-                    while len(self._cache) > self.cache_size:
-                        self._cache.popitem(last=False)
+            fresh = dict(zip(missing, vectors))
+            found.update(fresh)
+            self._cache.put_many(fresh)
         return np.stack([found[p] for p in passages])
 
     def _score_pairs(self, pairs: list[tuple[str, str]]) -> Sequence[float]:

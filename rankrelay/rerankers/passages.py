@@ -12,13 +12,12 @@ Example:
 
 from __future__ import annotations
 
-import threading
-from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
 from rankrelay.errors import ConfigError, DocumentTooLongError, ModelLoadError, QueryTooLongError
+from rankrelay.lru import LRU
 
 LongDocuments = Literal["passages", "truncate", "error"]
 LONG_DOCUMENT_MODES: tuple[str, ...] = ("passages", "truncate", "error")
@@ -103,17 +102,13 @@ class PassagePlanner:
         self.pair = pair
         self.special = tokenizer.num_special_tokens_to_add(pair=pair)
         self.cache_size = cache_size
-        self._cache: OrderedDict[str, tuple[Any, Any]] = OrderedDict()
-        self._lock = threading.Lock()
+        self._cache: LRU[str, tuple[Any, Any]] = LRU(cache_size)
 
     def tokenize(self, texts: Sequence[str]) -> list[tuple[Any, Any]]:
         """Per text: token character offsets (n x 2) and word ids (-1 for none), as int32 arrays."""
         import numpy as np
 
-        with self._lock:
-            found = {t: self._cache[t] for t in texts if t in self._cache}
-            for t in found:
-                self._cache.move_to_end(t)
+        found = self._cache.get_many(texts)
         missing = list(dict.fromkeys(t for t in texts if t not in found))
         if missing:
             enc = self.tokenizer(
@@ -127,11 +122,7 @@ class PassagePlanner:
                 offsets = np.asarray(enc["offset_mapping"][i], dtype=np.int32).reshape(-1, 2)
                 words = np.asarray([-1 if w is None else w for w in enc.word_ids(i)], dtype=np.int32)
                 found[text] = (offsets, words)
-            if self.cache_size:
-                with self._lock:
-                    self._cache.update((t, found[t]) for t in missing)
-                    while len(self._cache) > self.cache_size:
-                        self._cache.popitem(last=False)
+            self._cache.put_many({t: found[t] for t in missing})
         return [found[t] for t in texts]
 
     def budget(self, query: str) -> int:
