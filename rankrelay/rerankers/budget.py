@@ -67,14 +67,20 @@ class BudgetedScoring:
         return out
 
     def _pair_costs(self, query: str, texts: list[str]) -> list[int]:
-        """Tokens the model reads for each text (all its passages, with the query each time)."""
+        """Tokens the model reads for each text (all its passages, with the query each time); 0 for a text
+        whose every passage is in the score cache."""
         planner = self._planner
         assert planner is not None
         budget = planner.budget(query)
         per_pair = planner.max_length - budget  # the query and the special tokens
         pieces = planner.plan(query, texts)
         lengths = [len(offsets) for offsets, _ in planner.tokenize(texts)]
-        return [len(p.spans) * (per_pair + (budget if p.split else min(n, budget))) for p, n in zip(pieces, lengths)]
+        costs = [len(p.spans) * (per_pair + (budget if p.split else min(n, budget))) for p, n in zip(pieces, lengths)]
+        if self.score_cache is not None:
+            keys = [[score_key(self._identity, query, t[a:b]) for a, b in p.spans] for t, p in zip(texts, pieces)]
+            found = self.score_cache.get_many([k for ks in keys for k in ks])
+            costs = [0 if all(k in found for k in ks) else c for ks, c in zip(keys, costs)]
+        return costs
 
     def _head_within(
         self, query: str, documents: list[Document], until: float
@@ -84,11 +90,6 @@ class BudgetedScoring:
         with self._score_lock:
             texts = [d.text for d in documents]
             costs = self._pair_costs(query, texts)
-            if self.score_cache is not None:
-                pieces = self._planner.plan(query, texts)  # type: ignore[union-attr]
-                keys = [[score_key(self._identity, query, t[a:b]) for a, b in p.spans] for t, p in zip(texts, pieces)]
-                found = self.score_cache.get_many([k for ks in keys for k in ks])
-                costs = [0 if all(k in found for k in ks) else c for ks, c in zip(keys, costs)]
             scores: list[float] = []
             passages: list[tuple[int, int] | None] = []
             truncated: list[bool] = []

@@ -244,11 +244,14 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
         if self.runtime == "torch":
             return TorchForward(encoder, self.output), None
         inputs = self._sample_inputs()
-        step = max(1, len(inputs) // 8)
-        calibration = [
-            {k: v.numpy() for k, v in encoder.preprocess(inputs[i : i + step]).items() if hasattr(v, "numpy")}
-            for i in range(0, len(inputs), step)
-        ]
+
+        def calibration() -> list[dict[str, Any]]:  # tokenized sample batches, built only for int8 quantizing
+            step = max(1, len(inputs) // 8)
+            return [
+                {k: v.numpy() for k, v in encoder.preprocess(inputs[i : i + step]).items() if hasattr(v, "numpy")}
+                for i in range(0, len(inputs), step)
+            ]
+
         return compile_forward(
             encoder, runtime=self.runtime, output=self.output, fingerprint=fingerprint, label=self.model,
             cache_dir=self.cache_dir, sample=lambda forward: self._sample_scores(encoder, forward),

@@ -278,7 +278,7 @@ def _runtime_version(spec: RuntimeSpec) -> str:
 
 
 def _convert(spec: RuntimeSpec, model: Any, output: str, example: Mapping[str, Any], names: tuple[str, ...],
-             calibration: list[dict[str, Any]], folder: Path) -> None:
+             calibration: Callable[[], list[dict[str, Any]]], folder: Path) -> None:
     """Write the converted graph for ``spec`` into ``folder``."""
     module = _exportable(model, output, names)
     args = tuple(example[n] for n in names)
@@ -293,7 +293,7 @@ def _convert(spec: RuntimeSpec, model: Any, output: str, example: Mapping[str, A
 
     graph = _export_openvino(module, args, names)
     if spec.int8:
-        graph = _quantize_openvino(graph, calibration)
+        graph = _quantize_openvino(graph, calibration())
     ov.save_model(graph, str(folder / "model.xml"), compress_to_fp16=False)
 
 
@@ -307,7 +307,7 @@ def compile_forward(
     cache_dir: Path,
     sample: Callable[[Forward], Any],
     example: Mapping[str, Any],
-    calibration: list[dict[str, Any]],
+    calibration: Callable[[], list[dict[str, Any]]],
     min_agreement: float,
 ) -> tuple[Forward, Agreement | None]:
     """The forward pass of ``model`` on ``runtime``: converted once and cached, then loaded.
@@ -319,7 +319,7 @@ def compile_forward(
         label: the model's name, for messages.
         sample: scores a fixed sample with a forward pass (queries x documents), for the agreement.
         example: tokenized features to trace the graph with.
-        calibration: tokenized batches as int64 arrays (for int8 quantization).
+        calibration: makes tokenized batches as int64 arrays (called only when an int8 graph is quantized).
         min_agreement: top-10 overlap an int8 graph needs with torch on the sample.
     """
     spec = RUNTIMES[runtime]
