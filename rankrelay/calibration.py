@@ -25,7 +25,7 @@ from pathlib import Path
 from typing import Any
 
 from rankrelay.errors import ConfigError, InvalidInputError
-from rankrelay.scoring import _sigmoid
+from rankrelay.scoring import sigmoid
 
 CALIBRATION_FILE = "calibration.json"
 METHODS = ("platt", "isotonic")
@@ -47,7 +47,7 @@ class Calibration:
 
     def __call__(self, scores: Sequence[float]) -> list[float]:
         if self.method == "platt":
-            return [_sigmoid(self.a * s + self.b) for s in scores]
+            return [sigmoid(self.a * s + self.b) for s in scores]
         xs = [x for x, _ in self.points]
         ys = [y for _, y in self.points]
         out = []

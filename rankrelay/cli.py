@@ -174,9 +174,18 @@ def demo(
     from rankrelay.demo import run_demo
 
     try:
-        run_demo(console, dataset, questions, rebuild, model)
+        run = run_demo(dataset, questions, rebuild, model,
+                       notify=lambda note: console.print(note, highlight=False), show_progress=console.is_terminal)
     except RankRelayError as exc:
         raise _fail(exc) from None
+    for out in run.results:
+        console.print(render_result(out, title=f"{out.query!r} — served by {out.served_by}",
+                                    first_ranks=[m["first_rank"] for m in out.movement]))
+        t = out.timings
+        failed = ", ".join(f"{f['backend']} ({f['error']})" for f in out.info.get("fallbacks", []))
+        console.print(f"per query (batch of {len(run.results)}): retrieve {t['retrieve_ms']:.0f} ms, "
+                      f"rerank {t['rerank_ms']:.0f} ms, total {t['total_ms']:.0f} ms"
+                      + (f"; fell back past: {failed}" if failed else ""), highlight=False)
 
 
 @app.command()

@@ -4,22 +4,35 @@ The corpus is the installed standard library's docstrings (or a BEIR folder with
 A dense FAISS index and a BM25 index are built once and cached; questions go through hybrid
 retrieval, then a fallback chain of rerankers: Cohere when a key is set, a cross-encoder preset
 when its weights are on this machine, and the bi-encoder (bundled all-MiniLM-L6-v2) otherwise.
+:func:`run_demo` returns the results; the CLI (``rankrelay demo``) renders them. Progress notes go
+to ``notify`` (the CLI prints them; by default they are logged).
 """
 
 from __future__ import annotations
 
-import hashlib
+import logging
 import os
+import sys
+import sysconfig
+from collections.abc import Callable
+from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-from rich.console import Console
-
+from rankrelay import __version__
+from rankrelay.config import PRESETS
 from rankrelay.errors import ModelNotFoundError, RankRelayError
+from rankrelay.hashing import short_hash
 from rankrelay.hub import find_local
 from rankrelay.rerankers import FallbackReranker
 from rankrelay.rerankers.cohere import KEY_ENV
 from rankrelay.results import Document
+
+if TYPE_CHECKING:
+    from rankrelay.retrieval import HybridRetriever, SearchResult
+
+logger = logging.getLogger(__name__)
+Notify = Callable[[str], None]
 
 QUESTIONS = (
     "how do I parse command line arguments",
@@ -51,18 +64,16 @@ def trained_model(dataset: str | None, explicit: str | None = None) -> Path | No
     return None
 
 
-def build_chain(console: Console, trained: Path | None = None) -> FallbackReranker:
+def build_chain(notify: Notify = logger.info, trained: Path | None = None) -> FallbackReranker:
     """Cohere (if a key is set) -> the cross-encoder trained on this dataset (if any) -> cross-encoder preset
     (if its weights are here) -> bi-encoder."""
-    from rankrelay.config import PRESETS
-
     chain: list[Any] = []
     if any(os.environ.get(k) for k in KEY_ENV):
         chain.append({"spec": "cohere:rerank-v3.5", "timeout": 10.0, "max_attempts": 2})
     else:
-        console.print("cohere: no API key set (RANKRELAY_COHERE_API_KEY or CO_API_KEY); not in the chain")
+        notify("cohere: no API key set (RANKRELAY_COHERE_API_KEY or CO_API_KEY); not in the chain")
     if trained is not None:
-        console.print(f"using the cross-encoder trained on this dataset: {trained}", highlight=False)
+        notify(f"using the cross-encoder trained on this dataset: {trained}")
         chain.append({"spec": f"cross-encoder:{trained}", "device": "cpu"})
     try:
         local = find_local(PRESETS[CROSS_ENCODER_PRESET].model)
@@ -71,63 +82,58 @@ def build_chain(console: Console, trained: Path | None = None) -> FallbackRerank
     if local is not None:
         chain.append({"spec": CROSS_ENCODER_PRESET, "device": "cpu"})
     else:
-        console.print(f"{CROSS_ENCODER_PRESET}: the weights of {PRESETS[CROSS_ENCODER_PRESET].model} are not on "
-                      "this machine (no Hub here); using the bi-encoder reranker instead", highlight=False)
+        notify(f"{CROSS_ENCODER_PRESET}: the weights of {PRESETS[CROSS_ENCODER_PRESET].model} are not on "
+                      "this machine (no Hub here); using the bi-encoder reranker instead")
     chain.append({"spec": f"bi-encoder:{BI_ENCODER}", "device": "cpu"})
     return FallbackReranker(chain)
 
 
-def build_retriever(docs: list[Document] | None, key: str, console: Console, rebuild: bool = False) -> Any:
+def build_retriever(docs: list[Document] | None, key: str, notify: Notify = logger.info, rebuild: bool = False,
+                    show_progress: bool = False) -> HybridRetriever:
     """Hybrid (dense + BM25) retriever over ``docs`` (None: the stdlib passages), cached by ``key``."""
-    from rankrelay import __version__
     from rankrelay.retrieval import BM25Retriever, DenseRetriever, HybridRetriever
     from rankrelay.retrieval.stdlib_corpus import stdlib_passages
 
     folder = cache_dir() / f"demo-{key}-v{__version__}"
     if (folder / "dense" / "manifest.json").exists() and (folder / "bm25" / "bm25.json").exists() and not rebuild:
-        console.print(f"using the cached index in {folder}", highlight=False)
+        notify(f"using the cached index in {folder}")
         dense = DenseRetriever.load(folder / "dense", device="cpu")
         bm25 = BM25Retriever.load(folder / "bm25")
     else:
         docs = stdlib_passages() if docs is None else docs
         if not docs:
             raise RankRelayError("the demo corpus is empty")
-        console.print(f"indexing {len(docs)} passages (once; cached in {folder}) ...", highlight=False)
-        dense = DenseRetriever.build(docs, model=BI_ENCODER, device="cpu", show_progress=console.is_terminal)
+        notify(f"indexing {len(docs)} passages (once; cached in {folder}) ...")
+        dense = DenseRetriever.build(docs, model=BI_ENCODER, device="cpu", show_progress=show_progress)
         bm25 = BM25Retriever.build(docs)
         dense.save(folder / "dense")
         bm25.save(folder / "bm25")
     return HybridRetriever([dense, bm25])
 
 
-def run_demo(console: Console, dataset: str | None = None, questions: int = 4, rebuild: bool = False,
-             model: str | None = None) -> None:
-    """Answer a few questions with a two-stage search and print what served and how ranks moved."""
+@dataclass(slots=True)
+class DemoRun:
+    """What the demo did: the chain it built and one two-stage search result per question."""
+
+    chain: str
+    results: list[SearchResult]
+
+
+def run_demo(dataset: str | None = None, questions: int = 4, rebuild: bool = False, model: str | None = None, *,
+             notify: Notify = logger.info, show_progress: bool = False) -> DemoRun:
+    """Answer a few questions with a two-stage search; return what served and how ranks moved."""
     from rankrelay.retrieval import TwoStageSearch, load_corpus, load_queries
 
     if dataset:
         docs = load_corpus(dataset)
         queries = list(load_queries(dataset).values())[:questions]
-        key = "beir-" + hashlib.sha256(str(Path(dataset).resolve()).encode()).hexdigest()[:12]
+        key = "beir-" + short_hash(str(Path(dataset).resolve()), 12)
     else:
-        import sys
-        import sysconfig
-
         docs = None  # read only when the index has to be built
         queries = list(QUESTIONS[:questions])
-        stdlib = f"{sys.version}|{sysconfig.get_paths()['stdlib']}"
-        key = "stdlib-" + hashlib.sha256(stdlib.encode()).hexdigest()[:12]
-    retriever = build_retriever(docs, key, console, rebuild)
-    chain = build_chain(console, trained_model(dataset, model))
-    console.print(f"reranker chain: {chain.model}", highlight=False)
-    search = TwoStageSearch(retriever, chain, retrieve_k=50, top_n=3)
-    from rankrelay.cli import render_result
-
-    for out in search.batch(queries):
-        console.print(render_result(out, title=f"{out.query!r} — served by {out.served_by}",
-                                    first_ranks=[m["first_rank"] for m in out.movement]))
-        t = out.timings
-        failed = ", ".join(f"{f['backend']} ({f['error']})" for f in out.info.get("fallbacks", []))
-        console.print(f"per query (batch of {len(queries)}): retrieve {t['retrieve_ms']:.0f} ms, "
-                      f"rerank {t['rerank_ms']:.0f} ms, total {t['total_ms']:.0f} ms"
-                      + (f"; fell back past: {failed}" if failed else ""), highlight=False)
+        key = "stdlib-" + short_hash(f"{sys.version}|{sysconfig.get_paths()['stdlib']}", 12)
+    retriever = build_retriever(docs, key, notify, rebuild, show_progress)
+    with build_chain(notify, trained_model(dataset, model)) as chain:
+        notify(f"reranker chain: {chain.model}")
+        results = TwoStageSearch(retriever, chain, retrieve_k=50, top_n=3).batch(queries)
+    return DemoRun(chain=chain.model, results=results)

@@ -18,6 +18,14 @@ class RankRelayError(Exception):
     """Base class of every error raised by rankrelay."""
 
 
+def positive_int(value: object, what: str, error: type[RankRelayError] | None = None) -> int:
+    """Return ``value`` if it is an int >= 1 (not a bool), else raise ``error`` (default
+    :class:`InvalidInputError`) naming ``what``."""
+    if isinstance(value, bool) or not isinstance(value, int) or value < 1:
+        raise (error or InvalidInputError)(f"{what} must be an int >= 1, got {value!r}")
+    return value
+
+
 class InvalidInputError(RankRelayError, ValueError):
     """A query, document or parameter given by the caller is not usable."""
 

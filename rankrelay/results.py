@@ -14,7 +14,7 @@ from collections.abc import Iterator, Mapping, Sequence
 from dataclasses import dataclass, field, replace
 from typing import Any, Union
 
-from rankrelay.errors import InvalidDocumentError, InvalidInputError
+from rankrelay.errors import InvalidDocumentError, positive_int
 
 DocId = Union[str, int]
 
@@ -171,9 +171,7 @@ class RerankResult:
 
     def top_k(self, k: int) -> RerankResult:
         """A copy holding the best ``k`` results."""
-        if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-            raise InvalidInputError(f"k must be an int >= 1, got {k!r}")
-        return replace(self, results=self.results[:k])
+        return replace(self, results=self.results[:positive_int(k, "k")])
 
     @property
     def fallbacks(self) -> list[dict[str, Any]]:

@@ -40,7 +40,8 @@ def order_by_score(scores: Sequence[float]) -> list[int]:
     )
 
 
-def _sigmoid(x: float) -> float:
+def sigmoid(x: float) -> float:
+    """The logistic function, without overflow for large negative ``x``."""
     if x >= 0:
         return 1.0 / (1.0 + math.exp(-x))
     e = math.exp(x)
@@ -68,7 +69,7 @@ def normalize(
     if method == "rank":
         return [1.0 - i / n for i in range(n)]
     if method == "sigmoid":
-        return [_sigmoid(s) for s in scores]
+        return [sigmoid(s) for s in scores]
     if method == "none":
         return [float(s) for s in scores]
     if method == "calibrated":

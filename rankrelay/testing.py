@@ -60,6 +60,7 @@ class FakeRerankAPI:
         self.api_key = api_key
         self.faults: list[Fault] = []
         self.requests: list[dict[str, Any]] = []
+        self._connections = 0
         self._lock = threading.Lock()
         server = self
 
@@ -69,6 +70,18 @@ class FakeRerankAPI:
 
             def log_message(self, *args: Any) -> None:
                 pass
+
+            def setup(self) -> None:
+                super().setup()
+                with server._lock:
+                    server._connections += 1
+
+            def finish(self) -> None:
+                try:
+                    super().finish()
+                finally:
+                    with server._lock:
+                        server._connections -= 1
 
             def do_POST(self) -> None:  # noqa: N802
                 length = int(self.headers.get("Content-Length") or 0)
@@ -103,6 +116,11 @@ class FakeRerankAPI:
     def stop(self) -> None:
         self._server.shutdown()
         self._server.server_close()
+
+    def open_connections(self) -> int:
+        """Client connections open now (a client that closes its pool brings this to 0)."""
+        with self._lock:
+            return self._connections
 
     def count(self, path: str | None = None) -> int:
         with self._lock:

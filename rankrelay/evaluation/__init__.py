@@ -6,7 +6,8 @@ Example:
     'ndcg@10'
 """
 
-from rankrelay.evaluation.compare import BackendRun, Comparison, compare
+from rankrelay.evaluation.compare import compare
+from rankrelay.evaluation.comparison import BackendRun, Comparison
 from rankrelay.evaluation.data import BeirDataset, load_beir, read_trec, write_trec
 from rankrelay.evaluation.metrics import METRICS, agreement, evaluate, rbo, significance
 

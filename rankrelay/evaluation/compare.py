@@ -10,22 +10,25 @@ Example (a BEIR folder, BM25 candidates, two reference backends)::
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import os
 import re
 import statistics
 import time
-from collections import Counter
 from collections.abc import Sequence
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
 from rich.progress import track
 
 from rankrelay.errors import InvalidInputError, RankRelayError
+from rankrelay.evaluation.comparison import (
+    BASELINE,
+    PROBABILITY_NORMALIZATIONS,
+    BackendRun,
+    Comparison,
+)
 from rankrelay.evaluation.data import (
     BeirDataset,
     Ranking,
@@ -36,39 +39,19 @@ from rankrelay.evaluation.data import (
     write_trec,
 )
 from rankrelay.evaluation.metrics import METRICS, agreement, evaluate, rbo, significance
+from rankrelay.evaluation.plots import write_plots
+from rankrelay.evaluation.report import markdown
+from rankrelay.hashing import short_hash
+from rankrelay.rerankers.base import label
+from rankrelay.rerankers.registry import load_chain_item, load_settings, split_options
 
 logger = logging.getLogger(__name__)
-BASELINE = "first-stage"
-PROBABILITY_NORMALIZATIONS = ("sigmoid", "calibrated")
-
-
-@dataclass(slots=True)
-class BackendRun:
-    """One backend's rankings of the candidates, with per-query latency and failures."""
-
-    name: str
-    rankings: dict[str, Ranking] = field(default_factory=dict)
-    latency_ms: dict[str, float] = field(default_factory=dict)
-    model_ms: dict[str, float] = field(default_factory=dict)
-    failures: dict[str, str] = field(default_factory=dict)
-    served_by: dict[str, str] = field(default_factory=dict)
-    billed: dict[str, float] = field(default_factory=dict)
-    normalization: str = ""
-    #: normalized scores per query (in ranking order) when they are probabilities (sigmoid, calibrated)
-    probabilities: dict[str, list[float]] = field(default_factory=dict)
-    #: score-cache hits and misses over the run (local models)
-    cache: dict[str, int] = field(default_factory=dict)
-    #: documents per query a model reordered, where a cascade or a budget left the rest (query -> n)
-    reranked: dict[str, int] = field(default_factory=dict)
-
-    def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
 
 
 def _slug(name: str) -> str:
     """A file name for a backend: readable, and distinct even where long names share their first 60 characters."""
     readable = re.sub(r"[^A-Za-z0-9._-]+", "_", name).strip("_")[:60]
-    return f"{readable}-{hashlib.sha256(name.encode()).hexdigest()[:10]}"
+    return f"{readable}-{short_hash(name)}"
 
 
 def backend_name(item: Any) -> str:
@@ -77,16 +60,13 @@ def backend_name(item: Any) -> str:
         return item
     if isinstance(item, dict):
         return str(item.get("name") or item.get("spec"))
-    model = getattr(item, "model", None)
-    return f"{item.name}:{model}" if model else item.name
+    return label(item)
 
 
 def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking], cache: Path | None,
                 progress: bool = True) -> BackendRun:
     """Rerank every query's candidates with ``item`` (a spec, a spec dict with options, or a Reranker);
     resumable through ``cache`` (a JSON file)."""
-    from rankrelay.rerankers.registry import load_chain_item, split_options
-
     spec = backend_name(item)
     run = BackendRun(spec)
     if cache is not None and cache.exists():
@@ -101,9 +81,7 @@ def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking],
         options["spec"] = spec_text
     budget_ms = options.pop("budget_ms", None)  # a call option: every query gets this budget
     reranker = load_chain_item(options if options else item)
-    warm_up = getattr(reranker, "warm_up", None)
-    if warm_up is not None:
-        warm_up()  # loading a model is not a query's latency
+    reranker.warm_up()  # loading a model is not a query's latency
     for done, qid in enumerate(track(todo, description=f"{spec:<28}", disable=not progress), start=1):
         docs = [dataset.corpus[d] for d, _ in candidates[qid]]
         start = time.perf_counter()
@@ -133,55 +111,19 @@ def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking],
     return run
 
 
-@dataclass(slots=True)
-class Comparison:
-    """Everything the harness measured; ``write(out)`` saves report.json and report.md."""
 
-    dataset: str
-    candidates: str
-    depth: int
-    queries: list[str]
-    runs: dict[str, BackendRun]
-    baseline: dict[str, Ranking]
-    metrics: dict[str, dict[str, float]]
-    per_query: dict[str, dict[str, dict[str, float]]]
-    significance: list[dict[str, Any]]
-    agreement: list[dict[str, Any]]
-    latency: dict[str, dict[str, float]]
-    disagreements: list[dict[str, Any]]
-    warnings: list[str]
-    calibration: dict[str, dict[str, float]] = field(default_factory=dict)
-    pareto: list[dict[str, Any]] = field(default_factory=list)
 
-    def to_dict(self) -> dict[str, Any]:
-        return {
-            "dataset": self.dataset, "candidates": self.candidates, "depth": self.depth,
-            "queries": len(self.queries), "metrics": self.metrics, "significance": self.significance,
-            "agreement": self.agreement, "latency": self.latency, "calibration": self.calibration,
-            "disagreements": self.disagreements, "pareto": self.pareto,
-            "warnings": self.warnings,
-            "failures": {n: r.failures for n, r in self.runs.items() if r.failures},
-            "served_by": {n: dict(Counter(r.served_by.values())) for n, r in self.runs.items()},
-            "billed_units": {n: r.billed for n, r in self.runs.items() if r.billed},
-            "per_query": self.per_query,
-        }
-
-    def write(self, out: str | os.PathLike[str]) -> Path:
-        from rankrelay.evaluation.report import markdown
-
-        folder = Path(out)
-        folder.mkdir(parents=True, exist_ok=True)
-        (folder / "report.json").write_text(json.dumps(self.to_dict(), indent=2))
-        (folder / "report.md").write_text(markdown(self))
-        from rankrelay.evaluation.plots import write_plots
-
-        write_plots(self, folder)
-        return folder
+def write_report(comparison: Comparison, out: str | os.PathLike[str]) -> Path:
+    """Save ``report.json``, ``report.md`` and the plots of ``comparison`` in ``out``."""
+    folder = Path(out)
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "report.json").write_text(json.dumps(comparison.to_dict(), indent=2))
+    (folder / "report.md").write_text(markdown(comparison))
+    write_plots(comparison, folder)
+    return folder
 
 
 def _prices() -> dict[str, float]:
-    from rankrelay.rerankers import load_settings
-
     return load_settings().prices
 
 
@@ -346,16 +288,7 @@ def compare(
         pareto=pareto_rows(metrics, latency, runs),
     )
     if folder is not None:
-        comparison.write(folder)
+        write_report(comparison, folder)
     for w in warnings:
         logger.warning(w)
     return comparison
-
-
-def wins_ties_losses(per_query: dict[str, dict[str, dict[str, float]]], a: str, b: str,
-                     metric: str = "ndcg@10", eps: float = 1e-9) -> dict[str, int]:
-    """How many queries ``a`` wins, ties and loses against ``b`` on ``metric``."""
-    qa, qb = per_query[a][metric], per_query[b][metric]
-    deltas = [qa[q] - qb[q] for q in qa if q in qb]
-    return {"wins": sum(d > eps for d in deltas), "ties": sum(abs(d) <= eps for d in deltas),
-            "losses": sum(d < -eps for d in deltas), "median_delta": statistics.median(deltas) if deltas else 0.0}

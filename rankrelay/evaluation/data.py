@@ -13,7 +13,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import logging
 import os
 from collections.abc import Sequence
@@ -21,6 +20,7 @@ from dataclasses import dataclass
 from pathlib import Path
 
 from rankrelay.errors import ConfigError, InvalidInputError
+from rankrelay.hashing import file_sha256
 from rankrelay.results import Document
 from rankrelay.retrieval.corpus import load_corpus, load_qrels, load_queries
 
@@ -77,7 +77,8 @@ def read_trec(path: Path) -> dict[str, Ranking]:
 
 
 def file_checksum(path: Path) -> str:
-    return hashlib.sha256(Path(path).read_bytes()).hexdigest()[:16]
+    """The first 16 hex digits of the file's SHA-256 (cache keys of candidate sets)."""
+    return file_sha256(path, 16)
 
 
 def build_candidates(

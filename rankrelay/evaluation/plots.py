@@ -11,12 +11,10 @@ Example:
 from __future__ import annotations
 
 from pathlib import Path
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 from rankrelay._optional import import_optional
-
-if TYPE_CHECKING:
-    from rankrelay.evaluation.compare import Comparison
+from rankrelay.evaluation.comparison import BASELINE, Comparison
 
 FIGURES = ("metrics.png", "deltas.png", "latency_quality.png")
 
@@ -44,8 +42,6 @@ def confidence_interval(values: list[float], seed: int = 0) -> tuple[float, floa
 
 def write_plots(c: Comparison, folder: Path, metric: str = "ndcg@10") -> list[Path]:
     """Write :data:`FIGURES` into ``folder``; returns their paths."""
-    from rankrelay.evaluation.compare import BASELINE
-
     plt = _pyplot()
     names = list(c.metrics)
     paths = []

@@ -11,12 +11,10 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+from rankrelay.evaluation.comparison import BASELINE, Comparison, wins_ties_losses
 from rankrelay.evaluation.metrics import METRICS
-
-if TYPE_CHECKING:
-    from rankrelay.evaluation.compare import Comparison
 
 
 def _cell(value: Any) -> str:
@@ -34,8 +32,6 @@ def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
 
 def markdown(c: Comparison) -> str:
     """The whole report."""
-    from rankrelay.evaluation.compare import BASELINE, wins_ties_losses
-
     sig = {(s["a"], s["b"], s["metric"]): s for s in c.significance}
 
     def mark(name: str, metric: str) -> str:

@@ -1,9 +1,12 @@
-"""Shared machinery of hosted rerank APIs: chunking, concurrency, reply checks, error mapping.
+"""Shared machinery of hosted rerank APIs: clients, chunking, concurrency, reply checks, error mapping.
 
-A subclass sends one chunk of documents (:meth:`ApiReranker._call` / :meth:`ApiReranker._acall`) and
-returns ``(index, score)`` pairs for it; this module splits long candidate lists into chunks, sends
-them concurrently under the one :class:`~rankrelay.rerankers.retry.RetryPolicy`, checks that every
-document was scored exactly once, and merges the chunks back in input order.
+:class:`ApiReranker` owns the pooled httpx clients (one sync, one async per event loop), their
+lifetime (``close()``, ``with`` / ``async with``) and the mapping of transport errors to typed ones.
+A subclass says how to send one chunk of documents on a client (:meth:`ApiReranker._send` /
+:meth:`ApiReranker._asend`) and how to read the reply (:meth:`ApiReranker._reply`); this module splits
+long candidate lists into chunks, sends them concurrently under the one
+:class:`~rankrelay.rerankers.retry.RetryPolicy`, checks that every document was scored exactly once,
+and merges the chunks back in input order.
 """
 
 from __future__ import annotations
@@ -13,6 +16,8 @@ import json
 import logging
 import math
 import os
+import threading
+import weakref
 from abc import abstractmethod
 from collections.abc import Sequence
 from concurrent.futures import ThreadPoolExecutor
@@ -29,7 +34,9 @@ from rankrelay.errors import (
     BadRequestError,
     BadResponseError,
     ConfigError,
+    RankRelayError,
     RateLimitError,
+    positive_int,
 )
 from rankrelay.rerankers.base import BaseReranker, Scored, seconds_left
 from rankrelay.rerankers.retry import MIN_ATTEMPT_SECONDS, RETRY_STATUSES, RetryPolicy, retry_after_from_headers
@@ -120,6 +127,34 @@ def check_pairs(backend: str, pairs: Sequence[tuple[Any, Any]], n: int) -> list[
     return scores  # type: ignore[return-value]
 
 
+def transport_error(backend: str, exc: Exception) -> Exception:
+    """The typed error for an httpx transport failure (a read timeout is a timeout; a refused or reset
+    connection, and a connect timeout, make the backend unavailable); anything else as it is."""
+    import httpx
+
+    if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
+        return BackendTimeoutError(f"{backend}: no reply in time ({type(exc).__name__})", backend=backend)
+    if isinstance(exc, httpx.TransportError):
+        return BackendUnavailableError(f"{backend}: {type(exc).__name__}: {exc}", backend=backend)
+    return exc
+
+
+def _close_on_loop(loop: asyncio.AbstractEventLoop, client: Any) -> None:
+    """Close an async client from sync code, on the loop it belongs to (a closed loop took it along)."""
+    if loop.is_closed():
+        return
+    try:
+        running = asyncio.get_running_loop()
+    except RuntimeError:
+        running = None
+    if running is loop:
+        loop.create_task(client.aclose())
+    elif loop.is_running():
+        asyncio.run_coroutine_threadsafe(client.aclose(), loop)
+    else:
+        loop.run_until_complete(client.aclose())
+
+
 class ApiReranker(BaseReranker):
     """Base of hosted backends.
 
@@ -147,8 +182,8 @@ class ApiReranker(BaseReranker):
         normalize: str = "rank",
     ) -> None:
         super().__init__(normalize=normalize)
-        if chunk_size < 1 or max_concurrency < 1:
-            raise ConfigError("chunk_size and max_concurrency must be >= 1")
+        positive_int(chunk_size, "chunk_size", ConfigError)
+        positive_int(max_concurrency, "max_concurrency", ConfigError)
         self.model = model
         self.connect_timeout = float(connect_timeout)
         self.chunk_size = chunk_size
@@ -158,14 +193,122 @@ class ApiReranker(BaseReranker):
             timeout=float(timeout),
             deadline=float(deadline) if deadline is not None else float(timeout) * max_attempts + 5.0,
         )
+        self._client: Any = None  # what _send talks to: the httpx client, or an SDK client around it
+        self._http: Any = None
+        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, tuple[Any, Any]] = (
+            weakref.WeakKeyDictionary())
+        self._lock = threading.Lock()
+
+    # -- what a provider says --------------------------------------------------------------
+    def _headers(self) -> dict[str, str]:
+        """Headers of every request (a bearer token, say)."""
+        return {"Accept": "application/json"}
+
+    def _wrap(self, http: Any, *, asynchronous: bool) -> Any:
+        """The client :meth:`_send` uses, built on the pooled httpx client (an SDK wraps it)."""
+        return http
 
     @abstractmethod
+    def _send(self, client: Any, query: str, texts: list[str], timeout: float) -> Any:
+        """Send one chunk on ``client`` (from :meth:`_wrap`); return the raw reply."""
+
+    @abstractmethod
+    async def _asend(self, client: Any, query: str, texts: list[str], timeout: float) -> Any:
+        """Async :meth:`_send`."""
+
+    @abstractmethod
+    def _reply(self, raw: Any) -> Reply:
+        """Read a raw reply; raise typed errors for error statuses and malformed bodies."""
+
+    def _error(self, exc: Exception) -> Exception:
+        """The typed error for an exception raised while sending (transport errors here; SDKs add theirs)."""
+        return transport_error(self.name, exc)
+
+    # -- clients ---------------------------------------------------------------------------
+    def _http_options(self) -> dict[str, Any]:
+        import httpx
+
+        return {
+            "headers": self._headers(),
+            "timeout": httpx.Timeout(self.policy.timeout, connect=self.connect_timeout),
+            "limits": httpx.Limits(max_connections=100, max_keepalive_connections=32),
+        }
+
+    def warm_up(self) -> None:
+        """Create the pooled sync client (no request is sent)."""
+        self._sync_client()
+
+    def _sync_client(self) -> Any:
+        client = self._client
+        if client is None:
+            with self._lock:
+                if self._client is None:
+                    import httpx
+
+                    self._http = httpx.Client(**self._http_options())
+                    self._client = self._wrap(self._http, asynchronous=False)
+                client = self._client
+        return client
+
+    def _aclient(self) -> Any:
+        """The async client of the running event loop (one per loop: an httpx client is bound to its loop)."""
+        loop = asyncio.get_running_loop()
+        pair = self._aclients.get(loop)
+        if pair is None:
+            import httpx
+
+            http = httpx.AsyncClient(**self._http_options())
+            pair = self._aclients[loop] = (http, self._wrap(http, asynchronous=True))
+        return pair[1]
+
+    def _take_clients(self) -> tuple[Any, list[tuple[asyncio.AbstractEventLoop, Any]]]:
+        with self._lock:
+            http, self._http, self._client = self._http, None, None
+            pairs = [(loop, pair[0]) for loop, pair in self._aclients.items()]
+            self._aclients.clear()
+        return http, pairs
+
+    def close(self) -> None:
+        """Close the pooled clients (async ones on their own event loop); a later call opens new ones."""
+        http, pairs = self._take_clients()
+        if http is not None:
+            http.close()
+        for loop, client in pairs:
+            _close_on_loop(loop, client)
+
+    async def aclose(self) -> None:
+        """Async :meth:`close`: the running loop's client is closed before this returns."""
+        http, pairs = self._take_clients()
+        if http is not None:
+            http.close()
+        current = asyncio.get_running_loop()
+        for loop, client in pairs:
+            if loop is current:
+                await client.aclose()
+            else:
+                _close_on_loop(loop, client)
+
+    # -- one chunk -------------------------------------------------------------------------
     def _call(self, query: str, texts: list[str], timeout: float) -> Reply:
         """Send one chunk; raise typed errors."""
+        client = self._sync_client()
+        try:
+            raw = self._send(client, query, texts, timeout)
+        except RankRelayError:
+            raise
+        except Exception as exc:  # mapped to a typed error; anything unknown re-raised as it is
+            raise self._error(exc) from None
+        return self._reply(raw)
 
-    @abstractmethod
     async def _acall(self, query: str, texts: list[str], timeout: float) -> Reply:
         """Async :meth:`_call`."""
+        try:
+            raw = await self._asend(self._aclient(), query, texts, timeout)
+        except RankRelayError:
+            raise
+        except Exception as exc:
+            raise self._error(exc) from None
+        return self._reply(raw)
 
     def _chunks(self, queries: list[str], documents: list[list[Document]]) -> list[tuple[int, int, str, list[str]]]:
         jobs = []

@@ -28,7 +28,7 @@ from dataclasses import dataclass
 from time import monotonic, perf_counter
 from typing import Any, Protocol, runtime_checkable
 
-from rankrelay.errors import ConfigError, EmptyQueryError, InvalidInputError
+from rankrelay.errors import ConfigError, EmptyQueryError, InvalidInputError, positive_int
 from rankrelay.results import Document, DocumentLike, RankedDocument, RerankResult, to_documents
 from rankrelay.scoring import check_normalization, normalize, order_by_score
 
@@ -62,6 +62,29 @@ class Reranker(Protocol):
         """Rank several ``(query, documents)`` requests together."""
         ...
 
+    def warm_up(self) -> None:
+        """Load what the reranker needs (a model, a client) now rather than on first use; a no-op if nothing."""
+        ...
+
+    def close(self) -> None:
+        """Let go of what it holds (clients, models); a later call opens them again. A no-op if nothing."""
+        ...
+
+
+def label(reranker: Reranker) -> str:
+    """``name:model`` (or the name) of a reranker, for results, logs and reports."""
+    model = getattr(reranker, "model", None)
+    return f"{reranker.name}:{model}" if model else reranker.name
+
+
+async def aclose(reranker: Reranker) -> None:
+    """Close ``reranker`` from async code: its ``aclose()`` when it has one, else ``close()``."""
+    closer = getattr(reranker, "aclose", None)
+    if closer is not None:
+        await closer()
+    else:
+        reranker.close()
+
 
 @dataclass(slots=True)
 class Scored:
@@ -84,11 +107,7 @@ def check_query(query: object) -> str:
 
 def check_top_n(top_n: object) -> int | None:
     """Return ``top_n`` if it is None or an int >= 1, else raise :class:`InvalidInputError`."""
-    if top_n is None:
-        return None
-    if isinstance(top_n, bool) or not isinstance(top_n, int) or top_n < 1:
-        raise InvalidInputError(f"top_n must be an int >= 1 or None, got {top_n!r}")
-    return top_n
+    return None if top_n is None else positive_int(top_n, "top_n (or None)")
 
 
 def check_budget(budget_ms: object) -> float | None:
@@ -238,7 +257,30 @@ def build_result(
 
 
 class SingleQuery:
-    """``rerank``/``arerank`` of one query in terms of the class's ``rerank_batch``/``arerank_batch``."""
+    """``rerank``/``arerank`` of one query in terms of the class's ``rerank_batch``/``arerank_batch``,
+    and the lifetime every reranker shares: :meth:`warm_up`, :meth:`close` and ``with`` / ``async with``."""
+
+    def warm_up(self) -> None:
+        """Load whatever the reranker needs (models, clients) now rather than on first use."""
+
+    def close(self) -> None:
+        """Release what the reranker holds (nothing here; clients and composites override)."""
+
+    async def aclose(self) -> None:
+        """Async :meth:`close` (a reranker with async clients closes them on their event loop)."""
+        self.close()
+
+    def __enter__(self) -> Any:
+        return self
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+    async def __aenter__(self) -> Any:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.aclose()
 
     def rerank_batch(
         self, requests: Sequence[Request], top_n: int | None = None, *, budget_ms: float | None = None
@@ -306,9 +348,6 @@ class BaseReranker(SingleQuery, ABC):
         self, queries: list[str], documents: list[list[Document]]
     ) -> tuple[list[Scored], dict[str, float]]:
         """Score every query's (non-empty) document list; return scores and extra timings in ms."""
-
-    def warm_up(self) -> None:
-        """Load whatever the backend needs (models, clients) now rather than on first use."""
 
     def _prepare(
         self, requests: Sequence[Request], top_n: int | None

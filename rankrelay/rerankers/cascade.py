@@ -25,31 +25,27 @@ from collections.abc import Sequence
 from time import perf_counter
 from typing import Any
 
-from rankrelay.errors import ConfigError
+from rankrelay.errors import ConfigError, positive_int
 from rankrelay.rerankers.base import (
     Request,
     Reranker,
     Scored,
-    SingleQuery,
     budget_kwargs,
     check_query,
     check_top_n,
     head_then_rest,
+    label,
     within_budget,
 )
+from rankrelay.rerankers.composite import Composite
+from rankrelay.rerankers.registry import load_chain_item, register
 from rankrelay.results import RerankResult, to_documents
 
 FIRST_STAGE = "first-stage"
 DEFAULT_KEEP = 30
 
 
-def label(reranker: Reranker) -> str:
-    """``name:model`` (or the name) of a reranker, for results and reports."""
-    model = getattr(reranker, "model", None)
-    return f"{reranker.name}:{model}" if model else reranker.name
-
-
-class CascadeReranker(SingleQuery):
+class CascadeReranker(Composite):
     """Cheap stage over every candidate, strong stage over the cheap stage's best ``keep``.
 
     Args:
@@ -61,10 +57,7 @@ class CascadeReranker(SingleQuery):
     name = "cascade"
 
     def __init__(self, cheap: Any, strong: Any, *, keep: int = DEFAULT_KEEP) -> None:
-        from rankrelay.rerankers.registry import load_chain_item
-
-        if isinstance(keep, bool) or not isinstance(keep, int) or keep < 1:
-            raise ConfigError(f"a cascade's keep must be an int >= 1, got {keep!r}")
+        positive_int(keep, "a cascade's keep", ConfigError)
         if strong is None or strong == FIRST_STAGE:
             raise ConfigError("a cascade's strong stage must be a reranker, not the first stage")
         if cheap is strong and not isinstance(cheap, str):
@@ -81,12 +74,8 @@ class CascadeReranker(SingleQuery):
     def __repr__(self) -> str:
         return f"<CascadeReranker {self.model}>"
 
-    def warm_up(self) -> None:
-        """Warm up both stages."""
-        for stage in (self.cheap, self.strong):
-            warm = getattr(stage, "warm_up", None)
-            if warm is not None:
-                warm()
+    def parts(self) -> list[Reranker]:
+        return [self.strong] if self.cheap is None else [self.cheap, self.strong]
 
     def describe(self) -> dict[str, Any]:
         return {"backend": self.name, "cheap": self.cheap_label, "strong": self.strong_label, "keep": self.keep}
@@ -197,3 +186,11 @@ def from_spec(rest: str | None, *, cheap: Any = None, strong: Any = None, keep: 
         raise ConfigError("a cascade needs a strong stage: cascade:<cheap>><strong>@<keep>")
     return CascadeReranker(cheap if cheap is not None else FIRST_STAGE, strong,
                            keep=DEFAULT_KEEP if keep is None else keep)
+
+
+register(
+    "cascade",
+    from_spec,
+    options={"cheap", "strong", "keep"},
+    description="cheap stage over all, strong stage over the best keep (cascade:<cheap>><strong>@<keep>)",
+)

@@ -12,17 +12,14 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 import inspect
 import json
-import threading
-import weakref
 from typing import Any
 
 from pydantic import SecretStr
 
 from rankrelay._optional import import_optional
-from rankrelay.errors import AuthenticationError, BackendTimeoutError, BackendUnavailableError, BadResponseError
+from rankrelay.errors import AuthenticationError, BadResponseError
 from rankrelay.rerankers.api import ApiReranker, Reply, error_for_status, secret
 
 DEFAULT_MODEL = "rerank-v3.5"
@@ -65,33 +62,20 @@ class CohereReranker(ApiReranker):
             )
         self.base_url = (base_url or DEFAULT_URL).rstrip("/")
         self.max_tokens_per_doc = max_tokens_per_doc
-        self._client: Any = None
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
+        _sdk()  # a missing SDK is a clear error now, not at the first call
 
-    def _make(self, cls: Any) -> Any:
+    def _wrap(self, http: Any, *, asynchronous: bool) -> Any:
+        """The SDK client on our pooled httpx client (so ``close()`` closes what the SDK used)."""
+        cls = _sdk().AsyncClientV2 if asynchronous else _sdk().ClientV2
         kwargs: dict[str, Any] = {
             "api_key": self._api_key.get_secret_value() if self._api_key else None,
             "base_url": self.base_url,
             "timeout": self.policy.timeout,
+            "httpx_client": http,
         }
         if "max_retries" in inspect.signature(cls.__init__).parameters:  # 7.x; 5.x has no such argument
             kwargs["max_retries"] = 0
         return cls(**kwargs)
-
-    def warm_up(self) -> None:
-        """Create the SDK client (no request is sent)."""
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    self._client = self._make(_sdk().ClientV2)
-
-    def _aclient(self) -> Any:
-        loop = asyncio.get_running_loop()
-        client = self._aclients.get(loop)
-        if client is None:
-            client = self._aclients[loop] = self._make(_sdk().AsyncClientV2)
-        return client
 
     def _kwargs(self, query: str, texts: list[str], timeout: float) -> dict[str, Any]:
         from cohere.core.request_options import RequestOptions
@@ -123,7 +107,6 @@ class CohereReranker(ApiReranker):
         return Reply(pairs, request_id if isinstance(request_id, str) else None, billed)
 
     def _error(self, exc: Exception) -> Exception:
-        import httpx
         from cohere.core.api_error import ApiError
 
         if isinstance(exc, ApiError):
@@ -131,28 +114,16 @@ class CohereReranker(ApiReranker):
             if 200 <= status < 300:
                 return BadResponseError(f"{self.name}: malformed reply: {str(exc.body)[:200]}", backend=self.name)
             return error_for_status(self.name, status, exc.body, getattr(exc, "headers", None))
-        if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
-            return BackendTimeoutError(f"{self.name}: no reply in time ({type(exc).__name__})", backend=self.name)
-        if isinstance(exc, httpx.TransportError):
-            return BackendUnavailableError(f"{self.name}: {type(exc).__name__}: {exc}", backend=self.name)
-        if isinstance(exc, (json.JSONDecodeError, ValueError, TypeError, KeyError)):
+        mapped = super()._error(exc)
+        if mapped is exc and isinstance(exc, (json.JSONDecodeError, ValueError, TypeError, KeyError)):
             return BadResponseError(f"{self.name}: malformed reply ({type(exc).__name__}: {exc})", backend=self.name)
-        return exc
+        return mapped
 
-    def _call(self, query: str, texts: list[str], timeout: float) -> Reply:
-        self.warm_up()
-        try:
-            response = self._client.rerank(**self._kwargs(query, texts, timeout))
-        except Exception as exc:  # mapped to typed errors; anything unknown re-raised as is
-            raise self._error(exc) from None
-        return self._reply(response)
+    def _send(self, client: Any, query: str, texts: list[str], timeout: float) -> Any:
+        return client.rerank(**self._kwargs(query, texts, timeout))
 
-    async def _acall(self, query: str, texts: list[str], timeout: float) -> Reply:
-        try:
-            response = await self._aclient().rerank(**self._kwargs(query, texts, timeout))
-        except Exception as exc:
-            raise self._error(exc) from None
-        return self._reply(response)
+    async def _asend(self, client: Any, query: str, texts: list[str], timeout: float) -> Any:
+        return await client.rerank(**self._kwargs(query, texts, timeout))
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "base_url": self.base_url}

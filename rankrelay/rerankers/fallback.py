@@ -12,6 +12,8 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import concurrent.futures as cf
+import contextvars
 import logging
 import threading
 import time
@@ -25,17 +27,20 @@ from rankrelay.errors import (
     ConfigError,
     InvalidInputError,
     RankRelayError,
+    positive_int,
 )
 from rankrelay.rerankers.base import (
     Request,
     Reranker,
-    SingleQuery,
     budget_kwargs,
     check_budget,
     check_query,
     check_top_n,
+    label,
     within_budget,
 )
+from rankrelay.rerankers.composite import Composite
+from rankrelay.rerankers.registry import load_chain_item, register
 from rankrelay.results import RerankResult, to_documents
 from rankrelay.scoring import check_normalization, normalize
 
@@ -54,8 +59,9 @@ class CircuitBreaker:
     def __init__(
         self, failure_threshold: int = 3, reset_timeout: float = 30.0, clock: Callable[[], float] = time.monotonic
     ) -> None:
-        if failure_threshold < 1 or reset_timeout < 0:
-            raise ConfigError("failure_threshold must be >= 1 and reset_timeout >= 0")
+        positive_int(failure_threshold, "failure_threshold", ConfigError)
+        if reset_timeout < 0:
+            raise ConfigError(f"reset_timeout must be >= 0, got {reset_timeout!r}")
         self.failure_threshold = failure_threshold
         self.reset_timeout = reset_timeout
         self._clock = clock
@@ -107,12 +113,7 @@ class CircuitBreaker:
             self._probing = False
 
 
-def _label(reranker: Reranker) -> str:
-    model = getattr(reranker, "model", None)
-    return f"{reranker.name}:{model}" if model else reranker.name
-
-
-class FallbackReranker(SingleQuery):
+class FallbackReranker(Composite):
     """Try each backend in order until one answers.
 
     Retryable failures, exhausted deadlines and auth errors (logged as errors: a bad key must be
@@ -126,7 +127,7 @@ class FallbackReranker(SingleQuery):
         failure_threshold: consecutive failures that open a backend's breaker.
         reset_timeout: seconds before an open breaker lets one probe through.
         hedge_after_ms: start the next backend if the current one has not answered in this time;
-            the first good answer wins (async; the sync API runs the same logic on an event loop).
+            the first good answer wins (the sync API races them on a small thread pool).
         normalize: ``rank`` (default) or ``backend`` (keep each backend's own normalization).
         budget_ms: default latency budget of a call (a call's own ``budget_ms`` wins): each backend gets
             the time the ones before it left, so a local fallback answers within the caller's deadline
@@ -155,14 +156,14 @@ class FallbackReranker(SingleQuery):
         if normalize == "calibrated":
             raise ConfigError("a chain cannot calibrate scores of different backends; give each backend "
                               "normalize='calibrated' and the chain normalize='backend'")
-        from rankrelay.rerankers.registry import load_chain_item
-
         self.backends: list[Reranker] = [load_chain_item(item) for item in chain]
         self.breakers = [CircuitBreaker(failure_threshold, reset_timeout) for _ in self.backends]
         self.hedge_after_ms = hedge_after_ms
         self.normalize = normalize
-        self.model = " -> ".join(_label(b) for b in self.backends)
+        self.model = " -> ".join(label(b) for b in self.backends)
         self.budget_ms = check_budget(budget_ms)
+        self._pool: cf.ThreadPoolExecutor | None = None
+        self._pool_lock = threading.Lock()
         self._preload: threading.Thread | None = None
         if preload:
             self._preload = threading.Thread(target=self.warm_up, name="rankrelay-preload", daemon=True)
@@ -176,15 +177,24 @@ class FallbackReranker(SingleQuery):
         """True once a background preload (``preload=True``) has finished."""
         return self._preload is not None and not self._preload.is_alive()
 
+    def parts(self) -> list[Reranker]:
+        return list(self.backends)
+
     def warm_up(self) -> None:
         """Warm up every backend that can be (a failing one is logged, not raised: it may recover)."""
         for backend in self.backends:
-            warm = getattr(backend, "warm_up", None)
-            if warm is not None:
-                try:
-                    warm()
-                except RankRelayError as exc:
-                    logger.warning("fallback: %s cannot warm up: %s", _label(backend), exc)
+            try:
+                backend.warm_up()
+            except RankRelayError as exc:
+                logger.warning("fallback: %s cannot warm up: %s", label(backend), exc)
+
+    def close(self) -> None:
+        """Close every backend and the hedging threads."""
+        with self._pool_lock:
+            pool, self._pool = self._pool, None
+        if pool is not None:
+            pool.shutdown(wait=False, cancel_futures=True)
+        super().close()
 
     # -- helpers ---------------------------------------------------------------------------
     def _finish(self, results: list[RerankResult], failures: list[dict[str, Any]]) -> list[RerankResult]:
@@ -203,15 +213,15 @@ class FallbackReranker(SingleQuery):
 
     def _failed(self, i: int, exc: Exception, started: float, failures: list[dict[str, Any]]) -> None:
         self.breakers[i].record_failure()
-        label = _label(self.backends[i])
+        name = label(self.backends[i])
         ms = (perf_counter() - started) * 1000.0
-        failures.append({"backend": label, "error": type(exc).__name__, "message": str(exc), "ms": ms})
+        failures.append({"backend": name, "error": type(exc).__name__, "message": str(exc), "ms": ms})
         log = logger.error if isinstance(exc, AuthenticationError) else logger.warning
-        log("fallback: %s failed after %.0f ms (%s: %s); trying the next backend", label, ms,
+        log("fallback: %s failed after %.0f ms (%s: %s); trying the next backend", name, ms,
             type(exc).__name__, exc)
 
     def _skipped(self, i: int, failures: list[dict[str, Any]]) -> None:
-        failures.append({"backend": _label(self.backends[i]), "error": "CircuitOpen",
+        failures.append({"backend": label(self.backends[i]), "error": "CircuitOpen",
                          "message": "circuit breaker open", "ms": 0.0})
 
     def _all_failed(self, failures: list[dict[str, Any]]) -> AllBackendsFailedError:
@@ -235,9 +245,9 @@ class FallbackReranker(SingleQuery):
         """Rerank a batch with the first backend that answers (the whole batch moves together)."""
         self._check(requests, top_n)
         budget = self._budget(budget_ms)
-        if self.hedge_after_ms is not None:
-            return asyncio.run(self.arerank_batch(requests, top_n, budget_ms=budget))
         with within_budget(budget):
+            if self.hedge_after_ms is not None:
+                return self._hedged_batch(requests, top_n)
             return self._rerank_batch(requests, top_n)
 
     def _rerank_batch(self, requests: Sequence[Request], top_n: int | None) -> list[RerankResult]:
@@ -258,6 +268,67 @@ class FallbackReranker(SingleQuery):
             self.breakers[i].record_success()
             return self._finish(results, failures)
         raise self._all_failed(failures)
+
+    def _threads(self) -> cf.ThreadPoolExecutor:
+        with self._pool_lock:
+            if self._pool is None:
+                self._pool = cf.ThreadPoolExecutor(max_workers=32,
+                                                   thread_name_prefix="rankrelay-hedge")
+            return self._pool
+
+    def _hedged_batch(self, requests: Sequence[Request], top_n: int | None) -> list[RerankResult]:
+        """The async hedging race on threads: no event loop, so it also works inside a running one."""
+        failures: list[dict[str, Any]] = []
+        hedge = self.hedge_after_ms / 1000.0 if self.hedge_after_ms is not None else None
+        running: dict[cf.Future[list[RerankResult]], tuple[int, float]] = {}
+        next_i = 0
+
+        def start_next() -> bool:
+            nonlocal next_i
+            while next_i < len(self.backends):
+                i = next_i
+                next_i += 1
+                if not self.breakers[i].allow():
+                    self._skipped(i, failures)
+                    continue
+                backend = self.backends[i]
+                context = contextvars.copy_context()  # the caller's deadline goes with the call
+                running[self._threads().submit(context.run, backend.rerank_batch, requests, top_n,
+                                               **budget_kwargs(backend))] = (i, perf_counter())
+                return True
+            return False
+
+        start_next()
+        try:
+            while running:
+                done, _ = cf.wait(running, timeout=hedge, return_when=cf.FIRST_COMPLETED)
+                if not done:  # the hedge timer fired: race the next backend
+                    start_next()
+                    continue
+                for future in done:
+                    i, started = running.pop(future)
+                    exc = future.exception()
+                    if exc is None:
+                        self.breakers[i].record_success()
+                        return self._finish(future.result(), failures)
+                    self._failed_or_raise(i, exc, started, failures)
+                if not running:
+                    start_next()
+        finally:
+            for future, (i, _) in running.items():  # a thread cannot be stopped: its answer is dropped
+                future.cancel()
+                future.add_done_callback(lambda _f, b=self.breakers[i]: b.release())
+        raise self._all_failed(failures)
+
+    def _failed_or_raise(self, i: int, exc: BaseException, started: float, failures: list[dict[str, Any]]) -> None:
+        """A hedged attempt's error: input errors and unknown errors propagate, backend errors fall through."""
+        if isinstance(exc, InvalidInputError):
+            self.breakers[i].release()
+            raise exc
+        if not isinstance(exc, RankRelayError):
+            self.breakers[i].release()
+            raise exc
+        self._failed(i, exc, started, failures)
 
     # -- async -----------------------------------------------------------------------------
     async def _arerank_with(
@@ -309,12 +380,7 @@ class FallbackReranker(SingleQuery):
                     if exc is None:
                         self.breakers[i].record_success()
                         return self._finish(task.result(), failures)
-                    if isinstance(exc, InvalidInputError):
-                        self.breakers[i].release()
-                        raise exc
-                    if not isinstance(exc, RankRelayError):
-                        raise exc
-                    self._failed(i, exc, started, failures)
+                    self._failed_or_raise(i, exc, started, failures)
                 if not running:
                     start_next()
         finally:
@@ -322,3 +388,21 @@ class FallbackReranker(SingleQuery):
                 task.cancel()
                 self.breakers[i].release()
         raise self._all_failed(failures)
+
+
+FALLBACK_OPTIONS = frozenset(
+    {"chain", "failure_threshold", "reset_timeout", "hedge_after_ms", "normalize", "budget_ms", "preload"}
+)
+
+
+def from_spec(rest: str | None, *, chain: Sequence[ChainItem] | None = None, **options: Any) -> FallbackReranker:
+    """Registry factory: a list spec (or ``settings.fallback``) becomes ``fallback`` with ``chain=[...]``."""
+    if rest:
+        raise ConfigError("a fallback chain is given as a list of specs, not as 'fallback:...'")
+    if not chain:
+        raise ConfigError("a fallback chain needs a non-empty list of backends")
+    return FallbackReranker(chain, **options)
+
+
+register("fallback", from_spec, options=FALLBACK_OPTIONS,
+         description="try backends in order with circuit breakers (a list of specs; [fallback] in the config)")

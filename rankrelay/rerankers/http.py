@@ -13,21 +13,13 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
-import threading
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import SecretStr
 
-from rankrelay.errors import (
-    BackendTimeoutError,
-    BackendUnavailableError,
-    BadResponseError,
-    ConfigError,
-)
+from rankrelay.errors import BadResponseError, ConfigError
 from rankrelay.rerankers.api import ApiReranker, Reply, error_for_status, secret
 
 
@@ -122,44 +114,17 @@ class HttpReranker(ApiReranker):
             raise ConfigError("voyage needs a model, e.g. 'voyage:rerank-2@https://api.voyageai.com'")
         self.base_url = base.rstrip("/")
         self._api_key = secret(api_key, *self.adapter.env_keys)
-        self._client: Any = None
-        self._aclients: weakref.WeakKeyDictionary[asyncio.AbstractEventLoop, Any] = weakref.WeakKeyDictionary()
-        self._lock = threading.Lock()
 
     @property
     def endpoint(self) -> str:
         """The full URL requests go to."""
         return self.base_url + self.adapter.path
 
-    def _client_kwargs(self) -> dict[str, Any]:
-        import httpx
-
-        headers = {"Accept": "application/json"}
+    def _headers(self) -> dict[str, str]:
+        headers = super()._headers()
         if self._api_key is not None:
             headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
-        return {
-            "headers": headers,
-            "timeout": httpx.Timeout(self.policy.timeout, connect=self.connect_timeout),
-            "limits": httpx.Limits(max_connections=100, max_keepalive_connections=32),
-        }
-
-    def warm_up(self) -> None:
-        """Create the pooled client (no request is sent)."""
-        if self._client is None:
-            with self._lock:
-                if self._client is None:
-                    import httpx
-
-                    self._client = httpx.Client(**self._client_kwargs())
-
-    def _aclient(self) -> Any:
-        import httpx
-
-        loop = asyncio.get_running_loop()
-        client = self._aclients.get(loop)
-        if client is None:
-            client = self._aclients[loop] = httpx.AsyncClient(**self._client_kwargs())
-        return client
+        return headers
 
     def _request_timeout(self, timeout: float) -> Any:
         import httpx
@@ -180,39 +145,13 @@ class HttpReranker(ApiReranker):
             request_id = request_id or data["id"]
         return Reply(pairs, request_id, _billed(data))
 
-    def _transport_error(self, exc: Exception) -> Exception:
-        import httpx
+    def _send(self, client: Any, query: str, texts: list[str], timeout: float) -> Any:
+        return client.post(self.endpoint, json=self.adapter.build(query, texts, self.model),
+                           timeout=self._request_timeout(timeout))
 
-        if isinstance(exc, httpx.TimeoutException) and not isinstance(exc, httpx.ConnectTimeout):
-            return BackendTimeoutError(f"{self.name}: no reply in time ({type(exc).__name__})", backend=self.name)
-        return BackendUnavailableError(f"{self.name}: {type(exc).__name__}: {exc}", backend=self.name)
-
-    def _call(self, query: str, texts: list[str], timeout: float) -> Reply:
-        import httpx
-
-        self.warm_up()
-        try:
-            response = self._client.post(self.endpoint, json=self.adapter.build(query, texts, self.model),
-                                         timeout=self._request_timeout(timeout))
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc) from None
-        return self._reply(response)
-
-    async def _acall(self, query: str, texts: list[str], timeout: float) -> Reply:
-        import httpx
-
-        try:
-            response = await self._aclient().post(self.endpoint, json=self.adapter.build(query, texts, self.model),
-                                                  timeout=self._request_timeout(timeout))
-        except httpx.TransportError as exc:
-            raise self._transport_error(exc) from None
-        return self._reply(response)
-
-    def close(self) -> None:
-        """Close the sync client (async clients close with their event loop's garbage)."""
-        if self._client is not None:
-            self._client.close()
-            self._client = None
+    async def _asend(self, client: Any, query: str, texts: list[str], timeout: float) -> Any:
+        return await client.post(self.endpoint, json=self.adapter.build(query, texts, self.model),
+                                 timeout=self._request_timeout(timeout))
 
 
 def parse_http_spec(provider: str, rest: str | None) -> tuple[str | None, str | None]:

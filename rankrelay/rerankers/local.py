@@ -16,7 +16,7 @@ from time import perf_counter
 from typing import Any
 
 from rankrelay.devices import check_device, resolve_device
-from rankrelay.errors import ConfigError, ModelLoadError, RankRelayError
+from rankrelay.errors import ConfigError, ModelLoadError, RankRelayError, positive_int
 from rankrelay.hub import ResolvedModel, canonical_model_id, find_local, resolve_model
 from rankrelay.rerankers.base import BaseReranker, Scored
 from rankrelay.rerankers.buckets import length_buckets
@@ -130,8 +130,7 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
                 f"unknown option(s) for {self.name}: {', '.join(sorted(unknown))}; "
                 f"known: {', '.join(sorted(LOCAL_OPTIONS))}"
             )
-        if isinstance(batch_size, bool) or not isinstance(batch_size, int) or batch_size < 1:
-            raise ConfigError(f"batch_size must be an int >= 1, got {batch_size!r}")
+        positive_int(batch_size, "batch_size", ConfigError)
         if max_length is not None and (not isinstance(max_length, int) or max_length < 8):
             raise ConfigError(f"max_length must be an int >= 8 or None, got {max_length!r}")
         if not isinstance(passage_overlap, int) or passage_overlap < 0:

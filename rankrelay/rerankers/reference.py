@@ -13,11 +13,11 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import random
 from typing import Any
 
 from rankrelay.errors import ConfigError
+from rankrelay.hashing import stable_int
 from rankrelay.rerankers.base import BaseReranker, Scored
 from rankrelay.results import Document
 
@@ -48,8 +48,7 @@ class RandomReranker(BaseReranker):
     ) -> tuple[list[Scored], dict[str, float]]:
         out = []
         for query, docs in zip(queries, documents):
-            digest = hashlib.sha256(f"{self.seed}\x1f{query}".encode()).digest()
-            rng = random.Random(int.from_bytes(digest[:8], "big"))
+            rng = random.Random(stable_int(f"{self.seed}\x1f{query}"))
             out.append(Scored([rng.random() for _ in docs]))
         return out, {}
 

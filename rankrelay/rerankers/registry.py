@@ -21,10 +21,9 @@ from pydantic import ValidationError
 
 from rankrelay.config import PRESETS, Settings
 from rankrelay.errors import ConfigError, UnknownBackendError
-from rankrelay.rerankers import bi_encoder, cascade, cohere, cross_encoder, http, reference
+from rankrelay.rerankers import bi_encoder, cohere, cross_encoder, http, reference
 from rankrelay.rerankers.api import API_OPTIONS
 from rankrelay.rerankers.base import Reranker
-from rankrelay.rerankers.fallback import FallbackReranker
 from rankrelay.rerankers.local import LOCAL_OPTIONS
 
 
@@ -141,8 +140,14 @@ def load_reranker(
             raise ConfigError("options cannot be applied to a reranker instance; configure it directly")
         return spec
     if isinstance(spec, (list, tuple)):
-        return FallbackReranker([load_chain_item(item, settings) for item in spec], **options)
+        chain = [load_chain_item(item, settings) for item in spec]
+        return _build("fallback", None, None, {"chain": chain, **options}, defaults=None)
     if spec is not None and not isinstance(spec, str):
+        missing = [m for m in ("arerank", "close", "name", "rerank", "rerank_batch", "warm_up")
+                   if not hasattr(spec, m)]
+        if hasattr(spec, "rerank") and missing:
+            raise ConfigError(f"{type(spec).__name__} is not a Reranker: it lacks {', '.join(missing)} "
+                              "(subclass rankrelay.rerankers.base.SingleQuery for no-op lifetime members)")
         raise ConfigError(f"a reranker spec is a string, a list or a Reranker, got {type(spec).__name__}")
     if spec is not None:
         spec, spec_options = split_options(spec)
@@ -150,8 +155,18 @@ def load_reranker(
     if settings is None:
         settings = load_settings()
     if spec is None and settings.fallback:
-        return FallbackReranker([load_chain_item(item, settings) for item in settings.fallback], **options)
+        chain = [load_chain_item(item, settings) for item in settings.fallback]
+        return _build("fallback", None, None, {"chain": chain, **options}, defaults=None)
     backend, model, preset = parse_spec(spec if spec is not None else settings.backend)
+    return _build(backend, model, preset, options, defaults=settings)
+
+
+def _build(backend: str, model: str | None, preset: str | None, options: dict[str, Any], *,
+           defaults: Settings | None) -> Reranker:
+    """The registered factory of ``backend`` with ``options`` over ``defaults``' options for it (a chain's
+    stages already have theirs, so it takes none)."""
+    if backend not in _REGISTRY:
+        raise UnknownBackendError(backend, [*_REGISTRY, *PRESETS])
     info = _REGISTRY[backend]
     unknown = set(options) - info.options
     if unknown:
@@ -159,7 +174,8 @@ def load_reranker(
             f"unknown option(s) for backend {backend!r}: {', '.join(sorted(unknown))}; "
             f"it takes: {', '.join(sorted(info.options))}"
         )
-    merged = {k: v for k, v in settings.reranker_options(backend).items() if k in info.options}
+    merged = {} if defaults is None else {
+        k: v for k, v in defaults.reranker_options(backend).items() if k in info.options}
     merged.update(options)
     if preset is not None:
         return cross_encoder.from_preset(preset, **merged)
@@ -188,12 +204,6 @@ for _provider, _about in (
     ("infinity", "Infinity /rerank, Cohere-shaped (infinity:model@http://host:port)"),
 ):
     register(_provider, http.factory(_provider), options=API_OPTIONS, description=_about)
-register(
-    "cascade",
-    cascade.from_spec,
-    options={"cheap", "strong", "keep"},
-    description="cheap stage over all, strong stage over the best keep (cascade:<cheap>><strong>@<keep>)",
-)
 register("identity", reference.identity_from_spec, options={"normalize"},
          description="reference: keeps the first-stage order")
 register("random", reference.random_from_spec, options={"normalize"},

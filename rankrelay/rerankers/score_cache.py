@@ -23,7 +23,7 @@ from pathlib import Path
 from typing import Any, Protocol, runtime_checkable
 
 from rankrelay._optional import import_optional
-from rankrelay.errors import ConfigError
+from rankrelay.errors import ConfigError, positive_int
 from rankrelay.lru import LRU
 
 #: Entries of the default in-memory cache (about 100 bytes each).
@@ -106,9 +106,7 @@ def open_score_cache(spec: str | ScoreCache | None, *, size: int = DEFAULT_SIZE)
     if not isinstance(spec, str) or not spec.strip():
         raise ConfigError(f"score_cache must be 'memory', 'off', a directory or a ScoreCache, got {spec!r}")
     if spec == "memory":
-        if isinstance(size, bool) or not isinstance(size, int) or size < 1:
-            raise ConfigError(f"score_cache_size must be an int >= 1, got {size!r}")
-        return LRU(size)
+        return LRU(positive_int(size, "score_cache_size", ConfigError))
     directory = str(Path(spec.removeprefix("disk:")).expanduser().resolve())
     with _disk_lock:
         if directory not in _disk_caches:

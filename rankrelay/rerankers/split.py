@@ -14,19 +14,21 @@ Example:
 from __future__ import annotations
 
 import asyncio
-import hashlib
 import logging
 from collections.abc import Sequence
 from typing import Any
 
 from rankrelay.errors import ConfigError
-from rankrelay.rerankers.base import Request
+from rankrelay.hashing import short_hash, unit_interval
+from rankrelay.rerankers.base import Request, Reranker
+from rankrelay.rerankers.composite import Composite
+from rankrelay.rerankers.registry import load_reranker
 from rankrelay.results import DocumentLike, RerankResult
 
 logger = logging.getLogger(__name__)
 
 
-class SplitReranker:
+class SplitReranker(Composite):
     """Send ``share_b`` of request keys to ``b`` and the rest to ``a``.
 
     Args:
@@ -38,8 +40,6 @@ class SplitReranker:
     name = "split"
 
     def __init__(self, a: Any, b: Any, share_b: float = 0.1, salt: str = "rankrelay") -> None:
-        from rankrelay.rerankers import load_reranker
-
         if not 0.0 <= share_b <= 1.0:
             raise ConfigError(f"share_b must be in [0, 1], got {share_b}")
         self.arms = {"a": load_reranker(a), "b": load_reranker(b)}
@@ -50,21 +50,16 @@ class SplitReranker:
 
     def arm(self, key: str) -> str:
         """``a`` or ``b`` for ``key``: stable across processes and runs (SHA-256, not Python's hash)."""
-        digest = hashlib.sha256(f"{self.salt}\x1f{key}".encode()).digest()
-        return "b" if int.from_bytes(digest[:8], "big") / 2**64 < self.share_b else "a"
+        return "b" if unit_interval(f"{self.salt}\x1f{key}") < self.share_b else "a"
 
-    def warm_up(self) -> None:
-        """Warm up both arms."""
-        for reranker in self.arms.values():
-            warm = getattr(reranker, "warm_up", None)
-            if warm is not None:
-                warm()
+    def parts(self) -> list[Reranker]:
+        return [self.arms["a"], self.arms["b"]]
 
     def _label(self, res: RerankResult, arm: str, key: str) -> RerankResult:
         res.info["arm"] = arm
         res.info["split"] = {"salt": self.salt, "share_b": self.share_b}
         logger.info("split: arm %s served by %s (key hash %s)", arm, res.backend,
-                    hashlib.sha256(key.encode()).hexdigest()[:12])
+                    short_hash(key, 12))
         return res
 
     def rerank(self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None,

@@ -13,7 +13,7 @@ from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
 
-from rankrelay.errors import InvalidInputError
+from rankrelay.errors import positive_int
 from rankrelay.rerankers.base import check_query
 from rankrelay.results import Document, DocumentLike, RankedDocument, RerankResult, to_documents
 from rankrelay.scoring import normalize
@@ -21,9 +21,7 @@ from rankrelay.scoring import normalize
 
 def check_k(k: object) -> int:
     """Return ``k`` if it is an int >= 1, else raise :class:`InvalidInputError`."""
-    if isinstance(k, bool) or not isinstance(k, int) or k < 1:
-        raise InvalidInputError(f"k must be an int >= 1, got {k!r}")
-    return k
+    return positive_int(k, "k")
 
 
 def with_ids(documents: Sequence[DocumentLike], start: int = 0) -> list[Document]:

@@ -15,7 +15,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 import math
@@ -29,6 +28,7 @@ import numpy as np
 
 from rankrelay._optional import import_optional
 from rankrelay.errors import ConfigError, InvalidInputError
+from rankrelay.hashing import file_sha256
 from rankrelay.hub import canonical_model_id
 from rankrelay.rerankers.bi_encoder import BiEncoderReranker
 from rankrelay.results import Document, DocumentLike, RerankResult
@@ -219,7 +219,7 @@ class DenseRetriever(BaseRetriever):
             "vectors": len(self.passages),
             "long_documents": self.encoder.long_documents,
             "rankrelay_version": __version__,
-            "checksum": _sha256(folder / FILES["docs"]),
+            "checksum": file_sha256(folder / FILES["docs"]),
             "nprobe": self.nprobe,
             "ef_search": self.ef_search,
         }
@@ -240,7 +240,7 @@ class DenseRetriever(BaseRetriever):
                 f"index {str(folder)!r} was built with {manifest['model']!r}; querying it with "
                 f"{canonical_model_id(model)!r} would compare embeddings of different models"
             )
-        if _sha256(folder / FILES["docs"]) != manifest["checksum"]:
+        if file_sha256(folder / FILES["docs"]) != manifest["checksum"]:
             raise InvalidInputError(f"{folder / FILES['docs']} does not match the manifest's checksum")
         docs = read_docs(folder / FILES["docs"])
         passages_file = folder / FILES["passages"]
@@ -263,10 +263,3 @@ class DenseRetriever(BaseRetriever):
             retriever.ef_search = manifest["ef_search"]
         return retriever
 
-
-def _sha256(path: Path) -> str:
-    digest = hashlib.sha256()
-    with path.open("rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()

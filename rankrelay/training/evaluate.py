@@ -149,7 +149,7 @@ def finish(out: Path, data: BeirDataset, split: dict[str, list[str]], candidates
     """Calibrate on dev, measure on test, write the harness report, the model card and train_report.json."""
     from sentence_transformers import CrossEncoder
 
-    from rankrelay.scoring import _sigmoid
+    from rankrelay.scoring import sigmoid
 
     model = CrossEncoder(str(out), device=opts_dict["device"])
     dev_rankings = dev.rankings(model)
@@ -172,7 +172,7 @@ def finish(out: Path, data: BeirDataset, split: dict[str, list[str]], candidates
             "queries": len(test_rankings),
             "ndcg@10": evaluate(data.qrels, test_rankings, "trained", ["ndcg@10"])[0]["ndcg@10"],
             "first_stage_ndcg@10": evaluate(data.qrels, first, "first", ["ndcg@10"])[0]["ndcg@10"],
-            "ece_sigmoid": expected_calibration_error([_sigmoid(s) for s in t_scores], t_labels),
+            "ece_sigmoid": expected_calibration_error([sigmoid(s) for s in t_scores], t_labels),
             "ece_calibrated": expected_calibration_error(calibration(t_scores), t_labels) if calibration else None,
         }
         write_trec(out / "test-candidates.trec", first, tag=opts_dict["negatives"])

@@ -14,7 +14,6 @@ Example:
 
 from __future__ import annotations
 
-import hashlib
 import json
 import os
 from collections.abc import Sequence
@@ -22,6 +21,7 @@ from pathlib import Path
 from typing import Any
 
 from rankrelay.errors import ConfigError, InvalidInputError
+from rankrelay.hashing import unit_interval
 
 PARTS = ("train", "dev", "test")
 SPLIT_FILE = "split.json"
@@ -35,17 +35,12 @@ def parse_fractions(text: str | Sequence[float]) -> tuple[float, float, float]:
     return values[0], values[1], values[2]
 
 
-def _unit(seed: int, qid: str) -> float:
-    digest = hashlib.sha256(f"{seed}:{qid}".encode()).digest()
-    return int.from_bytes(digest[:8], "big") / 2**64
-
-
 def split_queries(query_ids: Sequence[str], fractions: Sequence[float], seed: int = 0) -> dict[str, list[str]]:
     """``{"train": [...], "dev": [...], "test": [...]}``, each in the given order."""
     train, dev, _ = parse_fractions(fractions)
     out: dict[str, list[str]] = {p: [] for p in PARTS}
     for qid in query_ids:
-        u = _unit(seed, qid)
+        u = unit_interval(f"{seed}:{qid}")
         out["train" if u < train else "dev" if u < train + dev else "test"].append(qid)
     return out
 

@@ -5,6 +5,7 @@ import asyncio
 import pytest
 
 from rankrelay import (
+    ConfigError,
     Document,
     EmptyQueryError,
     InvalidDocumentError,
@@ -153,6 +154,24 @@ class UserReranker:
 
     def rerank_batch(self, requests, top_n=None):
         return [self.rerank(q, d, top_n) for q, d in requests]
+
+    def warm_up(self):
+        pass
+
+    def close(self):
+        pass
+
+
+def test_a_class_without_the_lifetime_members_is_told_what_it_lacks():
+    class Old:
+        name = "old"
+        rerank = UserReranker.rerank
+        arerank = UserReranker.arerank
+        rerank_batch = UserReranker.rerank_batch
+
+    assert not isinstance(Old(), Reranker)
+    with pytest.raises(ConfigError, match="close, warm_up"):
+        load_reranker(Old())
 
 
 def test_user_class_satisfies_the_protocol_and_works_with_the_api():
