@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.rankrelay-installed
 TORCH  ?= torch==2.13.0
 
 COHERE5 := .venv-cohere5
-.PHONY: demo test test-cohere5 lint bench clean
+.PHONY: demo test test-slow typecheck test-cohere5 lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -22,7 +22,14 @@ demo: $(STAMP)
 	$(BIN)/rankrelay demo $(if $(DEMO_DATASET),--dataset $(DEMO_DATASET))
 
 test: $(STAMP)
-	$(BIN)/python -m pytest -q
+	$(BIN)/python -m pytest -q -m "not slow"
+
+# The tests `make test` leaves out (real training, minutes), and the type check of the package; CI runs both.
+test-slow: $(STAMP)
+	$(BIN)/python -m pytest -q -m slow
+
+typecheck: $(STAMP)
+	$(BIN)/python -m mypy rankrelay
 
 # The API tests again with the oldest supported cohere major (langchain-cohere pins cohere<6); no torch needed.
 $(COHERE5)/.installed: pyproject.toml

@@ -229,20 +229,13 @@ def search(
     """Search an index: first stage, then (with --rerank) a reranker; shows both ranks and the timings."""
     from rankrelay.rerankers import load_reranker, load_settings
     from rankrelay.retrieval import TwoStageSearch, open_index
-    from rankrelay.retrieval.pipeline import SearchResult
 
     try:
         retriever = open_index(index_dir, retriever_kind)
+        reranker = None
         if rerank_spec:
-            settings = load_settings(str(config) if config else None)
-            reranker = load_reranker(rerank_spec, settings=settings)
-            out = TwoStageSearch(retriever, reranker, retrieve_k=retrieve_k, top_n=top_n)(query)
-        else:
-            first = retriever.search(query, top_n)
-            out = SearchResult(query=query, results=first.results, backend=first.backend, model=first.model,
-                               timings={"retrieve_ms": first.timings["total"], "rerank_ms": 0.0,
-                                        "total_ms": first.timings["total"], **first.timings},
-                               num_candidates=len(first.results), first_stage=first, served_by=first.backend)
+            reranker = load_reranker(rerank_spec, settings=load_settings(str(config) if config else None))
+        out = TwoStageSearch(retriever, reranker, retrieve_k=retrieve_k, top_n=top_n)(query)
     except RankRelayError as exc:
         raise _fail(exc) from None
     if as_json:

@@ -82,11 +82,62 @@ def test_models_lists_presets_and_backends():
         assert name in out.output
 
 
-@pytest.mark.parametrize("command", [[], ["rerank"], ["models"], ["demo"], ["index"], ["search"], ["bench"],
-                                     ["serve"]])
-def test_help_everywhere(command):
-    out = runner.invoke(app, [*command, "--help"])
-    assert out.exit_code == 0 and "Usage" in out.output
+COMMANDS = ["rerank", "models", "demo", "index", "search", "bench", "train", "serve"]
+
+
+def test_help_lists_every_command():
+    out = runner.invoke(app, ["--help"])
+    assert out.exit_code == 0
+    for command in COMMANDS:
+        assert command in out.output
+
+
+@pytest.mark.parametrize("command", COMMANDS)
+def test_help_of_each_command_names_each_of_its_options(command):
+    import click
+    import typer
+
+    cli = typer.main.get_command(app)
+    params = cli.commands[command].params
+    out = runner.invoke(app, [command, "--help"], terminal_width=200)
+    assert out.exit_code == 0
+    flat = " ".join(out.output.split())
+    for param in params:
+        if isinstance(param, click.Option):
+            assert any(opt in flat for opt in param.opts), f"{command} --help lacks {param.opts}"
+
+
+def test_rerank_reads_a_beir_corpus_with_the_index_commands_title_rule(tmp_path):
+    from rankrelay.retrieval import load_corpus
+
+    (tmp_path / "corpus.jsonl").write_text(
+        json.dumps({"_id": "a", "title": "Wings", "text": "Lift and drag."}) + "\n"
+        + json.dumps({"_id": "b", "title": "", "text": "No title."}) + "\n")
+    out = runner.invoke(app, ["rerank", str(tmp_path / "corpus.jsonl"), "-q", "wings", "-m", "identity", "--json"])
+    assert out.exit_code == 0, out.output
+    results = json.loads(out.output)["results"]
+    corpus = load_corpus(tmp_path)
+    assert [(r["id"], r["text"]) for r in results] == [(d.id, d.text) for d in corpus]
+    assert results[0]["text"] == "Wings Lift and drag." and results[0]["metadata"] == {"title": "Wings"}
+
+
+def test_search_with_and_without_a_reranker_is_the_two_stage_search(tmp_path, tiny_bi_path):
+    from rankrelay import load_reranker
+    from rankrelay.retrieval import DenseRetriever, TwoStageSearch, open_index
+
+    DenseRetriever.build(DOCS * 3, model=tiny_bi_path, device="cpu").save(tmp_path / "idx" / "dense")
+    args = ["search", str(tmp_path / "idx"), "wing flow", "--retriever", "dense", "--retrieve-k", "6",
+            "--top-n", "3", "--json"]
+    first = json.loads(runner.invoke(app, args).output)
+    reranked = json.loads(runner.invoke(app, [*args, "--rerank", "random:3"]).output)
+    retriever = open_index(tmp_path / "idx", "dense", device="cpu")
+    expected_first = TwoStageSearch(retriever, None, retrieve_k=6, top_n=3)("wing flow")
+    expected = TwoStageSearch(retriever, load_reranker("random:3"), retrieve_k=6, top_n=3)("wing flow")
+    assert [r["id"] for r in first["results"]] == expected_first.ids
+    assert [m["first_rank"] for m in first["movement"]] == [1, 2, 3]
+    assert [r["id"] for r in reranked["results"]] == expected.ids
+    assert [m["first_rank"] for m in reranked["movement"]] == [m["first_rank"] for m in expected.movement]
+    assert reranked["num_candidates"] == 6
 
 
 

@@ -4,10 +4,24 @@ from rankrelay import ConfigError, Settings
 from rankrelay.rerankers import load_settings
 
 
-def test_defaults():
-    s = Settings()
-    assert (s.backend, s.device, s.batch_size, s.normalize, s.long_documents, s.top_n) == (
-        "minilm-l6", "auto", 32, "rank", "passages", None)
+def test_with_no_configuration_the_default_reranker_is_the_minilm_preset_and_loads_nothing_early():
+    from rankrelay import PRESETS, load_reranker
+
+    rr = load_reranker()  # nothing in the environment, no .env, no config file (see conftest)
+    assert rr.name == "cross-encoder" and rr.model == PRESETS["minilm-l6"].model
+    assert {k: rr.describe()[k] for k in ("device", "batch_size", "normalize", "long_documents")} == {
+        "device": "auto", "batch_size": 32, "normalize": "rank", "long_documents": "passages"}
+    assert len(rr.rerank("a query", [])) == 0 and rr._encoder is None  # an empty list needs no model
+
+
+def test_a_setting_reaches_only_the_backends_that_take_it(monkeypatch):
+    from rankrelay import load_reranker
+
+    monkeypatch.setenv("RANKRELAY_BATCH_SIZE", "7")
+    monkeypatch.setenv("RANKRELAY_NORMALIZE", "minmax")
+    assert load_reranker("minilm-l6").batch_size == 7
+    ref = load_reranker("identity")  # takes normalize, not batch_size: no error, the one it takes applies
+    assert ref.rerank("q", ["a", "b"]).normalization == "minmax"
 
 
 def test_environment(monkeypatch):

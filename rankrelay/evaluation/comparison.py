@@ -43,7 +43,7 @@ class BackendRun:
     reranked: dict[str, int] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
-        return {k: getattr(self, k) for k in self.__slots__}  # type: ignore[attr-defined]
+        return {k: getattr(self, k) for k in self.__slots__}
 
 
 @dataclass(slots=True)
@@ -81,7 +81,7 @@ class Comparison:
 
 
 def wins_ties_losses(per_query: dict[str, dict[str, dict[str, float]]], a: str, b: str,
-                     metric: str = "ndcg@10", eps: float = 1e-9) -> dict[str, int]:
+                     metric: str = "ndcg@10", eps: float = 1e-9) -> dict[str, float]:
     """How many queries ``a`` wins, ties and loses against ``b`` on ``metric``."""
     qa, qb = per_query[a][metric], per_query[b][metric]
     deltas = [qa[q] - qb[q] for q in qa if q in qb]

@@ -18,11 +18,16 @@ import os
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 from rankrelay.errors import ConfigError, InvalidInputError
 from rankrelay.hashing import file_sha256
 from rankrelay.results import Document
+from rankrelay.retrieval.base import Retriever
 from rankrelay.retrieval.corpus import load_corpus, load_qrels, load_queries
+
+if TYPE_CHECKING:
+    from rankrelay.retrieval.dense import DenseRetriever
 
 logger = logging.getLogger(__name__)
 
@@ -81,20 +86,37 @@ def file_checksum(path: Path) -> str:
     return file_sha256(path, 16)
 
 
+def first_stage_retriever(docs: Sequence[Document], kind: str, *, model: str = "all-minilm-l6",
+                          device: str = "cpu", dense: DenseRetriever | None = None,
+                          ) -> tuple[Retriever, DenseRetriever | None]:
+    """The first stage over ``docs``: ``bm25``, ``dense`` or ``hybrid`` (RRF of both); also returns the
+    dense retriever (None for ``bm25``) so a caller can reuse it. ``dense`` reuses one already built."""
+    from rankrelay.retrieval import BM25Retriever, DenseRetriever, HybridRetriever
+
+    if kind not in CANDIDATE_KINDS:
+        raise ConfigError(f"unknown first stage {kind!r}; use {', '.join(CANDIDATE_KINDS)}")
+    if dense is None and kind in ("dense", "hybrid"):
+        dense = DenseRetriever.build(list(docs), model=model, device=device)
+    parts: list[Retriever] = []
+    if kind in ("bm25", "hybrid"):
+        parts.append(BM25Retriever.build(list(docs)))
+    if kind in ("dense", "hybrid") and dense is not None:
+        parts.append(dense)
+    return (parts[0] if len(parts) == 1 else HybridRetriever(parts)), dense
+
+
+def rank_queries(retriever: Retriever, queries: dict[str, str], depth: int) -> dict[str, Ranking]:
+    """``{query id: [(doc id, score), ...]}``: the retriever's ``depth`` best for each query (id -> text)."""
+    ids = list(queries)
+    results = retriever.search_batch([queries[q] for q in ids], depth)
+    return {q: [(str(r.id), r.score) for r in res.results] for q, res in zip(ids, results)}
+
+
 def build_candidates(
     dataset: BeirDataset, kind: str, depth: int, query_ids: Sequence[str], model: str = "all-minilm-l6"
 ) -> dict[str, Ranking]:
     """First-stage candidates for ``query_ids``: ``bm25``, ``dense`` or ``hybrid`` (RRF), ``depth`` each."""
-    from rankrelay.retrieval import BM25Retriever, DenseRetriever, HybridRetriever
-
     if kind not in CANDIDATE_KINDS:
         raise ConfigError(f"unknown candidates {kind!r}; use {', '.join(CANDIDATE_KINDS)} or a TREC run file")
-    docs = list(dataset.corpus.values())
-    parts = []
-    if kind in ("bm25", "hybrid"):
-        parts.append(BM25Retriever.build(docs))
-    if kind in ("dense", "hybrid"):
-        parts.append(DenseRetriever.build(docs, model=model, device="cpu"))
-    retriever = parts[0] if len(parts) == 1 else HybridRetriever(parts)
-    results = retriever.search_batch([dataset.queries[q] for q in query_ids], depth)
-    return {q: [(str(r.id), r.score) for r in res.results] for q, res in zip(query_ids, results)}
+    retriever, _ = first_stage_retriever(list(dataset.corpus.values()), kind, model=model)
+    return rank_queries(retriever, {q: dataset.queries[q] for q in query_ids}, depth)

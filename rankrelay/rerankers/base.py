@@ -77,6 +77,16 @@ def label(reranker: Reranker) -> str:
     return f"{reranker.name}:{model}" if model else reranker.name
 
 
+async def arerank_batch(reranker: Reranker, requests: Sequence[Request], top_n: int | None = None,
+                        **kwargs: Any) -> list[RerankResult]:
+    """``reranker.arerank_batch`` where it has one, else its ``arerank`` per request, concurrently
+    (the protocol asks for ``arerank``; a batch method is an extra)."""
+    batch = getattr(reranker, "arerank_batch", None)
+    if batch is not None:
+        return list(await batch(requests, top_n=top_n, **kwargs))
+    return list(await asyncio.gather(*(reranker.arerank(q, d, top_n, **kwargs) for q, d in requests)))
+
+
 async def aclose(reranker: Reranker) -> None:
     """Close ``reranker`` from async code: its ``aclose()`` when it has one, else ``close()``."""
     closer = getattr(reranker, "aclose", None)

@@ -20,7 +20,6 @@ Example:
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Sequence
 from time import perf_counter
 from typing import Any
@@ -30,6 +29,7 @@ from rankrelay.rerankers.base import (
     Request,
     Reranker,
     Scored,
+    arerank_batch,
     budget_kwargs,
     check_query,
     check_top_n,
@@ -139,15 +139,11 @@ class CascadeReranker(Composite):
     async def arerank_batch(
         self, requests: Sequence[Request], top_n: int | None = None, *, budget_ms: float | None = None
     ) -> list[RerankResult]:
-        """Async :meth:`rerank_batch` (stages with an async API are awaited, others run in a thread)."""
+        """Async :meth:`rerank_batch` (each stage through its async API)."""
         checked = self._check(requests, top_n)
 
         async def run(stage: Reranker, batch: list[Any]) -> list[RerankResult]:
-            kwargs = budget_kwargs(stage)
-            method = getattr(stage, "arerank_batch", None)
-            if method is not None:
-                return list(await method(batch, **kwargs))
-            return await asyncio.to_thread(stage.rerank_batch, batch, **kwargs)
+            return await arerank_batch(stage, batch, **budget_kwargs(stage))
 
         with within_budget(budget_ms):
             start = perf_counter()

@@ -20,6 +20,8 @@ logger = logging.getLogger(__name__)
 class Composite(SingleQuery):
     """A reranker whose :meth:`parts` do the work; lifetime calls reach every part once."""
 
+    name: str = "composite"
+
     def parts(self) -> list[Reranker]:
         """The rerankers this one is made of, each once."""
         raise NotImplementedError

@@ -14,6 +14,7 @@ from __future__ import annotations
 import asyncio
 import concurrent.futures as cf
 import contextvars
+import functools
 import logging
 import threading
 import time
@@ -32,6 +33,7 @@ from rankrelay.errors import (
 from rankrelay.rerankers.base import (
     Request,
     Reranker,
+    arerank_batch,
     budget_kwargs,
     check_budget,
     check_query,
@@ -113,6 +115,11 @@ class CircuitBreaker:
             self._probing = False
 
 
+def _releasing(breaker: CircuitBreaker) -> Callable[[cf.Future[list[RerankResult]]], None]:
+    """A done-callback that frees the breaker's probe of an attempt whose answer nobody waits for."""
+    return lambda _future: breaker.release()
+
+
 class FallbackReranker(Composite):
     """Try each backend in order until one answers.
 
@@ -134,6 +141,7 @@ class FallbackReranker(Composite):
             (reranking the head of the list that fits, see :meth:`BaseReranker.rerank`).
         preload: warm up the chain's backends in a background thread now, so that the first call that
             falls back does not wait for torch and the model to load.
+        clock: seconds for the breakers' reset timeout (``time.monotonic``; tests pass their own).
     """
 
     name = "fallback"
@@ -148,6 +156,7 @@ class FallbackReranker(Composite):
         normalize: str = "rank",
         budget_ms: float | None = None,
         preload: bool = False,
+        clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(chain, (str, dict)) or not chain:
             raise ConfigError("a fallback chain needs a non-empty list of backends")
@@ -157,7 +166,7 @@ class FallbackReranker(Composite):
             raise ConfigError("a chain cannot calibrate scores of different backends; give each backend "
                               "normalize='calibrated' and the chain normalize='backend'")
         self.backends: list[Reranker] = [load_chain_item(item) for item in chain]
-        self.breakers = [CircuitBreaker(failure_threshold, reset_timeout) for _ in self.backends]
+        self.breakers = [CircuitBreaker(failure_threshold, reset_timeout, clock) for _ in self.backends]
         self.hedge_after_ms = hedge_after_ms
         self.normalize = normalize
         self.model = " -> ".join(label(b) for b in self.backends)
@@ -292,9 +301,9 @@ class FallbackReranker(Composite):
                     self._skipped(i, failures)
                     continue
                 backend = self.backends[i]
+                call = functools.partial(backend.rerank_batch, requests, top_n, **budget_kwargs(backend))
                 context = contextvars.copy_context()  # the caller's deadline goes with the call
-                running[self._threads().submit(context.run, backend.rerank_batch, requests, top_n,
-                                               **budget_kwargs(backend))] = (i, perf_counter())
+                running[self._threads().submit(context.run, call)] = (i, perf_counter())
                 return True
             return False
 
@@ -317,7 +326,7 @@ class FallbackReranker(Composite):
         finally:
             for future, (i, _) in running.items():  # a thread cannot be stopped: its answer is dropped
                 future.cancel()
-                future.add_done_callback(lambda _f, b=self.breakers[i]: b.release())
+                future.add_done_callback(_releasing(self.breakers[i]))
         raise self._all_failed(failures)
 
     def _failed_or_raise(self, i: int, exc: BaseException, started: float, failures: list[dict[str, Any]]) -> None:
@@ -331,15 +340,6 @@ class FallbackReranker(Composite):
         self._failed(i, exc, started, failures)
 
     # -- async -----------------------------------------------------------------------------
-    async def _arerank_with(
-        self, backend: Reranker, requests: Sequence[Request], top_n: int | None
-    ) -> list[RerankResult]:
-        batch = getattr(backend, "arerank_batch", None)
-        kwargs = budget_kwargs(backend)
-        if batch is not None:
-            return await batch(requests, top_n=top_n, **kwargs)
-        return list(await asyncio.gather(*(backend.arerank(q, d, top_n, **kwargs) for q, d in requests)))
-
     async def arerank_batch(
         self, requests: Sequence[Request], top_n: int | None = None, *, budget_ms: float | None = None
     ) -> list[RerankResult]:
@@ -362,7 +362,8 @@ class FallbackReranker(Composite):
                 if not self.breakers[i].allow():
                     self._skipped(i, failures)
                     continue
-                task = asyncio.ensure_future(self._arerank_with(self.backends[i], requests, top_n))
+                task = asyncio.ensure_future(arerank_batch(self.backends[i], requests, top_n,
+                                                            **budget_kwargs(self.backends[i])))
                 running[task] = (i, perf_counter())
                 return True
             return False

@@ -135,7 +135,7 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
             raise ConfigError(f"max_length must be an int >= 8 or None, got {max_length!r}")
         if not isinstance(passage_overlap, int) or passage_overlap < 0:
             raise ConfigError(f"passage_overlap must be an int >= 0, got {passage_overlap!r}")
-        self.model = canonical_model_id(model.strip())
+        self.model: str = canonical_model_id(model.strip())
         self.device = check_device(device)
         self.batch_size = batch_size
         self.max_length = max_length

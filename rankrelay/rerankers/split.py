@@ -20,7 +20,7 @@ from typing import Any
 
 from rankrelay.errors import ConfigError
 from rankrelay.hashing import short_hash, unit_interval
-from rankrelay.rerankers.base import Request, Reranker
+from rankrelay.rerankers.base import Request, Reranker, accepts_budget, arerank_batch
 from rankrelay.rerankers.composite import Composite
 from rankrelay.rerankers.registry import load_reranker
 from rankrelay.results import DocumentLike, RerankResult
@@ -62,33 +62,52 @@ class SplitReranker(Composite):
                     short_hash(key, 12))
         return res
 
-    def rerank(self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None,
-               key: str | None = None) -> RerankResult:
+    def rerank(self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None, *,
+               budget_ms: float | None = None, key: str | None = None) -> RerankResult:
         """Rerank with the arm of ``key`` (default: the query); ``res.info["arm"]`` says which."""
-        arm = self.arm(key if key is not None else query)
-        return self._label(self.arms[arm].rerank(query, documents, top_n), arm, key or query)
+        return self.rerank_batch([(query, documents)], top_n, budget_ms=budget_ms,
+                                 keys=None if key is None else [key])[0]
 
-    async def arerank(self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None,
-                      key: str | None = None) -> RerankResult:
-        arm = self.arm(key if key is not None else query)
-        return self._label(await self.arms[arm].arerank(query, documents, top_n), arm, key or query)
+    async def arerank(self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None, *,
+                      budget_ms: float | None = None, key: str | None = None) -> RerankResult:
+        return (await self.arerank_batch([(query, documents)], top_n, budget_ms=budget_ms,
+                                         keys=None if key is None else [key]))[0]
 
-    def rerank_batch(self, requests: Sequence[Request], top_n: int | None = None,
-                     keys: Sequence[str] | None = None) -> list[RerankResult]:
-        """Each request goes to its key's arm; each arm gets one batch; results come back in order."""
+    def _route(self, requests: Sequence[Request], keys: Sequence[str] | None) -> tuple[list[str], list[str]]:
+        """Each request's key and arm."""
         keys = list(keys) if keys is not None else [q for q, _ in requests]
         if len(keys) != len(requests):
             raise ConfigError(f"got {len(keys)} keys for {len(requests)} requests")
-        arms = [self.arm(k) for k in keys]
+        return keys, [self.arm(k) for k in keys]
+
+    def rerank_batch(self, requests: Sequence[Request], top_n: int | None = None, *,
+                     budget_ms: float | None = None, keys: Sequence[str] | None = None) -> list[RerankResult]:
+        """Each request goes to its key's arm; each arm gets one batch; results come back in order."""
+        keys, arms = self._route(requests, keys)
         out: list[RerankResult | None] = [None] * len(requests)
         for name in ("a", "b"):
             positions = [i for i, a in enumerate(arms) if a == name]
             if positions:
-                results = self.arms[name].rerank_batch([requests[i] for i in positions], top_n)
+                reranker = self.arms[name]
+                kwargs = {"budget_ms": budget_ms} if budget_ms is not None and accepts_budget(reranker) else {}
+                results = reranker.rerank_batch([requests[i] for i in positions], top_n, **kwargs)
                 for i, res in zip(positions, results):
                     out[i] = self._label(res, name, keys[i])
         return [r for r in out if r is not None]
 
-    async def arerank_batch(self, requests: Sequence[Request], top_n: int | None = None,
-                            keys: Sequence[str] | None = None) -> list[RerankResult]:
-        return await asyncio.to_thread(self.rerank_batch, requests, top_n, keys)
+    async def arerank_batch(self, requests: Sequence[Request], top_n: int | None = None, *,
+                            budget_ms: float | None = None, keys: Sequence[str] | None = None) -> list[RerankResult]:
+        """Async :meth:`rerank_batch` (both arms concurrently, each through its async API)."""
+        keys, arms = self._route(requests, keys)
+        out: list[RerankResult | None] = [None] * len(requests)
+
+        async def serve(name: str, positions: list[int]) -> None:
+            reranker = self.arms[name]
+            kwargs = {"budget_ms": budget_ms} if budget_ms is not None and accepts_budget(reranker) else {}
+            results = await arerank_batch(reranker, [requests[i] for i in positions], top_n, **kwargs)
+            for i, res in zip(positions, results):
+                out[i] = self._label(res, name, keys[i])
+
+        await asyncio.gather(*(serve(name, [i for i, a in enumerate(arms) if a == name])
+                               for name in ("a", "b") if name in arms))
+        return [r for r in out if r is not None]

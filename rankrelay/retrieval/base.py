@@ -1,4 +1,5 @@
-"""What every first-stage retriever shares: query checks, ``search``, results, the document store.
+"""What every first-stage retriever shares: the :class:`Retriever` protocol, query checks, ``search``,
+results and the document store.
 
 Example:
     >>> from rankrelay.retrieval.base import with_ids
@@ -12,6 +13,7 @@ import json
 from abc import ABC, abstractmethod
 from collections.abc import Sequence
 from pathlib import Path
+from typing import Protocol, runtime_checkable
 
 from rankrelay.errors import positive_int
 from rankrelay.rerankers.base import check_query
@@ -56,10 +58,29 @@ def hits_result(query: str, docs: Sequence[Document], positions: Sequence[int], 
                         normalization="rank", num_candidates=len(docs))
 
 
+@runtime_checkable
+class Retriever(Protocol):
+    """A first stage: the ``k`` best documents of a corpus for each query, as :class:`RerankResult` whose
+    ``index`` is the corpus position. ``score_normalization`` says how its raw scores are brought to
+    [0, 1] when they are fused with a reranker's (``none`` where they already are comparable, such as
+    cosine similarities; ``minmax`` where they are not, such as BM25 or RRF scores)."""
+
+    @property
+    def name(self) -> str: ...
+
+    @property
+    def score_normalization(self) -> str: ...
+
+    def search(self, query: str, k: int = 100) -> RerankResult: ...
+
+    def search_batch(self, queries: Sequence[str], k: int = 100) -> list[RerankResult]: ...
+
+
 class BaseRetriever(ABC):
     """A retriever over ``self.docs``; subclasses implement :meth:`_search`."""
 
     name = "retriever"
+    score_normalization = "minmax"
     docs: list[Document]
 
     def __len__(self) -> int:

@@ -1,4 +1,5 @@
-"""Corpora for retrieval: BEIR ``corpus.jsonl`` (or its folder), plain JSON lines, or text lines.
+"""BEIR datasets for retrieval: the corpus (read by :func:`rankrelay.io.load_corpus`, the one document
+reader), ``queries.jsonl`` and ``qrels/<split>.tsv``.
 
 A BEIR document with a title is embedded and reranked as ``title + " " + text`` (BEIR's
 convention); the title is also kept in ``metadata["title"]``.
@@ -17,58 +18,9 @@ import json
 import os
 from pathlib import Path
 
-from rankrelay.errors import InvalidDocumentError, InvalidInputError
-from rankrelay.results import Document, to_document
+from rankrelay.io import beir_document, load_corpus
 
-
-def beir_document(row: dict, where: str = "") -> Document:
-    """A BEIR corpus row as a Document: ``title + " " + text``, id from ``_id``, title in metadata."""
-    text = row.get("text")
-    if not isinstance(text, str):
-        raise InvalidDocumentError(f"{where}: a corpus row needs a str 'text'")
-    title = row.get("title") or ""
-    metadata = dict(row.get("metadata") or {})
-    if title:
-        metadata["title"] = title
-    doc_id = row.get("_id", row.get("id"))
-    return Document(f"{title} {text}".strip() if title else text, None if doc_id is None else str(doc_id), metadata)
-
-
-def load_corpus(path: str | os.PathLike[str]) -> list[Document]:
-    """Documents from a BEIR folder or ``corpus.jsonl``, a JSON-lines file, or a text file (one a line).
-
-    Raises:
-        InvalidInputError: the path does not exist.
-        InvalidDocumentError: a line is not a document (names the file and line).
-    """
-    p = Path(path)
-    if p.is_dir():
-        p = p / "corpus.jsonl"
-    if not p.is_file():
-        raise InvalidInputError(f"corpus {str(path)!r} does not exist (a BEIR folder, .jsonl or .txt file)")
-    docs: list[Document] = []
-    with p.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
-            line = line.strip()
-            if not line:
-                continue
-            where = f"{p}:{number}"
-            if p.suffix.lower() not in {".jsonl", ".json", ".ndjson"}:
-                docs.append(Document(line, str(len(docs))))
-                continue
-            try:
-                row = json.loads(line)
-            except json.JSONDecodeError as exc:
-                raise InvalidDocumentError(f"{where}: not valid JSON ({exc.msg})") from None
-            if isinstance(row, dict) and ("_id" in row or "title" in row):
-                docs.append(beir_document(row, where))
-            else:
-                try:
-                    doc = to_document(row, number)
-                except InvalidDocumentError as exc:
-                    raise InvalidDocumentError(f"{where}: {exc}") from None
-                docs.append(doc if doc.id is not None else Document(doc.text, str(len(docs)), doc.metadata))
-    return docs
+__all__ = ["beir_document", "load_corpus", "load_qrels", "load_queries"]
 
 
 def load_queries(path: str | os.PathLike[str]) -> dict[str, str]:

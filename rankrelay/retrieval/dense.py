@@ -54,6 +54,7 @@ class DenseRetriever(BaseRetriever):
     """
 
     name = "dense"
+    score_normalization = "none"  # cosine similarities: comparable across queries as they are
 
     def __init__(self, encoder: BiEncoderReranker, index: Any, docs: list[Document], index_type: str,
                  passages: list[tuple[int, int, int]] | None = None) -> None:

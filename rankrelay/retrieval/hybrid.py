@@ -11,10 +11,10 @@ from __future__ import annotations
 from collections.abc import Sequence
 from pathlib import Path
 from time import perf_counter
-from typing import Any
 
 from rankrelay.errors import ConfigError
 from rankrelay.results import RerankResult
+from rankrelay.retrieval.base import Retriever
 from rankrelay.scoring import fuse
 
 
@@ -30,8 +30,9 @@ class HybridRetriever:
     """
 
     name = "hybrid"
+    score_normalization = "minmax"
 
-    def __init__(self, retrievers: Sequence[Any], method: str = "rrf", weights: Sequence[float] | None = None,
+    def __init__(self, retrievers: Sequence[Retriever], method: str = "rrf", weights: Sequence[float] | None = None,
                  k_rrf: int = 60, depth: int | None = None) -> None:
         self.retrievers = list(retrievers)
         self.method = method
@@ -41,7 +42,7 @@ class HybridRetriever:
         self.model = "+".join(r.name for r in self.retrievers)
 
     def __len__(self) -> int:
-        return len(self.retrievers[0])
+        return len(self.retrievers[0])  # type: ignore[arg-type]
 
     def search(self, query: str, k: int = 100) -> RerankResult:
         return self.search_batch([query], k)[0]
@@ -60,7 +61,7 @@ class HybridRetriever:
         return out
 
 
-def open_index(path: str | Path, retriever: str = "hybrid", *, device: str = "auto") -> Any:
+def open_index(path: str | Path, retriever: str = "hybrid", *, device: str = "auto") -> Retriever:
     """Open a folder made by ``rankrelay index`` as a ``dense``, ``bm25`` or ``hybrid`` retriever.
 
     ``hybrid`` falls back to dense alone when the folder has no BM25 index.
@@ -74,7 +75,7 @@ def open_index(path: str | Path, retriever: str = "hybrid", *, device: str = "au
     if retriever not in ("dense", "bm25", "hybrid"):
         raise ConfigError(f"retriever must be dense, bm25 or hybrid, got {retriever!r}")
     path = Path(path)
-    parts: list[Any] = []
+    parts: list[Retriever] = []
     if retriever in ("dense", "hybrid") and (path / "dense").exists():
         parts.append(DenseRetriever.load(path / "dense", device=device))
     if retriever in ("bm25", "hybrid") and (path / "bm25").exists():

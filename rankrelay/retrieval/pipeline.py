@@ -1,4 +1,7 @@
-"""Two-stage search: a retriever's candidates reranked by any :class:`~rankrelay.Reranker`.
+"""Two-stage search: a retriever's candidates reranked by any :class:`~rankrelay.Reranker` (or by none).
+
+The one two-stage path: the library, ``rankrelay search``, the demo and the service's ``/search`` all
+go through :class:`TwoStageSearch` (the service hands it its batcher as a reranker).
 
 Example:
     >>> from rankrelay.retrieval.pipeline import TwoStageSearch
@@ -8,16 +11,18 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import math
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from time import perf_counter
 from typing import Any
 
-from rankrelay.errors import ConfigError, InvalidInputError
-from rankrelay.rerankers.base import Reranker, check_query
+from rankrelay.errors import ConfigError, InvalidInputError, positive_int
+from rankrelay.rerankers.base import Reranker, arerank_batch, check_query
 from rankrelay.rerankers.cascade import FIRST_STAGE
 from rankrelay.results import RerankResult
+from rankrelay.retrieval.base import Retriever
 from rankrelay.scoring import fuse
 
 
@@ -45,22 +50,23 @@ class SearchResult(RerankResult):
 
 
 class TwoStageSearch:
-    """Retrieve ``retrieve_k`` candidates, rerank them, keep ``top_n``.
+    """Retrieve ``retrieve_k`` candidates, rerank them (unless ``reranker`` is None), keep ``top_n``.
 
     Args:
-        retriever: anything with ``search_batch(queries, k)`` returning RerankResults (dense, BM25, hybrid).
-        reranker: any :class:`~rankrelay.Reranker`, a fallback chain included.
+        retriever: a :class:`~rankrelay.retrieval.base.Retriever` (dense, BM25, hybrid, or your own).
+        reranker: any :class:`~rankrelay.Reranker`, a fallback chain included; None keeps the first stage's order.
         retrieve_k: first-stage depth.
         top_n: results kept.
         final_score: ``rerank`` (the reranker's order) or ``hybrid`` (the seed's
-            ``alpha * first-stage score + (1 - alpha) * sigmoid(rerank score)``).
+            ``alpha * first-stage score + (1 - alpha) * sigmoid(rerank score)``, the first stage's scores
+            brought to [0, 1] as its ``score_normalization`` says).
         alpha: weight of the first stage in ``hybrid``.
     """
 
     def __init__(
         self,
-        retriever: Any,
-        reranker: Reranker,
+        retriever: Retriever,
+        reranker: Reranker | None,
         *,
         retrieve_k: int = 100,
         top_n: int = 10,
@@ -69,47 +75,85 @@ class TwoStageSearch:
     ) -> None:
         if final_score not in ("rerank", "hybrid"):
             raise ConfigError(f"final_score must be 'rerank' or 'hybrid', got {final_score!r}")
-        if retrieve_k < 1 or top_n < 1:
-            raise ConfigError("retrieve_k and top_n must be >= 1")
+        if final_score == "hybrid" and reranker is None:
+            raise ConfigError("final_score='hybrid' needs a reranker")
         if not 0.0 <= alpha <= 1.0:
             raise ConfigError(f"alpha must be in [0, 1], got {alpha}")
         self.retriever = retriever
         self.reranker = reranker
-        self.retrieve_k = retrieve_k
-        self.top_n = top_n
+        self.retrieve_k = positive_int(retrieve_k, "retrieve_k", ConfigError)
+        self.top_n = positive_int(top_n, "top_n", ConfigError)
         self.final_score = final_score
         self.alpha = alpha
 
     def __call__(self, query: str) -> SearchResult:
         return self.batch([query])[0]
 
-    def batch(self, queries: Sequence[str]) -> list[SearchResult]:
-        """Search many queries: one batched first stage, one batched rerank."""
+    def _plan(self, queries: Sequence[str], retrieve_k: int | None, top_n: int | None) -> tuple[list[str], int, int]:
         if isinstance(queries, str):
             raise InvalidInputError("batch takes a list of queries")
-        queries = [check_query(q) for q in queries]
+        return ([check_query(q) for q in queries],
+                self.retrieve_k if retrieve_k is None else positive_int(retrieve_k, "retrieve_k"),
+                self.top_n if top_n is None else positive_int(top_n, "top_n"))
+
+    def batch(self, queries: Sequence[str], *, retrieve_k: int | None = None,
+              top_n: int | None = None) -> list[SearchResult]:
+        """Search many queries: one batched first stage, one batched rerank (``retrieve_k`` and ``top_n``
+        override the search's own for this call)."""
+        queries, k, n = self._plan(queries, retrieve_k, top_n)
         if not queries:
             return []
         start = perf_counter()
-        firsts = self.retriever.search_batch(queries, self.retrieve_k)
+        firsts = self.retriever.search_batch(queries, k)
         retrieved = perf_counter()
-        requests = [(q, [r.document for r in first.results]) for q, first in zip(queries, firsts)]
-        keep = None if self.final_score == "hybrid" else self.top_n
-        reranked = self.reranker.rerank_batch(requests, top_n=keep)
-        done = perf_counter()
-        n = len(queries)
+        reranked = None
+        if self.reranker is not None:
+            reranked = self.reranker.rerank_batch(self._requests(queries, firsts), top_n=self._keep(n))
+        return self._results(firsts, reranked, n, start, retrieved, perf_counter())
+
+    async def abatch(self, queries: Sequence[str], *, retrieve_k: int | None = None,
+                     top_n: int | None = None) -> list[SearchResult]:
+        """Async :meth:`batch`: the first stage in a worker thread, the reranker through its async API."""
+        queries, k, n = self._plan(queries, retrieve_k, top_n)
+        if not queries:
+            return []
+        start = perf_counter()
+        firsts = await asyncio.to_thread(self.retriever.search_batch, queries, k)
+        retrieved = perf_counter()
+        reranked = None
+        if self.reranker is not None:
+            reranked = await arerank_batch(self.reranker, self._requests(queries, firsts), top_n=self._keep(n))
+        return self._results(firsts, reranked, n, start, retrieved, perf_counter())
+
+    async def asearch(self, query: str, *, retrieve_k: int | None = None, top_n: int | None = None) -> SearchResult:
+        """Async search of one query."""
+        return (await self.abatch([query], retrieve_k=retrieve_k, top_n=top_n))[0]
+
+    @staticmethod
+    def _requests(queries: list[str], firsts: list[RerankResult]) -> list[tuple[str, list[Any]]]:
+        return [(q, [r.document for r in first.results]) for q, first in zip(queries, firsts)]
+
+    def _keep(self, top_n: int) -> int | None:
+        return None if self.final_score == "hybrid" else top_n
+
+    def _results(self, firsts: list[RerankResult], reranked: list[RerankResult] | None, top_n: int,
+                 start: float, retrieved: float, done: float) -> list[SearchResult]:
+        n = len(firsts)
         out = []
-        for first, res in zip(firsts, reranked):
-            for r in res.results:  # candidate position -> corpus position
-                candidate = first.results[r.index]
-                if r.stage == FIRST_STAGE and math.isnan(r.score):  # left in first-stage order: its score
-                    r.score = candidate.score
-                r.index = candidate.index
-            served_by, model_ms = res.backend, res.timings.get("model", 0.0)
+        for i, first in enumerate(firsts):
+            if reranked is None:
+                res = first.top_k(top_n) if first.results else first
+            else:
+                res = reranked[i]
+                for r in res.results:  # candidate position -> corpus position
+                    candidate = first.results[r.index]
+                    if r.stage == FIRST_STAGE and math.isnan(r.score):  # left in first-stage order: its score
+                        r.score = candidate.score
+                    r.index = candidate.index
+            served_by, model_ms = res.backend, res.timings.get("model", 0.0) if reranked is not None else 0.0
             if self.final_score == "hybrid" and res.results:
-                first_norm = "none" if getattr(self.retriever, "name", "") == "dense" else "minmax"
                 res = fuse([first, res], "weighted", [self.alpha, 1 - self.alpha],
-                           normalize_inputs=[first_norm, "sigmoid"]).top_k(self.top_n)
+                           normalize_inputs=[self.retriever.score_normalization, "sigmoid"]).top_k(top_n)
             timings = {
                 "retrieve_ms": (retrieved - start) * 1000.0 / n,
                 "rerank_ms": (done - retrieved) * 1000.0 / n,
@@ -122,4 +166,3 @@ class TwoStageSearch:
                 first_stage=first, served_by=served_by,
             ))
         return out
-

@@ -152,7 +152,9 @@ class DynamicBatcher:
             except (asyncio.CancelledError, Exception):  # noqa: BLE001 - shutting down
                 pass
             self._worker = None
-            self._queue = None
+        while self._queue is not None and not self._queue.empty():
+            self._queue.get_nowait().future.cancel()
+        self._queue = None
 
     def describe(self) -> dict[str, Any]:
         return {"max_batch_docs": self.max_batch_docs, "max_wait_ms": self.max_wait * 1000, "queue": self.depth}

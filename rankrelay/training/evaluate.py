@@ -20,7 +20,7 @@ from transformers import TrainerCallback
 try:
     from sentence_transformers.base.evaluation.evaluator import BaseEvaluator
 except ImportError:  # sentence-transformers 5.x
-    from sentence_transformers.evaluation import SentenceEvaluator as BaseEvaluator
+    from sentence_transformers.evaluation import SentenceEvaluator as BaseEvaluator  # type: ignore[no-redef]
 
 from rankrelay.calibration import Calibration, expected_calibration_error
 from rankrelay.evaluation.data import BeirDataset, Ranking, write_trec

@@ -17,13 +17,16 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING
 
 from rankrelay.errors import ConfigError, InvalidInputError
-from rankrelay.evaluation.data import BeirDataset, Ranking
+from rankrelay.evaluation.data import CANDIDATE_KINDS, BeirDataset, Ranking, first_stage_retriever, rank_queries
+
+if TYPE_CHECKING:
+    from rankrelay.retrieval.dense import DenseRetriever
 
 logger = logging.getLogger(__name__)
-NEGATIVE_SOURCES = ("dense", "bm25", "hybrid")
+NEGATIVE_SOURCES = CANDIDATE_KINDS
 
 
 @dataclass(slots=True)
@@ -47,28 +50,18 @@ def listwise_labels(teacher: Sequence[float], grades: Sequence[int], temperature
 
 def first_stage(dataset: BeirDataset, queries: dict[str, str], kind: str, depth: int,
                 model: str = "all-minilm-l6", device: str = "auto",
-                dense: Any = None) -> tuple[dict[str, Ranking], Any]:
-    """Candidates for ``queries`` (id -> text) from ``dense``, ``bm25`` or ``hybrid`` retrieval.
-
-    Returns the rankings and the dense retriever (built once, reused for teacher scores), or None.
+                dense: DenseRetriever | None = None) -> tuple[dict[str, Ranking], DenseRetriever | None]:
+    """Candidates for ``queries`` (id -> text) from ``dense``, ``bm25`` or ``hybrid`` retrieval (the harness's
+    first stage). Returns the rankings and the dense retriever (built once, reused for teacher scores), or None.
     """
-    from rankrelay.retrieval import BM25Retriever, DenseRetriever, HybridRetriever
-
     if kind not in NEGATIVE_SOURCES:
         raise ConfigError(f"negatives come from {', '.join(NEGATIVE_SOURCES)}, got {kind!r}")
-    docs = list(dataset.corpus.values())
-    if dense is None and kind in ("dense", "hybrid"):
-        dense = DenseRetriever.build(docs, model=model, device=device)
-    parts = [dense] if kind in ("dense", "hybrid") else []
-    if kind in ("bm25", "hybrid"):
-        parts.append(BM25Retriever.build(docs))
-    retriever = parts[0] if len(parts) == 1 else HybridRetriever(parts)
-    ids = list(queries)
-    results = retriever.search_batch([queries[q] for q in ids], depth)
-    return {q: [(str(r.id), r.score) for r in res.results] for q, res in zip(ids, results)}, dense
+    retriever, dense = first_stage_retriever(list(dataset.corpus.values()), kind, model=model, device=device,
+                                             dense=dense)
+    return rank_queries(retriever, queries, depth), dense
 
 
-def teacher_scores(dense: Any, queries: dict[str, str], depth: int) -> dict[str, dict[str, float]]:
+def teacher_scores(dense: DenseRetriever, queries: dict[str, str], depth: int) -> dict[str, dict[str, float]]:
     """The bi-encoder's score of each query's top ``depth`` documents (``{qid: {doc_id: score}}``)."""
     ids = list(queries)
     results = dense.search_batch([queries[q] for q in ids], depth)
@@ -77,8 +70,8 @@ def teacher_scores(dense: Any, queries: dict[str, str], depth: int) -> dict[str,
 
 def pseudo_queries(dataset: BeirDataset, limit: int | None, seed: int) -> dict[str, tuple[str, str]]:
     """Title -> abstract pairs: ``{"title:<doc id>": (title, doc id)}`` for documents with a title."""
-    items = [(d.id, d.metadata.get("title")) for d in dataset.corpus.values()]
-    items = [(str(i), t.strip()) for i, t in items if isinstance(t, str) and len(t.split()) >= 3]
+    titled = [(d.id, d.metadata.get("title")) for d in dataset.corpus.values()]
+    items = [(str(i), t.strip()) for i, t in titled if isinstance(t, str) and len(t.split()) >= 3]
     random.Random(seed).shuffle(items)
     if limit is not None:
         items = items[:limit]

@@ -71,8 +71,9 @@ def test_input_errors_do_not_fall_back(fake_api, local):
 
 
 def test_circuit_breaker_opens_skips_and_closes_again(fake_api, local):
+    now = [0.0]
     chain = FallbackReranker([cohere_item(fake_api.url, max_attempts=1), local],
-                             failure_threshold=2, reset_timeout=0.5)
+                             failure_threshold=2, reset_timeout=30, clock=lambda: now[0])
     fake_api.faults = [Fault("status", 503), Fault("status", 503)]
     for _ in range(2):
         assert chain.rerank(QUERY, DOCS).backend == "cross-encoder"
@@ -83,7 +84,9 @@ def test_circuit_breaker_opens_skips_and_closes_again(fake_api, local):
     assert res.fallbacks == [{"backend": "cohere:rerank-v3.5", "error": "CircuitOpen",
                               "message": "circuit breaker open", "ms": 0.0}]
     assert time.perf_counter() - start < 1.0
-    time.sleep(0.55)
+    now[0] = 29.9
+    assert chain.breakers[0].state == "open"
+    now[0] = 30.0
     assert chain.breakers[0].state == "half-open"
     res = chain.rerank(QUERY, DOCS)  # the probe goes through, the API has recovered
     assert res.backend == "cohere" and fake_api.count() == 3 and chain.breakers[0].state == "closed"

@@ -1,6 +1,7 @@
 """Dense (FAISS), BM25, hybrid retrieval and the two-stage search, on a tiny bi-encoder built at test time."""
 
 import json
+import math
 import random
 
 import numpy as np
@@ -130,6 +131,62 @@ def test_two_stage_search(flat, docs, tiny_ce_path):
     assert len(hybrid) == 5 and hybrid[0].components is not None
     with pytest.raises(ConfigError):
         TwoStageSearch(flat, reranker, final_score="mean")
+
+
+def test_two_stage_without_a_reranker_is_the_first_stage(flat):
+    out = TwoStageSearch(flat, None, retrieve_k=20, top_n=5)("wing stall angle")
+    first = flat.search("wing stall angle", 20)
+    assert out.ids == first.ids[:5] and out.served_by == "dense" and out.num_candidates == 20
+    assert [m["first_rank"] for m in out.movement] == [1, 2, 3, 4, 5]
+    with pytest.raises(ConfigError, match="needs a reranker"):
+        TwoStageSearch(flat, None, final_score="hybrid")
+
+
+async def test_async_two_stage_search_matches_sync(flat, tiny_ce_path):
+    reranker = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu")
+    search = TwoStageSearch(flat, reranker, retrieve_k=20, top_n=5)
+    sync = search.batch(QUERIES)
+    asynchronous = await search.abatch(QUERIES)
+    assert [r.ids for r in asynchronous] == [r.ids for r in sync]
+    one = await search.asearch(QUERIES[0], retrieve_k=10, top_n=2)  # per-call depth and cut
+    assert one.num_candidates == 10 and len(one) == 2
+
+
+class Shifted:
+    """A user's own first stage (no rankrelay base class): the dense ranking with scores moved up by 100."""
+
+    name = "dense"  # the name must not decide how scores are normalized
+    score_normalization = "minmax"
+
+    def __init__(self, inner):
+        self.inner = inner
+
+    def search(self, query, k=100):
+        return self.search_batch([query], k)[0]
+
+    def search_batch(self, queries, k=100):
+        out = self.inner.search_batch(queries, k)
+        for res in out:
+            for r in res.results:
+                r.score += 100.0
+        return out
+
+
+def test_hybrid_final_score_normalizes_the_first_stage_as_the_retriever_says(flat, tiny_ce_path):
+    from rankrelay.retrieval.base import Retriever
+
+    shifted = Shifted(flat)
+    assert isinstance(shifted, Retriever)
+    reranker = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu")
+    out = TwoStageSearch(shifted, reranker, retrieve_k=20, top_n=20, final_score="hybrid", alpha=0.5)(QUERIES[0])
+    first = shifted.search(QUERIES[0], 20)
+    scores = {r.index: r.score for r in first}
+    low, high = min(scores.values()), max(scores.values())
+    for r in out:  # min-max brings the shifted scores back to [0, 1]; taken raw they would be ~100
+        first_raw, rerank_raw = r.components.values()
+        assert first_raw == pytest.approx(scores[r.index])
+        expected = 0.5 * (first_raw - low) / (high - low) + 0.5 / (1 + math.exp(-rerank_raw))
+        assert r.score == pytest.approx(expected, abs=1e-9)
 
 
 def test_load_corpus_forms(tmp_path):

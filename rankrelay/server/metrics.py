@@ -1,0 +1,90 @@
+"""Prometheus metrics of the service, and the ASGI middleware that counts every request once.
+
+Labels come only from what the service configured (its routes, its model names), never from user
+input, so the number of series stays bounded whatever clients send.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Collection
+from time import perf_counter
+from typing import Any
+
+from rankrelay._optional import import_optional
+from rankrelay.results import RerankResult
+
+prometheus = import_optional("prometheus_client", extra="server", feature="the rerank service",
+                             package="prometheus-client")
+
+#: the request-scope state key under which a handler names the served model it used
+MODEL_KEY = "rankrelay_model"
+
+
+class Metrics:
+    """The service's collectors, in their own registry."""
+
+    def __init__(self) -> None:
+        self.registry = prometheus.CollectorRegistry()
+        self.requests = prometheus.Counter("rankrelay_requests", "Requests by endpoint, model and status",
+                                           ["endpoint", "model", "status"], registry=self.registry)
+        self.latency = prometheus.Histogram("rankrelay_request_seconds", "Request latency", ["endpoint"],
+                                            registry=self.registry)
+        self.batch = prometheus.Histogram("rankrelay_batch_requests", "Requests per shared model call", ["model"],
+                                          buckets=(1, 2, 4, 8, 16, 32, 64), registry=self.registry)
+        self.queue = prometheus.Gauge("rankrelay_queue_depth", "Requests waiting for a model", ["model"],
+                                      registry=self.registry)
+        self.fallbacks = prometheus.Counter("rankrelay_fallbacks", "Backends skipped or failed in chains",
+                                            ["model", "backend"], registry=self.registry)
+        self.score_cache = prometheus.Counter("rankrelay_score_cache", "Score-cache lookups of (query, passage) "
+                                              "pairs by result (hit: the model was skipped)", ["model", "result"],
+                                              registry=self.registry)
+        self.reranked = prometheus.Counter("rankrelay_budget_partial", "Requests whose latency budget left part "
+                                           "of the list in first-stage order", ["model"], registry=self.registry)
+
+    def record_result(self, model: str, res: RerankResult, num_documents: int) -> None:
+        """What a served result says about fallbacks, the score cache and the latency budget."""
+        for failure in res.info.get("fallbacks", []):
+            self.fallbacks.labels(model, failure["backend"]).inc()
+        cache = res.info.get("score_cache") or {}
+        for result, key in (("hit", "hits"), ("miss", "misses")):
+            if cache.get(key):
+                self.score_cache.labels(model, result).inc(cache[key])
+        if res.info.get("reranked", num_documents) < num_documents:
+            self.reranked.labels(model).inc()
+
+    def exposition(self) -> bytes:
+        return prometheus.generate_latest(self.registry)
+
+
+class RequestMetrics:
+    """ASGI middleware: one count (endpoint, model, status) and one latency per HTTP request, whatever
+    answered it (a handler, an error handler, the body limit, the router's 404).
+
+    ``endpoint`` is the path when it is one of ``routes``, else ``other``; ``model`` is what the handler
+    stored under :data:`MODEL_KEY` in the request state (a configured name), else empty.
+    """
+
+    def __init__(self, app: Any, metrics: Metrics, routes: Collection[str]) -> None:
+        self.app = app
+        self.metrics = metrics
+        self.routes = frozenset(routes)
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        start = perf_counter()
+        state = scope.setdefault("state", {})
+        status = 500  # an exception before any response counts as the 500 it becomes
+
+        async def watch(message: Any) -> None:
+            nonlocal status
+            if message["type"] == "http.response.start":
+                status = message["status"]
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        finally:
+            endpoint = scope["path"] if scope["path"] in self.routes else "other"
+            self.metrics.requests.labels(endpoint, state.get(MODEL_KEY, ""), str(status)).inc()
+            self.metrics.latency.labels(endpoint).observe(perf_counter() - start)

@@ -1,0 +1,211 @@
+"""The service's routes, one router per API shape, and the one place errors become HTTP statuses.
+
+- :data:`cohere`: ``POST /v2/rerank`` and ``/v1/rerank`` (any Cohere SDK works unchanged)
+- :data:`tei`: ``POST /rerank`` (text-embeddings-inference's shape)
+- :data:`search`: ``POST /search`` (the first stage over the configured index, then a served model)
+- :data:`operations`: ``/health``, ``/ready``, ``/metrics`` (open) and ``/v1/models`` (behind the key)
+
+Handlers raise typed errors; :func:`install_error_handlers` maps each to its status.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import uuid
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Depends, FastAPI, Request
+from fastapi.exceptions import RequestValidationError
+from fastapi.responses import JSONResponse, Response
+
+from rankrelay.errors import AuthenticationError, BackendTimeoutError, InvalidInputError, RankRelayError
+from rankrelay.retrieval.pipeline import SearchResult, TwoStageSearch
+from rankrelay.scoring import normalize
+from rankrelay.server.batching import QueueFullError
+from rankrelay.server.guards import (
+    LimitExceededError,
+    NotServedError,
+    UnauthorizedError,
+    check_limits,
+    error_response,
+)
+from rankrelay.server.metrics import MODEL_KEY, prometheus
+from rankrelay.server.schemas import CohereRerankRequest, SearchRequest, TeiRerankRequest
+from rankrelay.server.service import Service
+
+logger = logging.getLogger(__name__)
+
+
+def get_service(request: Request) -> Service:
+    """The app's :class:`Service` (a dependency)."""
+    return request.app.state.service
+
+
+Served = Annotated[Service, Depends(get_service)]
+
+
+def served_model(request: Request, service: Service, name: str | None) -> str:
+    """Resolve a requested model name and label this request's metrics with it."""
+    served = service.pick(name)
+    setattr(request.state, MODEL_KEY, served)
+    return served
+
+
+# -- Cohere ----------------------------------------------------------------------------------
+cohere = APIRouter()
+
+
+async def _cohere(request: Request, service: Service, body: CohereRerankRequest, version: str) -> dict[str, Any]:
+    texts = body.texts()
+    name = served_model(request, service, body.model)
+    res = await service.rerank(name, body.query, texts, body.top_n)
+    results = []
+    for r in res.results:
+        row: dict[str, Any] = {"index": r.index, "relevance_score": r.normalized_score}
+        if body.return_documents:
+            row["document"] = {"text": texts[r.index]}
+        results.append(row)
+    return {"id": str(uuid.uuid4()), "results": results,
+            "meta": {"api_version": {"version": version}, "billed_units": {"search_units": 1}}}
+
+
+@cohere.post("/v2/rerank")
+async def rerank_v2(request: Request, body: CohereRerankRequest, service: Served) -> dict[str, Any]:
+    return await _cohere(request, service, body, "2")
+
+
+@cohere.post("/v1/rerank")
+async def rerank_v1(request: Request, body: CohereRerankRequest, service: Served) -> dict[str, Any]:
+    return await _cohere(request, service, body, "1")
+
+
+# -- TEI -------------------------------------------------------------------------------------
+tei = APIRouter()
+
+
+@tei.post("/rerank")
+async def rerank_tei(request: Request, body: TeiRerankRequest, service: Served) -> list[dict[str, Any]]:
+    name = served_model(request, service, body.model)
+    res = await service.rerank(name, body.query, body.texts, None)
+    raw = [r.score for r in res.results]
+    scores = raw if body.raw_scores else normalize(raw, "sigmoid")
+    return [{"index": r.index, "score": s, **({"text": r.text} if body.return_text else {})}
+            for r, s in zip(res.results, scores)]
+
+
+# -- search ----------------------------------------------------------------------------------
+search = APIRouter()
+
+
+@search.post("/search")
+async def search_index(request: Request, body: SearchRequest, service: Served) -> dict[str, Any]:
+    if service.retriever is None:
+        raise NotServedError("no index is configured: start the service with --index DIR (or [service] index)")
+    retrieve_k = body.retrieve_k or service.retrieve_k
+    check_limits(service.limits, body.query)
+    if retrieve_k > service.limits.max_documents:
+        raise LimitExceededError(f"retrieve_k {retrieve_k} is over the limit of {service.limits.max_documents} "
+                                 "documents")
+    reranker = service.model(served_model(request, service, body.model)) if body.rerank else None
+    two_stage = TwoStageSearch(service.retriever, reranker, retrieve_k=retrieve_k, top_n=body.top_n)
+    out = await two_stage.asearch(body.query)
+    return search_reply(out, body.return_documents)
+
+
+def search_reply(out: SearchResult, with_documents: bool) -> dict[str, Any]:
+    """``/search``'s JSON: each result with its first-stage rank, who served, and the stage timings."""
+    first = out.first_stage
+    first_ranks = {r.index: r.rank for r in first.results} if first is not None else {}
+    results = []
+    for r in out.results:
+        row: dict[str, Any] = {"id": r.id, "index": r.index, "rank": r.rank, "first_rank": first_ranks.get(r.index),
+                               "score": r.score, "relevance_score": r.normalized_score}
+        if with_documents:
+            row["document"] = {"text": r.text, "metadata": r.metadata}
+        results.append(row)
+    t = out.timings
+    return {"query": out.query, "results": results, "served_by": out.served_by,
+            "retriever": first.backend if first is not None else None, "num_candidates": out.num_candidates,
+            "fallbacks": out.info.get("fallbacks", []),
+            "timings": {"retrieve_ms": t["retrieve_ms"], "rerank_ms": t["rerank_ms"], "total_ms": t["total_ms"]}}
+
+
+# -- operations ------------------------------------------------------------------------------
+operations = APIRouter()
+models = APIRouter()
+
+
+@operations.get("/health")
+async def health() -> dict[str, str]:
+    return {"status": "ok"}
+
+
+@operations.get("/ready")
+async def ready(service: Served) -> Any:
+    return {"ready": True} if service.ready else JSONResponse({"ready": False}, status_code=503)
+
+
+@operations.get("/metrics")
+async def metrics(service: Served) -> Response:
+    for name, depth in service.queue_depths().items():
+        service.metrics.queue.labels(name).set(depth)
+    return Response(service.metrics.exposition(), media_type=prometheus.CONTENT_TYPE_LATEST)
+
+
+@models.get("/v1/models")
+async def list_models(service: Served) -> dict[str, Any]:
+    return {"models": [{"name": n, "backend": rr.name, "model": getattr(rr, "model", None), "endpoints": ["rerank"]}
+                       for n, rr in service.rerankers.items()]}
+
+
+def paths() -> list[str]:
+    """Every path the service answers (the metrics label any other ``other``)."""
+    return sorted({getattr(r, "path", "") for router in (cohere, tei, search, models, operations)
+                   for r in router.routes} - {""})
+
+
+# -- errors ----------------------------------------------------------------------------------
+def status_of(exc: Exception, service: Service) -> tuple[int, str, dict[str, str] | None]:
+    """The HTTP status, message and headers of an error raised while answering a request."""
+    if isinstance(exc, UnauthorizedError):
+        return 401, str(exc), None
+    if isinstance(exc, NotServedError):
+        return 404, str(exc), None
+    if isinstance(exc, LimitExceededError):
+        return 422, str(exc), None
+    if isinstance(exc, InvalidInputError):
+        return 400, str(exc), None
+    if isinstance(exc, QueueFullError):
+        return 429, str(exc), {"Retry-After": "1"}
+    if isinstance(exc, (TimeoutError, BackendTimeoutError)):
+        return 503, f"the model did not answer within {service.limits.request_timeout:g} s", None
+    if isinstance(exc, AuthenticationError):
+        return 503, "the backend rejected its credentials", None
+    logger.warning("request failed: %s: %s", type(exc).__name__, exc)
+    retry_after = getattr(exc, "retry_after", None)  # an upstream 429's wait, passed on
+    headers = {"Retry-After": str(max(1, math.ceil(retry_after)))} if retry_after is not None else None
+    return 503, f"the backend failed ({type(exc).__name__})", headers
+
+
+def install_error_handlers(app: FastAPI) -> None:
+    """Map typed errors (and timeouts, and invalid bodies) to statuses; anything else is a logged 500."""
+
+    async def typed(request: Request, exc: Exception) -> JSONResponse:
+        status, message, headers = status_of(exc, get_service(request))
+        return error_response(status, message, headers)
+
+    async def invalid(request: Request, exc: Exception) -> JSONResponse:
+        errors = exc.errors() if isinstance(exc, RequestValidationError) else []
+        first = errors[0] if errors else {}
+        where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
+        return error_response(422, f"invalid request: {where}: {first.get('msg', 'invalid')}")
+
+    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
+        logger.error("unexpected error on %s: %s: %s", request.url.path, type(exc).__name__, exc)
+        return error_response(500, "internal error")
+
+    app.add_exception_handler(RankRelayError, typed)
+    app.add_exception_handler(TimeoutError, typed)
+    app.add_exception_handler(RequestValidationError, invalid)
+    app.add_exception_handler(Exception, unexpected)

@@ -1,0 +1,134 @@
+"""The service's state: the served models, their batchers, limits and metrics, and the first stage.
+
+:class:`Service` answers one rerank request the way every endpoint needs it (limits, the latency budget
+or the batcher, the request timeout, metrics); :class:`ServedModel` wraps that path as a
+:class:`~rankrelay.Reranker`, so ``/search`` runs the library's one
+:class:`~rankrelay.retrieval.TwoStageSearch` through the same batcher.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+from collections.abc import Mapping, Sequence
+from typing import Any
+
+from rankrelay.config import Limits, Settings
+from rankrelay.rerankers.api import ApiReranker
+from rankrelay.rerankers.base import BaseReranker, Request, Reranker, SingleQuery, accepts_budget, aclose, label
+from rankrelay.rerankers.registry import load_reranker
+from rankrelay.results import DocumentLike, RerankResult, to_documents
+from rankrelay.retrieval.base import Retriever
+from rankrelay.server.batching import DynamicBatcher
+from rankrelay.server.guards import NotServedError, check_limits
+from rankrelay.server.metrics import Metrics
+
+logger = logging.getLogger(__name__)
+
+
+def load_models(models: Mapping[str, Any], settings: Settings | None) -> dict[str, Reranker]:
+    """name -> reranker; one instance (one copy of the weights) per spec string, inside chains too."""
+    loaded: dict[str, Reranker] = {}
+
+    def load(spec: Any) -> Reranker:
+        if isinstance(spec, str):
+            if spec not in loaded:
+                loaded[spec] = load_reranker(spec, settings=settings)
+            return loaded[spec]
+        if isinstance(spec, (list, tuple)):
+            spec = [load(item) if isinstance(item, str) else item for item in spec]
+        return load_reranker(spec, settings=settings)
+
+    return {name: load(spec) for name, spec in models.items()}
+
+
+class Service:
+    """Served models (the first is the default), limits, metrics and an optional first stage."""
+
+    def __init__(self, rerankers: Mapping[str, Reranker], limits: Limits, retriever: Retriever | None = None,
+                 retrieve_k: int = 100) -> None:
+        self.rerankers = dict(rerankers)
+        self.limits = limits
+        self.metrics = Metrics()
+        self.retriever = retriever
+        self.retrieve_k = retrieve_k
+        self.ready = False
+        self.batchers = {  # local models share forward passes; an API call is its own batch already
+            name: DynamicBatcher(rr, limits.max_batch_docs, limits.max_wait_ms, limits.max_queue,
+                                 self.metrics.batch.labels(name).observe)
+            for name, rr in self.rerankers.items()
+            if limits.batching and isinstance(rr, BaseReranker) and not isinstance(rr, ApiReranker)
+        }
+
+    def pick(self, name: str | None) -> str:
+        """The served name for ``name`` (None: the default); :class:`NotServedError` when there is none."""
+        if name is None:
+            return next(iter(self.rerankers))
+        if name not in self.rerankers:
+            raise NotServedError(f"model {name!r} is not served here; available: {', '.join(self.rerankers)}")
+        return name
+
+    async def rerank(self, name: str, query: str, documents: Sequence[DocumentLike],
+                     top_n: int | None) -> RerankResult:
+        """One request to the served model ``name``: within the limits, the latency budget (or through the
+        batcher) and the request timeout; its fallbacks, cache hits and budget cuts are counted."""
+        docs = to_documents(documents)
+        check_limits(self.limits, query, [d.text for d in docs])
+        rr = self.rerankers[name]
+        budget = self.limits.budget_ms
+        batcher = self.batchers.get(name)
+        if budget is not None and accepts_budget(rr):  # each request has its own deadline: not packed
+            work = rr.arerank(query, docs, top_n, budget_ms=budget)  # type: ignore[call-arg]
+        elif batcher is not None:
+            self.metrics.queue.labels(name).set(batcher.depth)
+            work = batcher.submit(query, docs, top_n)
+        else:
+            work = rr.arerank(query, docs, top_n)
+        res = await asyncio.wait_for(work, self.limits.request_timeout)
+        self.metrics.record_result(name, res, len(docs))
+        return res
+
+    def model(self, name: str) -> ServedModel:
+        """The served model ``name`` as a :class:`~rankrelay.Reranker` (for :class:`TwoStageSearch`)."""
+        return ServedModel(self, name)
+
+    async def start(self) -> None:
+        """Load every served model (``/ready`` says so only after this)."""
+        for name, rr in self.rerankers.items():
+            await asyncio.to_thread(rr.warm_up)
+            logger.info("model %s ready (%s)", name, label(rr))
+        self.ready = True
+
+    async def stop(self) -> None:
+        """Stop the batchers, then close every model's clients."""
+        self.ready = False
+        for batcher in self.batchers.values():
+            await batcher.close()
+        for rr in {id(r): r for r in self.rerankers.values()}.values():
+            try:
+                await aclose(rr)
+            except Exception as exc:  # closing must reach every model
+                logger.warning("closing %s failed: %s: %s", label(rr), type(exc).__name__, exc)
+
+    def queue_depths(self) -> dict[str, int]:
+        return {name: b.depth for name, b in self.batchers.items()}
+
+
+class ServedModel(SingleQuery):
+    """A served model as a Reranker: async calls take the service's path (limits, batcher, timeout, metrics);
+    sync calls go to the model directly. Its lifetime is the service's, so warm_up and close do nothing."""
+
+    def __init__(self, service: Service, name: str) -> None:
+        self.service = service
+        self.served_as = name
+        self.reranker = service.rerankers[name]
+        self.name = self.reranker.name
+        self.model = getattr(self.reranker, "model", None)
+
+    def rerank_batch(self, requests: Sequence[Request], top_n: int | None = None, *,
+                     budget_ms: float | None = None) -> list[RerankResult]:
+        return self.reranker.rerank_batch(requests, top_n)
+
+    async def arerank_batch(self, requests: Sequence[Request], top_n: int | None = None, *,
+                            budget_ms: float | None = None) -> list[RerankResult]:
+        return list(await asyncio.gather(*(self.service.rerank(self.served_as, q, d, top_n) for q, d in requests)))
