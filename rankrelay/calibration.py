@@ -2,7 +2,8 @@
 
 A model trained by ``rankrelay train`` carries ``calibration.json`` beside its weights; a reranker with
 ``normalize="calibrated"`` fills ``normalized_score`` with it, so a threshold such as "keep scores above
-0.5" means "probably relevant". Fitting needs scikit-learn (the ``local`` extra); applying does not.
+0.5" means "probably relevant". Fitting needs scikit-learn and numpy (the ``train`` extra); applying a
+fitted map needs neither.
 
 Example:
     >>> cal = Calibration.fit([-2.0, -1.0, 0.5, 1.0, 2.0, 3.0], [0, 0, 0, 1, 1, 1], method="platt")

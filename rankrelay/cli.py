@@ -1,4 +1,8 @@
-"""The ``rankrelay`` command line: ``rerank``, ``models`` and ``demo``.
+"""The ``rankrelay`` command line: ``rerank`` a file, list ``models``, run the ``demo``, ``index`` a corpus and
+``search`` it, ``bench`` backends on a BEIR dataset, ``train`` a cross-encoder, and ``serve`` rerankers over
+HTTP. Each command reads its defaults from the settings (``--config``), prints a table (or ``--json``), and
+turns a typed error into one line on stderr and exit status 2. Rendering of results lives here; the library
+returns them.
 
 Example:
     $ rankrelay rerank --model minilm-l6 --query "what is bm25" docs.jsonl --top-n 5

@@ -1,6 +1,7 @@
-"""The report's figures (matplotlib, no display needed): metric bars with 95% bootstrap confidence
-intervals, per-query nDCG@10 deltas against the first stage, and quality against latency with the
-Pareto front marked.
+"""The report's figures (matplotlib with the Agg backend, so no display is needed; the ``eval`` extra):
+metric bars with 95% bootstrap confidence intervals (scipy), per-query deltas of the metric against the
+first stage, and quality against p50 latency with the Pareto front marked. Read from a
+:class:`~rankrelay.evaluation.comparison.Comparison`; written by :func:`~rankrelay.evaluation.compare.compare`.
 
 Example:
     >>> from rankrelay.evaluation.plots import FIGURES

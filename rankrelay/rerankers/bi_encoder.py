@@ -13,7 +13,7 @@ Example:
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from rankrelay._optional import import_optional
 from rankrelay.errors import ConfigError
@@ -23,6 +23,12 @@ from rankrelay.rerankers.local import LocalModelReranker, model_window
 from rankrelay.rerankers.passages import PassagePlanner
 from rankrelay.rerankers.runtimes import Forward
 from rankrelay.rerankers.sample import sample_pairs
+
+if TYPE_CHECKING:
+    import numpy as np
+    import numpy.typing as npt
+
+    Matrix = npt.NDArray[np.float32]
 
 DEFAULT_BI_ENCODER = "all-minilm-l6"
 
@@ -63,7 +69,7 @@ class BiEncoderReranker(LocalModelReranker):
             encoder.tokenizer, encoder.max_seq_length, self.long_documents, self.passage_overlap, pair=False
         )
 
-    def encode(self, texts: list[str], show_progress: bool = False) -> Any:
+    def encode(self, texts: list[str], show_progress: bool = False) -> Matrix:
         """Unit-length embeddings of ``texts`` (numpy, float32); one call at a time per model."""
         self.warm_up()
         with self._score_lock:
@@ -71,7 +77,7 @@ class BiEncoderReranker(LocalModelReranker):
 
     def _embed(
         self, texts: list[str], forward: Forward | None = None, show_progress: bool = False, encoder: Any = None
-    ) -> Any:
+    ) -> Matrix:
         import numpy as np
 
         if not texts:
@@ -89,7 +95,7 @@ class BiEncoderReranker(LocalModelReranker):
         emb = self._embed(self._sample_inputs(), forward, encoder=encoder)
         return emb[: len(queries)] @ emb[len(queries) :].T
 
-    def passage_embeddings(self, passages: list[str]) -> Any:
+    def passage_embeddings(self, passages: list[str]) -> Matrix:
         """Embeddings of ``passages`` (rows in order), from the cache where possible."""
         import numpy as np
 

@@ -141,8 +141,8 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@operations.get("/ready")
-async def ready(service: Served) -> Any:
+@operations.get("/ready", response_model=None)
+async def ready(service: Served) -> dict[str, bool] | JSONResponse:
     return {"ready": True} if service.ready else JSONResponse({"ready": False}, status_code=503)
 
 

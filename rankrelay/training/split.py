@@ -18,7 +18,7 @@ import json
 import os
 from collections.abc import Sequence
 from pathlib import Path
-from typing import Any
+from typing import Any, overload
 
 from rankrelay.errors import ConfigError, InvalidInputError
 from rankrelay.hashing import unit_interval
@@ -51,14 +51,18 @@ def save_split(folder: str | os.PathLike[str], split: dict[str, list[str]], **in
     return path
 
 
-def load_split(path: str | os.PathLike[str], part: str | None = None) -> Any:
+@overload
+def load_split(path: str | os.PathLike[str], part: None = None) -> dict[str, Any]: ...
+@overload
+def load_split(path: str | os.PathLike[str], part: str) -> list[str]: ...
+def load_split(path: str | os.PathLike[str], part: str | None = None) -> dict[str, Any] | list[str]:
     """The whole split (a dict) or one part's query ids from ``split.json`` (or a folder holding it)."""
     file = Path(path)
     if file.is_dir():
         file = file / SPLIT_FILE
     if not file.is_file():
         raise InvalidInputError(f"no split file at {str(file)!r}")
-    data = json.loads(file.read_text())
+    data: dict[str, Any] = json.loads(file.read_text())
     if part is None:
         return data
     if part not in PARTS:

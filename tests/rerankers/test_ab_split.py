@@ -1,7 +1,7 @@
 import pytest
 
 from rankrelay import ConfigError, Reranker
-from rankrelay.rerankers.split import SplitReranker
+from rankrelay.rerankers.ab_split import SplitReranker
 
 DOCS = ["a", "b", "c", "d"]
 

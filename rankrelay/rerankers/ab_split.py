@@ -4,7 +4,7 @@ The arm is chosen from a hash of a request key (a user or session id; the query 
 key always lands in the same arm and the logged outcomes can be scored later by arm.
 
 Example:
-    >>> from rankrelay.rerankers.split import SplitReranker
+    >>> from rankrelay.rerankers.ab_split import SplitReranker
     >>> split = SplitReranker("identity", "random:1", share_b=0.5)
     >>> res = split.rerank("query", ["a", "b", "c"], key="user-42")
     >>> res.info["arm"] == split.arm("user-42")
