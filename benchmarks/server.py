@@ -4,10 +4,18 @@ Throughput and p50/p95 latency at 1/8/32 concurrent clients for small (10 docume
 (100 documents) requests, with dynamic batching on and off; the service's overhead over calling the
 library in-process at one client; and the server's memory over 10,000 cheap requests.
 
+The soak (``--soak``, also part of a full run): 200 concurrent clients send 10,000 requests mixing a
+cheap model, the cross-encoder, a slow model whose callers give up (client-side read timeouts, so the
+connection goes away mid-request) and a stuck model the service answers 503 at its request timeout.
+It checks that every answered request is correct and its own (each reply's documents carry the
+request's tag), that ``/metrics`` counts exactly the requests sent, by model and status, and that the
+server's memory stays flat (+-10 % between the first 1,000 requests and the end).
+
 The model is MiniLM-L6 (the ms-marco-MiniLM-L-6-v2 architecture) built from the bundled
 all-MiniLM-L6-v2 weights with a fresh head; ``--model PATH`` takes any cross-encoder.
 
-    python benchmarks/server.py
+    python benchmarks/server.py            # everything
+    python benchmarks/server.py --soak     # the soak alone
 """
 
 from __future__ import annotations
@@ -22,6 +30,7 @@ import sys
 import tempfile
 import time
 from pathlib import Path
+from typing import Any
 
 import httpx
 from rich.console import Console
@@ -120,6 +129,152 @@ def pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(round(p / 100 * (len(ordered) - 1))))]
 
 
+SOAK_MODELS = ("ref", "ce", "slow", "stuck")
+
+
+def serve_soak(port: int, model: str) -> None:
+    """The soak's server process: a cheap model, the cross-encoder, a slow one and a stuck one."""
+    import uvicorn
+
+    from rankrelay.config import Limits
+    from rankrelay.rerankers.base import BaseReranker, Scored
+    from rankrelay.server.app import create_app
+
+    class Sleeping(BaseReranker):
+        name = "sleeping"
+
+        def __init__(self, seconds: float) -> None:
+            super().__init__()
+            self.seconds = seconds
+
+        def _score_batch(self, queries, documents):  # type: ignore[no-untyped-def]
+            time.sleep(self.seconds)
+            return [Scored([float(len(d.text)) for d in docs]) for docs in documents], {}
+
+    app = create_app({"ref": "identity", "ce": f"cross-encoder:{model}?score_cache=off&device=cpu",
+                      "slow": Sleeping(0.2), "stuck": Sleeping(2.0)},
+                     allow_unauthenticated=True, limits=Limits(request_timeout=1.0, max_queue=10_000))
+    uvicorn.run(app, host="127.0.0.1", port=port, log_level="error", timeout_keep_alive=30)
+
+
+def soak_plan(total: int) -> list[str]:
+    """Which model each request asks: 70 % cheap, 10 % each of the cross-encoder, slow and stuck."""
+    cycle = ["ref"] * 7 + ["ce", "slow", "stuck"]
+    return [cycle[i % len(cycle)] for i in range(total)]
+
+
+def scrape(url: str) -> dict[tuple[str, str, str], float]:
+    """``rankrelay_requests_total`` of the service: (endpoint, model, status) -> count."""
+    import re
+
+    counts = {}
+    for line in httpx.get(f"{url}/metrics", timeout=10).text.splitlines():
+        m = re.match(r'rankrelay_requests_total\{endpoint="([^"]*)",model="([^"]*)",status="(\d+)"\} (\S+)', line)
+        if m:
+            counts[(m[1], m[2], m[3])] = float(m[4])
+    return counts
+
+
+async def soak_load(url: str, plan: list[str], clients: int, rss: Any) -> dict[str, Any]:
+    """Send ``plan``; return outcomes per model, wrong answers and RSS checkpoints."""
+    queue: asyncio.Queue[int] = asyncio.Queue()
+    for i in range(len(plan)):
+        queue.put_nowait(i)
+    outcomes: dict[tuple[str, str], int] = {}
+    wrong: list[str] = []
+    checkpoints: dict[int, float] = {}
+    done = 0
+    cheap = httpx.Timeout(30.0)
+    give_up = httpx.Timeout(30.0, read=0.05)  # the request is sent in full; the caller stops waiting
+
+    async def client(http: httpx.AsyncClient) -> None:
+        nonlocal done
+        while not queue.empty():
+            i = queue.get_nowait()
+            model = plan[i]
+            tag = f"r{i}x"
+            texts = [f"{tag} {w} {j}" for j, w in enumerate(docs(4, i)[0].split()[:5])]
+            try:
+                reply = await http.post(f"{url}/v2/rerank", timeout=give_up if model == "slow" else cheap,
+                                        json={"model": model, "query": f"wing {tag}", "documents": texts,
+                                              "return_documents": True})
+                key = str(reply.status_code)
+                if reply.status_code == 200:
+                    got = [r["document"]["text"] for r in reply.json()["results"]]
+                    if sorted(got) != sorted(texts):
+                        wrong.append(f"request {i} ({model}) got documents that are not its own")
+            except httpx.ReadTimeout:
+                key = "gave up"
+            outcomes[(model, key)] = outcomes.get((model, key), 0) + 1
+            done += 1
+            if done in (1_000, len(plan) // 2, len(plan)):
+                checkpoints[done] = rss()
+
+    async with httpx.AsyncClient(limits=httpx.Limits(max_connections=clients + 8)) as http:
+        start = time.perf_counter()
+        await asyncio.gather(*(client(http) for _ in range(clients)))
+        elapsed = time.perf_counter() - start
+    return {"outcomes": outcomes, "wrong": wrong, "rss": checkpoints, "seconds": elapsed}
+
+
+def soak(model: str, console: Console, total: int = 10_000, clients: int = 200) -> bool:
+    """Run the soak against a fresh server process; print what it found; True when every target holds."""
+    port = free_port()
+    proc = subprocess.Popen([sys.executable, __file__, "--serve-soak", str(port), "--model", model],
+                            stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+    url = f"http://127.0.0.1:{port}"
+    try:
+        deadline = time.monotonic() + 120
+        while True:
+            try:
+                if httpx.get(f"{url}/ready", timeout=1).status_code == 200:
+                    break
+            except httpx.TransportError:
+                pass
+            if time.monotonic() > deadline or proc.poll() is not None:
+                raise RuntimeError("the soak server did not become ready")
+            time.sleep(0.2)
+        service = Service.__new__(Service)
+        service.proc = proc
+        plan = soak_plan(total)
+        result = asyncio.run(soak_load(url, plan, clients, service.rss_mb))
+        time.sleep(2.5)  # requests whose callers gave up finish on the server; then it is quiet
+        counts = scrape(url)
+    finally:
+        proc.terminate()
+        proc.wait(timeout=30)
+
+    table = Table(title=f"soak: {total:,} requests from {clients} concurrent clients "
+                        f"({result['seconds']:.0f} s, {total / result['seconds']:.0f} req/s)")
+    for col in ("model", "sent", "client saw", "/metrics (status: count)", "equal"):
+        table.add_column(col, justify="right")
+    all_equal = True
+    for name in SOAK_MODELS:
+        sent = plan.count(name)
+        seen = {k: v for (m, k), v in result["outcomes"].items() if m == name}
+        counted = {s: int(v) for (e, m, s), v in counts.items() if e == "/v2/rerank" and m == name}
+        equal = sum(counted.values()) == sent
+        all_equal &= equal
+        table.add_row(name, str(sent), ", ".join(f"{k}: {v}" for k, v in sorted(seen.items())),
+                      ", ".join(f"{k}: {v}" for k, v in sorted(counted.items())), "yes" if equal else "NO")
+    console.print(table)
+    rss = result["rss"]
+    first, last = rss[min(rss)], rss[max(rss)]
+    growth = (last - first) / first
+    summary = Table(title="soak targets")
+    for col in ("measure", "value", "target"):
+        summary.add_column(col)
+    summary.add_row("answers that were not the request's own", str(len(result["wrong"])), "0")
+    summary.add_row("/metrics count == requests sent, every model", "yes" if all_equal else "NO", "yes")
+    summary.add_row("server RSS at " + " / ".join(f"{n:,}" for n in sorted(rss)) + " requests",
+                    " / ".join(f"{rss[n]:.0f} MB" for n in sorted(rss)) + f" ({growth:+.1%} after the first 1,000)",
+                    "+-10%")
+    console.print(summary)
+    for line in result["wrong"][:5]:
+        console.print(line)
+    return not result["wrong"] and all_equal and abs(growth) <= 0.10
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--model", help="cross-encoder path (default: MiniLM-L6 from the bundled weights)")
@@ -127,11 +282,18 @@ def main() -> None:
     parser.add_argument("--memory-requests", type=int, default=10_000)
     parser.add_argument("--lengths", choices=("uniform", "varied"), default="uniform",
                         help="document lengths: all 30 words, or log-normal like abstracts")
+    parser.add_argument("--soak", action="store_true", help="run only the soak")
+    parser.add_argument("--soak-requests", type=int, default=10_000)
+    parser.add_argument("--serve-soak", type=int, metavar="PORT", help=argparse.SUPPRESS)
     args = parser.parse_args()
     global LENGTHS
     LENGTHS = args.lengths
     model = args.model or build_minilm_cross_encoder(Path(tempfile.gettempdir()) / "rankrelay-bench-minilm-ce")
+    if args.serve_soak:
+        return serve_soak(args.serve_soak, model)
     console = Console(width=140)
+    if args.soak:
+        sys.exit(0 if soak(model, console, args.soak_requests) else 1)
 
     table = Table(title=f"rerank service, loopback, load from a second process (MiniLM-L6, CPU, {LENGTHS} lengths)")
     for col in ("batching", "docs/request", "clients", "requests", "req/s", "p50 ms", "p95 ms"):
@@ -180,6 +342,7 @@ def main() -> None:
     summary.add_row(f"server RSS before / after {args.memory_requests:,} requests",
                     f"{before:.0f} MB / {after:.0f} MB ({(after - before) / before:+.1%})", "+-10%")
     console.print(summary)
+    soak(model, console, args.soak_requests)
 
 
 if __name__ == "__main__":

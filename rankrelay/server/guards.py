@@ -11,15 +11,19 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 import hmac
-from collections.abc import Callable, Sequence
-from typing import Any
+from collections.abc import Awaitable, Callable, Sequence
+from typing import Any, TypeVar
 
 from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from rankrelay.config import Limits
 from rankrelay.errors import InvalidInputError, RankRelayError
+
+T = TypeVar("T")
 
 
 class LimitExceededError(InvalidInputError):
@@ -32,6 +36,34 @@ class NotServedError(RankRelayError, LookupError):
 
 class UnauthorizedError(RankRelayError):
     """No valid bearer token (answered with 401)."""
+
+
+class ClientGoneError(RankRelayError):
+    """The caller closed the connection before its answer was ready (counted as 499; nobody reads it)."""
+
+
+async def unless_client_leaves(request: Request, work: Awaitable[T]) -> T:
+    """Await ``work`` unless the client disconnects first; then ``work`` is cancelled (a queued request
+    leaves the batcher before the model sees it) and :class:`ClientGoneError` is raised."""
+    task = asyncio.ensure_future(work)
+    gone = asyncio.ensure_future(_disconnect(request))
+    try:
+        await asyncio.wait({task, gone}, return_when=asyncio.FIRST_COMPLETED)
+    finally:
+        gone.cancel()
+        if not task.done():
+            task.cancel()
+    if not task.cancelled() and task.done():
+        return task.result()
+    with contextlib.suppress(asyncio.CancelledError):
+        await task  # until the work has let go of its place in the queue
+    raise ClientGoneError("the client closed the connection before the answer was ready")
+
+
+async def _disconnect(request: Request) -> None:
+    """Returns when the ASGI server reports that the client went away (the body has been read by then)."""
+    while (await request.receive())["type"] != "http.disconnect":
+        pass
 
 
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:

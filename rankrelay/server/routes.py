@@ -24,11 +24,13 @@ from rankrelay.retrieval.pipeline import SearchResult, TwoStageSearch
 from rankrelay.scoring import normalize
 from rankrelay.server.batching import QueueFullError
 from rankrelay.server.guards import (
+    ClientGoneError,
     LimitExceededError,
     NotServedError,
     UnauthorizedError,
     check_limits,
     error_response,
+    unless_client_leaves,
 )
 from rankrelay.server.metrics import MODEL_KEY, prometheus
 from rankrelay.server.schemas import CohereRerankRequest, SearchRequest, TeiRerankRequest
@@ -59,7 +61,7 @@ cohere = APIRouter()
 async def _cohere(request: Request, service: Service, body: CohereRerankRequest, version: str) -> dict[str, Any]:
     texts = body.texts()
     name = served_model(request, service, body.model)
-    res = await service.rerank(name, body.query, texts, body.top_n)
+    res = await unless_client_leaves(request, service.rerank(name, body.query, texts, body.top_n))
     results = []
     for r in res.results:
         row: dict[str, Any] = {"index": r.index, "relevance_score": r.normalized_score}
@@ -87,7 +89,7 @@ tei = APIRouter()
 @tei.post("/rerank")
 async def rerank_tei(request: Request, body: TeiRerankRequest, service: Served) -> list[dict[str, Any]]:
     name = served_model(request, service, body.model)
-    res = await service.rerank(name, body.query, body.texts, None)
+    res = await unless_client_leaves(request, service.rerank(name, body.query, body.texts, None))
     raw = [r.score for r in res.results]
     scores = raw if body.raw_scores else normalize(raw, "sigmoid")
     return [{"index": r.index, "score": s, **({"text": r.text} if body.return_text else {})}
@@ -109,7 +111,7 @@ async def search_index(request: Request, body: SearchRequest, service: Served) -
                                  "documents")
     reranker = service.model(served_model(request, service, body.model)) if body.rerank else None
     two_stage = TwoStageSearch(service.retriever, reranker, retrieve_k=retrieve_k, top_n=body.top_n)
-    out = await two_stage.asearch(body.query)
+    out = await unless_client_leaves(request, two_stage.asearch(body.query))
     return search_reply(out, body.return_documents)
 
 
@@ -170,6 +172,8 @@ def status_of(exc: Exception, service: Service) -> tuple[int, str, dict[str, str
     """The HTTP status, message and headers of an error raised while answering a request."""
     if isinstance(exc, UnauthorizedError):
         return 401, str(exc), None
+    if isinstance(exc, ClientGoneError):
+        return 499, str(exc), None
     if isinstance(exc, NotServedError):
         return 404, str(exc), None
     if isinstance(exc, LimitExceededError):

@@ -459,3 +459,34 @@ def test_timeouts_under_concurrency_answer_every_request_and_skip_abandoned_work
     assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="slow",status="503"} 10.0' in metrics
     assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="ref",status="200"} 10.0' in metrics
     assert 'rankrelay_batch_requests_count{model="slow"} 1.0' in metrics
+
+
+def test_a_request_whose_client_went_away_is_not_computed_and_counts_as_499():
+    seen = []
+
+    class Recording(Slow):
+        def _score_batch(self, queries, documents):
+            seen.extend(queries)
+            return super()._score_batch(queries, documents)
+
+    app = create_app({"slow": Recording(seconds=0.6)}, allow_unauthenticated=True, limits=Limits(max_batch_docs=1))
+
+    async def main(url):
+        async with httpx.AsyncClient(timeout=30) as patient, httpx.AsyncClient(timeout=httpx.Timeout(30, read=0.1)) \
+                as impatient:
+            first = asyncio.ensure_future(patient.post(f"{url}/v2/rerank", json={"query": "first", "documents": ["a"]}))
+            await asyncio.sleep(0.1)  # the model is busy with the first request
+            with pytest.raises(httpx.ReadTimeout):  # this caller hangs up while its request waits
+                await impatient.post(f"{url}/v2/rerank", json={"query": "gone", "documents": ["b"]})
+            return await first
+
+    with running(app) as (url, _):
+        assert asyncio.run(main(url)).status_code == 200
+        deadline = time.monotonic() + 5
+        while app.state.batchers["slow"].depth and time.monotonic() < deadline:
+            time.sleep(0.02)
+        time.sleep(0.1)
+        metrics = httpx.get(f"{url}/metrics").text
+    assert seen == ["first"]  # the request of the caller who left never reached the model
+    assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="slow",status="499"} 1.0' in metrics
+    assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="slow",status="200"} 1.0' in metrics
