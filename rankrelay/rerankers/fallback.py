@@ -287,47 +287,23 @@ class FallbackReranker(Composite):
 
     def _hedged_batch(self, requests: Sequence[Request], top_n: int | None) -> list[RerankResult]:
         """The async hedging race on threads: no event loop, so it also works inside a running one."""
-        failures: list[dict[str, Any]] = []
-        hedge = self.hedge_after_ms / 1000.0 if self.hedge_after_ms is not None else None
-        running: dict[cf.Future[list[RerankResult]], tuple[int, float]] = {}
-        next_i = 0
 
-        def start_next() -> bool:
-            nonlocal next_i
-            while next_i < len(self.backends):
-                i = next_i
-                next_i += 1
-                if not self.breakers[i].allow():
-                    self._skipped(i, failures)
-                    continue
-                backend = self.backends[i]
-                call = functools.partial(backend.rerank_batch, requests, top_n, **budget_kwargs(backend))
-                context = contextvars.copy_context()  # the caller's deadline goes with the call
-                running[self._threads().submit(context.run, call)] = (i, perf_counter())
-                return True
-            return False
+        def launch(backend: Reranker) -> cf.Future[list[RerankResult]]:
+            call = functools.partial(backend.rerank_batch, requests, top_n, **budget_kwargs(backend))
+            return self._threads().submit(contextvars.copy_context().run, call)  # the deadline goes along
 
-        start_next()
+        race = _Race(self, launch)
         try:
-            while running:
-                done, _ = cf.wait(running, timeout=hedge, return_when=cf.FIRST_COMPLETED)
-                if not done:  # the hedge timer fired: race the next backend
-                    start_next()
-                    continue
-                for future in done:
-                    i, started = running.pop(future)
-                    exc = future.exception()
-                    if exc is None:
-                        self.breakers[i].record_success()
-                        return self._finish(future.result(), failures)
-                    self._failed_or_raise(i, exc, started, failures)
-                if not running:
-                    start_next()
+            while race.running:
+                done, _ = cf.wait(race.running, timeout=race.hedge, return_when=cf.FIRST_COMPLETED)
+                answer = race.step(done)
+                if answer is not None:
+                    return answer
         finally:
-            for future, (i, _) in running.items():  # a thread cannot be stopped: its answer is dropped
+            for future, (i, _) in race.running.items():  # a thread cannot be stopped: its answer is dropped
                 future.cancel()
                 future.add_done_callback(_releasing(self.breakers[i]))
-        raise self._all_failed(failures)
+        raise self._all_failed(race.failures)
 
     def _failed_or_raise(self, i: int, exc: BaseException, started: float, failures: list[dict[str, Any]]) -> None:
         """A hedged attempt's error: input errors and unknown errors propagate, backend errors fall through."""
@@ -349,47 +325,63 @@ class FallbackReranker(Composite):
             return await self._arerank_batch(requests, top_n)
 
     async def _arerank_batch(self, requests: Sequence[Request], top_n: int | None) -> list[RerankResult]:
-        failures: list[dict[str, Any]] = []
-        hedge = None if self.hedge_after_ms is None else self.hedge_after_ms / 1000.0
-        running: dict[asyncio.Task[list[RerankResult]], tuple[int, float]] = {}
-        next_i = 0
+        def launch(backend: Reranker) -> asyncio.Task[list[RerankResult]]:
+            return asyncio.ensure_future(arerank_batch(backend, requests, top_n, **budget_kwargs(backend)))
 
-        def start_next() -> bool:
-            nonlocal next_i
-            while next_i < len(self.backends):
-                i = next_i
-                next_i += 1
-                if not self.breakers[i].allow():
-                    self._skipped(i, failures)
-                    continue
-                task = asyncio.ensure_future(arerank_batch(self.backends[i], requests, top_n,
-                                                            **budget_kwargs(self.backends[i])))
-                running[task] = (i, perf_counter())
-                return True
-            return False
-
-        start_next()
+        race = _Race(self, launch)
         try:
-            while running:
-                done, _ = await asyncio.wait(running, timeout=hedge, return_when=asyncio.FIRST_COMPLETED)
-                if not done:  # the hedge timer fired: race the next backend
-                    start_next()
-                    continue
-                for task in done:
-                    i, started = running.pop(task)
-                    exc = task.exception()
-                    if exc is None:
-                        self.breakers[i].record_success()
-                        return self._finish(task.result(), failures)
-                    self._failed_or_raise(i, exc, started, failures)
-                if not running:
-                    start_next()
+            while race.running:
+                done, _ = await asyncio.wait(race.running, timeout=race.hedge, return_when=asyncio.FIRST_COMPLETED)
+                answer = race.step(done)
+                if answer is not None:
+                    return answer
         finally:
-            for task, (i, _) in running.items():
+            for task, (i, _) in race.running.items():
                 task.cancel()
                 self.breakers[i].release()
-        raise self._all_failed(failures)
+        raise self._all_failed(race.failures)
 
+
+class _Race:
+    """One call's race through a chain (sync on threads or async on tasks): which backend starts next, which
+    attempts run, what failed. Without hedging one attempt runs at a time; with it, the next backend starts
+    whenever the running ones have not answered within ``hedge`` seconds."""
+
+    def __init__(self, chain: FallbackReranker, launch: Callable[[Reranker], Any]) -> None:
+        self.chain = chain
+        self.launch = launch
+        self.hedge = None if chain.hedge_after_ms is None else chain.hedge_after_ms / 1000.0
+        self.failures: list[dict[str, Any]] = []
+        self.running: dict[Any, tuple[int, float]] = {}
+        self.next_i = 0
+        self.start_next()
+
+    def start_next(self) -> None:
+        chain = self.chain
+        while self.next_i < len(chain.backends):
+            i = self.next_i
+            self.next_i += 1
+            if not chain.breakers[i].allow():
+                chain._skipped(i, self.failures)
+                continue
+            self.running[self.launch(chain.backends[i])] = (i, perf_counter())
+            return
+
+    def step(self, done: set[Any]) -> list[RerankResult] | None:
+        """Settle the attempts in ``done`` (none: the hedge timer fired); the answer, or None to go on."""
+        if not done:
+            self.start_next()
+            return None
+        for attempt in done:
+            i, started = self.running.pop(attempt)
+            exc = attempt.exception()
+            if exc is None:
+                self.chain.breakers[i].record_success()
+                return self.chain._finish(attempt.result(), self.failures)
+            self.chain._failed_or_raise(i, exc, started, self.failures)
+        if not self.running:
+            self.start_next()
+        return None
 
 FALLBACK_OPTIONS = frozenset(
     {"chain", "failure_threshold", "reset_timeout", "hedge_after_ms", "normalize", "budget_ms", "preload"}
