@@ -84,15 +84,19 @@ def test_conversion_is_cached_and_keyed_by_the_model_files(tiny_ce_path, runtime
 
 @pytest.mark.parametrize("runtime", ["onnx-int8", "openvino-int8"])
 def test_int8_that_disagrees_with_torch_is_refused_unless_insisted(tiny_ce_path, runtime_cache, runtime):
-    # the tiny model's random, wide weights quantize badly: its int8 top 10 differs from fp32
-    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime=runtime, cache_dir=runtime_cache)
+    # the tiny model's random, wide weights quantize badly (scores off by ~2, Spearman ~0.9): its int8 top 10
+    # differs from fp32. By how much depends on the CPU's int8 kernels: under the default min_agreement (0.9)
+    # where the test was written, 0.9-0.925 on an AVX-512 VNNI EPYC. So the test asks for 0.99.
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime=runtime, cache_dir=runtime_cache,
+                       min_agreement=0.99)
     with pytest.raises(LowAgreementError, match="min_agreement=0") as err:
         rr.warm_up()
-    assert err.value.runtime == runtime and err.value.agreement["top10_overlap"] < 0.9
+    assert err.value.runtime == runtime and err.value.agreement["top10_overlap"] < 0.99
+    assert err.value.agreement["max_abs_diff"] > 0.1
     insisted = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime=runtime,
                              cache_dir=runtime_cache, min_agreement=0)
     res = insisted.rerank(QUERY, DOCS)
-    assert sorted(res.indices) == list(range(len(DOCS))) and insisted.agreement.top10_overlap < 0.9
+    assert sorted(res.indices) == list(range(len(DOCS))) and insisted.agreement.top10_overlap < 0.99
 
 
 def test_failed_conversion_is_a_typed_error_naming_model_and_runtime(tiny_ce_path, tmp_path, monkeypatch):
