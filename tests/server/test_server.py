@@ -1,17 +1,15 @@
 """The service on a real socket, driven by the official cohere SDK and httpx."""
 
 import asyncio
-import socket
 import threading
 import time
-from contextlib import contextmanager
 
 import httpx
 import pytest
 from numerics import assert_ranking_follows
+from serving import running
 
 pytest.importorskip("fastapi", reason="the server extra is not installed")
-import uvicorn  # noqa: E402
 
 from rankrelay import load_reranker  # noqa: E402
 from rankrelay.rerankers.base import BaseReranker, Scored  # noqa: E402
@@ -20,24 +18,6 @@ from rankrelay.server.app import Limits, create_app  # noqa: E402
 KEY = "service-key"
 DOCS = ["the wing lift and air flow", "paris is the capital of france", "python sort is stable",
         "boundary layer separation on the wing", "cat and dog"]
-
-
-@contextmanager
-def running(app, **config):
-    """Serve ``app`` with uvicorn on a random loopback port; yields the root URL."""
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **config))
-    thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
-    thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
-    try:
-        yield f"http://127.0.0.1:{sock.getsockname()[1]}", server
-    finally:
-        server.should_exit = True
-        thread.join(20)
 
 
 class Slow(BaseReranker):

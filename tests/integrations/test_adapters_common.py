@@ -1,0 +1,42 @@
+"""What every framework adapter shares: how the reranker is given, the extra named when a framework is
+missing, and the keys a reranked document gains."""
+
+from __future__ import annotations
+
+import importlib
+import json
+import sys
+
+import pytest
+
+from rankrelay import MissingDependencyError, UnknownBackendError
+from rankrelay.integrations.common import RERANK_KEYS, build_reranker, rerank_metadata
+from rankrelay.rerankers.fallback import FallbackReranker
+
+
+@pytest.mark.parametrize("module, framework, extra", [("langchain", "langchain_core", "langchain"),
+                                                      ("llamaindex", "llama_index.core", "llamaindex"),
+                                                      ("haystack", "haystack", "haystack")])
+def test_a_missing_framework_names_the_extra(monkeypatch, module, framework, extra):
+    monkeypatch.setitem(sys.modules, framework, None)
+    monkeypatch.delitem(sys.modules, f"rankrelay.integrations.{module}", raising=False)
+    with pytest.raises(MissingDependencyError, match=rf"rankrelay\[{extra}\]"):
+        importlib.import_module(f"rankrelay.integrations.{module}")
+
+
+def test_the_reranker_as_spec_dict_chain_or_object(tiny_ce):
+    assert build_reranker("identity").name == "identity"
+    assert build_reranker({"spec": "random:3", "normalize": "minmax"}).normalize == "minmax"
+    chain = build_reranker(["tei:http://127.0.0.1:9", "identity"])
+    assert isinstance(chain, FallbackReranker) and [r.name for r in chain.backends] == ["tei", "identity"]
+    assert build_reranker(tiny_ce) is tiny_ce
+    with pytest.raises(UnknownBackendError, match="nosuch"):
+        build_reranker("nosuch:model")
+
+
+def test_the_keys_a_document_gains_are_json(tiny_ce):
+    result = tiny_ce.rerank("wing stall", ["the wing stalls", "paris"])
+    for ranked in result.results:
+        meta = rerank_metadata(ranked, result)
+        assert tuple(meta) == RERANK_KEYS and json.loads(json.dumps(meta)) == meta
+        assert meta["rerank_rank"] == ranked.rank and meta["rerank_backend"] == "cross-encoder"
