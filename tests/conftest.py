@@ -160,3 +160,21 @@ def refused_url() -> str:
     from rankrelay.testing import refused_url as url
 
     return url()
+
+
+@pytest.fixture(scope="session")
+def tiny_embedder(tiny_bi_path):
+    """The tiny bi-encoder as a sentence-transformers model (the vector stores' embeddings)."""
+    from sentence_transformers import SentenceTransformer
+
+    return SentenceTransformer(tiny_bi_path, device="cpu")
+
+
+@pytest.fixture
+def failing_chain(fake_api, tiny_ce_path):
+    """A fallback chain: TEI on a server that answers 503 (one attempt), then the tiny cross-encoder."""
+    from rankrelay.testing import API_KEY, Fault
+
+    fake_api.faults = [Fault("status", 503) for _ in range(50)]
+    return [{"spec": f"tei:{fake_api.url}", "api_key": API_KEY, "max_attempts": 1},
+            f"cross-encoder:{tiny_ce_path}"]

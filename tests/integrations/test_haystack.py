@@ -6,7 +6,7 @@ import asyncio
 import inspect
 
 import pytest
-from conftest import CORPUS, QUERY, check_ranked, metadata
+from frameworks import CORPUS, QUERY, check_ranked, metadata
 
 pytest.importorskip("haystack", reason="the haystack extra is not installed")
 import haystack  # noqa: E402

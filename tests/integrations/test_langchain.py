@@ -6,7 +6,7 @@ import asyncio
 import time
 
 import pytest
-from conftest import CORPUS, QUERY, check_ranked, metadata
+from frameworks import CORPUS, QUERY, check_ranked, metadata
 
 pytest.importorskip("langchain_core", reason="the langchain extra is not installed")
 from langchain_classic.retrievers import ContextualCompressionRetriever  # noqa: E402

@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import pytest
-from conftest import CORPUS, QUERY, check_ranked, metadata
+from frameworks import CORPUS, QUERY, check_ranked, metadata
 
 pytest.importorskip("llama_index.core", reason="the llamaindex extra is not installed")
 from llama_index.core import VectorStoreIndex  # noqa: E402

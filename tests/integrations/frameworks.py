@@ -1,9 +1,7 @@
-"""What the framework adapter tests share: a small corpus, the tiny models, and a fallback chain whose
-API backend fails (a real local server answering 503)."""
+"""What the framework adapter tests share: a small corpus with metadata and the ranking check (the fixtures,
+``tiny_embedder`` and ``failing_chain``, are in tests/conftest.py)."""
 
 from __future__ import annotations
-
-import pytest
 
 QUERY = "why does the wing stall at high angle of attack"
 CORPUS = [
@@ -24,24 +22,6 @@ SOURCES = ["aero", "geo", "code", "aero", "pets", "aero", "food", "aero"]
 def metadata(i: int) -> dict:
     """Document ``i``'s metadata: its id and a source (each must come back unchanged)."""
     return {"doc_id": f"d{i}", "source": SOURCES[i % len(SOURCES)]}
-
-
-@pytest.fixture(scope="session")
-def tiny_embedder(tiny_bi_path):
-    """The tiny bi-encoder as a sentence-transformers model (the vector stores' embeddings)."""
-    from sentence_transformers import SentenceTransformer
-
-    return SentenceTransformer(tiny_bi_path, device="cpu")
-
-
-@pytest.fixture
-def failing_chain(fake_api, tiny_ce_path):
-    """A fallback chain: TEI on a server that answers 503 (one attempt), then the tiny cross-encoder."""
-    from rankrelay.testing import API_KEY, Fault
-
-    fake_api.faults = [Fault("status", 503) for _ in range(50)]
-    return [{"spec": f"tei:{fake_api.url}", "api_key": API_KEY, "max_attempts": 1},
-            f"cross-encoder:{tiny_ce_path}"]
 
 
 def check_ranked(ids: list[str], scores: dict[str, float] | None, candidates: list[str], reference, top: int) -> None:
