@@ -197,24 +197,38 @@ def index(
     corpus: Annotated[str, typer.Argument(help="BEIR folder or corpus.jsonl, JSON lines with 'text', or .txt lines.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the index.")],
     model: Annotated[str, typer.Option(help="Bi-encoder id, alias or path.")] = "all-minilm-l6",
-    index_type: Annotated[str, typer.Option("--index", help="flat, hnsw or ivf.")] = "flat",
+    index_type: Annotated[str, typer.Option("--index", help="flat, hnsw or ivf (FAISS).")] = "flat",
+    store: Annotated[str, typer.Option(help="faiss (in memory) or qdrant (embedded in OUT, or --qdrant-url).")]
+    = "faiss",
+    qdrant_url: Annotated[str | None, typer.Option(help="A Qdrant server (key: QDRANT_API_KEY).")] = None,
+    collection: Annotated[str, typer.Option(help="The Qdrant collection.")] = "rankrelay",
     bm25: Annotated[bool, typer.Option(help="Also build a BM25 index (for --retriever bm25/hybrid).")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
 ) -> None:
-    """Build a dense (FAISS) index, and a BM25 one, over a corpus."""
+    """Build a dense index (FAISS, or a Qdrant collection), and a BM25 one, over a corpus."""
     from rankrelay.retrieval import BM25Retriever, DenseRetriever, load_corpus
 
     try:
+        if store not in ("faiss", "qdrant"):
+            raise ConfigError(f"--store must be faiss or qdrant, got {store!r}")
         docs = load_corpus(corpus)
-        dense = DenseRetriever.build(docs, model=model, index=index_type, device=device,
-                                     show_progress=console.is_terminal)
-        dense.save(out / "dense")
+        if store == "faiss":
+            DenseRetriever.build(docs, model=model, index=index_type, device=device,
+                                 show_progress=console.is_terminal).save(out / "dense")
+        else:
+            from rankrelay.retrieval.qdrant import QdrantRetriever
+
+            qdrant = QdrantRetriever.build(docs, model=model, path=None if qdrant_url else out / "qdrant",
+                                           url=qdrant_url, collection=collection, device=device,
+                                           show_progress=console.is_terminal)
+            qdrant.save(out / "qdrant")
+            qdrant.close()
         if bm25:
             BM25Retriever.build(docs).save(out / "bm25")
     except RankRelayError as exc:
         raise _fail(exc) from None
-    console.print(f"indexed {len(docs)} documents into {out} ({index_type}{' + bm25' if bm25 else ''})",
-                  highlight=False)
+    kind = index_type if store == "faiss" else f"qdrant {collection}"
+    console.print(f"indexed {len(docs)} documents into {out} ({kind}{' + bm25' if bm25 else ''})", highlight=False)
 
 
 @app.command()
@@ -251,6 +265,38 @@ def search(
                                 first_ranks=[m["first_rank"] for m in out.movement]))
     t = out.timings
     console.print(f"retrieve {t['retrieve_ms']:.1f} ms, rerank {t['rerank_ms']:.1f} ms, total {t['total_ms']:.1f} ms")
+
+
+@app.command("rerank-batch")
+def rerank_batch(
+    input_path: Annotated[Path, typer.Argument(help="Parquet or JSON lines (query_id, query, doc_id, text), "
+                                                    "or a TREC run with --corpus.")],
+    model: Annotated[str, typer.Option("--model", help="Reranker spec or preset.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder: reranked.parquet, run.trec, parts/.")],
+    corpus: Annotated[Path | None, typer.Option(help="BEIR folder with the texts of a TREC run's ids.")] = None,
+    top_n: Annotated[int | None, typer.Option(min=1, help="Keep the best N per query (default all).")] = None,
+    part_queries: Annotated[int, typer.Option(min=1, help="Queries per resumable part.")] = 64,
+    use_ray: Annotated[bool, typer.Option("--ray", help="Rerank on Ray Data (RAY_ADDRESS, else local Ray).")]
+    = False,
+    actors: Annotated[int | None, typer.Option(min=1, help="Ray actors, one model each (default: CPUs).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Rerank a large candidates file, in parts that a rerun resumes; in-process or on Ray Data."""
+    from rich.progress import Progress
+
+    from rankrelay.batch import run_batch
+
+    with Progress(console=err_console, disable=quiet or not err_console.is_terminal, transient=True) as bar:
+        task = bar.add_task("reranking parts", total=None)
+        try:
+            summary = run_batch(input_path, model, out, corpus=corpus, part_queries=part_queries, top_n=top_n,
+                                use_ray=use_ray, actors=actors,
+                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+        except RankRelayError as exc:
+            raise _fail(exc) from None
+    resumed = f" ({summary.resumed_parts} resumed)" if summary.resumed_parts else ""
+    console.print(f"reranked {summary.queries} queries, {summary.rows} rows in {summary.parts} parts{resumed}: "
+                  f"{summary.parquet}, {summary.trec}", highlight=False)
 
 
 @app.command()

@@ -1,4 +1,4 @@
-"""What the framework adapters share: building the reranker, reading texts, the keys results gain.
+"""What the framework adapters share: reading texts and the keys reranked documents gain.
 
 Example:
     >>> from rankrelay.integrations.common import RERANK_KEYS
@@ -13,8 +13,6 @@ from collections.abc import Callable, Sequence
 from typing import Any, TypeVar
 
 from rankrelay.errors import InvalidDocumentError
-from rankrelay.rerankers.base import Reranker
-from rankrelay.rerankers.registry import load_chain_item, load_reranker
 from rankrelay.results import RankedDocument, RerankResult
 
 T = TypeVar("T")
@@ -22,14 +20,6 @@ T = TypeVar("T")
 #: Keys a reranked document's metadata gains: the normalized score (``relevance_score``, as Cohere's
 #: components name it), the raw score, the rank, the backend that served and the backends that failed first.
 RERANK_KEYS = ("relevance_score", "rerank_score", "rerank_rank", "rerank_backend", "rerank_fallbacks")
-
-
-def build_reranker(spec: Any) -> Reranker:
-    """A spec string (``"minilm-l6"``, ``"tei:http://host"``), a ``{"spec": ..., **options}`` dict, a list (a
-    fallback chain) or a :class:`~rankrelay.Reranker` (used as is)."""
-    if isinstance(spec, dict):
-        return load_chain_item(spec)
-    return load_reranker(spec)
 
 
 def texts_of(items: Sequence[T], text: Callable[[T], object], what: str) -> list[str]:

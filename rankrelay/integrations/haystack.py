@@ -21,8 +21,9 @@ import_optional("haystack", extra="haystack", feature="the Haystack integration"
 from haystack import Document, component, default_from_dict, default_to_dict  # noqa: E402
 
 from rankrelay.errors import ConfigError  # noqa: E402
-from rankrelay.integrations.common import build_reranker, rerank_metadata, texts_of  # noqa: E402
+from rankrelay.integrations.common import rerank_metadata, texts_of  # noqa: E402
 from rankrelay.rerankers.base import Reranker, aclose  # noqa: E402
+from rankrelay.rerankers.registry import load_reranker  # noqa: E402
 from rankrelay.results import RerankResult  # noqa: E402
 
 
@@ -50,7 +51,7 @@ class RankRelayRanker:
     def client(self) -> Reranker:
         """The rankrelay reranker (built by :meth:`warm_up`, or on first use)."""
         if self._built is None:
-            self._built = build_reranker(self.reranker)
+            self._built = load_reranker(self.reranker)
         return self._built
 
     def warm_up(self) -> None:

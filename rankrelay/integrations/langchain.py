@@ -21,8 +21,9 @@ from langchain_core.callbacks import Callbacks  # noqa: E402
 from langchain_core.documents import BaseDocumentCompressor, Document  # noqa: E402
 from pydantic import ConfigDict, Field, PrivateAttr  # noqa: E402
 
-from rankrelay.integrations.common import build_reranker, rerank_metadata, texts_of  # noqa: E402
+from rankrelay.integrations.common import rerank_metadata, texts_of  # noqa: E402
 from rankrelay.rerankers.base import Reranker  # noqa: E402
+from rankrelay.rerankers.registry import load_reranker  # noqa: E402
 from rankrelay.results import RerankResult  # noqa: E402
 
 
@@ -48,7 +49,7 @@ class RankRelayRerank(BaseDocumentCompressor):
     def client(self) -> Reranker:
         """The rankrelay reranker (built from the spec the first time it is needed)."""
         if self._built is None:
-            self._built = build_reranker(self.reranker)
+            self._built = load_reranker(self.reranker)
         return self._built
 
     def compress_documents(self, documents: Sequence[Document], query: str,

@@ -25,8 +25,9 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor  # noqa: 
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle  # noqa: E402
 
 from rankrelay.errors import InvalidInputError  # noqa: E402
-from rankrelay.integrations.common import build_reranker, texts_of  # noqa: E402
+from rankrelay.integrations.common import texts_of  # noqa: E402
 from rankrelay.rerankers.base import Reranker, label  # noqa: E402
+from rankrelay.rerankers.registry import load_reranker  # noqa: E402
 from rankrelay.results import RerankResult  # noqa: E402
 
 dispatcher = get_dispatcher(__name__)
@@ -61,7 +62,7 @@ class RankRelayRerank(BaseNodePostprocessor):
     def client(self) -> Reranker:
         """The rankrelay reranker (built from the spec the first time it is needed)."""
         if self._built is None:
-            self._built = build_reranker(self.reranker)
+            self._built = load_reranker(self.reranker)
         return self._built
 
     def _texts(self, nodes: list[NodeWithScore], query_bundle: QueryBundle | None) -> tuple[str, list[str]]:

@@ -114,7 +114,7 @@ def load_chain_item(item: Any, settings: Settings | None = None) -> Reranker:
 
 
 def load_reranker(
-    spec: str | Reranker | list[Any] | tuple[Any, ...] | None = None,
+    spec: str | Reranker | list[Any] | tuple[Any, ...] | dict[str, Any] | None = None,
     *,
     settings: Settings | None = None,
     **options: Any,
@@ -122,9 +122,9 @@ def load_reranker(
     """Build a reranker from a spec, with defaults from :class:`Settings`.
 
     Args:
-        spec: preset, ``backend:model``, a :class:`Reranker` (returned as is), a list (a fallback
-            chain of specs, rerankers or ``{"spec": ..., **options}`` dicts; ``options`` go to the
-            :class:`FallbackReranker`), or None for ``settings.fallback`` when set, else
+        spec: preset, ``backend:model``, a ``{"spec": ..., **options}`` dict, a :class:`Reranker`
+            (returned as is), a list (a fallback chain of specs, rerankers or such dicts; ``options`` go
+            to the :class:`FallbackReranker`), or None for ``settings.fallback`` when set, else
             ``settings.backend``.
         settings: defaults for options not given here (default: ``Settings()`` from env, ``.env``
             and the config file).
@@ -142,13 +142,19 @@ def load_reranker(
     if isinstance(spec, (list, tuple)):
         chain = [load_chain_item(item, settings) for item in spec]
         return _build("fallback", None, None, {"chain": chain, **options}, defaults=None)
+    if isinstance(spec, dict):
+        options = {**{k: v for k, v in spec.items() if k != "spec"}, **options}
+        named = spec.get("spec")
+        if not isinstance(named, str):
+            raise ConfigError(f"a reranker dict needs a 'spec' string, got {named!r}")
+        spec = named
     if spec is not None and not isinstance(spec, str):
         missing = [m for m in ("arerank", "close", "name", "rerank", "rerank_batch", "warm_up")
                    if not hasattr(spec, m)]
         if hasattr(spec, "rerank") and missing:
             raise ConfigError(f"{type(spec).__name__} is not a Reranker: it lacks {', '.join(missing)} "
                               "(subclass rankrelay.rerankers.base.SingleQuery for no-op lifetime members)")
-        raise ConfigError(f"a reranker spec is a string, a list or a Reranker, got {type(spec).__name__}")
+        raise ConfigError(f"a reranker spec is a string, a dict, a list or a Reranker, got {type(spec).__name__}")
     if spec is not None:
         spec, spec_options = split_options(spec)
         options = {**spec_options, **options}

@@ -96,7 +96,7 @@ class BaseRetriever(ABC):
         check_k(k)
         if not queries:
             return []
-        return self._search(list(queries), min(k, len(self.docs)))
+        return self._search(list(queries), min(k, len(self)))
 
     @abstractmethod
     def _search(self, queries: list[str], k: int) -> list[RerankResult]:

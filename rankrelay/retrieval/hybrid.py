@@ -64,7 +64,8 @@ class HybridRetriever:
 def open_index(path: str | Path, retriever: str = "hybrid", *, device: str = "auto") -> Retriever:
     """Open a folder made by ``rankrelay index`` as a ``dense``, ``bm25`` or ``hybrid`` retriever.
 
-    ``hybrid`` falls back to dense alone when the folder has no BM25 index.
+    The dense part is the FAISS index (``dense/``) or the Qdrant collection (``qdrant/``, embedded or on a
+    server) the folder holds. ``hybrid`` falls back to dense alone when the folder has no BM25 index.
 
     Raises:
         ConfigError: an unknown retriever kind, or no such index in ``path``.
@@ -75,12 +76,18 @@ def open_index(path: str | Path, retriever: str = "hybrid", *, device: str = "au
     if retriever not in ("dense", "bm25", "hybrid"):
         raise ConfigError(f"retriever must be dense, bm25 or hybrid, got {retriever!r}")
     path = Path(path)
+    dense = next((path / name for name in ("dense", "qdrant") if (path / name).exists()), None)
     parts: list[Retriever] = []
-    if retriever in ("dense", "hybrid") and (path / "dense").exists():
-        parts.append(DenseRetriever.load(path / "dense", device=device))
+    if retriever in ("dense", "hybrid") and dense is not None:
+        if dense.name == "dense":
+            parts.append(DenseRetriever.load(dense, device=device))
+        else:
+            from rankrelay.retrieval.qdrant import QdrantRetriever
+
+            parts.append(QdrantRetriever.open(dense, device=device))
     if retriever in ("bm25", "hybrid") and (path / "bm25").exists():
         parts.append(BM25Retriever.load(path / "bm25"))
-    if not parts or (retriever == "hybrid" and not (path / "dense").exists()):
+    if not parts or (retriever == "hybrid" and dense is None):
         missing = "bm25" if retriever == "bm25" else "dense"
         raise ConfigError(f"no {missing} index in {path} (build one with 'rankrelay index CORPUS --out {path}')")
     return parts[0] if len(parts) == 1 else HybridRetriever(parts)

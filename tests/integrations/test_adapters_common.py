@@ -9,8 +9,8 @@ import sys
 
 import pytest
 
-from rankrelay import MissingDependencyError, UnknownBackendError
-from rankrelay.integrations.common import RERANK_KEYS, build_reranker, rerank_metadata
+from rankrelay import MissingDependencyError, UnknownBackendError, load_reranker
+from rankrelay.integrations.common import RERANK_KEYS, rerank_metadata
 from rankrelay.rerankers.fallback import FallbackReranker
 
 
@@ -24,14 +24,14 @@ def test_a_missing_framework_names_the_extra(monkeypatch, module, framework, ext
         importlib.import_module(f"rankrelay.integrations.{module}")
 
 
-def test_the_reranker_as_spec_dict_chain_or_object(tiny_ce):
-    assert build_reranker("identity").name == "identity"
-    assert build_reranker({"spec": "random:3", "normalize": "minmax"}).normalize == "minmax"
-    chain = build_reranker(["tei:http://127.0.0.1:9", "identity"])
+def test_the_reranker_as_spec_dict_chain_or_object(tiny_ce):  # what every adapter's `reranker` takes
+    assert load_reranker("identity").name == "identity"
+    assert load_reranker({"spec": "random:3", "normalize": "minmax"}).normalize == "minmax"
+    chain = load_reranker(["tei:http://127.0.0.1:9", "identity"])
     assert isinstance(chain, FallbackReranker) and [r.name for r in chain.backends] == ["tei", "identity"]
-    assert build_reranker(tiny_ce) is tiny_ce
+    assert load_reranker(tiny_ce) is tiny_ce
     with pytest.raises(UnknownBackendError, match="nosuch"):
-        build_reranker("nosuch:model")
+        load_reranker("nosuch:model")
 
 
 def test_the_keys_a_document_gains_are_json(tiny_ce):

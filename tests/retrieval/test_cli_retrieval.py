@@ -42,6 +42,25 @@ def test_index_then_search(beir, tmp_path, tiny_bi_path, tiny_ce_path):
     assert "bm25" in out.output and "was" in out.output
 
 
+def test_index_into_qdrant_then_search_it(beir, tmp_path, tiny_bi_path, refused_url):
+    pytest.importorskip("qdrant_client", reason="the qdrant extra is not installed")
+    out = runner.invoke(app, ["index", str(beir), "--out", str(tmp_path / "idx"), "--model", tiny_bi_path,
+                              "--device", "cpu", "--store", "qdrant", "--no-bm25"])
+    assert out.exit_code == 0, out.output
+    assert "indexed 5 documents" in out.output and "qdrant rankrelay" in out.output
+    assert (tmp_path / "idx" / "qdrant" / "manifest.json").exists() and not (tmp_path / "idx" / "dense").exists()
+    out = runner.invoke(app, ["search", str(tmp_path / "idx"), "wing stall", "--retrieve-k", "5", "--json"])
+    assert out.exit_code == 0, out.output
+    data = json.loads(out.output)
+    assert data["backend"] == "qdrant" and len(data["results"]) == 5
+    assert {r["id"] for r in data["results"]} == {f"d{i}" for i in range(5)}
+    out = runner.invoke(app, ["index", str(beir), "--out", str(tmp_path / "idx2"), "--model", tiny_bi_path,
+                              "--store", "qdrant", "--qdrant-url", refused_url])
+    assert out.exit_code == 2 and refused_url in out.output and "unreachable" in out.output
+    out = runner.invoke(app, ["index", str(beir), "--out", str(tmp_path / "idx3"), "--store", "milvus"])
+    assert out.exit_code == 2 and "--store must be faiss or qdrant" in out.output
+
+
 def test_search_errors(tmp_path):
     out = runner.invoke(app, ["search", str(tmp_path), "q"])
     assert out.exit_code == 2 and "no dense index" in out.output

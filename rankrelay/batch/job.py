@@ -1,0 +1,170 @@
+"""Batch reranking of a large candidates file: read, check every row, rerank query by query in resumable
+parts, write Parquet and a TREC run. In this process, or on Ray Data (:mod:`rankrelay.distributed.data`).
+
+Input: Parquet or JSON lines with ``query_id``, ``query``, ``doc_id``, ``text`` (one candidate a row; a
+query's candidates keep their file order as the input rank), or a TREC run with a BEIR folder for the
+texts. A malformed row is an :class:`InvalidInputError` naming its line (JSON lines) or row (Parquet);
+nothing is dropped. Queries are cut into parts of ``part_queries``; each part is written atomically to
+``OUT/parts/`` as it finishes, so a run that stops is resumed by running it again (``OUT/job.json``
+records what the parts belong to; another job in the same folder is a :class:`ConfigError`). Finally
+``OUT/reranked.parquet`` (query_id, doc_id, rank, score, normalized_score, input_rank, backend) and
+``OUT/run.trec`` are written.
+
+Example:
+    >>> from rankrelay.batch.job import job_manifest
+    >>> sorted(job_manifest(__file__, None, "identity", 64, None))
+    ['corpus', 'input', 'input_sha256', 'part_queries', 'spec', 'top_n']
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+from collections.abc import Callable, Iterable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rankrelay.batch.candidates import COLUMNS, QueryGroup, chunk, pyarrow_parquet, read_candidates, rerank_part
+from rankrelay.errors import ConfigError
+from rankrelay.hashing import file_sha256
+
+logger = logging.getLogger(__name__)
+
+
+# -- the job folder --------------------------------------------------------------------------
+@dataclass
+class BatchSummary:
+    """What a run did: parts and rows written, parts found done from an earlier run, the outputs."""
+
+    queries: int
+    rows: int
+    parts: int
+    resumed_parts: int
+    parquet: str
+    trec: str
+
+
+class BatchJob:
+    """The output folder of one batch job: its manifest, finished parts and final outputs."""
+
+    def __init__(self, out: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
+        self.out = Path(out)
+        self.parts_dir = self.out / "parts"
+        self.manifest = manifest
+        job = self.out / "job.json"
+        if job.exists():
+            before = json.loads(job.read_text())
+            if before != manifest:
+                changed = sorted(k for k in manifest if before.get(k) != manifest[k])
+                raise ConfigError(f"{self.out} holds another batch job (it differs in {', '.join(changed)}); "
+                                  "use a new --out folder or delete it")
+        self.parts_dir.mkdir(parents=True, exist_ok=True)
+        job.write_text(json.dumps(manifest, indent=2) + "\n")
+
+    def part_path(self, number: int) -> Path:
+        return self.parts_dir / f"part-{number:05d}.parquet"
+
+    def done(self, number: int) -> bool:
+        return self.part_path(number).exists()
+
+    def write_part(self, number: int, columns: dict[str, list[Any]]) -> None:
+        """Write one part atomically (a part file is whole or absent)."""
+        pq = pyarrow_parquet()
+        tmp = self.part_path(number).with_suffix(".tmp")
+        pq.write_table(_table(columns), tmp)
+        os.replace(tmp, self.part_path(number))
+
+    def finish(self, parts: int, tag: str) -> tuple[int, Path, Path]:
+        """Join the parts into ``reranked.parquet`` and ``run.trec``; returns rows and both paths."""
+        pq = pyarrow_parquet()
+        import pyarrow as pa
+
+        table = pa.concat_tables([pq.read_table(self.part_path(i)) for i in range(parts)])
+        parquet, trec = self.out / "reranked.parquet", self.out / "run.trec"
+        pq.write_table(table, parquet)
+        with trec.open("w", encoding="utf-8") as fh:
+            for qid, doc, rank, score in zip(*(table.column(c).to_pylist()
+                                               for c in ("query_id", "doc_id", "rank", "score"))):
+                fh.write(f"{qid} Q0 {doc} {rank} {score:.6f} {tag}\n")
+        return table.num_rows, parquet, trec
+
+
+def _table(columns: dict[str, list[Any]]) -> Any:
+    import pyarrow as pa
+
+    schema = pa.schema([("query_id", pa.string()), ("doc_id", pa.string()), ("rank", pa.int32()),
+                        ("score", pa.float64()), ("normalized_score", pa.float64()), ("input_rank", pa.int32()),
+                        ("backend", pa.string())])
+    return pa.table({c: columns[c] for c in COLUMNS}, schema=schema)
+
+
+def job_manifest(input_path: str | os.PathLike[str], corpus: str | os.PathLike[str] | None, spec: Any,
+                 part_queries: int, top_n: int | None) -> dict[str, Any]:
+    """What identifies a job: the input (by checksum), the reranker spec, the part size and ``top_n``."""
+    return {"input": str(input_path), "input_sha256": file_sha256(Path(input_path)),
+            "corpus": None if corpus is None else str(corpus), "spec": spec if isinstance(spec, (str, list, dict))
+            else repr(spec), "part_queries": part_queries, "top_n": top_n}
+
+
+def run_batch(input_path: str | os.PathLike[str], spec: Any, out: str | os.PathLike[str], *,
+              corpus: str | os.PathLike[str] | None = None, part_queries: int = 64, top_n: int | None = None,
+              use_ray: bool = False, actors: int | None = None,
+              progress: Callable[[int, int], None] | None = None) -> BatchSummary:
+    """Rerank a candidates file into ``out`` (resuming a stopped run of the same job).
+
+    Args:
+        input_path: Parquet, JSON lines or (with ``corpus``) a TREC run.
+        spec: the reranker: a spec, ``{"spec": ...}`` dict or chain (a Reranker object works in-process).
+        part_queries: queries per resumable part (and per model batch).
+        top_n: keep the best ``top_n`` of each query (None: all).
+        use_ray: rerank on Ray Data, one model per actor (``actors`` of them; default: one per CPU).
+        progress: called with (parts done, parts) as parts finish.
+    """
+    if part_queries < 1:
+        raise ConfigError(f"part_queries must be >= 1, got {part_queries}")
+    if top_n is not None and top_n < 1:
+        raise ConfigError(f"top_n must be >= 1 or None, got {top_n}")
+    pyarrow_parquet()
+    groups = read_candidates(input_path, corpus)
+    parts = chunk(groups, part_queries)
+    job = BatchJob(out, job_manifest(input_path, corpus, spec, part_queries, top_n))
+    todo = [i for i in range(len(parts)) if not job.done(i)]
+    resumed = len(parts) - len(todo)
+    if resumed:
+        logger.info("resuming: %d of %d parts are done in %s", resumed, len(parts), job.parts_dir)
+    done = resumed
+    if progress:
+        progress(done, len(parts))
+    if todo:
+        if use_ray:
+            from rankrelay.distributed.data import rerank_parts_on_ray
+
+            finished: Iterable[tuple[int, dict[str, list[Any]]]] = rerank_parts_on_ray(
+                spec, [(i, parts[i]) for i in todo], top_n, actors)
+        else:
+            finished = _rerank_here(spec, [(i, parts[i]) for i in todo], top_n)
+        for number, columns in finished:
+            job.write_part(number, columns)
+            done += 1
+            if progress:
+                progress(done, len(parts))
+    tag = "rankrelay-" + "".join(spec.split()) if isinstance(spec, str) else "rankrelay"
+    rows, parquet, trec = job.finish(len(parts), tag)
+    return BatchSummary(len(groups), rows, len(parts), resumed, str(parquet), str(trec))
+
+
+def _rerank_here(spec: Any, parts: list[tuple[int, list[QueryGroup]]],
+                 top_n: int | None) -> Iterator[tuple[int, dict[str, list[Any]]]]:
+    from rankrelay.rerankers.registry import load_reranker
+
+    reranker = load_reranker(spec)
+    reranker.warm_up()
+    try:
+        for number, part in parts:
+            yield number, rerank_part(reranker, part, top_n)
+    finally:
+        if reranker is not spec:
+            reranker.close()
+

@@ -1,0 +1,139 @@
+"""Qdrant in embedded local mode (a folder, no server) against FAISS flat, on the tiny bi-encoder."""
+
+import random
+import sys
+import time
+
+import pytest
+from conftest import WORDS
+from numerics import assert_ranking_follows, assert_scores_close
+
+pytest.importorskip("qdrant_client", reason="the qdrant extra is not installed")
+
+from rankrelay import (  # noqa: E402
+    BackendUnavailableError,
+    ConfigError,
+    MissingDependencyError,
+    TwoStageSearch,
+    load_reranker,  # noqa: E402
+)
+from rankrelay.errors import EmptyQueryError, InvalidInputError  # noqa: E402
+from rankrelay.retrieval import DenseRetriever, open_index  # noqa: E402
+from rankrelay.retrieval.qdrant import QdrantRetriever  # noqa: E402
+
+QUERIES = ["wing stall angle", "python sort order", "paris france capital", "boundary layer flow"]
+
+
+def corpus(n, seed=0):
+    rng = random.Random(seed)
+    return [{"id": f"d{i}", "text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 14))),
+             "metadata": {"n": i, "tags": ["a", "b"]}} for i in range(n)]
+
+
+@pytest.fixture(scope="module")
+def docs():
+    return corpus(200)
+
+
+@pytest.fixture(scope="module")
+def flat(tiny_bi_path, docs):
+    return DenseRetriever.build(docs, model=tiny_bi_path, device="cpu")
+
+
+@pytest.fixture(scope="module")
+def store(tiny_bi_path, docs, tmp_path_factory):
+    folder = tmp_path_factory.mktemp("qdrant")
+    retriever = QdrantRetriever.build(docs, model=tiny_bi_path, path=folder, device="cpu")
+    yield retriever, folder
+    retriever.close()
+
+
+def test_local_top_k_equals_faiss_flat(store, flat, docs):
+    qdrant, _ = store
+    assert len(qdrant) == 200 and qdrant.name == "qdrant"
+    emb = flat.encoder.encode([d["text"] for d in docs])
+    for query in QUERIES:
+        exact = (emb @ flat.encoder.encode([query])[0]).tolist()
+        got, want = qdrant.search(query, k=10), flat.search(query, k=10)
+        assert_ranking_follows(got.indices, exact)
+        assert_scores_close([r.score for r in got], [r.score for r in want])
+        assert [r.rank for r in got] == list(range(1, 11)) and got.num_candidates == 200
+        for r in got:
+            assert (r.id, r.text, r.metadata) == (docs[r.index]["id"], docs[r.index]["text"], docs[r.index]["metadata"])
+
+
+def test_save_open_round_trip_and_the_model_check(docs, tiny_bi_path, tiny_ce_path, tmp_path):
+    folder = tmp_path / "index" / "qdrant"
+    built = QdrantRetriever.build(docs[:50], model=tiny_bi_path, path=folder, device="cpu")
+    before = {q: built.search(q, 5).ids for q in QUERIES}
+    built.save(folder)
+    built.close()  # an embedded folder is locked while open
+    again = QdrantRetriever.open(folder, device="cpu")
+    assert len(again) == 50 and {q: again.search(q, 5).ids for q in QUERIES} == before
+    again.close()
+    for kind in ("dense", "hybrid"):  # what `rankrelay search` and the service's /search open
+        opened = open_index(tmp_path / "index", kind, device="cpu")
+        assert opened.name == "qdrant" and opened.search(QUERIES[0], 5).ids == before[QUERIES[0]]
+        opened.close()
+    with pytest.raises(ConfigError, match="was built with"):
+        QdrantRetriever.open(folder, model=tiny_ce_path)
+    with pytest.raises(ConfigError, match="no Qdrant collection 'other'"):
+        QdrantRetriever.open(tmp_path / "empty", collection="other")
+
+
+def test_incremental_add_equals_building_at_once(tiny_bi_path, docs, flat, tmp_path):
+    part = QdrantRetriever.build(docs[:120], model=tiny_bi_path, path=tmp_path / "q", device="cpu")
+    part.add(docs[120:])
+    assert len(part) == 200 and [d.id for d in part.docs] == [d["id"] for d in docs]
+    for q in QUERIES:
+        assert part.search(q, 10).ids == flat.search(q, 10).ids
+    part.close()
+
+
+def test_long_documents_score_by_their_best_passage(tiny_bi_path, tmp_path):
+    rng = random.Random(1)
+    long_doc = " ".join(rng.choice(WORDS) for _ in range(200))  # about 3x the tiny encoder's 64 tokens
+    docs = [{"id": "short", "text": "python sort order"}, {"id": "long", "text": long_doc}, {"id": "x", "text": "cat"}]
+    dense = DenseRetriever.build(docs, model=tiny_bi_path, device="cpu")
+    qdrant = QdrantRetriever.build(docs, model=tiny_bi_path, path=tmp_path / "q", device="cpu")
+    for query in ("wing stall angle", "python sort"):
+        got, want = qdrant.search(query, 10), dense.search(query, 10)
+        assert sorted(got.ids) == ["long", "short", "x"]  # one hit per document, not per passage
+        by_id = {r.id: r for r in want}
+        assert_scores_close([r.score for r in got], [by_id[r.id].score for r in got])
+        assert next(r for r in got if r.id == "long").passage == by_id["long"].passage
+    qdrant.close()
+
+
+def test_two_stage_search(store, tiny_ce_path):
+    qdrant, _ = store
+    reranker = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu")
+    out = TwoStageSearch(qdrant, reranker, retrieve_k=20, top_n=5)("wing stall angle")
+    direct = reranker.rerank("wing stall angle", [r.document for r in qdrant.search("wing stall angle", 20)], top_n=5)
+    assert out.ids == direct.ids and out.served_by == "cross-encoder"
+    assert out.num_candidates == 20
+
+
+def test_bad_input(store, tiny_bi_path, tmp_path):
+    qdrant, _ = store
+    with pytest.raises(EmptyQueryError):
+        qdrant.search(" ")
+    with pytest.raises(InvalidInputError):
+        qdrant.search("wing", k=0)
+    with pytest.raises(InvalidInputError, match="empty"):
+        QdrantRetriever.build([], model=tiny_bi_path, path=tmp_path / "q")
+    with pytest.raises(ConfigError, match="either a folder"):
+        QdrantRetriever.build(["x"], model=tiny_bi_path)
+
+
+def test_an_unreachable_server_fails_fast_naming_it(refused_url, tiny_bi_path):
+    start = time.monotonic()
+    with pytest.raises(BackendUnavailableError, match=refused_url.replace(".", r"\.")):
+        QdrantRetriever.open(url=refused_url)
+    assert time.monotonic() - start < 10
+
+
+def test_missing_qdrant_client_names_the_extra(monkeypatch, tiny_bi_path, tmp_path):
+    monkeypatch.setitem(sys.modules, "qdrant_client", None)
+    with pytest.raises(MissingDependencyError, match=r"rankrelay\[qdrant\]"):
+        QdrantRetriever.build(["x"], model=tiny_bi_path, path=tmp_path / "q")

@@ -1,0 +1,158 @@
+"""`rankrelay rerank-batch` in this process: inputs, row-for-row equality with the library, resuming,
+malformed rows."""
+
+import json
+
+import pytest
+from numerics import assert_scores_close
+from typer.testing import CliRunner
+
+pytest.importorskip("pyarrow", reason="the batch extra is not installed")
+import pyarrow as pa  # noqa: E402
+import pyarrow.parquet as pq  # noqa: E402
+
+from rankrelay import ConfigError, InvalidInputError, load_reranker  # noqa: E402
+from rankrelay.batch import read_candidates, run_batch  # noqa: E402
+from rankrelay.cli import app  # noqa: E402
+from rankrelay.rerankers.base import SingleQuery  # noqa: E402
+
+QUERIES = {"q1": "why does a wing stall", "q2": "python sort order", "q3": "capital of france",
+           "q4": "boundary layer separation", "q5": "cats and dogs"}
+TEXTS = ["the wing stall and the angle of attack", "python sort is stable", "paris is the capital of france",
+         "boundary layer separation on the wing", "cat and dog", "lift and drag of a wing", "sorting lists in python"]
+
+
+def rows():
+    """Each query's candidates: every text, rotated so the input order differs per query."""
+    out = []
+    for n, (qid, query) in enumerate(QUERIES.items()):
+        for k in range(len(TEXTS)):
+            i = (k + n) % len(TEXTS)
+            out.append({"query_id": qid, "query": query, "doc_id": f"d{i}", "text": TEXTS[i]})
+    return out
+
+
+@pytest.fixture
+def jsonl(tmp_path):
+    path = tmp_path / "candidates.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in rows()))
+    return path
+
+
+def expected(tiny_ce, top_n=None):
+    """The library's own reranking of each query's candidates, as output rows."""
+    out = []
+    by_query = {}
+    for r in rows():
+        by_query.setdefault(r["query_id"], []).append(r)
+    for qid, cands in by_query.items():
+        res = tiny_ce.rerank(cands[0]["query"], [c["text"] for c in cands], top_n=top_n)
+        out += [(qid, cands[r.index]["doc_id"], r.rank, r.score, r.index + 1) for r in res]
+    return out
+
+
+def output(folder):
+    table = pq.read_table(folder / "reranked.parquet").to_pydict()
+    return list(zip(table["query_id"], table["doc_id"], table["rank"], table["score"], table["input_rank"]))
+
+
+def check_same(got, want):
+    assert [(q, d, k, i) for q, d, k, _, i in got] == [(q, d, k, i) for q, d, k, _, i in want]
+    assert_scores_close([s for *_, s, _ in got], [s for *_, s, _ in want])
+
+
+def test_output_equals_the_library_row_for_row(jsonl, tmp_path, tiny_ce, tiny_ce_path):
+    summary = run_batch(jsonl, f"cross-encoder:{tiny_ce_path}", tmp_path / "out", part_queries=2)
+    assert (summary.queries, summary.parts, summary.rows, summary.resumed_parts) == (5, 3, 35, 0)
+    check_same(output(tmp_path / "out"), expected(tiny_ce))
+    trec = (tmp_path / "out" / "run.trec").read_text().splitlines()
+    assert len(trec) == 35 and trec[0].split()[:4] == ["q1", "Q0", output(tmp_path / "out")[0][1], "1"]
+
+
+def test_parquet_and_trec_inputs_and_top_n(tmp_path, tiny_ce, tiny_ce_path):
+    parquet = tmp_path / "c.parquet"
+    pq.write_table(pa.Table.from_pylist(rows()), parquet)
+    run_batch(parquet, f"cross-encoder:{tiny_ce_path}", tmp_path / "a", top_n=3)
+    check_same(output(tmp_path / "a"), expected(tiny_ce, top_n=3))
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n"
+                                               for i, t in enumerate(TEXTS)))
+    (beir / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n" for q, t in QUERIES.items()))
+    run = tmp_path / "first.trec"
+    run.write_text("".join(f"{r['query_id']} Q0 {r['doc_id']} {k % len(TEXTS) + 1} {1.0 / (k + 1):.3f} bm25\n"
+                           for k, r in enumerate(rows())))
+    run_batch(run, f"cross-encoder:{tiny_ce_path}", tmp_path / "b", corpus=beir)
+    check_same(output(tmp_path / "b"), expected(tiny_ce))
+
+
+class FailsOnce(SingleQuery):
+    """Scores by shared words; raises on its ``fail_at``-th call (a run that stops half way)."""
+
+    name = "words"
+
+    def __init__(self, fail_at):
+        self.calls, self.fail_at = 0, fail_at
+
+    def rerank(self, query, documents, top_n=None, **kwargs):
+        raise NotImplementedError
+
+    def rerank_batch(self, requests, top_n=None, **kwargs):
+        self.calls += 1
+        if self.calls == self.fail_at:
+            raise RuntimeError("the machine went away")
+        return [load_reranker("identity").rerank(q, docs, top_n=top_n) for q, docs in requests]
+
+    async def arerank(self, query, documents, top_n=None, **kwargs):
+        raise NotImplementedError
+
+
+def test_a_stopped_run_resumes_where_it_stopped(jsonl, tmp_path):
+    flaky = FailsOnce(fail_at=3)
+    with pytest.raises(RuntimeError, match="went away"):
+        run_batch(jsonl, flaky, tmp_path / "out", part_queries=1)
+    assert sorted(p.name for p in (tmp_path / "out" / "parts").iterdir()) == ["part-00000.parquet",
+                                                                              "part-00001.parquet"]
+    summary = run_batch(jsonl, flaky, tmp_path / "out", part_queries=1)
+    assert (summary.parts, summary.resumed_parts, summary.rows) == (5, 2, 35) and flaky.calls == 6
+    got = output(tmp_path / "out")
+    assert [(q, d) for q, d, *_ in got] == [(r["query_id"], r["doc_id"]) for r in rows()]  # identity: input order
+    with pytest.raises(ConfigError, match="another batch job .* part_queries"):
+        run_batch(jsonl, flaky, tmp_path / "out", part_queries=2)
+
+
+def test_malformed_rows_are_reported_by_line_and_nothing_is_written(tmp_path, tiny_ce_path):
+    path = tmp_path / "bad.jsonl"
+    good = rows()
+    lines = [json.dumps(good[0]), json.dumps({**good[1], "text": None}), "{not json", json.dumps(good[2]),
+             json.dumps({**good[3], "query": "another text for q1"}), json.dumps({**good[4], "text": 7}), ""]
+    path.write_text("\n".join(lines) + "\n")
+    with pytest.raises(InvalidInputError) as err:
+        run_batch(path, f"cross-encoder:{tiny_ce_path}", tmp_path / "out")
+    message = str(err.value)
+    assert "4 malformed row(s)" in message
+    for fragment in (":2: 'text' is missing", ":3: not JSON", ":5: query 'q1' has another text",
+                     ":6: 'text' is int, not text"):
+        assert fragment in message
+    assert not (tmp_path / "out").exists()
+    table = tmp_path / "bad.parquet"
+    pq.write_table(pa.Table.from_pylist([{**r, "query": ""} if i == 2 else r for i, r in enumerate(good[:4])]), table)
+    with pytest.raises(InvalidInputError, match=r"bad.parquet row 3: 'query' is empty"):
+        read_candidates(table)
+    pq.write_table(pa.Table.from_pylist([{"query_id": "q", "text": "t"}]), table)
+    with pytest.raises(InvalidInputError, match="no column query, doc_id"):
+        read_candidates(table)
+
+
+def test_cli(jsonl, tmp_path, tiny_ce_path):
+    runner = CliRunner()
+    out = runner.invoke(app, ["rerank-batch", str(jsonl), "--model", f"cross-encoder:{tiny_ce_path}",
+                              "--out", str(tmp_path / "out"), "--top-n", "2", "--part-queries", "2"])
+    assert out.exit_code == 0, out.output
+    assert "reranked 5 queries, 10 rows in 3 parts" in out.output
+    again = runner.invoke(app, ["rerank-batch", str(jsonl), "--model", f"cross-encoder:{tiny_ce_path}",
+                                "--out", str(tmp_path / "out"), "--top-n", "2", "--part-queries", "2"])
+    assert again.exit_code == 0 and "(3 resumed)" in again.output
+    bad = runner.invoke(app, ["rerank-batch", str(tmp_path / "none.jsonl"), "--model", "identity",
+                              "--out", str(tmp_path / "x")])
+    assert bad.exit_code == 2 and "no such candidates file" in bad.output
