@@ -428,6 +428,11 @@ def serve(
         float | None, typer.Option(min=0.001, help="Latency budget per request: a local model reranks the head "
                                    "that fits, the rest stays in first-stage order.")
     ] = None,
+    use_ray: Annotated[bool, typer.Option("--ray", help="Serve on Ray Serve: models in replicas "
+                                                        "(RAY_ADDRESS joins a cluster, else Ray starts here).")]
+    = False,
+    replicas: Annotated[int, typer.Option(min=1, help="With --ray: model replicas.")] = 1,
+    autoscale: Annotated[str | None, typer.Option(help="With --ray: MIN,MAX replicas, scaled by load.")] = None,
     config: ConfigOption = None,
 ) -> None:
     """Serve rerankers over HTTP: Cohere's /v2/rerank and /v1/rerank, TEI's /rerank, /search, /health, /metrics.
@@ -437,8 +442,10 @@ def serve(
     import uvicorn
 
     from rankrelay.rerankers import load_settings
-    from rankrelay.server.app import create_app_from_settings
+    from rankrelay.server.app import create_app_from_settings, plan_from_settings
 
+    if (replicas != 1 or autoscale) and not use_ray:
+        raise _fail(ConfigError("--replicas and --autoscale need --ray"))
     try:
         models = {}
         for item in model or []:
@@ -451,6 +458,15 @@ def serve(
                                         "index": str(index) if index else None}.items() if v is not None}
         if no_auth:
             overrides["allow_unauthenticated"] = True
+        if use_ray:
+            from rankrelay.distributed.serve import parse_autoscale, run
+            from rankrelay.server.service import load_models
+
+            plan = plan_from_settings(settings, models, api_key or [], **overrides)
+            load_models(plan.models, plan.settings)  # a bad spec fails here, not in every replica Ray starts
+            run(plan, host=host or settings.service.host, port=settings.service.port if port is None else port,
+                replicas=replicas, autoscale=parse_autoscale(autoscale) if autoscale else None)
+            return
         app_ = create_app_from_settings(settings, models, api_key or [], **overrides)
     except RankRelayError as exc:
         raise _fail(exc) from None

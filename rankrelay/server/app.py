@@ -17,6 +17,7 @@ from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
+from dataclasses import dataclass
 from typing import Any
 
 from pydantic import SecretStr
@@ -34,7 +35,7 @@ from rankrelay.server.guards import BodyLimit, bearer_auth  # noqa: E402
 from rankrelay.server.metrics import RequestMetrics  # noqa: E402
 from rankrelay.server.service import Service, load_models  # noqa: E402
 
-__all__ = ["Limits", "create_app", "create_app_from_settings"]
+__all__ = ["AppPlan", "Limits", "create_app", "create_app_from_settings", "plan_from_settings"]
 
 
 def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr] = (),
@@ -81,9 +82,32 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
     return app
 
 
-def create_app_from_settings(settings: Settings, models: Mapping[str, Any] | None = None,
-                             api_keys: Sequence[str | SecretStr] = (), **overrides: Any) -> Any:
-    """Build the app from ``settings.service`` (models, keys, index, limits).
+@dataclass
+class AppPlan:
+    """What a service serves, resolved from the settings and the command line: the one description the
+    single-process app and the Ray Serve deployment (:mod:`rankrelay.distributed.serve`) are built from."""
+
+    models: dict[str, Any]
+    api_keys: list[str | SecretStr]
+    allow_unauthenticated: bool
+    limits: Limits
+    index: str | None
+    retriever: str
+    retrieve_k: int
+    settings: Settings
+
+    def open_retriever(self) -> Retriever | None:
+        """The first stage for ``/search`` (None without an index)."""
+        if not self.index:
+            return None
+        from rankrelay.retrieval import open_index
+
+        return open_index(self.index, self.retriever, device=self.settings.device)
+
+
+def plan_from_settings(settings: Settings, models: Mapping[str, Any] | None = None,
+                       api_keys: Sequence[str | SecretStr] = (), **overrides: Any) -> AppPlan:
+    """Resolve ``settings.service`` (models, keys, index, limits) and the command line into an :class:`AppPlan`.
 
     ``models`` (from ``--model``), when given, are served instead of the configured ones; a spec there may
     name a configured model (or ``fallback``, the settings' chain) to serve that chain under a new name.
@@ -103,11 +127,14 @@ def create_app_from_settings(settings: Settings, models: Mapping[str, Any] | Non
         chosen[name] = spec
     if not chosen:
         chosen = configured or {"default": list(settings.fallback) if settings.fallback else settings.backend}
-    retriever = None
-    if service.index:
-        from rankrelay.retrieval import open_index
+    return AppPlan(chosen, [*service.api_keys, *api_keys], service.allow_unauthenticated, service.limits(),
+                   service.index, service.retriever, service.retrieve_k, settings)
 
-        retriever = open_index(service.index, service.retriever, device=settings.device)
-    return create_app(chosen, api_keys=[*service.api_keys, *api_keys],
-                      allow_unauthenticated=service.allow_unauthenticated, limits=service.limits(),
-                      retriever=retriever, retrieve_k=service.retrieve_k, settings=settings)
+
+def create_app_from_settings(settings: Settings, models: Mapping[str, Any] | None = None,
+                             api_keys: Sequence[str | SecretStr] = (), **overrides: Any) -> Any:
+    """Build the app from ``settings.service`` and the command line (see :func:`plan_from_settings`)."""
+    plan = plan_from_settings(settings, models, api_keys, **overrides)
+    return create_app(plan.models, api_keys=plan.api_keys, allow_unauthenticated=plan.allow_unauthenticated,
+                      limits=plan.limits, retriever=plan.open_retriever(), retrieve_k=plan.retrieve_k,
+                      settings=plan.settings)

