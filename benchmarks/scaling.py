@@ -3,9 +3,11 @@
 1. Per-request overhead of the Ray Serve path (proxy -> gateway -> models replica) over the single-process
    service on loopback: p50 at one client for a model that costs nothing (``identity``) and for the
    cross-encoder with 10 documents.
-2. Throughput of 100-document requests from 8 concurrent clients: single process, Ray Serve with 1 and with 2
+2. Batching inside a replica: rankrelay's dynamic batcher against Ray Serve's ``@serve.batch`` (16 clients
+   of 10-document requests, where packing requests together matters).
+3. Throughput of 100-document requests from 8 concurrent clients: single process, Ray Serve with 1 and with 2
    model replicas (each replica gets CPUs / replicas torch threads); pairs/s.
-3. Batch reranking: ``run_batch`` in-process against Ray Data with one model per actor; pairs/s.
+4. Batch reranking: ``run_batch`` in-process against Ray Data with one model per actor; pairs/s.
 
 The model is MiniLM-L6 built from the bundled all-MiniLM-L6-v2 weights (see ``overhead.py``); the
 services run as ``rankrelay serve [--ray]`` subprocesses, driven from this process with httpx.
@@ -113,15 +115,78 @@ def batch_pairs_per_s(model: str, queries: int, per_query: int, use_ray: bool) -
     return queries * per_query / (time.perf_counter() - start)
 
 
+def serve_batch_host() -> type:
+    """A ``models`` replica that batches with Ray Serve's ``@serve.batch`` instead of rankrelay's batcher."""
+    from ray import serve
+
+    from rankrelay.distributed.serve import ModelHost
+
+    class ServeBatchHost(ModelHost):
+        async def rerank(self, name: str, query: str, documents: list, top_n: int | None):  # type: ignore[override]
+            await self._start()
+            res = await self._batched(name, query, documents)
+            return res.top_k(top_n) if top_n else res
+
+        @serve.batch(max_batch_size=16, batch_wait_timeout_s=0.002)
+        async def _batched(self, names: list[str], queries: list[str], documents: list[list]) -> list:
+            out: list = [None] * len(names)
+            for model in set(names):
+                picked = [i for i, n in enumerate(names) if n == model]
+                results = await asyncio.to_thread(self.service.rerankers[model].rerank_batch,
+                                                  [(queries[i], documents[i]) for i in picked])
+                for i, res in zip(picked, results):
+                    out[i] = res
+            return out
+
+    return ServeBatchHost
+
+
+def batching_comparison(model: str, console: Console, clients: int, total: int, n_docs: int) -> None:
+    """rankrelay's batcher in each replica against Ray Serve's @serve.batch, same app, same load."""
+    import ray
+    from ray import serve
+
+    from rankrelay.config import Limits, Settings
+    from rankrelay.distributed.serve import build_application
+    from rankrelay.server.app import AppPlan
+
+    rows = []
+    for name, host, batching in (("rankrelay batcher", None, True), ("@serve.batch", serve_batch_host(), False)):
+        ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
+        plan = AppPlan({"ce": f"cross-encoder:{model}?score_cache=off", "ref": "identity"}, [], True,
+                       Limits(batching=batching, request_timeout=3600), None, "hybrid", 100, Settings(device="cpu"))
+        port = free_port()
+        serve.start(http_options={"host": "127.0.0.1", "port": port})
+        extra = {"host": host} if host is not None else {}
+        serve.run(build_application(plan, cpus_per_replica=2.0, **extra), name="rankrelay", route_prefix="/")
+        url = f"http://127.0.0.1:{port}"
+        asyncio.run(load(url, "ce", clients, 2 * clients, n_docs))  # warm
+        rps, latencies = asyncio.run(load(url, "ce", clients, total, n_docs))
+        rows.append((name, rps * n_docs, pct(latencies, 50), pct(latencies, 95)))
+        serve.shutdown()
+        ray.shutdown()
+    table = Table(title=f"batching in the Ray Serve replica: {clients} clients x {n_docs}-document requests "
+                        f"({total} requests), 1 replica")
+    for col in ("batching", "pairs/s", "p50 ms", "p95 ms"):
+        table.add_column(col, justify="right")
+    for name, pairs, p50, p95 in rows:
+        table.add_row(name, f"{pairs:.0f}", f"{p50:.0f}", f"{p95:.0f}")
+    console.print(table)
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--batch-queries", type=int, default=48, help="queries of 100 candidates in the batch run")
     parser.add_argument("--model", help="cross-encoder path (default: MiniLM-L6 from bundled weights)")
     parser.add_argument("--requests", type=int, default=48, help="100-document requests per throughput run")
+    parser.add_argument("--batching-only", action="store_true", help="only the batcher vs @serve.batch run")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(message)s")
     model = args.model or build_minilm_cross_encoder(Path(tempfile.gettempdir()) / "rankrelay-bench-minilm-ce")
     console = Console(width=150)
+    batching_comparison(model, console, clients=16, total=160, n_docs=10)
+    if args.batching_only:
+        return
 
     overhead, throughput = {}, {}
     for name, replicas in (("single process", None), ("ray 1 replica", 1), ("ray 2 replicas", 2)):

@@ -313,6 +313,9 @@ def bench(
     ] = None,
     out: Annotated[Path, typer.Option(help="Report folder (also caches candidates and runs).")] = Path("report"),
     split: Annotated[str, typer.Option(help="qrels split.")] = "test",
+    use_ray: Annotated[bool, typer.Option("--ray", help="Score on Ray Data, one model per actor "
+                                                        "(RAY_ADDRESS joins a cluster, else Ray starts here).")]
+    = False,
 ) -> None:
     """Score several backends on the same candidates: metrics, significance, agreement, latency."""
     from rankrelay.evaluation import compare
@@ -331,7 +334,7 @@ def bench(
                                   f"got {queries!r}")
             chosen = int(queries)
         result = compare(dataset, candidates, specs, depth=depth, queries=chosen, out=out, split=split,
-                         progress=console.is_terminal)
+                         progress=console.is_terminal, use_ray=use_ray)
     except RankRelayError as exc:
         raise _fail(exc) from None
     metrics = ("ndcg@10", "mrr@10", "recall@100")

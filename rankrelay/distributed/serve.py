@@ -170,8 +170,10 @@ class Gateway:
 
 
 def build_application(plan: AppPlan, *, replicas: int = 1, autoscale: tuple[int, int] | None = None,
-                      cpus_per_replica: float = 1.0, max_ongoing_requests: int = 64) -> Any:
-    """The Ray Serve application for ``plan`` (``serve.run`` it, or use :func:`run`)."""
+                      cpus_per_replica: float = 1.0, max_ongoing_requests: int = 64,
+                      host: type[ModelHost] = ModelHost) -> Any:
+    """The Ray Serve application for ``plan`` (``serve.run`` it, or use :func:`run`); ``host`` is the
+    ``models`` replicas' class (a subclass may batch differently, as ``benchmarks/scaling.py`` does)."""
     from ray import serve
 
     if replicas < 1:
@@ -183,7 +185,7 @@ def build_application(plan: AppPlan, *, replicas: int = 1, autoscale: tuple[int,
     models = serve.deployment(
         name="models", ray_actor_options={"num_cpus": cpus_per_replica}, max_ongoing_requests=max_ongoing_requests,
         health_check_period_s=5, health_check_timeout_s=60, graceful_shutdown_wait_loop_s=1,
-        graceful_shutdown_timeout_s=30, **scaling)(ModelHost)
+        graceful_shutdown_timeout_s=30, **scaling)(host)
     gateway = serve.deployment(name="gateway", num_replicas=1, ray_actor_options={"num_cpus": 0},
                                max_ongoing_requests=4 * max_ongoing_requests)(serve.ingress()(Gateway))
     return gateway.bind(models.bind(plan, threads), plan)

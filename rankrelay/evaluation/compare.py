@@ -15,19 +15,18 @@ import logging
 import os
 import re
 import statistics
-import time
-from collections.abc import Sequence
+from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
 from rich.progress import track
 
-from rankrelay.errors import InvalidInputError, RankRelayError
+from rankrelay.errors import InvalidInputError
 from rankrelay.evaluation.comparison import (
     BASELINE,
-    PROBABILITY_NORMALIZATIONS,
     BackendRun,
     Comparison,
+    score_query,
 )
 from rankrelay.evaluation.data import (
     BeirDataset,
@@ -64,9 +63,10 @@ def backend_name(item: Any) -> str:
 
 
 def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking], cache: Path | None,
-                progress: bool = True) -> BackendRun:
+                progress: bool = True, use_ray: bool = False) -> BackendRun:
     """Rerank every query's candidates with ``item`` (a spec, a spec dict with options, or a Reranker);
-    resumable through ``cache`` (a JSON file)."""
+    resumable through ``cache`` (a JSON file). ``use_ray``: the queries run on Ray Data, one model per
+    actor, each query timed on its actor."""
     spec = backend_name(item)
     run = BackendRun(spec)
     if cache is not None and cache.exists():
@@ -80,30 +80,18 @@ def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking],
         spec_text, options = split_options(item)
         options["spec"] = spec_text
     budget_ms = options.pop("budget_ms", None)  # a call option: every query gets this budget
-    reranker = load_chain_item(options if options else item)
-    reranker.warm_up()  # loading a model is not a query's latency
-    for done, qid in enumerate(track(todo, description=f"{spec:<28}", disable=not progress), start=1):
-        docs = [dataset.corpus[d] for d, _ in candidates[qid]]
-        start = time.perf_counter()
-        try:
-            res = reranker.rerank(dataset.queries[qid], docs, **({"budget_ms": budget_ms} if budget_ms else {}))
-        except RankRelayError as exc:
-            run.failures[qid] = f"{type(exc).__name__}: {exc}"
-            logger.warning("%s failed on query %s: %s", spec, qid, exc)
-            continue
-        run.latency_ms[qid] = (time.perf_counter() - start) * 1000.0
-        run.model_ms[qid] = res.timings.get("model", 0.0)
-        run.rankings[qid] = [(str(r.id), r.score) for r in res.results]
-        run.served_by[qid] = res.backend
-        run.normalization = res.normalization
-        if res.normalization in PROBABILITY_NORMALIZATIONS:
-            run.probabilities[qid] = [r.normalized_score for r in res.results]
-        for unit, value in res.info.get("billed_units", {}).items():
-            run.billed[unit] = run.billed.get(unit, 0) + value
-        for key, value in (res.info.get("score_cache") or {}).items():
-            run.cache[key] = run.cache.get(key, 0) + value
-        if "reranked" in res.info:
-            run.reranked[qid] = res.info["reranked"]
+    work = [(qid, dataset.queries[qid], [dataset.corpus[d] for d, _ in candidates[qid]]) for qid in todo]
+    if use_ray:
+        from rankrelay.distributed.data import score_queries_on_ray
+
+        outcomes = score_queries_on_ray(options if options else item, work, budget_ms)
+    else:
+        outcomes = _score_here(load_chain_item(options if options else item), work, budget_ms)
+    for done, (qid, outcome) in enumerate(track(outcomes, total=len(work), description=f"{spec:<28}",
+                                                disable=not progress), start=1):
+        run.record(qid, outcome)
+        if outcome.get("error"):
+            logger.warning("%s failed on query %s: %s", spec, qid, outcome["error"])
         if cache is not None and (done % 20 == 0 or done == len(todo)):
             cache.write_text(json.dumps(run.to_dict()))
     if cache is not None:
@@ -111,6 +99,11 @@ def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking],
     return run
 
 
+def _score_here(reranker: Any, work: list[tuple[str, str, list[Any]]],
+                budget_ms: float | None) -> Iterator[tuple[str, dict[str, Any]]]:
+    reranker.warm_up()  # loading a model is not a query's latency
+    for qid, query, docs in work:
+        yield qid, score_query(reranker, query, docs, budget_ms)
 
 
 def write_report(comparison: Comparison, out: str | os.PathLike[str]) -> Path:
@@ -219,6 +212,7 @@ def compare(
     split: str = "test",
     progress: bool = True,
     prices: dict[str, float] | None = None,
+    use_ray: bool = False,
 ) -> Comparison:
     """Score several backends on the same candidates.
 
@@ -232,6 +226,8 @@ def compare(
         out: folder for candidates.trec, per-backend caches (resume) and the reports.
         prices: dollars per billed unit for the cost estimate (default: ``Settings().prices``); local
             backends are costed by their compute time.
+        use_ray: score each backend's queries on Ray Data (one model per actor; ``RAY_ADDRESS`` joins a
+            cluster), each query timed on its actor; backends must be given as specs.
     """
     data = dataset if isinstance(dataset, BeirDataset) else load_beir(dataset, split)
     qids = data.judged_queries()
@@ -262,7 +258,7 @@ def compare(
     for item in backends:
         name = backend_name(item)
         cache = folder / "runs" / f"{_slug(name)}-{checksum}.json" if folder is not None else None
-        runs[name] = run_backend(item, data, run, cache, progress)
+        runs[name] = run_backend(item, data, run, cache, progress, use_ray)
 
     scored_q = [q for q in qids if q in run and all(q in r.rankings for r in runs.values())]
     warnings = []

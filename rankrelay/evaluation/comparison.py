@@ -13,11 +13,15 @@ Example:
 from __future__ import annotations
 
 import statistics
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from rankrelay.errors import RankRelayError
 from rankrelay.evaluation.data import Ranking
+from rankrelay.rerankers.base import Reranker
+from rankrelay.results import DocumentLike
 
 BASELINE = "first-stage"
 PROBABILITY_NORMALIZATIONS = ("sigmoid", "calibrated")
@@ -44,6 +48,44 @@ class BackendRun:
 
     def to_dict(self) -> dict[str, Any]:
         return {k: getattr(self, k) for k in self.__slots__}
+
+    def record(self, qid: str, outcome: dict[str, Any]) -> None:
+        """Add one query's :func:`score_query` outcome (a failure is kept apart, out of every metric)."""
+        if outcome.get("error"):
+            self.failures[qid] = outcome["error"]
+            return
+        self.latency_ms[qid] = outcome["latency_ms"]
+        self.model_ms[qid] = outcome["model_ms"]
+        self.rankings[qid] = [(d, s) for d, s in outcome["ranking"]]
+        self.served_by[qid] = outcome["backend"]
+        self.normalization = outcome["normalization"]
+        if outcome["normalization"] in PROBABILITY_NORMALIZATIONS:
+            self.probabilities[qid] = outcome["normalized"]
+        for unit, value in outcome["billed"].items():
+            self.billed[unit] = self.billed.get(unit, 0) + value
+        for key, value in outcome["cache"].items():
+            self.cache[key] = self.cache.get(key, 0) + value
+        if outcome["reranked"] is not None:
+            self.reranked[qid] = outcome["reranked"]
+
+
+def score_query(reranker: Reranker, query: str, docs: list[DocumentLike],
+                budget_ms: float | None = None) -> dict[str, Any]:
+    """Rerank one query's candidates and time it: what :meth:`BackendRun.record` keeps (JSON-ready, so it
+    travels from a Ray actor too). A backend error becomes the outcome's ``error``."""
+    kwargs: dict[str, Any] = {"budget_ms": budget_ms} if budget_ms else {}
+    start = time.perf_counter()
+    try:
+        res = reranker.rerank(query, docs, **kwargs)
+    except RankRelayError as exc:
+        return {"error": f"{type(exc).__name__}: {exc}"}
+    return {
+        "error": None, "latency_ms": (time.perf_counter() - start) * 1000.0, "model_ms": res.timings.get("model", 0.0),
+        "ranking": [(str(r.id), r.score) for r in res.results], "normalized": [r.normalized_score for r in res.results],
+        "backend": res.backend, "normalization": res.normalization,
+        "billed": dict(res.info.get("billed_units", {})), "cache": dict(res.info.get("score_cache") or {}),
+        "reranked": res.info.get("reranked"),
+    }
 
 
 @dataclass(slots=True)

@@ -92,3 +92,36 @@ def test_missing_ray_names_the_extra(monkeypatch):
     monkeypatch.setitem(sys.modules, "ray", None)
     with pytest.raises(MissingDependencyError, match=r"rankrelay\[ray\]"):
         ray_module()
+
+
+def test_bench_on_ray_scores_like_bench_here(local_ray, tmp_path, tiny_ce_path):
+    from rankrelay.evaluation import compare, write_trec
+
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    corpus, queries, qrels, run = [], [], ["query-id\tcorpus-id\tscore"], {}
+    for q in range(6):
+        queries.append({"_id": f"q{q}", "text": f"why does the wing stall {q}"})
+        ids = [f"q{q}d{i}" for i in range(8)]
+        corpus += [{"_id": d, "title": "", "text": TEXTS[i % len(TEXTS)] + f" {q}"} for i, d in enumerate(ids)]
+        qrels += [f"q{q}\t{ids[0]}\t2", f"q{q}\t{ids[3]}\t1"]
+        run[f"q{q}"] = [(d, float(8 - i)) for i, d in enumerate(ids)]
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(c) + "\n" for c in corpus))
+    (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    (folder / "qrels" / "test.tsv").write_text("\n".join(qrels) + "\n")
+    write_trec(tmp_path / "cands.trec", run, "fixed")
+    specs = ["identity", "random:3", f"cross-encoder:{tiny_ce_path}"]
+    here = compare(folder, str(tmp_path / "cands.trec"), specs, progress=False)
+    there = compare(folder, str(tmp_path / "cands.trec"), specs, progress=False, use_ray=True)
+    assert there.queries == here.queries and set(there.runs) == set(here.runs)
+    for name in here.runs:
+        a, b = here.runs[name], there.runs[name]
+        assert b.served_by == a.served_by and set(b.latency_ms) == set(a.latency_ms) == set(here.queries)
+        for q in here.queries:
+            assert [d for d, _ in b.rankings[q]] == [d for d, _ in a.rankings[q]] or name.startswith("cross")
+            assert [s for _, s in b.rankings[q]] == pytest.approx([s for _, s in a.rankings[q]], rel=1e-4, abs=1e-4)
+        assert there.metrics[name] == pytest.approx(here.metrics[name], abs=1e-6)
+    with pytest.raises(ConfigError, match="needs the reranker as a spec"):
+        from rankrelay import load_reranker
+
+        compare(folder, str(tmp_path / "cands.trec"), [load_reranker("identity")], progress=False, use_ray=True)
