@@ -137,3 +137,29 @@ def test_missing_qdrant_client_names_the_extra(monkeypatch, tiny_bi_path, tmp_pa
     monkeypatch.setitem(sys.modules, "qdrant_client", None)
     with pytest.raises(MissingDependencyError, match=r"rankrelay\[qdrant\]"):
         QdrantRetriever.build(["x"], model=tiny_bi_path, path=tmp_path / "q")
+
+
+def test_the_service_searches_a_qdrant_index(docs, tiny_bi_path, tiny_ce_path, tmp_path):
+    pytest.importorskip("fastapi", reason="the server extra is not installed")
+    import httpx
+    from serving import running
+
+    from rankrelay.server.app import create_app
+
+    folder = tmp_path / "index" / "qdrant"
+    built = QdrantRetriever.build(docs[:40], model=tiny_bi_path, path=folder, device="cpu")
+    built.save(folder)
+    built.close()
+    retriever = open_index(tmp_path / "index", "dense", device="cpu")  # what `rankrelay serve --index` opens
+    reranker = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu")
+    expected = TwoStageSearch(retriever, reranker, retrieve_k=10, top_n=3)("wing stall angle")
+    app = create_app({"tiny": f"cross-encoder:{tiny_ce_path}"}, allow_unauthenticated=True, retriever=retriever)
+    with running(app) as (url, _):
+        reply = httpx.post(f"{url}/search", json={"query": "wing stall angle", "retrieve_k": 10, "top_n": 3},
+                           timeout=60)
+    retriever.close()
+    assert reply.status_code == 200, reply.text
+    data = reply.json()
+    assert [r["id"] for r in data["results"]] == expected.ids and data["served_by"] == "cross-encoder"
+    assert [r["first_rank"] for r in data["results"]] == [m["first_rank"] for m in expected.movement]
+    assert data["num_candidates"] == 10
