@@ -1,0 +1,5 @@
+"""``python -m rankrelay.cli``: the command line."""
+
+from rankrelay.cli import app
+
+app()

@@ -1,0 +1,106 @@
+"""``rankrelay rerank`` a file, list the ``models``, run the ``demo``."""
+
+from __future__ import annotations
+
+import json
+from typing import Annotated
+
+import typer
+from rich.table import Table
+
+from rankrelay.cli.common import ConfigOption, app, console, fail, render_result
+from rankrelay.config import PRESETS
+from rankrelay.errors import RankRelayError
+
+
+@app.command()
+def rerank(
+    documents: Annotated[
+        str, typer.Argument(help="Documents: .jsonl (objects with 'text') or .txt (one a line); '-' for stdin.")
+    ],
+    query: Annotated[str, typer.Option("--query", "-q", help="The query.")],
+    model: Annotated[
+        str | None, typer.Option("--model", "-m", help="Backend spec or preset (default: settings).")
+    ] = None,
+    top_n: Annotated[int | None, typer.Option("--top-n", "-n", min=1, help="Keep the best N.")] = None,
+    normalize: Annotated[str | None, typer.Option(help="rank, sigmoid, minmax, zscore or none.")] = None,
+    batch_size: Annotated[int | None, typer.Option(min=1, help="Pairs per forward pass.")] = None,
+    device: Annotated[str | None, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = None,
+    long_documents: Annotated[str | None, typer.Option(help="passages, truncate or error.")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the result as JSON.")] = False,
+    config: ConfigOption = None,
+) -> None:
+    """Rerank documents from a file for one query."""
+    from rankrelay.io import read_documents
+    from rankrelay.rerankers import load_reranker, load_settings
+
+    overrides = {
+        k: v
+        for k, v in {"normalize": normalize, "batch_size": batch_size, "device": device,
+                     "long_documents": long_documents}.items()
+        if v is not None
+    }
+    try:
+        settings = load_settings(str(config) if config else None, **overrides)
+        docs = read_documents(documents)
+        reranker = load_reranker(model, settings=settings)
+        result = reranker.rerank(query, docs, top_n=top_n if top_n is not None else settings.top_n)
+    except RankRelayError as exc:
+        raise fail(exc) from None
+    if as_json:
+        typer.echo(json.dumps(result.to_dict(), ensure_ascii=False, indent=2))
+        return
+    console.print(render_result(result, title=f"{result.backend} {result.model or ''} — {query!r}"))
+    console.print(f"{len(result)} of {result.num_candidates} documents; "
+                  f"model {result.timings['model']:.1f} ms, total {result.timings['total']:.1f} ms")
+
+@app.command()
+def models() -> None:
+    """List presets (with whether their weights are on this machine) and registered backends."""
+    from rankrelay.hub import find_local
+    from rankrelay.rerankers import backends
+
+    presets = Table(title="presets (weights: where they are on this machine)", title_justify="left")
+    for col in ("name", "model", "max len", "activation", "weights"):
+        presets.add_column(col)
+    for p in PRESETS.values():
+        try:
+            local = find_local(p.model)
+        except RankRelayError:
+            local = None
+        presets.add_row(p.name, p.model, str(p.max_length), p.activation, local.source if local else "hub")
+    console.print(presets)
+    table = Table(title="backends (spec: name:model)", title_justify="left")
+    for col in ("name", "extra", "about"):
+        table.add_column(col)
+    for b in backends():
+        table.add_row(b.name, b.extra or "", b.description)
+    console.print(table)
+
+@app.command()
+def demo(
+    dataset: Annotated[
+        str | None, typer.Option(help="A BEIR folder to search instead of the standard library's docstrings.")
+    ] = None,
+    questions: Annotated[int, typer.Option(min=1, help="How many example questions (or dataset queries).")] = 4,
+    rebuild: Annotated[bool, typer.Option(help="Rebuild the cached index.")] = False,
+    model: Annotated[
+        str | None, typer.Option(help="A cross-encoder from 'rankrelay train' (default: models/<dataset name>).")
+    ] = None,
+) -> None:
+    """Two-stage search (hybrid retrieval, then a fallback chain of rerankers) on a real corpus, offline."""
+    from rankrelay.demo import run_demo
+
+    try:
+        run = run_demo(dataset, questions, rebuild, model,
+                       notify=lambda note: console.print(note, highlight=False), show_progress=console.is_terminal)
+    except RankRelayError as exc:
+        raise fail(exc) from None
+    for out in run.results:
+        console.print(render_result(out, title=f"{out.query!r} — served by {out.served_by}",
+                                    first_ranks=[m["first_rank"] for m in out.movement]))
+        t = out.timings
+        failed = ", ".join(f"{f['backend']} ({f['error']})" for f in out.info.get("fallbacks", []))
+        console.print(f"per query (batch of {len(run.results)}): retrieve {t['retrieve_ms']:.0f} ms, "
+                      f"rerank {t['rerank_ms']:.0f} ms, total {t['total_ms']:.0f} ms"
+                      + (f"; fell back past: {failed}" if failed else ""), highlight=False)

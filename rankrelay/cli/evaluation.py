@@ -1,0 +1,120 @@
+"""``rankrelay bench`` backends on a BEIR dataset and ``train`` a cross-encoder on its judgments."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rankrelay.cli.common import app, console, err_console, fail
+from rankrelay.errors import ConfigError, RankRelayError
+
+
+@app.command()
+def bench(
+    dataset: Annotated[Path, typer.Option(help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/).")],
+    backends: Annotated[str, typer.Option(help="Comma-separated reranker specs, e.g. identity,random,minilm-l6.")],
+    candidates: Annotated[str, typer.Option(help="bm25, dense, hybrid, or a TREC run file.")] = "bm25",
+    depth: Annotated[int, typer.Option(min=1, help="Candidates per query.")] = 100,
+    queries: Annotated[
+        str | None, typer.Option(help="The first N judged queries, or with --split-file a part: train, dev or test.")
+    ] = None,
+    split_file: Annotated[
+        Path | None, typer.Option(help="split.json from 'rankrelay train': evaluate one part's queries only.")
+    ] = None,
+    out: Annotated[Path, typer.Option(help="Report folder (also caches candidates and runs).")] = Path("report"),
+    split: Annotated[str, typer.Option(help="qrels split.")] = "test",
+    use_ray: Annotated[bool, typer.Option("--ray", help="Score on Ray Data, one model per actor "
+                                                        "(RAY_ADDRESS joins a cluster, else Ray starts here).")]
+    = False,
+) -> None:
+    """Score several backends on the same candidates: metrics, significance, agreement, latency."""
+    from rankrelay.evaluation import compare
+    from rankrelay.evaluation.report import table
+
+    specs = [b.strip() for b in backends.split(",") if b.strip()]
+    try:
+        chosen: int | list[str] | None = None
+        if split_file is not None:
+            from rankrelay.training.split import load_split
+
+            chosen = load_split(split_file, queries or "test")
+        elif queries is not None:
+            if not queries.isdigit() or int(queries) < 1:
+                raise ConfigError(f"--queries takes a number of queries (or a split part with --split-file), "
+                                  f"got {queries!r}")
+            chosen = int(queries)
+        result = compare(dataset, candidates, specs, depth=depth, queries=chosen, out=out, split=split,
+                         progress=console.is_terminal, use_ray=use_ray)
+    except RankRelayError as exc:
+        raise fail(exc) from None
+    metrics = ("ndcg@10", "mrr@10", "recall@100")
+    typer.echo(table(["backend", *metrics], [[n, *(m[k] for k in metrics)] for n, m in result.metrics.items()]))
+    typer.echo(table(["backend", "p50 ms", "nDCG@10", "Pareto front", "reranked / query"],
+                     [[r["backend"], r["p50_ms"], r["ndcg@10"], "yes" if r["front"] else "",
+                       "" if r["reranked_mean"] is None else f"{r['reranked_mean']:.1f}"] for r in result.pareto]))
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+    console.print(f"report: {out / 'report.md'} and {out / 'report.json'}", highlight=False)
+
+@app.command()
+def train(
+    dataset: Annotated[Path, typer.Option(help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/).")],
+    out: Annotated[Path, typer.Option(help="Folder for the model, split.json, calibration and model card.")],
+    base: Annotated[str, typer.Option(help="Hugging Face encoder or cross-encoder (id, alias or path).")] = (
+        "all-minilm-l6"),
+    head: Annotated[str, typer.Option(help="Fresh head on the [CLS] token (cls) or the mean of tokens (mean).")] = (
+        "cls"),
+    negatives: Annotated[str, typer.Option(help="Hard negatives from dense, bm25 or hybrid.")] = "dense",
+    retriever_model: Annotated[
+        str, typer.Option(help="Bi-encoder of the first stage (negatives, teacher, dev/test candidates).")
+    ] = "all-minilm-l6",
+    depth: Annotated[int, typer.Option(min=1, help="First-stage candidates per query.")] = 100,
+    negatives_per_query: Annotated[int, typer.Option(min=1)] = 12,
+    random_share: Annotated[float, typer.Option(min=0, max=1, help="Share of negatives drawn at random.")] = 0.25,
+    skip_top: Annotated[int, typer.Option(min=0, help="Unjudged top candidates not used as negatives.")] = 0,
+    epochs: Annotated[float, typer.Option(min=0.01)] = 2.0,
+    max_length: Annotated[int, typer.Option(min=16, help="Tokens per (query, document) pair.")] = 128,
+    loss: Annotated[str, typer.Option(help="listwise (distillation + judgments) or bce.")] = "listwise",
+    teacher: Annotated[bool, typer.Option(help="Distil the first stage's bi-encoder (listwise).")] = True,
+    pseudo_queries: Annotated[
+        int | None, typer.Option(help="Title -> abstract pseudo-queries (0: none; default: all).")
+    ] = 600,
+    split: Annotated[str, typer.Option(help="Query fractions train,dev,test.")] = "0.6,0.2,0.2",
+    seed: Annotated[int, typer.Option()] = 0,
+    learning_rate: Annotated[float, typer.Option("--lr")] = 1e-4,
+    batch_size: Annotated[int, typer.Option(min=1, help="Queries (lists) per step.")] = 4,
+    max_minutes: Annotated[float | None, typer.Option(help="Stop training after this long.")] = None,
+    evals_per_epoch: Annotated[int, typer.Option(min=1, help="Dev evaluations (and checkpoints) per epoch.")] = 2,
+    calibration: Annotated[str, typer.Option(help="platt or isotonic (fitted on dev).")] = "platt",
+    device: Annotated[str, typer.Option()] = "cpu",
+) -> None:
+    """Fine-tune a cross-encoder on a BEIR folder's judgments (test queries held out); loads as cross-encoder:OUT."""
+    import shlex
+    import sys
+
+    from rankrelay.training import train as run_training
+
+    try:
+        report = run_training(
+            dataset, out, base=base, head=head, negatives=negatives, negatives_per_query=negatives_per_query,
+            retriever_model=retriever_model, depth=depth,
+            random_share=random_share, skip_top=skip_top, epochs=epochs, max_length=max_length, loss=loss,
+            teacher=teacher, pseudo_queries=pseudo_queries, split=split, seed=seed, learning_rate=learning_rate,
+            batch_size=batch_size, max_minutes=max_minutes, evals_per_epoch=evals_per_epoch,
+            calibration=calibration, device=device, progress=console.is_terminal,
+            command="rankrelay " + shlex.join(sys.argv[1:]),
+        )
+    except RankRelayError as exc:
+        raise fail(exc) from None
+    t = report.get("test", {})
+    console.print(f"model saved to {out}; dev nDCG@10 {report['dev']['ndcg@10']:.4f}", highlight=False)
+    if t:
+        console.print(f"test ({t['queries']} queries): nDCG@10 {t['ndcg@10']:.4f} vs first stage "
+                      f"{t['first_stage_ndcg@10']:.4f}; ECE {t['ece_sigmoid']:.3f} -> "
+                      f"{t['ece_calibrated'] if t['ece_calibrated'] is None else round(t['ece_calibrated'], 3)}",
+                      highlight=False)
+    console.print(f"evaluate with: rankrelay bench --dataset {dataset} --candidates {out / 'test-candidates.trec'} "
+                  f"--backends identity,cross-encoder:{out} --split-file {out / 'split.json'} --queries test",
+                  highlight=False)

@@ -1,0 +1,111 @@
+"""``rankrelay rerank-batch`` a candidates file and ``serve`` rerankers over HTTP (in one process or on Ray)."""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Annotated
+
+import typer
+
+from rankrelay.cli.common import ConfigOption, app, console, err_console, fail
+from rankrelay.errors import ConfigError, RankRelayError
+
+
+@app.command("rerank-batch")
+def rerank_batch(
+    input_path: Annotated[Path, typer.Argument(help="Parquet or JSON lines (query_id, query, doc_id, text), "
+                                                    "or a TREC run with --corpus.")],
+    model: Annotated[str, typer.Option("--model", help="Reranker spec or preset.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder: reranked.parquet, run.trec, parts/.")],
+    corpus: Annotated[Path | None, typer.Option(help="BEIR folder with the texts of a TREC run's ids.")] = None,
+    top_n: Annotated[int | None, typer.Option(min=1, help="Keep the best N per query (default all).")] = None,
+    part_queries: Annotated[int, typer.Option(min=1, help="Queries per resumable part.")] = 64,
+    use_ray: Annotated[bool, typer.Option("--ray", help="Rerank on Ray Data (RAY_ADDRESS, else local Ray).")]
+    = False,
+    actors: Annotated[int | None, typer.Option(min=1, help="Ray actors, one model each (default: CPUs).")] = None,
+    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+) -> None:
+    """Rerank a large candidates file, in parts that a rerun resumes; in-process or on Ray Data."""
+    from rich.progress import Progress
+
+    from rankrelay.batch import run_batch
+
+    with Progress(console=err_console, disable=quiet or not err_console.is_terminal, transient=True) as bar:
+        task = bar.add_task("reranking parts", total=None)
+        try:
+            summary = run_batch(input_path, model, out, corpus=corpus, part_queries=part_queries, top_n=top_n,
+                                use_ray=use_ray, actors=actors,
+                                progress=lambda done, total: bar.update(task, completed=done, total=total))
+        except RankRelayError as exc:
+            raise fail(exc) from None
+    resumed = f" ({summary.resumed_parts} resumed)" if summary.resumed_parts else ""
+    console.print(f"reranked {summary.queries} queries, {summary.rows} rows in {summary.parts} parts{resumed}: "
+                  f"{summary.parquet}, {summary.trec}", highlight=False)
+
+@app.command()
+def serve(
+    model: Annotated[
+        list[str] | None,
+        typer.Option("--model", "-m", help="NAME=SPEC, repeatable; the first is the default. SPEC may name a "
+                     "model of the config's [service.models] or 'fallback' (the config's chain)."),
+    ] = None,
+    api_key: Annotated[list[str] | None, typer.Option(help="Accepted bearer token, repeatable.")] = None,
+    no_auth: Annotated[bool, typer.Option("--no-auth", help="Serve without authentication.")] = False,
+    host: Annotated[str | None, typer.Option(help="Interface (default 127.0.0.1).")] = None,
+    port: Annotated[int | None, typer.Option(help="Port (default 8000).")] = None,
+    index: Annotated[
+        Path | None, typer.Option(help="A folder made by 'rankrelay index': enables POST /search.")
+    ] = None,
+    batching: Annotated[bool | None, typer.Option(help="Dynamic batching of concurrent requests.")] = None,
+    max_wait_ms: Annotated[
+        float | None, typer.Option(help="How long a request finding the model idle waits for company (0: none).")
+    ] = None,
+    budget_ms: Annotated[
+        float | None, typer.Option(min=0.001, help="Latency budget per request: a local model reranks the head "
+                                   "that fits, the rest stays in first-stage order.")
+    ] = None,
+    use_ray: Annotated[bool, typer.Option("--ray", help="Serve on Ray Serve: models in replicas "
+                                                        "(RAY_ADDRESS joins a cluster, else Ray starts here).")]
+    = False,
+    replicas: Annotated[int, typer.Option(min=1, help="With --ray: model replicas.")] = 1,
+    autoscale: Annotated[str | None, typer.Option(help="With --ray: MIN,MAX replicas, scaled by load.")] = None,
+    config: ConfigOption = None,
+) -> None:
+    """Serve rerankers over HTTP: Cohere's /v2/rerank and /v1/rerank, TEI's /rerank, /search, /health, /metrics.
+
+    Models, keys, index and limits come from [service] in the config file; options here override them.
+    """
+    import uvicorn
+
+    from rankrelay.rerankers import load_settings
+    from rankrelay.server.app import create_app_from_settings, plan_from_settings
+
+    if (replicas != 1 or autoscale) and not use_ray:
+        raise fail(ConfigError("--replicas and --autoscale need --ray"))
+    try:
+        models = {}
+        for item in model or []:
+            name, sep, spec = item.partition("=")
+            if not sep or not name or not spec:
+                raise ConfigError(f"--model takes NAME=SPEC, got {item!r}")
+            models[name] = spec
+        settings = load_settings(str(config) if config else None)
+        overrides = {k: v for k, v in {"batching": batching, "max_wait_ms": max_wait_ms, "budget_ms": budget_ms,
+                                        "index": str(index) if index else None}.items() if v is not None}
+        if no_auth:
+            overrides["allow_unauthenticated"] = True
+        if use_ray:
+            from rankrelay.distributed.serve import parse_autoscale, run
+            from rankrelay.server.service import load_models
+
+            plan = plan_from_settings(settings, models, api_key or [], **overrides)
+            load_models(plan.models, plan.settings)  # a bad spec fails here, not in every replica Ray starts
+            run(plan, host=host or settings.service.host, port=settings.service.port if port is None else port,
+                replicas=replicas, autoscale=parse_autoscale(autoscale) if autoscale else None)
+            return
+        app_ = create_app_from_settings(settings, models, api_key or [], **overrides)
+    except RankRelayError as exc:
+        raise fail(exc) from None
+    service = settings.service
+    uvicorn.run(app_, host=host or service.host, port=service.port if port is None else port, log_level="info",
+                timeout_graceful_shutdown=30)
