@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.rankrelay-installed
 TORCH  ?= torch==2.13.0
 
 COHERE5 := .venv-cohere5
-.PHONY: demo test test-slow typecheck test-cohere5 lint bench clean
+.PHONY: demo test test-slow typecheck test-cohere5 browser lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -43,6 +43,13 @@ test-cohere5: $(COHERE5)/.installed
 	$(COHERE5)/bin/python -c "import cohere; print('cohere', cohere.__version__)"
 	$(COHERE5)/bin/python -m pytest -q tests/rerankers/test_cohere.py tests/rerankers/test_http.py \
 		tests/rerankers/test_retry.py tests/integrations/test_cohere_components.py
+
+# Chromium and its driver (Debian packages, as root) for the HTML report's browser test, which skips without them.
+browser:
+	@if command -v chromium >/dev/null && command -v chromedriver >/dev/null; then echo "chromium and chromedriver: found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
+	else echo "no Chromium here and no root to install it: the report's browser test will be skipped"; fi
 
 lint: $(STAMP)
 	$(BIN)/ruff check rankrelay tests benchmarks

@@ -34,6 +34,14 @@ ConfigOption = Annotated[
 ]
 
 
+QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress bars.")]
+
+
+def progress_shown(quiet: bool) -> bool:
+    """Progress bars are drawn on a terminal unless ``--quiet``."""
+    return not quiet and console.is_terminal
+
+
 def fail(exc: Exception) -> typer.Exit:
     """Print ``exc`` as one line on stderr; the exit (status 2) to raise."""
     err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rankrelay.cli.common import app, console, err_console, fail
+from rankrelay.cli.common import QuietOption, app, console, err_console, fail, progress_shown
 from rankrelay.errors import ConfigError, RankRelayError
 
 
@@ -28,6 +28,7 @@ def bench(
     use_ray: Annotated[bool, typer.Option("--ray", help="Score on Ray Data, one model per actor "
                                                         "(RAY_ADDRESS joins a cluster, else Ray starts here).")]
     = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Score several backends on the same candidates: metrics, significance, agreement, latency."""
     from rankrelay.evaluation import compare
@@ -46,7 +47,7 @@ def bench(
                                   f"got {queries!r}")
             chosen = int(queries)
         result = compare(dataset, candidates, specs, depth=depth, queries=chosen, out=out, split=split,
-                         progress=console.is_terminal, use_ray=use_ray)
+                         progress=progress_shown(quiet), use_ray=use_ray)
     except RankRelayError as exc:
         raise fail(exc) from None
     metrics = ("ndcg@10", "mrr@10", "recall@100")
@@ -89,6 +90,7 @@ def train(
     evals_per_epoch: Annotated[int, typer.Option(min=1, help="Dev evaluations (and checkpoints) per epoch.")] = 2,
     calibration: Annotated[str, typer.Option(help="platt or isotonic (fitted on dev).")] = "platt",
     device: Annotated[str, typer.Option()] = "cpu",
+    quiet: QuietOption = False,
 ) -> None:
     """Fine-tune a cross-encoder on a BEIR folder's judgments (test queries held out); loads as cross-encoder:OUT."""
     import shlex
@@ -103,7 +105,7 @@ def train(
             random_share=random_share, skip_top=skip_top, epochs=epochs, max_length=max_length, loss=loss,
             teacher=teacher, pseudo_queries=pseudo_queries, split=split, seed=seed, learning_rate=learning_rate,
             batch_size=batch_size, max_minutes=max_minutes, evals_per_epoch=evals_per_epoch,
-            calibration=calibration, device=device, progress=console.is_terminal,
+            calibration=calibration, device=device, progress=progress_shown(quiet),
             command="rankrelay " + shlex.join(sys.argv[1:]),
         )
     except RankRelayError as exc:
@@ -118,3 +120,26 @@ def train(
     console.print(f"evaluate with: rankrelay bench --dataset {dataset} --candidates {out / 'test-candidates.trec'} "
                   f"--backends identity,cross-encoder:{out} --split-file {out / 'split.json'} --queries test",
                   highlight=False)
+
+
+@app.command()
+def report(
+    folder: Annotated[Path, typer.Argument(help="A folder written by 'rankrelay bench' (holding report.json).")],
+    open_it: Annotated[bool, typer.Option("--open", help="Open report.html in the default browser.")] = False,
+) -> None:
+    """Write report.html and report.md again from report.json, without re-running anything."""
+    import webbrowser
+
+    from rankrelay.evaluation.comparison import Comparison
+    from rankrelay.evaluation.html import read_report, write_html
+    from rankrelay.evaluation.report import markdown
+
+    try:
+        data = read_report(folder)
+        html = write_html(data, folder)
+        (folder / "report.md").write_text(markdown(Comparison.from_report(data)))
+    except RankRelayError as exc:
+        raise fail(exc) from None
+    console.print(f"wrote {html} and {folder / 'report.md'}", highlight=False)
+    if open_it:
+        webbrowser.open(html.resolve().as_uri())

@@ -7,7 +7,7 @@ from typing import Annotated
 
 import typer
 
-from rankrelay.cli.common import ConfigOption, app, console, err_console, fail
+from rankrelay.cli.common import ConfigOption, QuietOption, app, console, err_console, fail
 from rankrelay.errors import ConfigError, RankRelayError
 
 
@@ -23,7 +23,7 @@ def rerank_batch(
     use_ray: Annotated[bool, typer.Option("--ray", help="Rerank on Ray Data (RAY_ADDRESS, else local Ray).")]
     = False,
     actors: Annotated[int | None, typer.Option(min=1, help="Ray actors, one model each (default: CPUs).")] = None,
-    quiet: Annotated[bool, typer.Option("--quiet", help="No progress bar.")] = False,
+    quiet: QuietOption = False,
 ) -> None:
     """Rerank a large candidates file, in parts that a rerun resumes; in-process or on Ray Data."""
     from rich.progress import Progress

@@ -8,7 +8,7 @@ from typing import Annotated
 
 import typer
 
-from rankrelay.cli.common import ConfigOption, app, console, fail, render_result
+from rankrelay.cli.common import ConfigOption, QuietOption, app, console, fail, progress_shown, render_result
 from rankrelay.errors import ConfigError, RankRelayError
 
 
@@ -24,6 +24,7 @@ def index(
     collection: Annotated[str, typer.Option(help="The Qdrant collection.")] = "rankrelay",
     bm25: Annotated[bool, typer.Option(help="Also build a BM25 index (for --retriever bm25/hybrid).")] = True,
     device: Annotated[str, typer.Option(help="auto, cpu, cuda, cuda:N or mps.")] = "auto",
+    quiet: QuietOption = False,
 ) -> None:
     """Build a dense index (FAISS, or a Qdrant collection), and a BM25 one, over a corpus."""
     from rankrelay.retrieval import BM25Retriever, DenseRetriever, load_corpus
@@ -34,13 +35,13 @@ def index(
         docs = load_corpus(corpus)
         if store == "faiss":
             DenseRetriever.build(docs, model=model, index=index_type, device=device,
-                                 show_progress=console.is_terminal).save(out / "dense")
+                                 show_progress=progress_shown(quiet)).save(out / "dense")
         else:
             from rankrelay.retrieval.qdrant import QdrantRetriever
 
             qdrant = QdrantRetriever.build(docs, model=model, path=None if qdrant_url else out / "qdrant",
                                            url=qdrant_url, collection=collection, device=device,
-                                           show_progress=console.is_terminal)
+                                           show_progress=progress_shown(quiet))
             qdrant.save(out / "qdrant")
             qdrant.close()
         if bm25:

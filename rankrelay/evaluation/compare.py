@@ -37,6 +37,7 @@ from rankrelay.evaluation.data import (
     read_trec,
     write_trec,
 )
+from rankrelay.evaluation.html import write_html
 from rankrelay.evaluation.metrics import METRICS, agreement, evaluate, rbo, significance
 from rankrelay.evaluation.plots import write_plots
 from rankrelay.evaluation.report import markdown
@@ -107,12 +108,14 @@ def _score_here(reranker: Any, work: list[tuple[str, str, list[Any]]],
 
 
 def write_report(comparison: Comparison, out: str | os.PathLike[str]) -> Path:
-    """Save ``report.json``, ``report.md`` and the plots of ``comparison`` in ``out``."""
+    """Save ``report.json``, ``report.md``, the plots and ``report.html`` of ``comparison`` in ``out``."""
     folder = Path(out)
     folder.mkdir(parents=True, exist_ok=True)
-    (folder / "report.json").write_text(json.dumps(comparison.to_dict(), indent=2))
+    report = comparison.to_dict()
+    (folder / "report.json").write_text(json.dumps(report, indent=2))
     (folder / "report.md").write_text(markdown(comparison))
     write_plots(comparison, folder)
+    write_html(report, folder)
     return folder
 
 
@@ -201,6 +204,29 @@ def _disagreements(comparison_runs: dict[str, dict[str, Ranking]], dataset: Beir
     return out
 
 
+def drilldown(runs: dict[str, dict[str, Ranking]], dataset: BeirDataset,
+              per_query: dict[str, dict[str, dict[str, float]]], top: int = 10) -> list[dict[str, Any]]:
+    """Per query: each backend's top ``top`` ids, and for those documents their grade, first-stage rank and a
+    snippet; the query's nDCG@10 per backend; how far the backends' tops differ (largest 1 - RBO of a pair)."""
+    first = runs.get(BASELINE, {})
+    out = []
+    for q in first:
+        tops = {n: [d for d, _ in r[q][:top]] for n, r in runs.items() if q in r}
+        shown = dict.fromkeys(d for ids in tops.values() for d in ids)
+        first_rank = {d: i for i, (d, _) in enumerate(first[q], start=1)}
+        judged = dataset.qrels.get(q, {})
+        names = list(tops)
+        gaps = [1.0 - rbo(tops[a], tops[b]) for i, a in enumerate(names) for b in names[i + 1:]]
+        out.append({
+            "query_id": q, "query": dataset.queries[q], "top": tops,
+            "grade": {d: judged.get(d, 0) for d in shown}, "first_rank": {d: first_rank.get(d) for d in shown},
+            "text": {d: " ".join(dataset.corpus[d].text.split())[:200] for d in shown},
+            "ndcg@10": {n: per_query[n]["ndcg@10"].get(q) for n in tops if n in per_query},
+            "disagreement": max(gaps, default=0.0),
+        })
+    return out
+
+
 def compare(
     dataset: str | os.PathLike[str] | BeirDataset,
     candidates: str = "bm25",
@@ -280,6 +306,7 @@ def compare(
         dataset=data.name, candidates=str(candidates), depth=depth, queries=scored_q, runs=runs, baseline=run,
         metrics=metrics, per_query=per_query, significance=sig, agreement=agreement(all_runs),
         latency=latency, disagreements=_disagreements(all_runs, data, per_query), warnings=warnings,
+        drilldown=drilldown(all_runs, data, per_query),
         calibration={n: c for n, r in runs.items() if (c := _calibration(r, data, scored_q))},
         pareto=pareto_rows(metrics, latency, runs),
     )

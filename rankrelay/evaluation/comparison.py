@@ -24,6 +24,8 @@ from rankrelay.rerankers.base import Reranker
 from rankrelay.results import DocumentLike
 
 BASELINE = "first-stage"
+#: report.json's layout version (2: ``normalization`` and ``drilldown``)
+REPORT_VERSION = 2
 PROBABILITY_NORMALIZATIONS = ("sigmoid", "calibrated")
 
 
@@ -107,9 +109,14 @@ class Comparison:
     warnings: list[str]
     calibration: dict[str, dict[str, float]] = field(default_factory=dict)
     pareto: list[dict[str, Any]] = field(default_factory=list)
+    #: per query: its text, each backend's top 10, the first-stage rank and grade of those documents, their
+    #: text (a snippet) and the query's nDCG@10 per backend (the HTML report's drill-down)
+    drilldown: list[dict[str, Any]] = field(default_factory=list)
 
     def to_dict(self) -> dict[str, Any]:
+        """report.json (``version`` 2 added ``normalization`` and ``drilldown``)."""
         return {
+            "version": REPORT_VERSION,
             "dataset": self.dataset, "candidates": self.candidates, "depth": self.depth,
             "queries": len(self.queries), "metrics": self.metrics, "significance": self.significance,
             "agreement": self.agreement, "latency": self.latency, "calibration": self.calibration,
@@ -119,7 +126,27 @@ class Comparison:
             "served_by": {n: dict(Counter(r.served_by.values())) for n, r in self.runs.items()},
             "billed_units": {n: r.billed for n, r in self.runs.items() if r.billed},
             "per_query": self.per_query,
+            "normalization": {n: r.normalization for n, r in self.runs.items()},
+            "drilldown": self.drilldown,
         }
+
+    @classmethod
+    def from_report(cls, data: dict[str, Any]) -> Comparison:
+        """A comparison back from report.json, enough to write the reports again (the rankings are not in it;
+        a report.json of an older version lacks what it did not hold: those sections say so)."""
+        names = [n for n in data.get("metrics", {}) if n != BASELINE] + list(data.get("failures", {}))
+        runs = {n: BackendRun(n, failures=data.get("failures", {}).get(n, {}),
+                              billed=data.get("billed_units", {}).get(n, {}),
+                              normalization=data.get("normalization", {}).get(n, ""))
+                for n in dict.fromkeys(names)}
+        count = data.get("queries", 0)
+        return cls(dataset=data.get("dataset", "?"), candidates=data.get("candidates", "?"),
+                   depth=data.get("depth", 0), queries=[""] * count if isinstance(count, int) else list(count),
+                   runs=runs, baseline={}, metrics=data.get("metrics", {}), per_query=data.get("per_query", {}),
+                   significance=data.get("significance", []), agreement=data.get("agreement", []),
+                   latency=data.get("latency", {}), disagreements=data.get("disagreements", []),
+                   warnings=data.get("warnings", []), calibration=data.get("calibration", {}),
+                   pareto=data.get("pareto", []), drilldown=data.get("drilldown", []))
 
 
 def wins_ties_losses(per_query: dict[str, dict[str, dict[str, float]]], a: str, b: str,
