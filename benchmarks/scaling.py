@@ -37,6 +37,8 @@ sys.path.insert(0, str(Path(__file__).parent))
 from overhead import build_minilm_cross_encoder  # noqa: E402
 from server import docs, free_port, load, pct  # noqa: E402
 
+from rankrelay.testing import wait_until_ready  # noqa: E402
+
 logger = logging.getLogger("benchmarks.scaling")
 TARGETS = {"ray_overhead_ms": 10.0, "ray_data_ratio": 0.8}
 
@@ -55,16 +57,9 @@ class Served:
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env,
                                      start_new_session=True)
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 300
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=2).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.5)
-        self.stop()
-        raise RuntimeError("the service did not become ready")
+        if not wait_until_ready(self.url, 300, self.proc):
+            self.stop()
+            raise RuntimeError("the service did not become ready")
 
     def stop(self) -> None:
         import signal

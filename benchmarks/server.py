@@ -40,6 +40,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from overhead import build_minilm_cross_encoder  # noqa: E402
 
 from rankrelay import load_reranker  # noqa: E402
+from rankrelay.testing import wait_until_ready  # noqa: E402
 
 WORDS = ("boundary layer flow wing lift drag pressure shock wave supersonic heat transfer plate "
          "turbulent laminar separation angle attack model theory experiment").split()
@@ -81,15 +82,8 @@ class Service:
         env = {**os.environ, "RANKRELAY_SERVICE__REQUEST_TIMEOUT": "3600"}
         self.proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL, env=env)
         self.url = f"http://127.0.0.1:{self.port}"
-        deadline = time.monotonic() + 120
-        while time.monotonic() < deadline:
-            try:
-                if httpx.get(f"{self.url}/ready", timeout=1).status_code == 200:
-                    return
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        raise RuntimeError("the service did not become ready")
+        if not wait_until_ready(self.url, 120, self.proc):
+            raise RuntimeError("the service did not become ready")
 
     def rss_mb(self) -> float:
         for line in Path(f"/proc/{self.proc.pid}/status").read_text().splitlines():

@@ -51,6 +51,15 @@ def check_reachable(address: str, timeout: float = CONNECT_TIMEOUT_S) -> None:
                                       backend="ray") from None
 
 
+def use_threads(threads: int) -> None:
+    """Give torch ``threads`` threads in this process (a Ray actor or replica gets its share of the CPUs)."""
+    try:
+        import torch
+    except ImportError:
+        return
+    torch.set_num_threads(max(1, threads))
+
+
 def start_ray(num_cpus: int | None = None, address: str | None = None) -> Any:
     """Connect to (or start) Ray once per process; returns the ``ray`` module."""
     ray = ray_module()

@@ -24,7 +24,7 @@ from dataclasses import asdict
 from typing import Any
 
 from rankrelay.batch.candidates import COLUMNS, QueryGroup, rerank_part
-from rankrelay.distributed import start_ray
+from rankrelay.distributed import start_ray, use_threads
 from rankrelay.errors import ConfigError
 
 logger = logging.getLogger(__name__)
@@ -39,12 +39,7 @@ class _ModelActor:
     def __init__(self, spec: Any, threads: int) -> None:
         from rankrelay.rerankers.registry import load_reranker
 
-        try:
-            import torch
-
-            torch.set_num_threads(max(1, threads))
-        except ImportError:
-            pass
+        use_threads(threads)
         self.reranker = load_reranker(spec)
         self.reranker.warm_up()
 

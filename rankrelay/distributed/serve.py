@@ -68,14 +68,10 @@ class ModelHost:
     """A ``models`` replica: the served models behind the service's own batchers."""
 
     def __init__(self, plan: AppPlan, threads: int) -> None:
+        from rankrelay.distributed import use_threads
         from rankrelay.server.service import Service, load_models
 
-        try:
-            import torch
-
-            torch.set_num_threads(max(1, threads))
-        except ImportError:
-            pass
+        use_threads(threads)
         self.service = Service(load_models(plan.models, plan.settings), plan.limits)
         self._started = False
 

@@ -7,6 +7,8 @@ import time
 import pytest
 from conftest import WORDS
 from numerics import assert_ranking_follows, assert_scores_close
+from test_retrieval import QUERIES
+from test_retrieval import corpus as retrieval_corpus
 
 pytest.importorskip("qdrant_client", reason="the qdrant extra is not installed")
 
@@ -21,13 +23,10 @@ from rankrelay.errors import EmptyQueryError, InvalidInputError  # noqa: E402
 from rankrelay.retrieval import DenseRetriever, open_index  # noqa: E402
 from rankrelay.retrieval.qdrant import QdrantRetriever  # noqa: E402
 
-QUERIES = ["wing stall angle", "python sort order", "paris france capital", "boundary layer flow"]
 
-
-def corpus(n, seed=0):
-    rng = random.Random(seed)
-    return [{"id": f"d{i}", "text": " ".join(rng.choice(WORDS) for _ in range(rng.randint(4, 14))),
-             "metadata": {"n": i, "tags": ["a", "b"]}} for i in range(n)]
+def corpus(n):
+    """test_retrieval's corpus, with a list in the metadata (it must come back from the payload as it went)."""
+    return [{**d, "metadata": {**d["metadata"], "tags": ["a", "b"]}} for d in retrieval_corpus(n)]
 
 
 @pytest.fixture(scope="module")

@@ -14,6 +14,7 @@ pytest.importorskip("fastapi", reason="the server extra is not installed")
 from rankrelay import load_reranker  # noqa: E402
 from rankrelay.rerankers.base import BaseReranker, Scored  # noqa: E402
 from rankrelay.server.app import Limits, create_app  # noqa: E402
+from rankrelay.testing import wait_until_ready  # noqa: E402
 
 KEY = "service-key"
 DOCS = ["the wing lift and air flow", "paris is the capital of france", "python sort is stable",
@@ -269,15 +270,8 @@ def test_rankrelay_serve_with_a_config_file(configured, tmp_path):
                              "--port", str(port), "--model", "main=chain", "--api-key", "cli-key"],
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
-        deadline = time.monotonic() + 90
-        while time.monotonic() < deadline and proc.poll() is None:
-            try:
-                if httpx.get(f"http://127.0.0.1:{port}/ready", timeout=1).status_code == 200:
-                    break
-            except httpx.TransportError:
-                pass
-            time.sleep(0.2)
-        assert proc.poll() is None, proc.stdout.read()
+        ready = wait_until_ready(f"http://127.0.0.1:{port}", 90, proc)
+        assert ready and proc.poll() is None, proc.stdout.read()
         for key in ("cli-key", "config-key"):  # keys from the command line and from the file
             client = cohere.ClientV2(api_key=key, base_url=f"http://127.0.0.1:{port}")
             res = client.rerank(model="main", query="why does a wing stall", documents=DOCS, top_n=2)
