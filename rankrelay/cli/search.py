@@ -59,6 +59,8 @@ def search(
         str | None, typer.Option("--rerank", help="Reranker spec or preset; none: first stage only.")
     ] = None,
     retriever_kind: Annotated[str, typer.Option("--retriever", help="dense, bm25 or hybrid.")] = "hybrid",
+    store: Annotated[str, typer.Option(help="The dense store: auto (whichever the folder holds), faiss or qdrant.")]
+    = "auto",
     retrieve_k: Annotated[int, typer.Option(min=1, help="First-stage depth.")] = 100,
     top_n: Annotated[int, typer.Option(min=1, help="Results shown.")] = 10,
     as_json: Annotated[bool, typer.Option("--json", help="Print JSON.")] = False,
@@ -69,7 +71,7 @@ def search(
     from rankrelay.retrieval import TwoStageSearch, open_index
 
     try:
-        retriever = open_index(index_dir, retriever_kind)
+        retriever = open_index(index_dir, retriever_kind, store=store)
         reranker = None
         if rerank_spec:
             reranker = load_reranker(rerank_spec, settings=load_settings(str(config) if config else None))

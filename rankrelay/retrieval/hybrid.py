@@ -61,22 +61,28 @@ class HybridRetriever:
         return out
 
 
-def open_index(path: str | Path, retriever: str = "hybrid", *, device: str = "auto") -> Retriever:
+STORES = {"auto": ("dense", "qdrant"), "faiss": ("dense",), "qdrant": ("qdrant",)}
+
+
+def open_index(path: str | Path, retriever: str = "hybrid", *, device: str = "auto", store: str = "auto") -> Retriever:
     """Open a folder made by ``rankrelay index`` as a ``dense``, ``bm25`` or ``hybrid`` retriever.
 
     The dense part is the FAISS index (``dense/``) or the Qdrant collection (``qdrant/``, embedded or on a
-    server) the folder holds. ``hybrid`` falls back to dense alone when the folder has no BM25 index.
+    server) the folder holds: ``store`` picks one (``faiss``, ``qdrant``), ``auto`` whichever is there (FAISS
+    first). ``hybrid`` falls back to dense alone when the folder has no BM25 index.
 
     Raises:
-        ConfigError: an unknown retriever kind, or no such index in ``path``.
+        ConfigError: an unknown retriever kind or store, or no such index in ``path``.
     """
     from rankrelay.retrieval.bm25 import BM25Retriever
     from rankrelay.retrieval.dense import DenseRetriever
 
     if retriever not in ("dense", "bm25", "hybrid"):
         raise ConfigError(f"retriever must be dense, bm25 or hybrid, got {retriever!r}")
+    if store not in STORES:
+        raise ConfigError(f"store must be auto, faiss or qdrant, got {store!r}")
     path = Path(path)
-    dense = next((path / name for name in ("dense", "qdrant") if (path / name).exists()), None)
+    dense = next((path / name for name in STORES[store] if (path / name).exists()), None)
     parts: list[Retriever] = []
     if retriever in ("dense", "hybrid") and dense is not None:
         if dense.name == "dense":
@@ -88,6 +94,6 @@ def open_index(path: str | Path, retriever: str = "hybrid", *, device: str = "au
     if retriever in ("bm25", "hybrid") and (path / "bm25").exists():
         parts.append(BM25Retriever.load(path / "bm25"))
     if not parts or (retriever == "hybrid" and dense is None):
-        missing = "bm25" if retriever == "bm25" else "dense"
+        missing = "bm25" if retriever == "bm25" else "dense" if store == "auto" else store
         raise ConfigError(f"no {missing} index in {path} (build one with 'rankrelay index CORPUS --out {path}')")
     return parts[0] if len(parts) == 1 else HybridRetriever(parts)

@@ -49,10 +49,13 @@ def test_index_into_qdrant_then_search_it(beir, tmp_path, tiny_bi_path, refused_
     assert out.exit_code == 0, out.output
     assert "indexed 5 documents" in out.output and "qdrant rankrelay" in out.output
     assert (tmp_path / "idx" / "qdrant" / "manifest.json").exists() and not (tmp_path / "idx" / "dense").exists()
-    out = runner.invoke(app, ["search", str(tmp_path / "idx"), "wing stall", "--retrieve-k", "5", "--json"])
+    out = runner.invoke(app, ["search", str(tmp_path / "idx"), "wing stall", "--retrieve-k", "5", "--json",
+                              "--store", "qdrant"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)
     assert data["backend"] == "qdrant" and len(data["results"]) == 5
+    out = runner.invoke(app, ["search", str(tmp_path / "idx"), "wing stall", "--store", "faiss"])
+    assert out.exit_code == 2 and "no faiss index in" in out.output
     assert {r["id"] for r in data["results"]} == {f"d{i}" for i in range(5)}
     out = runner.invoke(app, ["index", str(beir), "--out", str(tmp_path / "idx2"), "--model", tiny_bi_path,
                               "--store", "qdrant", "--qdrant-url", refused_url])
