@@ -208,6 +208,22 @@ def refused_url() -> str:
     return f"http://127.0.0.1:{port}"
 
 
+def wait_until_ready(url: str, seconds: float = 60.0, process: Any = None) -> bool:
+    """Poll ``url + "/ready"`` until it answers 200 (True), ``process`` (a ``subprocess.Popen``) exits, or
+    ``seconds`` pass (False): for a service started in another process."""
+    import httpx
+
+    deadline = time.monotonic() + seconds
+    while time.monotonic() < deadline and (process is None or process.poll() is None):
+        try:
+            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
+                return True
+        except httpx.TransportError:
+            pass
+        time.sleep(0.2)
+    return False
+
+
 def main() -> None:  # pragma: no cover - exercised by benchmarks/api_backends.py
     """Serve until killed: ``python -m rankrelay.testing [--no-auth]`` prints the URL on its first line."""
     import sys
@@ -223,18 +239,3 @@ def main() -> None:  # pragma: no cover - exercised by benchmarks/api_backends.p
 if __name__ == "__main__":  # pragma: no cover
     main()
 
-
-def wait_until_ready(url: str, seconds: float = 60.0, process: Any = None) -> bool:
-    """Poll ``url + "/ready"`` until it answers 200 (True), ``process`` (a ``subprocess.Popen``) exits, or
-    ``seconds`` pass (False): for a service started in another process."""
-    import httpx
-
-    deadline = time.monotonic() + seconds
-    while time.monotonic() < deadline and (process is None or process.poll() is None):
-        try:
-            if httpx.get(f"{url}/ready", timeout=2).status_code == 200:
-                return True
-        except httpx.TransportError:
-            pass
-        time.sleep(0.2)
-    return False

@@ -87,12 +87,16 @@ def _group(rows: Iterable[tuple[str, Any]], source: str) -> list[QueryGroup]:
         if problem is not None:
             errors.append(f"{where}: {problem}")
     if errors:
-        more = f" (and {len(errors) - SHOWN_ERRORS} more)" if len(errors) > SHOWN_ERRORS else ""
-        raise InvalidInputError(f"{len(errors)} malformed row(s) in {source}{more}:\n"
-                                + "\n".join(errors[:SHOWN_ERRORS]))
+        raise _listed(errors, f"malformed row(s) in {source}")
     if not groups:
         raise InvalidInputError(f"{source} holds no candidates")
     return list(groups.values())
+
+
+def _listed(errors: list[str], what: str) -> InvalidInputError:
+    """One error naming how many ``what`` there are and listing the first :data:`SHOWN_ERRORS`."""
+    more = f" (and {len(errors) - SHOWN_ERRORS} more)" if len(errors) > SHOWN_ERRORS else ""
+    return InvalidInputError(f"{len(errors)} {what}{more}:\n" + "\n".join(errors[:SHOWN_ERRORS]))
 
 
 def _problem(row: Any) -> str | None:
@@ -125,8 +129,7 @@ def _from_trec(run_path: Path, corpus: Path) -> list[QueryGroup]:
     errors += [f"{run_path}: document {doc!r} (query {qid!r}) is not in {corpus}'s corpus"
                for qid, ranking in run.items() for doc, _ in ranking if doc not in texts]
     if errors:
-        more = f" (and {len(errors) - SHOWN_ERRORS} more)" if len(errors) > SHOWN_ERRORS else ""
-        raise InvalidInputError(f"{len(errors)} unknown id(s){more}:\n" + "\n".join(errors[:SHOWN_ERRORS]))
+        raise _listed(errors, "unknown id(s)")
     return [QueryGroup(qid, queries[qid], [d for d, _ in ranking], [texts[d] for d, _ in ranking])
             for qid, ranking in run.items()]
 

@@ -73,12 +73,12 @@ class ModelHost:
 
         use_threads(threads)
         self.service = Service(load_models(plan.models, plan.settings), plan.limits)
-        self._started = False
+        self._starting = asyncio.Lock()  # the health check and the first requests arrive together
 
     async def _start(self) -> None:
-        if not self._started:
-            await self.service.start()
-            self._started = True
+        async with self._starting:
+            if not self.service.ready:
+                await self.service.start()
 
     async def describe(self) -> dict[str, tuple[str, str | None]]:
         """name -> (backend name, model) of each served model, once they are loaded."""

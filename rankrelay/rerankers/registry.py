@@ -103,13 +103,8 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
 
 
 def load_chain_item(item: Any, settings: Settings | None = None) -> Reranker:
-    """A chain or cascade stage: a spec string, a ``{"spec": ..., **options}`` dict or a :class:`Reranker`."""
-    if isinstance(item, dict):
-        options = dict(item)
-        spec = options.pop("spec", None)
-        if not isinstance(spec, str):
-            raise ConfigError(f"a stage given as a dict needs a 'spec' string, got {item!r}")
-        return load_reranker(spec, settings=settings, **options)
+    """A chain or cascade stage: a spec string, a ``{"spec": ..., **options}`` dict or a :class:`Reranker`
+    (what :func:`load_reranker` takes, but no list: a stage is one reranker)."""
     return load_reranker(item, settings=settings)
 
 
@@ -146,7 +141,7 @@ def load_reranker(
         options = {**{k: v for k, v in spec.items() if k != "spec"}, **options}
         named = spec.get("spec")
         if not isinstance(named, str):
-            raise ConfigError(f"a reranker dict needs a 'spec' string, got {named!r}")
+            raise ConfigError(f"a reranker given as a dict needs a 'spec' string, got {spec!r}")
         spec = named
     if spec is not None and not isinstance(spec, str):
         missing = [m for m in ("arerank", "close", "name", "rerank", "rerank_batch", "warm_up")
