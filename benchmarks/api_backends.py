@@ -57,10 +57,15 @@ def timed_ms(fn, n: int) -> list[float]:
 
 
 class ServerProcess:
-    """The fake API in a second process, so client and server do not share a GIL."""
+    """The fake API in a second process, so client and server do not share a GIL (``--chat``: the
+    OpenAI-compatible one)."""
+
+    def __init__(self, *args: str) -> None:
+        self.args = args
 
     def __enter__(self) -> ServerProcess:
-        self.proc = subprocess.Popen([sys.executable, "-m", "rankrelay.testing"], stdout=subprocess.PIPE, text=True)
+        self.proc = subprocess.Popen([sys.executable, "-m", "rankrelay.testing", *self.args], stdout=subprocess.PIPE,
+                                     text=True)
         self.url = self.proc.stdout.readline().strip()
         return self
 

@@ -142,7 +142,8 @@ class Settings(BaseSettings):
     chunk_size: int = Field(1000, ge=1, description="documents per API request")
     prices: dict[str, float] = Field(
         default_factory=lambda: {"search_units": 0.002},
-        description="dollars per billed unit for cost estimates (Cohere Rerank: $2 per 1,000 searches)",
+        description="dollars per billed unit for cost estimates (Cohere Rerank: $2 per 1,000 searches; LLM "
+                    "rerankers bill prompt_tokens and completion_tokens, unpriced unless set here)",
     )
     fallback: list[str | dict[str, Any]] = Field(
         default_factory=list, description="a fallback chain, best first; used when no spec is given"
@@ -213,6 +214,7 @@ class Settings(BaseSettings):
             "connect_timeout": self.connect_timeout,
             "max_attempts": self.max_attempts,
             "chunk_size": self.chunk_size,
+            "prices": dict(self.prices),
         }
         if self.deadline is not None:
             options["deadline"] = self.deadline

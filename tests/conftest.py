@@ -139,17 +139,27 @@ def raw_ce(tiny_ce_path: str):
 def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No RANKRELAY_* from the caller's shell, and no stray .env in the working directory."""
     for key in list(os.environ):
-        if key.startswith("RANKRELAY_"):
+        if key.startswith("RANKRELAY_") or key == "OPENAI_API_KEY":
             monkeypatch.delenv(key)
     monkeypatch.chdir(tmp_path)
 
 
 @pytest.fixture
 def fake_api():
-    """A real local rerank API server (see tests/fake_api.py), stopped after the test."""
+    """A real local rerank API server (rankrelay.testing.FakeRerankAPI), stopped after the test."""
     from rankrelay.testing import FakeRerankAPI
 
     server = FakeRerankAPI().start()
+    yield server
+    server.stop()
+
+
+@pytest.fixture
+def fake_chat():
+    """A real local OpenAI-compatible chat server (rankrelay.testing.FakeChatAPI), stopped after the test."""
+    from rankrelay.testing import FakeChatAPI
+
+    server = FakeChatAPI().start()
     yield server
     server.stop()
 

@@ -107,13 +107,15 @@ def error_for_status(
     return BadRequestError(message, **kwargs)
 
 
-def check_pairs(backend: str, pairs: Sequence[tuple[Any, Any]], n: int) -> list[float]:
-    """Scores in input order from ``(index, score)`` pairs; every index in range, once, with a finite score."""
+def check_pairs(backend: str, pairs: Sequence[tuple[Any, Any]], n: int, unscored: bool = False) -> list[float]:
+    """Scores in input order from ``(index, score)`` pairs; every index in range, once, with a finite score
+    (or NaN, "not scored", where ``unscored`` allows it)."""
     scores: list[float | None] = [None] * n
     for index, score in pairs:
         if isinstance(index, bool) or not isinstance(index, int) or not 0 <= index < n:
             raise BadResponseError(f"{backend}: reply has index {index!r} for {n} documents", backend=backend)
-        if isinstance(score, bool) or not isinstance(score, (int, float)) or not math.isfinite(score):
+        if isinstance(score, bool) or not isinstance(score, (int, float)) or not (
+                math.isfinite(score) or (unscored and score != score)):
             raise BadResponseError(f"{backend}: reply has score {score!r} for index {index}", backend=backend)
         if scores[index] is not None:
             raise BadResponseError(f"{backend}: reply scores index {index} twice", backend=backend)
@@ -168,6 +170,9 @@ class ApiReranker(BaseReranker):
         max_concurrency: requests in flight at once for one call.
         normalize: how ``normalized_score`` is filled.
     """
+
+    #: a reply may leave a document unscored (NaN: ranked last), as an LLM judge that gave no usable answer
+    allow_unscored = False
 
     def __init__(
         self,
@@ -225,9 +230,14 @@ class ApiReranker(BaseReranker):
         return transport_error(self.name, exc)
 
     # -- clients ---------------------------------------------------------------------------
-    def _http_options(self) -> dict[str, Any]:
+    def _httpx(self) -> Any:
+        """The HTTP library the pooled clients come from (httpx; an SDK built on a fork of it says which)."""
         import httpx
 
+        return httpx
+
+    def _http_options(self) -> dict[str, Any]:
+        httpx = self._httpx()
         return {
             "headers": self._headers(),
             "timeout": httpx.Timeout(self.policy.timeout, connect=self.connect_timeout),
@@ -243,9 +253,7 @@ class ApiReranker(BaseReranker):
         if client is None:
             with self._lock:
                 if self._client is None:
-                    import httpx
-
-                    self._http = httpx.Client(**self._http_options())
+                    self._http = self._httpx().Client(**self._http_options())
                     self._client = self._wrap(self._http, asynchronous=False)
                 client = self._client
         return client
@@ -255,9 +263,7 @@ class ApiReranker(BaseReranker):
         loop = asyncio.get_running_loop()
         pair = self._aclients.get(loop)
         if pair is None:
-            import httpx
-
-            http = httpx.AsyncClient(**self._http_options())
+            http = self._httpx().AsyncClient(**self._http_options())
             pair = self._aclients[loop] = (http, self._wrap(http, asynchronous=True))
         return pair[1]
 
@@ -324,7 +330,7 @@ class ApiReranker(BaseReranker):
         scores: list[list[float]] = [[0.0] * len(d) for d in documents]
         infos: list[dict[str, Any]] = [{"request_ids": [], "billed_units": {}, "requests": 0} for _ in documents]
         for (qi, start, _, texts), reply in zip(jobs, replies):
-            chunk = check_pairs(self.name, reply.pairs, len(texts))
+            chunk = check_pairs(self.name, reply.pairs, len(texts), self.allow_unscored)
             scores[qi][start : start + len(texts)] = chunk
             info = infos[qi]
             info["requests"] += 1
@@ -354,7 +360,7 @@ class ApiReranker(BaseReranker):
             _, _, query, texts = job
             reply = self.policy.run(lambda timeout: self._call(query, texts, timeout), deadline=deadline,
                                     name=self.name)
-            check_pairs(self.name, reply.pairs, len(texts))
+            check_pairs(self.name, reply.pairs, len(texts), self.allow_unscored)
             return reply
 
         if len(jobs) == 1:
@@ -376,7 +382,7 @@ class ApiReranker(BaseReranker):
             async with limit:
                 reply = await self.policy.arun(lambda timeout: self._acall(query, texts, timeout),
                                                deadline=deadline, name=self.name)
-            check_pairs(self.name, reply.pairs, len(texts))
+            check_pairs(self.name, reply.pairs, len(texts), self.allow_unscored)
             return reply
 
         replies = list(await asyncio.gather(*(send(job) for job in jobs)))

@@ -1,6 +1,7 @@
-"""Cohere-shaped rerank APIs over httpx: TEI, Jina, Voyage, Infinity and Cohere's own JSON.
+"""Rerank APIs over httpx: TEI, Jina, Voyage, Infinity, mixedbread, Pinecone and Cohere's own JSON.
 
-Each provider is a small :class:`Adapter` (path, request body, reply parser). Spec forms:
+Each provider is a small :class:`Adapter` (path, request body, reply parser, how the key is sent, extra
+headers, the most documents one request may carry). Spec forms:
 ``tei:http://host:8080``, ``jina:jina-reranker-v2-base-multilingual`` (default URL) or
 ``jina:jina-reranker-v2-base-multilingual@https://api.jina.ai``.
 
@@ -30,11 +31,19 @@ def _cohere_body(query: str, texts: list[str], model: str | None) -> dict[str, A
     return body
 
 
-def _results(data: Any, key: str = "results") -> list[tuple[Any, Any]]:
+def _results(data: Any, key: str = "results", score: str = "relevance_score") -> list[tuple[Any, Any]]:
     rows = data.get(key) if isinstance(data, dict) else None
     if not isinstance(rows, list):
         raise ValueError(f"no '{key}' list in the reply")
-    return [(r.get("index"), r.get("relevance_score")) if isinstance(r, dict) else (None, None) for r in rows]
+    return [(r.get("index"), r.get(score)) if isinstance(r, dict) else (None, None) for r in rows]
+
+
+def _bearer(key: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {key}"}
+
+
+#: the Pinecone API version rankrelay speaks (sent as X-Pinecone-Api-Version)
+PINECONE_API_VERSION = "2025-10"
 
 
 def _billed(data: Any) -> dict[str, float]:
@@ -45,6 +54,8 @@ def _billed(data: Any) -> dict[str, float]:
     out = {k: v for k, v in units.items() if isinstance(v, (int, float))}
     if isinstance(usage.get("total_tokens"), (int, float)):
         out["tokens"] = usage["total_tokens"]
+    if isinstance(usage.get("rerank_units"), (int, float)):
+        out["rerank_units"] = usage["rerank_units"]
     return out
 
 
@@ -58,6 +69,10 @@ class Adapter:
     build: Callable[[str, list[str], str | None], dict[str, Any]]
     parse: Callable[[Any], list[tuple[Any, Any]]]
     env_keys: tuple[str, ...] = ()
+    auth: Callable[[str], dict[str, str]] = _bearer
+    headers: tuple[tuple[str, str], ...] = ()
+    max_documents: int | None = None
+    default_model: str | None = None
 
 
 ADAPTERS: dict[str, Adapter] = {
@@ -78,6 +93,16 @@ ADAPTERS: dict[str, Adapter] = {
                 lambda d: _results(d, "data"), ("VOYAGE_API_KEY",)),
         Adapter("infinity", "/rerank", None,
                 lambda q, t, m: {**_cohere_body(q, t, m), "return_documents": False}, _results),
+        Adapter("mixedbread", "/v1/reranking", "https://api.mixedbread.com",
+                lambda q, t, m: {"model": m, "query": q, "input": t, "top_k": len(t), "return_input": False},
+                lambda d: _results(d, "data", "score"), ("MXBAI_API_KEY",), max_documents=1000,
+                default_model="mixedbread-ai/mxbai-rerank-large-v2"),
+        Adapter("pinecone", "/rerank", "https://api.pinecone.io",
+                lambda q, t, m: {"model": m, "query": q, "documents": [{"text": x} for x in t], "top_n": len(t),
+                                 "return_documents": False},
+                lambda d: _results(d, "data", "score"), ("PINECONE_API_KEY",), auth=lambda key: {"Api-Key": key},
+                headers=(("X-Pinecone-Api-Version", PINECONE_API_VERSION),), max_documents=100,
+                default_model="bge-reranker-v2-m3"),
     )
 }
 
@@ -86,11 +111,15 @@ class HttpReranker(ApiReranker):
     """A rerank HTTP API reached with httpx (pooled sync and async clients).
 
     Args:
-        provider: one of ``cohere-http``, ``tei``, ``jina``, ``voyage``, ``infinity``.
-        model: the provider's model name (TEI serves one model and needs none).
+        provider: one of ``cohere-http``, ``tei``, ``jina``, ``voyage``, ``infinity``, ``mixedbread``,
+            ``pinecone``.
+        model: the provider's model name (TEI serves one model and needs none; mixedbread and Pinecone
+            default to ``mixedbread-ai/mxbai-rerank-large-v2`` and ``bge-reranker-v2-m3``).
         base_url: server root (default: the provider's public API, where it has one).
-        api_key: bearer token (else the provider's usual environment variable).
-        **options: see :class:`~rankrelay.rerankers.api.ApiReranker`.
+        api_key: the key (else the provider's usual environment variable); a bearer token, or Pinecone's
+            ``Api-Key`` header.
+        **options: see :class:`~rankrelay.rerankers.api.ApiReranker`; ``chunk_size`` is capped at what the
+            provider takes in one request (Pinecone: 100 documents, mixedbread: 1000).
     """
 
     def __init__(
@@ -104,8 +133,11 @@ class HttpReranker(ApiReranker):
     ) -> None:
         if provider not in ADAPTERS:
             raise ConfigError(f"unknown HTTP provider {provider!r}; choose one of {', '.join(ADAPTERS)}")
-        super().__init__(model, **options)
-        self.adapter = ADAPTERS[provider]
+        adapter = ADAPTERS[provider]
+        super().__init__(model or adapter.default_model, **options)
+        self.adapter = adapter
+        if adapter.max_documents is not None:
+            self.chunk_size = min(self.chunk_size, adapter.max_documents)
         self.name = provider
         base = base_url or self.adapter.default_url
         if not base:
@@ -121,9 +153,9 @@ class HttpReranker(ApiReranker):
         return self.base_url + self.adapter.path
 
     def _headers(self) -> dict[str, str]:
-        headers = super()._headers()
+        headers = {**super()._headers(), **dict(self.adapter.headers)}
         if self._api_key is not None:
-            headers["Authorization"] = f"Bearer {self._api_key.get_secret_value()}"
+            headers.update(self.adapter.auth(self._api_key.get_secret_value()))
         return headers
 
     def _request_timeout(self, timeout: float) -> Any:

@@ -23,8 +23,8 @@ from __future__ import annotations
 
 import math
 import re
-from collections.abc import Callable, Sequence
-from typing import TypeVar
+from collections.abc import Callable, Iterator, Sequence
+from typing import Generic, TypeVar
 
 from rankrelay.errors import ConfigError
 
@@ -73,19 +73,42 @@ def parse_permutation(answer: str, size: int) -> tuple[list[int], dict[str, int]
     return order + rest, stats
 
 
+class SlidingPass(Generic[T]):
+    """One back-to-front pass, driven from outside (so a sync and an async caller share it): iterate to get
+    each window's items in their current order, and :meth:`apply` the model's answer for it before the next.
+
+    ``totals`` sums the parse counts plus ``calls`` and ``unparsed`` (answers with no usable identifier).
+    """
+
+    def __init__(self, items: Sequence[T], window: int = 20, step: int = 10) -> None:
+        self.items = list(items)
+        self.totals = {"calls": 0, "unparsed": 0, "duplicates": 0, "out_of_range": 0, "missing": 0}
+        self._spans = windows(len(self.items), window, step)
+        self._span = (0, 0)
+
+    def __iter__(self) -> Iterator[list[T]]:
+        for span in self._spans:
+            self._span = span
+            yield self.items[span[0] : span[1]]
+
+    def apply(self, answer: str) -> None:
+        """Reorder the current window as ``answer`` (identifiers 1..window) says."""
+        start, end = self._span
+        chunk = self.items[start:end]
+        order, stats = parse_permutation(answer, len(chunk))
+        self.totals["calls"] += 1
+        self.totals["unparsed"] += stats["missing"] == len(chunk)
+        for key in ("duplicates", "out_of_range", "missing"):
+            self.totals[key] += stats[key]
+        self.items[start:end] = [chunk[i] for i in order]
+
+
 def sliding_rerank(items: Sequence[T], rank_window: Callable[[list[T]], str], window: int = 20,
                    step: int = 10) -> tuple[list[T], dict[str, int]]:
     """One back-to-front pass: ``rank_window`` gets a window's items (in their current order) and answers
     with a permutation of identifiers 1..len(window); returns the new order of ``items`` (each exactly once)
     and the summed parse counts plus ``calls`` and ``unparsed`` (answers with no usable identifier)."""
-    current = list(items)
-    totals = {"calls": 0, "unparsed": 0, "duplicates": 0, "out_of_range": 0, "missing": 0}
-    for start, end in windows(len(current), window, step):
-        chunk = current[start:end]
-        order, stats = parse_permutation(rank_window(chunk), len(chunk))
-        totals["calls"] += 1
-        totals["unparsed"] += stats["missing"] == len(chunk)
-        for key in ("duplicates", "out_of_range", "missing"):
-            totals[key] += stats[key]
-        current[start:end] = [chunk[i] for i in order]
-    return current, totals
+    sliding = SlidingPass(items, window, step)
+    for chunk in sliding:
+        sliding.apply(rank_window(chunk))
+    return sliding.items, sliding.totals

@@ -21,9 +21,10 @@ from pydantic import ValidationError
 
 from rankrelay.config import PRESETS, Settings
 from rankrelay.errors import ConfigError, UnknownBackendError
-from rankrelay.rerankers import bi_encoder, cohere, cross_encoder, http, reference
+from rankrelay.rerankers import bi_encoder, cohere, colbert, cross_encoder, http, llm_listwise, llm_pointwise, reference
 from rankrelay.rerankers.api import API_OPTIONS
 from rankrelay.rerankers.base import Reranker
+from rankrelay.rerankers.llm import LLM_OPTIONS
 from rankrelay.rerankers.local import LOCAL_OPTIONS
 
 
@@ -203,6 +204,8 @@ for _provider, _about in (
     ("jina", "Jina /v1/rerank (jina:jina-reranker-v2-base-multilingual)"),
     ("voyage", "Voyage /v1/rerank (voyage:rerank-2)"),
     ("infinity", "Infinity /rerank, Cohere-shaped (infinity:model@http://host:port)"),
+    ("mixedbread", "mixedbread /v1/reranking (mixedbread:mixedbread-ai/mxbai-rerank-large-v2)"),
+    ("pinecone", "Pinecone inference /rerank (pinecone:bge-reranker-v2-m3)"),
 ):
     register(_provider, http.factory(_provider), options=API_OPTIONS, description=_about)
 register("identity", reference.identity_from_spec, options={"normalize"},
@@ -215,4 +218,25 @@ register(
     options=LOCAL_OPTIONS | {"cache_size"},
     description="cosine similarity of sentence-transformers embeddings (e.g. bi-encoder:all-minilm-l6)",
     extra="local",
+)
+register(
+    "colbert",
+    colbert.from_spec,
+    options=LOCAL_OPTIONS,
+    description="late interaction (ColBERT MaxSim over token embeddings; colbert:colbert-ir/colbertv2.0)",
+    extra="local",
+)
+register(
+    "llm",
+    llm_listwise.from_spec,
+    options=(API_OPTIONS - {"chunk_size"}) | LLM_OPTIONS | {"window", "step", "passes"},
+    description="listwise (RankGPT) reranking by an OpenAI-compatible chat model (llm:model@http://host/v1)",
+    extra="llm",
+)
+register(
+    "llm-pointwise",
+    llm_pointwise.from_spec,
+    options=(API_OPTIONS - {"chunk_size"}) | LLM_OPTIONS | {"judge", "max_grade", "grade_prompt"},
+    description="one Yes/No or graded judgement per document by an OpenAI-compatible chat model",
+    extra="llm",
 )

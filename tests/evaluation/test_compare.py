@@ -222,3 +222,20 @@ def test_long_backend_names_sharing_a_prefix_keep_separate_runs(beir, backends, 
     c = compare(beir, str(tmp_path / "cands.trec"), [long_a, long_b], out=tmp_path / "report", progress=False)
     assert len(list((tmp_path / "report" / "runs").iterdir())) == 2
     assert c.metrics[long_a["name"]]["ndcg@10"] < c.metrics[long_b["name"]]["ndcg@10"]  # not one run reused
+
+
+def test_llm_rerankers_in_the_harness_with_token_cost(beir, tmp_path, fake_chat):
+    from rankrelay.testing import API_KEY
+
+    llm = {"spec": f"llm:fake@{fake_chat.base_url}", "name": "llm", "api_key": API_KEY, "window": 4, "step": 2}
+    judge = {"spec": f"llm-pointwise:fake@{fake_chat.base_url}", "name": "judge", "api_key": API_KEY}
+    prices = {"prompt_tokens": 1e-6, "completion_tokens": 3e-6}
+    c = compare(beir, str(tmp_path / "cands.trec"), [llm, judge], out=tmp_path / "r4", progress=False, prices=prices)
+    calls = N_QUERIES * 4  # 10 candidates, window 4, step 2: 1 + ceil(6 / 2) windows per query
+    assert fake_chat.count() == calls + N_QUERIES * 10
+    for name in ("llm", "judge"):
+        run = c.runs[name]
+        assert len(run.rankings) == N_QUERIES and not run.failures
+        assert run.billed["prompt_tokens"] > 0 and run.billed["completion_tokens"] > 0
+        assert c.latency[name]["cost_usd"] == pytest.approx(
+            run.billed["prompt_tokens"] * 1e-6 + run.billed["completion_tokens"] * 3e-6)

@@ -1,4 +1,5 @@
-"""HTTP rerank APIs (TEI, Jina, Voyage, Infinity, Cohere JSON) over httpx against a real local server."""
+"""HTTP rerank APIs (TEI, Jina, Voyage, Infinity, mixedbread, Pinecone, Cohere JSON) over httpx against a real
+local server."""
 
 import time
 
@@ -130,3 +131,34 @@ def test_cohere_key_from_settings_is_not_sent_to_other_providers(fake_api, monke
     with pytest.raises(AuthenticationError):
         rr.rerank(QUERY, TEXTS)
     assert "cohere-only-secret" not in str(fake_api.requests[0]["headers"])
+
+
+def test_mixedbread_speaks_its_wire_format(fake_api):
+    res = http("mixedbread", fake_api).rerank(QUERY, TEXTS)
+    assert res.indices == expected() and res.backend == "mixedbread"
+    (req,) = fake_api.requests
+    assert req["path"] == "/v1/reranking" and req["headers"]["Authorization"] == f"Bearer {API_KEY}"
+    assert req["body"] == {"model": "some-model", "query": QUERY, "input": TEXTS, "top_k": 4, "return_input": False}
+    assert res.info["billed_units"] == {"tokens": 10}
+    assert load_reranker("mixedbread").model == "mixedbread-ai/mxbai-rerank-large-v2"
+
+
+def test_pinecone_speaks_its_wire_format_and_takes_100_documents_a_request(fake_api):
+    res = http("pinecone", fake_api).rerank(QUERY, TEXTS)
+    assert res.indices == expected() and res.backend == "pinecone"
+    (req,) = fake_api.requests
+    assert req["path"] == "/rerank" and "Authorization" not in req["headers"]
+    assert req["headers"]["Api-Key"] == API_KEY and req["headers"]["X-Pinecone-Api-Version"] == "2025-10"
+    assert req["body"] == {"model": "some-model", "query": QUERY, "documents": [{"text": t} for t in TEXTS],
+                           "top_n": 4, "return_documents": False}
+    assert res.info["billed_units"] == {"rerank_units": 1}
+    many = [f"doc {i} boundary" if i % 7 else f"doc {i} boundary layer separation" for i in range(150)]
+    fake_api.requests.clear()
+    res = http("pinecone", fake_api).rerank(QUERY, many)
+    assert [len(r["body"]["documents"]) for r in sorted(fake_api.requests, key=lambda r: -len(r["body"]["documents"]))
+            ] == [100, 50]
+    assert sorted(res.indices) == list(range(150)) and res.info["billed_units"] == {"rerank_units": 2}
+    assert set(res.indices[:22]) == {i for i in range(150) if i % 7 == 0}
+    with pytest.raises(AuthenticationError, match="401"):
+        http("pinecone", fake_api, api_key="wrong").rerank(QUERY, TEXTS)
+    assert load_reranker("pinecone").endpoint == "https://api.pinecone.io/rerank"

@@ -1,21 +1,14 @@
-"""A real HTTP server on 127.0.0.1 that speaks the rerank APIs' wire formats, with injected faults.
+"""The shared body of the fake servers: a threaded HTTP server on 127.0.0.1, a FIFO of injected faults,
+every request recorded (for exact attempt counts), and the open connections counted.
 
-For offline tests of applications that use rankrelay's API backends (and for rankrelay's own tests
-and benchmarks): no mocks, the real SDK or httpx talks to a real socket.
-
-Routes: Cohere ``POST /v2/rerank``; TEI ``POST /rerank`` (``texts``); Infinity ``POST /rerank``
-(``documents``); Jina and Voyage ``POST /v1/rerank`` (Voyage asks with ``top_k``, answers ``data``).
-Each request pops the next fault, if any: an HTTP status with headers, a delay, a connection reset,
-a malformed body, or broken indices. Every request is recorded for exact attempt counts.
+A subclass answers a well-formed request in :meth:`FakeServer.answer`; the faults that look the same on
+every API (a reset connection, a delay, an error status, a malformed body) are handled here.
 
 Example:
-    >>> from rankrelay import load_reranker
-    >>> from rankrelay.testing import API_KEY, FakeRerankAPI, Fault
+    >>> from rankrelay.testing import FakeRerankAPI
     >>> api = FakeRerankAPI().start()
-    >>> api.faults = [Fault("status", 503)]
-    >>> rr = load_reranker(f"tei:{api.url}", api_key=API_KEY)
-    >>> rr.rerank("red apple", ["green pear", "red apple pie"]).indices, api.count()
-    ([1, 0], 2)
+    >>> api.url.startswith("http://127.0.0.1:"), api.count()
+    (True, 0)
     >>> api.stop()
 """
 
@@ -34,16 +27,9 @@ from typing import Any
 API_KEY = "test-key-123"
 
 
-def relevance(query: str, document: str) -> float:
-    """The server's scoring: shared words, ties broken towards shorter documents."""
-    q = set(query.lower().split())
-    words = document.lower().split()
-    return float(len(q & set(words))) + 1.0 / (2 + len(words))
-
-
 @dataclass
 class Fault:
-    """One injected fault: ``kind`` is status, sleep, reset, malformed, indices."""
+    """One injected fault: ``kind`` is status, sleep, reset, malformed, indices (rerank APIs only)."""
 
     kind: str
     status: int = 500
@@ -53,14 +39,20 @@ class Fault:
     indices: str = "duplicate"
 
 
-class FakeRerankAPI:
+class FakeServer:
     """Start with :meth:`start`; ``url`` is the root; ``faults`` is a FIFO consumed one per request."""
+
+    #: the body of a reply cut off mid-way (for ``Fault("malformed")``)
+    malformed_body = b'{"id": "x", "results": [{"index": 0, "relevance'
 
     def __init__(self, api_key: str | None = API_KEY) -> None:
         self.api_key = api_key
         self.faults: list[Fault] = []
         self.requests: list[dict[str, Any]] = []
         self._connections = 0
+        self._in_flight = 0
+        #: the most requests the server was answering at once
+        self.max_in_flight = 0
         self._lock = threading.Lock()
         server = self
 
@@ -94,7 +86,13 @@ class FakeRerankAPI:
                     server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
                                             "time": time.monotonic()})
                     fault = server.faults.pop(0) if server.faults else None
-                server.handle(self, body, fault)
+                    server._in_flight += 1
+                    server.max_in_flight = max(server.max_in_flight, server._in_flight)
+                try:
+                    server._handle(self, body, fault)
+                finally:
+                    with server._lock:
+                        server._in_flight -= 1
 
         class Server(ThreadingHTTPServer):
             def handle_error(self, request: Any, client_address: Any) -> None:
@@ -108,7 +106,7 @@ class FakeRerankAPI:
     def url(self) -> str:
         return f"http://127.0.0.1:{self._server.server_address[1]}"
 
-    def start(self) -> FakeRerankAPI:
+    def start(self) -> Any:
         self._thread.start()
         return self
 
@@ -137,8 +135,8 @@ class FakeRerankAPI:
 
     # -- replies ---------------------------------------------------------------------------
     @staticmethod
-    def _send(handler: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict[str, str] | None = None,
-              raw: bytes | None = None) -> None:
+    def send(handler: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict[str, str] | None = None,
+             raw: bytes | None = None) -> None:
         data = raw if raw is not None else json.dumps(payload).encode()
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
@@ -149,7 +147,11 @@ class FakeRerankAPI:
         handler.end_headers()
         handler.wfile.write(data)
 
-    def handle(self, h: BaseHTTPRequestHandler, body: Any, fault: Fault | None) -> None:
+    def authorized(self, h: BaseHTTPRequestHandler) -> bool:
+        """Does the request carry the key (``Authorization: Bearer``; subclasses may take another header)?"""
+        return h.headers.get("Authorization") == f"Bearer {self.api_key}"
+
+    def _handle(self, h: BaseHTTPRequestHandler, body: Any, fault: Fault | None) -> None:
         if fault is not None and fault.kind == "reset":
             h.connection.setsockopt(socket.SOL_SOCKET, socket.SO_LINGER, struct.pack("ii", 1, 0))
             h.connection.close()
@@ -157,46 +159,17 @@ class FakeRerankAPI:
             return
         if fault is not None and fault.kind == "sleep":
             time.sleep(fault.seconds)
-        if self.api_key is not None and h.headers.get("Authorization") != f"Bearer {self.api_key}":
-            return self._send(h, 401, {"message": "invalid api token"})
+        if self.api_key is not None and not self.authorized(h):
+            return self.send(h, 401, {"message": "invalid api token"})
         if fault is not None and fault.kind == "status":
-            return self._send(h, fault.status, fault.body or {"message": f"injected {fault.status}"}, fault.headers)
+            return self.send(h, fault.status, fault.body or {"message": f"injected {fault.status}"}, fault.headers)
         if fault is not None and fault.kind == "malformed":
-            return self._send(h, 200, None, raw=b'{"id": "x", "results": [{"index": 0, "relevance')
-        if not isinstance(body, dict) or not isinstance(body.get("query"), str):
-            return self._send(h, 400, {"message": "invalid request: query is required"})
-        texts = body.get("texts") if "texts" in body else body.get("documents")
-        if not isinstance(texts, list) or not texts:
-            return self._send(h, 400, {"message": "invalid request: documents must be a non-empty list"})
-        texts = [t if isinstance(t, str) else t.get("text", "") for t in texts]
-        ranked = sorted(range(len(texts)), key=lambda i: -relevance(body["query"], texts[i]))
-        top = body.get("top_k") if "top_k" in body else body.get("top_n")
-        if isinstance(top, int):
-            ranked = ranked[:top]
-        rows = [{"index": i, "relevance_score": relevance(body["query"], texts[i])} for i in ranked]
-        if fault is not None and fault.kind == "indices":
-            if fault.indices == "duplicate" and len(rows) > 1:
-                rows[-1]["index"] = rows[0]["index"]
-            elif fault.indices == "out_of_range":
-                rows[0]["index"] = len(texts) + 3
-            elif fault.indices == "missing":
-                rows = rows[:-1]
-        path = h.path
-        if path == "/v2/rerank":
-            return self._send(h, 200, {"id": str(uuid.uuid4()), "results": rows,
-                                       "meta": {"api_version": {"version": "2"},
-                                                "billed_units": {"search_units": 1}}})
-        if path == "/rerank" and "texts" in body:  # TEI: a bare list of {index, score}
-            return self._send(h, 200, [{"index": r["index"], "score": r["relevance_score"]} for r in rows])
-        if path == "/rerank":  # Infinity
-            return self._send(h, 200, {"object": "rerank", "id": str(uuid.uuid4()), "results": rows,
-                                       "model": body.get("model"), "usage": {"total_tokens": 10}})
-        if path == "/v1/rerank" and "top_k" in body:  # Voyage
-            return self._send(h, 200, {"object": "list", "data": rows, "model": body.get("model"),
-                                       "usage": {"total_tokens": 10}})
-        if path == "/v1/rerank":  # Jina
-            return self._send(h, 200, {"model": body.get("model"), "results": rows, "usage": {"total_tokens": 10}})
-        return self._send(h, 404, {"message": f"no route {path}"})
+            return self.send(h, 200, None, raw=self.malformed_body)
+        self.answer(h, body, fault)
+
+    def answer(self, h: BaseHTTPRequestHandler, body: Any, fault: Fault | None) -> None:
+        """Answer a request that no fault took over (``fault`` may still shape the answer)."""
+        raise NotImplementedError
 
 
 def refused_url() -> str:
@@ -222,20 +195,3 @@ def wait_until_ready(url: str, seconds: float = 60.0, process: Any = None) -> bo
             pass
         time.sleep(0.2)
     return False
-
-
-def main() -> None:  # pragma: no cover - exercised by benchmarks/api_backends.py
-    """Serve until killed: ``python -m rankrelay.testing [--no-auth]`` prints the URL on its first line."""
-    import sys
-
-    server = FakeRerankAPI(api_key=None if "--no-auth" in sys.argv else API_KEY).start()
-    print(server.url, flush=True)  # noqa: T201 - the parent process reads this line
-    try:
-        threading.Event().wait()
-    except KeyboardInterrupt:
-        server.stop()
-
-
-if __name__ == "__main__":  # pragma: no cover
-    main()
-

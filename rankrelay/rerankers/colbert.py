@@ -1,0 +1,243 @@
+"""Late-interaction reranking (ColBERT): MaxSim over token embeddings, on plain transformers.
+
+``colbert:<model id or path>`` encodes the query and each passage into one L2-normalized vector per token
+(a BERT-style encoder and a linear projection) and scores ``sum over query tokens of max over passage
+tokens of the dot product``. Two checkpoint layouts are read:
+
+- Stanford ColBERT (``colbert-ir/colbertv2.0``, ``answerdotai/answerai-colbert-small-v1``): the encoder
+  and ``linear.weight`` in one weights file, markers ``[unused0]``/``[unused1]`` and lengths from
+  ``artifact.metadata`` when present;
+- PyLate / sentence-transformers (``lightonai/GTE-ModernColBERT-v1``): ``modules.json`` with Dense
+  modules, prefixes and lengths from ``config_sentence_transformers.json``.
+
+As in ColBERT, the query is padded with ``[MASK]`` tokens to ``query_length`` (query augmentation) and
+punctuation tokens of passages are skipped. Long documents are split into passages of ``document_length``
+tokens and scored by their best passage, like the cross-encoder. Runs on the torch runtime.
+
+Example:
+    >>> from rankrelay.rerankers.colbert import ColBERTReranker
+    >>> ColBERTReranker("colbert-ir/colbertv2.0").model
+    'colbert-ir/colbertv2.0'
+"""
+
+from __future__ import annotations
+
+import json
+import string
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from rankrelay._optional import import_optional
+from rankrelay.errors import ConfigError, ModelLoadError, QueryTooLongError
+from rankrelay.hub import ResolvedModel, find_local
+from rankrelay.rerankers.base import Scored
+from rankrelay.rerankers.buckets import length_buckets
+from rankrelay.rerankers.local import LocalModelReranker
+from rankrelay.rerankers.passages import PassagePlanner
+from rankrelay.rerankers.runtimes import Forward
+from rankrelay.rerankers.sample import sample_pairs
+from rankrelay.results import Document
+
+DEFAULT_COLBERT = "colbert-ir/colbertv2.0"
+_WEIGHTS = ("model.safetensors", "pytorch_model.bin")
+
+
+@dataclass(frozen=True, slots=True)
+class Layout:
+    """How a checkpoint marks and sizes queries and documents."""
+
+    query_marker: str
+    doc_marker: str
+    query_length: int
+    doc_length: int
+    dense_dirs: tuple[str, ...]  # PyLate Dense modules in order; () for the Stanford layout
+
+
+def _state(folder: Path) -> dict[str, Any]:
+    for name in _WEIGHTS:
+        if (folder / name).exists():
+            if name.endswith(".safetensors"):
+                from safetensors.torch import load_file
+
+                return dict(load_file(str(folder / name)))
+            import torch
+
+            return dict(torch.load(folder / name, map_location="cpu", weights_only=True))
+    raise ModelLoadError(f"no weights ({' or '.join(_WEIGHTS)}) in {folder}")
+
+
+def read_layout(folder: Path) -> Layout:
+    """The layout of a local ColBERT checkpoint folder."""
+    modules = folder / "modules.json"
+    if modules.exists():
+        entries = json.loads(modules.read_text())
+        dense = tuple(e["path"] for e in entries if "Dense" in e.get("type", ""))
+        if not dense:
+            raise ModelLoadError(f"{folder}: modules.json lists no Dense module, so it is not a ColBERT model")
+        st = folder / "config_sentence_transformers.json"
+        conf = json.loads(st.read_text()) if st.exists() else {}
+        return Layout(conf.get("query_prefix", "[Q] ").strip(), conf.get("document_prefix", "[D] ").strip(),
+                      int(conf.get("query_length", 32)), int(conf.get("document_length", 180)), dense)
+    meta_file = folder / "artifact.metadata"
+    meta = json.loads(meta_file.read_text()) if meta_file.exists() else {}
+    return Layout(meta.get("query_token_id", "[unused0]"), meta.get("doc_token_id", "[unused1]"),
+                  int(meta.get("query_maxlen", 32)), int(meta.get("doc_maxlen", 180)), ())
+
+
+class ColBERTEncoder:
+    """Encoder + projection + markers of one checkpoint; ``preprocess`` and ``__call__`` as the local
+    backends' forward passes expect (inputs are ``("query" | "doc", text)`` pairs, one kind per batch)."""
+
+    def __init__(self, folder: Path, device: str) -> None:
+        import torch
+
+        transformers = import_optional("transformers", extra="local", feature="the ColBERT backend")
+        self.layout = read_layout(folder)
+        self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
+        self.model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True).to(device).eval()
+        if self.layout.dense_dirs:
+            weights = [_state(folder / d) for d in self.layout.dense_dirs]
+        else:
+            weights = [{k: v for k, v in _state(folder).items() if k.split(".")[-2:] == ["linear", "weight"]}]
+        self.linears = []
+        for state in weights:
+            weight = next((v for k, v in state.items() if k.endswith("linear.weight")), None)
+            if weight is None:
+                raise ModelLoadError(f"{folder}: no linear.weight projection found (not a ColBERT checkpoint?)")
+            bias = next((v for k, v in state.items() if k.endswith("linear.bias")), None)
+            self.linears.append((weight.to(device), bias.to(device) if bias is not None else None))
+        self.markers = {}
+        for kind, marker in (("query", self.layout.query_marker), ("doc", self.layout.doc_marker)):
+            token_id = self.tokenizer.convert_tokens_to_ids(marker)
+            if token_id is None or token_id == self.tokenizer.unk_token_id:
+                raise ModelLoadError(f"{folder}: the tokenizer has no {marker!r} marker token")
+            self.markers[kind] = token_id
+        self.device = torch.device(device)
+        self.max_seq_length = self.layout.doc_length
+        vocab = self.tokenizer.get_vocab()
+        self.skip = [vocab[c] for c in string.punctuation if c in vocab]
+
+    def to(self, dtype: Any) -> ColBERTEncoder:
+        self.model.to(dtype)
+        self.linears = [(w.to(dtype), b.to(dtype) if b is not None else None) for w, b in self.linears]
+        return self
+
+    def preprocess(self, inputs: Sequence[tuple[str, str]]) -> dict[str, Any]:
+        """Token ids with the marker after ``[CLS]``; queries padded with ``[MASK]`` to the query length."""
+        import torch
+
+        kind = inputs[0][0]
+        limit = self.layout.query_length if kind == "query" else self.layout.doc_length
+        enc = self.tokenizer([t for _, t in inputs], add_special_tokens=True, truncation=True,
+                             max_length=limit - 1, padding="max_length" if kind == "query" else "longest",
+                             return_tensors="pt")
+        ids, mask = enc["input_ids"], enc["attention_mask"]
+        marker = torch.full((ids.shape[0], 1), self.markers[kind], dtype=ids.dtype)
+        ids = torch.cat([ids[:, :1], marker, ids[:, 1:]], dim=1)
+        mask = torch.cat([mask[:, :1], torch.ones_like(marker), mask[:, 1:]], dim=1)
+        keep = mask.clone()
+        if kind == "query":
+            ids[mask == 0] = self.tokenizer.mask_token_id  # query augmentation: [MASK] tokens are scored
+            keep = torch.ones_like(mask)
+        else:
+            for token in self.skip:
+                keep[ids == token] = 0
+        return {"input_ids": ids, "attention_mask": mask, "keep": keep}
+
+    def __call__(self, features: dict[str, Any]) -> dict[str, Any]:
+        import torch
+
+        hidden = self.model(input_ids=features["input_ids"].to(self.device),
+                            attention_mask=features["attention_mask"].to(self.device)).last_hidden_state
+        for weight, bias in self.linears:
+            hidden = torch.nn.functional.linear(hidden, weight, bias)
+        hidden = torch.nn.functional.normalize(hidden, p=2, dim=-1)
+        return {"token_embeddings": hidden * features["keep"].to(self.device).unsqueeze(-1)}
+
+
+class ColBERTReranker(LocalModelReranker):
+    """MaxSim late-interaction scores of ColBERT token embeddings.
+
+    Args:
+        model: Hugging Face id or local path of a ColBERT checkpoint (Stanford or PyLate layout).
+        **options: see :class:`~rankrelay.rerankers.local.LocalModelReranker` (``runtime`` must be torch).
+    """
+
+    name = "colbert"
+    output = "token_embeddings"
+
+    def __init__(self, model: str, **options: Any) -> None:
+        super().__init__(model, **options)
+        if self.runtime != "torch":
+            raise ConfigError(f"the colbert backend runs on the torch runtime, not {self.runtime!r}")
+
+    def _load(self, resolved: ResolvedModel, device: str, kwargs: dict[str, Any]) -> Any:
+        folder = Path(resolved.location)
+        if not folder.is_dir():  # a Hub id: the snapshot the cache now holds
+            local = find_local(self.model, cache_folder=kwargs.get("cache_folder"))
+            if local is None:
+                from huggingface_hub import snapshot_download
+
+                folder = Path(snapshot_download(self.model, revision=kwargs.get("revision")))
+            else:
+                folder = Path(local.location)
+        return ColBERTEncoder(folder, device)
+
+    def _make_planner(self, encoder: Any) -> PassagePlanner:
+        # the document marker takes one of the window's tokens
+        return PassagePlanner(encoder.tokenizer, encoder.max_seq_length - 1, self.long_documents,
+                              self.passage_overlap, pair=False)
+
+    def _embed(self, kind: str, texts: list[str], encoder: Any = None, forward: Forward | None = None) -> list[Any]:
+        """One (tokens x dim) array per text, padding and skipped tokens removed."""
+        encoder = encoder or self._encoder
+        forward = forward or self._forward
+        assert encoder is not None and forward is not None
+        rows: list[Any] = [None] * len(texts)
+        for batch in length_buckets([len(t) for t in texts], self.batch_size):
+            features = encoder.preprocess([(kind, texts[i]) for i in batch])
+            out = forward(features)
+            keep = features["keep"].numpy().astype(bool)
+            for j, i in enumerate(batch):
+                rows[i] = out[j][keep[j]]
+        return rows
+
+    def _maxsim(self, pairs: list[tuple[str, str]], encoder: Any = None, forward: Forward | None = None) -> list[float]:
+        queries = list(dict.fromkeys(q for q, _ in pairs))
+        passages = list(dict.fromkeys(p for _, p in pairs))
+        q_emb = dict(zip(queries, self._embed("query", queries, encoder, forward)))
+        p_emb = dict(zip(passages, self._embed("doc", passages, encoder, forward)))
+        return [float((q_emb[q] @ p_emb[p].T).max(axis=1).sum()) if len(p_emb[p]) else 0.0 for q, p in pairs]
+
+    def _score_batch(
+        self, queries: list[str], documents: list[list[Document]]
+    ) -> tuple[list[Scored], dict[str, float]]:
+        self.warm_up()
+        limit = self._encoder.layout.query_length - 3  # [CLS], the marker and [SEP]
+        for query in queries:
+            tokens = len(self._encoder.tokenizer(query, add_special_tokens=False)["input_ids"])
+            if tokens > limit:
+                raise QueryTooLongError(f"{self.name}: the query has {tokens} tokens; {self.model} reads "
+                                        f"{limit} (query_length {limit + 3})")
+        return super()._score_batch(queries, documents)
+
+    def _score_pairs(self, pairs: list[tuple[str, str]]) -> Sequence[float]:
+        return self._maxsim(pairs)
+
+    def _sample_inputs(self) -> list[Any]:
+        queries, documents = sample_pairs()
+        return [("query", q) for q in queries] + [("doc", d) for d in documents]
+
+    def _sample_scores(self, encoder: Any, forward: Forward) -> Any:
+        import numpy as np
+
+        queries, documents = sample_pairs()
+        scores = self._maxsim([(q, d) for q in queries for d in documents], encoder, forward)
+        return np.asarray(scores, dtype=np.float32).reshape(len(queries), len(documents))
+
+
+def from_spec(model: str | None, **options: Any) -> ColBERTReranker:
+    """Registry factory: ``colbert:<id or path>`` (default ``colbert-ir/colbertv2.0``)."""
+    return ColBERTReranker(model or DEFAULT_COLBERT, **options)
