@@ -222,7 +222,7 @@ register(
 register(
     "colbert",
     colbert.from_spec,
-    options=LOCAL_OPTIONS,
+    options=LOCAL_OPTIONS | {"cache_size"},
     description="late interaction (ColBERT MaxSim over token embeddings; colbert:colbert-ir/colbertv2.0)",
     extra="local",
 )

@@ -9,12 +9,12 @@ broken indices.
 
 Example:
     >>> from rankrelay import load_reranker
-    >>> from rankrelay.testing import API_KEY, FakeRerankAPI, Fault
+    >>> from rankrelay.testing import API_KEY, FakeRerankAPI
     >>> api = FakeRerankAPI().start()
-    >>> api.faults = [Fault("status", 503)]
-    >>> rr = load_reranker(f"tei:{api.url}", api_key=API_KEY)
-    >>> rr.rerank("red apple", ["green pear", "red apple pie"]).indices, api.count()
-    ([1, 0], 2)
+    >>> rr = load_reranker(f"pinecone:bge-reranker-v2-m3@{api.url}", api_key=API_KEY)
+    >>> res = rr.rerank("red apple", ["green pear", "red apple pie"])
+    >>> res.indices, res.info["billed_units"], api.requests[0]["headers"]["Api-Key"] == API_KEY
+    ([1, 0], {'rerank_units': 1}, True)
     >>> api.stop()
 """
 

@@ -123,3 +123,18 @@ def test_bad_input_and_configuration(checkpoint):
 def test_a_cross_encoder_folder_is_not_a_colbert_model(tiny_ce_path):
     with pytest.raises(ModelLoadError, match="no linear.weight projection"):
         load_reranker(f"colbert:{tiny_ce_path}", device="cpu").warm_up()
+
+
+def test_passage_embeddings_are_cached_across_queries(checkpoint):
+    path, parts = checkpoint
+    rr = load_reranker(f"colbert:{path}", device="cpu", cache_size=3, score_cache="off")
+    embedded = []
+    embed = rr._embed
+    rr._embed = lambda kind, texts, *a: (embedded.append((kind, list(texts))), embed(kind, texts, *a))[1]
+    rr.rerank(QUERY, DOCS[:3])
+    second = rr.rerank("pressure angle", DOCS[:3])
+    assert embedded == [("query", [QUERY]), ("doc", DOCS[:3]), ("query", ["pressure angle"])]
+    assert {r.index: r.score for r in second.results} == pytest.approx(
+        {i: maxsim(*parts, "pressure angle", DOCS[i]) for i in range(3)}, abs=1e-4)
+    rr.rerank(QUERY, DOCS[3:])  # two new passages push the oldest out of a cache of 3
+    assert len(rr._cache) == 3
