@@ -3,7 +3,8 @@
 ``llm:<model>@<base_url>`` slides a window of ``window`` candidates from the back of the list to the front,
 ``step`` at a time (see :mod:`rankrelay.rerankers.listwise`); each window is one chat call whose answer,
 ``[3] > [1] > [2]``, reorders it. One pass over ``n`` candidates makes ``1 + ceil((n - window) / step)``
-calls (one when ``n <= window``): 9 for 100 candidates with window 20 and step 10. ``passes`` repeats it.
+calls (one when ``n <= window``, none for a single candidate): 9 for 100 candidates with window 20 and step 10.
+``passes`` repeats it.
 
 The raw score is ``n - position`` in the final order (no model score exists), so ``normalize="rank"`` is
 the meaningful normalization. ``res.info`` counts calls, answers with no usable identifier (``unparsed``;
@@ -97,7 +98,7 @@ class LLMListwiseReranker(ChatReranker):
 
     def calls(self, n: int) -> int:
         """Chat calls for ``n`` candidates (with the configured window; a long query may shrink it)."""
-        return self.passes * calls_per_pass(n, self.window, self.step) if n else 0
+        return self.passes * calls_per_pass(n, self.window, self.step) if n > 1 else 0
 
     def _plan(self, query: str, docs: list[Document]) -> _Plan:
         fits = self._fits(self.budget.count(query))
@@ -133,6 +134,7 @@ class LLMListwiseReranker(ChatReranker):
 
     # -- one query -------------------------------------------------------------------------
     def _result(self, plan: _Plan, order: list[int], totals: dict[str, int], replies: list[Any]) -> Scored:
+        totals = {k: totals.get(k, 0) for k in ("calls", "unparsed", "duplicates", "out_of_range", "missing")}
         if totals["calls"] and totals["unparsed"] == totals["calls"]:
             raise BadResponseError(f"{self.name}: none of the {totals['calls']} answers held a usable ranking "
                                    f"(last: {self._text(replies[-1])[:120]!r})", backend=self.name)
@@ -153,7 +155,7 @@ class LLMListwiseReranker(ChatReranker):
     def _rank(self, plan: _Plan) -> Scored:
         order, replies = list(range(len(plan.texts))), []
         totals: dict[str, int] = {}
-        for _ in range(self.passes):
+        for _ in range(self.passes if len(order) > 1 else 0):  # one candidate needs no call
             sliding = SlidingPass(order, plan.window, plan.step)
             for items in sliding:
                 def request(timeout: float, items: list[int] = items) -> Any:
@@ -169,7 +171,7 @@ class LLMListwiseReranker(ChatReranker):
     async def _arank(self, plan: _Plan) -> Scored:
         order, replies = list(range(len(plan.texts))), []
         totals: dict[str, int] = {}
-        for _ in range(self.passes):
+        for _ in range(self.passes if len(order) > 1 else 0):
             sliding = SlidingPass(order, plan.window, plan.step)
             for items in sliding:
                 async def request(timeout: float, items: list[int] = items) -> Any:

@@ -160,6 +160,8 @@ def test_bad_input_is_refused_before_any_call(fake_chat):
     with pytest.raises(QueryTooLongError, match="query takes"):
         rr.rerank_batch([(QUERY, DOCS[:3]), ("word " * 2000, DOCS[:3])])
     assert rr.rerank(QUERY, []).results == []
+    one = rr.rerank(QUERY, [{"text": "only one", "id": "x"}])  # nothing to order: no call
+    assert [r.id for r in one.results] == ["x"] and one.info["calls"] == 0 and rr.calls(1) == 0
     assert fake_chat.count() == 0
 
 
