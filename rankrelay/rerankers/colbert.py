@@ -97,18 +97,22 @@ class ColBERTEncoder:
         transformers = import_optional("transformers", extra="local", feature="the ColBERT backend")
         self.layout = read_layout(folder)
         self.tokenizer = transformers.AutoTokenizer.from_pretrained(str(folder), local_files_only=True)
-        self.model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True).to(device).eval()
         if self.layout.dense_dirs:
+            model = transformers.AutoModel.from_pretrained(str(folder), local_files_only=True)
             weights = [_state(folder / d) for d in self.layout.dense_dirs]
         else:
-            weights = [{k: v for k, v in _state(folder).items() if k.split(".")[-2:] == ["linear", "weight"]}]
+            state = _state(folder)
+            weights = [{k: v for k, v in state.items() if k.split(".")[-2:] == ["linear", "weight"]}]
         self.linears = []
-        for state in weights:
-            weight = next((v for k, v in state.items() if k.endswith("linear.weight")), None)
+        for dense in weights:
+            weight = next((v for k, v in dense.items() if k.endswith("linear.weight")), None)
             if weight is None:
                 raise ModelLoadError(f"{folder}: no linear.weight projection found (not a ColBERT checkpoint?)")
-            bias = next((v for k, v in state.items() if k.endswith("linear.bias")), None)
+            bias = next((v for k, v in dense.items() if k.endswith("linear.bias")), None)
             self.linears.append((weight.to(device), bias.to(device) if bias is not None else None))
+        if not self.layout.dense_dirs:
+            model = self._stanford_encoder(transformers, folder, state)
+        self.model = model.to(device).eval()
         self.markers = {}
         for kind, marker in (("query", self.layout.query_marker), ("doc", self.layout.doc_marker)):
             token_id = self.tokenizer.convert_tokens_to_ids(marker)
@@ -119,6 +123,21 @@ class ColBERTEncoder:
         self.max_seq_length = self.layout.doc_length
         vocab = self.tokenizer.get_vocab()
         self.skip = [vocab[c] for c in string.punctuation if c in vocab]
+
+    @staticmethod
+    def _stanford_encoder(transformers: Any, folder: Path, state: dict[str, Any]) -> Any:
+        """The encoder of a Stanford checkpoint, from the weights already read (its ``bert.`` prefix taken
+        off and the projection left out); anything else unmatched is an error, not a silent random init."""
+        model = transformers.AutoModel.from_config(
+            transformers.AutoConfig.from_pretrained(str(folder), local_files_only=True))
+        prefix = f"{model.base_model_prefix}."
+        encoder = {k.removeprefix(prefix): v for k, v in state.items() if not k.startswith("linear.")}
+        missing, unexpected = model.load_state_dict(encoder, strict=False)
+        missing = [k for k in missing if not k.startswith("pooler.")]  # ColBERT encoders have no pooler
+        if missing or unexpected:
+            raise ModelLoadError(f"{folder}: the weights do not fit a {type(model).__name__} "
+                                 f"(missing {missing[:3]}, unexpected {unexpected[:3]})")
+        return model
 
     def to(self, dtype: Any) -> ColBERTEncoder:
         self.model.to(dtype)

@@ -138,3 +138,14 @@ def test_passage_embeddings_are_cached_across_queries(checkpoint):
         {i: maxsim(*parts, "pressure angle", DOCS[i]) for i in range(3)}, abs=1e-4)
     rr.rerank(QUERY, DOCS[3:])  # two new passages push the oldest out of a cache of 3
     assert len(rr._cache) == 3
+
+
+def test_weights_that_do_not_fit_the_encoder_are_an_error(tmp_path):
+    from safetensors.torch import load_file
+
+    build(tmp_path, "stanford")
+    state = load_file(str(tmp_path / "model.safetensors"))
+    del state["bert.encoder.layer.1.output.dense.weight"]
+    save_file({**state, "bert.extra.weight": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
+    with pytest.raises(ModelLoadError, match=r"do not fit.*output\.dense\.weight.*extra\.weight"):
+        load_reranker(f"colbert:{tmp_path}", device="cpu").warm_up()
