@@ -78,8 +78,10 @@ def test_config_file_option(tiny_ce_path, tmp_path, docs_jsonl):
 def test_models_lists_presets_and_backends():
     out = runner.invoke(app, ["models"])
     assert out.exit_code == 0
-    for name in ("minilm-l6", "minilm-l12", "bge-base", "bge-large", "cross-encoder", "bi-encoder"):
+    for name in ("minilm-l6", "minilm-l12", "bge-base", "bge-large", "cross-encoder", "bi-encoder", "colbert",
+                 "llm-pointwise", "mixedbread", "pinecone"):
         assert name in out.output
+    assert "[fallback] in the config" in " ".join(out.output.split())  # descriptions are text, not markup
 
 
 COMMANDS = ["rerank", "models", "demo", "index", "search", "bench", "train", "serve"]

@@ -6,6 +6,7 @@ import json
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 from rich.table import Table
 
 from rankrelay.cli.common import ConfigOption, app, console, fail, render_result
@@ -74,7 +75,7 @@ def models() -> None:
     for col in ("name", "extra", "about"):
         table.add_column(col)
     for b in backends():
-        table.add_row(b.name, b.extra or "", b.description)
+        table.add_row(b.name, b.extra or "", escape(b.description))  # "[fallback]" is text, not markup
     console.print(table)
 
 @app.command()
