@@ -46,6 +46,7 @@ def test_rerank_table_from_text_file(tiny_ce_path, tmp_path):
         (["--query", " "], "EmptyQueryError"),
         (["--query", "q", "--model", "nope"], "UnknownBackendError"),
         (["--query", "q", "--normalize", "softmax"], "ConfigError"),
+        (["--query", "q", "--model", "[bold]x"], "[bold]x"),  # the message is text, not markup
     ],
 )
 def test_errors_exit_2_with_a_clear_message(docs_jsonl, args, fragment):

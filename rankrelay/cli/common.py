@@ -44,7 +44,7 @@ def progress_shown(quiet: bool) -> bool:
 
 def fail(exc: Exception) -> typer.Exit:
     """Print ``exc`` as one line on stderr; the exit (status 2) to raise."""
-    err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {exc}", highlight=False, soft_wrap=True)
+    err_console.print(f"[bold red]error:[/] {type(exc).__name__}: {escape(str(exc))}", highlight=False, soft_wrap=True)
     return typer.Exit(code=2)
 
 
