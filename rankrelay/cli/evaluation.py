@@ -6,6 +6,7 @@ from pathlib import Path
 from typing import Annotated
 
 import typer
+from rich.markup import escape
 
 from rankrelay.cli.common import QuietOption, app, console, err_console, fail, progress_shown
 from rankrelay.errors import ConfigError, RankRelayError
@@ -56,7 +57,7 @@ def bench(
                      [[r["backend"], r["p50_ms"], r["ndcg@10"], "yes" if r["front"] else "",
                        "" if r["reranked_mean"] is None else f"{r['reranked_mean']:.1f}"] for r in result.pareto]))
     for warning in result.warnings:
-        err_console.print(f"[yellow]warning:[/] {warning}", highlight=False)
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     console.print(f"report: {out / 'report.md'} and {out / 'report.json'}", highlight=False)
 
 @app.command()
