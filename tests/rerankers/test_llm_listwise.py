@@ -248,3 +248,11 @@ def test_falls_back_to_a_local_model_when_the_llm_fails(fake_chat, tiny_ce_path)
     fake_chat.answers = ["nothing useful"]
     res = chain.rerank(QUERY, DOCS[:5])  # an unreadable answer is a failure the chain moves past, too
     assert res.backend == "cross-encoder"
+
+
+def test_a_cascade_gives_the_llm_only_the_cheap_stage_best(fake_chat):
+    rr = load_reranker(f"cascade:identity>llm:fake@{fake_chat.base_url}?api_key={API_KEY}@30")
+    res = rr.rerank(QUERY, DOCS)
+    assert [len(passages(p)) for p in fake_chat.prompts()] == [20, 20]  # 30 candidates: 2 windows, not 9
+    assert res.indices[:10] == oracle(QUERY, DOCS[:30])[:10] and res.indices[30:] == list(range(30, 100))
+    assert res.info["reranked"] == 30
