@@ -23,7 +23,6 @@ from __future__ import annotations
 import argparse
 import asyncio
 import os
-import socket
 import statistics
 import subprocess
 import sys
@@ -40,7 +39,7 @@ sys.path.insert(0, str(Path(__file__).parent))
 from overhead import build_minilm_cross_encoder  # noqa: E402
 
 from rankrelay import load_reranker  # noqa: E402
-from rankrelay.testing import wait_until_ready  # noqa: E402
+from rankrelay.testing import free_port, wait_until_ready  # noqa: E402
 
 WORDS = ("boundary layer flow wing lift drag pressure shock wave supersonic heat transfer plate "
          "turbulent laminar separation angle attack model theory experiment").split()
@@ -62,14 +61,6 @@ def docs(n: int, seed: int) -> list[str]:
         words = 30 if LENGTHS == "uniform" else min(300, max(8, int(rng.lognormvariate(4.3, 0.6))))
         out.append(f"document {seed}-{i} " + " ".join(rng.choice(WORDS) for _ in range(words)))
     return out
-
-
-def free_port() -> int:
-    sock = socket.socket()
-    sock.bind(("127.0.0.1", 0))
-    port = sock.getsockname()[1]
-    sock.close()
-    return port
 
 
 class Service:

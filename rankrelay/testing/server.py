@@ -172,13 +172,18 @@ class FakeServer:
         raise NotImplementedError
 
 
-def refused_url() -> str:
-    """A loopback URL where nothing listens: connections to it are refused at once."""
+def free_port() -> int:
+    """A loopback port nothing listens on now (for a server started next, or for a refused connection)."""
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     port = sock.getsockname()[1]
     sock.close()
-    return f"http://127.0.0.1:{port}"
+    return int(port)
+
+
+def refused_url() -> str:
+    """A loopback URL where nothing listens: connections to it are refused at once."""
+    return f"http://127.0.0.1:{free_port()}"
 
 
 def wait_until_ready(url: str, seconds: float = 60.0, process: Any = None) -> bool:

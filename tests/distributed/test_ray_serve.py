@@ -2,7 +2,6 @@
 single-process service does, and a replica killed under load loses no request and mixes none up."""
 
 import random
-import socket
 import threading
 import time
 
@@ -18,17 +17,12 @@ from rankrelay import ConfigError, load_reranker  # noqa: E402
 from rankrelay.config import Limits, Settings  # noqa: E402
 from rankrelay.distributed.serve import parse_autoscale, run  # noqa: E402
 from rankrelay.server.app import AppPlan, create_app  # noqa: E402
+from rankrelay.testing import free_port  # noqa: E402
 
 KEY = "ray-key"
 WORDS = "the wing stall angle of attack lift flow boundary layer python sort paris france cat dog air".split()
 DOCS = ["the wing lift and air flow", "paris is the capital of france", "python sort is stable",
         "boundary layer separation on the wing", "cat and dog"]
-
-
-def free_port() -> int:
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        return s.getsockname()[1]
 
 
 @pytest.fixture(scope="module")
