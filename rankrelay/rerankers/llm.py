@@ -24,6 +24,7 @@ from __future__ import annotations
 import json
 import logging
 import math
+import re
 import string
 from collections.abc import Mapping
 from typing import Any
@@ -47,7 +48,7 @@ DEFAULT_URL = "https://api.openai.com/v1"
 KEY_ENV = ("RANKRELAY_LLM_API_KEY", "OPENAI_API_KEY")
 #: options every LLM backend takes (besides the API ones)
 LLM_OPTIONS = frozenset({"context_window", "max_doc_tokens", "tokenizer", "temperature", "prices", "system_prompt",
-                         "prompt"})
+                         "prompt", "max_tokens"})
 #: tokens a chat message costs beyond its text (role and separators), per message
 MESSAGE_TOKENS = 8
 #: what a local server that asks for no key gets from the SDK, which insists on one
@@ -66,6 +67,15 @@ def parse_llm_spec(rest: str | None) -> tuple[str | None, str | None]:
     if at and not url.strip():
         raise ConfigError(f"the LLM spec {rest!r} has an empty URL after '@' (e.g. gpt-4o-mini@http://host:8000/v1)")
     return model.strip(), (url.strip() or None)
+
+
+_THINKING = re.compile(r"<think>.*?(?:</think>|\Z)", re.S | re.I)
+
+
+def strip_reasoning(text: str) -> str:
+    """``text`` without ``<think>...</think>`` blocks (and an unclosed one cut off by the token limit), which
+    reasoning models (Qwen3, DeepSeek-R1 on vLLM or Ollama) write before their answer."""
+    return _THINKING.sub("", text).strip()
 
 
 def price(billed: Mapping[str, float], prices: Mapping[str, float]) -> float:
@@ -144,6 +154,8 @@ class ChatReranker(ApiReranker):
         prices: dollars per ``prompt_tokens`` / ``completion_tokens`` (default: ``Settings.prices``).
         system_prompt: the system message (None: the backend's default; "" sends none).
         prompt: the user message template (None: the backend's default).
+        max_tokens: tokens the answer may take (None: what the answer needs; give a reasoning model room to
+            think, and the context check counts it).
         **options: see :class:`~rankrelay.rerankers.api.ApiReranker`.
     """
 
@@ -164,6 +176,7 @@ class ChatReranker(ApiReranker):
         prices: Mapping[str, float] | None = None,
         system_prompt: str | None = None,
         prompt: str | None = None,
+        max_tokens: int | None = None,
         **options: Any,
     ) -> None:
         if not model or not model.strip():
@@ -175,6 +188,7 @@ class ChatReranker(ApiReranker):
         super().__init__(model.strip(), **options)
         self.context_window = positive_int(context_window, "context_window", ConfigError)
         self.max_doc_tokens = positive_int(max_doc_tokens, "max_doc_tokens", ConfigError)
+        self.max_tokens = None if max_tokens is None else positive_int(max_tokens, "max_tokens", ConfigError)
         self.temperature = float(temperature)
         self.base_url = (base_url or DEFAULT_URL).rstrip("/")
         if not self.base_url.startswith(("http://", "https://")):
@@ -231,12 +245,12 @@ class ChatReranker(ApiReranker):
                 "max_tokens": max_tokens, "timeout": timeout, **extra}
 
     def _text(self, response: Any) -> str:
-        """The answer's text; a reply without one is a :class:`BadResponseError`."""
+        """The answer's text without reasoning blocks; a reply without choices is a :class:`BadResponseError`."""
         try:
             content = response.choices[0].message.content
         except (AttributeError, IndexError, TypeError):
             raise BadResponseError(f"{self.name}: reply has no choices", backend=self.name) from None
-        return content if isinstance(content, str) else ""
+        return strip_reasoning(content) if isinstance(content, str) else ""
 
     @staticmethod
     def usage(response: Any) -> dict[str, float]:

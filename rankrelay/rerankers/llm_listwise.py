@@ -82,9 +82,8 @@ class LLMListwiseReranker(ChatReranker):
                 "(raise context_window or lower max_doc_tokens)")
 
     # -- budgets ---------------------------------------------------------------------------
-    @staticmethod
-    def _answer_tokens(window: int) -> int:
-        return 5 * window + 8  # "[12] > " is about five tokens
+    def _answer_tokens(self, window: int) -> int:
+        return self.max_tokens or 5 * window + 8  # "[12] > " is about five tokens
 
     def _fits(self, query_tokens: int) -> int:
         """The largest window (up to ``window``) whose prompt and answer fit the context, 0 if none."""

@@ -6,7 +6,8 @@ the document by the log-odds ``log P(yes) - log P(no)`` (a token missing from th
 least likely one listed). A server that returns no log-probabilities is then asked for a grade from 0 to
 ``max_grade`` as text instead, which is logged once and said in every result (``info["judge"] == "grade"``,
 ``info["logprobs_fallback"]``). ``judge="logprobs"`` makes a missing log-probability an error;
-``judge="grade"`` never asks for them.
+``judge="grade"`` never asks for them. A Yes/No judgement is one token; ``max_tokens`` gives text grades room
+(for a reasoning model, whose ``<think>`` block is dropped before the grade is read).
 
 An answer that can be read neither way leaves its document unscored (NaN, ranked after the scored ones
 in input order) and counted in ``info["unparsed"]``; a query fails only when no answer could be read.
@@ -100,7 +101,7 @@ class LLMPointwiseReranker(ChatReranker):
             raise ConfigError(f"the {self.name} prompt templates contain the API key; prompts never carry keys")
         self._no_logprobs = False  # learnt from the server: it ignores the logprobs option
         self._lock_mode = threading.Lock()
-        room = self.context_window - self._fixed_tokens("") - self.max_doc_tokens - 8
+        room = self.context_window - self._fixed_tokens("") - self.max_doc_tokens - self._answer_tokens()
         if room < 0:
             raise ConfigError(f"{self.name}: a context window of {self.context_window} tokens cannot hold one "
                               f"document of {self.max_doc_tokens} tokens beside the prompt")
@@ -110,6 +111,9 @@ class LLMPointwiseReranker(ChatReranker):
         return (self.budget.count(self.system_prompt) + 2 * MESSAGE_TOKENS
                 + self.budget.count(prompt.format(query=query, text="", max_grade=self.max_grade)))
 
+    def _answer_tokens(self) -> int:
+        return self.max_tokens or 8
+
     def mode(self) -> str:
         """How the next document is judged: ``logprobs`` or ``grade``."""
         return "grade" if self.judge == "grade" or self._no_logprobs else "logprobs"
@@ -117,7 +121,7 @@ class LLMPointwiseReranker(ChatReranker):
     # -- ApiReranker's chunks of one document ---------------------------------------------------
     def _chunks(self, queries: list[str], documents: list[list[Document]]) -> list[tuple[int, int, str, list[str]]]:
         for query in queries:  # every query checked before any call
-            if self._fixed_tokens(query) + self.max_doc_tokens + 8 > self.context_window:
+            if self._fixed_tokens(query) + self.max_doc_tokens + self._answer_tokens() > self.context_window:
                 raise QueryTooLongError(f"{self.name}: the query leaves no room for a document of "
                                         f"{self.max_doc_tokens} tokens in a context window of {self.context_window}")
         return [(qi, i, query, [self.budget.fit(one_line(doc.text), self.max_doc_tokens)[0]])
@@ -129,7 +133,7 @@ class LLMPointwiseReranker(ChatReranker):
                                  logprobs=True, top_logprobs=5)
         system = [{"role": "system", "content": self.system_prompt}] if self.system_prompt else []
         user = {"role": "user", "content": self.grade_prompt.format(query=query, text=text, max_grade=self.max_grade)}
-        return self._request([*system, user], 4, timeout)
+        return self._request([*system, user], self.max_tokens or 4, timeout)
 
     def _fell_back(self, response: Any) -> bool:
         """Did a logprobs request come back without them (switching this reranker to grades)?"""

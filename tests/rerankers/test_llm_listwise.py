@@ -256,3 +256,14 @@ def test_a_cascade_gives_the_llm_only_the_cheap_stage_best(fake_chat):
     assert [len(passages(p)) for p in fake_chat.prompts()] == [20, 20]  # 30 candidates: 2 windows, not 9
     assert res.indices[:10] == oracle(QUERY, DOCS[:30])[:10] and res.indices[30:] == list(range(30, 100))
     assert res.info["reranked"] == 30
+
+
+def test_reasoning_blocks_are_not_read_as_the_answer(fake_chat):
+    fake_chat.answers = ["<think>[5] looks best, then [4]</think>\n[2] > [1] > [3]", "<think>[5] > [4] and then"]
+    rr = llm(fake_chat, max_tokens=600)
+    assert rr.rerank(QUERY, DOCS[:5]).indices == [1, 0, 2, 3, 4]
+    assert fake_chat.requests[0]["body"]["max_tokens"] == 600
+    with pytest.raises(BadResponseError, match="none of the 1 answers"):  # cut off while thinking: no answer
+        rr.rerank(QUERY, DOCS[:5])
+    with pytest.raises(ConfigError, match="holds 0 document"):  # the answer's room counts against the context
+        llm(fake_chat, max_tokens=8000)

@@ -112,3 +112,10 @@ def test_a_query_too_long_for_the_context_is_refused_before_any_call(fake_chat):
     with pytest.raises(QueryTooLongError):
         pointwise(fake_chat, context_window=600).rerank("word " * 1000, DOCS)
     assert fake_chat.count() == 0
+
+
+def test_grades_after_a_reasoning_block(fake_chat):
+    fake_chat.answers = ["<think>it mentions apple pie, so 3? or 1</think> 2", "<think>hmm"]
+    res = pointwise(fake_chat, judge="grade", max_tokens=300, max_concurrency=1).rerank(QUERY, DOCS[:2])
+    assert [(r.index, r.score) for r in res.results][0] == (0, 2.0) and math.isnan(res.results[1].score)
+    assert fake_chat.requests[0]["body"]["max_tokens"] == 300
