@@ -11,8 +11,10 @@ tokens of the dot product``. Two checkpoint layouts are read:
   modules, prefixes and lengths from ``config_sentence_transformers.json``.
 
 As in ColBERT, the query is padded with ``[MASK]`` tokens to ``query_length`` (query augmentation) and
-punctuation tokens of passages are skipped. Long documents are split into passages of ``document_length``
-tokens and scored by their best passage, like the cross-encoder. Runs on the torch runtime.
+punctuation tokens of passages are skipped; a query longer than ``query_length`` is encoded whole (ColBERT
+would cut it), and only one longer than the model's positions is a :class:`QueryTooLongError`. Long
+documents are split into passages of ``document_length`` tokens and scored by their best passage, like the
+cross-encoder. Runs on the torch runtime.
 
 Example:
     >>> from rankrelay.rerankers.colbert import ColBERTReranker
@@ -30,16 +32,14 @@ from pathlib import Path
 from typing import Any
 
 from rankrelay._optional import import_optional
-from rankrelay.errors import ConfigError, ModelLoadError, QueryTooLongError
+from rankrelay.errors import ConfigError, ModelLoadError
 from rankrelay.hub import ResolvedModel, find_local
 from rankrelay.lru import LRU
-from rankrelay.rerankers.base import Scored
 from rankrelay.rerankers.buckets import length_buckets
 from rankrelay.rerankers.local import LocalModelReranker
 from rankrelay.rerankers.passages import PassagePlanner
 from rankrelay.rerankers.runtimes import Forward
 from rankrelay.rerankers.sample import sample_pairs
-from rankrelay.results import Document
 
 DEFAULT_COLBERT = "colbert-ir/colbertv2.0"
 _WEIGHTS = ("model.safetensors", "pytorch_model.bin")
@@ -145,25 +145,35 @@ class ColBERTEncoder:
         return self
 
     def preprocess(self, inputs: Sequence[tuple[str, str]]) -> dict[str, Any]:
-        """Token ids with the marker after ``[CLS]``; queries padded with ``[MASK]`` to the query length."""
+        """Token ids with the marker after ``[CLS]``. A query is padded with ``[MASK]`` up to the query length
+        (query augmentation); a longer query is kept whole, without expansion. ``keep`` marks the scored
+        positions, so that a query's vectors do not depend on the batch it is in."""
         import torch
 
         kind = inputs[0][0]
-        limit = self.layout.query_length if kind == "query" else self.layout.doc_length
-        enc = self.tokenizer([t for _, t in inputs], add_special_tokens=True, truncation=True,
-                             max_length=limit - 1, padding="max_length" if kind == "query" else "longest",
-                             return_tensors="pt")
+        texts = [t for _, t in inputs]
+        if kind == "query":
+            enc = self.tokenizer(texts, add_special_tokens=True, padding="longest", return_tensors="pt")
+        else:
+            enc = self.tokenizer(texts, add_special_tokens=True, truncation=True, max_length=self.layout.doc_length - 1,
+                                 padding="longest", return_tensors="pt")
         ids, mask = enc["input_ids"], enc["attention_mask"]
         marker = torch.full((ids.shape[0], 1), self.markers[kind], dtype=ids.dtype)
         ids = torch.cat([ids[:, :1], marker, ids[:, 1:]], dim=1)
         mask = torch.cat([mask[:, :1], torch.ones_like(marker), mask[:, 1:]], dim=1)
-        keep = mask.clone()
-        if kind == "query":
-            ids[mask == 0] = self.tokenizer.mask_token_id  # query augmentation: [MASK] tokens are scored
-            keep = torch.ones_like(mask)
-        else:
+        if kind == "doc":
+            keep = mask.clone()
             for token in self.skip:
                 keep[ids == token] = 0
+            return {"input_ids": ids, "attention_mask": mask, "keep": keep}
+        width = max(ids.shape[1], self.layout.query_length)
+        if width > ids.shape[1]:
+            extra = width - ids.shape[1]
+            ids = torch.cat([ids, torch.full((ids.shape[0], extra), self.tokenizer.pad_token_id, dtype=ids.dtype)], 1)
+            mask = torch.cat([mask, torch.zeros((mask.shape[0], extra), dtype=mask.dtype)], 1)
+        own = torch.clamp(mask.sum(dim=1, keepdim=True), min=self.layout.query_length)
+        keep = (torch.arange(width).unsqueeze(0) < own).to(mask.dtype)
+        ids[mask == 0] = self.tokenizer.mask_token_id  # the [MASK] tokens are scored, not attended to
         return {"input_ids": ids, "attention_mask": mask, "keep": keep}
 
     def __call__(self, features: dict[str, Any]) -> dict[str, Any]:
@@ -215,9 +225,10 @@ class ColBERTReranker(LocalModelReranker):
         return ColBERTEncoder(folder, device)
 
     def _make_planner(self, encoder: Any) -> PassagePlanner:
-        # the document marker takes one of the window's tokens
+        # the document marker takes one of the window's tokens; a query is encoded apart, up to the positions
         return PassagePlanner(encoder.tokenizer, encoder.max_seq_length - 1, self.long_documents,
-                              self.passage_overlap, pair=False)
+                              self.passage_overlap, pair=False,
+                              query_limit=encoder.model.config.max_position_embeddings - 3)
 
     def _embed(self, kind: str, texts: list[str], encoder: Any = None, forward: Forward | None = None) -> list[Any]:
         """One (tokens x dim) array per text, padding and skipped tokens removed."""
@@ -250,18 +261,6 @@ class ColBERTReranker(LocalModelReranker):
         p_emb = (dict(zip(passages, self._embed("doc", passages, encoder, forward))) if encoder is not None
                  else self._passages(passages))  # a conversion's sample bypasses the cache
         return [float((q_emb[q] @ p_emb[p].T).max(axis=1).sum()) if len(p_emb[p]) else 0.0 for q, p in pairs]
-
-    def _score_batch(
-        self, queries: list[str], documents: list[list[Document]]
-    ) -> tuple[list[Scored], dict[str, float]]:
-        self.warm_up()
-        limit = self._encoder.layout.query_length - 3  # [CLS], the marker and [SEP]
-        for query in queries:
-            tokens = len(self._encoder.tokenizer(query, add_special_tokens=False)["input_ids"])
-            if tokens > limit:
-                raise QueryTooLongError(f"{self.name}: the query has {tokens} tokens; {self.model} reads "
-                                        f"{limit} (query_length {limit + 3})")
-        return super()._score_batch(queries, documents)
 
     def _score_pairs(self, pairs: list[tuple[str, str]]) -> Sequence[float]:
         return self._maxsim(pairs)

@@ -85,11 +85,13 @@ class PassagePlanner:
             queries are tokenized once.
         pair: the model reads query and document together (a cross-encoder); a bi-encoder
             reads the document alone, and the query must fit the window by itself.
+        query_limit: tokens a query encoded apart may have (default: the document window's; ColBERT reads
+            queries up to its position table).
     """
 
     def __init__(
         self, tokenizer: Any, max_length: int, mode: str = "passages", overlap: int = 32, *, pair: bool = True,
-        cache_size: int = 20_000,
+        cache_size: int = 20_000, query_limit: int | None = None,
     ) -> None:
         if not getattr(tokenizer, "is_fast", False):
             raise ModelLoadError(
@@ -101,6 +103,7 @@ class PassagePlanner:
         self.overlap = overlap
         self.pair = pair
         self.special = tokenizer.num_special_tokens_to_add(pair=pair)
+        self.query_limit = query_limit
         self.cache_size = cache_size
         self._cache: LRU[str, tuple[Any, Any]] = LRU(cache_size)
 
@@ -129,11 +132,9 @@ class PassagePlanner:
         """Document tokens that fit beside ``query`` in one window."""
         q_tokens = len(self.tokenizer(query, add_special_tokens=False, verbose=False)["input_ids"])
         if not self.pair:
-            if q_tokens > self.max_length - self.special:
-                raise QueryTooLongError(
-                    f"the query has {q_tokens} tokens; the model reads at most "
-                    f"{self.max_length - self.special}"
-                )
+            limit = self.query_limit if self.query_limit is not None else self.max_length - self.special
+            if q_tokens > limit:
+                raise QueryTooLongError(f"the query has {q_tokens} tokens; the model reads at most {limit}")
             return self.max_length - self.special
         budget = self.max_length - self.special - q_tokens
         if budget < MIN_DOC_TOKENS + SAFETY_TOKENS:

@@ -113,8 +113,8 @@ def test_long_documents_are_scored_by_their_best_passage(checkpoint):
 def test_bad_input_and_configuration(checkpoint):
     path, _ = checkpoint
     rr = load_reranker(f"colbert:{path}", device="cpu")
-    with pytest.raises(QueryTooLongError, match="query has"):
-        rr.rerank(" ".join(["boundary"] * 20), DOCS)
+    with pytest.raises(QueryTooLongError, match="reads at most 61"):  # the tiny model has 64 positions
+        rr.rerank(" ".join(["boundary"] * 70), DOCS)
     assert rr.rerank(QUERY, []).results == []
     with pytest.raises(ConfigError, match="torch runtime"):
         load_reranker(f"colbert:{path}", runtime="onnx")
@@ -149,3 +149,15 @@ def test_weights_that_do_not_fit_the_encoder_are_an_error(tmp_path):
     save_file({**state, "bert.extra.weight": torch.zeros(2)}, str(tmp_path / "model.safetensors"))
     with pytest.raises(ModelLoadError, match=r"do not fit.*output\.dense\.weight.*extra\.weight"):
         load_reranker(f"colbert:{tmp_path}", device="cpu").warm_up()
+
+
+def test_a_query_longer_than_the_query_length_is_read_whole_and_batches_do_not_change_scores(checkpoint):
+    path, parts = checkpoint
+    rr = load_reranker(f"colbert:{path}", device="cpu", score_cache="off", batch_size=8)
+    long = "boundary layer separation on the wing at a high angle of attack and the pressure of the air flow"
+    alone = [{r.index: r.score for r in rr.rerank(q, DOCS).results} for q in (QUERY, long)]
+    together = [{r.index: r.score for r in res.results} for res in rr.rerank_batch([(QUERY, DOCS), (long, DOCS)])]
+    for a, b in zip(alone, together):
+        assert [b[i] for i in range(len(DOCS))] == pytest.approx([a[i] for i in range(len(DOCS))], abs=1e-5)
+    assert [alone[1][i] for i in range(len(DOCS))] == pytest.approx(
+        [maxsim(*parts, long, d) for d in DOCS], abs=1e-4)  # more than 16 query tokens: none cut, no [MASK]
