@@ -54,7 +54,7 @@ def main() -> None:
         pointwise = load_reranker(f"llm-pointwise:bench@{base}", api_key=API_KEY)
         # the messages rankrelay sends, so that both sides carry the same bytes
         plan = listwise._plan(QUERY, [Document(d) for d in DOCS[:20]])
-        window = listwise._window_request(plan, list(range(20)), 30.0)
+        window = listwise._window(QUERY, plan.texts, 30.0)
         judge = pointwise._judge_request("logprobs", QUERY, DOCS[0], 30.0)
 
         def bare(request=window):

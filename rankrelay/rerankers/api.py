@@ -19,10 +19,10 @@ import os
 import threading
 import weakref
 from abc import abstractmethod
-from collections.abc import Sequence
+from collections.abc import Awaitable, Callable, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
@@ -43,6 +43,7 @@ from rankrelay.rerankers.retry import MIN_ATTEMPT_SECONDS, RETRY_STATUSES, Retry
 from rankrelay.results import Document
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: Options every API backend takes.
 API_OPTIONS = frozenset(
@@ -295,26 +296,32 @@ class ApiReranker(BaseReranker):
                 _close_on_loop(loop, client)
 
     # -- one chunk -------------------------------------------------------------------------
-    def _call(self, query: str, texts: list[str], timeout: float) -> Reply:
-        """Send one chunk; raise typed errors."""
-        client = self._sync_client()
+    def _sent(self, send: Callable[[], T]) -> T:
+        """``send()``, its failures mapped to typed errors (:meth:`_error`; ours pass through as they are)."""
         try:
-            raw = self._send(client, query, texts, timeout)
+            return send()
         except RankRelayError:
             raise
         except Exception as exc:  # mapped to a typed error; anything unknown re-raised as it is
             raise self._error(exc) from None
-        return self._reply(raw)
 
-    async def _acall(self, query: str, texts: list[str], timeout: float) -> Reply:
-        """Async :meth:`_call`."""
+    async def _asent(self, send: Awaitable[T]) -> T:
+        """Async :meth:`_sent`."""
         try:
-            raw = await self._asend(self._aclient(), query, texts, timeout)
+            return await send
         except RankRelayError:
             raise
         except Exception as exc:
             raise self._error(exc) from None
-        return self._reply(raw)
+
+    def _call(self, query: str, texts: list[str], timeout: float) -> Reply:
+        """Send one chunk; raise typed errors."""
+        client = self._sync_client()
+        return self._reply(self._sent(lambda: self._send(client, query, texts, timeout)))
+
+    async def _acall(self, query: str, texts: list[str], timeout: float) -> Reply:
+        """Async :meth:`_call`."""
+        return self._reply(await self._asent(self._asend(self._aclient(), query, texts, timeout)))
 
     def _chunks(self, queries: list[str], documents: list[list[Document]]) -> list[tuple[int, int, str, list[str]]]:
         jobs = []

@@ -33,7 +33,7 @@ from typing import Any
 
 from rankrelay._optional import import_optional
 from rankrelay.errors import ConfigError, ModelLoadError
-from rankrelay.hub import ResolvedModel, find_local
+from rankrelay.hub import ResolvedModel
 from rankrelay.lru import LRU
 from rankrelay.rerankers.buckets import length_buckets
 from rankrelay.rerankers.local import LocalModelReranker
@@ -213,15 +213,12 @@ class ColBERTReranker(LocalModelReranker):
         self._cache: LRU[str, Any] = LRU(cache_size)
 
     def _load(self, resolved: ResolvedModel, device: str, kwargs: dict[str, Any]) -> Any:
-        folder = Path(resolved.location)
-        if not folder.is_dir():  # a Hub id: the snapshot the cache now holds
-            local = find_local(self.model, cache_folder=kwargs.get("cache_folder"))
-            if local is None:
-                from huggingface_hub import snapshot_download
+        folder = Path(resolved.location)  # a local folder (path, cache, bundle), else a Hub id just probed
+        if not resolved.local:
+            from huggingface_hub import snapshot_download
 
-                folder = Path(snapshot_download(self.model, revision=kwargs.get("revision")))
-            else:
-                folder = Path(local.location)
+            folder = Path(snapshot_download(self.model, revision=kwargs.get("revision"),
+                                            cache_dir=kwargs.get("cache_folder"), token=kwargs.get("token")))
         return ColBERTEncoder(folder, device)
 
     def _make_planner(self, encoder: Any) -> PassagePlanner:

@@ -200,13 +200,18 @@ class ChatReranker(ApiReranker):
         self.prices = dict(prices) if prices is not None else None
         self.budget = TokenBudget(tokenizer)
         self.system_prompt = self.default_system if system_prompt is None else system_prompt
-        self.prompt = check_template(self.default_prompt if prompt is None else prompt, self.prompt_fields, "prompt")
+        self.prompt = self._template(self.default_prompt if prompt is None else prompt, "prompt")
         if self.system_prompt:
-            check_template(self.system_prompt, self.prompt_fields, "system prompt")
-        key = self._api_key.get_secret_value() if self._api_key is not None else None
-        if key and (key in self.prompt or key in self.system_prompt):
-            raise ConfigError(f"the {self.name} prompt templates contain the API key; prompts never carry keys")
+            self._template(self.system_prompt, "system prompt")
         _sdk()  # a missing SDK is a clear error now, not at the first call
+
+    def _template(self, template: str, what: str) -> str:
+        """``template`` checked: known placeholders only (:func:`check_template`), and no API key in it."""
+        check_template(template, self.prompt_fields, what)
+        key = self._api_key.get_secret_value() if self._api_key is not None else None
+        if key and key in template:
+            raise ConfigError(f"the {self.name} {what} template contains the API key; prompts never carry keys")
+        return template
 
     # -- the SDK on rankrelay's pooled clients -------------------------------------------------
     def _httpx(self) -> Any:

@@ -27,7 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
-from rankrelay.errors import BadResponseError, ConfigError, QueryTooLongError, RankRelayError, positive_int
+from rankrelay.errors import BadResponseError, ConfigError, QueryTooLongError, positive_int
 from rankrelay.rerankers.base import Scored
 from rankrelay.rerankers.listwise import SlidingPass, calls_per_pass, windows
 from rankrelay.rerankers.llm import MESSAGE_TOKENS, ChatReranker, one_line, parse_llm_spec
@@ -74,6 +74,9 @@ class LLMListwiseReranker(ChatReranker):
         windows(window + 1, window, step)  # checks window and step
         self.window, self.step = window, step
         self.passes = positive_int(passes, "passes", ConfigError)
+        # the prompt without query and passages: counted once, not for every query
+        self._prompt_tokens = self.budget.count(self.system_prompt) + self.budget.count(
+            self.prompt.format(query="", num=self.window, passages="")) + 2 * MESSAGE_TOKENS
         fits = self._fits(0)
         if fits < 2:
             raise ConfigError(
@@ -87,8 +90,7 @@ class LLMListwiseReranker(ChatReranker):
 
     def _fits(self, query_tokens: int) -> int:
         """The largest window (up to ``window``) whose prompt and answer fit the context, 0 if none."""
-        fixed = self.budget.count(self.system_prompt) + self.budget.count(
-            self.prompt.format(query="", num=self.window, passages="")) + 2 * MESSAGE_TOKENS + query_tokens
+        fixed = self._prompt_tokens + query_tokens
         per_doc = self.max_doc_tokens + 4  # "[12] " and the line break
         for w in range(self.window, 0, -1):
             if fixed + w * per_doc + self._answer_tokens(w) <= self.context_window:
@@ -100,36 +102,28 @@ class LLMListwiseReranker(ChatReranker):
         return self.passes * calls_per_pass(n, self.window, self.step) if n > 1 else 0
 
     def _plan(self, query: str, docs: list[Document]) -> _Plan:
-        fits = self._fits(self.budget.count(query))
+        query_tokens = self.budget.count(query)
+        fits = self._fits(query_tokens)
         if fits < 2:
             raise QueryTooLongError(
-                f"{self.name}: the query takes {self.budget.count(query)} tokens, leaving room for {fits} "
+                f"{self.name}: the query takes {query_tokens} tokens, leaving room for {fits} "
                 f"document(s) in a context window of {self.context_window}; listwise needs 2")
         window = min(self.window, fits)
         step = self.step if window == self.window else max(1, round(self.step * window / self.window))
         fitted = [self.budget.fit(one_line(d.text), self.max_doc_tokens) for d in docs]
         return _Plan(query, [t for t, _ in fitted], [c for _, c in fitted], window, min(step, window - 1))
 
-    def _window_request(self, plan: _Plan, items: list[int], timeout: float) -> dict[str, Any]:
-        passages = "\n".join(f"[{k}] {plan.texts[i]}" for k, i in enumerate(items, start=1))
-        messages = self._messages(query=plan.query, num=len(items), passages=passages)
-        return self._request(messages, self._answer_tokens(len(items)), timeout)
+    def _window(self, query: str, texts: list[str], timeout: float) -> dict[str, Any]:
+        """The chat request that orders one window of (already fitted) ``texts``."""
+        passages = "\n".join(f"[{k}] {text}" for k, text in enumerate(texts, start=1))
+        messages = self._messages(query=query, num=len(texts), passages=passages)
+        return self._request(messages, self._answer_tokens(len(texts)), timeout)
 
-    def _chat(self, request: dict[str, Any]) -> Any:
-        try:
-            return self._sync_client().chat.completions.create(**request)
-        except RankRelayError:
-            raise
-        except Exception as exc:  # mapped to a typed error; anything unknown re-raised as it is
-            raise self._error(exc) from None
+    def _send(self, client: Any, query: str, texts: list[str], timeout: float) -> Any:
+        return client.chat.completions.create(**self._window(query, texts, timeout))
 
-    async def _achat(self, request: dict[str, Any]) -> Any:
-        try:
-            return await self._aclient().chat.completions.create(**request)
-        except RankRelayError:
-            raise
-        except Exception as exc:
-            raise self._error(exc) from None
+    async def _asend(self, client: Any, query: str, texts: list[str], timeout: float) -> Any:
+        return await client.chat.completions.create(**self._window(query, texts, timeout))
 
     # -- one query -------------------------------------------------------------------------
     def _result(self, plan: _Plan, order: list[int], totals: dict[str, int], replies: list[Any]) -> Scored:
@@ -157,8 +151,11 @@ class LLMListwiseReranker(ChatReranker):
         for _ in range(self.passes if len(order) > 1 else 0):  # one candidate needs no call
             sliding = SlidingPass(order, plan.window, plan.step)
             for items in sliding:
-                def request(timeout: float, items: list[int] = items) -> Any:
-                    return self._chat(self._window_request(plan, items, timeout))
+                texts = [plan.texts[i] for i in items]
+
+                def request(timeout: float, texts: list[str] = texts) -> Any:
+                    client = self._sync_client()
+                    return self._sent(lambda: self._send(client, plan.query, texts, timeout))
 
                 reply = self.policy.run(request, deadline=self._deadline(), name=self.name)
                 replies.append(reply)
@@ -173,10 +170,12 @@ class LLMListwiseReranker(ChatReranker):
         for _ in range(self.passes if len(order) > 1 else 0):
             sliding = SlidingPass(order, plan.window, plan.step)
             for items in sliding:
-                async def request(timeout: float, items: list[int] = items) -> Any:
-                    return await self._achat(self._window_request(plan, items, timeout))
+                texts = [plan.texts[i] for i in items]
 
-                reply = await self.policy.arun(request, deadline=self._deadline(), name=self.name)
+                async def arequest(timeout: float, texts: list[str] = texts) -> Any:
+                    return await self._asent(self._asend(self._aclient(), plan.query, texts, timeout))
+
+                reply = await self.policy.arun(arequest, deadline=self._deadline(), name=self.name)
                 replies.append(reply)
                 sliding.apply(self._text(reply))
             order = sliding.items
@@ -205,14 +204,7 @@ class LLMListwiseReranker(ChatReranker):
 
         return list(await asyncio.gather(*(one(p) for p in plans))), {}
 
-    # ApiReranker's chunked path is not used: a window is not a chunk of independent scores
-    def _send(self, client: Any, query: str, texts: list[str], timeout: float) -> Any:  # pragma: no cover
-        raise NotImplementedError
-
-    async def _asend(self, client: Any, query: str, texts: list[str], timeout: float) -> Any:  # pragma: no cover
-        raise NotImplementedError
-
-    def _reply(self, raw: Any) -> Any:  # pragma: no cover
+    def _reply(self, raw: Any) -> Any:  # pragma: no cover - windows are read by _rank, not as chunks of scores
         raise NotImplementedError
 
     def describe(self) -> dict[str, Any]:

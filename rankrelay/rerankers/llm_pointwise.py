@@ -32,7 +32,7 @@ from typing import Any
 from rankrelay.errors import BadResponseError, ConfigError, QueryTooLongError, positive_int
 from rankrelay.rerankers.api import Reply
 from rankrelay.rerankers.base import Scored
-from rankrelay.rerankers.llm import MESSAGE_TOKENS, ChatReranker, check_template, one_line, parse_llm_spec
+from rankrelay.rerankers.llm import MESSAGE_TOKENS, ChatReranker, one_line, parse_llm_spec
 from rankrelay.results import Document
 
 logger = logging.getLogger(__name__)
@@ -94,11 +94,7 @@ class LLMPointwiseReranker(ChatReranker):
             raise ConfigError(f"judge must be one of {', '.join(JUDGES)}, got {judge!r}")
         self.judge = judge
         self.max_grade = positive_int(max_grade, "max_grade", ConfigError)
-        self.grade_prompt = check_template(grade_prompt or self.default_grade_prompt, self.prompt_fields,
-                                           "grade prompt")
-        key = self._api_key.get_secret_value() if self._api_key is not None else None
-        if key and key in self.grade_prompt:
-            raise ConfigError(f"the {self.name} prompt templates contain the API key; prompts never carry keys")
+        self.grade_prompt = self._template(grade_prompt or self.default_grade_prompt, "grade prompt")
         self._no_logprobs = False  # learnt from the server: it ignores the logprobs option
         self._lock_mode = threading.Lock()
         room = self.context_window - self._fixed_tokens("") - self.max_doc_tokens - self._answer_tokens()
@@ -187,16 +183,16 @@ class LLMPointwiseReranker(ChatReranker):
     def _merge(self, documents: list[list[Document]], jobs: list[tuple[int, int, str, list[str]]],
                replies: list[Reply]) -> list[Scored]:
         merged = super()._merge(documents, jobs, replies)
-        for scored, docs in zip(merged, documents):
+        sent = {(qi, i): texts[0] for qi, i, _, texts in jobs}  # what each document was cut to in _chunks
+        for qi, (scored, docs) in enumerate(zip(merged, documents)):
             unparsed = sum(1 for s in scored.scores if s != s)
             if unparsed == len(docs):
                 raise BadResponseError(f"{self.name}: none of the {len(docs)} answers could be read as a judgement",
                                        backend=self.name)
-            info = scored.info if scored.info is not None else {}
-            info.update(unparsed=unparsed, judge=self.mode(), logprobs_fallback=self._no_logprobs,
-                        cost_usd=self.cost(info.get("billed_units", {})))
-            scored.truncated = [self.budget.count(one_line(d.text)) > self.max_doc_tokens for d in docs]
-            scored.info = info
+            assert scored.info is not None  # ApiReranker._merge fills it
+            scored.info.update(unparsed=unparsed, judge=self.mode(), logprobs_fallback=self._no_logprobs,
+                               cost_usd=self.cost(scored.info["billed_units"]))
+            scored.truncated = [sent[qi, i] != one_line(d.text) for i, d in enumerate(docs)]
         return merged
 
     def describe(self) -> dict[str, Any]:

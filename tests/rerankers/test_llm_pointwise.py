@@ -102,6 +102,7 @@ def test_usage_is_priced_and_documents_are_cut(fake_chat):
     ({"context_window": 100}, ConfigError, "cannot hold one document"),
     ({"grade_prompt": "{query} {passage}"}, ConfigError, "uses passage"),
     ({"max_grade": 0}, ConfigError, "max_grade"),
+    ({"grade_prompt": f"{{query}} {API_KEY} {{text}}"}, ConfigError, "never carry keys"),
 ])
 def test_bad_configuration_is_refused(fake_chat, options, error, match):
     with pytest.raises(error, match=match):
