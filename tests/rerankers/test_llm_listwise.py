@@ -267,3 +267,12 @@ def test_reasoning_blocks_are_not_read_as_the_answer(fake_chat):
         rr.rerank(QUERY, DOCS[:5])
     with pytest.raises(ConfigError, match="holds 0 document"):  # the answer's room counts against the context
         llm(fake_chat, max_tokens=8000)
+
+
+def test_the_deadline_bounds_all_attempts(fake_chat):
+    fake_chat.faults = [Fault("sleep", seconds=3.0)] * 5
+    start = time.monotonic()
+    with pytest.raises(BackendTimeoutError):
+        llm(fake_chat, timeout=5.0, deadline=0.6, max_attempts=5).rerank(QUERY, DOCS[:5])
+    assert time.monotonic() - start < 2.0  # not 5 attempts of 5 s
+    assert fake_chat.count() == 1  # the first attempt used up the deadline
