@@ -77,6 +77,9 @@ class Limits(BaseModel):
     batching: bool = Field(True, description="pack concurrent requests into shared forward passes")
     budget_ms: float | None = Field(None, gt=0, description="latency budget of each request: a local model "
                                     "reranks the head that fits (requests are then not packed together)")
+    relevance: Literal["score", "rank"] = Field(
+        "score", description="Cohere's relevance_score: 'score', a per-document score in [0, 1] comparable across "
+                             "queries (Cohere's contract), or 'rank', the rank position (the top one is 1.0)")
 
 
 class ServiceSettings(Limits):
@@ -88,6 +91,9 @@ class ServiceSettings(Limits):
     models: dict[str, str | list[str | dict[str, Any]]] = Field(default_factory=dict)
     api_keys: list[SecretStr] = Field(default_factory=list, description="accepted bearer tokens")
     allow_unauthenticated: bool = Field(False, description="serve without keys (must be explicit)")
+    strict: bool = Field(False, description="a chain's backend without credentials or weights stops the service "
+                                            "from starting (default: it is marked unavailable, the chain serves "
+                                            "from the next)")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
     index: str | None = Field(None, description="a folder made by 'rankrelay index'; enables POST /search")

@@ -128,7 +128,9 @@ class BackendError(RankRelayError):
         retry_after: float | None = None,
         request_id: str | None = None,
     ) -> None:
-        super().__init__(message)
+        from rankrelay.redact import scrub  # a provider's message may echo the key
+
+        super().__init__(scrub(message))
         self.backend = backend
         self.status = status
         self.retryable = self.default_retryable if retryable is None else retryable
@@ -165,6 +167,16 @@ class BadResponseError(BackendError):
 
 class BadRequestError(BackendError):
     """The API refused the request itself (400, 404, 413, 422): a model name or a limit, not a passing fault."""
+
+
+class BackendFailedError(BackendError):
+    """A backend failed with an exception of its own (a model's runtime error, a bug in a user's reranker):
+    mapped at the backend boundary so that a fallback chain moves on and the service answers 503."""
+
+
+def backend_failure(backend: str, exc: BaseException) -> BackendError:
+    """The typed error for an exception a backend raised that is not one of rankrelay's."""
+    return BackendFailedError(f"{backend} failed: {type(exc).__name__}: {exc}", backend=backend)
 
 
 class AllBackendsFailedError(BackendUnavailableError):

@@ -33,6 +33,26 @@ DocumentLike = Union[str, Document, Mapping[str, Any]]
 _DICT_KEYS = frozenset({"text", "id", "_id", "metadata"})
 
 
+def unencodable(text: str) -> str | None:
+    """Why ``text`` is not valid Unicode text (a lone UTF-16 surrogate, which no tokenizer, file or JSON reply
+    can carry), or None when it is."""
+    if text.isascii():
+        return None
+    try:
+        text.encode("utf-8")
+    except UnicodeEncodeError as exc:
+        return f"it holds a lone surrogate {text[exc.start]!r} at position {exc.start}"
+    return None
+
+
+def check_text(text: str, what: str, error: type[Exception] = InvalidDocumentError) -> str:
+    """Return ``text`` if it is valid Unicode, else raise ``error`` naming ``what``."""
+    why = unencodable(text)
+    if why is not None:
+        raise error(f"{what} is not valid text: {why}")
+    return text
+
+
 def to_document(item: object, index: int = 0) -> Document:
     """Convert one str / Document / dict into a :class:`Document`, or raise naming ``index``.
 
@@ -40,18 +60,20 @@ def to_document(item: object, index: int = 0) -> Document:
     ``id`` (or BEIR's ``_id``) and ``metadata`` are optional and any other keys join the metadata.
     """
     if isinstance(item, str):
-        return Document(item)
+        return Document(check_text(item, f"document {index}"))
     if isinstance(item, Document):
         if not isinstance(item.text, str):
             raise InvalidDocumentError(
                 f"document {index}: text must be str, got {type(item.text).__name__}"
             )
+        check_text(item.text, f"document {index}")
         return item
     if isinstance(item, Mapping):
         text = item.get("text")
         if not isinstance(text, str):
             got = "no 'text' key" if "text" not in item else f"'text' is {type(text).__name__}"
             raise InvalidDocumentError(f"document {index}: a dict document needs a str 'text' ({got})")
+        check_text(text, f"document {index}")
         doc_id = item.get("id", item.get("_id"))
         metadata = item.get("metadata")
         if metadata is not None and not isinstance(metadata, dict):

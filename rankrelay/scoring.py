@@ -89,6 +89,42 @@ def normalize(
     return [(s - mean) / std for s in scores]
 
 
+#: How a backend's raw score becomes a per-document relevance in [0, 1] (``res.info["relevance"]``):
+#: ``sigmoid`` of a logit or log-odds, ``unit`` for scores already in [0, 1] (clamped; a cosine below 0 is 0),
+#: ``rank`` where the backend has no per-document probability (a listwise order, a reference).
+RELEVANCE_KINDS: tuple[str, ...] = ("sigmoid", "unit", "rank")
+
+
+def relevance(res: RerankResult, mode: str = "score") -> list[float]:
+    """One relevance in [0, 1] per result of ``res`` (in its order), as Cohere's ``relevance_score``.
+
+    ``mode="score"`` follows Cohere's contract, a per-document score comparable across queries: a model's
+    calibration when the result was calibrated, else the backend's own activation (``res.info["relevance"]``,
+    e.g. the sigmoid of a cross-encoder's logit); a backend without one falls back to the rank position.
+    ``mode="rank"`` is the rank-position normalization (1.0 for the top document), the harness's default for
+    comparing backends. A document no model scored (NaN: a latency budget's tail) gets 0.0.
+
+    Example:
+        >>> from rankrelay import load_reranker
+        >>> res = load_reranker("identity").rerank("q", ["a", "b"])
+        >>> relevance(res, "rank"), res.info["relevance"]
+        ([1.0, 0.5], 'rank')
+    """
+    if mode not in ("score", "rank"):
+        raise ConfigError(f"unknown relevance mode {mode!r}; choose 'score' or 'rank'")
+    kind = res.info.get("relevance", "rank") if mode == "score" else "rank"
+    if mode == "score" and res.normalization == "calibrated":
+        values = [r.normalized_score for r in res.results]
+    elif kind == "sigmoid":
+        values = [sigmoid(r.score) if math.isfinite(r.score) else math.nan for r in res.results]
+    elif kind == "unit":
+        values = [min(1.0, max(0.0, r.score)) if math.isfinite(r.score) else math.nan for r in res.results]
+    else:
+        n = max(res.num_candidates, len(res.results))
+        values = [1.0 - (r.rank - 1) / n for r in res.results]
+    return [v if math.isfinite(v) else 0.0 for v in values]
+
+
 def _key(r: RankedDocument) -> Hashable:
     return ("id", r.id) if r.id is not None else ("index", r.index)
 

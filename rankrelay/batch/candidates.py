@@ -18,6 +18,7 @@ from typing import Any
 from rankrelay._optional import import_optional
 from rankrelay.errors import InvalidInputError
 from rankrelay.rerankers.base import Reranker
+from rankrelay.results import unencodable
 
 FIELDS = ("query_id", "query", "doc_id", "text")
 COLUMNS = ("query_id", "doc_id", "rank", "score", "normalized_score", "input_rank", "backend")
@@ -50,7 +51,10 @@ def read_candidates(path: str | os.PathLike[str], corpus: str | os.PathLike[str]
     if corpus is not None:
         return _from_trec(path, Path(corpus))
     if path.suffix == ".parquet":
-        table = pyarrow_parquet().read_table(path)
+        try:
+            table = pyarrow_parquet().read_table(path)
+        except Exception as exc:  # pyarrow's ArrowInvalid / OSError for a truncated or non-Parquet file
+            raise InvalidInputError(f"{path} is not a readable Parquet file ({type(exc).__name__}: {exc})") from None
         missing = [f for f in FIELDS if f not in table.column_names]
         if missing:
             raise InvalidInputError(f"{path}: no column {', '.join(missing)} (needs {', '.join(FIELDS)})")
@@ -60,11 +64,16 @@ def read_candidates(path: str | os.PathLike[str], corpus: str | os.PathLike[str]
 
 
 def _json_lines(path: Path) -> Iterator[tuple[str, Any]]:
-    with path.open(encoding="utf-8") as fh:
-        for number, line in enumerate(fh, start=1):
+    with path.open("rb") as fh:
+        for number, raw in enumerate(fh, start=1):
+            where = f"{path}:{number}"
+            try:
+                line = raw.decode("utf-8")
+            except UnicodeDecodeError as exc:
+                yield where, ValueError(f"invalid UTF-8 at byte {exc.start}")
+                continue
             if not line.strip():
                 continue
-            where = f"{path}:{number}"
             try:
                 yield where, json.loads(line)
             except ValueError as exc:
@@ -108,10 +117,18 @@ def _problem(row: Any) -> str | None:
         value = row.get(field)
         if value is None:
             return f"{field!r} is missing"
-        if field in ("query", "text") and not isinstance(value, str):
-            return f"{field!r} is {type(value).__name__}, not text"
-        if field in ("query_id", "doc_id") and not isinstance(value, (str, int)):
-            return f"{field!r} is {type(value).__name__}, not an id"
+        if field in ("query", "text"):
+            if not isinstance(value, str):
+                return f"{field!r} is {type(value).__name__}, not text"
+            why = unencodable(value)
+            if why is not None:
+                return f"{field!r} is not valid text: {why}"
+        if field in ("query_id", "doc_id"):
+            if isinstance(value, bool) or not isinstance(value, (str, int)):
+                return f"{field!r} is {type(value).__name__}, not an id (a string or an integer)"
+            if isinstance(value, str) and (not value or any(c.isspace() for c in value)
+                                           or unencodable(value) is not None):
+                return f"{field!r} {value!r} is empty or holds whitespace, which a TREC run cannot carry"
     if not row["query"].strip():
         return "'query' is empty"
     return None

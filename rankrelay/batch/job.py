@@ -29,6 +29,9 @@ from typing import Any
 from rankrelay.batch.candidates import COLUMNS, QueryGroup, chunk, pyarrow_parquet, read_candidates, rerank_part
 from rankrelay.errors import ConfigError
 from rankrelay.hashing import file_sha256
+from rankrelay.redact import redact_spec
+from rankrelay.rerankers.base import label
+from rankrelay.rerankers.registry import check_spec
 
 logger = logging.getLogger(__name__)
 
@@ -47,41 +50,83 @@ class BatchSummary:
 
 
 class BatchJob:
-    """The output folder of one batch job: its manifest, finished parts and final outputs."""
+    """The output folder of one batch job: its manifest, finished parts (each with its row count and checksum
+    in ``job.json``) and final outputs. A part whose file does not match its record (replaced, truncated,
+    edited) is not trusted: it is computed again, with a warning."""
 
     def __init__(self, out: str | os.PathLike[str], manifest: dict[str, Any]) -> None:
         self.out = Path(out)
+        if self.out.exists() and not self.out.is_dir():
+            raise ConfigError(f"--out {self.out} is a file; name a folder for the batch job")
         self.parts_dir = self.out / "parts"
         self.manifest = manifest
-        job = self.out / "job.json"
-        if job.exists():
-            before = json.loads(job.read_text())
-            if before != manifest:
-                changed = sorted(k for k in manifest if before.get(k) != manifest[k])
-                raise ConfigError(f"{self.out} holds another batch job (it differs in {', '.join(changed)}); "
-                                  "use a new --out folder or delete it")
+        self.job = self.out / "job.json"
+        self.parts: dict[str, dict[str, Any]] = {}
+        if self.job.exists():
+            before = self._read_job()
+            identity = {k: v for k, v in before.items() if k != "parts"}
+            parts = before.get("parts")
+            recorded: dict[str, dict[str, Any]] = parts if isinstance(parts, dict) else {}
+            if identity != manifest and recorded:
+                changed = sorted(k for k in manifest if identity.get(k) != manifest[k])
+                raise ConfigError(f"{self.out} holds another batch job with finished parts (it differs in "
+                                  f"{', '.join(changed)}); use a new --out folder or delete it")
+            if identity == manifest:
+                self.parts = recorded
         self.parts_dir.mkdir(parents=True, exist_ok=True)
-        job.write_text(json.dumps(manifest, indent=2) + "\n")
+        self._write_job()
+
+    def _read_job(self) -> dict[str, Any]:
+        try:
+            data = json.loads(self.job.read_text(encoding="utf-8"))
+        except (OSError, ValueError) as exc:
+            raise ConfigError(f"{self.job} is damaged ({exc}); delete {self.out} to start the job again") from None
+        if not isinstance(data, dict):
+            raise ConfigError(f"{self.job} is damaged (not an object); delete {self.out} to start the job again")
+        return data
+
+    def _write_job(self) -> None:
+        tmp = self.job.with_suffix(".tmp")
+        tmp.write_text(json.dumps({**self.manifest, "parts": self.parts}, indent=2) + "\n")
+        os.replace(tmp, self.job)
 
     def part_path(self, number: int) -> Path:
         return self.parts_dir / f"part-{number:05d}.parquet"
 
     def done(self, number: int) -> bool:
-        return self.part_path(number).exists()
+        """Is part ``number`` finished: its file there and equal to its record (else it is done again)?"""
+        path, record = self.part_path(number), self.parts.get(str(number))
+        if not path.exists():
+            return False
+        if not isinstance(record, dict) or file_sha256(path) != record.get("sha256"):
+            logger.warning("%s does not match its record in %s (replaced, truncated or edited): computing it "
+                           "again", path, self.job)
+            return False
+        return True
 
     def write_part(self, number: int, columns: dict[str, list[Any]]) -> None:
-        """Write one part atomically (a part file is whole or absent)."""
+        """Write one part atomically (a part file is whole or absent) and record its rows and checksum."""
         pq = pyarrow_parquet()
         tmp = self.part_path(number).with_suffix(".tmp")
-        pq.write_table(_table(columns), tmp)
+        table = _table(columns)
+        pq.write_table(table, tmp)
+        record = {"rows": table.num_rows, "sha256": file_sha256(tmp)}
         os.replace(tmp, self.part_path(number))
+        self.parts[str(number)] = record
+        self._write_job()
 
     def finish(self, parts: int, tag: str) -> tuple[int, Path, Path]:
         """Join the parts into ``reranked.parquet`` and ``run.trec``; returns rows and both paths."""
         pq = pyarrow_parquet()
         import pyarrow as pa
 
-        table = pa.concat_tables([pq.read_table(self.part_path(i)) for i in range(parts)])
+        tables = []
+        for i in range(parts):
+            path, record = self.part_path(i), self.parts.get(str(i), {})
+            if file_sha256(path) != record.get("sha256"):  # changed since it was checked: never joined unseen
+                raise ConfigError(f"{path} changed while the job ran; run the job again to recompute it")
+            tables.append(pq.read_table(path))
+        table = pa.concat_tables(tables)
         parquet, trec = self.out / "reranked.parquet", self.out / "run.trec"
         pq.write_table(table, parquet)
         with trec.open("w", encoding="utf-8") as fh:
@@ -104,8 +149,9 @@ def job_manifest(input_path: str | os.PathLike[str], corpus: str | os.PathLike[s
                  part_queries: int, top_n: int | None) -> dict[str, Any]:
     """What identifies a job: the input (by checksum), the reranker spec, the part size and ``top_n``."""
     return {"input": str(input_path), "input_sha256": file_sha256(Path(input_path)),
-            "corpus": None if corpus is None else str(corpus), "spec": spec if isinstance(spec, (str, list, dict))
-            else repr(spec), "part_queries": part_queries, "top_n": top_n}
+            "corpus": None if corpus is None else str(corpus),
+            "spec": redact_spec(spec) if isinstance(spec, (str, list, dict)) else label(spec),
+            "part_queries": part_queries, "top_n": top_n}
 
 
 def run_batch(input_path: str | os.PathLike[str], spec: Any, out: str | os.PathLike[str], *,
@@ -127,6 +173,7 @@ def run_batch(input_path: str | os.PathLike[str], spec: Any, out: str | os.PathL
     if top_n is not None and top_n < 1:
         raise ConfigError(f"top_n must be >= 1 or None, got {top_n}")
     pyarrow_parquet()
+    check_spec(spec)  # a typo is an error before the job folder is written
     groups = read_candidates(input_path, corpus)
     parts = chunk(groups, part_queries)
     job = BatchJob(out, job_manifest(input_path, corpus, spec, part_queries, top_n))
@@ -150,7 +197,7 @@ def run_batch(input_path: str | os.PathLike[str], spec: Any, out: str | os.PathL
             done += 1
             if progress:
                 progress(done, len(parts))
-    tag = "rankrelay-" + "".join(spec.split()) if isinstance(spec, str) else "rankrelay"
+    tag = "rankrelay-" + "".join(redact_spec(spec).split()) if isinstance(spec, str) else "rankrelay"
     rows, parquet, trec = job.finish(len(parts), tag)
     return BatchSummary(len(groups), rows, len(parts), resumed, str(parquet), str(trec))
 

@@ -99,7 +99,7 @@ def serve(
             from rankrelay.server.service import load_models
 
             plan = plan_from_settings(settings, models, api_key or [], **overrides)
-            load_models(plan.models, plan.settings)  # a bad spec fails here, not in every replica Ray starts
+            load_models(plan.models, plan.settings, plan.strict)  # a bad spec fails here, not in every replica
             run(plan, host=host or settings.service.host, port=settings.service.port if port is None else port,
                 replicas=replicas, autoscale=parse_autoscale(autoscale) if autoscale else None)
             return

@@ -72,7 +72,7 @@ class ModelHost:
         from rankrelay.server.service import Service, load_models
 
         use_threads(threads)
-        self.service = Service(load_models(plan.models, plan.settings), plan.limits)
+        self.service = Service(load_models(plan.models, plan.settings, plan.strict), plan.limits)
         self._starting = asyncio.Lock()  # the health check and the first requests arrive together
 
     async def _start(self) -> None:

@@ -42,6 +42,7 @@ from rankrelay.evaluation.metrics import METRICS, agreement, evaluate, rbo, sign
 from rankrelay.evaluation.plots import write_plots
 from rankrelay.evaluation.report import markdown
 from rankrelay.hashing import short_hash
+from rankrelay.redact import redact_spec
 from rankrelay.rerankers.base import label
 from rankrelay.rerankers.registry import load_chain_item, load_settings, split_options
 
@@ -57,9 +58,9 @@ def _slug(name: str) -> str:
 def backend_name(item: Any) -> str:
     """A report name for a backend given as a spec, a ``{"spec": ..., "name": ...}`` dict or a Reranker."""
     if isinstance(item, str):
-        return item
+        return str(redact_spec(item))
     if isinstance(item, dict):
-        return str(item.get("name") or item.get("spec"))
+        return str(redact_spec(item.get("name") or item.get("spec")))
     return label(item)
 
 

@@ -38,6 +38,7 @@ from rankrelay.errors import (
     RateLimitError,
     positive_int,
 )
+from rankrelay.redact import remember, scrub
 from rankrelay.rerankers.base import BaseReranker, Scored, seconds_left
 from rankrelay.rerankers.retry import MIN_ATTEMPT_SECONDS, RETRY_STATUSES, RetryPolicy, retry_after_from_headers
 from rankrelay.results import Document
@@ -62,15 +63,16 @@ class Reply:
 
 
 def secret(value: str | SecretStr | None, *env_names: str) -> SecretStr | None:
-    """The key as a SecretStr: the given value, else the first of ``env_names`` that is set."""
+    """The key as a SecretStr: the given value, else the first of ``env_names`` that is set; remembered so
+    that no message or log line that echoes it shows it (:func:`rankrelay.redact.scrub`)."""
     if isinstance(value, SecretStr):
-        return value if value.get_secret_value() else None
-    if value:
-        return SecretStr(value)
-    for name in env_names:
-        if os.environ.get(name):
-            return SecretStr(os.environ[name])
-    return None
+        value = value.get_secret_value()
+    if not value:
+        value = next((os.environ[n] for n in env_names if os.environ.get(n)), None)
+    if not value:
+        return None
+    remember(value)
+    return SecretStr(value)
 
 
 def provider_message(body: Any) -> str:
@@ -95,7 +97,7 @@ def error_for_status(
     backend: str, status: int, body: Any, headers: Any = None, request_id: str | None = None
 ) -> BackendError:
     """The typed error for a non-2xx reply, carrying the provider's message."""
-    message = f"{backend}: HTTP {status}: {provider_message(body)}"
+    message = f"{backend}: HTTP {status}: {scrub(provider_message(body))}"
     kwargs: dict[str, Any] = {"backend": backend, "status": status, "request_id": request_id}
     if status in (401, 403):
         return AuthenticationError(message, **kwargs)
@@ -297,13 +299,14 @@ class ApiReranker(BaseReranker):
 
     # -- one chunk -------------------------------------------------------------------------
     def _sent(self, send: Callable[[], T]) -> T:
-        """``send()``, its failures mapped to typed errors (:meth:`_error`; ours pass through as they are)."""
+        """``send()``, its failures mapped to typed errors (:meth:`_error`; ours pass through as they are; an
+        SDK's own parse failure of a 2xx reply is a :class:`BadResponseError`)."""
         try:
             return send()
         except RankRelayError:
             raise
-        except Exception as exc:  # mapped to a typed error; anything unknown re-raised as it is
-            raise self._error(exc) from None
+        except Exception as exc:
+            raise self._typed(exc) from None
 
     async def _asent(self, send: Awaitable[T]) -> T:
         """Async :meth:`_sent`."""
@@ -312,16 +315,33 @@ class ApiReranker(BaseReranker):
         except RankRelayError:
             raise
         except Exception as exc:
-            raise self._error(exc) from None
+            raise self._typed(exc) from None
+
+    def _typed(self, exc: Exception) -> RankRelayError:
+        mapped = self._error(exc)
+        if isinstance(mapped, RankRelayError):
+            return mapped
+        return BadResponseError(f"{self.name}: the request failed ({type(exc).__name__}: {exc})", backend=self.name)
+
+    def _read(self, raw: Any) -> Reply:
+        """:meth:`_reply`, a reply it cannot read in any way (a field of the wrong type, say) being a
+        :class:`BadResponseError`: never a bare exception that a fallback chain would not recognise."""
+        try:
+            return self._reply(raw)
+        except RankRelayError:
+            raise
+        except Exception as exc:
+            raise BadResponseError(f"{self.name}: unreadable reply ({type(exc).__name__}: {exc})",
+                                   backend=self.name) from None
 
     def _call(self, query: str, texts: list[str], timeout: float) -> Reply:
         """Send one chunk; raise typed errors."""
         client = self._sync_client()
-        return self._reply(self._sent(lambda: self._send(client, query, texts, timeout)))
+        return self._read(self._sent(lambda: self._send(client, query, texts, timeout)))
 
     async def _acall(self, query: str, texts: list[str], timeout: float) -> Reply:
         """Async :meth:`_call`."""
-        return self._reply(await self._asent(self._asend(self._aclient(), query, texts, timeout)))
+        return self._read(await self._asent(self._asend(self._aclient(), query, texts, timeout)))
 
     def _chunks(self, queries: list[str], documents: list[list[Document]]) -> list[tuple[int, int, str, list[str]]]:
         jobs = []

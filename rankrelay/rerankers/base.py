@@ -21,6 +21,7 @@ import asyncio
 import contextlib
 import contextvars
 import inspect
+import logging
 import math
 from abc import ABC, abstractmethod
 from collections.abc import Iterator, Sequence
@@ -28,9 +29,18 @@ from dataclasses import dataclass
 from time import monotonic, perf_counter
 from typing import Any, Protocol, runtime_checkable
 
-from rankrelay.errors import ConfigError, EmptyQueryError, InvalidInputError, positive_int
-from rankrelay.results import Document, DocumentLike, RankedDocument, RerankResult, to_documents
+from rankrelay.errors import (
+    ConfigError,
+    EmptyQueryError,
+    InvalidInputError,
+    RankRelayError,
+    backend_failure,
+    positive_int,
+)
+from rankrelay.results import Document, DocumentLike, RankedDocument, RerankResult, check_text, to_documents
 from rankrelay.scoring import check_normalization, normalize, order_by_score
+
+logger = logging.getLogger(__name__)
 
 Request = tuple[str, Sequence[DocumentLike]]
 
@@ -112,7 +122,7 @@ def check_query(query: object) -> str:
         raise InvalidInputError(f"query must be str, got {type(query).__name__}")
     if not query.strip():
         raise EmptyQueryError("query is empty or blank")
-    return query
+    return check_text(query, "the query", InvalidInputError)
 
 
 def check_top_n(top_n: object) -> int | None:
@@ -341,6 +351,8 @@ class BaseReranker(SingleQuery, ABC):
 
     #: a fitted score -> probability map, for ``normalize="calibrated"`` (set by models that carry one)
     calibration: Any = None
+    #: how a raw score becomes a per-document relevance in [0, 1] (:func:`rankrelay.scoring.relevance`)
+    relevance: str = "rank"
     supports_calibration = False
 
     def __init__(self, *, normalize: str = "rank") -> None:
@@ -397,13 +409,16 @@ class BaseReranker(SingleQuery, ABC):
         by_request: list[Scored] = [Scored([]) for _ in queries]
         for i, s in zip(todo, out):
             by_request[i] = s
-        return [
+        results = [
             build_result(
                 q, d, s, backend=self.name, model=self.model, normalization=self.normalize,
                 top_n=top_n, timings=dict(timings), calibration=self.calibration,
             )
             for q, d, s in zip(queries, docs, by_request)
         ]
+        for res in results:
+            res.info.setdefault("relevance", self.relevance)
+        return results
 
     def _within_deadline(
         self, queries: list[str], docs: list[list[Document]], top_n: int | None, start: float
@@ -425,14 +440,28 @@ class BaseReranker(SingleQuery, ABC):
             queries, docs, todo = self._prepare(requests, top_n)
             if not todo:
                 return self._assemble(queries, docs, todo, ([], {}), start, start, top_n)
-            start += self._load_seconds()
-            if call_deadline.get() is not None:
-                budgeted = self._within_deadline(queries, docs, top_n, start)
-                if budgeted is not None:
-                    return budgeted
-            model_start = perf_counter()
-            scored = self._score_batch([queries[i] for i in todo], [docs[i] for i in todo])
-            return self._assemble(queries, docs, todo, scored, start, model_start, top_n)
+            with self._boundary():
+                start += self._load_seconds()
+                if call_deadline.get() is not None:
+                    budgeted = self._within_deadline(queries, docs, top_n, start)
+                    if budgeted is not None:
+                        return budgeted
+                model_start = perf_counter()
+                scored = self._score_batch([queries[i] for i in todo], [docs[i] for i in todo])
+                return self._assemble(queries, docs, todo, scored, start, model_start, top_n)
+
+    @contextlib.contextmanager
+    def _boundary(self) -> Iterator[None]:
+        """The backend boundary: an exception that is not rankrelay's (a model's runtime error, a malformed
+        answer read the wrong way) leaves as a :class:`~rankrelay.errors.BackendFailedError`, so a chain falls
+        back on any failure of a backend and the service answers 503, never 500."""
+        try:
+            yield
+        except RankRelayError:
+            raise
+        except Exception as exc:
+            logger.warning("%s failed: %s: %s", label(self), type(exc).__name__, exc)
+            raise backend_failure(label(self), exc) from exc
 
     async def _ascore_batch(
         self, queries: list[str], documents: list[list[Document]]
@@ -449,14 +478,15 @@ class BaseReranker(SingleQuery, ABC):
             queries, docs, todo = self._prepare(requests, top_n)
             if not todo:
                 return self._assemble(queries, docs, todo, ([], {}), start, start, top_n)
-            start += await asyncio.to_thread(self._load_seconds)
-            if call_deadline.get() is not None:
-                budgeted = await asyncio.to_thread(self._within_deadline, queries, docs, top_n, start)
-                if budgeted is not None:
-                    return budgeted
-            model_start = perf_counter()
-            scored = await self._ascore_batch([queries[i] for i in todo], [docs[i] for i in todo])
-            return self._assemble(queries, docs, todo, scored, start, model_start, top_n)
+            with self._boundary():
+                start += await asyncio.to_thread(self._load_seconds)
+                if call_deadline.get() is not None:
+                    budgeted = await asyncio.to_thread(self._within_deadline, queries, docs, top_n, start)
+                    if budgeted is not None:
+                        return budgeted
+                model_start = perf_counter()
+                scored = await self._ascore_batch([queries[i] for i in todo], [docs[i] for i in todo])
+                return self._assemble(queries, docs, todo, scored, start, model_start, top_n)
 
     def describe(self) -> dict[str, Any]:
         """Backend, model and options, for logs and reports (no secrets)."""

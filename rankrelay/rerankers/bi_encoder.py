@@ -46,6 +46,7 @@ class BiEncoderReranker(LocalModelReranker):
     """
 
     name = "bi-encoder"
+    relevance = "unit"  # a cosine; below 0 is no relevance
     output = "sentence_embedding"
 
     def __init__(self, model: str, *, cache_size: int = 20_000, **options: Any) -> None:

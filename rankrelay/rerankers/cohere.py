@@ -43,6 +43,7 @@ class CohereReranker(ApiReranker):
     """
 
     name = "cohere"
+    relevance = "unit"
 
     def __init__(
         self,

@@ -42,7 +42,10 @@ class CrossEncoderReranker(LocalModelReranker):
 
     def __init__(self, model: str, *, activation: str = "sigmoid", preset: str | None = None, **options: Any) -> None:
         super().__init__(model, **options)
+        if activation not in ("sigmoid", "none"):
+            raise ConfigError(f"activation must be 'sigmoid' or 'none', got {activation!r}")
         self.activation = activation
+        self.relevance = "sigmoid" if activation == "sigmoid" else "rank"
         self.preset = preset
 
     def _load(self, resolved: ResolvedModel, device: str, kwargs: dict[str, Any]) -> Any:

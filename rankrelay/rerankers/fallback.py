@@ -25,14 +25,19 @@ from typing import Any
 from rankrelay.errors import (
     AllBackendsFailedError,
     AuthenticationError,
+    BackendUnavailableError,
     ConfigError,
     InvalidInputError,
+    MissingDependencyError,
+    ModelNotFoundError,
     RankRelayError,
+    backend_failure,
     positive_int,
 )
 from rankrelay.rerankers.base import (
     Request,
     Reranker,
+    SingleQuery,
     arerank_batch,
     budget_kwargs,
     check_budget,
@@ -115,6 +120,41 @@ class CircuitBreaker:
             self._probing = False
 
 
+#: what makes a chain's backend unavailable rather than failing the chain: no credentials, no weights, no package
+MISSING = (AuthenticationError, ModelNotFoundError, MissingDependencyError)
+
+
+class Unavailable(SingleQuery):
+    """A chain's backend that could not be built or loaded (no credentials, no weights, no package): the chain
+    skips it at no cost, and says why (:meth:`FallbackReranker.availability`)."""
+
+    name = "unavailable"
+
+    def __init__(self, what: str, reason: str) -> None:
+        self.model = what
+        self.reason = reason
+
+    def _raise(self) -> list[RerankResult]:
+        raise BackendUnavailableError(f"{self.model} is unavailable: {self.reason}", backend=self.model,
+                                      retryable=False)
+
+    def rerank_batch(self, requests: Sequence[Request], top_n: int | None = None, *,
+                     budget_ms: float | None = None) -> list[RerankResult]:
+        return self._raise()
+
+    async def arerank_batch(self, requests: Sequence[Request], top_n: int | None = None, *,
+                            budget_ms: float | None = None) -> list[RerankResult]:
+        return self._raise()
+
+
+def _item_label(item: Any) -> str:
+    from rankrelay.redact import redact_spec
+
+    if isinstance(item, dict):
+        item = item.get("spec")
+    return str(redact_spec(item)) if isinstance(item, str) else label(item)
+
+
 def _releasing(breaker: CircuitBreaker) -> Callable[[cf.Future[list[RerankResult]]], None]:
     """A done-callback that frees the breaker's probe of an attempt whose answer nobody waits for."""
     return lambda _future: breaker.release()
@@ -141,6 +181,8 @@ class FallbackReranker(Composite):
             (reranking the head of the list that fits, see :meth:`BaseReranker.rerank`).
         preload: warm up the chain's backends in a background thread now, so that the first call that
             falls back does not wait for torch and the model to load.
+        strict: fail at construction (and warm-up) when a backend lacks credentials, weights or its package;
+            by default such a backend is marked unavailable with one warning and the chain serves from the next.
         clock: seconds for the breakers' reset timeout (``time.monotonic``; tests pass their own).
     """
 
@@ -156,6 +198,7 @@ class FallbackReranker(Composite):
         normalize: str = "rank",
         budget_ms: float | None = None,
         preload: bool = False,
+        strict: bool = False,
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(chain, (str, dict)) or not chain:
@@ -165,7 +208,8 @@ class FallbackReranker(Composite):
         if normalize == "calibrated":
             raise ConfigError("a chain cannot calibrate scores of different backends; give each backend "
                               "normalize='calibrated' and the chain normalize='backend'")
-        self.backends: list[Reranker] = [load_chain_item(item) for item in chain]
+        self.strict = strict
+        self.backends: list[Reranker] = [self._load(item) for item in chain]
         self.breakers = [CircuitBreaker(failure_threshold, reset_timeout, clock) for _ in self.backends]
         self.hedge_after_ms = hedge_after_ms
         self.normalize = normalize
@@ -189,11 +233,34 @@ class FallbackReranker(Composite):
     def parts(self) -> list[Reranker]:
         return list(self.backends)
 
+    def _load(self, item: ChainItem) -> Reranker:
+        try:
+            return load_chain_item(item)
+        except MISSING as exc:
+            if self.strict:
+                raise
+            return self._unavailable(_item_label(item), exc)
+
+    @staticmethod
+    def _unavailable(what: str, exc: Exception) -> Unavailable:
+        logger.warning("fallback: %s is unavailable, the chain serves from the next backend: %s", what, exc)
+        return Unavailable(what, str(exc))
+
+    def availability(self) -> list[dict[str, Any]]:
+        """Each backend: its label, whether it can serve, and why not."""
+        return [{"backend": b.model if isinstance(b, Unavailable) else label(b), "available": not isinstance(
+            b, Unavailable), "reason": b.reason if isinstance(b, Unavailable) else None} for b in self.backends]
+
     def warm_up(self) -> None:
-        """Warm up every backend that can be (a failing one is logged, not raised: it may recover)."""
-        for backend in self.backends:
+        """Warm up every backend that can be: one without weights (or credentials, or its package) is marked
+        unavailable (``strict``: raised); another failure is logged, not raised: it may recover."""
+        for i, backend in enumerate(self.backends):
             try:
                 backend.warm_up()
+            except MISSING as exc:
+                if self.strict:
+                    raise
+                self.backends[i] = self._unavailable(label(backend), exc)
             except RankRelayError as exc:
                 logger.warning("fallback: %s cannot warm up: %s", label(backend), exc)
 
@@ -220,7 +287,14 @@ class FallbackReranker(Composite):
                 res.normalization = self.normalize
         return results
 
-    def _failed(self, i: int, exc: Exception, started: float, failures: list[dict[str, Any]]) -> None:
+    def _failed(self, i: int, exc: BaseException, started: float, failures: list[dict[str, Any]]) -> None:
+        if not isinstance(exc, RankRelayError):  # a backend's own exception, typed at the chain's boundary
+            exc = backend_failure(label(self.backends[i]), exc)
+        backend = self.backends[i]
+        if isinstance(backend, Unavailable):
+            self.breakers[i].release()
+            failures.append({"backend": backend.model, "error": "Unavailable", "message": backend.reason, "ms": 0.0})
+            return
         self.breakers[i].record_failure()
         name = label(self.backends[i])
         ms = (perf_counter() - started) * 1000.0
@@ -234,7 +308,7 @@ class FallbackReranker(Composite):
                          "message": "circuit breaker open", "ms": 0.0})
 
     def _all_failed(self, failures: list[dict[str, Any]]) -> AllBackendsFailedError:
-        summary = "; ".join(f"{f['backend']}: {f['error']}" for f in failures)
+        summary = "; ".join(f"{f['backend']}: {f['error']}: {f['message']}" for f in failures)
         return AllBackendsFailedError(f"every backend of the chain failed ({summary})", failures)
 
     @staticmethod
@@ -271,7 +345,7 @@ class FallbackReranker(Composite):
             except InvalidInputError:
                 self.breakers[i].release()
                 raise
-            except RankRelayError as exc:
+            except Exception as exc:  # any failure of a backend moves on (typed in _failed)
                 self._failed(i, exc, started, failures)
                 continue
             self.breakers[i].record_success()
@@ -306,11 +380,8 @@ class FallbackReranker(Composite):
         raise self._all_failed(race.failures)
 
     def _failed_or_raise(self, i: int, exc: BaseException, started: float, failures: list[dict[str, Any]]) -> None:
-        """A hedged attempt's error: input errors and unknown errors propagate, backend errors fall through."""
-        if isinstance(exc, InvalidInputError):
-            self.breakers[i].release()
-            raise exc
-        if not isinstance(exc, RankRelayError):
+        """A hedged attempt's error: input errors propagate, any other failure of a backend falls through."""
+        if isinstance(exc, InvalidInputError) or not isinstance(exc, Exception):
             self.breakers[i].release()
             raise exc
         self._failed(i, exc, started, failures)
@@ -384,7 +455,7 @@ class _Race:
         return None
 
 FALLBACK_OPTIONS = frozenset(
-    {"chain", "failure_threshold", "reset_timeout", "hedge_after_ms", "normalize", "budget_ms", "preload"}
+    {"chain", "failure_threshold", "reset_timeout", "hedge_after_ms", "normalize", "budget_ms", "preload", "strict"}
 )
 
 

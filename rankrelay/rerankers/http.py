@@ -47,14 +47,22 @@ PINECONE_API_VERSION = "2025-10"
 
 
 def _billed(data: Any) -> dict[str, float]:
-    if not isinstance(data, dict):
-        return {}
-    units = (data.get("meta") or {}).get("billed_units") or {}
-    usage = data.get("usage") or {}
-    out = {k: v for k, v in units.items() if isinstance(v, (int, float))}
-    if isinstance(usage.get("total_tokens"), (int, float)):
+    """Billed units from ``meta.billed_units`` and ``usage``; a part of the wrong shape (``"meta": "oops"``)
+    bills nothing rather than failing a reply whose scores are fine."""
+
+    def mapping(value: Any) -> dict[str, Any]:
+        return value if isinstance(value, dict) else {}
+
+    def number(value: Any) -> bool:
+        return isinstance(value, (int, float)) and not isinstance(value, bool)
+
+    data = mapping(data)
+    units = mapping(mapping(data.get("meta")).get("billed_units"))
+    usage = mapping(data.get("usage"))
+    out = {str(k): v for k, v in units.items() if number(v)}
+    if number(usage.get("total_tokens")):
         out["tokens"] = usage["total_tokens"]
-    if isinstance(usage.get("rerank_units"), (int, float)):
+    if number(usage.get("rerank_units")):
         out["rerank_units"] = usage["rerank_units"]
     return out
 
@@ -139,6 +147,7 @@ class HttpReranker(ApiReranker):
         if adapter.max_documents is not None:
             self.chunk_size = min(self.chunk_size, adapter.max_documents)
         self.name = provider
+        self.relevance = "sigmoid" if provider == "tei" else "unit"  # TEI is asked for raw logits
         base = base_url or self.adapter.default_url
         if not base:
             raise ConfigError(f"{provider} needs a base URL, e.g. '{provider}:http://127.0.0.1:8080'")

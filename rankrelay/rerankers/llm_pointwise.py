@@ -75,6 +75,7 @@ class LLMPointwiseReranker(ChatReranker):
     """
 
     name = "llm-pointwise"
+    relevance = "sigmoid"  # of log P(yes) - log P(no); text grades have no probability: "rank"
     default_system = "You judge whether a passage is relevant to a search query."
     default_prompt = ("Query: {query}\nPassage: {text}\n\n"
                       "Is the passage relevant to the query? Answer Yes or No.")
@@ -191,6 +192,7 @@ class LLMPointwiseReranker(ChatReranker):
                                        backend=self.name)
             assert scored.info is not None  # ApiReranker._merge fills it
             scored.info.update(unparsed=unparsed, judge=self.mode(), logprobs_fallback=self._no_logprobs,
+                               relevance="sigmoid" if self.mode() == "logprobs" else "rank",
                                cost_usd=self.cost(scored.info["billed_units"]))
             scored.truncated = [sent[qi, i] != one_line(d.text) for i, d in enumerate(docs)]
         return merged

@@ -20,7 +20,13 @@ from typing import Any
 from pydantic import ValidationError
 
 from rankrelay.config import PRESETS, Settings
-from rankrelay.errors import ConfigError, UnknownBackendError
+from rankrelay.errors import (
+    AuthenticationError,
+    ConfigError,
+    MissingDependencyError,
+    ModelNotFoundError,
+    UnknownBackendError,
+)
 from rankrelay.rerankers import bi_encoder, cohere, colbert, cross_encoder, http, llm_listwise, llm_pointwise, reference
 from rankrelay.rerankers.api import API_OPTIONS
 from rankrelay.rerankers.base import Reranker
@@ -95,6 +101,20 @@ def split_options(spec: str) -> tuple[str, dict[str, Any]]:
     return base, options
 
 
+def check_spec(spec: Any) -> None:
+    """Raise :class:`UnknownBackendError` (or :class:`ConfigError`) for a spec that names nothing known, without
+    building anything (a cheap check before work that a typo would waste)."""
+    if isinstance(spec, (list, tuple)):
+        for item in spec:
+            check_spec(item)
+    elif isinstance(spec, dict):
+        check_spec(spec.get("spec"))
+    elif isinstance(spec, str):
+        parse_spec(split_options(spec)[0])
+    elif not isinstance(spec, Reranker):
+        raise ConfigError(f"a reranker spec is a string, a dict, a list or a Reranker, got {type(spec).__name__}")
+
+
 def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
     """Read :class:`Settings`, turning validation problems into :class:`ConfigError`."""
     try:
@@ -136,7 +156,7 @@ def load_reranker(
             raise ConfigError("options cannot be applied to a reranker instance; configure it directly")
         return spec
     if isinstance(spec, (list, tuple)):
-        chain = [load_chain_item(item, settings) for item in spec]
+        chain = _chain_items(spec, settings, bool(options.get("strict", False)))
         return _build("fallback", None, None, {"chain": chain, **options}, defaults=None)
     if isinstance(spec, dict):
         options = {**{k: v for k, v in spec.items() if k != "spec"}, **options}
@@ -157,10 +177,24 @@ def load_reranker(
     if settings is None:
         settings = load_settings()
     if spec is None and settings.fallback:
-        chain = [load_chain_item(item, settings) for item in settings.fallback]
+        chain = _chain_items(settings.fallback, settings, bool(options.get("strict", False)))
         return _build("fallback", None, None, {"chain": chain, **options}, defaults=None)
     backend, model, preset = parse_spec(spec if spec is not None else settings.backend)
     return _build(backend, model, preset, options, defaults=settings)
+
+
+def _chain_items(items: Any, settings: Settings | None, strict: bool) -> list[Any]:
+    """A chain's stages built; one that lacks credentials, weights or its package is passed on as given (not
+    ``strict``), for the chain to mark unavailable with its reason."""
+    out = []
+    for item in items:
+        try:
+            out.append(load_chain_item(item, settings))
+        except (AuthenticationError, ModelNotFoundError, MissingDependencyError):
+            if strict:
+                raise
+            out.append(item)
+    return out
 
 
 def _build(backend: str, model: str | None, preset: str | None, options: dict[str, Any], *,

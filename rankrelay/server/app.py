@@ -31,7 +31,7 @@ import_optional("fastapi", extra="server", feature="the rerank service")
 from fastapi import Depends, FastAPI  # noqa: E402
 
 from rankrelay.server import routes  # noqa: E402
-from rankrelay.server.guards import BodyLimit, bearer_auth  # noqa: E402
+from rankrelay.server.guards import BodyLimit, Contained, bearer_auth, check_api_keys, json_only  # noqa: E402
 from rankrelay.server.metrics import RequestMetrics  # noqa: E402
 from rankrelay.server.service import Service, load_models  # noqa: E402
 
@@ -40,7 +40,7 @@ __all__ = ["AppPlan", "Limits", "create_app", "create_app_from_settings", "plan_
 
 def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr] = (),
                allow_unauthenticated: bool = False, limits: Limits | None = None, retriever: Retriever | None = None,
-               retrieve_k: int = 100, settings: Settings | None = None) -> FastAPI:
+               retrieve_k: int = 100, settings: Settings | None = None, strict: bool = False) -> FastAPI:
     """Build the FastAPI app.
 
     Args:
@@ -51,14 +51,17 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
         retriever: a first stage (e.g. :func:`~rankrelay.retrieval.open_index`) that enables ``POST /search``.
         retrieve_k: default first-stage depth of ``/search``.
         settings: defaults for the models' options (device, batch size, keys, ...).
+        strict: a chain's backend without credentials or weights is an error (default: marked unavailable,
+            with a warning, and said by ``/ready``).
     """
     if not models:
         raise ConfigError("the service needs at least one model (--model NAME=SPEC)")
-    keys = [k.get_secret_value() if isinstance(k, SecretStr) else str(k) for k in api_keys]
+    keys = _plain(api_keys)
+    check_api_keys(keys)
     if not keys and not allow_unauthenticated:
         raise ConfigError("no API keys configured: pass --api-key KEY, or --no-auth to serve without auth")
     limits = limits or Limits()
-    service = Service(load_models(models, settings), limits, retriever, retrieve_k)
+    service = Service(load_models(models, settings, strict), limits, retriever, retrieve_k)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -69,17 +72,22 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
             await service.stop()
 
     app = FastAPI(title="rankrelay", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    authorized = [Depends(bearer_auth(keys))]
+    authorized = [Depends(bearer_auth(keys)), Depends(json_only)]
     for router in (routes.cohere, routes.tei, routes.search, routes.models):
         app.include_router(router, dependencies=authorized)
     app.include_router(routes.operations)
     routes.install_error_handlers(app)
+    app.add_middleware(Contained)  # innermost: no exception reaches the server (a kept-alive connection lives)
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
     app.add_middleware(RequestMetrics, metrics=service.metrics, routes=routes.paths())  # outermost: counts all
     app.state.service = service
     app.state.rerankers = service.rerankers
     app.state.batchers = service.batchers
     return app
+
+
+def _plain(api_keys: Sequence[str | SecretStr]) -> list[str]:
+    return [k.get_secret_value() if isinstance(k, SecretStr) else str(k) for k in api_keys]
 
 
 @dataclass
@@ -95,6 +103,7 @@ class AppPlan:
     retriever: str
     retrieve_k: int
     settings: Settings
+    strict: bool = False
 
     def open_retriever(self) -> Retriever | None:
         """The first stage for ``/search`` (None without an index)."""
@@ -127,8 +136,10 @@ def plan_from_settings(settings: Settings, models: Mapping[str, Any] | None = No
         chosen[name] = spec
     if not chosen:
         chosen = configured or {"default": list(settings.fallback) if settings.fallback else settings.backend}
-    return AppPlan(chosen, [*service.api_keys, *api_keys], service.allow_unauthenticated, service.limits(),
-                   service.index, service.retriever, service.retrieve_k, settings)
+    keys = [*service.api_keys, *api_keys]
+    check_api_keys(_plain(keys))  # before any model loads, here and in every Ray replica
+    return AppPlan(chosen, keys, service.allow_unauthenticated, service.limits(),
+                   service.index, service.retriever, service.retrieve_k, settings, service.strict)
 
 
 def create_app_from_settings(settings: Settings, models: Mapping[str, Any] | None = None,
@@ -137,4 +148,4 @@ def create_app_from_settings(settings: Settings, models: Mapping[str, Any] | Non
     plan = plan_from_settings(settings, models, api_keys, **overrides)
     return create_app(plan.models, api_keys=plan.api_keys, allow_unauthenticated=plan.allow_unauthenticated,
                       limits=plan.limits, retriever=plan.open_retriever(), retrieve_k=plan.retrieve_k,
-                      settings=plan.settings)
+                      settings=plan.settings, strict=plan.strict)

@@ -14,6 +14,8 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import hmac
+import json
+import logging
 from collections.abc import Awaitable, Callable, Sequence
 from typing import Any, TypeVar
 
@@ -21,9 +23,10 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from rankrelay.config import Limits
-from rankrelay.errors import InvalidInputError, RankRelayError
+from rankrelay.errors import ConfigError, InvalidInputError, RankRelayError
 
 T = TypeVar("T")
+logger = logging.getLogger(__name__)
 
 
 class LimitExceededError(InvalidInputError):
@@ -36,6 +39,10 @@ class NotServedError(RankRelayError, LookupError):
 
 class UnauthorizedError(RankRelayError):
     """No valid bearer token (answered with 401)."""
+
+
+class UnsupportedMediaError(RankRelayError):
+    """A request body that is declared as something other than JSON (answered with 415)."""
 
 
 class ClientGoneError(RankRelayError):
@@ -66,9 +73,29 @@ async def _disconnect(request: Request) -> None:
         pass
 
 
+class _AsciiJSON(JSONResponse):
+    """JSON in ASCII: a message that quotes a client's text (a lone surrogate, say) always encodes."""
+
+    def render(self, content: Any) -> bytes:
+        return json.dumps(content, ensure_ascii=True, allow_nan=False, separators=(",", ":")).encode("ascii")
+
+
 def error_response(status: int, message: str, headers: dict[str, str] | None = None) -> JSONResponse:
-    """The service's error body: ``{"message": ...}`` (what the Cohere SDK reads)."""
-    return JSONResponse({"message": message}, status_code=status, headers=headers)
+    """The service's error body for every non-2xx status: ``{"message": ...}`` (what the Cohere SDK reads)."""
+    return _AsciiJSON({"message": message}, status_code=status, headers=headers)
+
+
+def json_only(request: Request) -> None:
+    """A FastAPI dependency: a POST body declared as anything but JSON is a 415 (an absent type is read as JSON)."""
+    if request.method != "POST":
+        return
+    declared = request.headers.get("content-type")
+    if declared is None:
+        return
+    media = declared.split(";", 1)[0].strip().lower()
+    if media != "application/json" and not media.endswith("+json"):
+        raise UnsupportedMediaError(f"the body must be JSON (Content-Type: application/json), not "
+                                    f"{media or '(empty)'!r}")
 
 
 def check_limits(limits: Limits, query: str, texts: Sequence[str] = ()) -> None:
@@ -82,20 +109,73 @@ def check_limits(limits: Limits, query: str, texts: Sequence[str] = ()) -> None:
             raise LimitExceededError(f"document {i} has {len(t)} characters; the limit is {limits.max_document_chars}")
 
 
+def check_api_keys(keys: Sequence[str]) -> list[bytes]:
+    """The keys as the UTF-8 bytes a client sends; an empty or blank key (an unset ``$KEY``, ``[""]`` in the
+    config) is a :class:`ConfigError`, never a key that a request without credentials would match."""
+    for i, key in enumerate(keys):
+        if not key or not key.strip():
+            raise ConfigError(f"API key {i + 1} of {len(keys)} is empty or blank (an unset environment variable?): "
+                              "give real keys, or --no-auth to serve without auth")
+        if key != key.strip():
+            raise ConfigError(f"API key {i + 1} of {len(keys)} has leading or trailing whitespace, which no "
+                              "Authorization header can carry")
+    return [k.encode("utf-8") for k in keys]
+
+
+def _bearer_token(scope: Any) -> bytes | None:
+    """The token of the request's ``Authorization: Bearer`` header, as the bytes sent; None without one."""
+    for name, value in scope.get("headers") or ():
+        if name == b"authorization":
+            scheme, _, token = value.strip().partition(b" ")
+            token = token.strip()
+            return token if scheme.lower() == b"bearer" and token else None
+    return None
+
+
 def bearer_auth(keys: Sequence[str]) -> Callable[[Request], None]:
     """A FastAPI dependency accepting ``Authorization: Bearer <key>`` for any of ``keys`` (constant-time
-    compare); with no keys, everyone."""
-    encoded = [k.encode() for k in keys]
+    compare of the UTF-8 bytes); with no keys, everyone. A request without a token is never authorized
+    when keys are set, and an empty key is refused here (:func:`check_api_keys`)."""
+    encoded = check_api_keys(keys)
 
     def authorized(request: Request) -> None:
         if not encoded:
             return
-        header = request.headers.get("authorization", "")
-        token = (header[7:] if header.lower().startswith("bearer ") else "").encode()
-        if not any(hmac.compare_digest(token, k) for k in encoded):
+        token = _bearer_token(request.scope)
+        if token is None:
+            raise UnauthorizedError("no api token: send 'Authorization: Bearer <key>'")
+        if not any([hmac.compare_digest(token, k) for k in encoded]):  # every key compared: no early exit
             raise UnauthorizedError("invalid api token")
 
     return authorized
+
+
+class Contained:
+    """ASGI middleware: an exception that escapes the app is logged and answered here with a 500
+    ``{"message": ...}``, so the server never sees it (uvicorn would drop the kept-alive connection, and the
+    client's next request on it would fail)."""
+
+    def __init__(self, app: Any) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        if scope["type"] != "http":
+            return await self.app(scope, receive, send)
+        started = False
+
+        async def watch(message: Any) -> None:
+            nonlocal started
+            started = started or message["type"] == "http.response.start"
+            await send(message)
+
+        try:
+            await self.app(scope, receive, watch)
+        except Exception as exc:
+            logger.error("unexpected error on %s: %s: %s", scope.get("path"), type(exc).__name__, exc,
+                         exc_info=exc)
+            if started:  # half an answer is out: only closing the connection is left
+                raise
+            await error_response(500, "internal error")(scope, receive, send)
 
 
 class BodyLimit:

@@ -18,23 +18,26 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, Response
+from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rankrelay.errors import AuthenticationError, BackendTimeoutError, InvalidInputError, RankRelayError
+from rankrelay.results import RerankResult
 from rankrelay.retrieval.pipeline import SearchResult, TwoStageSearch
-from rankrelay.scoring import normalize
+from rankrelay.scoring import relevance
 from rankrelay.server.batching import QueueFullError
 from rankrelay.server.guards import (
     ClientGoneError,
     LimitExceededError,
     NotServedError,
     UnauthorizedError,
+    UnsupportedMediaError,
     check_limits,
     error_response,
     unless_client_leaves,
 )
 from rankrelay.server.metrics import MODEL_KEY, prometheus
 from rankrelay.server.schemas import CohereRerankRequest, SearchRequest, TeiRerankRequest
-from rankrelay.server.service import Service
+from rankrelay.server.service import Service, availability
 
 logger = logging.getLogger(__name__)
 
@@ -63,8 +66,8 @@ async def _cohere(request: Request, service: Service, body: CohereRerankRequest,
     name = served_model(request, service, body.model)
     res = await unless_client_leaves(request, service.rerank(name, body.query, texts, body.top_n))
     results = []
-    for r in res.results:
-        row: dict[str, Any] = {"index": r.index, "relevance_score": r.normalized_score}
+    for r, score in zip(res.results, relevance(res, service.limits.relevance)):
+        row: dict[str, Any] = {"index": r.index, "relevance_score": score}
         if body.return_documents:
             row["document"] = {"text": texts[r.index]}
         results.append(row)
@@ -88,12 +91,23 @@ tei = APIRouter()
 
 @tei.post("/rerank")
 async def rerank_tei(request: Request, body: TeiRerankRequest, service: Served) -> list[dict[str, Any]]:
+    """TEI's rerank: ``score`` is the model's raw score with ``raw_scores: true``, else its per-document
+    relevance in [0, 1] (the sigmoid of a cross-encoder's logit, see :func:`rankrelay.scoring.relevance`).
+    Documents a latency budget did not reach come last in input order, scored below every scored one."""
     name = served_model(request, service, body.model)
     res = await unless_client_leaves(request, service.rerank(name, body.query, body.texts, None))
-    raw = [r.score for r in res.results]
-    scores = raw if body.raw_scores else normalize(raw, "sigmoid")
+    scores = tei_scores(res, body.raw_scores)
     return [{"index": r.index, "score": s, **({"text": r.text} if body.return_text else {})}
             for r, s in zip(res.results, scores)]
+
+
+def tei_scores(res: RerankResult, raw: bool) -> list[float]:
+    """TEI's ``score`` of each result: raw, or the relevance in [0, 1]. TEI's clients read a float, so a document
+    no model scored (NaN: past a latency budget) gets the lowest raw score given minus 1, or relevance 0.0."""
+    if not raw:
+        return relevance(res, "score")
+    floor = min((r.score for r in res.results if math.isfinite(r.score)), default=0.0) - 1.0
+    return [r.score if math.isfinite(r.score) else floor for r in res.results]
 
 
 # -- search ----------------------------------------------------------------------------------
@@ -144,8 +158,12 @@ async def health() -> dict[str, str]:
 
 
 @operations.get("/ready", response_model=None)
-async def ready(service: Served) -> dict[str, bool] | JSONResponse:
-    return {"ready": True} if service.ready else JSONResponse({"ready": False}, status_code=503)
+async def ready(service: Served) -> dict[str, Any] | JSONResponse:
+    """200 once every served model is loaded; ``unavailable`` names a chain's backends that cannot serve
+    (no credentials, no weights) and why."""
+    unavailable = {name: parts for name, rr in service.rerankers.items() if (parts := availability(rr))}
+    body: dict[str, Any] = {"ready": service.ready, **({"unavailable": unavailable} if unavailable else {})}
+    return body if service.ready else JSONResponse(body, status_code=503)
 
 
 @operations.get("/metrics")
@@ -171,7 +189,9 @@ def paths() -> list[str]:
 def status_of(exc: Exception, service: Service) -> tuple[int, str, dict[str, str] | None]:
     """The HTTP status, message and headers of an error raised while answering a request."""
     if isinstance(exc, UnauthorizedError):
-        return 401, str(exc), None
+        return 401, str(exc), {"WWW-Authenticate": "Bearer"}
+    if isinstance(exc, UnsupportedMediaError):
+        return 415, str(exc), None
     if isinstance(exc, ClientGoneError):
         return 499, str(exc), None
     if isinstance(exc, NotServedError):
@@ -193,7 +213,8 @@ def status_of(exc: Exception, service: Service) -> tuple[int, str, dict[str, str
 
 
 def install_error_handlers(app: FastAPI) -> None:
-    """Map typed errors (and timeouts, and invalid bodies) to statuses; anything else is a logged 500."""
+    """Map typed errors (and timeouts, invalid bodies, unknown paths and methods) to statuses, each answered
+    ``{"message": ...}``; anything else becomes a logged 500 in :class:`~rankrelay.server.guards.Contained`."""
 
     async def typed(request: Request, exc: Exception) -> JSONResponse:
         status, message, headers = status_of(exc, get_service(request))
@@ -202,14 +223,17 @@ def install_error_handlers(app: FastAPI) -> None:
     async def invalid(request: Request, exc: Exception) -> JSONResponse:
         errors = exc.errors() if isinstance(exc, RequestValidationError) else []
         first = errors[0] if errors else {}
+        if first.get("type") == "json_invalid":
+            return error_response(400, f"the body is not valid JSON: {first.get('ctx', {}).get('error', 'invalid')}")
         where = ".".join(str(x) for x in first.get("loc", ()) if x != "body")
         return error_response(422, f"invalid request: {where}: {first.get('msg', 'invalid')}")
 
-    async def unexpected(request: Request, exc: Exception) -> JSONResponse:
-        logger.error("unexpected error on %s: %s: %s", request.url.path, type(exc).__name__, exc)
-        return error_response(500, "internal error")
+    async def http_error(request: Request, exc: Exception) -> JSONResponse:
+        assert isinstance(exc, StarletteHTTPException)
+        message = exc.detail if isinstance(exc.detail, str) else "invalid request"
+        return error_response(exc.status_code, message, dict(exc.headers or {}))
 
     app.add_exception_handler(RankRelayError, typed)
     app.add_exception_handler(TimeoutError, typed)
     app.add_exception_handler(RequestValidationError, invalid)
-    app.add_exception_handler(Exception, unexpected)
+    app.add_exception_handler(StarletteHTTPException, http_error)

@@ -8,23 +8,35 @@ Example:
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Annotated, Any
 
-from pydantic import BaseModel, Field
+from pydantic import AfterValidator, BaseModel, Field
 
-from rankrelay.errors import InvalidInputError
+from rankrelay.errors import InvalidDocumentError
+from rankrelay.results import check_text, unencodable
+
+
+def _valid_text(value: str) -> str:
+    why = unencodable(value)
+    if why is not None:
+        raise ValueError(f"not valid text: {why}")
+    return value
+
+
+#: a string that is valid Unicode (a lone surrogate in the JSON is a 422 naming the field)
+Text = Annotated[str, AfterValidator(_valid_text)]
 
 
 class CohereRerankRequest(BaseModel):
     """Cohere's rerank request (v1 and v2)."""
 
-    model: str | None = None
-    query: str
-    documents: list[str | dict[str, Any]]
+    model: Text | None = None
+    query: Text
+    documents: list[Text | dict[str, Any]]
     top_n: int | None = Field(None, ge=1)
     max_tokens_per_doc: int | None = Field(None, ge=1)
     return_documents: bool = False
-    rank_fields: list[str] | None = None
+    rank_fields: list[Text] | None = None
 
     def texts(self) -> list[str]:
         """The documents' texts (a document is a string or an object with a ``text`` string)."""
@@ -33,28 +45,29 @@ class CohereRerankRequest(BaseModel):
             if isinstance(d, str):
                 out.append(d)
             elif isinstance(d.get("text"), str):
-                out.append(d["text"])
+                out.append(check_text(d["text"], f"documents.{len(out)}.text"))
             else:
-                raise InvalidInputError("each document must be a string or an object with a 'text' string")
+                raise InvalidDocumentError(f"documents.{len(out)}: each document must be a string or an object "
+                                           "with a 'text' string")
         return out
 
 
 class TeiRerankRequest(BaseModel):
     """text-embeddings-inference's rerank request."""
 
-    query: str
-    texts: list[str]
+    query: Text
+    texts: list[Text]
     raw_scores: bool = False
     return_text: bool = False
     truncate: bool = False
-    model: str | None = None
+    model: Text | None = None
 
 
 class SearchRequest(BaseModel):
     """``POST /search``: first stage over the configured index, then the named model (``rerank=false``: none)."""
 
-    query: str
-    model: str | None = None
+    query: Text
+    model: Text | None = None
     top_n: int = Field(10, ge=1)
     retrieve_k: int | None = Field(None, ge=1)
     rerank: bool = True

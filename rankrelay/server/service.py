@@ -16,6 +16,7 @@ from typing import Any
 from rankrelay.config import Limits, Settings
 from rankrelay.rerankers.api import ApiReranker
 from rankrelay.rerankers.base import BaseReranker, Request, Reranker, SingleQuery, accepts_budget, aclose, label
+from rankrelay.rerankers.fallback import MISSING, FallbackReranker
 from rankrelay.rerankers.registry import load_reranker
 from rankrelay.results import DocumentLike, RerankResult, to_documents
 from rankrelay.retrieval.base import Retriever
@@ -26,20 +27,34 @@ from rankrelay.server.metrics import Metrics
 logger = logging.getLogger(__name__)
 
 
-def load_models(models: Mapping[str, Any], settings: Settings | None) -> dict[str, Reranker]:
-    """name -> reranker; one instance (one copy of the weights) per spec string, inside chains too."""
+def load_models(models: Mapping[str, Any], settings: Settings | None, strict: bool = False) -> dict[str, Reranker]:
+    """name -> reranker; one instance (one copy of the weights) per spec string, inside chains too. A chain's
+    backend without credentials, weights or package is marked unavailable and the chain serves from the next
+    (``strict``: an error, as for a model served alone)."""
     loaded: dict[str, Reranker] = {}
 
-    def load(spec: Any) -> Reranker:
+    def load(spec: Any, in_chain: bool = False) -> Any:
         if isinstance(spec, str):
             if spec not in loaded:
-                loaded[spec] = load_reranker(spec, settings=settings)
+                try:
+                    loaded[spec] = load_reranker(spec, settings=settings)
+                except MISSING:
+                    if strict or not in_chain:
+                        raise
+                    return spec  # the chain marks it unavailable, saying why
             return loaded[spec]
         if isinstance(spec, (list, tuple)):
-            spec = [load(item) if isinstance(item, str) else item for item in spec]
+            spec = [load(item, True) if isinstance(item, str) else item for item in spec]
+            return load_reranker(spec, settings=settings, strict=strict)
         return load_reranker(spec, settings=settings)
 
     return {name: load(spec) for name, spec in models.items()}
+
+
+def availability(reranker: Reranker) -> list[dict[str, Any]]:
+    """The backends of a served model that cannot serve (a chain's unavailable ones), with why."""
+    parts = reranker.availability() if isinstance(reranker, FallbackReranker) else []
+    return [p for p in parts if not p["available"]]
 
 
 class Service:

@@ -13,6 +13,7 @@ pytest.importorskip("fastapi", reason="the server extra is not installed")
 
 from rankrelay import load_reranker  # noqa: E402
 from rankrelay.rerankers.base import BaseReranker, Scored  # noqa: E402
+from rankrelay.scoring import sigmoid  # noqa: E402
 from rankrelay.server.app import Limits, create_app  # noqa: E402
 from rankrelay.testing import wait_until_ready  # noqa: E402
 
@@ -53,7 +54,8 @@ def test_cohere_sdk_gets_the_library_ranking(service, tiny_ce_path):
     expected = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu").rerank("why does a wing stall", DOCS)
     scores = {r.index: r.score for r in expected}
     assert_ranking_follows([r.index for r in res.results], [scores[i] for i in range(len(DOCS))])
-    assert [r.relevance_score for r in res.results] == pytest.approx([r.normalized_score for r in expected[:3]])
+    # Cohere's contract: a per-document score in [0, 1], here the sigmoid of the cross-encoder's logit
+    assert [r.relevance_score for r in res.results] == pytest.approx([sigmoid(r.score) for r in expected[:3]])
     assert res.meta.billed_units.search_units == 1
 
 
