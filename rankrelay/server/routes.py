@@ -37,7 +37,7 @@ from rankrelay.server.guards import (
 )
 from rankrelay.server.metrics import MODEL_KEY, prometheus
 from rankrelay.server.schemas import CohereRerankRequest, SearchRequest, TeiRerankRequest
-from rankrelay.server.service import Service, availability
+from rankrelay.server.service import Service, availability, typed
 
 logger = logging.getLogger(__name__)
 
@@ -125,7 +125,7 @@ async def search_index(request: Request, body: SearchRequest, service: Served) -
                                  "documents")
     reranker = service.model(served_model(request, service, body.model)) if body.rerank else None
     two_stage = TwoStageSearch(service.retriever, reranker, retrieve_k=retrieve_k, top_n=body.top_n)
-    out = await unless_client_leaves(request, two_stage.asearch(body.query))
+    out = await unless_client_leaves(request, typed(two_stage.asearch(body.query), "search"))
     return search_reply(out, body.return_documents)
 
 

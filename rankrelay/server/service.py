@@ -10,10 +10,11 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Mapping, Sequence
-from typing import Any
+from collections.abc import Awaitable, Mapping, Sequence
+from typing import Any, TypeVar
 
 from rankrelay.config import Limits, Settings
+from rankrelay.errors import RankRelayError, backend_failure
 from rankrelay.rerankers.api import ApiReranker
 from rankrelay.rerankers.base import BaseReranker, Request, Reranker, SingleQuery, accepts_budget, aclose, label
 from rankrelay.rerankers.fallback import MISSING, FallbackReranker
@@ -25,6 +26,7 @@ from rankrelay.server.guards import NotServedError, check_limits
 from rankrelay.server.metrics import Metrics
 
 logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 
 def load_models(models: Mapping[str, Any], settings: Settings | None, strict: bool = False) -> dict[str, Reranker]:
@@ -55,6 +57,18 @@ def availability(reranker: Reranker) -> list[dict[str, Any]]:
     """The backends of a served model that cannot serve (a chain's unavailable ones), with why."""
     parts = reranker.availability() if isinstance(reranker, FallbackReranker) else []
     return [p for p in parts if not p["available"]]
+
+
+async def typed(work: Awaitable[T], what: str) -> T:
+    """``await work``; an exception that is not rankrelay's (a user's reranker, a retriever) leaves as a
+    :class:`~rankrelay.errors.BackendFailedError` (answered 503), never as an unexpected 500."""
+    try:
+        return await work
+    except (RankRelayError, TimeoutError):
+        raise
+    except Exception as exc:
+        logger.warning("%s failed: %s: %s", what, type(exc).__name__, exc)
+        raise backend_failure(what, exc) from exc
 
 
 class Service:
@@ -99,7 +113,7 @@ class Service:
             work = batcher.submit(query, docs, top_n)
         else:
             work = rr.arerank(query, docs, top_n)
-        res = await asyncio.wait_for(work, self.limits.request_timeout)
+        res = await typed(asyncio.wait_for(work, self.limits.request_timeout), label(rr))
         self.metrics.record_result(name, res, len(docs))
         return res
 
