@@ -25,8 +25,8 @@ SECRET_OPTIONS = frozenset({"api_key", "apikey", "key", "token", "password", "se
 MIN_SCRUBBED = 8
 MASK = "***"
 
-_OPTION = re.compile(r"(?i)([?&;](?:" + "|".join(sorted(SECRET_OPTIONS)) + r")=)([^&>\s,]*)")
-_USERINFO = re.compile(r"(://)[^/@\s]+@")
+_OPTION = re.compile(r"(?i)([?&;](?:" + "|".join(sorted(SECRET_OPTIONS)) + r")=)([^&>@\s,]*)")
+_USERINFO = re.compile(r"(://)[^/@\s?#>]+@")
 _known: set[str] = set()
 _lock = threading.Lock()
 

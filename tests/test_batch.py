@@ -156,3 +156,86 @@ def test_cli(jsonl, tmp_path, tiny_ce_path):
     bad = runner.invoke(app, ["rerank-batch", str(tmp_path / "none.jsonl"), "--model", "identity",
                               "--out", str(tmp_path / "x")])
     assert bad.exit_code == 2 and "no such candidates file" in bad.output
+
+
+# -- trust (#25): parts are verified, ids a TREC run can carry, secrets kept out ------------------
+def test_a_part_replaced_by_another_is_recomputed_with_a_warning(jsonl, tmp_path, tiny_ce, tiny_ce_path, caplog):
+    out = tmp_path / "out"
+    spec = f"cross-encoder:{tiny_ce_path}"
+    run_batch(jsonl, spec, out, part_queries=2)
+    parts = sorted((out / "parts").glob("*.parquet"))
+    parts[0].write_bytes(parts[1].read_bytes())  # part 0 is now a copy of part 1
+    with caplog.at_level("WARNING", logger="rankrelay"):
+        summary = run_batch(jsonl, spec, out, part_queries=2)
+    assert summary.resumed_parts == 2 and "does not match its record" in caplog.text
+    check_same(output(out), expected(tiny_ce))  # nothing missing, nothing doubled
+
+
+def test_a_truncated_part_is_recomputed_not_a_raw_arrow_error(jsonl, tmp_path, tiny_ce, tiny_ce_path):
+    out = tmp_path / "out"
+    spec = f"cross-encoder:{tiny_ce_path}"
+    run_batch(jsonl, spec, out, part_queries=2)
+    part = sorted((out / "parts").glob("*.parquet"))[1]
+    part.write_bytes(part.read_bytes()[:100])
+    assert run_batch(jsonl, spec, out, part_queries=2).resumed_parts == 2
+    check_same(output(out), expected(tiny_ce))
+
+
+def test_a_typo_in_the_model_writes_no_job_and_the_corrected_rerun_runs(jsonl, tmp_path):
+    out = tmp_path / "out"
+    with pytest.raises(ConfigError, match="unknown backend"):
+        run_batch(jsonl, "idenity", out)
+    assert not (out / "job.json").exists()
+    assert run_batch(jsonl, "identity", out).rows == 35
+
+
+def test_a_job_without_finished_parts_gives_way_to_another(jsonl, tmp_path):
+    out = tmp_path / "out"
+    out.mkdir()
+    (out / "job.json").write_text(json.dumps({"spec": "random:1", "parts": {}}))
+    assert run_batch(jsonl, "identity", out).rows == 35
+
+
+def test_out_naming_a_file_is_a_config_error(jsonl, tmp_path):
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        run_batch(jsonl, "identity", tmp_path / "file")
+
+
+@pytest.mark.parametrize(("field", "value", "problem"), [
+    ("doc_id", "d 1", "whitespace"), ("query_id", "q\t1", "whitespace"), ("doc_id", "", "empty"),
+    ("doc_id", True, "not an id"), ("query_id", False, "not an id"), ("text", "\ud800", "not valid text"),
+])
+def test_ids_a_trec_run_cannot_carry_are_refused_naming_the_line(tmp_path, field, value, problem):
+    bad = rows()
+    bad[3][field] = value
+    path = tmp_path / "c.jsonl"
+    path.write_text("".join(json.dumps(r) + "\n" for r in bad))
+    with pytest.raises(InvalidInputError, match=f"c.jsonl:4: .*{problem}"):
+        read_candidates(path)
+
+
+def test_invalid_utf8_and_a_truncated_parquet_are_one_line_errors(tmp_path):
+    path = tmp_path / "c.jsonl"
+    path.write_bytes(b"".join(json.dumps(r).encode() + b"\n" for r in rows()[:2]) + b'{"query_id": "\xff"}\n')
+    with pytest.raises(InvalidInputError, match="c.jsonl:3: .*invalid UTF-8"):
+        read_candidates(path)
+    table = tmp_path / "c.parquet"
+    pq.write_table(pa.Table.from_pylist(rows()), table)
+    table.write_bytes(table.read_bytes()[:200])
+    with pytest.raises(InvalidInputError, match="not a readable Parquet file"):
+        read_candidates(table)
+
+
+def test_a_key_in_the_spec_reaches_no_file_of_the_job(jsonl, tmp_path, fake_api):
+    from rankrelay.testing import API_KEY
+
+    key = "sk-live-batch-0123456789"
+    fake_api.api_key = key
+    out = tmp_path / "out"
+    run_batch(jsonl, f"tei:{fake_api.url}?api_key={key}", out)
+    assert API_KEY != key
+    for path in out.rglob("*"):
+        if path.is_file():
+            assert key.encode() not in path.read_bytes(), path
+    assert "api_key=***" in (out / "run.trec").read_text().split("\n")[0]

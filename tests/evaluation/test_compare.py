@@ -239,3 +239,18 @@ def test_llm_rerankers_in_the_harness_with_token_cost(beir, tmp_path, fake_chat)
         assert run.billed["prompt_tokens"] > 0 and run.billed["completion_tokens"] > 0
         assert c.latency[name]["cost_usd"] == pytest.approx(
             run.billed["prompt_tokens"] * 1e-6 + run.billed["completion_tokens"] * 3e-6)
+
+
+def test_a_key_in_a_spec_reaches_no_report_run_name_or_output(beir, tmp_path, fake_api):
+    key = "sk-live-report-0123456789"
+    fake_api.api_key = key
+    out = tmp_path / "secret"
+    spec = f"cohere-http:m@{fake_api.url}?api_key={key}"
+    result = CliRunner().invoke(app, ["bench", "--dataset", str(beir), "--backends", f"identity,{spec}",
+                                      "--candidates", "bm25", "--depth", "5", "--out", str(out)])
+    assert result.exit_code == 0, result.output
+    assert key not in result.output
+    files = [p for p in out.rglob("*") if p.is_file()]
+    assert any(p.name == "report.html" for p in files)
+    for path in files:
+        assert key not in path.name and key.encode() not in path.read_bytes(), path
