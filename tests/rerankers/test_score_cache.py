@@ -115,3 +115,73 @@ def test_bi_encoder_scores_are_cached_too(tiny_bi_path, backend):
     rr = load_reranker(f"{backend}:{tiny_bi_path}", device="cpu")
     rr.rerank(QUERY, DOCS)
     assert rr.rerank(QUERY, DOCS).info["score_cache"] == {"hits": len(DOCS), "misses": 0}
+
+
+# -- trust (#25): nothing unpickled, tampered rows ignored and counted -----------------------------
+class _Marker:
+    """Unpickling this creates a file: what a crafted row in a shared cache would do."""
+
+    def __init__(self, path):
+        self.path = path
+
+    def __reduce__(self):
+        import pathlib
+
+        return (pathlib.Path.touch, (pathlib.Path(self.path),))
+
+
+def _rows(folder):
+    import sqlite3
+
+    return sqlite3.connect(folder / "cache.db")
+
+
+def test_a_pickled_row_in_the_shared_cache_is_never_unpickled(tiny_ce_path, tmp_path):
+    import pickle
+
+    folder = tmp_path / "cache"
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", score_cache=str(folder))
+    fresh = [r.score for r in rr.rerank(QUERY, DOCS)]
+    marker = tmp_path / "pwned"
+    with _rows(folder) as db:  # mode 4 is diskcache's pickle mode
+        db.execute("UPDATE Cache SET mode = 4, value = ?", (pickle.dumps(_Marker(str(marker))),))
+    again = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", score_cache=str(folder))
+    res = again.rerank(QUERY, DOCS)
+    assert not marker.exists()
+    assert res.info["score_cache"]["hits"] == 0
+    assert_scores_close([r.score for r in res], fresh)
+    assert open_score_cache(str(folder)).rejected == len(DOCS)
+
+
+@pytest.mark.parametrize("tampered", [1e308, b"\x00" * 16, "text"])
+def test_a_value_written_over_a_score_is_ignored_and_scored_again(tiny_ce_path, tmp_path, tampered):
+    folder = tmp_path / "cache"
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", score_cache=str(folder))
+    fresh = [r.score for r in rr.rerank(QUERY, DOCS)]
+    with _rows(folder) as db:
+        db.execute("UPDATE Cache SET value = ?", (tampered,))
+    res = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", score_cache=str(folder)).rerank(QUERY, DOCS)
+    assert res.info["score_cache"]["hits"] == 0 and max(abs(r.score) for r in res) < 1e6
+    assert_scores_close([r.score for r in res], fresh)
+
+
+def test_a_score_moved_to_another_key_is_not_served(tmp_path):
+    cache = DiskScoreCache(tmp_path / "c")
+    a, b = score_key("m", "q", "a"), score_key("m", "q", "b")
+    cache.put_many({a: 1.0, b: 2.0})
+    with _rows(tmp_path / "c") as db:
+        value = db.execute("SELECT value FROM Cache WHERE key = ?", (a,)).fetchone()[0]
+        db.execute("UPDATE Cache SET value = ? WHERE key = ?", (value, b))
+    assert cache.get_many([a, b]) == {a: 1.0}
+
+
+def test_a_damaged_or_misplaced_cache_is_a_one_line_config_error(tmp_path):
+    from rankrelay.errors import ConfigError
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match="is a file"):
+        DiskScoreCache(tmp_path / "file")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "cache.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(ConfigError, match="delete the folder"):
+        DiskScoreCache(tmp_path / "bad")

@@ -107,7 +107,8 @@ def test_a_lone_surrogate_is_a_client_error_naming_the_field(service, model, whe
 
 
 def test_tei_and_search_refuse_a_lone_surrogate(service):
-    r = _post(service, "/rerank", '{"model": "ce", "query": "q", "texts": ["a", ' + SURROGATE + '], "return_text": true}')
+    body = '{"model": "ce", "query": "q", "texts": ["a", ' + SURROGATE + '], "return_text": true}'
+    r = _post(service, "/rerank", body)
     assert r.status_code == 422 and "texts.1" in r.json()["message"]
     r = _post(service, "/search", '{"query": ' + SURROGATE + "}")
     assert r.status_code == 422 and "query" in r.json()["message"]
