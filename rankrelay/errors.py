@@ -83,6 +83,11 @@ class ModelNotFoundError(RankRelayError, OSError):
     """Model weights could not be found locally and could not be downloaded."""
 
 
+class DamagedArtifactError(InvalidInputError):
+    """A file rankrelay wrote (an index, a manifest, a batch part, a report) does not read back as written;
+    the message names the file and how to rebuild it."""
+
+
 class ModelLoadError(RankRelayError, RuntimeError):
     """Model files were found but do not form a usable model for this backend."""
 

@@ -9,7 +9,12 @@ Example:
 from __future__ import annotations
 
 import hashlib
+import json
+from collections.abc import Iterable, Mapping
 from pathlib import Path
+from typing import Any
+
+from rankrelay.errors import DamagedArtifactError
 
 
 def stable_int(key: str) -> int:
@@ -34,3 +39,29 @@ def file_sha256(path: str | Path, length: int | None = None) -> str:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()[:length] if length else digest.hexdigest()
+
+
+def folder_checksums(folder: Path, names: Iterable[str]) -> dict[str, str]:
+    """``{name: sha256}`` of the files ``names`` in ``folder``: what a manifest records when it is written."""
+    return {name: file_sha256(folder / name) for name in sorted(names)}
+
+
+def verify_checksums(folder: Path, recorded: Mapping[str, Any], rebuild: str) -> None:
+    """Raise :class:`DamagedArtifactError` naming the first file of ``recorded`` that is missing or does not
+    match its checksum; ``rebuild`` says how to make the folder again."""
+    for name, expected in sorted(recorded.items()):
+        path = folder / name
+        if not path.is_file():
+            raise DamagedArtifactError(f"{path} is missing; {rebuild}")
+        if file_sha256(path) != expected:
+            raise DamagedArtifactError(f"{path} does not match its checksum (damaged or edited); {rebuild}")
+
+
+def read_json_file(path: Path, rebuild: str) -> Any:
+    """A JSON file rankrelay wrote; unreadable or not JSON is a :class:`DamagedArtifactError` naming it."""
+    try:
+        return json.loads(path.read_text(encoding="utf-8"))
+    except FileNotFoundError:
+        raise
+    except (OSError, ValueError) as exc:
+        raise DamagedArtifactError(f"{path} is damaged ({type(exc).__name__}: {exc}); {rebuild}") from None

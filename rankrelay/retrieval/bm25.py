@@ -18,9 +18,14 @@ from time import perf_counter
 from typing import Any
 
 from rankrelay._optional import import_optional
-from rankrelay.errors import InvalidInputError
+from rankrelay.errors import DamagedArtifactError, InvalidInputError
+from rankrelay.hashing import folder_checksums, read_json_file, verify_checksums
 from rankrelay.results import Document, DocumentLike, RerankResult
 from rankrelay.retrieval.base import BaseRetriever, hits_result, read_docs, with_ids, write_docs
+
+logger = logging.getLogger(__name__)
+#: the BM25 folder's manifest: settings and the checksum of every other file
+MANIFEST = "bm25.json"
 
 
 def _bm25s() -> Any:
@@ -68,18 +73,37 @@ class BM25Retriever(BaseRetriever):
         return out
 
     def save(self, path: str | os.PathLike[str]) -> Path:
+        """Write the index, the documents and ``bm25.json`` (settings and the checksum of every file)."""
         folder = Path(path)
         folder.mkdir(parents=True, exist_ok=True)
         self.bm25.save(str(folder), show_progress=False)
         write_docs(folder / "docs.jsonl", self.docs)
-        (folder / "bm25.json").write_text(json.dumps({"stopwords": self.stopwords, "corpus_size": len(self.docs)}))
+        files = folder_checksums(folder, [p.name for p in folder.iterdir() if p.is_file() and p.name != MANIFEST])
+        (folder / MANIFEST).write_text(json.dumps({"stopwords": self.stopwords, "corpus_size": len(self.docs),
+                                                   "files": files}, indent=2) + "\n")
         return folder
 
     @classmethod
     def load(cls, path: str | os.PathLike[str]) -> BM25Retriever:
+        """Reopen a saved index, every file verified against its checksum first."""
         folder = Path(path)
-        if not (folder / "bm25.json").exists():
-            raise InvalidInputError(f"{str(folder)!r} holds no BM25 index (no bm25.json)")
-        config = json.loads((folder / "bm25.json").read_text())
-        return cls(_bm25s().BM25.load(str(folder), show_progress=False), read_docs(folder / "docs.jsonl"),
-                   config["stopwords"])
+        rebuild = f"rebuild the index with 'rankrelay index CORPUS --out {folder.parent}'"
+        if not (folder / MANIFEST).exists():
+            raise InvalidInputError(f"{str(folder)!r} holds no BM25 index (no {MANIFEST})")
+        config = read_json_file(folder / MANIFEST, rebuild)
+        if not isinstance(config, dict) or not isinstance(config.get("corpus_size"), int):
+            raise DamagedArtifactError(f"{folder / MANIFEST} is not a BM25 manifest; {rebuild}")
+        if isinstance(config.get("files"), dict):
+            verify_checksums(folder, config["files"], rebuild)
+        else:
+            logger.warning("%s predates checksums: its files cannot be verified; %s", folder, rebuild)
+        try:
+            bm25 = _bm25s().BM25.load(str(folder), show_progress=False)
+            docs = read_docs(folder / "docs.jsonl")
+        except (OSError, ValueError, TypeError, KeyError) as exc:
+            raise DamagedArtifactError(f"the BM25 index in {folder} cannot be read ({type(exc).__name__}: {exc}); "
+                                       f"{rebuild}") from None
+        if len(docs) != config["corpus_size"]:
+            raise DamagedArtifactError(f"{folder / 'docs.jsonl'} holds {len(docs)} documents, the manifest "
+                                       f"{config['corpus_size']}; {rebuild}")
+        return cls(bm25, docs, config.get("stopwords"))

@@ -27,8 +27,8 @@ from typing import Any
 import numpy as np
 
 from rankrelay._optional import import_optional
-from rankrelay.errors import ConfigError, InvalidInputError
-from rankrelay.hashing import file_sha256
+from rankrelay.errors import ConfigError, DamagedArtifactError, InvalidInputError
+from rankrelay.hashing import file_sha256, folder_checksums, read_json_file, verify_checksums
 from rankrelay.hub import canonical_model_id
 from rankrelay.rerankers.bi_encoder import BiEncoderReranker
 from rankrelay.results import Document, DocumentLike, RerankResult
@@ -221,6 +221,7 @@ class DenseRetriever(BaseRetriever):
             "long_documents": self.encoder.long_documents,
             "rankrelay_version": __version__,
             "checksum": file_sha256(folder / FILES["docs"]),
+            "files": folder_checksums(folder, [FILES["index"], FILES["docs"], FILES["passages"]]),
             "nprobe": self.nprobe,
             "ef_search": self.ef_search,
         }
@@ -232,24 +233,38 @@ class DenseRetriever(BaseRetriever):
              batch_size: int = 64) -> DenseRetriever:
         """Reopen a saved index; ``model`` (if given) must match the manifest's."""
         folder = Path(path)
+        rebuild = f"rebuild the index with 'rankrelay index CORPUS --out {folder.parent}'"
         try:
-            manifest = json.loads((folder / FILES["manifest"]).read_text())
+            manifest = read_json_file(folder / FILES["manifest"], rebuild)
         except FileNotFoundError:
             raise InvalidInputError(f"{str(folder)!r} holds no dense index (no {FILES['manifest']})") from None
+        missing = [k for k in ("model", "dimension", "index_type", "corpus_size", "checksum")
+                   if not isinstance(manifest, dict) or k not in manifest]
+        if missing:
+            raise DamagedArtifactError(f"{folder / FILES['manifest']} lacks {', '.join(missing)}; {rebuild}")
         if model is not None and canonical_model_id(model) != manifest["model"]:
             raise ConfigError(
                 f"index {str(folder)!r} was built with {manifest['model']!r}; querying it with "
                 f"{canonical_model_id(model)!r} would compare embeddings of different models"
             )
+        if isinstance(manifest.get("files"), dict):
+            verify_checksums(folder, manifest["files"], rebuild)
+        else:
+            logger.warning("%s predates checksums of every file: only its documents are verified; %s", folder,
+                           rebuild)
         if file_sha256(folder / FILES["docs"]) != manifest["checksum"]:
-            raise InvalidInputError(f"{folder / FILES['docs']} does not match the manifest's checksum")
-        docs = read_docs(folder / FILES["docs"])
-        passages_file = folder / FILES["passages"]
-        passages = (  # indexes saved before passages existed hold one vector per document
-            [tuple(p) for p in json.loads(passages_file.read_text())] if passages_file.exists()
-            else [(i, 0, len(d.text)) for i, d in enumerate(docs)]
-        )
-        index = _faiss().read_index(str(folder / FILES["index"]))
+            raise DamagedArtifactError(f"{folder / FILES['docs']} does not match the manifest's checksum; {rebuild}")
+        try:
+            docs = read_docs(folder / FILES["docs"])
+            passages_file = folder / FILES["passages"]
+            passages = (  # indexes saved before passages existed hold one vector per document
+                [tuple(p) for p in json.loads(passages_file.read_text())] if passages_file.exists()
+                else [(i, 0, len(d.text)) for i, d in enumerate(docs)]
+            )
+            index = _faiss().read_index(str(folder / FILES["index"]))
+        except (OSError, ValueError, TypeError, KeyError, RuntimeError) as exc:  # faiss raises RuntimeError
+            raise DamagedArtifactError(f"the index in {folder} cannot be read ({type(exc).__name__}: "
+                                       f"{str(exc).splitlines()[0] if str(exc) else ''}); {rebuild}") from None
         if index.ntotal != len(passages) or index.d != manifest["dimension"] or len(docs) != manifest["corpus_size"]:
             raise InvalidInputError(
                 f"index, passages and documents in {str(folder)!r} disagree "

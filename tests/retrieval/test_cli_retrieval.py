@@ -95,3 +95,58 @@ def test_demo_uses_the_model_trained_for_its_dataset(beir, tmp_path, monkeypatch
     assert f"trained on this dataset: models/{beir.name}" in out.output and "served by cross-encoder" in out.output
     missing = runner.invoke(app, ["demo", "--dataset", str(beir), "--model", str(tmp_path / "nothing")])
     assert missing.exit_code == 2 and "holds no model" in missing.output
+
+
+# -- trust (#25): every file of an index verified when read ----------------------------------------
+def _swap_two_lines(path):
+    lines = path.read_text().splitlines(keepends=True)
+    lines[0], lines[1] = lines[1], lines[0]
+    path.write_text("".join(lines))
+
+
+def _truncate(path):
+    path.write_bytes(path.read_bytes()[: max(1, path.stat().st_size // 2)])
+
+
+DAMAGE = [("bm25/docs.jsonl", _swap_two_lines, "bm25"), ("bm25/bm25.json", _truncate, "bm25"),
+          ("bm25/params.index.json", _truncate, "bm25"), ("dense/index.faiss", _truncate, "dense"),
+          ("dense/passages.json", _truncate, "dense"), ("dense/manifest.json", _truncate, "dense"),
+          ("dense/docs.jsonl", _swap_two_lines, "dense")]
+
+
+@pytest.fixture(scope="module")
+def built_index(tmp_path_factory, tiny_bi_path):
+    folder = tmp_path_factory.mktemp("built")
+    beir = folder / "beir"
+    beir.mkdir()
+    (beir / "corpus.jsonl").write_text("".join(
+        json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n" for i, t in enumerate(TEXTS)))
+    out = runner.invoke(app, ["index", str(beir), "--out", str(folder / "idx"), "--model", tiny_bi_path,
+                              "--device", "cpu"])
+    assert out.exit_code == 0, out.output
+    return folder / "idx"
+
+
+@pytest.mark.parametrize(("name", "damage", "retriever"), DAMAGE, ids=[d[0] + "-" + d[1].__name__ for d in DAMAGE])
+def test_a_damaged_index_file_is_a_one_line_error_naming_it(built_index, tmp_path, name, damage, retriever):
+    import shutil
+
+    idx = tmp_path / "idx"
+    shutil.copytree(built_index, idx)
+    ok = runner.invoke(app, ["search", str(idx), "wing stall", "--retriever", retriever])
+    assert ok.exit_code == 0, ok.output
+    damage(idx / name)
+    out = runner.invoke(app, ["search", str(idx), "wing stall", "--retriever", retriever])
+    assert out.exit_code == 2, out.output
+    assert "Traceback" not in out.output and len(out.output.strip().splitlines()) <= 3
+    assert name.split("/")[-1] in out.output and "rankrelay index" in out.output
+
+
+def test_a_damaged_index_stops_serve_with_one_line(built_index, tmp_path):
+    import shutil
+
+    idx = tmp_path / "idx"
+    shutil.copytree(built_index, idx)
+    _swap_two_lines(idx / "bm25" / "docs.jsonl")
+    out = runner.invoke(app, ["serve", "--model", "m=identity", "--no-auth", "--index", str(idx)])
+    assert out.exit_code == 2 and "docs.jsonl" in out.output and "Traceback" not in out.output
