@@ -175,12 +175,18 @@ class Settings(BaseSettings):
         sources = [init_settings, env_settings, dotenv_settings]
         path = _config_file.get() or os.environ.get("RANKRELAY_CONFIG")
         if path:
+            if Path(path).is_dir():
+                raise ConfigError(f"config file {path!r} is a folder; name a TOML file")
             if not Path(path).is_file():
                 raise ConfigError(f"config file {path!r} does not exist")
             try:
                 toml = TomlConfigSettingsSource(settings_cls, toml_file=path)
             except tomllib.TOMLDecodeError as exc:  # the message names the line and column
                 raise ConfigError(f"config file {path} is not valid TOML: {exc}") from None
+            except UnicodeDecodeError as exc:
+                raise ConfigError(f"config file {path} is not UTF-8 text (byte {exc.start}): not a TOML file") from None
+            except OSError as exc:
+                raise ConfigError(f"config file {path} cannot be read: {exc}") from None
             unknown = sorted(set(toml.toml_data) - set(settings_cls.model_fields))
             if unknown:
                 raise ConfigError(

@@ -158,3 +158,33 @@ def test_config_with_a_toml_syntax_error_prints_one_line_and_exits_2(tmp_path, d
     out = runner.invoke(app, ["rerank", str(docs_jsonl), "-q", "wing", "--config", str(cfg)])
     assert out.exit_code == 2 and "Traceback" not in out.output
     assert "ConfigError" in out.output and "broken.toml is not valid TOML" in out.output and "line 1" in out.output
+
+
+# -- trust (#25): one line for every refusal -------------------------------------------------------
+def test_serve_with_a_model_not_on_this_machine_prints_one_line(tmp_path):
+    out = runner.invoke(app, ["serve", "--model", f"m=cross-encoder:{tmp_path / 'absent'}", "--no-auth"])
+    assert out.exit_code == 2 and "ModelNotFoundError" in out.output
+    assert "Traceback" not in out.output and len(out.output.strip().splitlines()) == 1
+
+
+@pytest.mark.parametrize(("content", "fragment"), [(None, "is a folder"), (b"\xff\xfe\x00\x01", "not UTF-8")])
+def test_a_folder_or_a_binary_file_as_config_is_one_line(tmp_path, docs_jsonl, content, fragment):
+    config = tmp_path / "cfg"
+    if content is None:
+        config.mkdir()
+    else:
+        config.write_bytes(content)
+    out = runner.invoke(app, ["rerank", str(docs_jsonl), "-q", "wing", "--config", str(config)])
+    assert out.exit_code == 2 and fragment in out.output and "Traceback" not in out.output
+
+
+def test_serve_help_keeps_the_config_section_names():
+    out = runner.invoke(app, ["serve", "--help"], terminal_width=200)
+    assert "[service]" in out.output and "[service.models]" in out.output
+
+
+def test_a_malformed_score_cache_is_one_line(tmp_path, docs_jsonl, tiny_ce_path):
+    (tmp_path / "cache").write_text("not a folder")
+    out = runner.invoke(app, ["rerank", str(docs_jsonl), "-q", "wing", "-m",
+                              f"cross-encoder:{tiny_ce_path}?score_cache={tmp_path / 'cache'}"])
+    assert out.exit_code == 2 and "is a file" in out.output and "Traceback" not in out.output

@@ -25,6 +25,7 @@ app = typer.Typer(
     no_args_is_help=True,
     add_completion=False,
     pretty_exceptions_enable=False,
+    rich_markup_mode=None,  # help text is text: '[service]' is a config section, not rich markup
 )
 console = Console(width=None if Console().is_terminal else 120)
 err_console = Console(stderr=True)

@@ -104,6 +104,7 @@ def serve(
                 replicas=replicas, autoscale=parse_autoscale(autoscale) if autoscale else None)
             return
         app_ = create_app_from_settings(settings, models, api_key or [], **overrides)
+        app_.state.service.warm_up()  # a model missing here is one line now, not a traceback from uvicorn
     except RankRelayError as exc:
         raise fail(exc) from None
     service = settings.service

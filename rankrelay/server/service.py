@@ -121,6 +121,11 @@ class Service:
         """The served model ``name`` as a :class:`~rankrelay.Reranker` (for :class:`TwoStageSearch`)."""
         return ServedModel(self, name)
 
+    def warm_up(self) -> None:
+        """Load every served model now (what :meth:`start` does; the CLI calls it before the server starts)."""
+        for rr in {id(r): r for r in self.rerankers.values()}.values():
+            rr.warm_up()
+
     async def start(self) -> None:
         """Load every served model (``/ready`` says so only after this)."""
         for name, rr in self.rerankers.items():
