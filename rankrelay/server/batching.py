@@ -55,7 +55,9 @@ class DynamicBatcher:
         on_batch: called once per shared model call with the number of requests in it (metrics).
 
     A request whose caller stopped waiting (a timeout, a client that went away: its future is
-    cancelled) is dropped before the model runs.
+    cancelled) is dropped before the model runs: it takes no place in a forming batch, and a batch (or a
+    ``top_n`` group of one) whose callers have all left is not computed. A forward pass already running
+    is not interrupted.
     """
 
     def __init__(self, reranker: Reranker, max_batch_docs: int = 256, max_wait_ms: float = 0.0,
@@ -88,8 +90,11 @@ class DynamicBatcher:
         assert self._queue is not None
         loop = asyncio.get_running_loop()
         while True:
-            jobs = [await self._queue.get()]
-            docs = len(jobs[0].documents)
+            first = await self._queue.get()
+            if first.future.done():  # its caller left while it waited: not computed, takes no place
+                continue
+            jobs = [first]
+            docs = len(first.documents)
             deadline = loop.time() + self.max_wait
             while docs < self.max_batch_docs:
                 if not self._queue.empty():  # whatever queued up while the model was busy
@@ -102,6 +107,8 @@ class DynamicBatcher:
                         job = await asyncio.wait_for(self._queue.get(), timeout)
                     except TimeoutError:
                         break
+                if job.future.done():  # a forming batch drops the requests whose callers left
+                    continue
                 jobs.append(job)
                 docs += len(job.documents)
             await self._serve(jobs)
@@ -116,6 +123,9 @@ class DynamicBatcher:
         for job in jobs:  # rerank_batch takes one top_n: group by it
             groups.setdefault(job.top_n, []).append(job)
         for top_n, group in groups.items():
+            group = [j for j in group if not j.future.done()]  # callers may leave while another group runs
+            if not group:
+                continue
             try:
                 results = await asyncio.to_thread(
                     self.reranker.rerank_batch, [(j.query, j.documents) for j in group], top_n

@@ -466,3 +466,45 @@ def test_a_request_whose_client_went_away_is_not_computed_and_counts_as_499():
     assert seen == ["first"]  # the request of the caller who left never reached the model
     assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="slow",status="499"} 1.0' in metrics
     assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="slow",status="200"} 1.0' in metrics
+
+
+async def test_a_forming_batch_drops_callers_who_left_and_a_group_whose_callers_left_is_not_computed():
+    from rankrelay.server.batching import DynamicBatcher
+
+    seen, gate = [], threading.Event()
+
+    class Gated(Slow):
+        def _score_batch(self, queries, documents):
+            seen.append(list(queries))
+            if queries[0] in ("busy", "group one"):
+                gate.wait(10)  # the model is busy until the test lets it go
+            return super()._score_batch(queries, documents)
+
+    sizes = []
+    batcher = DynamicBatcher(Gated(seconds=0.0), max_batch_docs=4, max_wait_ms=50, on_batch=sizes.append)
+    busy = asyncio.ensure_future(batcher.submit("busy", ["a"], None))
+    while not seen:
+        await asyncio.sleep(0.01)
+    kept = [asyncio.ensure_future(batcher.submit("kept 0", ["d"], None))]
+    gone = [asyncio.ensure_future(batcher.submit(f"gone {i}", ["b", "c"], None)) for i in range(60)]
+    kept.append(asyncio.ensure_future(batcher.submit("kept 1", ["d"], 1)))
+    await asyncio.sleep(0.01)
+    for task in gone:
+        task.cancel()
+    gate.set()
+    assert (await busy).query == "busy"
+    assert [r.query for r in await asyncio.gather(*kept)] == ["kept 0", "kept 1"]
+    # the 60 abandoned requests (120 documents) took no place: both kept ones formed one batch of two groups
+    assert seen == [["busy"], ["kept 0"], ["kept 1"]] and sizes == [1, 2]
+
+    gate.clear()
+    seen.clear()
+    first = asyncio.ensure_future(batcher.submit("group one", ["x"], None))
+    second = asyncio.ensure_future(batcher.submit("group two", ["y"], 1))  # one batch, two top_n groups
+    while not seen:
+        await asyncio.sleep(0.01)
+    second.cancel()  # its caller leaves while the first group runs
+    gate.set()
+    assert (await first).query == "group one"
+    await batcher.close()
+    assert seen == [["group one"]]  # the group whose callers all left was not computed
