@@ -15,11 +15,14 @@ Example:
 
 from __future__ import annotations
 
+import atexit
+import contextlib
 import json
 import logging
 import os
 import threading
 import warnings
+import weakref
 from collections.abc import Sequence
 from pathlib import Path
 from time import perf_counter
@@ -44,6 +47,15 @@ def _qdrant() -> Any:
     return import_optional("qdrant_client", extra="qdrant", feature="Qdrant retrieval", package="qdrant-client")
 
 
+def _close_at_exit(client: weakref.ref[Any]) -> None:
+    """Close an embedded client left open before the interpreter tears down (its own ``__del__`` then fails
+    with a traceback as imports are gone)."""
+    live = client()
+    if live is not None:
+        with contextlib.suppress(Exception):
+            live.close()
+
+
 def connect(path: str | os.PathLike[str] | None = None, url: str | None = None, api_key: str | None = None,
             timeout: float = 5.0) -> Any:
     """A Qdrant client: embedded in the folder ``path``, or a server at ``url`` (checked now, so an
@@ -54,7 +66,9 @@ def connect(path: str | os.PathLike[str] | None = None, url: str | None = None, 
         raise ConfigError("Qdrant needs either a folder (path, embedded mode) or a server url, not both")
     if path is not None:
         Path(path).mkdir(parents=True, exist_ok=True)
-        return qdrant_client.QdrantClient(path=str(path), force_disable_check_same_thread=True)
+        local = qdrant_client.QdrantClient(path=str(path), force_disable_check_same_thread=True)
+        atexit.register(_close_at_exit, weakref.ref(local))
+        return local
     with warnings.catch_warnings():  # its version check warns when the server is down; the check below says so
         warnings.simplefilter("ignore", UserWarning)
         client = qdrant_client.QdrantClient(url=url, api_key=api_key, timeout=max(1, int(timeout)))

@@ -162,3 +162,15 @@ def test_the_service_searches_a_qdrant_index(docs, tiny_bi_path, tiny_ce_path, t
     assert [r["id"] for r in data["results"]] == expected.ids and data["served_by"] == "cross-encoder"
     assert [r["first_rank"] for r in data["results"]] == [m["first_rank"] for m in expected.movement]
     assert data["num_candidates"] == 10
+
+
+def test_an_embedded_retriever_left_open_exits_without_a_traceback(tmp_path, tiny_bi_path):
+    import subprocess
+    import sys
+
+    script = ("from rankrelay.retrieval.qdrant import QdrantRetriever\n"
+              f"QdrantRetriever.build(['a wing', 'paris'], {tiny_bi_path!r}, path={str(tmp_path / 'q')!r}, "
+              "device='cpu')\nprint('built')\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0 and "built" in done.stdout
+    assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
