@@ -31,7 +31,7 @@ import_optional("fastapi", extra="server", feature="the rerank service")
 from fastapi import Depends, FastAPI  # noqa: E402
 
 from rankrelay.server import routes  # noqa: E402
-from rankrelay.server.guards import BodyLimit, Contained, bearer_auth, check_api_keys, json_only  # noqa: E402
+from rankrelay.server.guards import BearerAuth, BodyLimit, Contained, check_api_keys, json_only  # noqa: E402
 from rankrelay.server.metrics import RequestMetrics  # noqa: E402
 from rankrelay.server.service import Service, load_models  # noqa: E402
 
@@ -72,13 +72,13 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
             await service.stop()
 
     app = FastAPI(title="rankrelay", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    authorized = [Depends(bearer_auth(keys)), Depends(json_only)]
     for router in (routes.cohere, routes.tei, routes.search, routes.models):
-        app.include_router(router, dependencies=authorized)
+        app.include_router(router, dependencies=[Depends(json_only)])
     app.include_router(routes.operations)
     routes.install_error_handlers(app)
     app.add_middleware(Contained)  # innermost: no exception reaches the server (a kept-alive connection lives)
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    app.add_middleware(BearerAuth, keys=keys, protected=routes.protected_paths())  # before any body is read
     app.add_middleware(RequestMetrics, metrics=service.metrics, routes=routes.paths())  # outermost: counts all
     app.state.service = service
     app.state.rerankers = service.rerankers

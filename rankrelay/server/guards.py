@@ -16,7 +16,7 @@ import contextlib
 import hmac
 import json
 import logging
-from collections.abc import Awaitable, Callable, Sequence
+from collections.abc import Awaitable, Collection, Sequence
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -132,22 +132,33 @@ def _bearer_token(scope: Any) -> bytes | None:
     return None
 
 
-def bearer_auth(keys: Sequence[str]) -> Callable[[Request], None]:
-    """A FastAPI dependency accepting ``Authorization: Bearer <key>`` for any of ``keys`` (constant-time
-    compare of the UTF-8 bytes); with no keys, everyone. A request without a token is never authorized
-    when keys are set, and an empty key is refused here (:func:`check_api_keys`)."""
-    encoded = check_api_keys(keys)
+class BearerAuth:
+    """ASGI middleware: a request to one of the ``protected`` paths needs ``Authorization: Bearer <key>`` for
+    one of ``keys`` (constant-time compare of the UTF-8 bytes), checked before its body is read or parsed;
+    with no keys, everyone. A request without a token is never authorized when keys are set, and an empty
+    key is refused at start-up (:func:`check_api_keys`)."""
 
-    def authorized(request: Request) -> None:
-        if not encoded:
-            return
-        token = _bearer_token(request.scope)
+    def __init__(self, app: Any, keys: Sequence[str], protected: Collection[str]) -> None:
+        self.app = app
+        self.keys = check_api_keys(keys)
+        self.protected = frozenset(protected)
+
+    def refusal(self, scope: Any) -> str | None:
+        """Why this request is not authorized, or None when it is."""
+        if not self.keys or scope["type"] != "http" or scope["path"] not in self.protected:
+            return None
+        token = _bearer_token(scope)
         if token is None:
-            raise UnauthorizedError("no api token: send 'Authorization: Bearer <key>'")
-        if not any([hmac.compare_digest(token, k) for k in encoded]):  # every key compared: no early exit
-            raise UnauthorizedError("invalid api token")
+            return "no api token: send 'Authorization: Bearer <key>'"
+        if not any([hmac.compare_digest(token, k) for k in self.keys]):  # every key compared: no early exit
+            return "invalid api token"
+        return None
 
-    return authorized
+    async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
+        why = self.refusal(scope)
+        if why is None:
+            return await self.app(scope, receive, send)
+        await error_response(401, why, {"WWW-Authenticate": "Bearer"})(scope, receive, send)
 
 
 class Contained:

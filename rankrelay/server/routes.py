@@ -17,7 +17,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
-from fastapi.responses import JSONResponse, Response
+from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rankrelay.errors import AuthenticationError, BackendTimeoutError, InvalidInputError, RankRelayError
@@ -36,7 +36,16 @@ from rankrelay.server.guards import (
     unless_client_leaves,
 )
 from rankrelay.server.metrics import MODEL_KEY, prometheus
-from rankrelay.server.schemas import CohereRerankRequest, SearchRequest, TeiRerankRequest
+from rankrelay.server.schemas import (
+    ERRORS,
+    CohereRerankRequest,
+    CohereRerankResponse,
+    ModelsResponse,
+    SearchRequest,
+    SearchResponse,
+    TeiRank,
+    TeiRerankRequest,
+)
 from rankrelay.server.service import Service, availability, typed
 
 logger = logging.getLogger(__name__)
@@ -58,7 +67,7 @@ def served_model(request: Request, service: Service, name: str | None) -> str:
 
 
 # -- Cohere ----------------------------------------------------------------------------------
-cohere = APIRouter()
+cohere = APIRouter(responses=ERRORS)
 
 
 async def _cohere(request: Request, service: Service, body: CohereRerankRequest, version: str) -> dict[str, Any]:
@@ -75,21 +84,21 @@ async def _cohere(request: Request, service: Service, body: CohereRerankRequest,
             "meta": {"api_version": {"version": version}, "billed_units": {"search_units": 1}}}
 
 
-@cohere.post("/v2/rerank")
+@cohere.post("/v2/rerank", response_model=CohereRerankResponse, response_model_exclude_none=True)
 async def rerank_v2(request: Request, body: CohereRerankRequest, service: Served) -> dict[str, Any]:
     return await _cohere(request, service, body, "2")
 
 
-@cohere.post("/v1/rerank")
+@cohere.post("/v1/rerank", response_model=CohereRerankResponse, response_model_exclude_none=True)
 async def rerank_v1(request: Request, body: CohereRerankRequest, service: Served) -> dict[str, Any]:
     return await _cohere(request, service, body, "1")
 
 
 # -- TEI -------------------------------------------------------------------------------------
-tei = APIRouter()
+tei = APIRouter(responses=ERRORS)
 
 
-@tei.post("/rerank")
+@tei.post("/rerank", response_model=list[TeiRank], response_model_exclude_none=True)
 async def rerank_tei(request: Request, body: TeiRerankRequest, service: Served) -> list[dict[str, Any]]:
     """TEI's rerank: ``score`` is the model's raw score with ``raw_scores: true``, else its per-document
     relevance in [0, 1] (the sigmoid of a cross-encoder's logit, see :func:`rankrelay.scoring.relevance`).
@@ -111,10 +120,10 @@ def tei_scores(res: RerankResult, raw: bool) -> list[float]:
 
 
 # -- search ----------------------------------------------------------------------------------
-search = APIRouter()
+search = APIRouter(responses=ERRORS)
 
 
-@search.post("/search")
+@search.post("/search", response_model=SearchResponse)
 async def search_index(request: Request, body: SearchRequest, service: Served) -> dict[str, Any]:
     if service.retriever is None:
         raise NotServedError("no index is configured: start the service with --index DIR (or [service] index)")
@@ -136,7 +145,8 @@ def search_reply(out: SearchResult, with_documents: bool) -> dict[str, Any]:
     results = []
     for r in out.results:
         row: dict[str, Any] = {"id": r.id, "index": r.index, "rank": r.rank, "first_rank": first_ranks.get(r.index),
-                               "score": r.score, "relevance_score": r.normalized_score}
+                               "score": r.score if math.isfinite(r.score) else None,  # NaN: no model scored it
+                               "relevance_score": r.normalized_score if math.isfinite(r.normalized_score) else 0.0}
         if with_documents:
             row["document"] = {"text": r.text, "metadata": r.metadata}
         results.append(row)
@@ -149,7 +159,10 @@ def search_reply(out: SearchResult, with_documents: bool) -> dict[str, Any]:
 
 # -- operations ------------------------------------------------------------------------------
 operations = APIRouter()
-models = APIRouter()
+READY = {"type": "object", "required": ["ready"], "properties": {
+    "ready": {"type": "boolean"},
+    "unavailable": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "object"}}}}}
+models = APIRouter(responses={k: v for k, v in ERRORS.items() if k in (401, 503)})
 
 
 @operations.get("/health")
@@ -157,7 +170,9 @@ async def health() -> dict[str, str]:
     return {"status": "ok"}
 
 
-@operations.get("/ready", response_model=None)
+@operations.get("/ready", response_model=None, responses={
+    200: {"description": "every served model is loaded", "content": {"application/json": {"schema": READY}}},
+    503: {"description": "still loading", "content": {"application/json": {"schema": READY}}}})
 async def ready(service: Served) -> dict[str, Any] | JSONResponse:
     """200 once every served model is loaded; ``unavailable`` names a chain's backends that cannot serve
     (no credentials, no weights) and why."""
@@ -166,17 +181,23 @@ async def ready(service: Served) -> dict[str, Any] | JSONResponse:
     return body if service.ready else JSONResponse(body, status_code=503)
 
 
-@operations.get("/metrics")
+@operations.get("/metrics", response_class=PlainTextResponse,
+                responses={200: {"description": "Prometheus exposition", "content": {"text/plain": {}}}})
 async def metrics(service: Served) -> Response:
     for name, depth in service.queue_depths().items():
         service.metrics.queue.labels(name).set(depth)
     return Response(service.metrics.exposition(), media_type=prometheus.CONTENT_TYPE_LATEST)
 
 
-@models.get("/v1/models")
+@models.get("/v1/models", response_model=ModelsResponse)
 async def list_models(service: Served) -> dict[str, Any]:
     return {"models": [{"name": n, "backend": rr.name, "model": getattr(rr, "model", None), "endpoints": ["rerank"]}
                        for n, rr in service.rerankers.items()]}
+
+
+def protected_paths() -> list[str]:
+    """The paths behind the key: everything but ``/health``, ``/ready`` and ``/metrics``."""
+    return sorted({getattr(r, "path", "") for router in (cohere, tei, search, models) for r in router.routes} - {""})
 
 
 def paths() -> list[str]:

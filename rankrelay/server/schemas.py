@@ -72,3 +72,98 @@ class SearchRequest(BaseModel):
     retrieve_k: int | None = Field(None, ge=1)
     rerank: bool = True
     return_documents: bool = True
+
+
+# -- replies: the OpenAPI schema the service answers by (fuzzed with Schemathesis) ------------------
+class ErrorBody(BaseModel):
+    """Every non-2xx answer: what the Cohere SDK reads."""
+
+    message: str
+
+
+class CohereDocument(BaseModel):
+    text: str
+
+
+class CohereResult(BaseModel):
+    index: int = Field(ge=0)
+    relevance_score: float = Field(ge=0, le=1, description="a per-document relevance in [0, 1] (Cohere's contract; "
+                                                           "'rank' mode: the rank position)")
+    document: CohereDocument | None = None
+
+
+class CohereApiVersion(BaseModel):
+    version: str
+
+
+class CohereBilled(BaseModel):
+    search_units: int
+
+
+class CohereMeta(BaseModel):
+    api_version: CohereApiVersion
+    billed_units: CohereBilled
+
+
+class CohereRerankResponse(BaseModel):
+    id: str
+    results: list[CohereResult]
+    meta: CohereMeta
+
+
+class TeiRank(BaseModel):
+    index: int = Field(ge=0)
+    score: float = Field(description="raw_scores: the model's raw score; else its relevance in [0, 1]")
+    text: str | None = None
+
+
+class SearchDocument(BaseModel):
+    text: str
+    metadata: dict[str, Any]
+
+
+class SearchHit(BaseModel):
+    id: str | int | None
+    index: int
+    rank: int
+    first_rank: int | None
+    score: float | None
+    relevance_score: float
+    document: SearchDocument | None = None
+
+
+class SearchTimings(BaseModel):
+    retrieve_ms: float
+    rerank_ms: float
+    total_ms: float
+
+
+class SearchResponse(BaseModel):
+    query: str
+    results: list[SearchHit]
+    served_by: str | None
+    retriever: str | None
+    num_candidates: int
+    fallbacks: list[dict[str, Any]]
+    timings: SearchTimings
+
+
+class ServedModelInfo(BaseModel):
+    name: str
+    backend: str
+    model: str | None
+    endpoints: list[str]
+
+
+class ModelsResponse(BaseModel):
+    models: list[ServedModelInfo]
+
+
+#: the error statuses every authorized route may answer, each with an :class:`ErrorBody`
+ERRORS: dict[int | str, dict[str, Any]] = {
+    status: {"model": ErrorBody, "description": about} for status, about in (
+        (400, "invalid input (an empty query, text that is not valid Unicode, a body that is not JSON)"),
+        (401, "no valid bearer token"), (404, "no such model or index"), (413, "body over the limit"),
+        (415, "body not declared as JSON"), (422, "a request that does not fit the schema or the limits"),
+        (429, "too many requests waiting"), (503, "the model failed or did not answer in time"))
+}
