@@ -188,3 +188,17 @@ def test_a_malformed_score_cache_is_one_line(tmp_path, docs_jsonl, tiny_ce_path)
     out = runner.invoke(app, ["rerank", str(docs_jsonl), "-q", "wing", "-m",
                               f"cross-encoder:{tiny_ce_path}?score_cache={tmp_path / 'cache'}"])
     assert out.exit_code == 2 and "is a file" in out.output and "Traceback" not in out.output
+
+
+def test_models_says_which_backends_of_a_configured_chain_cannot_serve(tmp_path, tiny_ce_path, monkeypatch):
+    pytest.importorskip("cohere")
+    monkeypatch.delenv("CO_API_KEY", raising=False)
+    monkeypatch.delenv("COHERE_API_KEY", raising=False)
+    config = tmp_path / "c.toml"
+    config.write_text(f'fallback = ["cohere:rerank-v3.5", "cross-encoder:{tmp_path / "absent"}", '
+                      f'"cross-encoder:{tiny_ce_path}"]\n')
+    out = runner.invoke(app, ["models", "--config", str(config)], terminal_width=300)
+    assert out.exit_code == 0, out.output
+    rows = [line for line in out.output.splitlines() if "fallback" in line and ("available" in line)]
+    assert len(rows) == 3
+    assert "unavailable: no Cohere API key" in rows[0] and "unavailable" in rows[1] and "unavailable" not in rows[2]

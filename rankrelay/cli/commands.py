@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import os
 from typing import Annotated
 
 import typer
@@ -56,8 +57,9 @@ def rerank(
                   f"model {result.timings['model']:.1f} ms, total {result.timings['total']:.1f} ms")
 
 @app.command()
-def models() -> None:
-    """List presets (with whether their weights are on this machine) and registered backends."""
+def models(config: ConfigOption = None) -> None:
+    """List presets (with whether their weights are on this machine), registered backends, and the configured
+    fallback chains with the backends that cannot serve (no credentials, no weights, no package)."""
     from rankrelay.hub import find_local
     from rankrelay.rerankers import backends
 
@@ -77,6 +79,49 @@ def models() -> None:
     for b in backends():
         table.add_row(b.name, b.extra or "", escape(b.description))  # "[fallback]" is text, not markup
     console.print(table)
+    try:
+        chains = configured_chains(config)
+    except RankRelayError as exc:
+        raise fail(exc) from None
+    if chains:
+        status = Table(title="configured chains (backends in order)", title_justify="left")
+        for col in ("chain", "backend", "status"):
+            status.add_column(col)
+        for name, parts in chains.items():
+            for part in parts:
+                state = "available" if part["available"] else f"unavailable: {part['reason']}"
+                status.add_row(name, escape(str(part["backend"])), escape(state))
+        console.print(status)
+
+
+def configured_chains(config: os.PathLike[str] | str | None) -> dict[str, list[dict[str, object]]]:
+    """``fallback`` and every ``[service.models]`` chain of the settings: each backend and whether it can serve.
+    Nothing is loaded: credentials and packages are checked as the chain is built, local weights by looking."""
+    from rankrelay.hub import find_local
+    from rankrelay.rerankers import load_reranker, load_settings
+    from rankrelay.rerankers.fallback import FallbackReranker
+
+    settings = load_settings(str(config) if config else None)
+    specs = {"fallback": settings.fallback} if settings.fallback else {}
+    specs.update({n: s for n, s in settings.service.models.items() if isinstance(s, list)})
+    out: dict[str, list[dict[str, object]]] = {}
+    for name, spec in specs.items():
+        chain = load_reranker(list(spec), settings=settings)
+        assert isinstance(chain, FallbackReranker)
+        parts = chain.availability()
+        for part, backend in zip(parts, chain.backends):
+            model = getattr(backend, "model", None)
+            if part["available"] and hasattr(backend, "runtime") and isinstance(model, str):
+                try:
+                    found = find_local(model)
+                except RankRelayError as exc:
+                    found, part["reason"] = None, str(exc)
+                if found is None:
+                    part["available"] = False
+                    part["reason"] = part["reason"] or (f"no weights of {model} on this machine (fetched from the "
+                                                        "Hub at warm-up where it can be reached)")
+        out[name] = parts
+    return out
 
 @app.command()
 def demo(

@@ -10,6 +10,7 @@ Example (a BEIR folder, BM25 candidates, two reference backends)::
 
 from __future__ import annotations
 
+import hashlib
 import json
 import logging
 import os
@@ -64,6 +65,27 @@ def backend_name(item: Any) -> str:
     return label(item)
 
 
+def write_run(path: Path, run: BackendRun) -> None:
+    """A backend's run file, with the SHA-256 of its content (checked by :func:`read_run`), written atomically."""
+    body = json.dumps(run.to_dict(), sort_keys=True)
+    tmp = path.with_suffix(".tmp")
+    tmp.write_text(json.dumps({"sha256": hashlib.sha256(body.encode()).hexdigest(), "run": json.loads(body)}))
+    os.replace(tmp, path)
+
+
+def read_run(path: Path, name: str) -> BackendRun:
+    """The run :func:`write_run` wrote; a damaged, edited or older file is scored again (with a warning)."""
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        body = json.dumps(data["run"], sort_keys=True)
+        if hashlib.sha256(body.encode()).hexdigest() != data["sha256"]:
+            raise ValueError("its content does not match its checksum")
+        return BackendRun(**data["run"])
+    except (OSError, ValueError, TypeError, KeyError) as exc:
+        logger.warning("%s cannot be trusted (%s: %s): %s is scored again", path, type(exc).__name__, exc, name)
+        return BackendRun(name)
+
+
 def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking], cache: Path | None,
                 progress: bool = True, use_ray: bool = False) -> BackendRun:
     """Rerank every query's candidates with ``item`` (a spec, a spec dict with options, or a Reranker);
@@ -72,7 +94,7 @@ def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking],
     spec = backend_name(item)
     run = BackendRun(spec)
     if cache is not None and cache.exists():
-        run = BackendRun(**json.loads(cache.read_text()))
+        run = read_run(cache, spec)
         run.failures = {}  # failed queries are tried again
     todo = [q for q in candidates if q not in run.rankings]
     if not todo:
@@ -95,9 +117,9 @@ def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking],
         if outcome.get("error"):
             logger.warning("%s failed on query %s: %s", spec, qid, outcome["error"])
         if cache is not None and (done % 20 == 0 or done == len(todo)):
-            cache.write_text(json.dumps(run.to_dict()))
+            write_run(cache, run)
     if cache is not None:
-        cache.write_text(json.dumps(run.to_dict()))
+        write_run(cache, run)
     return run
 
 

@@ -29,7 +29,8 @@ from time import perf_counter
 from typing import Any
 
 from rankrelay._optional import import_optional
-from rankrelay.errors import BackendUnavailableError, ConfigError, InvalidInputError
+from rankrelay.errors import BackendUnavailableError, ConfigError, DamagedArtifactError, InvalidInputError
+from rankrelay.hashing import read_json_file
 from rankrelay.hub import canonical_model_id
 from rankrelay.rerankers.bi_encoder import BiEncoderReranker
 from rankrelay.results import Document, DocumentLike, RankedDocument, RerankResult
@@ -242,7 +243,10 @@ class QdrantRetriever(BaseRetriever):
             BackendUnavailableError: the server at ``url`` cannot be reached.
         """
         if path is not None and (Path(path) / MANIFEST).exists():
-            manifest = json.loads((Path(path) / MANIFEST).read_text())
+            manifest = read_json_file(Path(path) / MANIFEST, f"rebuild it with 'rankrelay index CORPUS --out "
+                                                             f"{Path(path).parent} --store qdrant'")
+            if not isinstance(manifest, dict):
+                raise DamagedArtifactError(f"{Path(path) / MANIFEST} is not a Qdrant manifest; rebuild the index")
             collection = manifest.get("collection", collection)
             url = manifest.get("url", url)
             path = None if url else Path(path) / manifest.get("path", ".")

@@ -254,3 +254,18 @@ def test_a_key_in_a_spec_reaches_no_report_run_name_or_output(beir, tmp_path, fa
     assert any(p.name == "report.html" for p in files)
     for path in files:
         assert key not in path.name and key.encode() not in path.read_bytes(), path
+
+
+def test_a_damaged_or_edited_run_file_is_scored_again_not_read(beir, backends, tmp_path):
+    out = tmp_path / "r"
+    first = compare(beir, str(tmp_path / "cands.trec"), ["oracle"], out=out, progress=False)
+    run_file = next((out / "runs").glob("*.json"))
+    data = json.loads(run_file.read_text())
+    qid = next(iter(data["run"]["rankings"]))
+    data["run"]["rankings"][qid] = list(reversed(data["run"]["rankings"][qid]))  # an edited ranking
+    run_file.write_text(json.dumps(data))
+    again = compare(beir, str(tmp_path / "cands.trec"), ["oracle"], out=out, progress=False)
+    assert again.runs["oracle"].rankings == first.runs["oracle"].rankings
+    run_file.write_text("{not json")
+    assert compare(beir, str(tmp_path / "cands.trec"), ["oracle"], out=out,
+                   progress=False).runs["oracle"].rankings == first.runs["oracle"].rankings
