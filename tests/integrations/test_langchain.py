@@ -152,3 +152,14 @@ def test_a_reranker_object_is_used_as_is(tiny_ce):
     assert rerank.client is tiny_ce
     (best,) = rerank.compress_documents([Document("cats"), Document(CORPUS[7])], QUERY)
     assert best.metadata["rerank_rank"] == 1
+
+
+def test_a_chain_whose_cohere_key_is_missing_starts_and_serves_from_the_local_model(
+        base_retriever, tiny_ce_path, tiny_ce, monkeypatch):
+    pytest.importorskip("cohere")
+    for name in ("CO_API_KEY", "COHERE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    ids, ref = reference(base_retriever, tiny_ce)
+    rerank = RankRelayRerank(reranker=["cohere:rerank-v3.5", f"cross-encoder:{tiny_ce_path}"], top_n=3)
+    retriever = ContextualCompressionRetriever(base_compressor=rerank, base_retriever=base_retriever)
+    check(retriever.invoke(QUERY), ids, ref, backend="cross-encoder", fallbacks=["cohere:rerank-v3.5"])
