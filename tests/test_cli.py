@@ -202,3 +202,12 @@ def test_models_says_which_backends_of_a_configured_chain_cannot_serve(tmp_path,
     rows = [line for line in out.output.splitlines() if "fallback" in line and ("available" in line)]
     assert len(rows) == 3
     assert "unavailable: no Cohere API key" in rows[0] and "unavailable" in rows[1] and "unavailable" not in rows[2]
+
+
+@pytest.mark.parametrize("command", [["index", "corpus.jsonl"], ["bench", "--dataset", ".", "--backends", "identity"],
+                                     ["train", "--dataset", "."],
+                                     ["rerank-batch", "c.jsonl", "--model", "identity"]])
+def test_out_naming_a_file_is_one_line_for_every_command(tmp_path, command):
+    (tmp_path / "a-file").write_text("x")
+    out = runner.invoke(app, [*command, "--out", str(tmp_path / "a-file")])
+    assert out.exit_code == 2 and "is a file" in out.output and "Traceback" not in out.output

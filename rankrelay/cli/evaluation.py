@@ -24,7 +24,8 @@ def bench(
     split_file: Annotated[
         Path | None, typer.Option(help="split.json from 'rankrelay train': evaluate one part's queries only.")
     ] = None,
-    out: Annotated[Path, typer.Option(help="Report folder (also caches candidates and runs).")] = Path("report"),
+    out: Annotated[Path, typer.Option(help="Report folder (also caches candidates and runs).", file_okay=False)] \
+        = Path("report"),
     split: Annotated[str, typer.Option(help="qrels split.")] = "test",
     use_ray: Annotated[bool, typer.Option("--ray", help="Score on Ray Data, one model per actor "
                                                         "(RAY_ADDRESS joins a cluster, else Ray starts here).")]
@@ -63,7 +64,8 @@ def bench(
 @app.command()
 def train(
     dataset: Annotated[Path, typer.Option(help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/).")],
-    out: Annotated[Path, typer.Option(help="Folder for the model, split.json, calibration and model card.")],
+    out: Annotated[Path, typer.Option(help="Folder for the model, split.json, calibration and model card.",
+                                      file_okay=False)],
     base: Annotated[str, typer.Option(help="Hugging Face encoder or cross-encoder (id, alias or path).")] = (
         "all-minilm-l6"),
     head: Annotated[str, typer.Option(help="Fresh head on the [CLS] token (cls) or the mean of tokens (mean).")] = (

@@ -16,7 +16,8 @@ def rerank_batch(
     input_path: Annotated[Path, typer.Argument(help="Parquet or JSON lines (query_id, query, doc_id, text), "
                                                     "or a TREC run with --corpus.")],
     model: Annotated[str, typer.Option("--model", help="Reranker spec or preset.")],
-    out: Annotated[Path, typer.Option("--out", help="Output folder: reranked.parquet, run.trec, parts/.")],
+    out: Annotated[Path, typer.Option("--out", help="Output folder: reranked.parquet, run.trec, parts/.",
+                                      file_okay=False)],
     corpus: Annotated[Path | None, typer.Option(help="BEIR folder with the texts of a TREC run's ids.")] = None,
     top_n: Annotated[int | None, typer.Option(min=1, help="Keep the best N per query (default all).")] = None,
     part_queries: Annotated[int, typer.Option(min=1, help="Queries per resumable part.")] = 64,

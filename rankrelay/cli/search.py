@@ -15,7 +15,7 @@ from rankrelay.errors import ConfigError, RankRelayError
 @app.command()
 def index(
     corpus: Annotated[str, typer.Argument(help="BEIR folder or corpus.jsonl, JSON lines with 'text', or .txt lines.")],
-    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the index.")],
+    out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the index.", file_okay=False)],
     model: Annotated[str, typer.Option(help="Bi-encoder id, alias or path.")] = "all-minilm-l6",
     index_type: Annotated[str, typer.Option("--index", help="flat, hnsw or ivf (FAISS).")] = "flat",
     store: Annotated[str, typer.Option(help="faiss (in memory) or qdrant (embedded in OUT, or --qdrant-url).")]
