@@ -108,7 +108,9 @@ class RankedDocument:
         text, id, metadata: the caller's document, untouched.
         score: the backend's raw score (higher is better).
         rank: 1-based position in the ranking.
-        normalized_score: ``score`` mapped by the chosen normalization.
+        normalized_score: ``score`` mapped by the chosen normalization (by default the rank position, to
+            compare backends); a per-document relevance in [0, 1] comparable across queries, what the service
+            answers as Cohere's ``relevance_score``, is :func:`rankrelay.scoring.relevance`.
         passage: ``(start, end)`` character span of the best-scoring passage when the document was
             split into passages, else ``None``.
         truncated: the model saw only the start of the document.
