@@ -48,6 +48,14 @@ def test_bad_share():
         SplitReranker("identity", "random", share_b=1.5)
 
 
+@pytest.mark.parametrize(("share_b", "backend"), [(1.0, "random"), (0.0, "identity")])
+async def test_the_async_path_serves_the_arm_it_labels(share_b, backend):
+    split = SplitReranker("identity", "random:3", share_b=share_b)
+    res = (await split.arerank_batch([("q", DOCS), ("another query", DOCS)]))
+    assert [r.backend for r in res] == [backend, backend]
+    assert [r.info["arm"] for r in res] == ["b" if share_b else "a"] * 2
+
+
 async def test_async():
     split = SplitReranker("identity", "random:3", share_b=0.5)
     res = await split.arerank("q", DOCS, key="k1")
