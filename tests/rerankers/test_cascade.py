@@ -112,3 +112,16 @@ def test_bad_input_is_checked_before_any_stage_runs():
     with pytest.raises(InvalidInputError):
         cascade.rerank(QUERY, ["ok", 3])
     assert cheap.seen == []
+
+
+def test_a_strong_stage_cut_by_the_budget_is_reported_as_partial(tiny_ce_path):
+    strong = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", batch_size=1)
+    cascade = CascadeReranker(WordOverlap(), strong, keep=4)
+    head = cascade.cheap.rerank(QUERY, DOCS).indices[:4]
+    strong.rerank(QUERY, [DOCS[i] for i in head[:2]])  # the strong stage has the first two of its head cached
+    strong._tokens_per_s = 1.0  # a set speed at which no uncached pair fits in the budget (no clock involved)
+    res = cascade.rerank(QUERY, DOCS, budget_ms=5_000)
+    assert res.info["reranked"] == 2
+    stages = {r.index: r.stage for r in res}
+    assert [stages[i] for i in head] == [cascade.strong_label] * 2 + [cascade.cheap_label] * 2
+    assert sorted(res.indices) == list(range(len(DOCS)))

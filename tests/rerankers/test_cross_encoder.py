@@ -171,6 +171,17 @@ async def test_async_matches_sync(tiny_ce):
     assert res.indices == tiny_ce.rerank(QUERY, DOCS, top_n=2).indices
 
 
+async def test_async_scores_equal_an_independent_reference(tiny_ce_path, raw_ce):
+    """A fresh model with the score cache off, against sentence-transformers itself: no cache the call under
+    test just filled can make a wrong async path look right."""
+    fresh = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", score_cache="off")
+    batch = await fresh.arerank_batch([(QUERY, DOCS), ("python sort order", DOCS[::-1])])
+    for (query, docs), res in zip([(QUERY, DOCS), ("python sort order", DOCS[::-1])], batch):
+        reference = raw_ce([(query, d) for d in docs])
+        assert_scores_close([r.score for r in res], [reference[r.index] for r in res])
+        assert_ranking_follows(res.indices, reference)
+
+
 def test_two_label_model_scores_logit_difference(tiny_ce2_path):
     from sentence_transformers import CrossEncoder
 

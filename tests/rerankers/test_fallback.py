@@ -143,3 +143,35 @@ def test_chain_from_settings(monkeypatch, tiny_ce_path, refused_url):
     assert isinstance(chain, FallbackReranker) and [b.name for b in chain.backends] == ["tei", "cross-encoder"]
     assert chain.rerank(QUERY, DOCS).backend == "cross-encoder"
     assert Settings().fallback == [f"tei:{refused_url}", f"cross-encoder:{tiny_ce_path}"]
+
+
+# -- #30: breaks the suite did not see ------------------------------------------------------------
+@pytest.mark.parametrize("method", ["rank", "minmax", "sigmoid", "zscore"])
+def test_the_chain_renormalizes_what_a_backend_returned(method):
+    from rankrelay.scoring import normalize
+
+    backend = load_reranker("identity", normalize="minmax" if method != "minmax" else "sigmoid")
+    res = FallbackReranker([backend], normalize=method).rerank(QUERY, DOCS + ["fourth", "fifth"])
+    assert res.normalization == method
+    expected = normalize([r.score for r in res], method)
+    assert [r.normalized_score for r in res] == pytest.approx(expected)
+    own = backend.rerank(QUERY, DOCS + ["fourth", "fifth"])
+    assert [r.normalized_score for r in res] != pytest.approx([r.normalized_score for r in own])
+
+
+def test_the_chain_keeps_the_backends_normalization_when_asked():
+    backend = load_reranker("identity", normalize="minmax")
+    res = FallbackReranker([backend], normalize="backend").rerank(QUERY, DOCS)
+    assert res.normalization == "minmax" and [r.normalized_score for r in res] == [1.0, 0.5, 0.0]
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_raced_chain_whose_backends_all_fail_raises(refused_url, asynchronous):
+    import asyncio
+
+    chain = FallbackReranker([{"spec": f"tei:{refused_url}", "max_attempts": 1},
+                              {"spec": f"jina:m@{refused_url}", "api_key": "k", "max_attempts": 1}],
+                             hedge_after_ms=1)
+    with pytest.raises(AllBackendsFailedError) as err:
+        asyncio.run(chain.arerank(QUERY, DOCS)) if asynchronous else chain.rerank(QUERY, DOCS)
+    assert sorted(f["backend"].split(":")[0] for f in err.value.failures) == ["jina", "tei"]  # in the order they failed

@@ -508,3 +508,59 @@ async def test_a_forming_batch_drops_callers_who_left_and_a_group_whose_callers_
     assert (await first).query == "group one"
     await batcher.close()
     assert seen == [["group one"]]  # the group whose callers all left was not computed
+
+
+async def test_a_failed_shared_batch_is_retried_one_request_at_a_time():
+    from rankrelay.errors import BackendError
+    from rankrelay.server.batching import DynamicBatcher
+
+    calls, gate = [], threading.Event()
+
+    class Poisoned(Slow):
+        def _score_batch(self, queries, documents):
+            calls.append(list(queries))
+            if queries[0] == "busy":
+                gate.wait(10)
+            if "poison" in queries:
+                raise BackendError("the poisoned request breaks any batch it is in")
+            return super()._score_batch(queries, documents)
+
+    batcher = DynamicBatcher(Poisoned(seconds=0.0), max_wait_ms=50)
+    busy = asyncio.ensure_future(batcher.submit("busy", ["a"], None))
+    while not calls:
+        await asyncio.sleep(0.01)
+    jobs = [asyncio.ensure_future(batcher.submit(q, ["x", "yy"], None)) for q in ("good 1", "poison", "good 2")]
+    await asyncio.sleep(0.01)
+    gate.set()
+    await busy
+    done = await asyncio.gather(*jobs, return_exceptions=True)
+    await batcher.close()
+    assert done[0].query == "good 1" and done[2].query == "good 2" and isinstance(done[1], BackendError)
+    assert calls == [["busy"], ["good 1", "poison", "good 2"], ["good 1"], ["poison"], ["good 2"]]
+
+
+def test_tei_without_raw_scores_answers_the_relevance_not_the_raw_logit(service, tiny_ce_path):
+    from rankrelay.scoring import sigmoid
+
+    url, _ = service
+    r = httpx.post(f"{url}/rerank", headers={"Authorization": f"Bearer {KEY}"},
+                   json={"model": "tiny", "query": "why does a wing stall", "texts": DOCS})
+    raw = httpx.post(f"{url}/rerank", headers={"Authorization": f"Bearer {KEY}"},
+                     json={"model": "tiny", "query": "why does a wing stall", "texts": DOCS, "raw_scores": True})
+    expected = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", score_cache="off").rerank(
+        "why does a wing stall", DOCS)
+    assert [row["index"] for row in r.json()] == [row["index"] for row in raw.json()] == expected.indices
+    assert [row["score"] for row in raw.json()] == pytest.approx([x.score for x in expected], abs=1e-4)
+    assert [row["score"] for row in r.json()] == pytest.approx([sigmoid(x.score) for x in expected], abs=1e-4)
+    assert [row["score"] for row in r.json()] != pytest.approx([row["score"] for row in raw.json()], abs=1e-3)
+
+
+def test_an_upstream_auth_failure_is_a_503_that_does_not_pass_the_upstream_message_on(fake_api):
+    from rankrelay.testing import Fault
+
+    fake_api.faults = [Fault("status", 401, body={"message": "upstream says: your key sk-upstream is revoked"})]
+    app = create_app({"api": f"tei:{fake_api.url}?max_attempts=1"}, api_keys=[KEY])
+    with running(app) as (url, _):
+        r = httpx.post(f"{url}/v2/rerank", headers={"Authorization": f"Bearer {KEY}"},
+                       json={"query": "q", "documents": DOCS})
+    assert r.status_code == 503 and r.json() == {"message": "the backend rejected its credentials"}
