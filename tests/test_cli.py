@@ -85,14 +85,15 @@ def test_models_lists_presets_and_backends():
     assert "[fallback] in the config" in " ".join(out.output.split())  # descriptions are text, not markup
 
 
-COMMANDS = ["rerank", "models", "demo", "index", "search", "bench", "train", "serve"]
+COMMANDS = ["rerank", "models", "demo", "index", "search", "bench", "train", "serve", "report", "rerank-batch"]
 
 
 def test_help_lists_every_command():
     out = runner.invoke(app, ["--help"])
     assert out.exit_code == 0
-    for command in COMMANDS:
-        assert command in out.output
+    listed = {line.split()[0] for line in out.output.split("Commands:")[1].splitlines() if line.startswith("  ")}
+    assert listed == set(COMMANDS) == {c.name or c.callback.__name__.replace("_", "-")
+                                       for c in app.registered_commands}
 
 
 @pytest.mark.parametrize("command", COMMANDS)

@@ -57,10 +57,13 @@ def test_100_candidates_window_20_step_10_make_9_calls_and_keep_every_candidate_
 def test_rerank_keeps_documents_and_metadata():
     api = FakeChatAPI().start()
     try:
-        docs = [{"text": "banana bread", "id": "b", "metadata": {"k": 1}}, {"text": "apple pie recipe", "id": "a"}]
-        res = llm(api).rerank(QUERY, docs, top_n=1)
-        assert [(r.id, r.index, r.text) for r in res.results] == [("a", 1, "apple pie recipe")]
-        assert res.num_candidates == 2
+        docs = [{"text": "banana bread", "id": "b", "metadata": {"k": 1}},
+                {"text": "apple pie recipe", "id": "a", "metadata": {"k": 2, "tags": ["x"]}}, "apple crumble"]
+        res = llm(api).rerank(QUERY, docs, top_n=3)
+        assert [(r.id, r.index, r.text, r.metadata) for r in res.results] == [
+            ("a", 1, "apple pie recipe", {"k": 2, "tags": ["x"]}), (None, 2, "apple crumble", {}),
+            ("b", 0, "banana bread", {"k": 1})]
+        assert res.num_candidates == 3
     finally:
         api.stop()
 

@@ -362,6 +362,20 @@ def test_ready_means_every_served_model_is_loaded(tiny_ce_path):
         assert split.arms["a"]._encoder is not None  # warmed before the service said ready
 
 
+async def test_ready_is_503_until_the_models_are_loaded_and_after_shutdown(tiny_ce_path):
+    app = create_app({"ce": f"cross-encoder:{tiny_ce_path}"}, allow_unauthenticated=True)
+    service = app.state.service
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rankrelay") as client:
+        before = await client.get("/ready")  # the ASGI transport runs no lifespan: nothing is loaded yet
+        assert before.status_code == 503 and before.json() == {"ready": False}
+        assert service.rerankers["ce"]._encoder is None
+        await service.start()
+        after = await client.get("/ready")
+        assert after.status_code == 200 and after.json() == {"ready": True}
+        await service.stop()
+        assert (await client.get("/ready")).status_code == 503
+
+
 def test_a_chunked_body_over_the_limit_is_refused(service):
     import json
 
