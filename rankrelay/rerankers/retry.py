@@ -16,11 +16,12 @@ Example:
 
 from __future__ import annotations
 
+import asyncio
 import email.utils
 import logging
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import TypeVar
 
 from tenacity import AsyncRetrying, RetryCallState, Retrying, retry_if_exception
@@ -75,6 +76,8 @@ class RetryPolicy:
         timeout: read timeout of one attempt (capped by the time left).
         backoff_initial: first backoff ceiling in seconds (full jitter: uniform in [0, ceiling]).
         backoff_max: largest backoff ceiling.
+        clock, sleep, asleep: where time comes from and how a wait is spent (``time.monotonic``,
+            ``time.sleep``, ``asyncio.sleep``); tests give a fake clock whose sleeps advance it.
     """
 
     max_attempts: int = 3
@@ -82,6 +85,9 @@ class RetryPolicy:
     timeout: float = 30.0
     backoff_initial: float = 0.25
     backoff_max: float = 4.0
+    clock: Callable[[], float] = field(default=time.monotonic, compare=False, repr=False)
+    sleep: Callable[[float], None] = field(default=time.sleep, compare=False, repr=False)
+    asleep: Callable[[float], Awaitable[None]] = field(default=asyncio.sleep, compare=False, repr=False)
 
     def __post_init__(self) -> None:
         if self.max_attempts < 1:
@@ -110,7 +116,7 @@ class RetryPolicy:
         def stop(state: RetryCallState) -> bool:
             if state.attempt_number >= self.max_attempts:
                 return True
-            left = deadline_at - time.monotonic() - wait_for(state)
+            left = deadline_at - self.clock() - wait_for(state)
             return left < MIN_ATTEMPT_SECONDS  # a Retry-After beyond the deadline ends it now
 
         def before_sleep(state: RetryCallState) -> None:
@@ -129,7 +135,7 @@ class RetryPolicy:
         }
 
     def _attempt_timeout(self, deadline_at: float, name: str) -> float:
-        left = deadline_at - time.monotonic()
+        left = deadline_at - self.clock()
         if left < MIN_ATTEMPT_SECONDS:
             raise BackendTimeoutError(f"{name}: deadline of {self.deadline:.2f} s ran out", backend=name,
                                       retryable=False)
@@ -137,8 +143,8 @@ class RetryPolicy:
 
     def run(self, attempt: Callable[[float], T], *, deadline: float | None = None, name: str = "api") -> T:
         """Call ``attempt(timeout_seconds)`` until it succeeds or the policy gives up (re-raising the last error)."""
-        deadline_at = time.monotonic() + (deadline or self.deadline)
-        retrying = Retrying(**self._controls(deadline_at, name))  # type: ignore[arg-type]
+        deadline_at = self.clock() + (deadline or self.deadline)
+        retrying = Retrying(sleep=self.sleep, **self._controls(deadline_at, name))  # type: ignore[arg-type]
         try:
             for call in retrying:
                 with call:
@@ -152,8 +158,8 @@ class RetryPolicy:
         self, attempt: Callable[[float], Awaitable[T]], *, deadline: float | None = None, name: str = "api"
     ) -> T:
         """Async :meth:`run`: the waits are ``asyncio.sleep``."""
-        deadline_at = time.monotonic() + (deadline or self.deadline)
-        retrying = AsyncRetrying(**self._controls(deadline_at, name))  # type: ignore[arg-type]
+        deadline_at = self.clock() + (deadline or self.deadline)
+        retrying = AsyncRetrying(sleep=self.asleep, **self._controls(deadline_at, name))  # type: ignore[arg-type]
         try:
             async for call in retrying:
                 with call:

@@ -18,8 +18,9 @@ Example:
 """
 
 from rankrelay.testing.chat_api import FakeChatAPI
+from rankrelay.testing.clock import FakeClock
 from rankrelay.testing.rerank_api import FakeRerankAPI, relevance
 from rankrelay.testing.server import API_KEY, FakeServer, Fault, free_port, refused_url, wait_until_ready
 
-__all__ = ["API_KEY", "FakeChatAPI", "FakeRerankAPI", "FakeServer", "Fault", "free_port", "refused_url",
+__all__ = ["API_KEY", "FakeChatAPI", "FakeClock", "FakeRerankAPI", "FakeServer", "Fault", "free_port", "refused_url",
            "relevance", "wait_until_ready"]

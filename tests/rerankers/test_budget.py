@@ -47,12 +47,9 @@ def test_ample_budget_reranks_everything(tiny_ce_path):
 def test_tight_budget_reranks_the_longest_head_that_fits(tiny_ce_path):
     rr = slowed(load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", batch_size=1, score_cache="off"), 0.02)
     rr.rerank(QUERY, DOCS[:3])  # a measured speed to plan from
-    start = time.perf_counter()
     res = rr.rerank(QUERY, DOCS, budget_ms=150)
-    elapsed = time.perf_counter() - start
     k = res.info["reranked"]
-    assert 1 <= k < len(DOCS)
-    assert elapsed < 0.150 + 0.06  # at most one forward pass past the deadline
+    assert 1 <= k < len(DOCS)  # 20 passes of at least 20 ms each cannot fit in 150 ms: a head, not all
     head = res.indices[:k]
     assert sorted(head) == list(range(k))  # the head of the input list, reordered by the model
     assert [r.score for r in res[:k]] == sorted([r.score for r in res[:k]], reverse=True)
@@ -88,10 +85,9 @@ def test_bad_budget_is_refused_before_the_model_loads(tiny_ce_path, budget):
 def test_api_backend_stops_at_the_deadline(fake_api):
     fake_api.faults = [Fault("sleep", seconds=2.0)]
     rr = load_reranker(f"tei:{fake_api.url}", api_key=API_KEY, max_attempts=3)
-    start = time.perf_counter()
-    with pytest.raises(BackendTimeoutError):
+    with pytest.raises(BackendTimeoutError):  # the reply would come after 2 s, with no error, were it ignored
         rr.rerank(QUERY, DOCS, budget_ms=300)
-    assert time.perf_counter() - start < 1.0
+    assert fake_api.count() == 1  # no retry once the budget is spent
 
 
 def test_chain_gives_the_local_model_the_time_the_api_left(fake_api, tiny_ce_path):
@@ -100,9 +96,7 @@ def test_chain_gives_the_local_model_the_time_the_api_left(fake_api, tiny_ce_pat
     chain = FallbackReranker([{"spec": f"tei:{fake_api.url}", "api_key": API_KEY, "max_attempts": 1}, local],
                              budget_ms=600)
     fake_api.faults = [Fault("sleep", seconds=2.0)]
-    start = time.perf_counter()
     res = chain.rerank(QUERY, DOCS)  # the API times out at the deadline: the local model has no time left
-    assert time.perf_counter() - start < 0.9
     assert res.backend == "cross-encoder" and res.info["reranked"] < len(DOCS)
     assert res.fallbacks[0]["error"] == "BackendTimeoutError"
     fake_api.faults = [Fault("status", 503)]

@@ -4,7 +4,6 @@ Runs with cohere 7.x (make test) and cohere 5.x (make test-cohere5); needs no to
 """
 
 import logging
-import time
 
 import pytest
 
@@ -19,7 +18,7 @@ from rankrelay import (
     RateLimitError,
     load_reranker,
 )
-from rankrelay.testing import API_KEY, Fault, relevance
+from rankrelay.testing import API_KEY, FakeClock, Fault, relevance
 
 pytest.importorskip("cohere", reason="the cohere extra is not installed")
 
@@ -73,12 +72,11 @@ def test_max_tokens_per_doc_is_sent(fake_api):
 
 def test_429_retry_after_is_honoured(fake_api):
     fake_api.faults = [Fault("status", 429, {"Retry-After": "1"})]
-    start = time.monotonic()
-    res = cohere(fake_api).rerank(QUERY, DOCS)
+    rr, clock = cohere(fake_api), FakeClock()
+    rr.policy = clock.policy(rr.policy)
+    res = rr.rerank(QUERY, DOCS)
     assert res.indices == expected_order()
-    assert fake_api.count() == 2
-    gap = fake_api.requests[1]["time"] - fake_api.requests[0]["time"]
-    assert 0.95 <= gap < 2.0 and time.monotonic() - start < 3
+    assert fake_api.count() == 2 and clock.waits == [1.0]  # the server's wait, no more, no less
 
 
 def test_5xx_retried_exactly_up_to_max_attempts_and_no_sdk_retries(fake_api):
@@ -124,21 +122,24 @@ def test_missing_key_fails_at_construction(fake_api, monkeypatch):
 
 
 def test_slow_replies_time_out_and_the_deadline_holds(fake_api):
-    fake_api.faults = [Fault("sleep", seconds=3.0)] * 3
-    start = time.monotonic()
+    fake_api.faults = [Fault("sleep", seconds=3.0)] * 5
+    rr = cohere(fake_api, timeout=0.5, max_attempts=5, deadline=1.2)
+    given = []  # the read timeout each attempt was given: what bounds its time, whatever the machine's speed
+    call = rr._call
+    rr._call = lambda query, texts, timeout: (given.append(timeout), call(query, texts, timeout))[1]
     with pytest.raises(BackendTimeoutError):
-        cohere(fake_api, timeout=0.5, max_attempts=5, deadline=1.2).rerank(QUERY, DOCS)
-    elapsed = time.monotonic() - start
-    assert elapsed < 1.2 + 0.5, elapsed
-    assert 2 <= fake_api.count() <= 3
+        rr.rerank(QUERY, DOCS)
+    assert 2 <= len(given) <= 3 and fake_api.count() == len(given)
+    assert all(t <= 0.5 for t in given) and sum(given) <= 1.2 + 1e-9  # the deadline bounds every attempt
 
 
 def test_retry_after_beyond_the_deadline_gives_up_at_once(fake_api):
     fake_api.faults = [Fault("status", 429, {"Retry-After": "30"})]
-    start = time.monotonic()
+    rr, clock = cohere(fake_api, deadline=5.0), FakeClock()
+    rr.policy = clock.policy(rr.policy)
     with pytest.raises(RateLimitError) as err:
-        cohere(fake_api, deadline=5.0).rerank(QUERY, DOCS)
-    assert time.monotonic() - start < 1.0 and fake_api.count() == 1 and err.value.retry_after == 30
+        rr.rerank(QUERY, DOCS)
+    assert clock.waits == [] and fake_api.count() == 1 and err.value.retry_after == 30
 
 
 def test_connection_reset_is_retried(fake_api):

@@ -1,7 +1,6 @@
 """Fallback chains: a real local API first, a tiny local cross-encoder next; the circuit breaker; hedging."""
 
 import logging
-import time
 
 import pytest
 
@@ -78,12 +77,10 @@ def test_circuit_breaker_opens_skips_and_closes_again(fake_api, local):
     for _ in range(2):
         assert chain.rerank(QUERY, DOCS).backend == "cross-encoder"
     assert chain.breakers[0].state == "open" and fake_api.count() == 2
-    start = time.perf_counter()
     res = chain.rerank(QUERY, DOCS)
     assert res.backend == "cross-encoder" and fake_api.count() == 2  # skipped: no request sent
     assert res.fallbacks == [{"backend": "cohere:rerank-v3.5", "error": "CircuitOpen",
                               "message": "circuit breaker open", "ms": 0.0}]
-    assert time.perf_counter() - start < 1.0
     now[0] = 29.9
     assert chain.breakers[0].state == "open"
     now[0] = 30.0
@@ -123,9 +120,8 @@ async def test_async_fallback(refused_url, local):
 async def test_hedging_races_a_slow_primary(fake_api, local):
     fake_api.faults = [Fault("sleep", seconds=1.5)]
     chain = FallbackReranker([cohere_item(fake_api.url, timeout=3.0), local], hedge_after_ms=100)
-    start = time.perf_counter()
     res = await chain.arerank(QUERY, DOCS)
-    assert res.backend == "cross-encoder" and time.perf_counter() - start < 1.2
+    assert res.backend == "cross-encoder"  # without the hedge the API would answer, after its 1.5 s
     fast = await chain.arerank(QUERY, DOCS)  # no fault now: the API answers before the hedge
     assert fast.backend == "cohere"
 

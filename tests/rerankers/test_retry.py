@@ -16,6 +16,7 @@ from rankrelay import (
     RateLimitError,
 )
 from rankrelay.rerankers.retry import RetryPolicy, parse_retry_after, retry_after_from_headers
+from rankrelay.testing import FakeClock
 
 
 def failing(errors, result="ok"):
@@ -64,15 +65,37 @@ def test_each_attempt_gets_the_time_left():
 
 
 def test_retry_after_is_waited_and_bounded_by_the_deadline():
+    clock = FakeClock()
     attempt, calls = failing([RateLimitError("429", retry_after=0.3)])
-    start = time.monotonic()
-    RetryPolicy(max_attempts=3, deadline=5.0, **FAST).run(attempt)
-    assert 0.3 <= time.monotonic() - start < 1.0
+    clock.policy(RetryPolicy(max_attempts=3, deadline=5.0, **FAST)).run(attempt)
+    assert clock.waits == [0.3] and calls == [5.0, pytest.approx(4.7)]  # the second attempt has what is left
+    clock = FakeClock()
     attempt, calls = failing([RateLimitError("429", retry_after=10.0)])
-    start = time.monotonic()
     with pytest.raises(RateLimitError):
-        RetryPolicy(max_attempts=3, deadline=2.0, **FAST).run(attempt)
-    assert time.monotonic() - start < 0.5 and len(calls) == 1
+        clock.policy(RetryPolicy(max_attempts=3, deadline=2.0, **FAST)).run(attempt)
+    assert clock.waits == [] and len(calls) == 1  # a wait past the deadline ends the retries at once
+
+
+async def test_async_waits_are_the_same_on_the_injected_clock():
+    clock = FakeClock()
+    calls = []
+
+    async def attempt(timeout):
+        calls.append(timeout)
+        if len(calls) < 3:
+            raise RateLimitError("429", retry_after=1.5)
+        return "ok"
+
+    assert await clock.policy(RetryPolicy(max_attempts=3, deadline=10.0, **FAST)).arun(attempt) == "ok"
+    assert clock.waits == [1.5, 1.5] and calls == [10.0, 8.5, 7.0]
+
+
+def test_backoff_waits_are_full_jitter_below_a_doubling_ceiling():
+    clock = FakeClock()
+    attempt, calls = failing([BackendUnavailableError("503")] * 4)
+    clock.policy(RetryPolicy(max_attempts=5, deadline=100.0, backoff_initial=0.5, backoff_max=1.5)).run(attempt)
+    assert len(clock.waits) == 4
+    assert all(0 <= w <= c for w, c in zip(clock.waits, [0.5, 1.0, 1.5, 1.5]))
 
 
 def test_async_policy_matches_sync():
