@@ -7,6 +7,7 @@ import sys
 import time
 
 import pytest
+from conftest import require
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 pq = pytest.importorskip("pyarrow.parquet", reason="the batch extra is not installed")
@@ -31,7 +32,7 @@ def local_ray(tmp_path_factory):
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False,
                  runtime_env={"env_vars": {KILL_ONCE_ENV: str(marker)}})
     except Exception as exc:  # a sandbox without the ports or shared memory Ray needs
-        pytest.skip(f"Ray cannot start here: {type(exc).__name__}: {exc}")
+        require(False, f"Ray cannot start here: {type(exc).__name__}: {exc}")
     yield marker
     ray.shutdown()
     os.environ.pop(KILL_ONCE_ENV, None)

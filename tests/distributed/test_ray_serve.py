@@ -7,6 +7,7 @@ import time
 
 import httpx
 import pytest
+from conftest import require
 from serving import running
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
@@ -37,7 +38,7 @@ def on_ray(plan):
     try:
         ray.init(num_cpus=2, include_dashboard=False, log_to_driver=False)
     except Exception as exc:  # a sandbox without the ports or shared memory Ray needs
-        pytest.skip(f"Ray cannot start here: {type(exc).__name__}: {exc}")
+        require(False, f"Ray cannot start here: {type(exc).__name__}: {exc}")
     from ray import serve
 
     port = free_port()

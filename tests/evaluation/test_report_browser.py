@@ -7,13 +7,12 @@ import shutil
 from pathlib import Path
 
 import pytest
+from conftest import require
 from test_compare import backends, beir  # noqa: F401  (fixtures)
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (the dev extra) is not installed")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")
 DRIVER = shutil.which("chromedriver")
-pytestmark = pytest.mark.skipif(not (CHROMIUM and DRIVER), reason="no Chromium and chromedriver on this machine "
-                                "(`make browser` installs Debian's chromium and chromium-driver)")
 
 from selenium.webdriver.common.by import By  # noqa: E402
 from selenium.webdriver.support.ui import WebDriverWait  # noqa: E402
@@ -23,6 +22,8 @@ from rankrelay.evaluation import compare  # noqa: E402
 
 @pytest.fixture
 def browser():
+    require(CHROMIUM and DRIVER, "no Chromium and chromedriver on this machine (`make browser` installs Debian's "
+                                 "chromium and chromium-driver)")
     options = webdriver.ChromeOptions()
     options.binary_location = CHROMIUM
     for flag in ("--headless=new", "--no-sandbox", "--disable-dev-shm-usage", "--disable-gpu",
