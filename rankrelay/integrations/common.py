@@ -14,11 +14,13 @@ from typing import Any, TypeVar
 
 from rankrelay.errors import InvalidDocumentError
 from rankrelay.results import RankedDocument, RerankResult
+from rankrelay.scoring import relevance
 
 T = TypeVar("T")
 
-#: Keys a reranked document's metadata gains: the normalized score (``relevance_score``, as Cohere's
-#: components name it), the raw score, the rank, the backend that served and the backends that failed first.
+#: Keys a reranked document's metadata gains: the per-document relevance in [0, 1] (``relevance_score``, as
+#: Cohere's components name it and with Cohere's meaning, :func:`rankrelay.scoring.relevance`), the raw score,
+#: the rank, the backend that served and the backends that failed first.
 RERANK_KEYS = ("relevance_score", "rerank_score", "rerank_rank", "rerank_backend", "rerank_fallbacks")
 
 
@@ -35,11 +37,16 @@ def texts_of(items: Sequence[T], text: Callable[[T], object], what: str) -> list
     return out
 
 
-def rerank_metadata(ranked: RankedDocument, result: RerankResult) -> dict[str, Any]:
+def scored(result: RerankResult) -> list[tuple[RankedDocument, float]]:
+    """Each reranked document with its relevance in [0, 1] (Cohere's ``relevance_score``), in rank order."""
+    return list(zip(result.results, relevance(result)))
+
+
+def rerank_metadata(ranked: RankedDocument, result: RerankResult, relevance_score: float) -> dict[str, Any]:
     """The :data:`RERANK_KEYS` of one reranked document (JSON-serializable values)."""
     raw = ranked.score
     return {
-        "relevance_score": ranked.normalized_score,
+        "relevance_score": relevance_score,
         "rerank_score": None if math.isnan(raw) else raw,
         "rerank_rank": ranked.rank,
         "rerank_backend": result.backend,

@@ -21,7 +21,7 @@ import_optional("haystack", extra="haystack", feature="the Haystack integration"
 from haystack import Document, component, default_from_dict, default_to_dict  # noqa: E402
 
 from rankrelay.errors import ConfigError  # noqa: E402
-from rankrelay.integrations.common import rerank_metadata, texts_of  # noqa: E402
+from rankrelay.integrations.common import rerank_metadata, scored, texts_of  # noqa: E402
 from rankrelay.rerankers.base import Reranker, aclose  # noqa: E402
 from rankrelay.rerankers.registry import load_reranker  # noqa: E402
 from rankrelay.results import RerankResult  # noqa: E402
@@ -31,7 +31,8 @@ from rankrelay.results import RerankResult  # noqa: E402
 class RankRelayRanker:
     """Rank documents for a query with any rankrelay reranker; keep the best ``top_k``.
 
-    Each output document keeps its id and meta; ``score`` is the normalized score and ``meta`` gains
+    Each output document keeps its id and meta; ``score`` is the per-document relevance in [0, 1] (Cohere's
+    meaning, :func:`rankrelay.scoring.relevance`) and ``meta`` gains
     ``relevance_score``, ``rerank_score``, ``rerank_rank``, ``rerank_backend`` and ``rerank_fallbacks``.
 
     Args:
@@ -107,6 +108,6 @@ class RankRelayRanker:
 
     @staticmethod
     def _ranked(documents: list[Document], result: RerankResult) -> list[Document]:
-        return [dataclasses.replace(documents[r.index], score=r.normalized_score,
-                                    meta={**documents[r.index].meta, **rerank_metadata(r, result)})
-                for r in result.results]
+        return [dataclasses.replace(documents[r.index], score=score,
+                                    meta={**documents[r.index].meta, **rerank_metadata(r, result, score)})
+                for r, score in scored(result)]

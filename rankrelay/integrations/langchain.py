@@ -21,7 +21,7 @@ from langchain_core.callbacks import Callbacks  # noqa: E402
 from langchain_core.documents import BaseDocumentCompressor, Document  # noqa: E402
 from pydantic import ConfigDict, Field, PrivateAttr  # noqa: E402
 
-from rankrelay.integrations.common import rerank_metadata, texts_of  # noqa: E402
+from rankrelay.integrations.common import rerank_metadata, scored, texts_of  # noqa: E402
 from rankrelay.rerankers.base import Reranker  # noqa: E402
 from rankrelay.rerankers.registry import load_reranker  # noqa: E402
 from rankrelay.results import RerankResult  # noqa: E402
@@ -31,7 +31,8 @@ class RankRelayRerank(BaseDocumentCompressor):
     """Rerank retrieved documents with any rankrelay reranker; keep the best ``top_n``.
 
     Each returned document is a copy whose metadata keeps every original key and gains ``relevance_score``
-    (the normalized score), ``rerank_score``, ``rerank_rank``, ``rerank_backend`` and ``rerank_fallbacks``.
+    (the per-document relevance in [0, 1], as Cohere's compressor gives), ``rerank_score``, ``rerank_rank``,
+    ``rerank_backend`` and ``rerank_fallbacks``.
 
     Args:
         reranker: a spec (``"minilm-l6"``), a ``{"spec": ..., **options}`` dict, a list (a fallback chain)
@@ -71,5 +72,5 @@ class RankRelayRerank(BaseDocumentCompressor):
     @staticmethod
     def _annotated(documents: Sequence[Document], result: RerankResult) -> list[Document]:
         return [documents[r.index].model_copy(update={"metadata": {**documents[r.index].metadata,
-                                                                   **rerank_metadata(r, result)}})
-                for r in result.results]
+                                                                   **rerank_metadata(r, result, score)}})
+                for r, score in scored(result)]

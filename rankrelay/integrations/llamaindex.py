@@ -25,7 +25,7 @@ from llama_index.core.postprocessor.types import BaseNodePostprocessor  # noqa: 
 from llama_index.core.schema import MetadataMode, NodeWithScore, QueryBundle  # noqa: E402
 
 from rankrelay.errors import InvalidInputError  # noqa: E402
-from rankrelay.integrations.common import texts_of  # noqa: E402
+from rankrelay.integrations.common import scored, texts_of  # noqa: E402
 from rankrelay.rerankers.base import Reranker, label  # noqa: E402
 from rankrelay.rerankers.registry import load_reranker  # noqa: E402
 from rankrelay.results import RerankResult  # noqa: E402
@@ -36,8 +36,9 @@ dispatcher = get_dispatcher(__name__)
 class RankRelayRerank(BaseNodePostprocessor):
     """Rerank retrieved nodes with any rankrelay reranker; keep the best ``top_n``.
 
-    ``NodeWithScore.score`` becomes the normalized score (rank-normalized by default, so scores of different
-    backends compare). Nodes are read as LlamaIndex's own rerankers read them (content with embed metadata)
+    ``NodeWithScore.score`` becomes the per-document relevance in [0, 1], as Cohere's postprocessor gives
+    (:func:`rankrelay.scoring.relevance`: a cross-encoder's sigmoid, a hosted API's own score). Nodes are read
+    as LlamaIndex's own rerankers read them (content with embed metadata)
     and are passed on, not copied. Like those rerankers, it emits the ``RERANKING`` callback event and the
     ReRank start/end instrumentation events; their model name is the reranker's label (a chain's reads
     ``fallback:tei -> cross-encoder:...``).
@@ -101,9 +102,9 @@ class RankRelayRerank(BaseNodePostprocessor):
 
     def _scored(self, nodes: list[NodeWithScore], result: RerankResult) -> list[NodeWithScore]:
         out = []
-        for r in result.results:
+        for r, score in scored(result):  # the relevance in [0, 1], as Cohere's postprocessor gives
             original = nodes[r.index]
             if self.keep_retrieval_score:
                 original.node.metadata["retrieval_score"] = original.score
-            out.append(NodeWithScore(node=original.node, score=r.normalized_score))
+            out.append(NodeWithScore(node=original.node, score=score))
         return out

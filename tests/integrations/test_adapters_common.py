@@ -10,8 +10,9 @@ import sys
 import pytest
 
 from rankrelay import MissingDependencyError, UnknownBackendError, load_reranker
-from rankrelay.integrations.common import RERANK_KEYS, rerank_metadata
+from rankrelay.integrations.common import RERANK_KEYS, rerank_metadata, scored
 from rankrelay.rerankers.fallback import FallbackReranker
+from rankrelay.scoring import sigmoid
 
 
 @pytest.mark.parametrize("module, framework, extra", [("langchain", "langchain_core", "langchain"),
@@ -36,7 +37,8 @@ def test_the_reranker_as_spec_dict_chain_or_object(tiny_ce):  # what every adapt
 
 def test_the_keys_a_document_gains_are_json(tiny_ce):
     result = tiny_ce.rerank("wing stall", ["the wing stalls", "paris"])
-    for ranked in result.results:
-        meta = rerank_metadata(ranked, result)
+    for ranked, score in scored(result):
+        meta = rerank_metadata(ranked, result, score)
+        assert meta["relevance_score"] == pytest.approx(sigmoid(ranked.score))  # a cross-encoder's activation
         assert tuple(meta) == RERANK_KEYS and json.loads(json.dumps(meta)) == meta
         assert meta["rerank_rank"] == ranked.rank and meta["rerank_backend"] == "cross-encoder"

@@ -21,6 +21,7 @@ from llama_index.postprocessor.cohere_rerank import CohereRerank as LlamaIndexCo
 
 from rankrelay import load_reranker  # noqa: E402
 from rankrelay.integrations.langchain import RankRelayRerank  # noqa: E402
+from rankrelay.scoring import relevance  # noqa: E402
 from rankrelay.server.app import create_app  # noqa: E402
 from rankrelay.testing import FakeRerankAPI  # noqa: E402
 
@@ -46,7 +47,7 @@ def test_langchain_cohere_rerank_gets_the_library_ranking(served):
     docs = cohere.compress_documents([Document(t, metadata={"i": i}) for i, t in enumerate(TEXTS)], QUERY)
     assert [d.metadata["i"] for d in docs] == expected.indices
     assert [d.metadata["relevance_score"] for d in docs] == pytest.approx(
-        [r.normalized_score for r in expected.results])
+        relevance(expected))
     ours = RankRelayRerank(reranker=spec, top_n=3).compress_documents(
         [Document(t, metadata={"i": i}) for i, t in enumerate(TEXTS)], QUERY)
     assert [(d.metadata["i"], d.metadata["relevance_score"]) for d in ours] == \
@@ -60,7 +61,7 @@ def test_llamaindex_cohere_rerank_gets_the_library_ranking(served):
     nodes = [NodeWithScore(node=TextNode(text=t, id_=str(i)), score=0.0) for i, t in enumerate(TEXTS)]
     out = cohere.postprocess_nodes(nodes, QueryBundle(QUERY))
     assert [int(n.node.node_id) for n in out] == expected.indices
-    assert [n.score for n in out] == pytest.approx([r.normalized_score for r in expected.results])
+    assert [n.score for n in out] == pytest.approx(relevance(expected))
 
 
 def test_an_unknown_model_reaches_the_component_as_cohere_s_error(served):

@@ -17,6 +17,7 @@ from haystack.document_stores.in_memory import InMemoryDocumentStore  # noqa: E4
 from rankrelay.errors import ConfigError, InvalidDocumentError  # noqa: E402
 from rankrelay.integrations.common import RERANK_KEYS  # noqa: E402
 from rankrelay.integrations.haystack import RankRelayRanker  # noqa: E402
+from rankrelay.scoring import relevance  # noqa: E402
 
 AsyncPipeline = getattr(haystack, "AsyncPipeline", Pipeline)  # Haystack 3 runs any pipeline with run_async
 TRUST = "rankrelay.integrations.haystack"
@@ -59,7 +60,7 @@ def check(docs: list[Document], ids, ref, *, backend: str, fallbacks: list[str])
     for rank, d in enumerate(docs, 1):
         i = int(d.id[1:])
         assert d.content == CORPUS[i] and d.meta == {**metadata(i), **{k: d.meta[k] for k in RERANK_KEYS}}
-        assert d.score == d.meta["relevance_score"] == pytest.approx(ref.results[rank - 1].normalized_score)
+        assert d.score == d.meta["relevance_score"] == pytest.approx(relevance(ref)[rank - 1])
         assert d.meta["rerank_rank"] == rank
         assert d.meta["rerank_backend"] == backend and d.meta["rerank_fallbacks"] == fallbacks
 

@@ -17,6 +17,7 @@ from pydantic import ValidationError  # noqa: E402
 
 from rankrelay.errors import InvalidInputError  # noqa: E402
 from rankrelay.integrations.llamaindex import RankRelayRerank  # noqa: E402
+from rankrelay.scoring import relevance  # noqa: E402
 
 
 class TinyEmbedding(BaseEmbedding):
@@ -56,7 +57,7 @@ def reference(retriever, tiny_ce):
 
 def check(nodes: list[NodeWithScore], ids, ref) -> None:
     check_ranked([n.node.node_id for n in nodes], None, ids, ref, top=2)  # a node keeps only the normalized score
-    assert [n.score for n in nodes] == pytest.approx([r.normalized_score for r in ref.results[:2]])
+    assert [n.score for n in nodes] == pytest.approx(relevance(ref)[:2])
     for n in nodes:
         i = int(n.node.node_id[1:])
         assert n.node.text == CORPUS[i] and n.node.metadata == metadata(i)
