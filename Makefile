@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.rankrelay-installed
 TORCH  ?= torch==2.13.0
 
 COHERE5 := .venv-cohere5
-.PHONY: demo test test-slow typecheck test-cohere5 browser lint bench clean
+.PHONY: demo test test-ray test-slow typecheck test-cohere5 browser lint bench clean
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
@@ -21,8 +21,15 @@ DEMO_DATASET ?=
 demo: $(STAMP)
 	$(BIN)/rankrelay demo $(if $(DEMO_DATASET),--dataset $(DEMO_DATASET))
 
+# make test COVERAGE=1 (what CI runs): branch coverage of the package, failing below the floor, which only goes up.
+COVERAGE_FLOOR := 0
+COVER := $(if $(COVERAGE),--cov=rankrelay --cov-branch --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR))
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow"
+	$(BIN)/python -m pytest -q -m "not slow and not ray" $(COVER)
+
+# The tests that start a local Ray cluster (minutes on 2 cores); CI runs them.
+test-ray: $(STAMP)
+	$(BIN)/python -m pytest -q -m ray
 
 # The tests `make test` leaves out (real training, minutes), and the type check of the package; CI runs both.
 test-slow: $(STAMP)

@@ -239,3 +239,18 @@ def test_a_key_in_the_spec_reaches_no_file_of_the_job(jsonl, tmp_path, fake_api)
         if path.is_file():
             assert key.encode() not in path.read_bytes(), path
     assert "api_key=***" in (out / "run.trec").read_text().split("\n")[0]
+
+
+def test_a_trec_run_with_unknown_ids_names_each_and_writes_nothing(tmp_path):
+    beir = tmp_path / "beir"
+    beir.mkdir()
+    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n"
+                                               for i, t in enumerate(TEXTS)))
+    (beir / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "wing"}) + "\n")
+    run = tmp_path / "run.trec"
+    run.write_text("q1 Q0 d0 1 2.0 bm25\nq1 Q0 d99 2 1.0 bm25\nq7 Q0 d1 1 1.0 bm25\n")
+    with pytest.raises(InvalidInputError) as err:
+        run_batch(run, "identity", tmp_path / "out", corpus=beir)
+    message = str(err.value)
+    assert "2 unknown id(s)" in message and "query 'q7' is not in" in message and "document 'd99'" in message
+    assert not (tmp_path / "out").exists()

@@ -212,3 +212,20 @@ def test_out_naming_a_file_is_one_line_for_every_command(tmp_path, command):
     (tmp_path / "a-file").write_text("x")
     out = runner.invoke(app, [*command, "--out", str(tmp_path / "a-file")])
     assert out.exit_code == 2 and "is a file" in out.output and "Traceback" not in out.output
+
+
+def test_rerank_reads_documents_from_stdin(tiny_ce_path, tiny_ce):
+    out = runner.invoke(app, ["rerank", "-", "-q", "wing stall", "-m", f"cross-encoder:{tiny_ce_path}", "--json"],
+                        input="\n".join(DOCS) + "\n")
+    assert out.exit_code == 0, out.output
+    assert [r["index"] for r in json.loads(out.output)["results"]] == tiny_ce.rerank("wing stall", DOCS).indices
+    lines = "\n".join(json.dumps({"id": f"s{i}", "text": t}) for i, t in enumerate(DOCS))
+    out = runner.invoke(app, ["rerank", "-", "-q", "wing stall", "-m", "identity", "--json"], input=lines)
+    assert [r["id"] for r in json.loads(out.output)["results"]] == ["s0", "s1", "s2"]
+
+
+@pytest.mark.parametrize(("args", "fragment"), [(["--replicas", "2"], "need --ray"),
+                                                (["--autoscale", "1,3"], "need --ray")])
+def test_serve_refuses_ray_options_without_ray(args, fragment):
+    out = runner.invoke(app, ["serve", "--model", "m=identity", "--no-auth", *args])
+    assert out.exit_code == 2 and fragment in out.output

@@ -10,6 +10,7 @@ import pytest
 from conftest import require
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+pytestmark = pytest.mark.ray
 pq = pytest.importorskip("pyarrow.parquet", reason="the batch extra is not installed")
 
 from rankrelay import BackendUnavailableError, ConfigError, MissingDependencyError  # noqa: E402

@@ -11,6 +11,7 @@ from conftest import require
 from serving import running
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
+pytestmark = pytest.mark.ray
 pytest.importorskip("ray.serve", reason="the ray extra is not installed")
 pytest.importorskip("fastapi", reason="the server extra is not installed")
 

@@ -60,8 +60,10 @@ def test_bi_encoder_runtime_embeds_like_torch(tiny_bi_path, runtime_cache, runti
                            CROSS_RUNTIME)
 
 
-def test_conversion_is_cached_and_keyed_by_the_model_files(tiny_ce_path, runtime_cache, tmp_path):
+def test_conversion_is_cached_and_keyed_by_the_model_files(tiny_ce_path, tmp_path):
     import shutil
+
+    runtime_cache = str(tmp_path / "runtimes-of-this-test")  # its own: other tests' conversions sit in the shared one
 
     first = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="onnx", cache_dir=runtime_cache)
     first.warm_up()
