@@ -173,3 +173,18 @@ def test_tei_under_a_budget_gives_every_document_a_number(tiny_ce_path):
             assert scores == sorted(scores, reverse=True)  # the unscored ones last, below every scored one
             if not raw:
                 assert all(0.0 <= s <= 1.0 for s in scores)
+
+
+def test_relevance_score_is_per_document_by_default_and_the_rank_position_when_configured(tiny_ce_path):
+    from rankrelay import load_reranker
+    from rankrelay.scoring import sigmoid
+
+    docs = ["the wing lift", "paris", "wing stall and lift", "cats"]
+    expected = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu").rerank("wing stall", docs)
+    for mode, want in (("score", [sigmoid(r.score) for r in expected]), ("rank", [1.0, 0.75, 0.5, 0.25])):
+        app = create_app({"ce": f"cross-encoder:{tiny_ce_path}"}, allow_unauthenticated=True,
+                         limits=Limits(relevance=mode))
+        with running(app) as (url, _):
+            rows = httpx.post(f"{url}/v2/rerank", json={"query": "wing stall", "documents": docs}).json()["results"]
+        assert [r["index"] for r in rows] == expected.indices
+        assert [r["relevance_score"] for r in rows] == pytest.approx(want, abs=1e-5)
