@@ -184,6 +184,11 @@ def backend_failure(backend: str, exc: BaseException) -> BackendError:
     return BackendFailedError(f"{backend} failed: {type(exc).__name__}: {exc}", backend=backend)
 
 
+#: what makes a fallback chain's backend unavailable rather than failing the chain: no credentials, no weights,
+#: no package
+UNAVAILABLE: tuple[type[RankRelayError], ...] = (AuthenticationError, ModelNotFoundError, MissingDependencyError)
+
+
 class AllBackendsFailedError(BackendUnavailableError):
     """Every backend of a fallback chain failed or was skipped by its circuit breaker."""
 

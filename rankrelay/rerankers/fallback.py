@@ -23,13 +23,12 @@ from time import perf_counter
 from typing import Any
 
 from rankrelay.errors import (
+    UNAVAILABLE,
     AllBackendsFailedError,
     AuthenticationError,
     BackendUnavailableError,
     ConfigError,
     InvalidInputError,
-    MissingDependencyError,
-    ModelNotFoundError,
     RankRelayError,
     backend_failure,
     positive_int,
@@ -118,10 +117,6 @@ class CircuitBreaker:
         """A probe that neither succeeded nor failed (cancelled): let the next call probe."""
         with self._lock:
             self._probing = False
-
-
-#: what makes a chain's backend unavailable rather than failing the chain: no credentials, no weights, no package
-MISSING = (AuthenticationError, ModelNotFoundError, MissingDependencyError)
 
 
 class Unavailable(SingleQuery):
@@ -236,7 +231,7 @@ class FallbackReranker(Composite):
     def _load(self, item: ChainItem) -> Reranker:
         try:
             return load_chain_item(item)
-        except MISSING as exc:
+        except UNAVAILABLE as exc:
             if self.strict:
                 raise
             return self._unavailable(_item_label(item), exc)
@@ -257,7 +252,7 @@ class FallbackReranker(Composite):
         for i, backend in enumerate(self.backends):
             try:
                 backend.warm_up()
-            except MISSING as exc:
+            except UNAVAILABLE as exc:
                 if self.strict:
                     raise
                 self.backends[i] = self._unavailable(label(backend), exc)

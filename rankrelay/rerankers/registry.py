@@ -20,13 +20,7 @@ from typing import Any
 from pydantic import ValidationError
 
 from rankrelay.config import PRESETS, Settings
-from rankrelay.errors import (
-    AuthenticationError,
-    ConfigError,
-    MissingDependencyError,
-    ModelNotFoundError,
-    UnknownBackendError,
-)
+from rankrelay.errors import UNAVAILABLE, ConfigError, UnknownBackendError
 from rankrelay.rerankers import bi_encoder, cohere, colbert, cross_encoder, http, llm_listwise, llm_pointwise, reference
 from rankrelay.rerankers.api import API_OPTIONS
 from rankrelay.rerankers.base import Reranker
@@ -190,7 +184,7 @@ def _chain_items(items: Any, settings: Settings | None, strict: bool) -> list[An
     for item in items:
         try:
             out.append(load_chain_item(item, settings))
-        except (AuthenticationError, ModelNotFoundError, MissingDependencyError):
+        except UNAVAILABLE:
             if strict:
                 raise
             out.append(item)

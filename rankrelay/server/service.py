@@ -14,10 +14,10 @@ from collections.abc import Awaitable, Mapping, Sequence
 from typing import Any, TypeVar
 
 from rankrelay.config import Limits, Settings
-from rankrelay.errors import RankRelayError, backend_failure
+from rankrelay.errors import UNAVAILABLE, RankRelayError, backend_failure
 from rankrelay.rerankers.api import ApiReranker
 from rankrelay.rerankers.base import BaseReranker, Request, Reranker, SingleQuery, accepts_budget, aclose, label
-from rankrelay.rerankers.fallback import MISSING, FallbackReranker
+from rankrelay.rerankers.fallback import FallbackReranker
 from rankrelay.rerankers.registry import load_reranker
 from rankrelay.results import DocumentLike, RerankResult, to_documents
 from rankrelay.retrieval.base import Retriever
@@ -40,7 +40,7 @@ def load_models(models: Mapping[str, Any], settings: Settings | None, strict: bo
             if spec not in loaded:
                 try:
                     loaded[spec] = load_reranker(spec, settings=settings)
-                except MISSING:
+                except UNAVAILABLE:
                     if strict or not in_chain:
                         raise
                     return spec  # the chain marks it unavailable, saying why
