@@ -115,7 +115,7 @@ def _probe_hub(model_id: str, revision: str | None, token: str | bool | None, ti
         raise ModelNotFoundError(
             f"model {model_id!r} is not available offline: not a local directory, not in the "
             f"Hugging Face cache, and the Hub at {where} could not be reached "
-            f"({type(exc).__name__}: {exc}). To provide it, {_how_to_provide(model_id)}"
+            f"({type(exc).__name__}: {exc}; waited {timeout:g} s). To provide it, {_how_to_provide(model_id)}"
         ) from None
 
 

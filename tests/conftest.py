@@ -27,6 +27,29 @@ def require(ok: object, missing: str) -> None:
     pytest.skip(missing)
 
 
+def finishes(call, within: float = 60.0):
+    """A hang guard, not a speed claim: run ``call`` on a thread and fail if it has not returned (or
+    raised) within a generous ``within`` seconds; returns its value or re-raises its exception."""
+    import threading
+
+    box: dict = {}
+
+    def target() -> None:
+        try:
+            box["value"] = call()
+        except BaseException as exc:  # handed back to the test
+            box["error"] = exc
+
+    thread = threading.Thread(target=target, daemon=True)
+    thread.start()
+    thread.join(within)
+    if thread.is_alive():
+        pytest.fail(f"hung: {call} did not finish within {within:g} s", pytrace=False)
+    if "error" in box:
+        raise box["error"]
+    return box.get("value")
+
+
 WORDS = (
     "the a an of and to in is are for on with what how does why when where which who stall wing lift "
     "flow air angle attack pressure boundary layer separation bm25 score scores document documents query "

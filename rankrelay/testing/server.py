@@ -29,7 +29,11 @@ API_KEY = "test-key-123"
 
 @dataclass
 class Fault:
-    """One injected fault: ``kind`` is status, sleep, reset, malformed, indices (rerank APIs only)."""
+    """One injected fault: ``kind`` is status, sleep, hold, reset, malformed, indices (rerank APIs only).
+
+    ``hold`` keeps the request open until the test sets ``release`` (or ``seconds`` pass); ``released``
+    then says which: a test waits on an event, not on the wall clock.
+    """
 
     kind: str
     status: int = 500
@@ -37,6 +41,8 @@ class Fault:
     body: Any = None
     seconds: float = 0.0
     indices: str = "duplicate"
+    release: threading.Event = field(default_factory=threading.Event)
+    released: bool | None = None
 
 
 class FakeServer:
@@ -159,6 +165,8 @@ class FakeServer:
             return
         if fault is not None and fault.kind == "sleep":
             time.sleep(fault.seconds)
+        if fault is not None and fault.kind == "hold":
+            fault.released = fault.release.wait(fault.seconds)
         if self.api_key is not None and not self.authorized(h):
             return self.send(h, 401, {"message": "invalid api token"})
         if fault is not None and fault.kind == "status":

@@ -4,10 +4,9 @@ row, and an actor killed mid-part loses and duplicates nothing."""
 import json
 import os
 import sys
-import time
 
 import pytest
-from conftest import require
+from conftest import finishes, require
 
 ray = pytest.importorskip("ray", reason="the ray extra is not installed")
 pytestmark = pytest.mark.ray
@@ -84,10 +83,8 @@ def test_ray_needs_a_spec_it_can_ship(local_ray, candidates, tmp_path, tiny_ce):
 
 def test_an_unreachable_cluster_fails_fast_naming_it(refused_url):
     address = refused_url.replace("http://", "")
-    start = time.monotonic()
     with pytest.raises(BackendUnavailableError, match=f"Ray cluster at {address}"):
-        check_reachable(address)
-    assert time.monotonic() - start < 6
+        finishes(lambda: check_reachable(address))
 
 
 def test_missing_ray_names_the_extra(monkeypatch):

@@ -3,7 +3,6 @@
 from __future__ import annotations
 
 import asyncio
-import time
 
 import pytest
 from frameworks import CORPUS, QUERY, check_ranked, metadata
@@ -94,21 +93,19 @@ async def test_async_fallback_chain(base_retriever, failing_chain, fake_api, tin
 
 
 async def test_async_compress_does_not_block_the_event_loop(fake_api):
-    fake_api.faults = [Fault("sleep", seconds=0.5)]
+    hold = Fault("hold", seconds=20.0)  # the API answers when the loop lets another coroutine run
+    fake_api.faults = [hold]
     rerank = RankRelayRerank(reranker={"spec": f"tei:{fake_api.url}", "api_key": API_KEY}, top_n=2)
-    ticks = 0
 
-    async def ticker() -> None:
-        nonlocal ticks
-        while True:
+    async def release_once_the_request_is_in_flight() -> None:
+        while not fake_api.count():
             await asyncio.sleep(0.01)
-            ticks += 1
+        hold.release.set()
 
-    task = asyncio.create_task(ticker())
-    start = time.monotonic()
+    task = asyncio.create_task(release_once_the_request_is_in_flight())
     docs = await rerank.acompress_documents([Document("red apple pie"), Document("green pear")], "red apple")
-    task.cancel()
-    assert time.monotonic() - start >= 0.5 and ticks >= 10  # the loop ran while the API thought
+    await task
+    assert hold.released is True  # a blocked loop could not have released it: the API would have waited 20 s
     assert [d.page_content for d in docs] == ["red apple pie", "green pear"]
 
 

@@ -2,10 +2,9 @@
 
 import random
 import sys
-import time
 
 import pytest
-from conftest import WORDS
+from conftest import WORDS, finishes
 from numerics import assert_ranking_follows, assert_scores_close
 from test_retrieval import QUERIES
 from test_retrieval import corpus as retrieval_corpus
@@ -126,10 +125,8 @@ def test_bad_input(store, tiny_bi_path, tmp_path):
 
 
 def test_an_unreachable_server_fails_fast_naming_it(refused_url, tiny_bi_path):
-    start = time.monotonic()
     with pytest.raises(BackendUnavailableError, match=refused_url.replace(".", r"\.")):
-        QdrantRetriever.open(url=refused_url)
-    assert time.monotonic() - start < 10
+        finishes(lambda: QdrantRetriever.open(url=refused_url))
 
 
 def test_missing_qdrant_client_names_the_extra(monkeypatch, tiny_bi_path, tmp_path):

@@ -426,12 +426,11 @@ def test_timeouts_under_concurrency_answer_every_request_and_skip_abandoned_work
                     for i in range(10)]
             fast = [client.post(f"{url}/v2/rerank", json={"model": "ref", "query": f"f{i}", "documents": ["x", "y"]})
                     for i in range(10)]
-            start = time.perf_counter()
             replies = await asyncio.gather(*slow, *fast)
-            return replies, time.perf_counter() - start
+            return replies, len(seen)
 
     with running(app) as (url, _):
-        replies, seconds = asyncio.run(main(url))
+        replies, started = asyncio.run(main(url))
         batcher = app.state.batchers["slow"]
         deadline = time.monotonic() + 5
         while (batcher.depth or len(seen) < 1) and time.monotonic() < deadline:
@@ -442,7 +441,7 @@ def test_timeouts_under_concurrency_answer_every_request_and_skip_abandoned_work
     assert all("did not answer within 0.4 s" in r.json()["message"] for r in replies[:10])
     assert [r.status_code for r in replies[10:]] == [200] * 10  # the other model went on meanwhile
     assert all([x["index"] for x in r.json()["results"]] == [0, 1] for r in replies[10:])
-    assert seconds < 5.0  # answered near the 0.4 s limit, not when the model got to them (10 x 1 s)
+    assert started <= 2  # answered at the limit, not when the model got to them (it had begun at most 2 of 10)
     assert len(seen) == 1  # nine callers had gone: their requests never reached the model
     assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="slow",status="503"} 10.0' in metrics
     assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="ref",status="200"} 10.0' in metrics
