@@ -171,10 +171,17 @@ def judge(name: str, sample: int | None, fresh: bool, seed: int) -> Outcome:
     if sample:
         mutants = _all_mutants(work, module)
         chosen = sorted(random.Random(f"{seed}:{name}").sample(mutants, min(sample, len(mutants))))
-    _mutmut(work, "run", "--max-children", str(os.cpu_count() or 1), *chosen)
+    children = ("--max-children", str(os.cpu_count() or 1))
+    _mutmut(work, "run", *children, *chosen)
     codes = _exit_codes(work, module)
     if chosen:
         codes = {k: codes.get(k) for k in chosen}
+    # mutmut keeps a verdict while the source is unchanged, even when a test was added since: try the
+    # mutants that were not killed again (a fresh folder gets the same verdict twice, at little cost)
+    again = [k for k, code in codes.items() if STATUS.get(code) not in ("killed", "timeout")]
+    if again:
+        _mutmut(work, "run", *children, *again)
+        codes |= {k: v for k, v in _exit_codes(work, module).items() if k in again}
     listed = _listed()
     outcome = Outcome(name, module)
     for mutant, code in codes.items():
