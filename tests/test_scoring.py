@@ -134,7 +134,7 @@ def test_zscore_of_degenerate_inputs():
 
 def test_calibrated_normalization_applies_the_calibration_and_needs_one():
     assert normalize([4.0, 2.0], "calibrated", calibration=lambda s: [x / 10 for x in s]) == [0.4, 0.2]
-    with pytest.raises(ConfigError, match=r"^normalize=.calibrated. needs a model with a fitted calibration \(rankrelay"):
+    with pytest.raises(ConfigError, match=r"^normalize=.calibrated. needs a model with a fitted calibration \("):
         normalize([4.0, 2.0], "calibrated")
 
 

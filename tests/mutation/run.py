@@ -37,7 +37,8 @@ TARGET = 0.85
 
 # module (what mutmut mutates) -> the tests written for it
 MODULES: dict[str, tuple[str, list[str]]] = {
-    "base": ("rankrelay/rerankers/base.py", ["tests/rerankers/test_base.py", "tests/rerankers/test_boundary.py"]),
+    "base": ("rankrelay/rerankers/base.py", ["tests/rerankers/test_base.py", "tests/rerankers/test_base_contract.py",
+                                            "tests/rerankers/test_boundary.py"]),
     "registry": ("rankrelay/rerankers/registry.py", ["tests/rerankers/test_registry.py"]),
     "fallback": ("rankrelay/rerankers/fallback.py", ["tests/rerankers/test_fallback.py"]),
     "cascade": ("rankrelay/rerankers/cascade.py", ["tests/rerankers/test_cascade.py"]),
