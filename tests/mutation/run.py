@@ -43,7 +43,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "fallback": ("rankrelay/rerankers/fallback.py", ["tests/rerankers/test_fallback.py"]),
     "cascade": ("rankrelay/rerankers/cascade.py", ["tests/rerankers/test_cascade.py"]),
     "ab_split": ("rankrelay/rerankers/ab_split.py", ["tests/rerankers/test_ab_split.py"]),
-    "budget": ("rankrelay/rerankers/budget.py", ["tests/rerankers/test_budget.py"]),
+    "budget": ("rankrelay/rerankers/budget.py", ["tests/rerankers/test_budget_plan.py", "tests/rerankers/test_budget.py"]),
     "score_cache": ("rankrelay/rerankers/score_cache.py", ["tests/rerankers/test_score_cache.py"]),
     "retry": ("rankrelay/rerankers/retry.py", ["tests/rerankers/test_retry.py"]),
     "scoring": ("rankrelay/scoring.py", ["tests/test_scoring.py"]),

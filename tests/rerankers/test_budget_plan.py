@@ -1,0 +1,116 @@
+"""Latency budgets on an injected clock and a cost model: every forward pass takes a known time per token,
+so how much of the list a budget reranks is exact, not a property of the machine running the test."""
+
+import math
+
+import pytest
+
+from rankrelay import load_reranker
+from rankrelay.rerankers import base, budget
+from rankrelay.testing import FakeClock
+
+QUERY = "why does a wing stall"
+DOCS = [f"wing {i} " + " ".join(["lift", "flow", "stall", "angle", "air"][: 1 + i % 5]) for i in range(20)]
+
+
+class CostModel:
+    """A reranker whose forward pass advances a fake clock by ``ms_per_token`` for every token it reads."""
+
+    def __init__(self, monkeypatch, path, ms_per_token=1.0, **options):
+        self.clock = FakeClock()
+        for module in (base, budget):
+            monkeypatch.setattr(module, "monotonic", self.clock)
+            monkeypatch.setattr(module, "perf_counter", self.clock)
+        options = {"device": "cpu", "batch_size": 1, "score_cache": "off", **options}
+        self.rr = load_reranker(f"cross-encoder:{path}", **options)
+        self.rr.warm_up()
+        self.ms_per_token = ms_per_token
+        self.tokens: list[int] = []  # tokens read by each forward pass
+        self.chunks: list[int] = []  # documents in each scoring call the budget planned
+        forward, score = self.rr._forward, self.rr._score_locked
+
+        def costed(features):
+            tokens = int(features["attention_mask"].sum())
+            self.tokens.append(tokens)
+            self.clock.sleep(tokens * self.ms_per_token / 1000.0)
+            return forward(features)
+
+        def counted(queries, documents):
+            self.chunks.append(sum(len(d) for d in documents))
+            return score(queries, documents)
+
+        self.rr._forward, self.rr._score_locked = costed, counted
+
+    def costs(self, docs=DOCS):
+        return self.rr._pair_costs(QUERY, list(docs))
+
+
+@pytest.fixture
+def model(monkeypatch, tiny_ce_path):
+    return CostModel(monkeypatch, tiny_ce_path)
+
+
+def test_planned_cost_of_a_pair_is_the_tokens_the_model_reads(model):
+    model.rr.rerank(QUERY, DOCS)
+    assert sorted(model.tokens) == sorted(model.costs())  # (the passes run in length buckets)
+
+
+def test_a_budget_reranks_the_longest_head_that_fits_and_not_one_document_more(model):
+    res = model.rr.rerank(QUERY, DOCS, budget_ms=150)
+    k, costs = res.info["reranked"], model.costs()
+    used = sum(costs[:k])  # ms: 1 ms per token
+    assert 1 <= k < len(DOCS) and model.tokens[0] == costs[0]  # the first document alone, then the rest
+    assert sorted(model.tokens) == sorted(costs[:k])  # the head, each document read once
+    assert used <= 150  # the budget was kept
+    assert costs[k] > (150 - used) * budget.BUDGET_SAFETY  # the next document was predicted not to fit
+    assert model.chunks[0] == 1  # with no measured speed yet, one document first
+    assert model.rr._tokens_per_s == pytest.approx(1000.0)  # what the cost model runs at
+    assert res.timings["model"] == pytest.approx(used) and res.timings["total"] == pytest.approx(used)
+    assert res.info["budget_left_ms"] == 150.0
+    assert sorted(res.indices[:k]) == list(range(k)) and res.indices[k:] == list(range(k, len(DOCS)))
+    assert {r.stage for r in res[:k]} == {"cross-encoder"} and {r.stage for r in res[k:]} == {"first-stage"}
+    assert all(math.isnan(r.score) for r in res[k:]) and not any(math.isnan(r.score) for r in res[:k])
+
+
+def test_a_measured_speed_plans_whole_chunks(model):
+    model.rr._tokens_per_s = 1000.0  # known: no single-document probe
+    res = model.rr.rerank(QUERY, DOCS, budget_ms=150)
+    k = res.info["reranked"]
+    costs = model.costs()
+    first = model.chunks[0]  # the longest prefix predicted to fit in the safe share of the budget
+    assert sum(costs[:first]) <= 150 * budget.BUDGET_SAFETY < sum(costs[: first + 1])
+    assert sum(model.chunks) == k and sum(costs[:k]) <= 150
+
+
+def test_the_speed_estimate_moves_halfway_to_each_new_measurement(monkeypatch, tiny_ce_path):
+    slow = CostModel(monkeypatch, tiny_ce_path, ms_per_token=2.0)  # the model runs at 500 tokens/s
+    slow.rr._tokens_per_s = 400.0  # estimated slower than it is: each chunk ends early, another follows
+    slow.rr.rerank(QUERY, DOCS, budget_ms=400)
+    m = len(slow.chunks)
+    assert m >= 2 and slow.rr._tokens_per_s == pytest.approx(500.0 + (400.0 - 500.0) * 0.5**m)
+
+
+def test_an_ample_budget_gives_the_same_result_as_no_budget(model):
+    full = model.rr.rerank(QUERY, DOCS)
+    res = model.rr.rerank(QUERY, DOCS, budget_ms=10_000, top_n=5)
+    assert res.info["reranked"] == len(DOCS) and res.indices == full.indices[:5]
+    assert [r.score for r in res] == [r.score for r in full[:5]] and all(r.stage is None for r in res)
+    assert res.num_candidates == len(DOCS) and res.info["budget_left_ms"] == 10_000.0
+
+
+def test_requests_of_a_batch_share_what_is_left_in_turn(model):
+    requests = [(QUERY, DOCS), (QUERY, []), (QUERY, DOCS[:4])]
+    first, empty, third = model.rr.rerank_batch(requests, budget_ms=300)
+    used = sum(model.costs()[: first.info["reranked"]])
+    assert first.info["budget_left_ms"] == 300.0 and used <= 150  # half for the first of two non-empty requests
+    assert third.info["budget_left_ms"] == pytest.approx(300.0 - used)  # the rest for the last
+    assert third.info["reranked"] == 4 and empty.info["reranked"] == 0 and len(empty) == 0
+
+
+def test_cached_pairs_are_free_and_counted(monkeypatch, tiny_ce_path):
+    cached = CostModel(monkeypatch, tiny_ce_path, score_cache="memory")
+    cached.rr.rerank(QUERY, DOCS[:5])
+    assert cached.costs()[:5] == [0] * 5 and all(c > 0 for c in cached.costs()[5:])
+    cached.rr._tokens_per_s = 1000.0
+    res = cached.rr.rerank(QUERY, DOCS, budget_ms=50)
+    assert res.info["score_cache"]["hits"] == 5 and res.info["reranked"] >= 5
