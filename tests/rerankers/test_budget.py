@@ -83,11 +83,13 @@ def test_bad_budget_is_refused_before_the_model_loads(tiny_ce_path, budget):
 
 
 def test_api_backend_stops_at_the_deadline(fake_api):
-    fake_api.faults = [Fault("sleep", seconds=2.0)]
-    rr = load_reranker(f"tei:{fake_api.url}", api_key=API_KEY, max_attempts=3)
-    with pytest.raises(BackendTimeoutError):  # the reply would come after 2 s, with no error, were it ignored
-        rr.rerank(QUERY, DOCS, budget_ms=300)
-    assert fake_api.count() == 1  # no retry once the budget is spent
+    hold = Fault("hold", seconds=30.0)
+    fake_api.faults = [hold]
+    rr = load_reranker(f"tei:{fake_api.url}", api_key=API_KEY, max_attempts=3, timeout=60.0)
+    with pytest.raises(BackendTimeoutError):  # the reply would come after 30 s, with no error, were it ignored
+        rr.rerank(QUERY, DOCS, budget_ms=2_000)
+    assert hold.released is None and fake_api.count() == 1  # gave up while the API held; no retry
+    hold.release.set()
 
 
 def test_chain_gives_the_local_model_the_time_the_api_left(fake_api, tiny_ce_path):

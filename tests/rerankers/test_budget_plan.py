@@ -13,6 +13,9 @@ QUERY = "why does a wing stall"
 DOCS = [f"wing {i} " + " ".join(["lift", "flow", "stall", "angle", "air"][: 1 + i % 5]) for i in range(20)]
 
 
+_LOADED: dict = {}
+
+
 class CostModel:
     """A reranker whose forward pass advances a fake clock by ``ms_per_token`` for every token it reads."""
 
@@ -22,12 +25,19 @@ class CostModel:
             monkeypatch.setattr(module, "monotonic", self.clock)
             monkeypatch.setattr(module, "perf_counter", self.clock)
         options = {"device": "cpu", "batch_size": 1, "score_cache": "off", **options}
-        self.rr = load_reranker(f"cross-encoder:{path}", **options)
-        self.rr.warm_up()
+        key = (path, tuple(sorted(options.items())))
+        if key not in _LOADED:  # one load per kind (this module's tests run often, under mutation testing too)
+            _LOADED[key] = load_reranker(f"cross-encoder:{path}", **options)
+            _LOADED[key].warm_up()
+            _LOADED[key]._plain = (_LOADED[key]._forward, _LOADED[key]._score_locked)
+        self.rr = _LOADED[key]
+        self.rr._tokens_per_s = None
+        if self.rr.score_cache is not None:
+            self.rr.score_cache.clear()
         self.ms_per_token = ms_per_token
         self.tokens: list[int] = []  # tokens read by each forward pass
         self.chunks: list[int] = []  # documents in each scoring call the budget planned
-        forward, score = self.rr._forward, self.rr._score_locked
+        forward, score = self.rr._plain
 
         def costed(features):
             tokens = int(features["attention_mask"].sum())
@@ -50,9 +60,23 @@ def model(monkeypatch, tiny_ce_path):
     return CostModel(monkeypatch, tiny_ce_path)
 
 
+LONG = " ".join(["the boundary layer separation on the wing at a high angle of attack"] * 12)
+
+
 def test_planned_cost_of_a_pair_is_the_tokens_the_model_reads(model):
-    model.rr.rerank(QUERY, DOCS)
-    assert sorted(model.tokens) == sorted(model.costs())  # (the passes run in length buckets)
+    docs = [*DOCS, LONG]  # the long one is split into passages, each a full window
+    res = model.rr.rerank(QUERY, docs)
+    assert res[[r.index for r in res].index(len(DOCS))].passage is not None  # it was split
+    # a passage ends at a word start, so a window may read a little less than planned: never more
+    assert sum(model.tokens) <= sum(model.costs(docs))
+    assert sorted(model.tokens)[: len(DOCS)] == sorted(model.costs(DOCS))  # (the passes run in length buckets)
+
+
+def test_truncated_documents_stay_marked_under_a_budget(monkeypatch, tiny_ce_path):
+    cut = CostModel(monkeypatch, tiny_ce_path, long_documents="truncate")
+    res = cut.rr.rerank(QUERY, [LONG, *DOCS[:3]], budget_ms=10_000)
+    assert res.info["reranked"] == 4 and [r.truncated for r in res if r.index == 0] == [True]
+    assert [r.truncated for r in res if r.index != 0] == [False] * 3
 
 
 def test_a_budget_reranks_the_longest_head_that_fits_and_not_one_document_more(model):
@@ -96,6 +120,7 @@ def test_an_ample_budget_gives_the_same_result_as_no_budget(model):
     assert res.info["reranked"] == len(DOCS) and res.indices == full.indices[:5]
     assert [r.score for r in res] == [r.score for r in full[:5]] and all(r.stage is None for r in res)
     assert res.num_candidates == len(DOCS) and res.info["budget_left_ms"] == 10_000.0
+    assert res.timings["model"] == pytest.approx(sum(model.costs())) and res.timings["total"] >= res.timings["model"]
 
 
 def test_requests_of_a_batch_share_what_is_left_in_turn(model):

@@ -125,3 +125,128 @@ def test_a_strong_stage_cut_by_the_budget_is_reported_as_partial(tiny_ce_path):
     stages = {r.index: r.stage for r in res}
     assert [stages[i] for i in head] == [cascade.strong_label] * 2 + [cascade.cheap_label] * 2
     assert sorted(res.indices) == list(range(len(DOCS)))
+
+
+# --- what mutation testing found unchecked (tests/mutation/run.py --only cascade) ---
+
+class Longest(BaseReranker):
+    """A strong stage that prefers long documents; records what it was asked and the budget it got."""
+
+    name = "longest"
+
+    def __init__(self, clock=None, seconds=0.0) -> None:
+        super().__init__()
+        self.asked: list[list[str]] = []
+        self.budgets: list[float | None] = []
+        self.clock, self.seconds = clock, seconds
+
+    def rerank_batch(self, requests, top_n=None, *, budget_ms=None):
+        self.budgets.append(budget_ms)
+        return super().rerank_batch(requests, top_n, budget_ms=budget_ms)
+
+    def _score_batch(self, queries, documents):
+        if self.clock is not None:
+            self.clock.sleep(self.seconds)
+        self.asked += [[x.text for x in docs] for docs in documents]
+        return [Scored([float(len(x.text)) for x in docs], [(0, 1)] * len(docs), [True] * len(docs), {"s": 1})
+                for docs in documents], {}
+
+
+class Timed(WordOverlap):
+    def __init__(self, clock, seconds):
+        super().__init__()
+        self.clock, self.seconds = clock, seconds
+
+    def _score_batch(self, queries, documents):
+        self.clock.sleep(self.seconds)
+        return super()._score_batch(queries, documents)
+
+
+@pytest.mark.parametrize("call", ["rerank_batch", "arerank_batch"])
+async def test_a_cascade_merges_the_strong_head_above_the_cheap_rest(monkeypatch, call):
+    from rankrelay.rerankers import cascade as module
+    from rankrelay.testing import FakeClock
+
+    clock = FakeClock()
+    monkeypatch.setattr(module, "perf_counter", clock)
+    cheap, strong = Timed(clock, 0.02), Longest(clock, 0.5)
+    cascade = CascadeReranker(cheap, strong, keep=3)
+    docs = [*DOCS[:-1], Document(DOCS[-1], id="last", metadata={"k": 1})]
+    out = getattr(cascade, call)([(QUERY, docs), ("paris capital", docs)], 4)
+    res = (await out if call.startswith("a") else out)[0]
+    cheap_res = WordOverlap().rerank(QUERY, docs)
+    head = cheap_res.indices[:3]
+    assert strong.asked[0] == [docs[i].text if hasattr(docs[i], "text") else docs[i] for i in head]
+    assert res.indices == sorted(head, key=lambda i: -len(DOCS[i]))[:3] + cheap_res.indices[3:4]
+    assert [r.stage for r in res] == ["longest"] * 3 + ["overlap"] and len(res) == 4
+    assert [r.score for r in res][:3] == [float(len(DOCS[i])) for i in res.indices[:3]]
+    assert res[3].score == cheap_res[3].score  # the rest keeps the cheap stage's score
+    assert [r.passage for r in res] == [(0, 1)] * 3 + [None] and [r.truncated for r in res] == [True] * 3 + [False]
+    assert res.info["cascade"] == {"cheap": "overlap", "strong": "longest", "keep": 3}
+    assert res.info["reranked"] == 3 and res.info["s"] == 1 and res.num_candidates == len(docs)
+    assert res.timings == {"cheap": pytest.approx(20.0), "strong": pytest.approx(500.0),
+                           "model": pytest.approx(520.0), "total": pytest.approx(520.0)}
+    assert (res.backend, res.model) == ("cascade", "overlap > longest @3")
+
+
+def test_a_budget_reaches_both_stages_and_what_the_cheap_one_used_is_gone(monkeypatch):
+    from rankrelay.rerankers import base
+    from rankrelay.testing import FakeClock
+
+    clock = FakeClock()
+    monkeypatch.setattr(base, "monotonic", clock)
+    cheap, strong = Timed(clock, 0.1), Longest()
+    CascadeReranker(cheap, strong, keep=2).rerank(QUERY, DOCS, budget_ms=1000)
+    assert strong.budgets == [pytest.approx(900.0)]
+    CascadeReranker(WordOverlap(), strong, keep=2).rerank(QUERY, DOCS)
+    assert strong.budgets[-1] is None
+
+
+async def test_first_stage_as_the_cheap_stage_on_the_async_path():
+    strong = Longest()
+    res = await CascadeReranker("first-stage", strong, keep=2).arerank(QUERY, DOCS)
+    assert strong.asked == [DOCS[:2]] and res.indices[2:] == list(range(2, len(DOCS)))
+    assert all(math.isnan(r.score) for r in res[2:]) and {r.stage for r in res[2:]} == {"first-stage"}
+
+
+def test_a_cascade_describes_itself():
+    cascade = CascadeReranker(None, Longest(), keep=5)
+    assert cascade.describe() == {"backend": "cascade", "cheap": "first-stage", "strong": "longest", "keep": 5}
+    assert repr(cascade) == "<CascadeReranker first-stage > longest @5>"
+    assert [p.name for p in cascade.parts()] == ["longest"]
+    two = CascadeReranker(WordOverlap(), Longest(), keep=5)
+    assert [p.name for p in two.parts()] == ["overlap", "longest"]
+
+
+@pytest.mark.parametrize("spec, parts", [
+    ("a>b@7", ("a", "b", 7)), (" a > b ", ("a", "b", 30)), ("a>b@x", ("a", "b@x", 30)), ("a>b@ 12", ("a", "b", 12)),
+])
+def test_cascade_spec_parsing(spec, parts):
+    from rankrelay.rerankers.cascade import parse_cascade
+
+    assert parse_cascade(spec) == parts
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"rest": "a>b"[:1]}, r"^a cascade spec is cascade:<cheap>><strong>@<keep>, got 'cascade:a'$"),
+    ({"rest": "identity>random", "cheap": "identity"}, "^give a cascade's stages in its spec or as options, not both$"),
+    ({"rest": None, "cheap": "identity"}, r"^a cascade needs a strong stage: cascade:<cheap>><strong>@<keep>$"),
+    ({"rest": "identity>first-stage"}, "^a cascade's strong stage must be a reranker, not the first stage$"),
+    ({"rest": "identity>random@0"}, r"^a cascade's keep must be an int >= 1, got 0$"),
+])
+def test_cascade_configuration_errors_say_what_is_wrong(kwargs, message):
+    from rankrelay.rerankers.cascade import from_spec
+
+    with pytest.raises(ConfigError, match=message):
+        from_spec(**kwargs)
+
+
+def test_cascade_options_form_and_keep_override():
+    from rankrelay.rerankers.cascade import DEFAULT_KEEP, from_spec
+
+    assert from_spec(None, cheap="identity", strong="random:1").keep == DEFAULT_KEEP == 30
+    assert from_spec("identity>random@4", keep=9).keep == 9 and from_spec("identity>random@4").keep == 4
+    assert from_spec(None, strong="random:1").cheap is None
+    same = WordOverlap()
+    with pytest.raises(ConfigError, match="^a cascade's cheap and strong stages are the same object; give two"):
+        CascadeReranker(same, same)
