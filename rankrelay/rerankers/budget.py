@@ -51,7 +51,7 @@ class BudgetedScoring:
             left = seconds_left() or 0.0
             share = left / sum(1 for d in docs[n:] if d)  # what is left, split among the requests to come
             k, scored, timings = self._head_within(query, documents, monotonic() + share) if documents else (
-                0, Scored([]), {})
+                0, Scored([]), {"model": 0.0})
             timings["total"] = (perf_counter() - start) * 1000.0
             info = {"reranked": k, "budget_left_ms": round(max(left, 0.0) * 1000.0, 3)}
             if k == len(documents):

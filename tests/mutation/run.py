@@ -1,9 +1,9 @@
 """Mutation testing of the core modules with mutmut, each module against its own tests.
 
 ``make mutation`` runs every mutant of every core module; ``make mutation-sample`` (CI) runs a fixed,
-bounded sample of each. Each module gets a work folder under ``.mutation/<name>/`` (the package and the
-tests linked, a pyproject that tells mutmut which file to mutate and which tests to run), so a module is
-judged only by the tests written for it.
+bounded sample of each module that has reached the target (``AT_TARGET``). Each module gets a work folder
+under ``.mutation/<name>/`` (the package and the tests linked, a pyproject that tells mutmut which file to
+mutate and which tests to run), so a module is judged only by the tests written for it.
 
 A mutant that survives is either killed by a new test or listed in ``tests/mutation/survivors.toml``:
 ``equivalent`` (no input can tell it apart; the entry says why) or ``open`` (a known gap, counted against
@@ -13,7 +13,7 @@ or (full run) when a module's score is under the target: killed / (all - equival
 
     python tests/mutation/run.py                       # everything (tens of minutes on 2 cores)
     python tests/mutation/run.py --only scoring results
-    python tests/mutation/run.py --sample 12           # CI: 12 mutants per module, a fixed seed
+    python tests/mutation/run.py --at-target --sample 10   # CI: 10 mutants per module at target, a fixed seed
 """
 
 from __future__ import annotations
@@ -34,6 +34,9 @@ ROOT = Path(__file__).resolve().parents[2]
 WORK = ROOT / ".mutation"
 SURVIVORS = Path(__file__).with_name("survivors.toml")
 TARGET = 0.85
+# Modules whose full run has reached the target (each survivor killed or listed): CI samples these, so a change
+# that leaves a mutant alive there fails CI. A module joins when `make mutation ONLY=<it>` passes.
+AT_TARGET = ("scoring", "base")
 
 # module (what mutmut mutates) -> the tests written for it
 MODULES: dict[str, tuple[str, list[str]]] = {
@@ -209,13 +212,15 @@ def judge(name: str, sample: int | None, fresh: bool, seed: int) -> Outcome:
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--only", nargs="*", choices=sorted(MODULES), help="modules to test (default: all)")
+    parser.add_argument("--at-target", action="store_true", help="only the modules that have reached the target")
     parser.add_argument("--sample", type=int, help="mutants per module (a fixed sample); default: every mutant")
     parser.add_argument("--seed", type=int, default=30)
     parser.add_argument("--fresh", action="store_true", help="discard earlier results")
     parser.add_argument("--diffs", action="store_true", help="print each unlisted mutant's change")
     parser.add_argument("--json", type=Path, help="also write the outcome table here")
     args = parser.parse_args(argv)
-    outcomes = [judge(name, args.sample, args.fresh, args.seed) for name in (args.only or MODULES)]
+    names = args.only or (AT_TARGET if args.at_target else list(MODULES))
+    outcomes = [judge(name, args.sample, args.fresh, args.seed) for name in names]
     print(f"{'module':<12} {'mutants':>7} {'killed':>6} {'survived':>8} {'no tests':>8} {'equiv':>5} {'open':>4} "
           f"{'unlisted':>8} {'score':>6} {'time':>6}")
     failed = False

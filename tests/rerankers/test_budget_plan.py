@@ -138,4 +138,39 @@ def test_cached_pairs_are_free_and_counted(monkeypatch, tiny_ce_path):
     assert cached.costs()[:5] == [0] * 5 and all(c > 0 for c in cached.costs()[5:])
     cached.rr._tokens_per_s = 1000.0
     res = cached.rr.rerank(QUERY, DOCS, budget_ms=50)
-    assert res.info["score_cache"]["hits"] == 5 and res.info["reranked"] >= 5
+    assert res.info["reranked"] >= 5
+    assert res.info["score_cache"] == {"hits": 5, "misses": res.info["reranked"] - 5}
+
+
+def test_the_result_of_a_budgeted_call_names_its_query_backend_and_model(model, monkeypatch):
+    calibrate = lambda scores: [0.5] * len(scores)  # noqa: E731
+    monkeypatch.setattr(model.rr, "normalize", "calibrated")
+    monkeypatch.setattr(model.rr, "calibration", calibrate)
+    whole = model.rr.rerank(QUERY, DOCS[:3], budget_ms=10_000)
+    part = model.rr.rerank(QUERY, DOCS, budget_ms=60, top_n=15)
+    for res in (whole, part):
+        assert (res.query, res.backend, res.model) == (QUERY, "cross-encoder", model.rr.model)
+    assert [r.normalized_score for r in whole] == [0.5] * 3  # the model's calibration, as without a budget
+    assert len(part) == 15 and part.info["reranked"] < 15 and part.num_candidates == len(DOCS)
+
+
+def test_time_left_is_reported_to_the_microsecond(model):
+    res = model.rr.rerank(QUERY, DOCS[:2], budget_ms=100.123456)
+    assert res.info["budget_left_ms"] == 100.123
+
+
+def test_a_request_that_finds_the_deadline_reached_reranks_nothing(model):
+    first_cost = model.costs()[0]
+    # the probe reads the first document of the first request (first_cost ms): exactly the whole budget
+    first, second = model.rr.rerank_batch([(QUERY, DOCS), (QUERY, DOCS)], budget_ms=float(first_cost))
+    assert first.info["reranked"] == 1
+    assert second.info["reranked"] == 0 and second.info["budget_left_ms"] == 0.0
+
+
+def test_cached_documents_under_a_budget_before_any_speed_is_known(monkeypatch, tiny_ce_path):
+    cached = CostModel(monkeypatch, tiny_ce_path, score_cache="memory")
+    cached.rr.rerank(QUERY, DOCS[:6])
+    cached.rr._tokens_per_s = None  # no speed measured: the cached pairs cost nothing to read again
+    res = cached.rr.rerank(QUERY, DOCS[:6], budget_ms=5)
+    assert res.info["reranked"] == 6 and res.info["score_cache"] == {"hits": 6, "misses": 0}
+    assert all(r.stage is None for r in res)
