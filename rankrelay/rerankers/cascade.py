@@ -60,8 +60,6 @@ class CascadeReranker(Composite):
         positive_int(keep, "a cascade's keep", ConfigError)
         if strong is None or strong == FIRST_STAGE:
             raise ConfigError("a cascade's strong stage must be a reranker, not the first stage")
-        if cheap is strong and not isinstance(cheap, str):
-            raise ConfigError("a cascade's cheap and strong stages are the same object; give two rerankers")
         self.cheap: Reranker | None = None if cheap in (None, FIRST_STAGE) else load_chain_item(cheap)
         self.strong: Reranker = load_chain_item(strong)
         if self.cheap is self.strong:

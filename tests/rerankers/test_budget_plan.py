@@ -19,8 +19,8 @@ _LOADED: dict = {}
 class CostModel:
     """A reranker whose forward pass advances a fake clock by ``ms_per_token`` for every token it reads."""
 
-    def __init__(self, monkeypatch, path, ms_per_token=1.0, **options):
-        self.clock = FakeClock()
+    def __init__(self, monkeypatch, path, ms_per_token=1.0, ms_per_call=0.0, **options):
+        self.clock = FakeClock(start=0.0)
         for module in (base, budget):
             monkeypatch.setattr(module, "monotonic", self.clock)
             monkeypatch.setattr(module, "perf_counter", self.clock)
@@ -47,6 +47,7 @@ class CostModel:
 
         def counted(queries, documents):
             self.chunks.append(sum(len(d) for d in documents))
+            self.clock.sleep(ms_per_call / 1000.0)  # overhead a call pays even when every pair is cached
             return score(queries, documents)
 
         self.rr._forward, self.rr._score_locked = costed, counted
@@ -96,14 +97,35 @@ def test_a_budget_reranks_the_longest_head_that_fits_and_not_one_document_more(m
     assert all(math.isnan(r.score) for r in res[k:]) and not any(math.isnan(r.score) for r in res[:k])
 
 
-def test_a_measured_speed_plans_whole_chunks(model):
+@pytest.mark.parametrize("budget_ms", [150, 137, 60])
+def test_a_measured_speed_plans_whole_chunks(model, budget_ms):
     model.rr._tokens_per_s = 1000.0  # known: no single-document probe
-    res = model.rr.rerank(QUERY, DOCS, budget_ms=150)
+    res = model.rr.rerank(QUERY, DOCS, budget_ms=budget_ms)
     k = res.info["reranked"]
     costs = model.costs()
     first = model.chunks[0]  # the longest prefix predicted to fit in the safe share of the budget
-    assert sum(costs[:first]) <= 150 * budget.BUDGET_SAFETY < sum(costs[: first + 1])
-    assert sum(model.chunks) == k and sum(costs[:k]) <= 150
+    assert sum(costs[:first]) <= budget_ms * budget.BUDGET_SAFETY < sum(costs[: first + 1])
+    assert sum(model.chunks) == k and sum(costs[:k]) <= budget_ms
+
+
+def test_a_document_that_fills_the_room_exactly_still_fits(model):
+    model.rr._tokens_per_s = 1000.0 / budget.BUDGET_SAFETY  # room = the budget in tokens, exactly
+    costs = model.costs()
+    res = model.rr.rerank(QUERY, DOCS, budget_ms=float(sum(costs[:10])))
+    assert model.chunks[0] == 10 and res.info["reranked"] == 10
+
+
+@pytest.mark.parametrize("spent", [1.0, 0.5])  # the model's loading took longer than, or exactly, the budget
+def test_no_time_left_before_the_first_document_means_nothing_is_reranked(model, monkeypatch, spent):
+    monkeypatch.setattr(model.rr, "warm_up", lambda: model.clock.sleep(spent))
+    res = model.rr.rerank(QUERY, DOCS, budget_ms=500)
+    assert res.info["reranked"] == 0 and model.tokens == [] and res.indices == list(range(len(DOCS)))
+
+
+def test_a_free_forward_pass_measures_no_speed(monkeypatch, tiny_ce_path):
+    free = CostModel(monkeypatch, tiny_ce_path, ms_per_token=0.0)
+    res = free.rr.rerank(QUERY, DOCS[:4], budget_ms=100)
+    assert res.info["reranked"] == 4 and free.rr._tokens_per_s is None
 
 
 def test_the_speed_estimate_moves_halfway_to_each_new_measurement(monkeypatch, tiny_ce_path):
@@ -130,6 +152,7 @@ def test_requests_of_a_batch_share_what_is_left_in_turn(model):
     assert first.info["budget_left_ms"] == 300.0 and used <= 150  # half for the first of two non-empty requests
     assert third.info["budget_left_ms"] == pytest.approx(300.0 - used)  # the rest for the last
     assert third.info["reranked"] == 4 and empty.info["reranked"] == 0 and len(empty) == 0
+    assert empty.timings["model"] == 0.0 and "score_cache" not in first.info  # the cache is off
 
 
 def test_cached_pairs_are_free_and_counted(monkeypatch, tiny_ce_path):
@@ -165,6 +188,19 @@ def test_a_request_that_finds_the_deadline_reached_reranks_nothing(model):
     first, second = model.rr.rerank_batch([(QUERY, DOCS), (QUERY, DOCS)], budget_ms=float(first_cost))
     assert first.info["reranked"] == 1
     assert second.info["reranked"] == 0 and second.info["budget_left_ms"] == 0.0
+
+
+def test_a_chunk_of_cached_pairs_does_not_change_the_speed_estimate(monkeypatch, tiny_ce_path):
+    cached = CostModel(monkeypatch, tiny_ce_path, score_cache="memory", ms_per_call=1.0)
+    cached.rr.rerank(QUERY, DOCS[:6])
+    cached.rr._tokens_per_s = 1000.0
+    res = cached.rr.rerank(QUERY, DOCS[:6], budget_ms=500)
+    assert res.info["reranked"] == 6 and cached.rr._tokens_per_s == 1000.0
+
+
+def test_passages_stay_marked_under_a_budget(model):
+    res = model.rr.rerank(QUERY, [LONG, *DOCS[:3]], budget_ms=10_000)
+    assert res.info["reranked"] == 4 and [r.passage is not None for r in res if r.index == 0] == [True]
 
 
 def test_cached_documents_under_a_budget_before_any_speed_is_known(monkeypatch, tiny_ce_path):

@@ -144,6 +144,10 @@ class Longest(BaseReranker):
         self.budgets.append(budget_ms)
         return super().rerank_batch(requests, top_n, budget_ms=budget_ms)
 
+    async def arerank_batch(self, requests, top_n=None, *, budget_ms=None):
+        self.budgets.append(budget_ms)
+        return await super().arerank_batch(requests, top_n, budget_ms=budget_ms)
+
     def _score_batch(self, queries, documents):
         if self.clock is not None:
             self.clock.sleep(self.seconds)
@@ -186,18 +190,29 @@ async def test_a_cascade_merges_the_strong_head_above_the_cheap_rest(monkeypatch
     assert res.info["reranked"] == 3 and res.info["s"] == 1 and res.num_candidates == len(docs)
     assert res.timings == {"cheap": pytest.approx(20.0), "strong": pytest.approx(500.0),
                            "model": pytest.approx(520.0), "total": pytest.approx(520.0)}
-    assert (res.backend, res.model) == ("cascade", "overlap > longest @3")
+    assert (res.backend, res.model, res.query) == ("cascade", "overlap > longest @3", QUERY)
 
 
-def test_a_budget_reaches_both_stages_and_what_the_cheap_one_used_is_gone(monkeypatch):
+@pytest.mark.parametrize("call", ["rerank", "arerank"])
+async def test_a_budget_reaches_both_stages_and_what_the_cheap_one_used_is_gone(monkeypatch, call):
     from rankrelay.rerankers import base
     from rankrelay.testing import FakeClock
 
     clock = FakeClock()
     monkeypatch.setattr(base, "monotonic", clock)
-    cheap, strong = Timed(clock, 0.1), Longest()
-    CascadeReranker(cheap, strong, keep=2).rerank(QUERY, DOCS, budget_ms=1000)
-    assert strong.budgets == [pytest.approx(900.0)]
+
+    class TimedBudgeted(Timed):
+        def rerank_batch(self, requests, top_n=None, *, budget_ms=None):
+            self.budgets = [*getattr(self, "budgets", []), budget_ms]
+            return super().rerank_batch(requests, top_n, budget_ms=budget_ms)
+
+        async def arerank_batch(self, requests, top_n=None, *, budget_ms=None):
+            return self.rerank_batch(requests, top_n, budget_ms=budget_ms)
+
+    cheap, strong = TimedBudgeted(clock, 0.1), Longest()
+    out = getattr(CascadeReranker(cheap, strong, keep=2), call)(QUERY, DOCS, budget_ms=1000)
+    await out if call == "arerank" else out
+    assert cheap.budgets == [pytest.approx(1000.0)] and strong.budgets == [pytest.approx(900.0)]
     CascadeReranker(WordOverlap(), strong, keep=2).rerank(QUERY, DOCS)
     assert strong.budgets[-1] is None
 
@@ -207,6 +222,21 @@ async def test_first_stage_as_the_cheap_stage_on_the_async_path():
     res = await CascadeReranker("first-stage", strong, keep=2).arerank(QUERY, DOCS)
     assert strong.asked == [DOCS[:2]] and res.indices[2:] == list(range(2, len(DOCS)))
     assert all(math.isnan(r.score) for r in res[2:]) and {r.stage for r in res[2:]} == {"first-stage"}
+
+
+async def test_top_n_is_checked_on_both_paths():
+    cascade = CascadeReranker(WordOverlap(), Longest(), keep=2)
+    with pytest.raises(InvalidInputError, match="top_n"):
+        cascade.rerank(QUERY, DOCS, top_n=0)
+    with pytest.raises(InvalidInputError, match="top_n"):
+        await cascade.arerank(QUERY, DOCS, top_n=0)
+
+
+def test_one_spec_may_name_both_stages():
+    cascade = CascadeReranker("random:1", "random:1", keep=2)  # two rerankers built from one spec
+    assert cascade.cheap is not cascade.strong and len(cascade.rerank(QUERY, DOCS)) == len(DOCS)
+    spec = {"spec": "random:2"}
+    assert CascadeReranker(spec, spec, keep=2).cheap is not None
 
 
 def test_a_cascade_describes_itself():
@@ -219,7 +249,8 @@ def test_a_cascade_describes_itself():
 
 
 @pytest.mark.parametrize("spec, parts", [
-    ("a>b@7", ("a", "b", 7)), (" a > b ", ("a", "b", 30)), ("a>b@x", ("a", "b@x", 30)), ("a>b@ 12", ("a", "b", 12)),
+    ("a>b@7", ("a", "b", 7)), ("x@2>y@7", ("x@2", "y", 7)), (" a > b ", ("a", "b", 30)), ("a>b@x", ("a", "b@x", 30)),
+    ("a>b@ 12", ("a", "b", 12)),
 ])
 def test_cascade_spec_parsing(spec, parts):
     from rankrelay.rerankers.cascade import parse_cascade
