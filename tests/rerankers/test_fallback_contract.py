@@ -6,6 +6,7 @@ import logging
 import threading
 
 import pytest
+from conftest import finishes
 
 from rankrelay import AllBackendsFailedError, Document, InvalidInputError
 from rankrelay.errors import (
@@ -368,3 +369,99 @@ def test_a_failure_of_a_non_rankrelay_kind_is_typed_once():
     with pytest.raises(AllBackendsFailedError) as err:
         chain.rerank(QUERY, DOCS)
     assert err.value.failures[0]["error"] == BackendFailedError.__name__
+
+
+# -- what the first mutation run of the chain found unchecked ---------------------------------------------
+
+@pytest.mark.parametrize("path", ["hedged", "async"])
+async def test_an_open_breaker_is_skipped_on_the_racing_paths_too(path):
+    clock = FakeClock()
+    a = Backend("a", fail=RuntimeError("x"))
+    chain = FallbackReranker([a, Backend("b")], failure_threshold=1, reset_timeout=60.0, clock=clock,
+                             hedge_after_ms=10_000 if path == "hedged" else None)
+    chain.rerank(QUERY, DOCS)
+    res = chain.rerank(QUERY, DOCS) if path == "hedged" else await chain.arerank(QUERY, DOCS)
+    assert a.calls == 1 and res.backend == "b"
+    assert res.fallbacks == [{"backend": "a", "error": "CircuitOpen", "message": "circuit breaker open", "ms": 0.0}]
+    chain.close()
+
+
+def test_a_dropped_hedged_probe_frees_its_breaker_when_it_ends():
+    clock = FakeClock()
+    gate = threading.Event()
+    slow = Backend("slow", fail=RuntimeError("x"))
+    chain = FallbackReranker([slow, Backend("fast")], failure_threshold=1, reset_timeout=5.0, clock=clock,
+                             hedge_after_ms=10)
+    chain.rerank(QUERY, DOCS)  # slow fails: its breaker opens
+    clock.sleep(5.0)  # half-open: the next call's attempt at slow is the one probe
+    slow.fail, slow.gate = None, gate
+    assert chain.rerank(QUERY, DOCS).backend == "fast"  # the probe is still running, its answer dropped
+    assert not chain.breakers[0].allow()  # still probing
+    gate.set()
+    chain._pool.shutdown(wait=True)  # the dropped attempt ends
+    assert chain.breakers[0].allow()  # and freed the probe
+
+
+@pytest.mark.parametrize("path", ["hedged", "async"])
+async def test_top_n_and_the_budget_reach_the_backend_on_the_racing_paths(path):
+    seen = []
+
+    class Budgeted(Backend):
+        def rerank_batch(self, requests, top_n=None, *, budget_ms=None):
+            seen.append((top_n, budget_ms, threading.current_thread().name.startswith("rankrelay-hedge")))
+            return super().rerank_batch(requests, top_n)
+
+        async def arerank_batch(self, requests, top_n=None, *, budget_ms=None):
+            seen.append((top_n, budget_ms, False))
+            return super().rerank_batch(requests, top_n)
+
+    chain = FallbackReranker([Budgeted("x")], hedge_after_ms=10_000 if path == "hedged" else None)
+    call = chain.rerank if path == "hedged" else chain.arerank
+    res = call(QUERY, DOCS, 1, budget_ms=300.0)
+    res = await res if path == "async" else res
+    (top_n, budget_ms, on_hedge_thread) = seen[0]
+    assert len(res) == 1 and top_n == 1 and budget_ms == pytest.approx(300.0, abs=5.0)
+    assert on_hedge_thread == (path == "hedged")
+    default = FallbackReranker([Budgeted("x")], budget_ms=200.0, hedge_after_ms=10_000 if path == "hedged" else None)
+    out = default.rerank(QUERY, DOCS) if path == "hedged" else await default.arerank(QUERY, DOCS)
+    assert out and seen[-1][1] == pytest.approx(200.0, abs=5.0)
+    if path == "hedged":
+        assert chain._threads()._max_workers == 32
+    chain.close()
+    default.close()
+
+
+async def test_top_n_is_checked_before_a_users_backend_is_called():
+    plain = Raw()
+    plain.rerank_batch = lambda requests, top_n=None: pytest.fail("called")  # type: ignore[method-assign]
+    chain = FallbackReranker([plain])
+    with pytest.raises(InvalidInputError, match="top_n"):
+        await chain.arerank(QUERY, DOCS, top_n=0)
+    with pytest.raises(InvalidInputError, match="top_n"):
+        chain.rerank(QUERY, DOCS, top_n=0)
+
+
+def test_a_failure_is_timed_and_logged_with_its_type(monkeypatch, caplog):
+    from rankrelay.rerankers import fallback
+
+    clock = FakeClock()
+    monkeypatch.setattr(fallback, "perf_counter", clock)
+
+    class Slow(Backend):
+        def _score_batch(self, queries, documents):
+            clock.sleep(0.25)
+            raise RuntimeError("bad tensor")
+
+    with caplog.at_level(logging.WARNING):
+        res = FallbackReranker([Slow("boom"), Backend("ok")]).rerank(QUERY, DOCS)
+    assert res.fallbacks[0]["ms"] == pytest.approx(250.0)
+    assert "fallback: boom failed after 250 ms (BackendFailedError: boom failed: RuntimeError: bad tensor); " \
+           "trying the next backend" in [r.getMessage() for r in caplog.records]
+
+
+def test_close_does_not_wait_for_a_dropped_attempt():
+    gate = threading.Event()
+    chain = FallbackReranker([Backend("slow", gate=gate), Backend("fast")], hedge_after_ms=10)
+    assert chain.rerank(QUERY, DOCS).backend == "fast"
+    finishes(chain.close, within=20)  # a hang guard: it would wait for the gate (30 s) if it waited
+    gate.set()
