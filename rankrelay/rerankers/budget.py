@@ -49,9 +49,11 @@ class BudgetedScoring:
         out = []
         for n, (query, documents) in enumerate(zip(queries, docs)):
             left = seconds_left() or 0.0
-            share = left / sum(1 for d in docs[n:] if d)  # what is left, split among the requests to come
-            k, scored, timings = self._head_within(query, documents, monotonic() + share) if documents else (
-                0, Scored([]), {"model": 0.0})
+            if documents:
+                share = left / sum(1 for d in docs[n:] if d)  # what is left, split among the requests to come
+                k, scored, timings = self._head_within(query, documents, monotonic() + share)
+            else:  # (an empty request last in a batch has no one to share with)
+                k, scored, timings = 0, Scored([]), {"model": 0.0}
             timings["total"] = (perf_counter() - start) * 1000.0
             info = {"reranked": k, "budget_left_ms": round(max(left, 0.0) * 1000.0, 3)}
             if k == len(documents):

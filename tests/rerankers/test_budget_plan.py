@@ -97,6 +97,15 @@ def test_a_budget_reranks_the_longest_head_that_fits_and_not_one_document_more(m
     assert all(math.isnan(r.score) for r in res[k:]) and not any(math.isnan(r.score) for r in res[:k])
 
 
+def test_a_long_document_later_in_the_list_does_not_stop_the_short_ones_before_it(model):
+    model.rr._tokens_per_s = 1000.0
+    docs = [*DOCS[:5], LONG]
+    costs = model.costs(docs)
+    assert costs[-1] > 100 > sum(costs[:5])
+    res = model.rr.rerank(QUERY, docs, budget_ms=100)
+    assert model.chunks[0] == 5 and res.info["reranked"] == 5
+
+
 @pytest.mark.parametrize("budget_ms", [150, 137, 60])
 def test_a_measured_speed_plans_whole_chunks(model, budget_ms):
     model.rr._tokens_per_s = 1000.0  # known: no single-document probe
@@ -207,6 +216,7 @@ def test_cached_documents_under_a_budget_before_any_speed_is_known(monkeypatch, 
     cached = CostModel(monkeypatch, tiny_ce_path, score_cache="memory")
     cached.rr.rerank(QUERY, DOCS[:6])
     cached.rr._tokens_per_s = None  # no speed measured: the cached pairs cost nothing to read again
-    res = cached.rr.rerank(QUERY, DOCS[:6], budget_ms=5)
+    res, empty = cached.rr.rerank_batch([(QUERY, DOCS[:6]), (QUERY, [])], budget_ms=5)
     assert res.info["reranked"] == 6 and res.info["score_cache"] == {"hits": 6, "misses": 0}
+    assert "score_cache" not in empty.info  # no document, no cache lookup
     assert all(r.stage is None for r in res)

@@ -8,7 +8,7 @@ import threading
 import pytest
 from conftest import finishes
 
-from rankrelay import AllBackendsFailedError, Document, InvalidInputError
+from rankrelay import AllBackendsFailedError, Document, InvalidInputError, load_reranker
 from rankrelay.errors import (
     AuthenticationError,
     BackendFailedError,
@@ -105,7 +105,8 @@ def test_a_chain_is_a_non_empty_list(chain):
 def test_chain_normalization_settings():
     with pytest.raises(ConfigError, match="^unknown normalization 'best'"):
         FallbackReranker([Backend("x")], normalize="best")
-    with pytest.raises(ConfigError, match="^a chain cannot calibrate scores of different backends; give each "):
+    with pytest.raises(ConfigError, match="^a chain cannot calibrate scores of different backends; give each backend "
+                                          "normalize='calibrated' and the chain normalize='backend'$"):
         FallbackReranker([Backend("x")], normalize="calibrated")
     with pytest.raises(InvalidInputError, match="budget_ms"):
         FallbackReranker([Backend("x")], budget_ms=0)
@@ -124,7 +125,9 @@ def test_a_chain_names_its_backends():
 def test_a_backend_that_cannot_be_built_is_unavailable_and_named_without_its_key():
     chain = FallbackReranker([{"spec": "cohere:rerank-v3.5", "api_key": ""}, Backend("b")])
     (first, second) = chain.availability()
-    assert first["backend"] == "cohere:rerank-v3.5" and first["available"] is False and first["reason"]
+    with pytest.raises(AuthenticationError) as err:
+        load_reranker({"spec": "cohere:rerank-v3.5", "api_key": ""})
+    assert first == {"backend": "cohere:rerank-v3.5", "available": False, "reason": str(err.value)}
     assert second == {"backend": "b", "available": True, "reason": None}
     res = chain.rerank(QUERY, DOCS)
     assert res.backend == "b" and res.fallbacks == [
@@ -165,6 +168,7 @@ def test_warm_up_marks_a_backend_without_weights_unavailable_and_logs_other_fail
 
 def test_preload_warms_up_in_the_background():
     chain = FallbackReranker([NoWeights("nw"), Backend("ok")], preload=True)
+    assert chain._preload.name == "rankrelay-preload" and chain._preload.daemon  # never holds the process open
     chain._preload.join(30)
     assert chain.preloaded and chain.availability()[0]["available"] is False
 
@@ -465,3 +469,21 @@ def test_close_does_not_wait_for_a_dropped_attempt():
     assert chain.rerank(QUERY, DOCS).backend == "fast"
     finishes(chain.close, within=20)  # a hang guard: it would wait for the gate (30 s) if it waited
     gate.set()
+
+
+def test_a_hedged_attempt_runs_within_the_callers_deadline():
+    from rankrelay.rerankers.base import seconds_left
+
+    left = []
+
+    class NoBudgetParam(Raw):
+        name = "reads-deadline"
+
+        def rerank_batch(self, requests, top_n=None):
+            left.append(seconds_left())
+            return Backend("x").rerank_batch(requests, top_n)
+
+    chain = FallbackReranker([NoBudgetParam()], hedge_after_ms=10_000, budget_ms=5_000)
+    chain.rerank(QUERY, DOCS)
+    assert left[0] is not None and 0 < left[0] <= 5.0  # the deadline went along to the thread
+    chain.close()
