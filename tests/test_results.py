@@ -68,3 +68,78 @@ def test_result_access_top_k_and_json():
 def test_top_k_rejects_bad_k(k):
     with pytest.raises(InvalidInputError):
         _result().top_k(k)
+
+
+# --- what mutation testing found unchecked (tests/mutation/run.py --only results) ---
+
+def test_every_field_of_a_ranked_document_reaches_its_dict():
+    from rankrelay.results import RankedDocument
+
+    doc = RankedDocument(3, "t", 1.5, 2, 0.5, id="d", metadata={"m": 1}, passage=(4, 9), truncated=True,
+                         components={"a": 1.0}, stage="cheap")
+    assert doc.to_dict() == {"index": 3, "id": "d", "rank": 2, "score": 1.5, "normalized_score": 0.5, "text": "t",
+                             "metadata": {"m": 1}, "passage": [4, 9], "truncated": True, "components": {"a": 1.0},
+                             "stage": "cheap"}
+    plain = RankedDocument(0, "u", float("nan"), 1, 0.0)
+    assert plain.to_dict() == {"index": 0, "id": None, "rank": 1, "score": None, "normalized_score": 0.0,
+                               "text": "u", "metadata": {}}
+    again = doc.document
+    assert (again.text, again.id) == ("t", "d") and again.metadata is doc.metadata
+
+
+def test_every_field_of_a_result_reaches_its_dict_and_properties():
+    from rankrelay.results import RankedDocument
+
+    docs = [RankedDocument(1, "b", 2.0, 1, 1.0, id="x"), RankedDocument(0, "a", 1.0, 2, 0.5)]
+    res = RerankResult("q", docs, "be", model="m", timings={"total": 1.0}, normalization="minmax",
+                       num_candidates=5, info={"fallbacks": [{"backend": "api"}], "k": 1})
+    out = res.to_dict()
+    assert {k: v for k, v in out.items() if k != "results"} == {
+        "query": "q", "backend": "be", "model": "m", "normalization": "minmax", "num_candidates": 5,
+        "timings": {"total": 1.0}, "info": {"fallbacks": [{"backend": "api"}], "k": 1}}
+    assert [r["index"] for r in out["results"]] == [1, 0]
+    assert res.ids == ["x", None] and res.indices == [1, 0] and len(res) == 2 and res[1].text == "a"
+    assert res.fallbacks == [{"backend": "api"}] and res.fallbacks is not res.info["fallbacks"]
+    assert RerankResult("q", [], "be").fallbacks == [] and RerankResult("q", [], "be").normalization == "rank"
+    top = res.top_k(1)
+    assert top.indices == [1] and top.num_candidates == 5 and res.indices == [1, 0]
+
+
+@pytest.mark.parametrize("bad, message", [
+    (["ok", 3], "^document 1: expected str, Document or dict with 'text', got int$"),
+    ([{"txt": "a"}], r"^document 0: a dict document needs a str 'text' \(no 'text' key\)$"),
+    ([{"text": 5}], r"^document 0: a dict document needs a str 'text' \('text' is int\)$"),
+    ([{"text": "a", "metadata": [1]}], "^document 0: 'metadata' must be a dict, got list$"),
+    ([Document(7)], "^document 0: text must be str, got int$"),
+    (["a", "b\ud800"], "^document 1 is not valid text: it holds a lone surrogate '\\\\ud800' at position 1$"),
+    ([{"text": "\ud800"}], "^document 0 is not valid text: "),
+    ([Document("x\udfff")], "^document 0 is not valid text: it holds a lone surrogate '\\\\udfff' at position 1$"),
+    ("abc", "^documents must be a list of documents, not a single str; wrap it in a list$"),
+    ({"text": "a"}, "^documents must be a list of documents, not a single dict; wrap it in a list$"),
+])
+def test_bad_documents_say_exactly_what_is_wrong(bad, message):
+    from rankrelay.results import to_documents
+
+    with pytest.raises(InvalidDocumentError, match=message):
+        to_documents(bad)
+
+
+def test_dict_documents_take_id_or_beir_id_and_merge_extra_keys_under_metadata():
+    from rankrelay.results import to_document
+
+    assert to_document({"text": "a", "_id": "b1"}).id == "b1"
+    assert to_document({"text": "a", "id": "i", "_id": "b1"}).id == "i"  # id wins
+    doc = to_document({"text": "a", "title": "T", "metadata": {"title": "kept", "x": 1}})
+    assert doc.metadata == {"title": "kept", "x": 1}  # the explicit metadata wins over an extra key
+    assert to_document({"text": "a"}).metadata == {} and to_document({"text": "a", "y": 2}).metadata == {"y": 2}
+    meta = {"z": 0}
+    assert to_document({"text": "a", "metadata": meta}).metadata is meta  # untouched when there is nothing to add
+
+
+def test_non_ascii_text_is_fine_and_checked_text_comes_back():
+    from rankrelay.results import check_text, unencodable
+
+    assert unencodable("déjà vu ✓") is None and unencodable("plain") is None
+    assert check_text("ünï", "x") == "ünï"
+    with pytest.raises(ValueError, match="^the query is not valid text"):
+        check_text("\ud800", "the query", ValueError)
