@@ -143,3 +143,14 @@ def test_non_ascii_text_is_fine_and_checked_text_comes_back():
     assert check_text("ünï", "x") == "ünï"
     with pytest.raises(ValueError, match="^the query is not valid text"):
         check_text("\ud800", "the query", ValueError)
+
+
+def test_a_result_iterates_in_rank_order_and_top_k_names_its_argument():
+    from rankrelay.results import RankedDocument, to_document
+
+    res = RerankResult("q", [RankedDocument(2, "c", 3.0, 1, 1.0), RankedDocument(0, "a", 1.0, 2, 0.5)], "be")
+    assert [r.index for r in res] == [2, 0]
+    with pytest.raises(InvalidInputError, match="^k must be an int >= 1, got 0$"):
+        res.top_k(0)
+    with pytest.raises(InvalidDocumentError, match="^document 0 is not valid text"):
+        to_document("\ud800")

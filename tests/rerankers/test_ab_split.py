@@ -134,9 +134,20 @@ async def test_single_query_calls_pass_top_n_budget_and_key():
     assert res.backend == "B" and b.seen == [("batch", 1, 3, 100.0)] and res.info["arm"] == "b"
     res = await split.arerank("q", DOCS, 1, budget_ms=50.0, key=key_b)
     assert res.backend == "B" and b.seen[-1] == ("abatch", 1, 1, 50.0)
+    query_in_a = next(f"q{i}" for i in range(100) if split.arm(f"q{i}") == "a")  # the key, not the query, decides
+    assert (await split.arerank(query_in_a, DOCS, key=key_b)).info["arm"] == "b"
+    assert split.rerank(query_in_a, DOCS, key=key_b).info["arm"] == "b"
     query_arm = split.arm("the query itself")
     assert split.rerank("the query itself", DOCS).info["arm"] == query_arm  # no key: the query is the key
     assert (await split.arerank("the query itself", DOCS)).info["arm"] == query_arm
+
+
+def test_defaults_send_a_tenth_of_keys_to_b_under_the_default_salt():
+    from rankrelay.hashing import unit_interval
+
+    split = SplitReranker("identity", "random")
+    assert (split.share_b, split.salt) == (0.1, "rankrelay")
+    assert all(split.arm(f"k{i}") == ("b" if unit_interval(f"rankrelay\x1fk{i}") < 0.1 else "a") for i in range(200))
 
 
 def test_results_say_the_experiment_and_the_arms_are_named():
