@@ -10,8 +10,10 @@ def test_share_and_stability():
     split = SplitReranker("identity", "random:3", share_b=0.2)
     arms = [split.arm(f"user-{i}") for i in range(2000)]
     assert 0.17 < arms.count("b") / len(arms) < 0.23
-    assert arms == [SplitReranker("identity", "random:3", share_b=0.2).arm(f"user-{i}") for i in range(2000)]
-    other_salt = [SplitReranker("identity", "random:3", 0.2, salt="exp-2").arm(f"user-{i}") for i in range(2000)]
+    again = SplitReranker("identity", "random:3", share_b=0.2)  # a new instance (a restarted process) agrees
+    assert arms == [again.arm(f"user-{i}") for i in range(2000)]
+    other = SplitReranker("identity", "random:3", 0.2, salt="exp-2")
+    other_salt = [other.arm(f"user-{i}") for i in range(2000)]
     assert other_salt != arms
 
 
