@@ -45,8 +45,7 @@ class SplitReranker(Composite):
         self.arms = {"a": load_reranker(a), "b": load_reranker(b)}
         self.share_b = share_b
         self.salt = salt
-        self.model = f"a={getattr(self.arms['a'], 'name', '?')} b={getattr(self.arms['b'], 'name', '?')} " \
-                     f"share_b={share_b}"
+        self.model = f"a={self.arms['a'].name} b={self.arms['b'].name} share_b={share_b}"  # (a Reranker has a name)
 
     def arm(self, key: str) -> str:
         """``a`` or ``b`` for ``key``: stable across processes and runs (SHA-256, not Python's hash)."""
