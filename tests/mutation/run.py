@@ -98,9 +98,9 @@ def _pyproject(module: str, tests: list[str]) -> str:
     ])
 
 
-def _prepare(name: str, fresh: bool) -> Path:
+def _prepare(name: str, fresh: bool, root: Path = WORK) -> Path:
     module, tests = MODULES[name]
-    work = WORK / name
+    work = root / name
     if fresh and work.exists():
         shutil.rmtree(work)
     work.mkdir(parents=True, exist_ok=True)
@@ -174,7 +174,7 @@ def _listed() -> dict[tuple[str, str, str], str]:
 def judge(name: str, sample: int | None, fresh: bool, seed: int) -> Outcome:
     module, _ = MODULES[name]
     start = time.monotonic()
-    work = _prepare(name, fresh)
+    work = _prepare(name, fresh, WORK / "sample" if sample else WORK)  # a sample leaves full results alone
     chosen: list[str] = []
     if sample:
         mutants = _all_mutants(work, module)
