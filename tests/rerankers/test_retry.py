@@ -124,3 +124,94 @@ def test_parse_retry_after():
 def test_bad_policy():
     with pytest.raises(ConfigError):
         RetryPolicy(max_attempts=0)
+
+
+# --- what mutation testing found unchecked (tests/mutation/run.py --only retry) ---
+
+def test_backoff_ceilings_double_from_the_initial_value_up_to_the_maximum(monkeypatch):
+    import random
+
+    monkeypatch.setattr(random, "uniform", lambda lo, hi: (lo, hi))  # the range each wait is drawn from
+    policy = RetryPolicy(backoff_initial=0.5, backoff_max=3.0)
+    assert [policy._backoff(n) for n in (1, 2, 3, 4, 5)] == [(0.0, 0.5), (0.0, 1.0), (0.0, 2.0), (0.0, 3.0), (0.0, 3.0)]
+    assert RetryPolicy()._backoff(1) == (0.0, 0.25) and RetryPolicy()._backoff(9) == (0.0, 4.0)  # the defaults
+
+
+def test_default_policy():
+    policy = RetryPolicy()
+    assert (policy.max_attempts, policy.deadline, policy.timeout) == (3, 30.0, 30.0)
+
+
+def test_a_failed_attempt_is_logged_with_its_error_and_wait(caplog):
+    clock = FakeClock()
+    attempt, _ = failing([RateLimitError("slow down", retry_after=1.25)])
+    with caplog.at_level("WARNING"):
+        clock.policy(RetryPolicy(max_attempts=2, deadline=10.0)).run(attempt, name="tei")
+    assert "tei: attempt 1 failed (RateLimitError: slow down); retrying in 1.25 s" in caplog.messages
+
+
+def test_a_call_deadline_overrides_the_policys_and_bounds_every_attempt():
+    clock = FakeClock()
+    attempt, calls = failing([BackendUnavailableError("503")] * 20)
+    with pytest.raises(BackendUnavailableError) as err:
+        clock.policy(RetryPolicy(max_attempts=9, deadline=100.0, timeout=50.0, backoff_initial=1.0,
+                                 backoff_max=1.0)).run(attempt, deadline=3.0)
+    assert calls[0] == 3.0 and all(c <= 3.0 for c in calls) and err.value.attempts == len(calls) < 9
+    assert sum(clock.waits) <= 3.0
+
+
+def test_an_attempt_with_less_than_the_minimum_left_is_not_started():
+    from rankrelay.rerankers.retry import MIN_ATTEMPT_SECONDS
+
+    clock = FakeClock(start=0.0)  # (exact sums)
+    policy = clock.policy(RetryPolicy(deadline=1.0))
+    with pytest.raises(BackendTimeoutError, match=r"^api: deadline of 1.00 s ran out$") as err:
+        policy._attempt_timeout(clock() + MIN_ATTEMPT_SECONDS - 1e-6, "api")
+    assert err.value.retryable is False and err.value.backend == "api"
+    assert policy._attempt_timeout(clock() + MIN_ATTEMPT_SECONDS, "api") == MIN_ATTEMPT_SECONDS
+    assert policy._attempt_timeout(clock() + 100.0, "api") == 30.0  # the request timeout caps it
+
+
+def test_a_retry_that_would_leave_too_little_time_is_not_made():
+    from rankrelay.rerankers.retry import MIN_ATTEMPT_SECONDS
+
+    clock = FakeClock(start=0.0)  # (exact sums)
+    attempt, calls = failing([RateLimitError("429", retry_after=2.0 - MIN_ATTEMPT_SECONDS)])
+    assert clock.policy(RetryPolicy(deadline=2.0)).run(attempt) == "ok"  # exactly the minimum left: made
+    clock = FakeClock(start=0.0)
+    attempt, calls = failing([RateLimitError("429", retry_after=2.0 - MIN_ATTEMPT_SECONDS + 1e-3)])
+    with pytest.raises(RateLimitError):
+        clock.policy(RetryPolicy(deadline=2.0)).run(attempt)
+    assert len(calls) == 1
+
+
+async def test_async_attempts_are_counted_on_the_error():
+    clock = FakeClock()
+
+    async def attempt(timeout):
+        raise BackendUnavailableError("503")
+
+    with pytest.raises(BackendUnavailableError) as err:
+        await clock.policy(RetryPolicy(max_attempts=3, **FAST)).arun(attempt, deadline=60.0)
+    assert err.value.attempts == 3
+
+
+@pytest.mark.parametrize("kwargs, message", [
+    ({"max_attempts": 0}, "^max_attempts must be >= 1, got 0$"),
+    ({"deadline": 0}, "^deadline and timeout must be > 0$"),
+    ({"timeout": -1}, "^deadline and timeout must be > 0$"),
+])
+def test_bad_policies_say_why(kwargs, message):
+    with pytest.raises(ConfigError, match=message):
+        RetryPolicy(**kwargs)
+    assert RetryPolicy(max_attempts=1).max_attempts == 1
+
+
+def test_retry_after_headers_in_every_form():
+    assert retry_after_from_headers(None) is None and retry_after_from_headers({}) is None
+    assert retry_after_from_headers({"RETRY-AFTER-MS": "250"}) == 0.25
+    assert retry_after_from_headers({"retry-after-ms": "-5"}) == 0.0
+    assert retry_after_from_headers({"retry-after-ms": "soon", "Retry-After": "3"}) == 3.0  # a bad ms falls back
+    assert retry_after_from_headers({"x-other": "1"}) is None
+    assert parse_retry_after("-4") == 0.0 and parse_retry_after("1.5") == 1.5
+    assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480.0 - 10) == 10.0
