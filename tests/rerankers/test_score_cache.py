@@ -1,5 +1,6 @@
 """The score cache: repeated pairs skip the model; identities never mix; bounded; shared across processes."""
 
+import struct
 import subprocess
 import sys
 import textwrap
@@ -9,6 +10,7 @@ import pytest
 from numerics import assert_scores_close
 
 from rankrelay import load_reranker
+from rankrelay.errors import ConfigError
 from rankrelay.rerankers.score_cache import DiskScoreCache, open_score_cache, score_key
 
 QUERY = "why does a wing stall"
@@ -185,3 +187,71 @@ def test_a_damaged_or_misplaced_cache_is_a_one_line_config_error(tmp_path):
     (tmp_path / "bad" / "cache.db").write_bytes(b"this is not sqlite" * 100)
     with pytest.raises(ConfigError, match="delete the folder"):
         DiskScoreCache(tmp_path / "bad")
+
+
+# --- what mutation testing found unchecked (tests/mutation/run.py --only score_cache) ---
+
+def test_a_key_hashes_each_field_with_its_length():
+    import hashlib
+
+    from rankrelay.rerankers.score_cache import score_key
+
+    h = hashlib.blake2b(digest_size=16)
+    for part in (b"id", b"q", b"p\xc3\xa9"):
+        h.update(len(part).to_bytes(8, "little") + part)
+    assert score_key("id", "q", "pé") == h.digest() and len(score_key("a", "b", "c")) == 16
+    assert score_key("id", "q", "\ud800") != score_key("id", "q", "?")  # a lone surrogate still makes a key
+
+
+def test_packed_scores_round_trip_and_anything_else_is_refused():
+    from rankrelay.rerankers.score_cache import pack_score, unpack_score
+
+    key, other = b"k" * 16, b"o" * 16
+    packed = pack_score(key, -2.5)
+    assert len(packed) == 16 and packed[:8] == struct.pack("<d", -2.5) and unpack_score(key, packed) == -2.5
+    assert unpack_score(other, packed) is None  # moved to another key
+    assert unpack_score(key, packed[:15]) is None and unpack_score(key, packed + b"x") is None
+    assert unpack_score(key, bytearray(packed)) is None and unpack_score(key, -2.5) is None
+    assert unpack_score(key, pack_score(key, float("inf"))) is None
+    assert unpack_score(key, pack_score(key, float("nan"))) is None
+    assert unpack_score(key, pack_score(key, 0.0)) == 0.0
+
+
+def test_opening_a_score_cache(tmp_path):
+    from rankrelay.lru import LRU
+    from rankrelay.rerankers.score_cache import DEFAULT_SIZE, DiskScoreCache, open_score_cache
+
+    assert open_score_cache(None) is None and open_score_cache("off") is None
+    memory = open_score_cache("memory", size=7)
+    assert isinstance(memory, LRU) and memory.max_size == 7
+    assert open_score_cache("memory").max_size == DEFAULT_SIZE == 100_000
+    own = LRU(3)
+    assert open_score_cache(own) is own
+    disk = open_score_cache(str(tmp_path / "c"))
+    assert isinstance(disk, DiskScoreCache) and disk.directory == str((tmp_path / "c").resolve())
+    assert open_score_cache(f"disk:{tmp_path / 'c'}") is disk  # one store per folder in a process
+    assert repr(disk) == f"<DiskScoreCache {(tmp_path / 'c').resolve()}>"
+    for bad in ("", "  ", 5):
+        with pytest.raises(ConfigError, match="^score_cache must be 'memory', 'off', a directory or a ScoreCache"):
+            open_score_cache(bad)
+    with pytest.raises(ConfigError, match="^score_cache_size must be an int >= 1, got 0$"):
+        open_score_cache("memory", size=0)
+
+
+def test_a_disk_cache_counts_and_logs_rejected_rows_once(tmp_path, caplog):
+    from rankrelay.rerankers.score_cache import DiskScoreCache
+
+    cache = DiskScoreCache(tmp_path / "d", max_bytes=10**6)
+    keys = [bytes([i]) * 16 for i in range(3)]
+    cache.put_many({keys[0]: 1.0, keys[1]: 2})
+    assert len(cache) == 2 and cache.volume() > 0 and cache.get_many(keys) == {keys[0]: 1.0, keys[1]: 2.0}
+    cache._cache.set(keys[2], b"\x00" * 16)  # raw bytes that are not a packed score
+    cache._cache.set(keys[0], cache._cache.get(keys[1]))  # a row moved to another key
+    with caplog.at_level("WARNING"):
+        assert cache.get_many(keys) == {keys[1]: 2.0}
+        cache.get_many(keys)
+    assert cache.rejected == 4
+    assert sum("holds rows that are not scores written by rankrelay" in m for m in caplog.messages) == 1
+    with pytest.raises(TypeError, match="16-byte packed scores only"):
+        cache._cache.set(keys[0], b"short")
+    cache.close()
