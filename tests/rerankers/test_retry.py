@@ -215,3 +215,46 @@ def test_retry_after_headers_in_every_form():
     assert retry_after_from_headers({"x-other": "1"}) is None
     assert parse_retry_after("-4") == 0.0 and parse_retry_after("1.5") == 1.5
     assert parse_retry_after("Wed, 21 Oct 2015 07:28:00 GMT", now=1445412480.0 - 10) == 10.0
+
+
+def test_an_http_date_is_read_against_the_current_time_by_default():
+    assert parse_retry_after(formatdate(time.time() + 30, usegmt=True)) == pytest.approx(30, abs=5)
+
+
+def test_exactly_the_minimum_time_left_still_gets_a_retry():
+    clock = FakeClock(start=0.0)
+    attempt, calls = failing([RateLimitError("429", retry_after=0.0)])
+    assert clock.policy(RetryPolicy(deadline=0.05, timeout=0.5)).run(attempt) == "ok" and calls == [0.05, 0.05]
+
+
+@pytest.mark.parametrize("name, label", [(None, "api"), ("tei", "tei")])
+async def test_a_spent_deadline_names_the_backend(name, label):
+    clock = FakeClock()
+
+    async def attempt(timeout):
+        return "never"
+
+    kwargs = {} if name is None else {"name": name}
+    with pytest.raises(BackendTimeoutError, match=f"^{label}: deadline of 0.01 s ran out$"):
+        clock.policy(RetryPolicy(deadline=0.01)).run(lambda timeout: "never", **kwargs)
+    with pytest.raises(BackendTimeoutError, match=f"^{label}: deadline of 0.01 s ran out$"):
+        await clock.policy(RetryPolicy(deadline=0.01)).arun(attempt, **kwargs)
+
+
+async def test_the_async_log_line_names_the_backend(caplog):
+    clock = FakeClock()
+    calls = []
+
+    async def attempt(timeout):
+        calls.append(timeout)
+        if len(calls) == 1:
+            raise RateLimitError("slow down", retry_after=0.5)
+        return "ok"
+
+    with caplog.at_level("WARNING"):
+        assert await clock.policy(RetryPolicy(deadline=10.0)).arun(attempt, name="jina") == "ok"
+    assert "jina: attempt 1 failed (RateLimitError: slow down); retrying in 0.50 s" in caplog.messages
+
+
+def test_a_short_request_timeout_is_a_valid_policy():
+    assert RetryPolicy(timeout=0.5, deadline=0.5).timeout == 0.5
