@@ -165,3 +165,23 @@ def test_defaults_and_tokenization_cache(tok):
     assert offsets.tolist() == [[0, 1], [2, 4]]
     empty = planner.tokenize([""])[0][0]
     assert empty.shape == (0, 2)
+
+
+@pytest.mark.parametrize("short, window, end", [
+    # window 16, slack 4: a word from token 11 to 20 holds the boundary (16) five tokens in: cut there
+    (11, 16, 33 + 10),
+    # window 48, slack 6: a word from token 42 holds the boundary six tokens in: moved back to its start
+    (42, 48, 3 * 41 + 2),
+    # window 47, slack 5 (47 // 8): a word from token 41 holds it six tokens in: cut there
+    (41, 47, 3 * 41 + 12),
+])
+def test_the_slack_decides_between_moving_back_to_a_word_start_and_cutting(tok, short, window, end):
+    text = " ".join(["ab"] * short + ["x" * 20] + ["ab"] * 20)  # one-token words around a 10-token word
+    (p,) = PassagePlanner(tok, 3 + 1 + window + SAFETY_TOKENS, overlap=0).plan("q", [text])
+    assert p.spans[0] == (0, end)
+
+
+def test_a_long_first_word_is_cut_where_the_window_ends(tok):
+    text = "x" * 60 + " ab"  # word 0 has 30 tokens
+    (p,) = PassagePlanner(tok, 3 + 1 + 18, overlap=0).plan("q", [text])
+    assert p.spans[0] == (0, 32)  # token 16: cut, not moved back within word 0
