@@ -221,3 +221,9 @@ def test_cached_documents_under_a_budget_before_any_speed_is_known(monkeypatch, 
     assert res.info["reranked"] == 6 and res.info["score_cache"] == {"hits": 6, "misses": 0}
     assert "score_cache" not in empty.info  # no document, no cache lookup
     assert all(r.stage is None for r in res)
+
+
+def test_a_budgeted_batch_may_end_with_an_empty_request(model):
+    """Regression: the last request's share of the time was divided among no request to come (ZeroDivisionError)."""
+    res, empty = model.rr.rerank_batch([(QUERY, DOCS[:3]), (QUERY, [])], budget_ms=1_000)
+    assert res.info["reranked"] == 3 and len(empty) == 0 and empty.info["reranked"] == 0
