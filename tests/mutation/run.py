@@ -66,10 +66,16 @@ STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests"
           36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", 37: "type check"}
 
 
+def _status(code: int | None) -> str:
+    """mutmut's verdict for a mutant's exit code."""
+    return "not checked" if code is None else STATUS.get(code, "suspicious")
+
+
 @dataclass
 class Outcome:
     name: str
     module: str
+    work: Path
     counts: dict[str, int] = field(default_factory=dict)
     equivalent: int = 0
     open: list[str] = field(default_factory=list)
@@ -78,10 +84,13 @@ class Outcome:
     seconds: float = 0.0
 
     @property
+    def killed(self) -> int:
+        return self.counts.get("killed", 0) + self.counts.get("timeout", 0)
+
+    @property
     def score(self) -> float:
         total = sum(self.counts.values()) - self.equivalent
-        killed = self.counts.get("killed", 0) + self.counts.get("timeout", 0)
-        return killed / total if total else 1.0
+        return self.killed / total if total else 1.0
 
 
 def _pyproject(module: str, tests: list[str]) -> str:
@@ -187,14 +196,14 @@ def judge(name: str, sample: int | None, fresh: bool, seed: int) -> Outcome:
         codes = {k: codes.get(k) for k in chosen}
     # mutmut keeps a verdict while the source is unchanged, even when a test was added since: try the
     # mutants that were not killed again (a fresh folder gets the same verdict twice, at little cost)
-    again = [k for k, code in codes.items() if STATUS.get(code) not in ("killed", "timeout")]
+    again = [k for k, code in codes.items() if _status(code) not in ("killed", "timeout")]
     if again:
         _mutmut(work, "run", *children, *again)
         codes |= {k: v for k, v in _exit_codes(work, module).items() if k in again}
     listed = _listed()
-    outcome = Outcome(name, module)
+    outcome = Outcome(name, module, work)
     for mutant, code in codes.items():
-        status = STATUS.get(code, "suspicious") if code is not None else "not checked"
+        status = _status(code)
         outcome.counts[status] = outcome.counts.get(status, 0) + 1
         if status in ("survived", "no tests", "suspicious", "not checked"):
             key = _key(work, module, mutant)
@@ -227,19 +236,20 @@ def main(argv: list[str] | None = None) -> int:
     failed = False
     for o in outcomes:
         total = sum(o.counts.values())
-        print(f"{o.name:<12} {total:>7} {o.counts.get('killed', 0) + o.counts.get('timeout', 0):>6} "
+        print(f"{o.name:<12} {total:>7} {o.killed:>6} "
               f"{o.counts.get('survived', 0):>8} {o.counts.get('no tests', 0):>8} {o.equivalent:>5} {len(o.open):>4} "
               f"{len(o.unlisted):>8} {o.score:>6.1%} {o.seconds:>5.0f}s")
         if o.unlisted:
             failed = True
             for mutant in o.unlisted:
-                print(f"  not killed, not listed: {mutant}  (cd .mutation/{o.name} && mutmut show {mutant})")
+                print(f"  not killed, not listed: {mutant}  (cd {o.work.relative_to(ROOT)} && mutmut show {mutant})")
                 if args.diffs:
                     print("    " + o.changes[mutant].replace("\n", "\n    "))
         if not args.sample and o.score < TARGET:
             failed = True
     if args.json:
-        args.json.write_text(json.dumps([o.__dict__ | {"score": o.score} for o in outcomes], indent=1))
+        rows = [o.__dict__ | {"work": str(o.work), "killed": o.killed, "score": o.score} for o in outcomes]
+        args.json.write_text(json.dumps(rows, indent=1))
     return 1 if failed else 0
 
 
