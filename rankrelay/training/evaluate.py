@@ -12,6 +12,7 @@ from __future__ import annotations
 import json
 import logging
 import time
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
@@ -87,28 +88,31 @@ class TimeLimit(TrainerCallback):
     """Stop training (after a last evaluation and save) once ``minutes`` have passed in all.
 
     ``before`` is the training time of earlier runs (a resumed run counts it); each checkpoint keeps the
-    total so far in ``rankrelay_train_s.json``.
+    total so far in ``rankrelay_train_s.json``. ``clock`` reads seconds (a fake one in tests).
     """
 
-    def __init__(self, minutes: float | None, before: float = 0.0) -> None:
+    def __init__(self, minutes: float | None, before: float = 0.0,
+                 clock: Callable[[], float] = time.perf_counter) -> None:
         self.limit = None if minutes is None else minutes * 60.0
         self.before = before
-        self.start = time.perf_counter()
+        self.clock = clock
+        self.start = clock()
 
     @classmethod
-    def resuming(cls, minutes: float | None, checkpoint: str | None) -> TimeLimit:
+    def resuming(cls, minutes: float | None, checkpoint: str | None,
+                 clock: Callable[[], float] = time.perf_counter) -> TimeLimit:
         """A clock that goes on from the training time saved in ``checkpoint`` (none: from zero)."""
         saved = Path(checkpoint) / TRAIN_TIME_FILE if checkpoint else None
         before = json.loads(saved.read_text())["train_s"] if saved is not None and saved.exists() else 0.0
-        return cls(minutes, before=before)
+        return cls(minutes, before=before, clock=clock)
 
     @property
     def elapsed(self) -> float:
         """Training seconds so far, earlier runs included."""
-        return self.before + time.perf_counter() - self.start
+        return self.before + self.clock() - self.start
 
     def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
-        self.start = time.perf_counter()
+        self.start = self.clock()
 
     def on_save(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
         folder = Path(args.output_dir) / f"checkpoint-{state.global_step}"

@@ -20,6 +20,7 @@ import json
 import logging
 import os
 import time
+from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
 from typing import Any
@@ -158,11 +159,13 @@ def _teacher(out: Path, data: Any, queries: dict[str, str], dense: Any, opts: Tr
     return scores
 
 
-def train(dataset: str | os.PathLike[str], out: str | os.PathLike[str], **options: Any) -> dict[str, Any]:
+def train(dataset: str | os.PathLike[str], out: str | os.PathLike[str], *,
+          clock: Callable[[], float] = time.perf_counter, **options: Any) -> dict[str, Any]:
     """Fine-tune a cross-encoder on a BEIR folder's judgments; returns the report (also ``out/train_report.json``).
 
     The model in ``out`` loads with ``load_reranker("cross-encoder:" + out)``; test queries (by the seeded
     split in ``out/split.json``) are never seen in training. Training resumes from ``out/checkpoints``.
+    ``clock`` times training against ``max_minutes``.
     """
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
 
@@ -213,15 +216,15 @@ def train(dataset: str | os.PathLike[str], out: str | os.PathLike[str], **option
     resume = str(checkpoints[-1]) if checkpoints else None
     if resume:
         logger.info("resuming from %s", resume)
-    clock = TimeLimit.resuming(opts.max_minutes, resume)
+    limit = TimeLimit.resuming(opts.max_minutes, resume, clock=clock)
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train_set,
-                                  loss=_loss(model, opts.loss, opts.batch_size), evaluator=dev, callbacks=[clock])
+                                  loss=_loss(model, opts.loss, opts.batch_size), evaluator=dev, callbacks=[limit])
     trainer.train(resume_from_checkpoint=resume)
-    train_seconds = clock.elapsed - clock.before
+    train_seconds = limit.elapsed - limit.before
     model.save_pretrained(str(out))
     per_row = sum(len(t.docs) for t in lists) / len(lists) if opts.loss == "listwise" else 1.0
     steps = trainer.state.global_step - (int(resume.rsplit("-", 1)[1]) if resume else 0)
-    timings = {"prepare_s": prepared - started, "train_s": clock.before + train_seconds,
+    timings = {"prepare_s": prepared - started, "train_s": limit.before + train_seconds,
                "train_s_this_run": train_seconds, "steps": trainer.state.global_step,
                "pairs_per_s": steps * opts.batch_size * per_row / train_seconds if train_seconds > 0 else 0.0,
                "resumed_from": resume}

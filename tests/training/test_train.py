@@ -191,3 +191,49 @@ def test_train_and_bench_on_the_test_split_from_the_command_line(beir, tmp_path,
     assert data["queries"] == len(load_split(out, "test")) == 5
     bad = runner.invoke(app, ["bench", "--dataset", str(beir), "--backends", "identity", "--queries", "test"])
     assert bad.exit_code == 2 and "--split-file" in bad.output
+
+
+class Ticking:
+    """A clock that moves ``step`` seconds each time it is read (training reads it once per step and save)."""
+
+    def __init__(self, step: float) -> None:
+        self.now, self.step = 0.0, step
+
+    def __call__(self) -> float:
+        self.now += self.step
+        return self.now
+
+
+def test_the_time_limit_stops_only_past_the_limit_and_asks_for_a_last_evaluation_and_save():
+    from transformers import TrainerControl, TrainerState
+
+    from rankrelay.testing import FakeClock
+    from rankrelay.training.evaluate import TimeLimit
+
+    clock = FakeClock(start=0.0)
+    limit = TimeLimit(1.0, before=20.0, clock=clock)  # 20 s from an earlier run count against the minute
+    state = TrainerState(global_step=7)
+    limit.on_train_begin(None, state, TrainerControl())
+    clock.sleep(40.0)  # 60 s in all: at the limit, not past it
+    control = limit.on_step_end(None, state, TrainerControl())
+    assert limit.elapsed == 60.0
+    assert not (control.should_training_stop or control.should_save or control.should_evaluate)
+    clock.sleep(0.5)
+    control = limit.on_step_end(None, state, TrainerControl())
+    assert control.should_training_stop and control.should_save and control.should_evaluate
+    assert TimeLimit(None, clock=clock).on_step_end(None, state, TrainerControl()).should_training_stop is False
+
+
+def test_max_minutes_stops_training_early_with_the_last_step_evaluated_and_the_model_saved(beir, tmp_path,
+                                                                                              tiny_bi_path):
+    out = tmp_path / "limited"
+    opts = {**OPTIONS, "epochs": 3, "evals_per_epoch": 4}
+    # each read of the clock is 20 s: a 1-minute limit is passed within a few steps
+    report = train(beir, out, base=tiny_bi_path, retriever_model=tiny_bi_path, max_minutes=1.0,
+                   clock=Ticking(20.0), **opts)
+    steps = report["timings"]["steps"]
+    full_run = opts["epochs"] * -(-report["train_lists"] // opts["batch_size"])
+    assert 0 < steps < full_run // 2
+    assert report["timings"]["train_s"] > 60.0
+    assert max(step for step, _ in report["dev_curve"]) == steps  # evaluated where it stopped
+    assert load_reranker(f"cross-encoder:{out}").rerank("lift on a wing", ["wing lift", "paris"])
