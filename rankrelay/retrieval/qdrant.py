@@ -21,7 +21,6 @@ import json
 import logging
 import os
 import threading
-import warnings
 import weakref
 from collections.abc import Sequence
 from pathlib import Path
@@ -29,7 +28,13 @@ from time import perf_counter
 from typing import Any
 
 from rankrelay._optional import import_optional
-from rankrelay.errors import BackendUnavailableError, ConfigError, DamagedArtifactError, InvalidInputError
+from rankrelay.errors import (
+    AuthenticationError,
+    BackendUnavailableError,
+    ConfigError,
+    DamagedArtifactError,
+    InvalidInputError,
+)
 from rankrelay.hashing import read_json_file
 from rankrelay.hub import canonical_model_id
 from rankrelay.rerankers.bi_encoder import BiEncoderReranker
@@ -70,13 +75,18 @@ def connect(path: str | os.PathLike[str] | None = None, url: str | None = None, 
         local = qdrant_client.QdrantClient(path=str(path), force_disable_check_same_thread=True)
         atexit.register(_close_at_exit, weakref.ref(local))
         return local
-    with warnings.catch_warnings():  # its version check warns when the server is down; the check below says so
-        warnings.simplefilter("ignore", UserWarning)
-        client = qdrant_client.QdrantClient(url=url, api_key=api_key, timeout=max(1, int(timeout)))
+    # its own version check runs in a thread that warns when the server is down or refuses the key: the call
+    # below checks the server instead, and says which
+    client = qdrant_client.QdrantClient(url=url, api_key=api_key, timeout=max(1, int(timeout)),
+                                        check_compatibility=False)
     try:
         client.get_collections()
     except Exception as exc:  # qdrant-client raises its own transport errors (HTTP or gRPC)
         client.close()
+        status = getattr(exc, "status_code", None)
+        if status in (401, 403):
+            raise AuthenticationError(f"Qdrant at {url} refused the API key ({status}); pass api_key or set "
+                                      "QDRANT_API_KEY", backend="qdrant", status=status) from None
         raise BackendUnavailableError(f"Qdrant at {url} is unreachable: {type(exc).__name__}: {exc}",
                                       backend="qdrant") from None
     return client

@@ -50,6 +50,8 @@ class FakeServer:
 
     #: the body of a reply cut off mid-way (for ``Fault("malformed")``)
     malformed_body = b'{"id": "x", "results": [{"index": 0, "relevance'
+    #: the HTTP methods the API answers (others get 501 from the standard library)
+    methods: tuple[str, ...] = ("POST",)
 
     def __init__(self, api_key: str | None = API_KEY) -> None:
         self.api_key = api_key
@@ -81,7 +83,12 @@ class FakeServer:
                     with server._lock:
                         server._connections -= 1
 
-            def do_POST(self) -> None:  # noqa: N802
+            def __getattr__(self, name: str) -> Any:
+                if name.startswith("do_") and name[3:] in server.methods:
+                    return self.serve
+                raise AttributeError(name)
+
+            def serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
                 raw = self.rfile.read(length)
                 try:
@@ -89,8 +96,8 @@ class FakeServer:
                 except ValueError:
                     body = None
                 with server._lock:
-                    server.requests.append({"path": self.path, "headers": dict(self.headers), "body": body,
-                                            "time": time.monotonic()})
+                    server.requests.append({"method": self.command, "path": self.path, "headers": dict(self.headers),
+                                            "body": body, "time": time.monotonic()})
                     fault = server.faults.pop(0) if server.faults else None
                     server._in_flight += 1
                     server.max_in_flight = max(server.max_in_flight, server._in_flight)

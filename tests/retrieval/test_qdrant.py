@@ -174,3 +174,61 @@ def test_an_embedded_retriever_left_open_exits_without_a_traceback(tmp_path):
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0 and "built" in done.stdout
     assert "Traceback" not in done.stderr and "Exception ignored" not in done.stderr, done.stderr
+
+
+# a key sent over plain http to 127.0.0.1: qdrant-client rightly warns, and the fake server has no TLS
+INSECURE = pytest.mark.filterwarnings("ignore:Api key is used with an insecure connection")
+
+
+@pytest.fixture
+def qdrant_server():
+    from rankrelay.testing import FakeQdrantAPI
+
+    api = FakeQdrantAPI().start()
+    yield api
+    api.stop()
+
+
+@INSECURE
+def test_server_mode_builds_saves_and_reopens_a_collection_that_searches_like_the_embedded_one(
+        qdrant_server, store, docs, tiny_bi_path, tmp_path, monkeypatch):
+    from rankrelay.testing import API_KEY
+
+    embedded, _ = store
+    built = QdrantRetriever.build(docs, model=tiny_bi_path, url=qdrant_server.url, api_key=API_KEY, device="cpu")
+    assert len(built) == 200 and built.location == qdrant_server.url
+    found = {q: built.search(q, 10) for q in QUERIES}
+    for query, got in found.items():
+        assert got.ids == embedded.search(query, 10).ids
+        assert all((r.text, r.metadata) == (docs[r.index]["text"], docs[r.index]["metadata"]) for r in got)
+    folder = built.save(tmp_path / "index" / "qdrant")
+    built.close()
+    manifest = (folder / "manifest.json").read_text()
+    assert qdrant_server.url in manifest and API_KEY not in manifest  # the key never lands in a file
+    monkeypatch.setenv("QDRANT_API_KEY", API_KEY)  # reopening takes the key from the environment
+    again = open_index(tmp_path / "index", "dense", device="cpu")
+    assert again.name == "qdrant" and len(again) == 200
+    assert {q: again.search(q, 10).ids for q in QUERIES} == {q: r.ids for q, r in found.items()}
+    assert [d.id for d in again.docs] == [d["id"] for d in docs]  # read back page by page (scroll)
+    again.close()
+    sent = [r for r in qdrant_server.requests if r["path"].startswith("/collections")]
+    assert sent and all(r["headers"].get("api-key") == API_KEY for r in sent)
+
+
+@INSECURE
+def test_a_wrong_api_key_is_an_authentication_error_not_an_unreachable_server(qdrant_server, tiny_bi_path,
+                                                                                monkeypatch):
+    from rankrelay.errors import AuthenticationError
+
+    monkeypatch.delenv("QDRANT_API_KEY", raising=False)
+    for key in ("wrong-key", None):
+        with pytest.raises(AuthenticationError, match=r"Qdrant at .* refused the API key.*QDRANT_API_KEY"):
+            finishes(lambda key=key: QdrantRetriever.open(url=qdrant_server.url, api_key=key))
+
+
+@INSECURE
+def test_server_mode_names_a_missing_collection(qdrant_server):
+    from rankrelay.testing import API_KEY
+
+    with pytest.raises(ConfigError, match=f"no Qdrant collection 'absent' at {qdrant_server.url}"):
+        QdrantRetriever.open(url=qdrant_server.url, api_key=API_KEY, collection="absent")
