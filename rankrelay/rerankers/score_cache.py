@@ -144,12 +144,12 @@ class DiskScoreCache:
                 continue
             score = unpack_score(key, stored)
             if score is None:
-                self._reject(key)
+                self._reject()
                 continue
             found[key] = score
         return found
 
-    def _reject(self, key: bytes) -> None:
+    def _reject(self) -> None:
         self.rejected += 1
         if self.rejected == 1:
             logger.warning("score cache %s holds rows that are not scores written by rankrelay (damaged or edited):"

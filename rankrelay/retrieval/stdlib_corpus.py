@@ -27,18 +27,36 @@ SKIP_DIRS = {"test", "tests", "idlelib", "tkinter", "turtledemo", "lib2to3", "en
 
 
 def _docstrings(path: Path, module: str) -> Iterator[tuple[str, str]]:
+    """(qualified name, docstring) of the module and its public classes and functions, nested ones named
+    through their parents (``mod.Class.method``); a name defined twice (``if``/``else``) gets ``~2``, ``~3``."""
     try:
         tree = ast.parse(path.read_text(encoding="utf-8"), filename=str(path))
     except (SyntaxError, UnicodeDecodeError, OSError):
         return
-    doc = ast.get_docstring(tree)
-    if doc:
-        yield module, doc
-    for node in ast.walk(tree):
-        if isinstance(node, (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)) and not node.name.startswith("_"):
-            doc = ast.get_docstring(node)
-            if doc:
-                yield f"{module}.{node.name}", doc
+    seen: dict[str, int] = {}
+
+    def visit(node: ast.AST, name: str) -> Iterator[tuple[str, str]]:
+        doc = ast.get_docstring(node) if isinstance(node, (ast.Module, *_DEFS)) else None
+        if doc:
+            seen[name] = seen.get(name, 0) + 1
+            yield (name if seen[name] == 1 else f"{name}~{seen[name]}"), doc
+        for child in _children(node):
+            if not child.name.startswith("_"):
+                yield from visit(child, f"{name}.{child.name}")
+
+    yield from visit(tree, module)
+
+
+_DEFS = (ast.ClassDef, ast.FunctionDef, ast.AsyncFunctionDef)
+
+
+def _children(node: ast.AST) -> Iterator[ast.ClassDef | ast.FunctionDef | ast.AsyncFunctionDef]:
+    """The classes and functions defined directly in ``node``'s body (also inside its if/try/with blocks)."""
+    for child in ast.iter_child_nodes(node):
+        if isinstance(child, _DEFS):
+            yield child
+        elif not isinstance(child, (ast.Lambda, ast.expr)):
+            yield from _children(child)
 
 
 def _passages(text: str, max_words: int, min_words: int) -> Iterator[str]:

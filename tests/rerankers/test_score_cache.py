@@ -255,3 +255,65 @@ def test_a_disk_cache_counts_and_logs_rejected_rows_once(tmp_path, caplog):
     with pytest.raises(TypeError, match="16-byte packed scores only"):
         cache._cache.set(keys[0], b"short")
     cache.close()
+
+
+def test_one_rejected_row_is_logged_at_once_and_a_missing_key_does_not_end_the_lookup(tmp_path, caplog):
+    cache = DiskScoreCache(tmp_path / "d")
+    missing, good, bad = (bytes([i]) * 16 for i in range(3))
+    cache.put_many({good: 1.0})
+    cache._cache.set(bad, b"\x01" * 16)
+    with caplog.at_level("WARNING"):
+        assert cache.get_many([missing, bad, good]) == {good: 1.0}
+    assert cache.rejected == 1 and len(caplog.records) == 1
+
+
+def test_a_row_in_another_mode_is_rejected_even_when_its_bytes_are_a_valid_score(tmp_path):
+    from rankrelay.rerankers.score_cache import pack_score
+
+    cache = DiskScoreCache(tmp_path / "d")
+    key = score_key("m", "q", "p")
+    cache.put_many({key: 3.0})
+    with _rows(tmp_path / "d") as db:  # the same bytes, marked as a pickle (mode 4): never decoded, not served
+        db.execute("UPDATE Cache SET mode = 4, value = ?", (pack_score(key, 3.0),))
+    assert cache.get_many([key]) == {} and cache.rejected == 1
+
+
+def test_the_store_reads_raw_keys_only_and_refuses_to_unpickle_one(tmp_path):
+    import diskcache
+
+    from rankrelay.rerankers.score_cache import _raw_disk
+
+    disk = _raw_disk(diskcache)(str(tmp_path))
+    assert disk.get(b"k" * 16, True) == b"k" * 16
+    with pytest.raises(OSError, match="^not a raw key$"):
+        disk.get(b"\x80\x04K\x01.", False)  # a pickled key (mode 0): refused, not unpickled
+
+
+def test_the_byte_bound_counts_the_database_pages_a_score_is_stored_inline(tmp_path):
+    cache = DiskScoreCache(tmp_path / "d")
+    cache.put_many({bytes([i]) * 16: float(i) for i in range(50)})
+    with _rows(tmp_path / "d") as db:
+        pages = db.execute("PRAGMA page_count").fetchone()[0] * db.execute("PRAGMA page_size").fetchone()[0]
+    assert cache.volume() == pages  # no per-row size on top: an inline score has no file of its own
+
+
+def test_what_goes_wrong_with_a_disk_cache_is_named(tmp_path, monkeypatch):
+    from rankrelay.errors import MissingDependencyError
+
+    (tmp_path / "file").write_text("x")
+    with pytest.raises(ConfigError, match=r"is a file, not a folder; name a folder \(score_cache=DIR\) or remove "):
+        DiskScoreCache(tmp_path / "file")
+    (tmp_path / "bad").mkdir()
+    (tmp_path / "bad" / "cache.db").write_bytes(b"this is not sqlite" * 100)
+    with pytest.raises(ConfigError, match=r"damaged or unreadable \(DatabaseError: .*\); delete the folder and it "
+                                          r"is rebuilt$"):
+        DiskScoreCache(tmp_path / "bad")
+    cache = DiskScoreCache(tmp_path / "dropped")
+    with _rows(tmp_path / "dropped") as db:
+        db.execute("DROP TABLE Cache")
+    with pytest.raises(ConfigError, match=r"is damaged \(no such table: Cache\); delete the folder and it is "
+                                          r"rebuilt$"):
+        cache.get_many([b"k" * 16])
+    monkeypatch.setitem(sys.modules, "diskcache", None)
+    with pytest.raises(MissingDependencyError, match=r"a persistent score cache.*rankrelay\[cache\]"):
+        DiskScoreCache(tmp_path / "d")
