@@ -185,3 +185,14 @@ def test_a_long_first_word_is_cut_where_the_window_ends(tok):
     text = "x" * 60 + " ab"  # word 0 has 30 tokens
     (p,) = PassagePlanner(tok, 3 + 1 + 18, overlap=0).plan("q", [text])
     assert p.spans[0] == (0, 32)  # token 16: cut, not moved back within word 0
+
+
+@pytest.mark.parametrize(("word_ids", "expected"), [
+    ([0, 1, 1, 1, 2], 1),  # back to the word start one past the previous start
+    ([1, 1, 1, 1, 2], 3),  # the word began at the previous start itself: cut where it stands, never moved to it
+    ([0, 0, 1, 1, 2], 2),  # a word start within the slack
+])
+def test_a_boundary_moves_back_to_a_word_start_but_never_to_the_previous_start(word_ids, expected):
+    from rankrelay.rerankers.passages import _align
+
+    assert _align(word_ids, 3, 0, slack=4) == expected

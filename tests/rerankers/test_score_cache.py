@@ -71,12 +71,16 @@ def test_memory_cache_is_bounded(tiny_ce_path):
     assert rr.rerank(QUERY, DOCS[-3:]).info["score_cache"]["hits"] == 3  # the most recent stay
 
 
-def test_disk_cache_is_bounded_in_bytes(tmp_path):
+def test_disk_cache_is_bounded_in_bytes_and_evicts_the_least_recently_read(tmp_path):
     cache = DiskScoreCache(tmp_path / "small", max_bytes=200_000)
+    kept, others = score_key("m", "q", "kept"), [score_key("m", "q", f"old{i}") for i in range(5)]
+    cache.put_many({kept: -1.0} | {k: 0.0 for k in others})
     for start in range(0, 20_000, 1000):
+        cache.get_many([kept])  # read often: the oldest stored, but never the least recently used
         cache.put_many({score_key("m", "q", str(i)): float(i) for i in range(start, start + 1000)})
     assert cache.volume() < 1_000_000 and len(cache) < 20_000
     assert cache.get_many([score_key("m", "q", "19999")]) == {score_key("m", "q", "19999"): 19999.0}
+    assert cache.get_many([kept, *others]) == {kept: -1.0}
 
 
 def test_disk_cache_is_shared_across_processes(tiny_ce_path, tmp_path):
@@ -252,7 +256,7 @@ def test_a_disk_cache_counts_and_logs_rejected_rows_once(tmp_path, caplog):
         cache.get_many(keys)
     assert cache.rejected == 4
     assert sum("holds rows that are not scores written by rankrelay" in m for m in caplog.messages) == 1
-    with pytest.raises(TypeError, match="16-byte packed scores only"):
+    with pytest.raises(TypeError, match="^the score cache stores 16-byte packed scores only$"):
         cache._cache.set(keys[0], b"short")
     cache.close()
 
@@ -315,5 +319,5 @@ def test_what_goes_wrong_with_a_disk_cache_is_named(tmp_path, monkeypatch):
                                           r"rebuilt$"):
         cache.get_many([b"k" * 16])
     monkeypatch.setitem(sys.modules, "diskcache", None)
-    with pytest.raises(MissingDependencyError, match=r"a persistent score cache.*rankrelay\[cache\]"):
+    with pytest.raises(MissingDependencyError, match=r"^a persistent score cache needs .*rankrelay\[cache\]"):
         DiskScoreCache(tmp_path / "d")
