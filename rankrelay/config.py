@@ -45,19 +45,65 @@ class Preset:
     max_length: int
     activation: str
     description: str
+    #: nDCG@10 on TREC DL 2019 (passages) as its authors published it (sbert.net's table); None: not published
+    dl19_ndcg10: float | None = None
 
 
+#: The published tiers, fastest first (docs/s on a V100 in sbert.net's table: 9000, 4100, 2500, 1800, 960).
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
+        Preset("tinybert-l2", "cross-encoder", "cross-encoder/ms-marco-TinyBERT-L2-v2", 512, "sigmoid",
+               "MS MARCO TinyBERT, 2 layers x 128 (4M params): the fastest English tier", 69.84),
+        Preset("minilm-l2", "cross-encoder", "cross-encoder/ms-marco-MiniLM-L2-v2", 512, "sigmoid",
+               "MS MARCO MiniLM, 2 layers (15M params): fast English tier", 71.01),
+        Preset("minilm-l4", "cross-encoder", "cross-encoder/ms-marco-MiniLM-L4-v2", 512, "sigmoid",
+               "MS MARCO MiniLM, 4 layers (19M params): English", 73.04),
         Preset("minilm-l6", "cross-encoder", "cross-encoder/ms-marco-MiniLM-L-6-v2", 512, "sigmoid",
-               "MS MARCO MiniLM, 6 layers (22M params): fast English reranker"),
+               "MS MARCO MiniLM, 6 layers (22M params): fast English reranker", 74.30),
         Preset("minilm-l12", "cross-encoder", "cross-encoder/ms-marco-MiniLM-L-12-v2", 512, "sigmoid",
-               "MS MARCO MiniLM, 12 layers (33M params): English, more accurate"),
+               "MS MARCO MiniLM, 12 layers (33M params): English, more accurate", 74.31),
         Preset("bge-base", "cross-encoder", "BAAI/bge-reranker-base", 512, "sigmoid",
                "BGE reranker base (XLM-RoBERTa, 278M params): English and Chinese"),
         Preset("bge-large", "cross-encoder", "BAAI/bge-reranker-large", 512, "sigmoid",
                "BGE reranker large (XLM-RoBERTa, 560M params): English and Chinese"),
+    )
+}
+
+
+@dataclass(frozen=True, slots=True)
+class Profile:
+    """A named speed/quality trade-off: the first tier orders every candidate, the next reorders its best ``keep``.
+
+    Load it like a preset (``load_reranker("balanced")``, ``backend = "balanced"``); options given with it
+    (``device``, ``batch_size``, ...) go to every tier, ``keep`` to the cascade.
+    """
+
+    name: str
+    tiers: tuple[str, ...]
+    keep: int | None
+    description: str
+
+    def spec(self, options: dict[str, Any] | None = None) -> dict[str, Any]:
+        """What :func:`~rankrelay.load_reranker` builds: one tier, or a cascade of two."""
+        stage_options = dict(options or {})
+        keep = stage_options.pop("keep", self.keep)
+        stages = [{"spec": tier, **stage_options} for tier in self.tiers]
+        if len(stages) == 1:
+            return stages[0]
+        return {"spec": "cascade", "cheap": stages[0], "strong": stages[1], "keep": keep}
+
+
+#: What each profile is, in one place (``rankrelay models`` shows it). The tiers' published DL19 nDCG@10:
+#: tinybert-l2 69.84, minilm-l6 74.30, minilm-l12 74.31; a cascade's quality is near its strong tier's when the
+#: cheap tier keeps the strong tier's top 10 inside ``keep`` (benchmarks/tiers.py measures it on real data).
+PROFILES: dict[str, Profile] = {
+    p.name: p
+    for p in (
+        Profile("fast", ("tinybert-l2",), None, "tinybert-l2 over every candidate"),
+        Profile("balanced", ("tinybert-l2", "minilm-l6"), 20,
+                "tinybert-l2 over every candidate, minilm-l6 over its best 20"),
+        Profile("best", ("minilm-l6", "minilm-l12"), 30, "minilm-l6 over every candidate, minilm-l12 over its best 30"),
     )
 }
 
@@ -120,7 +166,8 @@ class Settings(BaseSettings):
         validate_default=True,
     )
 
-    backend: str = Field("minilm-l6", description="backend spec: a preset, or 'name:model'")
+    backend: str = Field("minilm-l6", description="backend spec: a preset, a profile (fast, balanced, best), or "
+                                                   "'name:model'")
     device: str = Field("auto", description="auto, cpu, cuda, cuda:N or mps")
     batch_size: int = Field(32, ge=1, description="pairs per forward pass")
     max_length: int | None = Field(None, ge=8, description="model window in tokens (default: the model's)")

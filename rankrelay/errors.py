@@ -57,7 +57,7 @@ class ConfigError(RankRelayError, ValueError):
 
 
 class UnknownBackendError(ConfigError):
-    """A backend spec names no registered backend and no preset."""
+    """A backend spec names no registered backend, preset or profile."""
 
     def __init__(self, spec: str, known: Iterable[str]) -> None:
         self.spec = spec
@@ -65,7 +65,7 @@ class UnknownBackendError(ConfigError):
         hint = ""
         if "/" in spec and ":" not in spec:
             hint = f" For a Hugging Face model id or a local path, write 'cross-encoder:{spec}'."
-        super().__init__(f"unknown backend or preset {spec!r}; known: {', '.join(self.known)}.{hint}")
+        super().__init__(f"unknown backend, preset or profile {spec!r}; known: {', '.join(self.known)}.{hint}")
 
 
 class MissingDependencyError(RankRelayError, ImportError):

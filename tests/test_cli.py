@@ -85,6 +85,30 @@ def test_models_lists_presets_and_backends():
     assert "[fallback] in the config" in " ".join(out.output.split())  # descriptions are text, not markup
 
 
+def test_models_shows_published_quality_and_what_each_profile_runs(tmp_path, monkeypatch, tiny_ce_path):
+    import shutil
+
+    from rankrelay import PRESETS
+
+    cache = tmp_path / "hub"  # tinybert-l2's weights in the Hugging Face cache: 'fast' is ready, 'balanced' is not
+    repo = cache / ("models--" + PRESETS["tinybert-l2"].model.replace("/", "--"))
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text("0" * 40)
+    shutil.copytree(tiny_ce_path, repo / "snapshots" / ("0" * 40))
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = runner.invoke(app, ["models"], terminal_width=200)
+    assert out.exit_code == 0, out.output
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in out.output.splitlines() if line.startswith("│")}
+    assert rows["tinybert-l2"][2:] == ["69.84", "cache"] and rows["minilm-l12"][2:] == ["74.31", "hub"]
+    assert rows["bge-base"][2] == "-"
+    assert rows["fast"] == ["tinybert-l2 over every candidate", "on this machine"]
+    assert rows["balanced"] == ["tinybert-l2 over every candidate, minilm-l6 over its best 20", "hub: minilm-l6"]
+
+
 COMMANDS = ["rerank", "models", "demo", "index", "search", "bench", "train", "serve", "report", "rerank-batch"]
 
 

@@ -11,7 +11,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from rankrelay.cli.common import ConfigOption, app, console, fail, render_result
-from rankrelay.config import PRESETS
+from rankrelay.config import PRESETS, PROFILES
 from rankrelay.errors import RankRelayError
 
 
@@ -63,16 +63,27 @@ def models(config: ConfigOption = None) -> None:
     from rankrelay.hub import find_local
     from rankrelay.rerankers import backends
 
-    presets = Table(title="presets (weights: where they are on this machine)", title_justify="left")
-    for col in ("name", "model", "max len", "activation", "weights"):
+    presets = Table(title="presets (DL19: published nDCG@10 on TREC DL 2019; weights: where they are on this "
+                          "machine)", title_justify="left")
+    for col in ("name", "model", "max len", "DL19", "weights"):
         presets.add_column(col)
+    weights: dict[str, str] = {}
     for p in PRESETS.values():
         try:
             local = find_local(p.model)
         except RankRelayError:
             local = None
-        presets.add_row(p.name, p.model, str(p.max_length), p.activation, local.source if local else "hub")
+        weights[p.name] = local.source if local else "hub"
+        quality = f"{p.dl19_ndcg10:.2f}" if p.dl19_ndcg10 is not None else "-"
+        presets.add_row(p.name, p.model, str(p.max_length), quality, weights[p.name])
     console.print(presets)
+    profiles = Table(title="profiles (load like a preset: --model balanced)", title_justify="left")
+    for col in ("name", "what it runs", "weights"):
+        profiles.add_column(col)
+    for f in PROFILES.values():
+        missing = [t for t in f.tiers if weights.get(t) == "hub"]
+        profiles.add_row(f.name, f.description, f"hub: {', '.join(missing)}" if missing else "on this machine")
+    console.print(profiles)
     table = Table(title="backends (spec: name:model)", title_justify="left")
     for col in ("name", "extra", "about"):
         table.add_column(col)

@@ -19,7 +19,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
-from rankrelay.config import PRESETS, Settings
+from rankrelay.config import PRESETS, PROFILES, Settings
 from rankrelay.errors import UNAVAILABLE, ConfigError, UnknownBackendError
 from rankrelay.rerankers import bi_encoder, cohere, colbert, cross_encoder, http, llm_listwise, llm_pointwise, reference
 from rankrelay.rerankers.api import API_OPTIONS
@@ -66,15 +66,24 @@ def backends() -> list[BackendInfo]:
     return [_REGISTRY[k] for k in sorted(_REGISTRY)]
 
 
+def known_names() -> list[str]:
+    """What a spec may start with: registered backends, presets and profiles."""
+    return [*_REGISTRY, *PRESETS, *PROFILES]
+
+
 def parse_spec(spec: str) -> tuple[str, str | None, str | None]:
-    """Split a spec into ``(backend, model, preset)``; raise :class:`UnknownBackendError`."""
+    """Split a spec into ``(backend, model, preset)`` (a profile is a ``cascade``, or its one tier's preset);
+    raise :class:`UnknownBackendError`."""
     spec = spec.strip()
+    if spec in PROFILES:
+        tiers = PROFILES[spec].tiers
+        return ("cascade", None, None) if len(tiers) > 1 else parse_spec(tiers[0])
     if spec in PRESETS:
         return PRESETS[spec].backend, PRESETS[spec].model, spec
     name, sep, rest = spec.partition(":")
     if name in _REGISTRY:
         return name, (rest.strip() or None) if sep else None, None
-    raise UnknownBackendError(spec, [*_REGISTRY, *PRESETS])
+    raise UnknownBackendError(spec, known_names())
 
 
 def split_options(spec: str) -> tuple[str, dict[str, Any]]:
@@ -173,7 +182,10 @@ def load_reranker(
     if spec is None and settings.fallback:
         chain = _chain_items(settings.fallback, settings, bool(options.get("strict", False)))
         return _build("fallback", None, None, {"chain": chain, **options}, defaults=None)
-    backend, model, preset = parse_spec(spec if spec is not None else settings.backend)
+    spec = spec.strip() if spec is not None else settings.backend.strip()
+    if spec in PROFILES:
+        return load_reranker(PROFILES[spec].spec(options), settings=settings)
+    backend, model, preset = parse_spec(spec)
     return _build(backend, model, preset, options, defaults=settings)
 
 
@@ -196,7 +208,7 @@ def _build(backend: str, model: str | None, preset: str | None, options: dict[st
     """The registered factory of ``backend`` with ``options`` over ``defaults``' options for it (a chain's
     stages already have theirs, so it takes none)."""
     if backend not in _REGISTRY:
-        raise UnknownBackendError(backend, [*_REGISTRY, *PRESETS])
+        raise UnknownBackendError(backend, known_names())
     info = _REGISTRY[backend]
     unknown = set(options) - info.options
     if unknown:

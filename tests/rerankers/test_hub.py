@@ -27,6 +27,9 @@ def fake_hub_cache(cache: Path, repo_id: str, model_dir: Path) -> Path:
 @pytest.mark.parametrize(
     "preset, repo_id, builder",
     [
+        ("tinybert-l2", "cross-encoder/ms-marco-TinyBERT-L2-v2", build_bert_cross_encoder),
+        ("minilm-l2", "cross-encoder/ms-marco-MiniLM-L2-v2", build_bert_cross_encoder),
+        ("minilm-l4", "cross-encoder/ms-marco-MiniLM-L4-v2", build_bert_cross_encoder),
         ("minilm-l6", "cross-encoder/ms-marco-MiniLM-L-6-v2", build_bert_cross_encoder),
         ("minilm-l12", "cross-encoder/ms-marco-MiniLM-L-12-v2", build_bert_cross_encoder),
         ("bge-base", "BAAI/bge-reranker-base", build_xlmr_cross_encoder),
@@ -42,12 +45,14 @@ def test_presets_load_from_the_hugging_face_cache(tmp_path, preset, repo_id, bui
     assert find_local(repo_id, cache_folder=str(cache)).source == "cache"
 
 
-def test_offline_mode_fails_fast_naming_the_model_and_the_remedy(monkeypatch, tmp_path):
+@pytest.mark.parametrize(("spec", "missing"), [("minilm-l6", "cross-encoder/ms-marco-MiniLM-L-6-v2"),
+                                               ("balanced", "cross-encoder/ms-marco-TinyBERT-L2-v2")])
+def test_offline_mode_fails_fast_naming_the_model_and_the_remedy(monkeypatch, tmp_path, spec, missing):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    with pytest.raises(ModelNotFoundError) as err:
-        finishes(load_reranker("minilm-l6", cache_folder=str(tmp_path)).warm_up)
+    with pytest.raises(ModelNotFoundError) as err:  # a profile fails like the preset it is missing
+        finishes(load_reranker(spec, cache_folder=str(tmp_path)).warm_up)
     msg = str(err.value)
-    assert "cross-encoder/ms-marco-MiniLM-L-6-v2" in msg and "local directory" in msg and "HF_HUB_OFFLINE" in msg
+    assert missing in msg and "local directory" in msg and "HF_HUB_OFFLINE" in msg
 
 
 @pytest.fixture

@@ -106,3 +106,55 @@ def test_spec_options_after_a_question_mark(tiny_ce_path):
         load_reranker("minilm-l6?runtime")
     with pytest.raises(ConfigError, match="unknown option"):
         load_reranker("minilm-l6?bogus=1")
+
+
+# -- tiers and profiles (#26) ----------------------------------------------------------------------
+def test_the_published_tiers_are_presets_with_their_published_quality():
+    tiers = ["tinybert-l2", "minilm-l2", "minilm-l4", "minilm-l6", "minilm-l12"]
+    assert [PRESETS[t].model.rsplit("/", 1)[1] for t in tiers] == [
+        "ms-marco-TinyBERT-L2-v2", "ms-marco-MiniLM-L2-v2", "ms-marco-MiniLM-L4-v2", "ms-marco-MiniLM-L-6-v2",
+        "ms-marco-MiniLM-L-12-v2"]
+    quality = [PRESETS[t].dl19_ndcg10 for t in tiers]
+    assert quality == sorted(quality) and quality[0] == 69.84 and quality[-1] == 74.31  # sbert.net's table
+
+
+@pytest.mark.parametrize(("name", "cheap", "strong", "keep"), [
+    ("balanced", "ms-marco-TinyBERT-L2-v2", "ms-marco-MiniLM-L-6-v2", 20),
+    ("best", "ms-marco-MiniLM-L-6-v2", "ms-marco-MiniLM-L-12-v2", 30),
+])
+def test_a_profile_is_a_cascade_over_tiers_and_its_options_reach_every_tier(name, cheap, strong, keep):
+    from rankrelay.rerankers.cascade import CascadeReranker
+
+    rr = load_reranker(name, device="cpu", batch_size=8)
+    assert isinstance(rr, CascadeReranker) and rr.keep == keep
+    assert rr.cheap.model.endswith(cheap) and rr.strong.model.endswith(strong)
+    assert all((stage.device, stage.batch_size, stage.preset is not None) == ("cpu", 8, True)
+               for stage in (rr.cheap, rr.strong))
+    assert load_reranker(name, keep=5).keep == 5
+
+
+def test_the_fast_profile_is_one_tier_and_profiles_are_settings_backends():
+    fast = load_reranker("fast", batch_size=4)
+    assert isinstance(fast, CrossEncoderReranker) and fast.preset == "tinybert-l2" and fast.batch_size == 4
+    assert load_reranker(settings=Settings(backend="balanced")).keep == 20
+    assert parse_spec("balanced") == ("cascade", None, None) and parse_spec("fast")[2] == "tinybert-l2"
+
+
+def test_an_unknown_profile_lists_the_known_ones():
+    with pytest.raises(UnknownBackendError, match=r"unknown backend, preset or profile 'balance'; known: .*balanced, "
+                                                  r"best, .*fast, .*tinybert-l2"):
+        load_reranker("balance")
+
+
+def test_a_profile_reranks_with_its_tiers(monkeypatch, tiny_ce_path, tiny_ce2_path):
+    from rankrelay.config import Preset
+
+    for tier, path in (("tinybert-l2", tiny_ce_path), ("minilm-l6", tiny_ce2_path)):
+        monkeypatch.setitem(PRESETS, tier, Preset(tier, "cross-encoder", path, 512, "sigmoid", "tiny"))
+    docs = [f"wing lift document {i} about air flow and stall" for i in range(8)]
+    res = load_reranker("balanced", device="cpu", keep=3).rerank("why does a wing stall", docs)
+    strong = load_reranker(f"cross-encoder:{tiny_ce2_path}", device="cpu").rerank("why does a wing stall",
+                                                                                 [docs[i] for i in res.indices[:3]])
+    assert [r.stage for r in res][:3] == [res[0].stage] * 3 and res[3].stage != res[0].stage
+    assert [res.indices[:3][i] for i in strong.indices] == res.indices[:3]  # the strong tier ordered the head
+    assert sorted(res.indices) == list(range(8))
