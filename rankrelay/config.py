@@ -179,11 +179,14 @@ class Settings(BaseSettings):
         default_factory=dict, description="passed through to sentence-transformers, e.g. {backend='onnx'}"
     )
     hub_timeout: float = Field(5.0, gt=0, description="seconds to wait for the Hugging Face Hub")
-    runtime: Literal["torch", "onnx", "onnx-int8", "openvino", "openvino-int8"] = Field(
-        "torch", description="where local models run (converted once, cached under cache_dir)"
+    runtime: Literal["auto", "torch", "onnx", "onnx-int8", "openvino", "openvino-bf16", "openvino-int8"] = Field(
+        "auto", description="where local models run: auto (the fastest that agrees with torch here, measured once "
+                            "per model and machine) or a named runtime (converted once, cached under cache_dir)"
     )
-    precision: Literal["fp32", "fp16", "bf16"] = Field("fp32", description="torch runtime precision (fp16/bf16: CUDA)")
-    min_agreement: float = Field(0.9, ge=0, le=1, description="top-10 overlap with torch an int8 runtime needs")
+    precision: Literal["fp32", "fp16", "bf16"] = Field(
+        "fp32", description="torch runtime precision (fp16/bf16: CUDA, or bf16 on a CPU with bf16 units)")
+    min_agreement: float = Field(0.9, ge=0, le=1,
+                                 description="top-10 overlap with torch an int8 or bf16 runtime needs")
     cache_dir: str | None = Field(None, description="converted models (default ~/.cache/rankrelay)")
     score_cache: str = Field("memory", description="memory, off, or a directory shared by processes")
     score_cache_size: int = Field(100_000, ge=1, description="entries of the in-memory score cache")

@@ -66,7 +66,8 @@ def trained_model(dataset: str | None, explicit: str | None = None) -> Path | No
 
 def build_chain(notify: Notify = logger.info, trained: Path | None = None) -> FallbackReranker:
     """Cohere (if a key is set) -> the cross-encoder trained on this dataset (if any) -> cross-encoder preset
-    (if its weights are here) -> bi-encoder."""
+    (if its weights are here) -> bi-encoder. Local models run on torch: a first demo does not wait for
+    ``runtime="auto"`` to measure every runtime (``rankrelay models`` and the README say how)."""
     chain: list[Any] = []
     if any(os.environ.get(k) for k in KEY_ENV):
         chain.append({"spec": "cohere:rerank-v3.5", "timeout": 10.0, "max_attempts": 2})
@@ -74,17 +75,17 @@ def build_chain(notify: Notify = logger.info, trained: Path | None = None) -> Fa
         notify("cohere: no API key set (RANKRELAY_COHERE_API_KEY or CO_API_KEY); not in the chain")
     if trained is not None:
         notify(f"using the cross-encoder trained on this dataset: {trained}")
-        chain.append({"spec": f"cross-encoder:{trained}", "device": "cpu"})
+        chain.append({"spec": f"cross-encoder:{trained}", "device": "cpu", "runtime": "torch"})
     try:
         local = find_local(PRESETS[CROSS_ENCODER_PRESET].model)
     except ModelNotFoundError:
         local = None
     if local is not None:
-        chain.append({"spec": CROSS_ENCODER_PRESET, "device": "cpu"})
+        chain.append({"spec": CROSS_ENCODER_PRESET, "device": "cpu", "runtime": "torch"})
     else:
         notify(f"{CROSS_ENCODER_PRESET}: the weights of {PRESETS[CROSS_ENCODER_PRESET].model} are not on "
                       "this machine (no Hub here); using the bi-encoder reranker instead")
-    chain.append({"spec": f"bi-encoder:{BI_ENCODER}", "device": "cpu"})
+    chain.append({"spec": f"bi-encoder:{BI_ENCODER}", "device": "cpu", "runtime": "torch"})
     return FallbackReranker(chain)
 
 

@@ -38,3 +38,39 @@ def resolve_device(device: str) -> str:
     if device == "mps" and not torch.backends.mps.is_available():
         raise ConfigError("device 'mps' was asked for but MPS is not available here")
     return device
+
+
+#: CPU flags that decide which arithmetic is fast (int8 dot products, bf16 units, wide vectors).
+SPEED_FLAGS = ("avx2", "avx512f", "avx512_vnni", "avx_vnni", "avx512_bf16", "amx_bf16", "amx_int8", "amx_tile")
+
+
+def cpu_signature(cpuinfo: str | None = None) -> dict[str, object]:
+    """The CPU model and the flags of :data:`SPEED_FLAGS` it has (from ``/proc/cpuinfo`` on Linux; elsewhere
+    the platform's processor name and no flags): what a speed measurement holds for.
+
+    Example:
+        >>> cpu_signature("model name\\t: AMD EPYC 9R14\\nflags\\t\\t: fpu avx2 avx512f avx512_bf16\\n")["flags"]
+        ['avx2', 'avx512_bf16', 'avx512f']
+    """
+    import platform
+
+    if cpuinfo is None:
+        try:
+            with open("/proc/cpuinfo", encoding="utf-8", errors="replace") as f:
+                cpuinfo = f.read()
+        except OSError:
+            cpuinfo = ""
+    fields: dict[str, str] = {}
+    for line in cpuinfo.splitlines():
+        key, sep, value = line.partition(":")
+        if sep and key.strip() not in fields:
+            fields[key.strip()] = value.strip()
+    flags = set(fields.get("flags", "").split())
+    return {"model": fields.get("model name") or platform.processor() or platform.machine(),
+            "machine": platform.machine(), "flags": sorted(flags & set(SPEED_FLAGS))}
+
+
+def has_bf16_units(cpu: dict[str, object]) -> bool:
+    """Whether the CPU computes bf16 natively (AVX-512 BF16 or AMX), so bf16 may be faster than fp32."""
+    flags = cpu.get("flags")
+    return isinstance(flags, list) and bool({"avx512_bf16", "amx_bf16"} & set(flags))

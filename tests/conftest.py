@@ -178,6 +178,9 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for key in list(os.environ):
         if key.startswith("RANKRELAY_") or key == "OPENAI_API_KEY":
             monkeypatch.delenv(key)
+    # Local models run on torch unless a test asks for runtime='auto' (the default would measure every runtime
+    # of every tiny model a test builds: minutes); tests/rerankers/test_auto_runtime.py covers auto.
+    monkeypatch.setenv("RANKRELAY_RUNTIME", "torch")
     monkeypatch.chdir(tmp_path)
 
 

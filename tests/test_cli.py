@@ -85,6 +85,21 @@ def test_models_lists_presets_and_backends():
     assert "[fallback] in the config" in " ".join(out.output.split())  # descriptions are text, not markup
 
 
+def choose_on_a_fake_clock(label, cache_dir):
+    """Store runtime='auto''s choice for ``label``: every runtime here costs 1 s a pass, onnx 0.25 s."""
+    from rankrelay.rerankers.auto_runtime import choose_runtime
+    from rankrelay.testing import FakeClock
+
+    clock = FakeClock(start=0.0)
+
+    def sample(fwd):
+        clock.sleep(0.25 if fwd == "onnx" else 1.0)
+        return [[1.0, 2.0]]
+
+    return choose_runtime(label=label, fingerprint="f", device="cpu", cache_dir=cache_dir, min_agreement=0.9,
+                          forward=lambda runtime, precision: runtime, sample=sample, clock=clock)
+
+
 def test_models_shows_published_quality_and_what_each_profile_runs(tmp_path, monkeypatch, tiny_ce_path):
     import shutil
 
@@ -99,12 +114,14 @@ def test_models_shows_published_quality_and_what_each_profile_runs(tmp_path, mon
 
     monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(cache))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
-    out = runner.invoke(app, ["models"], terminal_width=200)
+    monkeypatch.setenv("RANKRELAY_CACHE_DIR", str(tmp_path / "rr-cache"))
+    choose_on_a_fake_clock(PRESETS["minilm-l6"].model, tmp_path / "rr-cache")  # measured here earlier
+    out = runner.invoke(app, ["models"], terminal_width=220)
     assert out.exit_code == 0, out.output
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
             for line in out.output.splitlines() if line.startswith("│")}
-    assert rows["tinybert-l2"][2:] == ["69.84", "cache"] and rows["minilm-l12"][2:] == ["74.31", "hub"]
-    assert rows["bge-base"][2] == "-"
+    assert rows["tinybert-l2"][2:] == ["69.84", "cache", "-"] and rows["minilm-l12"][2:] == ["74.31", "hub", "-"]
+    assert rows["minilm-l6"][4] == "onnx fp32, 4.00x torch" and rows["bge-base"][2] == "-"
     assert rows["fast"] == ["tinybert-l2 over every candidate", "on this machine"]
     assert rows["balanced"] == ["tinybert-l2 over every candidate, minilm-l6 over its best 20", "hub: minilm-l6"]
 

@@ -4,6 +4,7 @@ from __future__ import annotations
 
 import json
 import os
+from pathlib import Path
 from typing import Annotated
 
 import typer
@@ -61,11 +62,18 @@ def models(config: ConfigOption = None) -> None:
     """List presets (with whether their weights are on this machine), registered backends, and the configured
     fallback chains with the backends that cannot serve (no credentials, no weights, no package)."""
     from rankrelay.hub import find_local
-    from rankrelay.rerankers import backends
+    from rankrelay.rerankers import backends, load_settings
+    from rankrelay.rerankers.auto_runtime import known_choice, speedup
+    from rankrelay.rerankers.runtimes import default_cache_dir
 
+    try:
+        settings = load_settings(str(config) if config else None)
+    except RankRelayError as exc:
+        raise fail(exc) from None
+    cache_dir = Path(settings.cache_dir).expanduser() if settings.cache_dir else default_cache_dir()
     presets = Table(title="presets (DL19: published nDCG@10 on TREC DL 2019; weights: where they are on this "
-                          "machine)", title_justify="left")
-    for col in ("name", "model", "max len", "DL19", "weights"):
+                          "machine; here: runtime='auto''s choice on this CPU, when measured)", title_justify="left")
+    for col in ("name", "model", "max len", "DL19", "weights", "here"):
         presets.add_column(col)
     weights: dict[str, str] = {}
     for p in PRESETS.values():
@@ -75,7 +83,11 @@ def models(config: ConfigOption = None) -> None:
             local = None
         weights[p.name] = local.source if local else "hub"
         quality = f"{p.dl19_ndcg10:.2f}" if p.dl19_ndcg10 is not None else "-"
-        presets.add_row(p.name, p.model, str(p.max_length), quality, weights[p.name])
+        choice = known_choice(p.model, cache_dir)
+        times = speedup(choice) if choice is not None else None
+        here = "-" if choice is None else f"{choice.runtime} {choice.precision}" + (
+            f", {times:.2f}x torch" if times is not None else "")
+        presets.add_row(p.name, p.model, str(p.max_length), quality, weights[p.name], here)
     console.print(presets)
     profiles = Table(title="profiles (load like a preset: --model balanced)", title_justify="left")
     for col in ("name", "what it runs", "weights"):

@@ -15,14 +15,16 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from rankrelay.devices import check_device, resolve_device
+from rankrelay.devices import check_device, cpu_signature, has_bf16_units, resolve_device
 from rankrelay.errors import ConfigError, ModelLoadError, RankRelayError, positive_int
 from rankrelay.hub import ResolvedModel, canonical_model_id, find_local, resolve_model
+from rankrelay.rerankers.auto_runtime import RuntimeChoice, choose_runtime
 from rankrelay.rerankers.base import BaseReranker, Scored
 from rankrelay.rerankers.buckets import length_buckets
 from rankrelay.rerankers.budget import BudgetedScoring
 from rankrelay.rerankers.passages import PassagePlanner, Pieces, check_long_documents
 from rankrelay.rerankers.runtimes import (
+    AUTO,
     Agreement,
     Forward,
     TorchForward,
@@ -88,10 +90,12 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
         long_documents: ``passages`` (MaxP over windows), ``truncate`` (marked) or ``error``.
         passage_overlap: tokens shared by consecutive passages.
         hub_timeout: seconds to wait for the Hugging Face Hub when the model is not local.
-        runtime: ``torch``, ``onnx``, ``onnx-int8``, ``openvino`` or ``openvino-int8`` (see
-            :mod:`rankrelay.rerankers.runtimes`); converted once, cached under ``cache_dir``.
-        precision: ``fp32``, or ``fp16``/``bf16`` for the torch runtime (on CUDA).
-        min_agreement: top-10 overlap with torch an int8 runtime needs on a fixed sample (0 insists).
+        runtime: ``torch``, ``onnx``, ``onnx-int8``, ``openvino``, ``openvino-bf16`` or ``openvino-int8`` (see
+            :mod:`rankrelay.rerankers.runtimes`; converted once, cached under ``cache_dir``), or ``auto``: the
+            fastest of them that agrees with torch here, measured once per model and machine
+            (:mod:`rankrelay.rerankers.auto_runtime`; :func:`~rankrelay.load_reranker`'s default).
+        precision: ``fp32``, or ``fp16``/``bf16`` for the torch runtime (CUDA, or a CPU with bf16 units).
+        min_agreement: top-10 overlap with torch an int8 or bf16 runtime needs on a fixed sample (0 insists).
         cache_dir: where converted models are kept (default :func:`~rankrelay.rerankers.runtimes.default_cache_dir`).
         score_cache: ``memory`` (an LRU, the default), ``off``, a directory (an on-disk store that
             processes share) or a :class:`~rankrelay.rerankers.score_cache.ScoreCache`.
@@ -101,6 +105,8 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
 
     #: the model output a forward pass returns
     output = "scores"
+    #: reads seconds for ``runtime="auto"``'s measurements (a fake clock in tests)
+    clock = staticmethod(perf_counter)
 
     def __init__(
         self,
@@ -143,8 +149,12 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
         self.passage_overlap = passage_overlap
         self.hub_timeout = float(hub_timeout)
         self.model_options = dict(model_options)
-        self.runtime = check_runtime(runtime)
+        #: the runtime asked for (``auto`` included); :attr:`runtime` is the one in use once loaded
+        self.requested_runtime = check_runtime(runtime)
+        self.runtime = self.requested_runtime
         self.precision = check_precision(precision, runtime)
+        #: what ``runtime="auto"`` chose and why (None for an explicit runtime)
+        self.runtime_choice: RuntimeChoice | None = None
         if isinstance(min_agreement, bool) or not isinstance(min_agreement, (int, float)) \
                 or not 0 <= min_agreement <= 1:
             raise ConfigError(f"min_agreement must be a number in [0, 1], got {min_agreement!r}")
@@ -185,13 +195,6 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
             start = perf_counter()
             try:
                 encoder = self._load(resolved, device, kwargs)
-                if self.precision != "fp32":
-                    import torch
-
-                    if device == "cpu":
-                        logger.warning("%s on a CPU is usually slower than fp32; use runtime='openvino'",
-                                       self.precision)
-                    encoder.to(torch.float16 if self.precision == "fp16" else torch.bfloat16)
             except RankRelayError:
                 raise
             except Exception as exc:
@@ -203,6 +206,15 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
             local = resolved if resolved.local else find_local(self.model, cache_folder=opts.get("cache_folder"))
             location = local.location if local is not None else resolved.location
             fingerprint = model_fingerprint(location)
+            if self.requested_runtime == AUTO:
+                self.runtime_choice = self._choose_runtime(encoder, location, fingerprint, device,
+                                                           planner.max_length)
+                self.runtime, self.precision = self.runtime_choice.runtime, self.runtime_choice.precision
+            if self.precision != "fp32":
+                if device == "cpu" and not (self.precision == "bf16" and has_bf16_units(cpu_signature())):
+                    logger.warning("%s on this CPU is usually slower than fp32 (no %s units); try runtime='auto'",
+                                   self.precision, self.precision)
+                encoder.to(_torch_dtype(self.precision))
             self._forward, self.agreement = self._compile(encoder, location, fingerprint)
             self._identity = f"{self.name}|{fingerprint}|{self.runtime}|{self.precision}|{planner.max_length}"
             self._planner = planner
@@ -238,9 +250,26 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
     def _sample_scores(self, encoder: Any, forward: Forward) -> Any:
         """Scores (queries x documents) of the fixed sample through ``forward``."""
 
-    def _compile(self, encoder: Any, location: str, fingerprint: str) -> tuple[Forward, Agreement | None]:
-        """The forward pass on this reranker's runtime (converted and checked once, then cached)."""
-        if self.runtime == "torch":
+    def _choose_runtime(self, encoder: Any, location: str, fingerprint: str, device: str,
+                        window: int) -> RuntimeChoice:
+        """``runtime="auto"``: measure this machine's runtimes on the fixed sample once (then read the choice)."""
+
+        def forward(runtime: str, precision: str) -> Forward:
+            if precision != "fp32":  # torch in bf16: a copy, so that the fp32 model stays the reference
+                import copy
+
+                return TorchForward(copy.deepcopy(encoder).to(_torch_dtype(precision)), self.output)
+            return self._compile(encoder, location, fingerprint, runtime, min_agreement=0.0)[0]  # judged below
+
+        return choose_runtime(label=self.model, fingerprint=f"{fingerprint}|window={window}", device=device,
+                              cache_dir=self.cache_dir, min_agreement=self.min_agreement, forward=forward,
+                              sample=lambda fwd: self._sample_scores(encoder, fwd), clock=self.clock)
+
+    def _compile(self, encoder: Any, location: str, fingerprint: str, runtime: str | None = None,
+                 min_agreement: float | None = None) -> tuple[Forward, Agreement | None]:
+        """The forward pass on ``runtime`` (default: this reranker's), converted and checked once, then cached."""
+        runtime = runtime or self.runtime
+        if runtime == "torch":
             return TorchForward(encoder, self.output), None
         inputs = self._sample_inputs()
 
@@ -252,9 +281,10 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
             ]
 
         return compile_forward(
-            encoder, runtime=self.runtime, output=self.output, fingerprint=fingerprint, label=self.model,
+            encoder, runtime=runtime, output=self.output, fingerprint=fingerprint, label=self.model,
             cache_dir=self.cache_dir, sample=lambda forward: self._sample_scores(encoder, forward),
-            example=encoder.preprocess(inputs[:2]), calibration=calibration, min_agreement=self.min_agreement,
+            example=encoder.preprocess(inputs[:2]), calibration=calibration,
+            min_agreement=self.min_agreement if min_agreement is None else min_agreement,
         )
 
     def _forward_batches(
@@ -363,8 +393,15 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
             **super().describe(),
             "runtime": self.runtime,
             "precision": self.precision,
+            **({"runtime_choice": self.runtime_choice.reason} if self.runtime_choice is not None else {}),
             "device": self.device,
             "batch_size": self.batch_size,
             "max_length": self.max_length,
             "long_documents": self.long_documents,
         }
+
+
+def _torch_dtype(precision: str) -> Any:
+    import torch
+
+    return torch.float16 if precision == "fp16" else torch.bfloat16

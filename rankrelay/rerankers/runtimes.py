@@ -9,14 +9,15 @@ agree (largest score deviation, Spearman correlation, top-10 overlap) in ``agree
 graph whose top-10 overlap falls below ``min_agreement`` is refused (``min_agreement=0`` insists).
 
 Runtimes, and the extra that installs each: ``torch`` (local), ``onnx`` and ``onnx-int8`` (onnx:
-onnxruntime; the graph is exported by torch), ``openvino`` and ``openvino-int8`` (openvino; the
-int8 graph is quantized with NNCF on the sample). None of them needs optimum, whose pins would
-downgrade transformers and sentence-transformers.
+onnxruntime; the graph is exported by torch), ``openvino``, ``openvino-bf16`` (bf16 inference, for CPUs with
+bf16 units) and ``openvino-int8`` (openvino; the int8 graph is quantized with NNCF on the sample). None of them
+needs optimum, whose pins would downgrade transformers and sentence-transformers. ``auto`` measures them and
+takes the fastest that agrees with torch (:mod:`rankrelay.rerankers.auto_runtime`).
 
 Example:
     >>> from rankrelay.rerankers.runtimes import RUNTIMES, check_runtime
     >>> check_runtime("torch"), sorted(RUNTIMES)
-    ('torch', ['onnx', 'onnx-int8', 'openvino', 'openvino-int8', 'torch'])
+    ('torch', ['onnx', 'onnx-int8', 'openvino', 'openvino-bf16', 'openvino-int8', 'torch'])
 """
 
 from __future__ import annotations
@@ -43,6 +44,8 @@ logger = logging.getLogger(__name__)
 FORMAT_VERSION = 1
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 PRECISIONS = ("fp32", "fp16", "bf16")
+#: the runtime that measures the others on this machine and takes the fastest that agrees with torch
+AUTO = "auto"
 
 
 @dataclass(frozen=True, slots=True)
@@ -54,6 +57,8 @@ class RuntimeSpec:
     modules: tuple[str, ...]
     extra: str
     int8: bool = False
+    #: OpenVINO's inference precision (f32 stated: on CPUs with bf16 units it otherwise infers in bf16)
+    hint: str = "f32"
 
 
 RUNTIMES: dict[str, RuntimeSpec] = {
@@ -63,6 +68,7 @@ RUNTIMES: dict[str, RuntimeSpec] = {
         RuntimeSpec("onnx", "onnx", ("onnxruntime", "onnx"), "onnx"),
         RuntimeSpec("onnx-int8", "onnx", ("onnxruntime", "onnx"), "onnx", int8=True),
         RuntimeSpec("openvino", "openvino", ("openvino",), "openvino"),
+        RuntimeSpec("openvino-bf16", "openvino", ("openvino",), "openvino", hint="bf16"),
         RuntimeSpec("openvino-int8", "openvino", ("openvino", "nncf"), "openvino", int8=True),
     )
 }
@@ -84,8 +90,10 @@ def check_runtime(name: object) -> str:
         ConfigError: an unknown runtime (the message lists the known ones).
         MissingDependencyError: its package is missing (the message names the extra to install).
     """
+    if name == AUTO:
+        return AUTO
     if not isinstance(name, str) or name not in RUNTIMES:
-        raise ConfigError(f"unknown runtime {name!r}; choose one of {', '.join(RUNTIMES)}")
+        raise ConfigError(f"unknown runtime {name!r}; choose one of {', '.join([AUTO, *RUNTIMES])}")
     spec = RUNTIMES[name]
     for module in spec.modules:
         if not _installed(module):
@@ -94,9 +102,12 @@ def check_runtime(name: object) -> str:
 
 
 def check_precision(precision: object, runtime: str) -> str:
-    """fp32 everywhere; fp16 and bf16 are torch's (meant for CUDA)."""
+    """fp32 everywhere; fp16 and bf16 are torch's (CUDA, or a CPU with bf16 units); ``auto`` chooses its own."""
     if precision not in PRECISIONS:
         raise ConfigError(f"unknown precision {precision!r}; choose one of {', '.join(PRECISIONS)}")
+    if precision != "fp32" and runtime == AUTO:
+        raise ConfigError(f"runtime='auto' chooses the precision too; for precision={precision!r} name the runtime "
+                          "(runtime='torch')")
     if precision != "fp32" and runtime != "torch":
         raise ConfigError(f"precision={precision!r} is for the torch runtime (on CUDA); the {runtime} "
                           "runtime runs fp32 (or its -int8 variant)")
@@ -265,9 +276,8 @@ def _load_graph(spec: RuntimeSpec, folder: Path, names: tuple[str, ...]) -> Grap
         return GraphForward(spec.name, lambda arrays: session.run(None, arrays)[0], names)
     import openvino as ov
 
-    # f32 stated: on CPUs with bf16 units (AMX, AVX-512 BF16) OpenVINO otherwise infers in bf16
     compiled = ov.Core().compile_model(str(folder / "model.xml"), "CPU",
-                                       {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": "f32"})
+                                       {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": spec.hint})
     request = compiled.create_infer_request()
     return GraphForward(spec.name, lambda arrays: request.infer(arrays)[compiled.output(0)], names)
 
@@ -322,7 +332,7 @@ def compile_forward(
         sample: scores a fixed sample with a forward pass (queries x documents), for the agreement.
         example: tokenized features to trace the graph with.
         calibration: makes tokenized batches as int64 arrays (called only when an int8 graph is quantized).
-        min_agreement: top-10 overlap an int8 graph needs with torch on the sample.
+        min_agreement: top-10 overlap an int8 or bf16 graph needs with torch on the sample.
     """
     spec = RUNTIMES[runtime]
     reference = TorchForward(model, output)
@@ -361,7 +371,7 @@ def compile_forward(
     except Exception as exc:
         raise ConversionError(f"could not convert {label!r} to the {runtime} runtime: {type(exc).__name__}: {exc}",
                               model=label, runtime=runtime) from exc
-    if spec.int8 and agreement.top10_overlap < min_agreement:
+    if (spec.int8 or spec.hint != "f32") and agreement.top10_overlap < min_agreement:
         raise LowAgreementError(
             f"{label!r} on {runtime} agrees with torch on only {agreement.top10_overlap:.0%} of the top 10 of a "
             f"fixed sample (max score deviation {agreement.max_abs_diff:.3g}, Spearman {agreement.spearman:.3f}); "
