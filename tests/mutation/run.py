@@ -43,7 +43,8 @@ AT_TARGET = ("scoring", "base", "results", "fallback", "cascade", "ab_split", "b
 MODULES: dict[str, tuple[str, list[str]]] = {
     "base": ("rankrelay/rerankers/base.py", ["tests/rerankers/test_base.py", "tests/rerankers/test_base_contract.py",
                                             "tests/rerankers/test_boundary.py"]),
-    "registry": ("rankrelay/rerankers/registry.py", ["tests/rerankers/test_registry.py"]),
+    "registry": ("rankrelay/rerankers/registry.py", ["tests/rerankers/test_registry.py",
+                                                    "tests/rerankers/test_registry_contract.py"]),
     "fallback": ("rankrelay/rerankers/fallback.py", ["tests/rerankers/test_fallback_contract.py"]),
     "cascade": ("rankrelay/rerankers/cascade.py", ["tests/rerankers/test_cascade.py"]),
     "ab_split": ("rankrelay/rerankers/ab_split.py", ["tests/rerankers/test_ab_split.py"]),
