@@ -126,7 +126,7 @@ def test_models_shows_published_quality_and_what_each_profile_runs(tmp_path, mon
     assert rows["balanced"] == ["tinybert-l2 over every candidate, minilm-l6 over its best 20", "hub: minilm-l6"]
 
 
-COMMANDS = ["rerank", "models", "demo", "index", "search", "bench", "train", "serve", "report", "rerank-batch"]
+COMMANDS = ["rerank", "models", "demo", "index", "search", "bench", "tune", "train", "serve", "report", "rerank-batch"]
 
 
 def test_help_lists_every_command():

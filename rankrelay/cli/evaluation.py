@@ -1,4 +1,5 @@
-"""``rankrelay bench`` backends on a BEIR dataset and ``train`` a cross-encoder on its judgments."""
+"""``rankrelay bench`` backends on a BEIR dataset, ``tune`` a configuration to a latency budget, and ``train`` a
+cross-encoder on its judgments."""
 
 from __future__ import annotations
 
@@ -60,6 +61,45 @@ def bench(
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     console.print(f"report: {out / 'report.md'} and {out / 'report.json'}", highlight=False)
+
+@app.command()
+def tune(
+    dataset: Annotated[Path, typer.Argument(help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/).")],
+    budget_ms: Annotated[float, typer.Option(help="p50 latency per query the recommendation must meet.")],
+    models: Annotated[str, typer.Option(help="Comma-separated tiers, fastest first: presets, specs or model "
+                                             "folders (e.g. tinybert-l2,models/cranfield).")] = "tinybert-l2,minilm-l6",
+    out: Annotated[Path, typer.Option(help="Where the recommended profile (TOML) is written.", dir_okay=False)]
+    = Path("tuned.toml"),
+    candidates: Annotated[str, typer.Option(help="bm25, dense, hybrid, or a TREC run file.")] = "bm25",
+    depth: Annotated[int, typer.Option(min=1, help="First-stage candidates per query.")] = 100,
+    queries: Annotated[int | None, typer.Option(min=1, help="The first N judged queries (default: all).")] = None,
+    runtime: Annotated[str, typer.Option(help="Runtime of every tier (auto: this machine's fastest that agrees "
+                                              "with torch).")] = "auto",
+    report: Annotated[Path, typer.Option(help="Report folder (also caches candidates and runs: resumable).",
+                                         file_okay=False)] = Path("tune-report"),
+    quiet: QuietOption = False,
+) -> None:
+    """Try tiers, cascades and depths on your data and machine; recommend the best under --budget-ms."""
+    from rankrelay.evaluation.report import table
+    from rankrelay.evaluation.tune import tune as run_tune
+
+    try:
+        result = run_tune(dataset, budget_ms, [m.strip() for m in models.split(",") if m.strip()],
+                          candidates=candidates, depth=depth, queries=queries, runtime=runtime, report=report,
+                          out=out, progress=progress_shown(quiet))
+    except RankRelayError as exc:
+        raise fail(exc) from None
+    chosen = result.recommended["backend"] if result.recommended else None
+    typer.echo(table(["configuration", "p50 ms", "nDCG@10", "Pareto front", "within budget"],
+                     [[("* " if r["backend"] == chosen else "") + r["backend"], r["p50_ms"], r["ndcg@10"],
+                       "yes" if r["front"] else "", "yes" if r["p50_ms"] <= budget_ms else ""] for r in result.rows]))
+    for warning in result.warnings:
+        err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
+    if result.profile is None:
+        raise typer.Exit(1)
+    console.print(f"recommended: {chosen} -> {result.profile} (load_reranker({str(result.profile)!r}), "
+                  f"serve --config, bench --backends); report: {report / 'report.md'}", highlight=False)
+
 
 @app.command()
 def train(

@@ -31,7 +31,7 @@ from time import perf_counter
 from typing import Any
 
 from rankrelay.devices import cpu_signature, has_bf16_units
-from rankrelay.rerankers.runtimes import RUNTIMES, Forward, _installed, measure_agreement
+from rankrelay.rerankers.runtimes import RUNTIMES, Forward, installed, measure_agreement
 
 logger = logging.getLogger(__name__)
 
@@ -77,7 +77,7 @@ def candidates(device: str, cpu: dict[str, object]) -> list[tuple[str, str]]:
     bf16 = has_bf16_units(cpu)
     out = [("torch", "fp32")] + ([("torch", "bf16")] if bf16 else [])
     for name, spec in RUNTIMES.items():
-        if spec.engine != "torch" and (bf16 or spec.hint == "f32") and all(_installed(m) for m in spec.modules):
+        if spec.engine != "torch" and (bf16 or spec.hint == "f32") and all(installed(m) for m in spec.modules):
             out.append((name, "fp32"))
     return out
 

@@ -1,7 +1,8 @@
 """The backend registry (name -> factory) and :func:`load_reranker`.
 
-A spec is a preset name (``minilm-l6``), ``backend:model`` (``cross-encoder:/path/to/model``,
-``bi-encoder:all-minilm-l6``), a bare backend name, or an object that already is a
+A spec is a preset name (``minilm-l6``), a profile (``balanced``), ``backend:model``
+(``cross-encoder:/path/to/model``, ``bi-encoder:all-minilm-l6``), a bare backend name, a TOML settings file
+(``tuned.toml``: its ``backend`` or ``fallback``, with its settings), or an object that already is a
 :class:`Reranker`; options may follow a ``?`` (``minilm-l6?runtime=openvino&batch_size=16``).
 
 Example:
@@ -112,6 +113,9 @@ def check_spec(spec: Any) -> None:
             check_spec(item)
     elif isinstance(spec, dict):
         check_spec(spec.get("spec"))
+    elif isinstance(spec, str) and spec.strip().endswith(".toml"):
+        settings = load_settings(spec.strip())
+        check_spec(settings.fallback or settings.backend)
     elif isinstance(spec, str):
         parse_spec(split_options(spec)[0])
     elif not isinstance(spec, Reranker):
@@ -174,6 +178,8 @@ def load_reranker(
             raise ConfigError(f"{type(spec).__name__} is not a Reranker: it lacks {', '.join(missing)} "
                               "(subclass rankrelay.rerankers.base.SingleQuery for no-op lifetime members)")
         raise ConfigError(f"a reranker spec is a string, a dict, a list or a Reranker, got {type(spec).__name__}")
+    if spec is not None and spec.strip().endswith(".toml"):  # a profile written by 'rankrelay tune' (or by hand)
+        return load_reranker(None, settings=load_settings(spec.strip()), **options)
     if spec is not None:
         spec, spec_options = split_options(spec)
         options = {**spec_options, **options}

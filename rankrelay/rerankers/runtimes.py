@@ -74,7 +74,8 @@ RUNTIMES: dict[str, RuntimeSpec] = {
 }
 
 
-def _installed(module: str) -> bool:
+def installed(module: str) -> bool:
+    """Whether ``module`` can be imported here (without importing it)."""
     if module in sys.modules:
         return sys.modules[module] is not None
     try:
@@ -96,7 +97,7 @@ def check_runtime(name: object) -> str:
         raise ConfigError(f"unknown runtime {name!r}; choose one of {', '.join([AUTO, *RUNTIMES])}")
     spec = RUNTIMES[name]
     for module in spec.modules:
-        if not _installed(module):
+        if not installed(module):
             raise MissingDependencyError(module, spec.extra, f"the {name} runtime")
     return name
 

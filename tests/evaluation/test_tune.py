@@ -1,0 +1,90 @@
+"""`rankrelay tune` on the harness's synthetic BEIR folder: the configurations tried, the recommendation under a
+budget (decided on the recorded numbers, never on a wall-clock threshold), and the profile it writes."""
+
+import pytest
+from test_compare import backends, beir  # noqa: F401  (fixtures)
+from typer.testing import CliRunner
+
+from rankrelay import ConfigError, load_reranker
+from rankrelay.cli import app
+from rankrelay.errors import InvalidInputError
+from rankrelay.evaluation.tune import configurations, recommend, tune
+
+runner = CliRunner()
+
+
+def test_the_configurations_are_tiers_depths_and_cheap_ahead_of_strong():
+    got = [(c.name, c.spec) for c in configurations(["tinybert-l2", "models/x"], 60, "auto")]
+    assert got == [
+        ("tinybert-l2 over 60", "tinybert-l2?runtime=auto"),
+        ("tinybert-l2 over 20", "cascade:first-stage>tinybert-l2?runtime=auto@20"),
+        ("tinybert-l2 over 50", "cascade:first-stage>tinybert-l2?runtime=auto@50"),
+        ("models/x over 60", "cross-encoder:models/x?runtime=auto"),
+        ("models/x over 20", "cascade:first-stage>cross-encoder:models/x?runtime=auto@20"),
+        ("models/x over 50", "cascade:first-stage>cross-encoder:models/x?runtime=auto@50"),
+        ("tinybert-l2 > models/x @10", "cascade:tinybert-l2?runtime=auto>cross-encoder:models/x?runtime=auto@10"),
+        ("tinybert-l2 > models/x @20", "cascade:tinybert-l2?runtime=auto>cross-encoder:models/x?runtime=auto@20"),
+        ("tinybert-l2 > models/x @30", "cascade:tinybert-l2?runtime=auto>cross-encoder:models/x?runtime=auto@30"),
+    ]
+    assert [c.spec for c in configurations(["identity", "minilm-l6?batch_size=8"], 15, "torch")] == [
+        "identity", "minilm-l6?batch_size=8&runtime=torch", "cascade:identity>minilm-l6?batch_size=8&runtime=torch@10"]
+    with pytest.raises(ConfigError, match="at least one model"):
+        configurations([], 10)
+    with pytest.raises(ConfigError, match="one tier"):
+        configurations(["a>b"], 10)
+
+
+def test_the_recommendation_is_the_best_quality_within_the_budget_and_the_faster_of_equals():
+    rows = [{"backend": "a", "p50_ms": 100.0, "ndcg@10": 0.30}, {"backend": "b", "p50_ms": 400.0, "ndcg@10": 0.40},
+            {"backend": "c", "p50_ms": 300.0, "ndcg@10": 0.40}, {"backend": "d", "p50_ms": 900.0, "ndcg@10": 0.50}]
+    assert recommend(rows, 1000)["backend"] == "d"
+    assert recommend(rows, 899.9)["backend"] == "c"
+    assert recommend(rows, 300)["backend"] == "c"  # at the budget is within it
+    assert recommend(rows, 99) is None
+
+
+@pytest.mark.parametrize("budget", [0, -5, float("nan"), True, "100"])
+def test_a_budget_that_is_not_a_positive_number_is_refused_before_any_work(budget, tmp_path):
+    with pytest.raises(InvalidInputError, match="--budget-ms must be a positive number"):
+        tune(tmp_path / "nowhere", budget, ["identity"])
+
+
+def test_tune_recommends_the_best_configuration_under_the_budget_and_writes_a_profile_that_loads(
+        beir, backends, tmp_path):  # noqa: F811
+    cands = str(tmp_path / "cands.trec")
+    result = tune(beir, 10**6, ["identity", "oracle"], candidates=cands, depth=10, runtime=None,
+                  report=tmp_path / "report", out=tmp_path / "tuned.toml", progress=False, depths=(5,), keeps=(3, 5))
+    names = {r["backend"] for r in result.rows}
+    assert names == {"identity over 10", "identity over 5", "oracle over 10", "oracle over 5",
+                     "identity > oracle @3", "identity > oracle @5"}
+    quality = {r["backend"]: r["ndcg@10"] for r in result.rows}
+    # relevant documents sit at first-stage ranks 5 and 8: only the oracle over all 10 finds both
+    assert quality["oracle over 10"] > quality["oracle over 5"] == quality["identity > oracle @5"] \
+        > quality["identity > oracle @3"] == quality["identity over 10"]
+    assert result.recommended["backend"] == "oracle over 10" and result.recommended["spec"] == "oracle"
+    front = [r for r in result.rows if r["front"]]
+    assert all(not any(o["p50_ms"] <= r["p50_ms"] and o["ndcg@10"] > r["ndcg@10"] for o in result.rows) for r in front)
+    text = result.profile.read_text()
+    assert 'backend = "oracle"' in text and "budget 1e+06 ms p50" in text and "nDCG@10" in text
+    assert type(load_reranker(str(result.profile))).__name__ == "Oracle"
+
+    # a budget under every measured p50: nothing recommended, the fastest named, no profile
+    tight = min(r["p50_ms"] for r in result.rows) / 2
+    again = tune(beir, tight, ["identity", "oracle"], candidates=cands, depth=10, runtime=None,
+                 report=tmp_path / "report", out=tmp_path / "none.toml", progress=False, depths=(5,), keeps=(3, 5))
+    assert again.recommended is None and not (tmp_path / "none.toml").exists()
+    assert "no configuration is within" in again.warnings[-1]
+
+
+def test_tune_from_the_command_line_then_bench_reads_the_profile(beir, backends, tmp_path):  # noqa: F811
+    out = runner.invoke(app, ["tune", str(beir), "--budget-ms", "100000", "--models", "identity,oracle",
+                              "--candidates", str(tmp_path / "cands.trec"), "--depth", "10", "--runtime", "",
+                              "--report", str(tmp_path / "r"), "--out", str(tmp_path / "p.toml"), "-q"])
+    assert out.exit_code == 0, out.output
+    assert "* oracle over 10" in out.output and f"-> {tmp_path / 'p.toml'}" in " ".join(out.output.split())
+    bench = runner.invoke(app, ["bench", "--dataset", str(beir), "--backends", f"identity,{tmp_path / 'p.toml'}",
+                                "--candidates", str(tmp_path / "cands.trec"), "--out", str(tmp_path / "b"), "-q"])
+    assert bench.exit_code == 0, bench.output
+    assert "p.toml" in bench.output
+    bad = runner.invoke(app, ["tune", str(beir), "--budget-ms", "0", "--models", "identity"])
+    assert bad.exit_code == 2 and "--budget-ms must be a positive number" in bad.output
