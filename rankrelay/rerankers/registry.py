@@ -163,8 +163,7 @@ def load_reranker(
             raise ConfigError("options cannot be applied to a reranker instance; configure it directly")
         return spec
     if isinstance(spec, (list, tuple)):
-        chain = _chain_items(spec, settings, bool(options.get("strict", False)))
-        return _build("fallback", None, None, {"chain": chain, **options}, defaults=None)
+        return _build("fallback", None, None, {"chain": _chain_items(spec, settings), **options}, defaults=None)
     if isinstance(spec, dict):
         options = {**{k: v for k, v in spec.items() if k != "spec"}, **options}
         named = spec.get("spec")
@@ -186,8 +185,8 @@ def load_reranker(
     if settings is None:
         settings = load_settings()
     if spec is None and settings.fallback:
-        chain = _chain_items(settings.fallback, settings, bool(options.get("strict", False)))
-        return _build("fallback", None, None, {"chain": chain, **options}, defaults=None)
+        return _build("fallback", None, None, {"chain": _chain_items(settings.fallback, settings), **options},
+                      defaults=None)
     spec = spec.strip() if spec is not None else settings.backend.strip()
     if spec in PROFILES:
         return load_reranker(PROFILES[spec].spec(options), settings=settings)
@@ -195,16 +194,14 @@ def load_reranker(
     return _build(backend, model, preset, options, defaults=settings)
 
 
-def _chain_items(items: Any, settings: Settings | None, strict: bool) -> list[Any]:
-    """A chain's stages built; one that lacks credentials, weights or its package is passed on as given (not
-    ``strict``), for the chain to mark unavailable with its reason."""
+def _chain_items(items: Any, settings: Settings | None) -> list[Any]:
+    """A chain's stages built with ``settings``; one that lacks credentials, weights or its package is passed on as
+    given, for the chain to mark unavailable with its reason (or, ``strict``, to raise)."""
     out = []
     for item in items:
         try:
             out.append(load_chain_item(item, settings))
         except UNAVAILABLE:
-            if strict:
-                raise
             out.append(item)
     return out
 
@@ -213,9 +210,7 @@ def _build(backend: str, model: str | None, preset: str | None, options: dict[st
            defaults: Settings | None) -> Reranker:
     """The registered factory of ``backend`` with ``options`` over ``defaults``' options for it (a chain's
     stages already have theirs, so it takes none)."""
-    if backend not in _REGISTRY:
-        raise UnknownBackendError(backend, known_names())
-    info = _REGISTRY[backend]
+    info = _REGISTRY[backend]  # parse_spec checked the name
     unknown = set(options) - info.options
     if unknown:
         raise ConfigError(

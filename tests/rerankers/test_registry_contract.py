@@ -150,3 +150,23 @@ def test_a_chain_passes_on_a_backend_it_cannot_build_unless_strict(monkeypatch):
         load_reranker(["cohere:rerank-v3.5", "identity"], strict=True)
     with pytest.raises(AuthenticationError, match="no Cohere API key"):
         load_reranker(settings=Settings(fallback=["cohere:rerank-v3.5", "identity"]), strict=True)
+
+
+def test_settings_come_from_the_file_named_and_bad_values_are_a_config_error(tmp_path):
+    from rankrelay.rerankers.registry import load_settings
+
+    path = tmp_path / "s.toml"
+    path.write_text('backend = "identity"\nbatch_size = 4\n')
+    settings = load_settings(str(path), batch_size=9)
+    assert (settings.backend, settings.batch_size) == ("identity", 9)  # keyword overrides beat the file
+    with pytest.raises(ConfigError, match=r"(?s)^invalid settings: .*batch_size"):
+        load_settings(None, batch_size=0)
+
+
+def test_the_cohere_key_in_settings_reaches_the_cohere_backend_only(monkeypatch):
+    for key in ("CO_API_KEY", "COHERE_API_KEY", "RANKRELAY_COHERE_API_KEY"):
+        monkeypatch.delenv(key, raising=False)
+    settings = Settings(cohere_api_key="sk-settings")
+    assert load_reranker("cohere:rerank-v3.5", settings=settings).name == "cohere"
+    with pytest.raises(AuthenticationError):
+        load_reranker("cohere:rerank-v3.5", settings=Settings())
