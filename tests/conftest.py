@@ -12,6 +12,10 @@ import pytest
 os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # Haystack sends usage events unless told not to
+# Local models run on torch unless a test asks for runtime='auto' (the default would measure every runtime of every
+# tiny model a test builds: minutes); set here for module-scoped fixtures too. tests/rerankers/test_auto_runtime.py
+# covers auto.
+os.environ["RANKRELAY_RUNTIME"] = "torch"
 
 #: under CI=true (set by .ci/run), a test whose real part (Ray, Chromium, PostgreSQL) is missing fails instead of
 #: skipping: a green run never hides a part that was not tested
@@ -178,9 +182,7 @@ def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     for key in list(os.environ):
         if key.startswith("RANKRELAY_") or key == "OPENAI_API_KEY":
             monkeypatch.delenv(key)
-    # Local models run on torch unless a test asks for runtime='auto' (the default would measure every runtime
-    # of every tiny model a test builds: minutes); tests/rerankers/test_auto_runtime.py covers auto.
-    monkeypatch.setenv("RANKRELAY_RUNTIME", "torch")
+    monkeypatch.setenv("RANKRELAY_RUNTIME", "torch")  # see the top of this file
     monkeypatch.chdir(tmp_path)
 
 
