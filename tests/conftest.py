@@ -176,6 +176,12 @@ def raw_ce(tiny_ce_path: str):
     return predict
 
 
+@pytest.fixture(scope="session")
+def runtime_cache(tmp_path_factory: pytest.TempPathFactory) -> str:
+    """One folder of converted graphs for the session: a tiny model is converted to each runtime once."""
+    return str(tmp_path_factory.mktemp("runtime-cache"))
+
+
 @pytest.fixture(autouse=True)
 def _isolated_settings(monkeypatch: pytest.MonkeyPatch, tmp_path: Path) -> None:
     """No RANKRELAY_* from the caller's shell, and no stray .env in the working directory."""

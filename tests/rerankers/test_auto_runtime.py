@@ -172,10 +172,10 @@ def test_auto_is_the_default_and_fixes_its_own_precision(monkeypatch, tiny_ce_pa
 
 
 def test_a_tiny_model_on_auto_runs_where_its_measurement_says_and_the_next_load_reads_it(tiny_ce_path, tiny_ce,
-                                                                                        tmp_path):
+                                                                                        runtime_cache):
     from numerics import CROSS_RUNTIME, assert_ranking_follows
 
-    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="auto", cache_dir=str(tmp_path))
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="auto", cache_dir=runtime_cache)
     query, docs = "why does a wing stall", ["the wing lift and air flow", "paris is the capital of france",
                                             "boundary layer separation on the wing", "angle of attack and pressure"]
     res = rr.rerank(query, docs)
@@ -186,6 +186,6 @@ def test_a_tiny_model_on_auto_runs_where_its_measurement_says_and_the_next_load_
     assert all(t.error is None and t.seconds > 0 for t in choice.trials)
     ref = tiny_ce.rerank(query, docs)
     assert_ranking_follows(res.indices, [r.score for r in sorted(ref, key=lambda r: r.index)], CROSS_RUNTIME)
-    again = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="auto", cache_dir=str(tmp_path))
+    again = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="auto", cache_dir=runtime_cache)
     again.warm_up()
     assert again.runtime_choice.cached and (again.runtime, again.precision) == (rr.runtime, rr.precision)

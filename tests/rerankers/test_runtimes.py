@@ -23,11 +23,6 @@ DOCS = [
 FP32 = ["onnx", "openvino"]
 
 
-@pytest.fixture(scope="module")
-def runtime_cache(tmp_path_factory):
-    return str(tmp_path_factory.mktemp("runtime-cache"))
-
-
 def scores_by_index(res):
     return [r.score for r in sorted(res, key=lambda r: r.index)]
 

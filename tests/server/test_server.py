@@ -265,7 +265,7 @@ def test_rankrelay_serve_with_a_config_file(configured, tmp_path):
     from rankrelay.testing import refused_url
 
     port = int(refused_url().rsplit(":", 1)[1])
-    env = {k: v for k, v in os.environ.items() if not k.startswith("RANKRELAY_")}
+    env = {k: v for k, v in os.environ.items() if not k.startswith("RANKRELAY_")} | {"RANKRELAY_RUNTIME": "torch"}
     proc = subprocess.Popen([sys.executable, "-m", "rankrelay.cli", "serve", "--config", str(configured),
                              "--port", str(port), "--model", "main=chain", "--api-key", "cli-key"],
                             env=env, cwd=tmp_path, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
