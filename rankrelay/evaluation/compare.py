@@ -280,6 +280,9 @@ def compare(
     """
     data = dataset if isinstance(dataset, BeirDataset) else load_beir(dataset, split)
     qids = data.judged_queries()
+    if not qids:
+        raise InvalidInputError(f"{data.name} has no judged queries (none of its queries is in qrels/{split}.tsv): "
+                                "nothing to evaluate")
     if isinstance(queries, int):
         qids = qids[:queries]
     elif queries is not None:

@@ -53,9 +53,12 @@ class BM25Retriever(BaseRetriever):
         docs = with_ids(corpus)
         if not docs:
             raise InvalidInputError("the corpus is empty: nothing to index")
+        tokens = bm25s.tokenize([d.text for d in docs], stopwords=stopwords, show_progress=False)
+        if not tokens.vocab:
+            raise InvalidInputError(f"the corpus has no word to index ({len(docs)} documents, every word a stopword "
+                                    "or punctuation)")
         model = bm25s.BM25(k1=k1, b=b)
-        model.index(bm25s.tokenize([d.text for d in docs], stopwords=stopwords, show_progress=False),
-                    show_progress=False)
+        model.index(tokens, show_progress=False)
         return cls(model, docs, stopwords)
 
     def _search(self, queries: list[str], k: int) -> list[RerankResult]:

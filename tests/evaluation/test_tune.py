@@ -88,3 +88,18 @@ def test_tune_from_the_command_line_then_bench_reads_the_profile(beir, backends,
     assert "p.toml" in bench.output
     bad = runner.invoke(app, ["tune", str(beir), "--budget-ms", "0", "--models", "identity"])
     assert bad.exit_code == 2 and "--budget-ms must be a positive number" in bad.output
+
+
+def test_a_dataset_without_judged_queries_is_a_typed_error_not_a_traceback(tmp_path):
+    import json
+
+    folder = tmp_path / "unjudged"
+    (folder / "qrels").mkdir(parents=True)
+    (folder / "corpus.jsonl").write_text(json.dumps({"_id": "d1", "text": "wing lift"}) + "\n")
+    (folder / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "wing"}) + "\n")
+    (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n")
+    with pytest.raises(InvalidInputError, match="unjudged has no judged queries"):
+        tune(folder, 100, ["identity"], report=tmp_path / "r", progress=False)
+    out = runner.invoke(app, ["tune", str(folder), "--budget-ms", "100", "--models", "identity", "--report",
+                              str(tmp_path / "r2"), "-q"])
+    assert out.exit_code == 2 and "no judged queries" in out.output and "Traceback" not in out.output

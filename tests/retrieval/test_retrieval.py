@@ -101,6 +101,13 @@ def test_bm25_finds_exact_terms(docs, tmp_path):
     assert again.search("zygomorphic wing", 3).ids == bm25.search("zygomorphic wing", 3).ids
 
 
+def test_a_corpus_with_no_word_to_index_is_a_typed_error():
+    from rankrelay.errors import InvalidInputError
+
+    with pytest.raises(InvalidInputError, match=r"no word to index \(2 documents"):
+        BM25Retriever.build(["the a of", "!!"])
+
+
 def test_hybrid_is_rrf_of_dense_and_bm25(flat, docs):
     bm25 = BM25Retriever.build(docs)
     hybrid = HybridRetriever([flat, bm25], depth=50)
