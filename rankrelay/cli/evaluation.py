@@ -90,6 +90,8 @@ def tune(
     except RankRelayError as exc:
         raise fail(exc) from None
     chosen = result.recommended["backend"] if result.recommended else None
+    if result.quality != "nDCG@10":
+        console.print(f"quality: {result.quality}", highlight=False)
     typer.echo(table(["configuration", "p50 ms", "nDCG@10", "Pareto front", "within budget"],
                      [[("* " if r["backend"] == chosen else "") + r["backend"], r["p50_ms"], r["ndcg@10"],
                        "yes" if r["front"] else "", "yes" if r["p50_ms"] <= budget_ms else ""] for r in result.rows]))

@@ -5,9 +5,11 @@ stage's best ``depth`` (``cascade:first-stage>tier@depth``), and every cheaper t
 (``cascade:cheap>strong@keep``); each runs on ``runtime`` (``auto`` by default: this machine's fastest that
 agrees with torch). The harness (:func:`~rankrelay.evaluation.compare`) scores them on the same candidates
 (resumable), the quality/latency Pareto front is reported, and the recommendation is the best nDCG@10 whose
-p50 latency is within the budget (ties: the faster). It is written as a TOML settings file whose ``backend``
-:func:`~rankrelay.load_reranker` (``load_reranker("tuned.toml")``), ``rankrelay serve --config`` and
-``rankrelay bench --backends tuned.toml`` read.
+p50 latency is within the budget (ties: the faster). Without judgments (no ``qrels/<split>.tsv``) quality is
+agreement with the strongest configuration (the last tier over every candidate): nDCG@10 against its top 10.
+The recommendation is written as a TOML settings file whose ``backend`` :func:`~rankrelay.load_reranker`
+(``load_reranker("tuned.toml")``), ``rankrelay serve --config`` and ``rankrelay bench --backends tuned.toml``
+read.
 
 Example::
 
@@ -28,6 +30,8 @@ from typing import Any
 
 from rankrelay.errors import ConfigError, InvalidInputError
 from rankrelay.evaluation.compare import compare
+from rankrelay.evaluation.data import BeirDataset, load_beir
+from rankrelay.retrieval.corpus import load_corpus, load_queries
 
 logger = logging.getLogger(__name__)
 
@@ -54,6 +58,8 @@ class TuneResult:
     recommended: dict[str, Any] | None
     profile: Path | None = None
     warnings: list[str] = field(default_factory=list)
+    #: what ``ndcg@10`` measures: the judgments, or agreement with the strongest configuration
+    quality: str = "nDCG@10"
 
 
 def _stage(model: str, runtime: str | None) -> str:
@@ -111,6 +117,7 @@ def tune(
     progress: bool = True,
     depths: Sequence[int] = DEPTHS,
     keeps: Sequence[int] = KEEPS,
+    split: str = "test",
 ) -> TuneResult:
     """Try :func:`configurations` on a BEIR folder's judged queries and recommend one for ``budget_ms``.
 
@@ -127,23 +134,55 @@ def tune(
     if isinstance(budget_ms, bool) or not isinstance(budget_ms, (int, float)) or not budget_ms > 0:
         raise InvalidInputError(f"--budget-ms must be a positive number of milliseconds, got {budget_ms!r}")
     configs = configurations(models, depth, runtime, depths=depths, keeps=keeps)
-    comparison = compare(dataset, candidates, [{"name": c.name, "spec": c.spec} for c in configs], depth=depth,
-                         queries=queries, out=report, progress=progress)
+    items = [{"name": c.name, "spec": c.spec} for c in configs]
+    data, quality = _judged(dataset, split, items[_strongest(configs, models, depth)], candidates,
+                            depth, queries, report, progress)
+    comparison = compare(data, candidates, items, depth=depth, queries=queries, out=report, progress=progress)
     specs = {c.name: c.spec for c in configs}
     rows = [{**row, "spec": specs[row["backend"]]} for row in comparison.pareto if row["backend"] in specs]
     chosen = recommend(rows, float(budget_ms))
-    result = TuneResult(float(budget_ms), rows, chosen, warnings=list(comparison.warnings))
+    result = TuneResult(float(budget_ms), rows, chosen, warnings=list(comparison.warnings), quality=quality)
     if chosen is None:
         fastest = min(rows, key=lambda r: r["p50_ms"])
         result.warnings.append(f"no configuration is within {budget_ms:g} ms p50 here; the fastest, "
                                f"{fastest['backend']}, takes {fastest['p50_ms']:.0f} ms")
     elif out is not None:
         result.profile = write_profile(Path(out), chosen, dataset=comparison.dataset, budget_ms=float(budget_ms),
-                                       queries=len(comparison.queries))
+                                       queries=len(comparison.queries), quality=quality)
     return result
 
 
-def write_profile(path: Path, row: dict[str, Any], *, dataset: str, budget_ms: float, queries: int) -> Path:
+def _strongest(configs: Sequence[Configuration], models: Sequence[str], depth: int) -> int:
+    """The index of the last tier over every candidate."""
+    return next(i for i, c in enumerate(configs) if c.name == f"{models[-1]} over {depth}")
+
+
+def _judged(dataset: str | os.PathLike[str], split: str, strongest: dict[str, str], candidates: str, depth: int,
+            queries: int | Sequence[str] | None, report: str | os.PathLike[str] | None,
+            progress: bool) -> tuple[BeirDataset, str]:
+    """The dataset with its judgments; without them, with the strongest configuration's top 10 as the judgments
+    (every query is then scored, and quality is agreement with it)."""
+    folder = Path(dataset)
+    if (folder / "qrels" / f"{split}.tsv").exists():
+        return load_beir(folder, split), "nDCG@10"
+    for part in ("corpus.jsonl", "queries.jsonl"):
+        if not (folder / part).exists():
+            raise InvalidInputError(f"{str(folder)!r} is not a BEIR folder: {part} is missing")
+    corpus = {str(d.id): d for d in load_corpus(folder)}
+    asked = load_queries(folder)
+    if not asked:
+        raise InvalidInputError(f"{folder.name} has no queries: nothing to tune on")
+    probe = BeirDataset(folder.name, corpus, asked, {q: {} for q in asked})
+    first = compare(probe, candidates, [strongest], depth=depth, queries=queries, out=report, progress=progress)
+    top = first.runs[strongest["name"]].rankings
+    logger.info("no judgments in %s: quality is agreement with %s (nDCG@10 against its top 10)", folder,
+                strongest["name"])
+    return (BeirDataset(folder.name, corpus, asked, {q: {d: 1 for d, _ in r[:10]} for q, r in top.items()}),
+            f"agreement with {strongest['name']} (nDCG@10 against its top 10; no judgments)")
+
+
+def write_profile(path: Path, row: dict[str, Any], *, dataset: str, budget_ms: float, queries: int,
+                  quality: str = "nDCG@10") -> Path:
     """A TOML settings file whose ``backend`` is the recommended configuration, with what it measured."""
     from rankrelay.devices import cpu_signature
 
@@ -151,7 +190,7 @@ def write_profile(path: Path, row: dict[str, Any], *, dataset: str, budget_ms: f
     flags = " ".join(str(f) for f in cpu["flags"]) or "no AVX2"  # type: ignore[attr-defined]
     lines = [
         f"# rankrelay tune on {dataset} ({queries} queries), budget {budget_ms:g} ms p50",
-        f"# measured here: nDCG@10 {row['ndcg@10']:.4f}, p50 {row['p50_ms']:.0f} ms ({row['backend']})",
+        f"# measured here: {quality} {row['ndcg@10']:.4f}, p50 {row['p50_ms']:.0f} ms ({row['backend']})",
         f"# on {cpu['model']} ({flags}); load with load_reranker({str(path)!r}), serve --config, bench --backends",
         f"backend = {_toml_string(row['spec'])}",
         "",
