@@ -58,7 +58,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "routes": ("rankrelay/server/routes.py", ["tests/server/test_server.py", "tests/server/test_error_contract.py"]),
     "guards": ("rankrelay/server/guards.py", ["tests/server/test_guards_contract.py",
                                               "tests/server/test_error_contract.py"]),
-    "batching": ("rankrelay/server/batching.py", ["tests/server/test_batching.py", "tests/server/test_server.py"]),
+    "batching": ("rankrelay/server/batching.py", ["tests/server/test_batching.py"]),
     "job": ("rankrelay/batch/job.py", ["tests/test_batch.py"]),
 }
 

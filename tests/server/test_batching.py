@@ -63,3 +63,115 @@ async def test_a_failing_batch_is_served_one_by_one_to_find_the_request_at_fault
     results = await asyncio.gather(good, bad, return_exceptions=True)
     assert len(results[0]) == 5 and isinstance(results[1], InvalidDocumentError)
     await batcher.close()
+
+
+# -- what mutation testing found unchecked (tests/mutation/run.py --only batching) ---------------------------
+async def held(model, batcher):
+    """Start a request that holds the model (its first call waits for the gate); returns its task."""
+    task = asyncio.create_task(batcher.submit("hold", ["x"], None))
+    while not model.calls:
+        await asyncio.sleep(0.005)
+    return task
+
+
+async def queued(batcher, n):
+    while batcher.depth < n:
+        await asyncio.sleep(0.005)
+
+
+async def test_a_batch_is_packed_up_to_max_batch_docs_and_a_larger_request_goes_alone():
+    model = Gated()
+    sizes = []
+    batcher = DynamicBatcher(model, max_batch_docs=4, on_batch=sizes.append)
+    hold = await held(model, batcher)
+    asks = [("a", ["1", "2"]), ("b", ["1", "2"]), ("c", ["1", "2", "3", "4", "5"]), ("d", ["1"])]
+    tasks = [asyncio.create_task(batcher.submit(q, docs, None)) for q, docs in asks]
+    await queued(batcher, 4)
+    assert batcher.describe() == {"max_batch_docs": 4, "max_wait_ms": 0.0, "queue": 4}
+    model.gate.set()
+    results = await asyncio.gather(hold, *tasks)
+    assert [r.query for r in results] == ["hold", "a", "b", "c", "d"]
+    assert [q for q, _ in model.calls] == [["hold"], ["a", "b"], ["c"], ["d"]]  # 2 + 2 docs fill a batch
+    assert sizes == [1, 2, 1, 1] and batcher.depth == 0
+    await batcher.close()
+
+
+async def test_a_request_that_finds_the_model_idle_waits_max_wait_for_company():
+    model = Gated()
+    model.gate.set()
+    batcher = DynamicBatcher(model, max_batch_docs=4, max_wait_ms=60_000)  # a minute: company ends the wait
+    first = asyncio.create_task(batcher.submit("a", ["1", "2"], None))
+    await asyncio.sleep(0.01)
+    second = asyncio.create_task(batcher.submit("b", ["1", "2"], None))  # fills the batch: served at once
+    await asyncio.wait_for(asyncio.gather(first, second), 30)
+    assert [q for q, _ in model.calls] == [["a", "b"]]
+    await batcher.close()
+    alone = DynamicBatcher(model, max_wait_ms=0)
+    await alone.submit("c", ["1"], None)
+    assert [q for q, _ in model.calls][-1] == ["c"]
+    await alone.close()
+
+
+async def test_a_full_queue_refuses_and_a_caller_that_left_is_never_computed():
+    model = Gated()
+    sizes = []
+    batcher = DynamicBatcher(model, max_batch_docs=100, max_queue=2, on_batch=sizes.append)
+    hold = await held(model, batcher)
+    stay = asyncio.create_task(batcher.submit("stay", ["1"], None))
+    leave = asyncio.create_task(batcher.submit("leave", ["1"], None))
+    await queued(batcher, 2)
+    from rankrelay.server.batching import QueueFullError
+
+    try:
+        await batcher.submit("third", ["1"], None)
+    except QueueFullError as exc:
+        assert str(exc) == "2 requests are waiting; try again shortly"
+    else:
+        raise AssertionError("a third waiting request was accepted past max_queue=2")
+    leave.cancel()
+    model.gate.set()
+    await asyncio.gather(hold, stay)
+    assert [q for q, _ in model.calls] == [["hold"], ["stay"]] and sizes == [1, 1]
+    await batcher.close()
+
+
+async def test_a_foreign_failure_fails_each_request_of_the_batch_without_retrying_them():
+    class Broken(Gated):
+        def rerank_batch(self, requests, top_n=None, *, budget_ms=None):
+            self.calls.append(([q for q, _ in requests], top_n))
+            if len(self.calls) == 1:
+                self.gate.wait(30)
+                return super(Gated, self).rerank_batch(requests, top_n)
+            raise RuntimeError("the model's own bug")
+
+    model = Broken()
+    batcher = DynamicBatcher(model, max_batch_docs=100)
+    hold = await held(model, batcher)
+    tasks = [asyncio.create_task(batcher.submit(q, ["1"], None)) for q in ("a", "b")]
+    await queued(batcher, 2)
+    model.gate.set()
+    results = await asyncio.gather(hold, *tasks, return_exceptions=True)
+    assert [str(r) for r in results[1:]] == ["the model's own bug"] * 2
+    assert [q for q, _ in model.calls] == [["hold"], ["a", "b"]]  # not served one by one
+    await batcher.close()
+
+
+async def test_closing_cancels_the_waiting_requests_and_a_new_request_starts_a_new_worker():
+    model = Gated()
+    batcher = DynamicBatcher(model)
+    hold = await held(model, batcher)
+    waiting = asyncio.create_task(batcher.submit("w", ["1"], None))
+    await queued(batcher, 1)
+    await batcher.close()
+    assert batcher.depth == 0 and batcher.describe()["queue"] == 0
+    model.gate.set()
+    for task in (waiting,):
+        try:
+            await task
+        except asyncio.CancelledError:
+            pass
+        else:
+            raise AssertionError("a waiting request was served after close")
+    hold.cancel()
+    assert (await batcher.submit("again", ["1", "22"], None)).indices == [1, 0]
+    await batcher.close()
