@@ -56,8 +56,7 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "passages": ("rankrelay/rerankers/passages.py", ["tests/rerankers/test_passages_plan.py",
                                                     "tests/rerankers/test_passages.py"]),
     "routes": ("rankrelay/server/routes.py", ["tests/server/test_server.py", "tests/server/test_error_contract.py"]),
-    "guards": ("rankrelay/server/guards.py", ["tests/server/test_guards_contract.py",
-                                              "tests/server/test_error_contract.py"]),
+    "guards": ("rankrelay/server/guards.py", ["tests/server/test_guards_contract.py"]),
     "batching": ("rankrelay/server/batching.py", ["tests/server/test_batching.py"]),
     "job": ("rankrelay/batch/job.py", ["tests/test_batch.py"]),
 }
