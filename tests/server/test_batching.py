@@ -37,12 +37,10 @@ async def test_requests_in_one_batch_keep_their_own_top_n():
     sizes = []
     batcher = DynamicBatcher(model, max_batch_docs=100, max_wait_ms=0, on_batch=sizes.append)
     first = asyncio.create_task(batcher.submit("warm", DOCS, None))  # holds the model while the rest queue up
-    while not model.calls:
-        await asyncio.sleep(0.01)
+    await until(lambda: model.calls, "the model was called")
     asks = [("q1", 1), ("q2", 3), ("q3", None), ("q4", 1), ("q5", 2)]
     tasks = [asyncio.create_task(batcher.submit(q, DOCS, n)) for q, n in asks]
-    while batcher.depth < len(asks):
-        await asyncio.sleep(0.01)
+    await queued(batcher, len(asks))
     model.gate.set()
     results = await asyncio.gather(first, *tasks)
     assert [len(r) for r in results[1:]] == [1, 3, 5, 1, 2]
@@ -66,17 +64,25 @@ async def test_a_failing_batch_is_served_one_by_one_to_find_the_request_at_fault
 
 
 # -- what mutation testing found unchecked (tests/mutation/run.py --only batching) ---------------------------
+async def until(condition, what, polls=2000):
+    """Poll ``condition`` between event-loop turns; a batcher that never gets there fails the test (a hang guard,
+    not a timing assertion)."""
+    for _ in range(polls):
+        if condition():
+            return
+        await asyncio.sleep(0.005)
+    raise AssertionError(f"never happened: {what}")
+
+
 async def held(model, batcher):
     """Start a request that holds the model (its first call waits for the gate); returns its task."""
     task = asyncio.create_task(batcher.submit("hold", ["x"], None))
-    while not model.calls:
-        await asyncio.sleep(0.005)
+    await until(lambda: model.calls, "the model was called")
     return task
 
 
 async def queued(batcher, n):
-    while batcher.depth < n:
-        await asyncio.sleep(0.005)
+    await until(lambda: batcher.depth >= n, f"{n} requests waiting")
 
 
 async def test_a_batch_is_packed_up_to_max_batch_docs_and_a_larger_request_goes_alone():
