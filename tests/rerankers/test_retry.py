@@ -151,13 +151,13 @@ def test_a_failed_attempt_is_logged_with_its_error_and_wait(caplog):
 
 
 def test_a_call_deadline_overrides_the_policys_and_bounds_every_attempt():
-    clock = FakeClock()
-    attempt, calls = failing([BackendUnavailableError("503")] * 20)
+    clock = FakeClock(start=0.0)  # (exact sums)
+    # every wait is the server's Retry-After of 1 s (no jitter, whatever the random seed)
+    attempt, calls = failing([BackendUnavailableError("503", retry_after=1.0)] * 20)
     with pytest.raises(BackendUnavailableError) as err:
-        clock.policy(RetryPolicy(max_attempts=9, deadline=100.0, timeout=50.0, backoff_initial=1.0,
-                                 backoff_max=1.0)).run(attempt, deadline=3.0)
-    assert calls[0] == 3.0 and all(c <= 3.0 for c in calls) and err.value.attempts == len(calls) < 9
-    assert sum(clock.waits) <= 3.0
+        clock.policy(RetryPolicy(max_attempts=9, deadline=100.0, timeout=50.0)).run(attempt, deadline=3.0)
+    assert calls == [3.0, 2.0, 1.0] and err.value.attempts == 3  # each attempt gets what is left of the 3 s
+    assert clock.waits == [1.0, 1.0]
 
 
 def test_an_attempt_with_less_than_the_minimum_left_is_not_started():
