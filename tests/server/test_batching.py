@@ -181,3 +181,89 @@ async def test_closing_cancels_the_waiting_requests_and_a_new_request_starts_a_n
     hold.cancel()
     assert (await batcher.submit("again", ["1", "22"], None)).indices == [1, 0]
     await batcher.close()
+
+
+async def test_defaults_and_what_describe_reports():
+    batcher = DynamicBatcher(Gated(), max_wait_ms=5)
+    assert batcher.describe() == {"max_batch_docs": 256, "max_wait_ms": 5.0, "queue": 0}
+    assert batcher.max_queue == 256
+    await batcher.close()  # never used: nothing to stop
+    await batcher.close()  # twice: still nothing
+
+
+async def test_a_request_waits_for_company_arriving_within_max_wait():
+    model = Gated()
+    model.gate.set()
+    batcher = DynamicBatcher(model, max_batch_docs=4, max_wait_ms=900)
+    first = asyncio.create_task(batcher.submit("a", ["1", "2"], None))
+    await until(lambda: batcher._queue is not None and batcher.depth == 0, "the worker took the first request")
+    second = asyncio.create_task(batcher.submit("b", ["1", "2"], None))
+    await asyncio.gather(first, second)
+    assert [q for q, _ in model.calls] == [["a", "b"]]
+    await batcher.close()
+
+
+async def test_callers_that_left_neither_stop_the_worker_nor_split_a_batch():
+    model = Gated()
+    batcher = DynamicBatcher(model, max_batch_docs=100)
+    hold = await held(model, batcher)
+    gone = asyncio.create_task(batcher.submit("gone-first", ["1"], None))
+    await queued(batcher, 1)
+    tasks = [asyncio.create_task(batcher.submit(q, ["1"], None)) for q in ("s1", "gone", "s2")]
+    await queued(batcher, 4)
+    gone.cancel()
+    tasks[1].cancel()
+    model.gate.set()
+    await asyncio.gather(hold, tasks[0], tasks[2])
+    assert [q for q, _ in model.calls] == [["hold"], ["s1", "s2"]]  # one batch, the leavers skipped
+    worker = batcher._worker
+    await batcher.close()
+    assert worker.cancelled()
+
+
+async def test_every_top_n_group_is_served_whatever_happened_to_the_one_before():
+    class FailsOnBad(Gated):
+        def rerank_batch(self, requests, top_n=None, *, budget_ms=None):
+            if any(q.startswith("bad") for q, _ in requests) and len(self.calls) > 0:
+                self.calls.append(([q for q, _ in requests], top_n))
+                if any(q == "bad-foreign" for q, _ in requests):
+                    raise RuntimeError("foreign")
+                raise InvalidDocumentError("bad document")
+            return super().rerank_batch(requests, top_n)
+
+    for failing in ("bad-typed", "bad-foreign"):
+        model = FailsOnBad()
+        batcher = DynamicBatcher(model, max_batch_docs=100)
+        hold = await held(model, batcher)
+        left = asyncio.create_task(batcher.submit("left", ["1"], 3))  # its group of one: left, not computed
+        bad = asyncio.create_task(batcher.submit(failing, ["1"], 2))
+        good = [asyncio.create_task(batcher.submit(f"ok{i}", ["1", "22", "333"], 1)) for i in range(2)]
+        await queued(batcher, 4)
+        left.cancel()
+        model.gate.set()
+        results = await asyncio.gather(hold, bad, *good, return_exceptions=True)
+        assert isinstance(results[1], (InvalidDocumentError, RuntimeError))
+        assert [len(r) for r in results[2:]] == [1, 1] and all(r.indices == [2] for r in results[2:])
+        assert [q for q, _ in model.calls if "left" in q] == []
+        assert sum(1 for q, _ in model.calls if failing in q) == 1  # a group of one is not tried again alone
+        await batcher.close()
+
+
+async def test_served_one_by_one_each_request_keeps_its_top_n():
+    class FailsTogether(Gated):
+        def rerank_batch(self, requests, top_n=None, *, budget_ms=None):
+            if len(requests) > 1 and len(self.calls) > 0:
+                self.calls.append(([q for q, _ in requests], top_n))
+                raise InvalidDocumentError("one of these")
+            return super().rerank_batch(requests, top_n)
+
+    model = FailsTogether()
+    batcher = DynamicBatcher(model, max_batch_docs=100)
+    hold = await held(model, batcher)
+    tasks = [asyncio.create_task(batcher.submit(q, ["1", "22", "333"], n)) for q, n in (("a", 2), ("b", 2), ("c", 1))]
+    await queued(batcher, 3)
+    model.gate.set()
+    results = await asyncio.gather(hold, *tasks)
+    assert [r.indices for r in results[1:]] == [[2, 1], [2, 1], [2]]  # and the next group is still served
+    assert model.calls[-3:] == [(["a"], 2), (["b"], 2), (["c"], 1)]
+    await batcher.close()

@@ -48,12 +48,13 @@ async def call(app, request_scope, messages=({"type": "http.request", "body": b"
 
 
 class Echo:
-    """An inner app that answers 200 with the body it read."""
+    """An inner app that answers 200 with the body it read (it needs the scope, receive and send it was given)."""
 
     def __init__(self):
         self.calls = 0
 
     async def __call__(self, request_scope, receive, send):
+        assert request_scope["type"] in ("http", "websocket") and callable(receive) and callable(send)
         self.calls += 1
         body = b""
         while True:
@@ -155,6 +156,19 @@ def test_a_declared_length_over_the_limit_is_refused_before_reading_and_a_false_
     assert inner.calls == 2
 
 
+def test_after_the_replayed_body_the_app_reads_the_client_itself():
+    seen = []
+
+    async def listens(request_scope, receive, send):
+        seen.append(await receive())
+        seen.append(await receive())  # past the body: the real channel (here, the client leaving)
+        await send({"type": "http.response.start", "status": 204, "headers": []})
+        await send({"type": "http.response.body", "body": b""})
+
+    assert run(call(BodyLimit(listens, 10), scope()))[0] == 204
+    assert [m["type"] for m in seen] == ["http.request", "http.disconnect"]
+
+
 def test_gets_heads_and_other_scopes_pass_the_body_limit_untouched():
     inner = Echo()
     limit = BodyLimit(inner, 1)
@@ -174,7 +188,7 @@ def request(method="POST", content_type=None):
 
 
 @pytest.mark.parametrize("declared", [None, "application/json", "Application/JSON; charset=utf-8",
-                                      "application/vnd.api+json"])
+                                      "application/json; charset=utf-8; q=1", "application/vnd.api+json"])
 def test_json_and_an_absent_type_are_accepted(declared):
     json_only(request(content_type=declared))
 
@@ -209,6 +223,7 @@ def test_an_exception_before_the_answer_is_a_500_and_after_it_is_raised():
     with pytest.raises(RuntimeError, match="boom"):  # lifespan and other scopes are not answered here
         run(call(Contained(fails_early), scope(kind="lifespan")))
     assert run(call(Contained(Echo()), scope()))[::2] == (200, b"{}")
+    assert run(call(Contained(Echo()), scope(kind="websocket")))[::2] == (200, b"{}")  # handed on as it came
 
 
 # -- a client that leaves ----------------------------------------------------------------------------
@@ -257,3 +272,24 @@ def test_other_messages_while_waiting_do_not_count_as_leaving():
         assert await unless_client_leaves(Request(scope(), receive), work()) == 7
 
     run(main())
+
+
+def test_a_body_message_without_more_body_is_the_whole_body():
+    async def main():
+        inner = Echo()
+        client_stays = asyncio.Event()  # never set: the client keeps the connection open
+        messages = [{"type": "http.request", "body": b"abc"}]  # ASGI: an absent more_body means False
+        sent = []
+
+        async def receive():
+            if messages:
+                return messages.pop(0)
+            await client_stays.wait()
+
+        async def send(message):
+            sent.append(message)
+
+        await asyncio.wait_for(BodyLimit(inner, 10)(scope(), receive, send), 30)  # a hang guard, not a timing
+        return b"".join(m.get("body", b"") for m in sent if m["type"] == "http.response.body")
+
+    assert run(main()) == b"abc"
