@@ -267,3 +267,35 @@ async def test_served_one_by_one_each_request_keeps_its_top_n():
     assert [r.indices for r in results[1:]] == [[2, 1], [2, 1], [2]]  # and the next group is still served
     assert model.calls[-3:] == [(["a"], 2), (["b"], 2), (["c"], 1)]
     await batcher.close()
+
+
+async def test_a_group_whose_callers_left_while_another_ran_is_skipped_and_the_next_still_served():
+    class Slow(Gated):
+        """Each call after the first waits on its own gate."""
+
+        def __init__(self):
+            super().__init__()
+            self.gates = {"a": threading.Event()}
+
+        def rerank_batch(self, requests, top_n=None, *, budget_ms=None):
+            first_query = requests[0][0]
+            if first_query in self.gates:
+                self.calls.append(([q for q, _ in requests], top_n))
+                self.gates[first_query].wait(30)
+                return super(Gated, self).rerank_batch(requests, top_n)
+            return super().rerank_batch(requests, top_n)
+
+    model = Slow()
+    batcher = DynamicBatcher(model, max_batch_docs=100)
+    hold = await held(model, batcher)
+    a, b, c = (asyncio.create_task(batcher.submit(q, ["1", "22"], n)) for q, n in (("a", 1), ("b", 2), ("c", 3)))
+    await queued(batcher, 3)
+    model.gate.set()
+    await until(lambda: any(q == ["a"] for q, _ in model.calls), "group a is running")
+    b.cancel()  # its caller leaves while group a runs
+    model.gates["a"].set()
+    results = await asyncio.gather(hold, a, c)
+    assert [r.query for r in results] == ["hold", "a", "c"]
+    assert [q for q, _ in model.calls] == [["hold"], ["a"], ["c"]]  # b's group was not computed
+    await batcher.close()
+    await batcher.close()  # a second close after use: nothing left to stop
