@@ -187,11 +187,35 @@ def load_reranker(
     if spec is None and settings.fallback:
         return _build("fallback", None, None, {"chain": _chain_items(settings.fallback, settings), **options},
                       defaults=None)
-    spec = spec.strip() if spec is not None else settings.backend.strip()
+    if spec is None:  # the settings' backend may carry options too ("minilm-l6?runtime=openvino")
+        spec, spec_options = split_options(settings.backend)
+        options = {**spec_options, **options}
+    spec = spec.strip()
     if spec in PROFILES:
         return load_reranker(PROFILES[spec].spec(options), settings=settings)
     backend, model, preset = parse_spec(spec)
+    if backend == "cascade":
+        model, options = _cascade_stages(model, options, settings)
     return _build(backend, model, preset, options, defaults=settings)
+
+
+def _cascade_stages(rest: str | None, options: dict[str, Any],
+                    settings: Settings) -> tuple[str | None, dict[str, Any]]:
+    """A cascade's spec and options with its stages built with ``settings``, as a chain's are (stages from its
+    spec, ``<cheap>><strong>@<keep>``, or its ``cheap``/``strong`` options; both: left for the factory to refuse)."""
+    from rankrelay.rerankers.cascade import FIRST_STAGE, parse_cascade
+
+    if rest and ("cheap" in options or "strong" in options):
+        return rest, options
+    options = dict(options)
+    if rest:
+        cheap, strong, keep = parse_cascade(rest)
+        options = {**options, "cheap": cheap, "strong": strong, "keep": options.get("keep", keep)}
+    for part in ("cheap", "strong"):
+        stage = options.get(part)
+        if stage is not None and stage != FIRST_STAGE:
+            options[part] = load_chain_item(stage, settings)
+    return None, options
 
 
 def _chain_items(items: Any, settings: Settings | None) -> list[Any]:

@@ -170,3 +170,39 @@ def test_the_cohere_key_in_settings_reaches_the_cohere_backend_only(monkeypatch)
     assert load_reranker("cohere:rerank-v3.5", settings=settings).name == "cohere"
     with pytest.raises(AuthenticationError):
         load_reranker("cohere:rerank-v3.5", settings=Settings())
+
+
+def test_a_toml_file_is_a_spec_with_its_own_settings(recorder, tmp_path):
+    path = tmp_path / "tuned.toml"
+    path.write_text('backend = "recorder:m?color=red"\nbatch_size = 6\n')
+    rr = load_reranker(f" {path} ", device="cpu")
+    assert isinstance(rr, Recorder) and rr.options == {"color": "red", "batch_size": 6, "device": "cpu"}
+    check_spec(str(path))
+    chain = tmp_path / "chain.toml"
+    chain.write_text('backend = "identity"\nfallback = ["recorder:a", "identity"]\n')
+    assert isinstance(load_reranker(str(chain)), FallbackReranker)
+    bad = tmp_path / "bad.toml"
+    bad.write_text('backend = "identity"\nfallback = ["nope"]\n')
+    with pytest.raises(UnknownBackendError, match="'nope'"):
+        check_spec(str(bad))
+    bad.write_text('backend = "nope"\n')
+    with pytest.raises(UnknownBackendError, match="'nope'"):
+        check_spec(str(bad))
+    with pytest.raises(ConfigError, match="does not exist"):
+        load_reranker(str(tmp_path / "missing.toml"))
+
+
+def test_a_profile_takes_the_settings_given(monkeypatch):
+    rr = load_reranker("balanced", settings=Settings(batch_size=5, device="cpu"))
+    assert (rr.cheap.batch_size, rr.strong.batch_size, rr.cheap.device) == (5, 5, "cpu")
+
+
+def test_a_cascade_builds_its_stages_with_the_settings_given(recorder):
+    settings = Settings(batch_size=4, device="cpu")
+    for spec in ("cascade:recorder:a>recorder:b@3", {"spec": "cascade", "cheap": "recorder:a", "strong": "recorder:b",
+                                                    "keep": 3}):
+        rr = load_reranker(spec, settings=settings)
+        assert rr.keep == 3 and rr.cheap.options == rr.strong.options == {"batch_size": 4, "device": "cpu"}
+    assert load_reranker("cascade:first-stage>recorder:b@2", settings=settings, keep=5).keep == 5
+    with pytest.raises(ConfigError, match="not both"):
+        load_reranker("cascade:identity>identity@2", cheap="identity")
