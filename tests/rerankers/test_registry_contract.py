@@ -204,5 +204,6 @@ def test_a_cascade_builds_its_stages_with_the_settings_given(recorder):
         rr = load_reranker(spec, settings=settings)
         assert rr.keep == 3 and rr.cheap.options == rr.strong.options == {"batch_size": 4, "device": "cpu"}
     assert load_reranker("cascade:first-stage>recorder:b@2", settings=settings, keep=5).keep == 5
-    with pytest.raises(ConfigError, match="not both"):
-        load_reranker("cascade:identity>identity@2", cheap="identity")
+    for stage in ("cheap", "strong"):
+        with pytest.raises(ConfigError, match="not both"):
+            load_reranker("cascade:identity>identity@2", **{stage: "identity"})
