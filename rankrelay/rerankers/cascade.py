@@ -38,11 +38,8 @@ from rankrelay.rerankers.base import (
     within_budget,
 )
 from rankrelay.rerankers.composite import Composite
-from rankrelay.rerankers.registry import load_chain_item, register
+from rankrelay.rerankers.registry import DEFAULT_KEEP, FIRST_STAGE, load_chain_item, parse_cascade, register
 from rankrelay.results import RerankResult, to_documents
-
-FIRST_STAGE = "first-stage"
-DEFAULT_KEEP = 30
 
 
 class CascadeReranker(Composite):
@@ -154,19 +151,6 @@ class CascadeReranker(Composite):
         timings = {"cheap": (cheap_done - start) * 1000, "strong": (done - cheap_done) * 1000,
                    "model": (done - start) * 1000, "total": (done - start) * 1000}
         return self._merge(checked, orders, strong, top_n, timings)
-
-
-def parse_cascade(spec: str) -> tuple[str, str, int]:
-    """Split ``<cheap>><strong>@<keep>`` (keep optional) into its parts."""
-    body, at, keep_text = spec.rpartition("@")
-    if not at or not keep_text.strip().isdigit():
-        body, keep = spec, DEFAULT_KEEP
-    else:
-        keep = int(keep_text)
-    parts = body.split(">")
-    if len(parts) != 2 or not all(p.strip() for p in parts):
-        raise ConfigError(f"a cascade spec is cascade:<cheap>><strong>@<keep>, got 'cascade:{spec}'")
-    return parts[0].strip(), parts[1].strip(), keep
 
 
 def from_spec(rest: str | None, *, cheap: Any = None, strong: Any = None, keep: int | None = None) -> CascadeReranker:

@@ -199,12 +199,29 @@ def load_reranker(
     return _build(backend, model, preset, options, defaults=settings)
 
 
+#: A cascade's cheap stage that is the input order itself (the retriever's ranking in a two-stage search).
+FIRST_STAGE = "first-stage"
+#: Candidates a cascade's strong stage reorders unless told.
+DEFAULT_KEEP = 30
+
+
+def parse_cascade(spec: str) -> tuple[str, str, int]:
+    """Split ``<cheap>><strong>@<keep>`` (keep optional) into its parts."""
+    body, at, keep_text = spec.rpartition("@")
+    if not at or not keep_text.strip().isdigit():
+        body, keep = spec, DEFAULT_KEEP
+    else:
+        keep = int(keep_text)
+    parts = body.split(">")
+    if len(parts) != 2 or not all(p.strip() for p in parts):
+        raise ConfigError(f"a cascade spec is cascade:<cheap>><strong>@<keep>, got 'cascade:{spec}'")
+    return parts[0].strip(), parts[1].strip(), keep
+
+
 def _cascade_stages(rest: str | None, options: dict[str, Any],
                     settings: Settings) -> tuple[str | None, dict[str, Any]]:
     """A cascade's spec and options with its stages built with ``settings``, as a chain's are (stages from its
     spec, ``<cheap>><strong>@<keep>``, or its ``cheap``/``strong`` options; both: left for the factory to refuse)."""
-    from rankrelay.rerankers.cascade import FIRST_STAGE, parse_cascade
-
     if rest and ("cheap" in options or "strong" in options):
         return rest, options
     options = dict(options)
