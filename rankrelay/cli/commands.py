@@ -61,6 +61,7 @@ def rerank(
 def models(config: ConfigOption = None) -> None:
     """List presets (with whether their weights are on this machine), registered backends, and the configured
     fallback chains with the backends that cannot serve (no credentials, no weights, no package)."""
+    from rankrelay.devices import cpu_signature
     from rankrelay.hub import find_local
     from rankrelay.rerankers import backends, load_settings
     from rankrelay.rerankers.auto_runtime import known_choice, speedup
@@ -76,6 +77,7 @@ def models(config: ConfigOption = None) -> None:
     for col in ("name", "model", "max len", "DL19", "weights", "here"):
         presets.add_column(col)
     weights: dict[str, str] = {}
+    cpu = cpu_signature()
     for p in PRESETS.values():
         try:
             local = find_local(p.model)
@@ -83,7 +85,7 @@ def models(config: ConfigOption = None) -> None:
             local = None
         weights[p.name] = local.source if local else "hub"
         quality = f"{p.dl19_ndcg10:.2f}" if p.dl19_ndcg10 is not None else "-"
-        choice = known_choice(p.model, cache_dir)
+        choice = known_choice(p.model, cache_dir, cpu)
         times = speedup(choice) if choice is not None else None
         here = "-" if choice is None else f"{choice.runtime} {choice.precision}" + (
             f", {times:.2f}x torch" if times is not None else "")

@@ -31,7 +31,7 @@ from time import perf_counter
 from typing import Any
 
 from rankrelay.devices import cpu_signature, has_bf16_units
-from rankrelay.rerankers.runtimes import RUNTIMES, Forward, installed, measure_agreement
+from rankrelay.rerankers.runtimes import RUNTIMES, Forward, cache_slug, installed, measure_agreement
 
 logger = logging.getLogger(__name__)
 
@@ -102,10 +102,6 @@ def pick(trials: Sequence[Trial], min_agreement: float) -> tuple[str, str, str]:
                              f"{best.precision}, is {reference.seconds / best.seconds:.2f}x)")
 
 
-def _slug(label: str) -> str:
-    return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(label).name)[:60]
-
-
 def _versions() -> dict[str, str | None]:
     out: dict[str, str | None] = {}
     for name in _PACKAGES:
@@ -145,7 +141,7 @@ def choose_runtime(
     key_data = {"files": fingerprint, "device": device, "cpu": cpu, "versions": _versions(), "candidates": pairs,
                 "min_agreement": min_agreement, "format": FORMAT_VERSION}
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:20]
-    path = cache_dir / "runtimes" / "auto" / f"{_slug(label)}-{key}.json"
+    path = cache_dir / "runtimes" / "auto" / f"{cache_slug(label)}-{key}.json"
     stored = _read(path, key_data)
     if stored is not None:
         stored.cached, stored.seconds = True, clock() - start
@@ -238,7 +234,7 @@ def known_choice(label: str, cache_dir: Path, cpu: dict[str, object] | None = No
     """The newest choice stored for the model ``label`` on this CPU (any version of its files), or None: what
     ``rankrelay models`` shows as the speed measured here."""
     cpu = cpu if cpu is not None else cpu_signature()
-    stored = (cache_dir / "runtimes" / "auto").glob(f"{_slug(label)}-{'?' * 20}.json")
+    stored = (cache_dir / "runtimes" / "auto").glob(f"{cache_slug(label)}-{'?' * 20}.json")
     found = sorted(stored, key=lambda p: p.stat().st_mtime)
     for path in reversed(found):
         try:

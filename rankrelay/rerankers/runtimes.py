@@ -84,6 +84,11 @@ def installed(module: str) -> bool:
         return False
 
 
+def cache_slug(label: str) -> str:
+    """A model's name as the readable part of a cache file or folder name."""
+    return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(label).name)[:60]
+
+
 def check_runtime(name: object) -> str:
     """Return ``name`` if it is a runtime whose packages are installed; raise a typed error otherwise.
 
@@ -344,8 +349,7 @@ def compile_forward(
         key_data = {"files": fingerprint, "runtime": runtime, "versions": _runtime_version(spec),
                     "output": output, "inputs": names, "format": FORMAT_VERSION}
         key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:20]
-        slug = "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(label).name)[:60]
-        folder = cache_dir / "runtimes" / f"{slug}-{runtime}-{key}"
+        folder = cache_dir / "runtimes" / f"{cache_slug(label)}-{runtime}-{key}"
         if not (folder / "agreement.json").exists():
             folder.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
