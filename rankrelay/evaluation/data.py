@@ -49,14 +49,16 @@ class BeirDataset:
         return [q for q in self.queries if q in self.qrels]
 
 
-def load_beir(path: str | os.PathLike[str], split: str = "test") -> BeirDataset:
-    """Read a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``)."""
+def load_beir(path: str | os.PathLike[str], split: str = "test", *, judged: bool = True) -> BeirDataset:
+    """Read a BEIR folder (``corpus.jsonl``, ``queries.jsonl``, ``qrels/<split>.tsv``; ``judged=False``: no
+    judgments are read, the qrels are empty)."""
     folder = Path(path)
-    for part in ("corpus.jsonl", "queries.jsonl", f"qrels/{split}.tsv"):
+    for part in ("corpus.jsonl", "queries.jsonl", *([f"qrels/{split}.tsv"] if judged else [])):
         if not (folder / part).exists():
             raise InvalidInputError(f"{str(folder)!r} is not a BEIR folder: {part} is missing")
     docs = load_corpus(folder)
-    return BeirDataset(folder.name, {str(d.id): d for d in docs}, load_queries(folder), load_qrels(folder, split))
+    return BeirDataset(folder.name, {str(d.id): d for d in docs}, load_queries(folder),
+                       load_qrels(folder, split) if judged else {})
 
 
 def write_trec(path: Path, run: dict[str, Ranking], tag: str) -> None:

@@ -21,6 +21,7 @@ Example::
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import os
 from collections.abc import Sequence
@@ -31,7 +32,6 @@ from typing import Any
 from rankrelay.errors import ConfigError, InvalidInputError
 from rankrelay.evaluation.compare import compare
 from rankrelay.evaluation.data import BeirDataset, load_beir
-from rankrelay.retrieval.corpus import load_corpus, load_queries
 
 logger = logging.getLogger(__name__)
 
@@ -165,19 +165,15 @@ def _judged(dataset: str | os.PathLike[str], split: str, strongest: dict[str, st
     folder = Path(dataset)
     if (folder / "qrels" / f"{split}.tsv").exists():
         return load_beir(folder, split), "nDCG@10"
-    for part in ("corpus.jsonl", "queries.jsonl"):
-        if not (folder / part).exists():
-            raise InvalidInputError(f"{str(folder)!r} is not a BEIR folder: {part} is missing")
-    corpus = {str(d.id): d for d in load_corpus(folder)}
-    asked = load_queries(folder)
-    if not asked:
-        raise InvalidInputError(f"{folder.name} has no queries: nothing to tune on")
-    probe = BeirDataset(folder.name, corpus, asked, {q: {} for q in asked})
+    data = load_beir(folder, split, judged=False)
+    if not data.queries:
+        raise InvalidInputError(f"{data.name} has no queries: nothing to tune on")
+    probe = dataclasses.replace(data, qrels={q: {} for q in data.queries})
     first = compare(probe, candidates, [strongest], depth=depth, queries=queries, out=report, progress=progress)
     top = first.runs[strongest["name"]].rankings
     logger.info("no judgments in %s: quality is agreement with %s (nDCG@10 against its top 10)", folder,
                 strongest["name"])
-    return (BeirDataset(folder.name, corpus, asked, {q: {d: 1 for d, _ in r[:10]} for q, r in top.items()}),
+    return (dataclasses.replace(data, qrels={q: {d: 1 for d, _ in r[:10]} for q, r in top.items()}),
             f"agreement with {strongest['name']} (nDCG@10 against its top 10; no judgments)")
 
 
