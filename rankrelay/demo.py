@@ -69,23 +69,24 @@ def build_chain(notify: Notify = logger.info, trained: Path | None = None) -> Fa
     (if its weights are here) -> bi-encoder. Local models run on torch: a first demo does not wait for
     ``runtime="auto"`` to measure every runtime (``rankrelay models`` and the README say how)."""
     chain: list[Any] = []
+    here = {"device": "cpu", "runtime": "torch"}  # every local stage
     if any(os.environ.get(k) for k in KEY_ENV):
         chain.append({"spec": "cohere:rerank-v3.5", "timeout": 10.0, "max_attempts": 2})
     else:
         notify("cohere: no API key set (RANKRELAY_COHERE_API_KEY or CO_API_KEY); not in the chain")
     if trained is not None:
         notify(f"using the cross-encoder trained on this dataset: {trained}")
-        chain.append({"spec": f"cross-encoder:{trained}", "device": "cpu", "runtime": "torch"})
+        chain.append({"spec": f"cross-encoder:{trained}", **here})
     try:
         local = find_local(PRESETS[CROSS_ENCODER_PRESET].model)
     except ModelNotFoundError:
         local = None
     if local is not None:
-        chain.append({"spec": CROSS_ENCODER_PRESET, "device": "cpu", "runtime": "torch"})
+        chain.append({"spec": CROSS_ENCODER_PRESET, **here})
     else:
         notify(f"{CROSS_ENCODER_PRESET}: the weights of {PRESETS[CROSS_ENCODER_PRESET].model} are not on "
                       "this machine (no Hub here); using the bi-encoder reranker instead")
-    chain.append({"spec": f"bi-encoder:{BI_ENCODER}", "device": "cpu", "runtime": "torch"})
+    chain.append({"spec": f"bi-encoder:{BI_ENCODER}", **here})
     return FallbackReranker(chain)
 
 
