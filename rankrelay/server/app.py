@@ -72,13 +72,13 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
             await service.stop()
 
     app = FastAPI(title="rankrelay", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
-    for router in (routes.cohere, routes.tei, routes.search, routes.models):
+    for router in routes.PROTECTED:
         app.include_router(router, dependencies=[Depends(json_only)])
     app.include_router(routes.operations)
     routes.install_error_handlers(app)
     app.add_middleware(Contained)  # innermost: no exception reaches the server (a kept-alive connection lives)
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
-    app.add_middleware(BearerAuth, keys=keys, protected=routes.protected_paths())  # before any body is read
+    app.add_middleware(BearerAuth, keys=keys, protected=routes.paths(protected=True))  # before any body is read
     app.add_middleware(RequestMetrics, metrics=service.metrics, routes=routes.paths())  # outermost: counts all
     app.state.service = service
     app.state.rerankers = service.rerankers

@@ -18,6 +18,7 @@ from typing import Annotated, Any
 from fastapi import APIRouter, Depends, FastAPI, Request
 from fastapi.exceptions import RequestValidationError
 from fastapi.responses import JSONResponse, PlainTextResponse, Response
+from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
 from rankrelay.errors import AuthenticationError, BackendTimeoutError, InvalidInputError, RankRelayError
@@ -195,15 +196,14 @@ async def list_models(service: Served) -> dict[str, Any]:
                        for n, rr in service.rerankers.items()]}
 
 
-def protected_paths() -> list[str]:
-    """The paths behind the key: everything but ``/health``, ``/ready`` and ``/metrics``."""
-    return sorted({getattr(r, "path", "") for router in (cohere, tei, search, models) for r in router.routes} - {""})
+PROTECTED = (cohere, tei, search, models)
 
 
-def paths() -> list[str]:
-    """Every path the service answers (the metrics label any other ``other``)."""
-    return sorted({getattr(r, "path", "") for router in (cohere, tei, search, models, operations)
-                   for r in router.routes} - {""})
+def paths(protected: bool = False) -> list[str]:
+    """Every path the service answers (the metrics label any other ``other``); ``protected``: those behind the
+    key, which is all but ``/health``, ``/ready`` and ``/metrics``."""
+    routers = PROTECTED if protected else (*PROTECTED, operations)
+    return sorted({r.path for router in routers for r in router.routes if isinstance(r, APIRoute)})
 
 
 # -- errors ----------------------------------------------------------------------------------
