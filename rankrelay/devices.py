@@ -72,5 +72,15 @@ def cpu_signature(cpuinfo: str | None = None) -> dict[str, object]:
 
 def has_bf16_units(cpu: dict[str, object]) -> bool:
     """Whether the CPU computes bf16 natively (AVX-512 BF16 or AMX), so bf16 may be faster than fp32."""
+    return _has_any(cpu, {"avx512_bf16", "amx_bf16"})
+
+
+def has_int8_units(cpu: dict[str, object]) -> bool:
+    """Whether the CPU has int8 dot-product instructions (VNNI, AVX-VNNI or AMX), so int8 may be faster than fp32
+    (without them an int8 dot product takes three instructions and gains nothing on a transformer)."""
+    return _has_any(cpu, {"avx512_vnni", "avx_vnni", "amx_int8"})
+
+
+def _has_any(cpu: dict[str, object], wanted: set[str]) -> bool:
     flags = cpu.get("flags")
-    return isinstance(flags, list) and bool({"avx512_bf16", "amx_bf16"} & set(flags))
+    return isinstance(flags, list) and bool(wanted & set(flags))

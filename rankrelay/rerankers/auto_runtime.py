@@ -1,7 +1,8 @@
 """``runtime="auto"``: measure the runtimes this machine has, keep those that agree with torch, take the fastest.
 
 At a model's first load on a machine, each candidate (torch fp32; torch bf16 and OpenVINO bf16 where the CPU
-has bf16 units; ONNX Runtime and OpenVINO, fp32 and int8, where installed) scores the fixed sample of
+has bf16 units; ONNX Runtime and OpenVINO where installed, in int8 too where the CPU has VNNI or AMX) scores the
+fixed sample of
 :mod:`rankrelay.rerankers.sample`. A candidate whose top-10 overlap with torch fp32 is under ``min_agreement``
 is out; of the rest the fastest wins, but only when it is at least :data:`MARGIN` faster than torch fp32 (so
 noise never picks a slower runtime). The choice is kept in ``<cache_dir>/runtimes/auto/`` under a key of the
@@ -30,7 +31,7 @@ from pathlib import Path
 from time import perf_counter
 from typing import Any
 
-from rankrelay.devices import cpu_signature, has_bf16_units
+from rankrelay.devices import cpu_signature, has_bf16_units, has_int8_units
 from rankrelay.rerankers.runtimes import RUNTIMES, Forward, cache_slug, installed, measure_agreement
 
 logger = logging.getLogger(__name__)
@@ -71,13 +72,16 @@ class RuntimeChoice:
 
 
 def candidates(device: str, cpu: dict[str, object]) -> list[tuple[str, str]]:
-    """(runtime, precision) pairs worth measuring here: torch fp32 first (the reference)."""
+    """(runtime, precision) pairs worth measuring here: torch fp32 first (the reference). bf16 and int8 are
+    candidates only where the CPU has units for them: elsewhere they were measured to gain nothing, and an int8
+    conversion (NNCF's calibration) is most of what a measurement costs."""
     if device != "cpu":
         return [("torch", "fp32")]
-    bf16 = has_bf16_units(cpu)
+    bf16, int8 = has_bf16_units(cpu), has_int8_units(cpu)
     out = [("torch", "fp32")] + ([("torch", "bf16")] if bf16 else [])
     for name, spec in RUNTIMES.items():
-        if spec.engine != "torch" and (bf16 or spec.hint == "f32") and all(installed(m) for m in spec.modules):
+        if (spec.engine != "torch" and (bf16 or spec.hint == "f32") and (int8 or not spec.int8)
+                and all(installed(m) for m in spec.modules)):
             out.append((name, "fp32"))
     return out
 
@@ -151,6 +155,8 @@ def choose_runtime(
     if len(pairs) == 1:
         reason = "torch is the only runtime here" if device == "cpu" else f"on {device} the runtime is torch"
         return RuntimeChoice("torch", "fp32", reason, seconds=clock() - start)
+    logger.info("runtime='auto' measures %s on %s, once on this machine (a minute or so)", label,
+                ", ".join(f"{r} {p}" for r, p in pairs))
     try:
         trials = _measure(pairs, forward, sample, clock, repeats)
     except Exception as exc:  # the reference itself could not be measured: torch, said once

@@ -9,11 +9,12 @@ import numpy as np
 import pytest
 
 from rankrelay import ConfigError, Settings, load_reranker
-from rankrelay.devices import cpu_signature, has_bf16_units
+from rankrelay.devices import cpu_signature, has_bf16_units, has_int8_units
 from rankrelay.rerankers.auto_runtime import MARGIN, Trial, candidates, choose_runtime, pick
 from rankrelay.testing import FakeClock
 
 AVX2 = {"model": "AMD EPYC", "machine": "x86_64", "flags": ["avx2"]}
+VNNI = {"model": "AMD EPYC", "machine": "x86_64", "flags": ["avx2", "avx512_vnni"]}  # int8 candidates too
 BF16 = {"model": "AMD EPYC 9R14", "machine": "x86_64", "flags": ["avx2", "avx512_bf16", "avx512_vnni", "avx512f"]}
 REFERENCE = np.arange(40, dtype=float).reshape(2, 20)  # the sample's scores on torch fp32
 
@@ -24,12 +25,17 @@ def test_the_cpu_signature_keeps_the_model_and_the_flags_that_decide_speed():
     cpu = cpu_signature(info)
     assert cpu["model"] == "AMD EPYC 9R14" and cpu["flags"] == ["avx2", "avx512_bf16", "avx512_vnni", "avx512f"]
     assert has_bf16_units(cpu) and not has_bf16_units(cpu_signature("flags : avx2 avx512_vnni\n"))
+    assert has_int8_units(cpu) and has_int8_units(cpu_signature("flags : amx_int8\n"))
+    assert not has_int8_units(cpu_signature("flags : avx2 avx512f avx512_bf16\n")) and not has_int8_units({})
     assert cpu_signature("")["flags"] == []
 
 
 def test_candidates_follow_the_cpu_the_device_and_what_is_installed(monkeypatch):
-    assert candidates("cpu", AVX2) == [("torch", "fp32"), ("onnx", "fp32"), ("onnx-int8", "fp32"),
-                                       ("openvino", "fp32"), ("openvino-int8", "fp32")]
+    assert candidates("cpu", AVX2) == [("torch", "fp32"), ("onnx", "fp32"), ("openvino", "fp32")]
+    assert candidates("cpu", {**AVX2, "flags": ["avx2", "avx_vnni"]}) == [
+        ("torch", "fp32"), ("onnx", "fp32"), ("onnx-int8", "fp32"), ("openvino", "fp32"), ("openvino-int8", "fp32")]
+    assert candidates("cpu", {**AVX2, "flags": ["amx_bf16"]}) == [
+        ("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("openvino", "fp32"), ("openvino-bf16", "fp32")]
     assert candidates("cpu", BF16) == [("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("onnx-int8", "fp32"),
                                        ("openvino", "fp32"), ("openvino-bf16", "fp32"), ("openvino-int8", "fp32")]
     assert candidates("cuda", BF16) == [("torch", "fp32")]
@@ -83,7 +89,7 @@ class Machine:
         self.clock.sleep(self.costs[fwd])
         return REFERENCE[:, ::-1] if fwd[0] in self.disagree else REFERENCE
 
-    def choose(self, tmp_path, fingerprint="files-1", cpu=AVX2, **kw):
+    def choose(self, tmp_path, fingerprint="files-1", cpu=VNNI, **kw):
         return choose_runtime(label="org/model", fingerprint=fingerprint, device="cpu", cache_dir=tmp_path,
                               min_agreement=0.9, forward=self.forward, sample=self.sample, clock=self.clock, cpu=cpu,
                               **kw)
