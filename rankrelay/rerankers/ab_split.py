@@ -32,7 +32,8 @@ class SplitReranker(Composite):
     """Send ``share_b`` of request keys to ``b`` and the rest to ``a``.
 
     Args:
-        a, b: specs or rerankers (any :class:`~rankrelay.Reranker`, a fallback chain included).
+        a: arm "a", a spec or reranker (any :class:`~rankrelay.Reranker`, a fallback chain included).
+        b: arm "b", the same kinds.
         share_b: the share of keys routed to ``b``, in [0, 1].
         salt: changes the assignment (a new experiment re-draws the arms).
     """

@@ -44,7 +44,7 @@ HEADS = ("cls", "mean")
 
 @dataclass(slots=True)
 class TrainOptions:
-    """Every option of :func:`train` (the defaults are the recipe that won on Cranfield; see the README)."""
+    """Every option of :func:`train` (the defaults are the recipe that won on Cranfield; see docs/training.md)."""
 
     base: str = "all-minilm-l6"
     head: str = "cls"
