@@ -32,7 +32,7 @@ def test_rerank_json_matches_the_library(tiny_ce_path, tiny_ce, docs_jsonl):
 def test_rerank_table_from_text_file(tiny_ce_path, tmp_path):
     path = tmp_path / "docs.txt"
     path.write_text("\n".join(DOCS) + "\n\n")
-    out = runner.invoke(app, ["rerank", str(path), "-q", "python sort", "-m", f"cross-encoder:{tiny_ce_path}",
+    out = runner.invoke(app, ["rerank", str(path), "--query", "python sort", "-m", f"cross-encoder:{tiny_ce_path}",
                               "--device", "cpu", "--normalize", "minmax"])
     assert out.exit_code == 0, out.output
     assert "norm (minmax)" in out.output and "3 of 3 documents" in out.output
@@ -56,21 +56,21 @@ def test_errors_exit_2_with_a_clear_message(docs_jsonl, args, fragment):
 
 
 def test_missing_document_file(tmp_path):
-    out = runner.invoke(app, ["rerank", str(tmp_path / "nope.jsonl"), "-q", "x"])
+    out = runner.invoke(app, ["rerank", str(tmp_path / "nope.jsonl"), "--query", "x"])
     assert out.exit_code == 2 and "does not exist" in out.output
 
 
 def test_bad_jsonl_line_names_the_line(tmp_path):
     path = tmp_path / "docs.jsonl"
     path.write_text('{"text": "ok"}\n{"id": 1}\n')
-    out = runner.invoke(app, ["rerank", str(path), "-q", "x"])
+    out = runner.invoke(app, ["rerank", str(path), "--query", "x"])
     assert out.exit_code == 2 and "docs.jsonl:2" in out.output
 
 
 def test_config_file_option(tiny_ce_path, tmp_path, docs_jsonl):
     cfg = tmp_path / "rr.toml"
     cfg.write_text(f'backend = "cross-encoder:{tiny_ce_path}"\ndevice = "cpu"\nnormalize = "zscore"\n')
-    out = runner.invoke(app, ["rerank", str(docs_jsonl), "-q", "wing", "--config", str(cfg), "--json"])
+    out = runner.invoke(app, ["rerank", str(docs_jsonl), "--query", "wing", "--config", str(cfg), "--json"])
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)
     assert data["normalization"] == "zscore" and data["model"] == tiny_ce_path
@@ -158,7 +158,7 @@ def test_rerank_reads_a_beir_corpus_with_the_index_commands_title_rule(tmp_path)
     (tmp_path / "corpus.jsonl").write_text(
         json.dumps({"_id": "a", "title": "Wings", "text": "Lift and drag."}) + "\n"
         + json.dumps({"_id": "b", "title": "", "text": "No title."}) + "\n")
-    out = runner.invoke(app, ["rerank", str(tmp_path / "corpus.jsonl"), "-q", "wings", "-m", "identity", "--json"])
+    out = runner.invoke(app, ["rerank", str(tmp_path / "corpus.jsonl"), "--query", "wings", "-m", "identity", "--json"])
     assert out.exit_code == 0, out.output
     results = json.loads(out.output)["results"]
     corpus = load_corpus(tmp_path)
@@ -197,7 +197,7 @@ def test_serve_refuses_to_start_without_auth_or_with_a_bad_model_option():
 def test_config_with_a_toml_syntax_error_prints_one_line_and_exits_2(tmp_path, docs_jsonl):
     cfg = tmp_path / "broken.toml"
     cfg.write_text("backend = \n")
-    out = runner.invoke(app, ["rerank", str(docs_jsonl), "-q", "wing", "--config", str(cfg)])
+    out = runner.invoke(app, ["rerank", str(docs_jsonl), "--query", "wing", "--config", str(cfg)])
     assert out.exit_code == 2 and "Traceback" not in out.output
     assert "ConfigError" in out.output and "broken.toml is not valid TOML" in out.output and "line 1" in out.output
 
@@ -216,7 +216,7 @@ def test_a_folder_or_a_binary_file_as_config_is_one_line(tmp_path, docs_jsonl, c
         config.mkdir()
     else:
         config.write_bytes(content)
-    out = runner.invoke(app, ["rerank", str(docs_jsonl), "-q", "wing", "--config", str(config)])
+    out = runner.invoke(app, ["rerank", str(docs_jsonl), "--query", "wing", "--config", str(config)])
     assert out.exit_code == 2 and fragment in out.output and "Traceback" not in out.output
 
 
@@ -227,7 +227,7 @@ def test_serve_help_keeps_the_config_section_names():
 
 def test_a_malformed_score_cache_is_one_line(tmp_path, docs_jsonl, tiny_ce_path):
     (tmp_path / "cache").write_text("not a folder")
-    out = runner.invoke(app, ["rerank", str(docs_jsonl), "-q", "wing", "-m",
+    out = runner.invoke(app, ["rerank", str(docs_jsonl), "--query", "wing", "-m",
                               f"cross-encoder:{tiny_ce_path}?score_cache={tmp_path / 'cache'}"])
     assert out.exit_code == 2 and "is a file" in out.output and "Traceback" not in out.output
 
@@ -256,12 +256,12 @@ def test_out_naming_a_file_is_one_line_for_every_command(tmp_path, command):
 
 
 def test_rerank_reads_documents_from_stdin(tiny_ce_path, tiny_ce):
-    out = runner.invoke(app, ["rerank", "-", "-q", "wing stall", "-m", f"cross-encoder:{tiny_ce_path}", "--json"],
+    out = runner.invoke(app, ["rerank", "-", "--query", "wing stall", "-m", f"cross-encoder:{tiny_ce_path}", "--json"],
                         input="\n".join(DOCS) + "\n")
     assert out.exit_code == 0, out.output
     assert [r["index"] for r in json.loads(out.output)["results"]] == tiny_ce.rerank("wing stall", DOCS).indices
     lines = "\n".join(json.dumps({"id": f"s{i}", "text": t}) for i, t in enumerate(DOCS))
-    out = runner.invoke(app, ["rerank", "-", "-q", "wing stall", "-m", "identity", "--json"], input=lines)
+    out = runner.invoke(app, ["rerank", "-", "--query", "wing stall", "-m", "identity", "--json"], input=lines)
     assert [r["id"] for r in json.loads(out.output)["results"]] == ["s0", "s1", "s2"]
 
 
@@ -270,3 +270,19 @@ def test_rerank_reads_documents_from_stdin(tiny_ce_path, tiny_ce):
 def test_serve_refuses_ray_options_without_ray(args, fragment):
     out = runner.invoke(app, ["serve", "--model", "m=identity", "--no-auth", *args])
     assert out.exit_code == 2 and fragment in out.output
+
+
+def test_version_prints_the_packages_version_and_exits():
+    from rankrelay import __version__
+
+    out = runner.invoke(app, ["--version"])
+    assert (out.exit_code, out.output.strip()) == (0, f"rankrelay {__version__}")
+
+
+def test_dash_q_means_quiet_in_every_command_that_has_it_and_nothing_else():
+    import typer
+
+    short_q = {name: [p.opts for p in command.params if "-q" in getattr(p, "opts", [])]
+               for name, command in typer.main.get_command(app).commands.items()}
+    assert {name: opts for name, opts in short_q.items() if opts and opts != [["--quiet", "-q"]]} == {}
+    assert short_q["bench"] == [["--quiet", "-q"]] and short_q["rerank"] == []

@@ -21,7 +21,7 @@ def rerank(
     documents: Annotated[
         str, typer.Argument(help="Documents: .jsonl (objects with 'text') or .txt (one a line); '-' for stdin.")
     ],
-    query: Annotated[str, typer.Option("--query", "-q", help="The query.")],
+    query: Annotated[str, typer.Option("--query", help="The query (-q is --quiet in every command).")],
     model: Annotated[
         str | None, typer.Option("--model", "-m", help="Backend spec or preset (default: settings).")
     ] = None,
