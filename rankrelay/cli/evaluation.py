@@ -60,7 +60,7 @@ def bench(
                        "" if r["reranked_mean"] is None else f"{r['reranked_mean']:.1f}"] for r in result.pareto]))
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
-    console.print(f"report: {out / 'report.md'} and {out / 'report.json'}", highlight=False)
+    console.print(f"report: {out / 'report.html'}, {out / 'report.md'} and {out / 'report.json'}", highlight=False)
 
 @app.command()
 def tune(

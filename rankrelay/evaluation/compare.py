@@ -45,7 +45,7 @@ from rankrelay.evaluation.report import markdown
 from rankrelay.hashing import short_hash
 from rankrelay.redact import redact_spec
 from rankrelay.rerankers.base import label
-from rankrelay.rerankers.registry import load_chain_item, load_settings, split_options
+from rankrelay.rerankers.registry import check_spec, load_chain_item, load_settings, split_options
 
 logger = logging.getLogger(__name__)
 
@@ -86,11 +86,38 @@ def read_run(path: Path, name: str) -> BackendRun:
         return BackendRun(name)
 
 
+def _target(item: Any) -> tuple[Any, float | None]:
+    """What to load for a backend item (a spec, a spec dict with options, or a Reranker), and its per-query
+    latency budget (a call option, not a load option)."""
+    options = {k: v for k, v in item.items() if k != "name"} if isinstance(item, dict) else {}
+    if isinstance(item, str):
+        spec_text, options = split_options(item)
+        options["spec"] = spec_text
+    budget_ms = options.pop("budget_ms", None)
+    return (options if options else item), budget_ms
+
+
+def load_backends(backends: Sequence[Any], use_ray: bool = False) -> dict[str, Any]:
+    """Every backend built and warmed before the first query, so a missing model or a typo fails in seconds,
+    before any work (on Ray, where actors load the models, the specs are checked)."""
+    loaded: dict[str, Any] = {}
+    for item in backends:
+        target, _ = _target(item)
+        if use_ray:
+            check_spec(target)
+            continue
+        reranker = load_chain_item(target)
+        reranker.warm_up()  # loading a model is not a query's latency
+        loaded[backend_name(item)] = reranker
+    return loaded
+
+
 def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking], cache: Path | None,
-                progress: bool = True, use_ray: bool = False) -> BackendRun:
+                progress: bool = True, use_ray: bool = False, reranker: Any = None) -> BackendRun:
     """Rerank every query's candidates with ``item`` (a spec, a spec dict with options, or a Reranker);
-    resumable through ``cache`` (a JSON file). ``use_ray``: the queries run on Ray Data, one model per
-    actor, each query timed on its actor."""
+    resumable through ``cache`` (a JSON file). ``reranker``: ``item`` already loaded (see
+    :func:`load_backends`). ``use_ray``: the queries run on Ray Data, one model per actor, each query timed
+    on its actor."""
     spec = backend_name(item)
     run = BackendRun(spec)
     if cache is not None and cache.exists():
@@ -99,18 +126,14 @@ def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking],
     todo = [q for q in candidates if q not in run.rankings]
     if not todo:
         return run
-    options = {k: v for k, v in item.items() if k != "name"} if isinstance(item, dict) else {}
-    if isinstance(item, str):
-        spec_text, options = split_options(item)
-        options["spec"] = spec_text
-    budget_ms = options.pop("budget_ms", None)  # a call option: every query gets this budget
+    target, budget_ms = _target(item)
     work = [(qid, dataset.queries[qid], [dataset.corpus[d] for d, _ in candidates[qid]]) for qid in todo]
     if use_ray:
         from rankrelay.distributed.data import score_queries_on_ray
 
-        outcomes = score_queries_on_ray(options if options else item, work, budget_ms)
+        outcomes = score_queries_on_ray(target, work, budget_ms)
     else:
-        outcomes = _score_here(load_chain_item(options if options else item), work, budget_ms)
+        outcomes = _score_here(reranker if reranker is not None else load_chain_item(target), work, budget_ms)
     for done, (qid, outcome) in enumerate(track(outcomes, total=len(work), description=f"{spec:<28}",
                                                 disable=not progress), start=1):
         run.record(qid, outcome)
@@ -290,6 +313,7 @@ def compare(
         if missing:
             raise InvalidInputError(f"unknown query ids: {missing[:5]}")
         qids = list(queries)
+    loaded = load_backends(backends, use_ray)  # before any work: a missing model fails in seconds
     folder = Path(out) if out is not None else None
     if folder is not None:
         (folder / "runs").mkdir(parents=True, exist_ok=True)
@@ -310,10 +334,18 @@ def compare(
     for item in backends:
         name = backend_name(item)
         cache = folder / "runs" / f"{_slug(name)}-{checksum}.json" if folder is not None else None
-        runs[name] = run_backend(item, data, run, cache, progress, use_ray)
+        runs[name] = run_backend(item, data, run, cache, progress, use_ray, loaded.get(name))
+    for reranker in loaded.values():
+        if not any(reranker is item for item in backends):  # a caller's reranker is the caller's to close
+            reranker.close()
 
-    scored_q = [q for q in qids if q in run and all(q in r.rankings for r in runs.values())]
     warnings = []
+    for name, r in list(runs.items()):
+        if r.failures and not r.rankings:  # the others are still compared, and the report written
+            warnings.append(f"{name} failed on every query ({next(iter(r.failures.values()))}); it is left out "
+                            "of the report")
+            del runs[name]
+    scored_q = [q for q in qids if q in run and all(q in r.rankings for r in runs.values())]
     for name, r in runs.items():
         if r.failures:
             warnings.append(f"{name} failed on {len(r.failures)} queries; they are left out of every metric")

@@ -18,7 +18,6 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
-from rankrelay.errors import RankRelayError
 from rankrelay.evaluation.data import Ranking
 from rankrelay.rerankers.base import Reranker
 from rankrelay.results import DocumentLike
@@ -79,7 +78,7 @@ def score_query(reranker: Reranker, query: str, docs: list[DocumentLike],
     start = time.perf_counter()
     try:
         res = reranker.rerank(query, docs, **kwargs)
-    except RankRelayError as exc:
+    except Exception as exc:  # a typed backend error, or a user's reranker's own: this query failed, not the run
         return {"error": f"{type(exc).__name__}: {exc}"}
     return {
         "error": None, "latency_ms": (time.perf_counter() - start) * 1000.0, "model_ms": res.timings.get("model", 0.0),

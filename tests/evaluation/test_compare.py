@@ -276,3 +276,47 @@ def test_the_pareto_front_of_known_points():
     assert [r["backend"] for r in rows] == ["fast-bad", "fast-good", "tie-a", "tie-b", "dominated", "slow-best",
                                             "slow-worse"]
     assert {r["backend"] for r in rows if r["front"]} == {"fast-bad", "fast-good", "tie-a", "tie-b", "slow-best"}
+
+
+def test_a_missing_model_fails_before_any_candidate_is_built_or_backend_run(beir, backends, tmp_path):
+    from rankrelay import ModelNotFoundError
+
+    out = tmp_path / "report"
+    with pytest.raises(ModelNotFoundError):
+        compare(beir, "bm25", ["oracle", f"cross-encoder:{tmp_path / 'no-such-model'}"], out=out, progress=False)
+    assert Oracle.calls == 0 and not (out / "candidates.trec").exists()
+
+
+def test_a_typo_in_a_backend_fails_before_any_work_suggesting_the_name_meant(beir, backends, tmp_path):
+    from rankrelay import UnknownBackendError
+
+    with pytest.raises(UnknownBackendError, match=r"'balnced'; known: .* Did you mean 'balanced'\?"):
+        compare(beir, "bm25", ["oracle", "balnced"], out=tmp_path / "r", progress=False)
+    assert Oracle.calls == 0
+
+
+def test_a_backend_that_fails_on_every_query_is_left_out_and_the_report_still_written(beir, backends, tmp_path):
+    class Broken(BaseReranker):
+        name = "broken"
+
+        def _score_batch(self, queries, documents):
+            raise ZeroDivisionError("a bug of its own")
+
+    broken = Broken()
+    closed = []
+    broken.close = lambda: closed.append(True)
+    out = tmp_path / "report"
+    result = compare(beir, str(tmp_path / "cands.trec"), ["oracle", broken], out=out, progress=False)
+    assert set(result.runs) == {"oracle"} and len(result.queries) == N_QUERIES
+    assert any(w.startswith("broken failed on every query (") and "left out of the report" in w
+               for w in result.warnings)
+    report = json.loads((out / "report.json").read_text())
+    assert "oracle" in report["metrics"] and "broken" not in report["metrics"]
+    assert (out / "report.html").exists() and closed == []  # the caller's reranker is the caller's to close
+
+
+def test_bench_names_the_html_report(beir, backends, tmp_path):
+    out = CliRunner().invoke(app, ["bench", "--dataset", str(beir), "--backends", "oracle", "--candidates",
+                                   str(tmp_path / "cands.trec"), "--out", str(tmp_path / "r"), "-q"])
+    assert out.exit_code == 0, out.output
+    assert f"report: {tmp_path / 'r' / 'report.html'}, " in " ".join(out.output.split())
