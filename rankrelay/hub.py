@@ -144,6 +144,25 @@ def find_local(
     return None
 
 
+#: How :func:`weights_status` names each place weights can be.
+PLACES = {"path": "local", "cache": "Hugging Face cache", "bundled": "bundled"}
+
+
+def weights_status(name_or_path: str, *, cache_folder: str | None = None) -> str:
+    """Where a model's weights are, in words (no network): ``local`` (a directory), ``Hugging Face cache``,
+    ``bundled`` (a package an extra installs), ``download needed``, or ``not a model`` (a path without one).
+
+    Example:
+        >>> weights_status("example-org/a-model-nobody-has")
+        'download needed'
+    """
+    try:
+        found = find_local(name_or_path, cache_folder=cache_folder)
+    except ModelNotFoundError:
+        return "not a model"
+    return PLACES[found.source] if found is not None else "download needed"
+
+
 def resolve_model(
     name_or_path: str,
     *,

