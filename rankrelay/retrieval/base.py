@@ -86,6 +86,12 @@ class BaseRetriever(ABC):
     def __len__(self) -> int:
         return len(self.docs)
 
+    def warm_up(self) -> None:
+        """Load what the first query would (an encoder's weights) now; nothing for a lexical index."""
+        encoder = getattr(self, "encoder", None)
+        if encoder is not None:
+            encoder.warm_up()
+
     def search(self, query: str, k: int = 100) -> RerankResult:
         """The ``k`` best documents for ``query`` (fewer when the corpus is smaller)."""
         return self.search_batch([query], k)[0]

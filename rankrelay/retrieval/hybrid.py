@@ -41,6 +41,13 @@ class HybridRetriever:
         self.depth = depth
         self.model = "+".join(r.name for r in self.retrievers)
 
+    def warm_up(self) -> None:
+        """Load every part's encoder now (parts without ``warm_up`` need nothing)."""
+        for retriever in self.retrievers:
+            warm = getattr(retriever, "warm_up", None)
+            if warm is not None:
+                warm()
+
     def __len__(self) -> int:
         return len(self.retrievers[0])  # type: ignore[arg-type]
 

@@ -89,6 +89,14 @@ class TwoStageSearch:
     def __call__(self, query: str) -> SearchResult:
         return self.batch([query])[0]
 
+    def warm_up(self) -> None:
+        """Load the first stage's encoders and the reranker now, so no query's timings include loading."""
+        warm = getattr(self.retriever, "warm_up", None)  # a Retriever of one's own may have nothing to load
+        if warm is not None:
+            warm()
+        if self.reranker is not None:
+            self.reranker.warm_up()
+
     def _plan(self, queries: Sequence[str], retrieve_k: int | None, top_n: int | None) -> tuple[list[str], int, int]:
         if isinstance(queries, str):
             raise InvalidInputError("batch takes a list of queries")

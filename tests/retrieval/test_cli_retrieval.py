@@ -34,12 +34,12 @@ def test_index_then_search(beir, tmp_path, tiny_bi_path, tiny_ce_path):
     assert out.exit_code == 0, out.output
     data = json.loads(out.output)
     assert len(data["results"]) == 3 and data["backend"] == "cross-encoder"
-    assert {"retrieve_ms", "rerank_ms", "total_ms"} <= set(data["timings"])
+    assert {"retrieve_ms", "rerank_ms", "total_ms"} <= set(data["timings"]) and data["load_ms"] > 0
     assert [m["final_rank"] for m in data["movement"]] == [1, 2, 3]
     assert all(m["first_rank"] is not None for m in data["movement"])
     out = runner.invoke(app, ["search", str(tmp_path / "idx"), "wing stall", "--retriever", "bm25", "--top-n", "2"])
     assert out.exit_code == 0, out.output
-    assert "bm25" in out.output and "was" in out.output
+    assert "bm25" in out.output and "was" in out.output and "(loading the models before it: " in out.output
 
 
 def test_index_into_qdrant_then_search_it(beir, tmp_path, tiny_bi_path, refused_url):

@@ -245,3 +245,14 @@ def test_truncate_mode_keeps_one_vector_per_document(tiny_bi_path, caplog):
     long_doc = " ".join(["wing"] * 200)
     dense = DenseRetriever.build(["cat", long_doc], model=tiny_bi_path, device="cpu", long_documents="truncate")
     assert dense.index.ntotal == 2 and "embedded from their start" in caplog.text
+
+
+def test_warm_up_loads_every_encoder_of_the_first_stage_and_the_reranker_before_any_query(flat, docs, tmp_path,
+                                                                                       tiny_ce_path):
+    flat.save(tmp_path / "dense")
+    dense = DenseRetriever.load(tmp_path / "dense", device="cpu")  # a fresh encoder, not loaded yet
+    reranker = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu")
+    hybrid = HybridRetriever([dense, BM25Retriever.build(docs)])
+    assert dense.encoder._encoder is None and reranker._encoder is None
+    TwoStageSearch(hybrid, reranker).warm_up()
+    assert dense.encoder._encoder is not None and reranker._encoder is not None
