@@ -171,7 +171,7 @@ def demo(
 
     try:
         run = run_demo(dataset, questions, rebuild, model,
-                       notify=lambda note: console.print(note, highlight=False), show_progress=console.is_terminal)
+                       notify=lambda note: console.print(note, highlight=False), show_progress=True)
     except RankRelayError as exc:
         raise fail(exc) from None
     for out in run.results:

@@ -110,5 +110,6 @@ def main(
     logging.basicConfig(
         level=logging.INFO if verbose else logging.WARNING, format="%(levelname)s %(name)s: %(message)s"
     )
+    logging.getLogger("rankrelay.progress").setLevel(logging.INFO)  # a long job says how far it is, off a terminal too
     if not verbose:
         quiet_libraries()

@@ -18,6 +18,7 @@ from typing import Any
 from rankrelay.devices import check_device, cpu_signature, has_bf16_units, resolve_device
 from rankrelay.errors import ConfigError, ModelLoadError, RankRelayError, positive_int
 from rankrelay.hub import ResolvedModel, canonical_model_id, find_local, resolve_model
+from rankrelay.progress import steps
 from rankrelay.rerankers.auto_runtime import RuntimeChoice, choose_runtime
 from rankrelay.rerankers.base import BaseReranker, Scored
 from rankrelay.rerankers.buckets import length_buckets
@@ -300,11 +301,8 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
         assert encoder is not None and forward is not None
         rows: list[Any] = [None] * len(inputs)
         batches = length_buckets(lengths, self.batch_size)
-        if progress:
-            from rich.progress import track
-
-            batches = list(track(batches, description=f"{self.name} ({self.runtime})"))
-        for batch in batches:
+        # each batch is counted as it is done (not all at once before the first one runs)
+        for batch in steps(batches, f"{self.name} ({self.runtime})") if progress else batches:
             out = forward(encoder.preprocess([inputs[i] for i in batch]))
             for i, row in zip(batch, out):
                 rows[i] = row
