@@ -13,7 +13,9 @@ Example:
 
 from __future__ import annotations
 
+import difflib
 import json
+import re
 from collections.abc import Callable
 from dataclasses import dataclass
 from typing import Any
@@ -127,7 +129,32 @@ def load_settings(config_file: str | None = None, **overrides: Any) -> Settings:
     try:
         return Settings.from_file(config_file, **overrides)
     except ValidationError as exc:
-        raise ConfigError(f"invalid settings: {exc}") from None
+        raise ConfigError(f"invalid settings: {settings_problems(exc)}") from None
+
+
+def settings_problems(exc: ValidationError) -> str:
+    """Each problem of a settings validation error on one line of text: the field, what is wrong, the value
+    given, and for a choice the one probably meant (not pydantic's raw report).
+
+    Example:
+        >>> try:
+        ...     Settings(normalize="sigmod")
+        ... except ValidationError as exc:
+        ...     print(settings_problems(exc))
+        normalize: 'sigmod' is not one of rank, sigmoid, minmax, zscore, none, calibrated; did you mean 'sigmoid'?
+    """
+    problems = []
+    for error in exc.errors():  # pydantic's details always carry loc, msg, type and input
+        where = ".".join(str(part) for part in error["loc"]) or "settings"  # () when the whole model is wrong
+        given = error["input"]
+        if error["type"] == "literal_error":
+            choices = re.findall(r"'([^']*)'", str(error["ctx"]["expected"]))
+            close = difflib.get_close_matches(str(given), choices)
+            problems.append(f"{where}: {given!r} is not one of {', '.join(choices)}"
+                            + (f"; did you mean {close[0]!r}?" if close else ""))
+        else:
+            problems.append(f"{where}: {error['msg']} (got {given!r})")
+    return "; ".join(problems)
 
 
 def load_chain_item(item: Any, settings: Settings | None = None) -> Reranker:

@@ -1,6 +1,8 @@
 """The registry's contract, on backends that load nothing: what a spec means, where options and settings go,
 and what each refusal says (what mutation testing found unchecked: tests/mutation/run.py --only registry)."""
 
+import json
+
 import pytest
 
 from rankrelay import ConfigError, Settings, UnknownBackendError, load_reranker
@@ -9,7 +11,14 @@ from rankrelay.rerankers import backends, parse_spec, register
 from rankrelay.rerankers.base import BaseReranker, Scored
 from rankrelay.rerankers.fallback import FallbackReranker
 from rankrelay.rerankers.reference import IdentityReranker
-from rankrelay.rerankers.registry import BackendInfo, check_spec, load_chain_item, split_options, unregister
+from rankrelay.rerankers.registry import (
+    BackendInfo,
+    check_spec,
+    load_chain_item,
+    load_settings,
+    split_options,
+    unregister,
+)
 
 
 class Recorder(BaseReranker):
@@ -207,3 +216,34 @@ def test_a_cascade_builds_its_stages_with_the_settings_given(recorder):
     for stage in ("cheap", "strong"):
         with pytest.raises(ConfigError, match="not both"):
             load_reranker("cascade:identity>identity@2", **{stage: "identity"})
+
+
+@pytest.mark.parametrize(("settings", "message"), [
+    ({"normalize": "sigmod"}, "normalize: 'sigmod' is not one of rank, sigmoid, minmax, zscore, none, calibrated; "
+                              "did you mean 'sigmoid'?"),
+    ({"normalize": "xyz"}, "normalize: 'xyz' is not one of rank, sigmoid, minmax, zscore, none, calibrated"),
+    ({"batch_size": 0}, "batch_size: Input should be greater than or equal to 1 (got 0)"),
+    ({"batch_size": 0, "normalize": "minmx"}, "batch_size: Input should be greater than or equal to 1 (got 0); "
+                                              "normalize: 'minmx' is not one of rank, sigmoid, minmax, zscore, none, "
+                                              "calibrated; did you mean 'minmax'?"),
+    ({"service": {"api_keys": 5}}, "service.api_keys: Input should be a valid list (got 5)"),
+])
+def test_invalid_settings_are_one_line_naming_the_field_the_value_and_the_choice_meant(settings, message, tmp_path):
+    config = tmp_path / "rankrelay.toml"
+    config.write_text("".join(f"{k} = {json.dumps(v)}\n" for k, v in settings.items() if not isinstance(v, dict))
+                      + "".join(f"[{k}]\n" + "".join(f"{a} = {json.dumps(b)}\n" for a, b in v.items())
+                                for k, v in settings.items() if isinstance(v, dict)))
+    with pytest.raises(ConfigError) as err:
+        load_settings(str(config))
+    assert str(err.value) == f"invalid settings: {message}"
+    assert "pydantic" not in str(err.value)
+
+
+def test_a_problem_of_the_whole_settings_is_named_settings():
+    from pydantic import ValidationError
+
+    from rankrelay.rerankers.registry import settings_problems
+
+    exc = ValidationError.from_exception_data("Settings", [
+        {"type": "value_error", "loc": (), "input": {"a": 1}, "ctx": {"error": ValueError("two chains")}}])
+    assert settings_problems(exc) == "settings: Value error, two chains (got {'a': 1})"
