@@ -253,15 +253,18 @@ def _disagreements(comparison_runs: dict[str, dict[str, Ranking]], dataset: Beir
 def drilldown(runs: dict[str, dict[str, Ranking]], dataset: BeirDataset,
               per_query: dict[str, dict[str, dict[str, float]]], top: int = 10) -> list[dict[str, Any]]:
     """Per query: each backend's top ``top`` ids, and for those documents their grade, first-stage rank and a
-    snippet; the query's nDCG@10 per backend; how far the backends' tops differ (largest 1 - RBO of a pair)."""
+    snippet; the query's nDCG@10 per backend; how far the backends' tops differ (largest 1 - RBO of a pair of
+    backends that rerank: ``random`` would top every list, and ``identity`` is the first stage, shown once)."""
     first = runs.get(BASELINE, {})
     out = []
     for q in first:
-        tops = {n: [d for d, _ in r[q][:top]] for n, r in runs.items() if q in r}
+        tops = {n: [d for d, _ in r[q][:top]] for n, r in runs.items()
+                if q in r and not (n == "identity" and BASELINE in runs)}
         shown = dict.fromkeys(d for ids in tops.values() for d in ids)
         first_rank = {d: i for i, (d, _) in enumerate(first[q], start=1)}
         judged = dataset.qrels.get(q, {})
-        names = list(tops)
+        names = [n for n in tops if not n.startswith("random")]
+        names = names if len(names) >= 2 else list(tops)
         gaps = [1.0 - rbo(tops[a], tops[b]) for i, a in enumerate(names) for b in names[i + 1:]]
         out.append({
             "query_id": q, "query": dataset.queries[q], "top": tops,

@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import json
 import os
+import re
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -97,10 +98,12 @@ def _charts(report: dict[str, Any], intervals: dict[str, dict[str, tuple[float, 
     pareto = [dict(r) for r in report.get("pareto", []) if r.get("p50_ms") is not None]
     if pareto:
         points = alt.Chart(alt.Data(values=pareto)).encode(
-            x=alt.X("p50_ms:Q", title="p50 latency per query (ms)", scale=alt.Scale(type="symlog")),
+            x=alt.X("p50_ms:Q", title="p50 latency per query (ms)", scale=alt.Scale(type="symlog"),
+                    axis=alt.Axis(labelOverlap="greedy", labelSeparation=6, tickCount=6)),
             y=alt.Y(f"{MAIN_METRIC}:Q", title="nDCG@10", scale=alt.Scale(zero=False)))
-        charts["pareto"] = (points.mark_point(size=90, filled=True).encode(
-            color=alt.Color("front:N", title="on the front"), tooltip=["backend:N", "p50_ms:Q", f"{MAIN_METRIC}:Q"])
+        charts["pareto"] = (points.mark_point(size=90, filled=True).encode(  # the legend below: the labels' room
+            color=alt.Color("front:N", title="on the front", legend=alt.Legend(orient="bottom")),
+            tooltip=["backend:N", "p50_ms:Q", f"{MAIN_METRIC}:Q"])
             + points.mark_text(dx=8, align="left").encode(text="backend:N")).properties(width=520,
                                                                                        height=300).to_dict()
     return charts
@@ -159,9 +162,19 @@ def _per_query_rows(report: dict[str, Any], drill: list[dict[str, Any]]) -> list
     per_query = report.get("per_query", {})
     texts = {d["query_id"]: d["query"] for d in drill}
     gaps = {d["query_id"]: d.get("disagreement", 0.0) for d in drill}
-    qids = sorted({q for n in per_query for q in per_query[n].get(MAIN_METRIC, {})})
+    qids = sorted({q for n in per_query for q in per_query[n].get(MAIN_METRIC, {})}, key=natural)
     return [{"qid": q, "query": texts.get(q, ""), "disagreement": gaps.get(q),
              "values": {n: per_query[n].get(MAIN_METRIC, {}).get(q) for n in per_query}} for q in qids]
+
+
+def natural(text: str) -> list[Any]:
+    """A sort key that orders the numbers inside ids by value: q2 before q10.
+
+    Example:
+        >>> sorted(["10", "2", "q10", "q9", "1"], key=natural)
+        ['1', '2', '10', 'q9', 'q10']
+    """
+    return [int(part) if i % 2 else part for i, part in enumerate(re.split(r"(\d+)", text))]
 
 
 def write_html(report: dict[str, Any], folder: str | os.PathLike[str]) -> Path:

@@ -32,7 +32,7 @@ def test_bench_writes_a_self_contained_page(report_dir):
     assert html.count('<details id="q-') == N_QUERIES
     data = json.loads((report_dir / "report.json").read_text())
     first = data["drilldown"][0]
-    assert set(first["top"]) == {"first-stage", "identity", "random", "oracle", "anti"}
+    assert set(first["top"]) == {"first-stage", "random", "oracle", "anti"}  # identity is the first stage
     assert all(len(ids) == 10 for ids in first["top"].values())
     relevant = [d for d, g in first["grade"].items() if g == 2]
     assert first["top"]["oracle"][0] in relevant and first["first_rank"][first["top"]["oracle"][0]] == 8
@@ -65,3 +65,31 @@ def test_report_command_renders_again_and_says_when_there_is_nothing(report_dir,
     assert (report_dir / "report.html").exists() and "# Reranker comparison" in (report_dir / "report.md").read_text()
     out = CliRunner().invoke(app, ["report", str(tmp_path / "empty")])
     assert out.exit_code == 2 and "no report.json in" in out.output
+
+
+def test_the_most_different_queries_are_judged_on_the_backends_that_rerank_not_on_random(report_dir):
+    from rankrelay.evaluation.metrics import rbo
+
+    data = json.loads((report_dir / "report.json").read_text())
+    for d in data["drilldown"]:
+        real = ["first-stage", "oracle", "anti"]
+        expected = max(1.0 - rbo(d["top"][a], d["top"][b]) for i, a in enumerate(real) for b in real[i + 1:])
+        assert d["disagreement"] == pytest.approx(expected)
+
+
+def test_query_ids_sort_by_number_and_long_queries_are_cut_at_a_word(report_dir):
+    data = json.loads((report_dir / "report.json").read_text())
+    long_query = "why " * 30 + "stall"
+    data["drilldown"][0]["query"] = long_query
+    html = render(data)
+    table = html[html.index('id="queries-table"'):]
+    shown = re.findall(r'class="drill-link">([^<]+)</a>', table)
+    assert shown == [f"q{i}" for i in range(N_QUERIES)]  # q2 before q10
+    cut = re.search(r'drill-link">' + data["drilldown"][0]["query_id"] + r'</a></td><td class="text">([^<]*)<',
+                    html).group(1)
+    assert cut.endswith("…") and cut[:-1].strip().split() == ["why"] * len(cut[:-1].split()) and len(cut) <= 81
+
+
+def test_local_backends_are_not_given_a_cost_of_zero_dollars(report_dir):
+    html = (report_dir / "report.html").read_text()
+    assert "$0.0000" not in html and "no billed API calls (local compute)" in html
