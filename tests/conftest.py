@@ -236,3 +236,15 @@ def failing_chain(fake_api, tiny_ce_path):
     fake_api.faults = [Fault("status", 503) for _ in range(50)]
     return [{"spec": f"tei:{fake_api.url}", "api_key": API_KEY, "max_attempts": 1},
             f"cross-encoder:{tiny_ce_path}"]
+
+
+def write_corpus_and_queries(folder, texts, queries):
+    """A BEIR folder without judgments: ``texts`` as documents d0, d1, ... and ``queries`` (id -> text)."""
+    import json
+
+    folder.mkdir(parents=True, exist_ok=True)
+    (folder / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n"
+                                                 for i, t in enumerate(texts)))
+    (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n"
+                                                  for q, t in queries.items()))
+    return folder

@@ -4,6 +4,7 @@ malformed rows."""
 import json
 
 import pytest
+from conftest import write_corpus_and_queries
 from numerics import assert_scores_close
 from typer.testing import CliRunner
 
@@ -242,11 +243,7 @@ def test_a_key_in_the_spec_reaches_no_file_of_the_job(jsonl, tmp_path, fake_api)
 
 
 def test_a_trec_run_with_unknown_ids_names_each_and_writes_nothing(tmp_path):
-    beir = tmp_path / "beir"
-    beir.mkdir()
-    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n"
-                                               for i, t in enumerate(TEXTS)))
-    (beir / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "wing"}) + "\n")
+    beir = write_corpus_and_queries(tmp_path / "beir", TEXTS, {"q1": "wing"})
     run = tmp_path / "run.trec"
     run.write_text("q1 Q0 d0 1 2.0 bm25\nq1 Q0 d99 2 1.0 bm25\nq7 Q0 d1 1 1.0 bm25\n")
     with pytest.raises(InvalidInputError) as err:

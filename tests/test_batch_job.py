@@ -5,6 +5,7 @@ what run_batch hands to Ray (what mutation testing found unchecked: tests/mutati
 import json
 
 import pytest
+from conftest import write_corpus_and_queries
 
 pytest.importorskip("pyarrow", reason="the batch extra is not installed")
 import pyarrow as pa  # noqa: E402
@@ -49,11 +50,7 @@ def test_job_json_records_the_manifest_and_each_parts_rows_and_checksum(jsonl, t
 
 
 def test_a_reranker_object_is_recorded_by_its_label_and_a_trec_runs_corpus_by_its_path(tmp_path):
-    beir = tmp_path / "beir"
-    beir.mkdir()
-    (beir / "corpus.jsonl").write_text("".join(json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n"
-                                               for i, t in enumerate(DOCS)))
-    (beir / "queries.jsonl").write_text(json.dumps({"_id": "q1", "text": "which"}) + "\n")
+    beir = write_corpus_and_queries(tmp_path / "beir", DOCS, {"q1": "which"})
     run = tmp_path / "run.trec"
     run.write_text("q1 Q0 d2 1 3.0 bm25\nq1 Q0 d0 2 2.0 bm25\n")
     manifest = job_manifest(run, beir, IdentityReranker(), 8, None)
