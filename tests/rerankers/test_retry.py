@@ -200,6 +200,7 @@ async def test_async_attempts_are_counted_on_the_error():
     ({"max_attempts": 0}, "^max_attempts must be >= 1, got 0$"),
     ({"deadline": 0}, "^deadline and timeout must be > 0$"),
     ({"timeout": -1}, "^deadline and timeout must be > 0$"),
+    ({"timeout": 0}, "^deadline and timeout must be > 0$"),
 ])
 def test_bad_policies_say_why(kwargs, message):
     with pytest.raises(ConfigError, match=message):
