@@ -76,6 +76,14 @@ class Retriever(Protocol):
     def search_batch(self, queries: Sequence[str], k: int = 100) -> list[RerankResult]: ...
 
 
+def warm_up_retriever(retriever: Retriever) -> None:
+    """Load what ``retriever``'s first query would (its encoders) now; a Retriever of one's own without
+    ``warm_up`` has nothing to load."""
+    warm = getattr(retriever, "warm_up", None)
+    if warm is not None:
+        warm()
+
+
 class BaseRetriever(ABC):
     """A retriever over ``self.docs``; subclasses implement :meth:`_search`."""
 

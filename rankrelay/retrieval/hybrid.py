@@ -14,7 +14,7 @@ from time import perf_counter
 
 from rankrelay.errors import ConfigError
 from rankrelay.results import RerankResult
-from rankrelay.retrieval.base import Retriever
+from rankrelay.retrieval.base import Retriever, warm_up_retriever
 from rankrelay.scoring import fuse
 
 
@@ -44,9 +44,7 @@ class HybridRetriever:
     def warm_up(self) -> None:
         """Load every part's encoder now (parts without ``warm_up`` need nothing)."""
         for retriever in self.retrievers:
-            warm = getattr(retriever, "warm_up", None)
-            if warm is not None:
-                warm()
+            warm_up_retriever(retriever)
 
     def __len__(self) -> int:
         return len(self.retrievers[0])  # type: ignore[arg-type]

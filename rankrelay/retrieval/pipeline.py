@@ -22,7 +22,7 @@ from rankrelay.errors import ConfigError, InvalidInputError, positive_int
 from rankrelay.rerankers.base import Reranker, arerank_batch, check_query
 from rankrelay.rerankers.cascade import FIRST_STAGE
 from rankrelay.results import RerankResult
-from rankrelay.retrieval.base import Retriever
+from rankrelay.retrieval.base import Retriever, warm_up_retriever
 from rankrelay.scoring import fuse
 
 
@@ -91,9 +91,7 @@ class TwoStageSearch:
 
     def warm_up(self) -> None:
         """Load the first stage's encoders and the reranker now, so no query's timings include loading."""
-        warm = getattr(self.retriever, "warm_up", None)  # a Retriever of one's own may have nothing to load
-        if warm is not None:
-            warm()
+        warm_up_retriever(self.retriever)
         if self.reranker is not None:
             self.reranker.warm_up()
 
