@@ -59,8 +59,8 @@ $(COHERE5)/.installed: pyproject.toml
 
 test-cohere5: $(COHERE5)/.installed
 	$(COHERE5)/bin/python -c "import cohere; print('cohere', cohere.__version__)"
-	$(COHERE5)/bin/python -m pytest -q tests/rerankers/test_cohere.py tests/rerankers/test_http.py \
-		tests/rerankers/test_retry.py tests/integrations/test_cohere_components.py
+	$(COHERE5)/bin/python -m pytest -q tests/rerankers/hosted/test_cohere.py tests/rerankers/hosted/test_http.py \
+		tests/rerankers/hosted/test_retry.py tests/integrations/test_cohere_components.py
 
 # Chromium and its driver (Debian packages, as root) for the HTML report's browser test, which skips without them.
 browser:

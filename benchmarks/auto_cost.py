@@ -31,7 +31,7 @@ def main() -> None:
                         help="where the tiers' models are built (kept between runs)")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("rankrelay.rerankers.auto_runtime").setLevel(logging.INFO)
+    logging.getLogger("rankrelay.rerankers.local.auto_runtime").setLevel(logging.INFO)
     paths = build_tiers(args.models)
     table = Table(title=f"runtime='auto' on {cpu_signature()['model']} ({' '.join(cpu_signature()['flags'])})")
     for column in ("tier", "first load s", "of which measuring s", "chose", "next load s", "reading ms"):

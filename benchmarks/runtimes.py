@@ -28,7 +28,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rankrelay import load_reranker
-from rankrelay.rerankers.runtimes import RUNTIMES, measure_agreement
+from rankrelay.rerankers.local.runtimes import RUNTIMES, measure_agreement
 
 logger = logging.getLogger("benchmarks.runtimes")
 QUERY = "how does the boundary layer behave at high speed"

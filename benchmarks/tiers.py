@@ -82,7 +82,7 @@ def main() -> None:
     parser.add_argument("--out", type=Path, help="also write the table as JSON here")
     args = parser.parse_args()
     logging.basicConfig(level=logging.WARNING)
-    logging.getLogger("rankrelay.rerankers.auto_runtime").setLevel(logging.INFO)
+    logging.getLogger("rankrelay.rerankers.local.auto_runtime").setLevel(logging.INFO)
 
     with tempfile.TemporaryDirectory() as tmp:
         if not args.real:

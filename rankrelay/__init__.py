@@ -35,7 +35,7 @@ from rankrelay.errors import (
     UnknownBackendError,
 )
 from rankrelay.rerankers import BaseReranker, FallbackReranker, Reranker, load_reranker, register
-from rankrelay.rerankers.ab_split import SplitReranker
+from rankrelay.rerankers.compose.ab_split import SplitReranker
 from rankrelay.results import Document, RankedDocument, RerankResult
 from rankrelay.scoring import fuse, normalize
 

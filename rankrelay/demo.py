@@ -25,7 +25,7 @@ from rankrelay.errors import ModelNotFoundError, RankRelayError
 from rankrelay.hashing import short_hash
 from rankrelay.hub import find_local
 from rankrelay.rerankers import FallbackReranker
-from rankrelay.rerankers.cohere import KEY_ENV
+from rankrelay.rerankers.hosted.cohere import KEY_ENV
 from rankrelay.results import Document
 
 if TYPE_CHECKING:

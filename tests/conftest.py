@@ -13,8 +13,8 @@ os.environ.setdefault("HF_HUB_OFFLINE", "1")
 os.environ.setdefault("TOKENIZERS_PARALLELISM", "false")
 os.environ.setdefault("HAYSTACK_TELEMETRY_ENABLED", "False")  # Haystack sends usage events unless told not to
 # Local models run on torch unless a test asks for runtime='auto' (the default would measure every runtime of every
-# tiny model a test builds: minutes); set here for module-scoped fixtures too. tests/rerankers/test_auto_runtime.py
-# covers auto.
+# tiny model a test builds: minutes); set here for module-scoped fixtures too.
+# tests/rerankers/local/test_auto_runtime.py covers auto.
 os.environ["RANKRELAY_RUNTIME"] = "torch"
 
 #: under CI=true (set by .ci/run), a test whose real part (Ray, Chromium, PostgreSQL) is missing fails instead of

@@ -110,7 +110,7 @@ def test_models_shows_the_bundled_bi_encoder_and_how_to_get_it(monkeypatch, tmp_
 
 def choose_on_a_fake_clock(label, cache_dir):
     """Store runtime='auto''s choice for ``label``: every runtime here costs 1 s a pass, onnx 0.25 s."""
-    from rankrelay.rerankers.auto_runtime import choose_runtime
+    from rankrelay.rerankers.local.auto_runtime import choose_runtime
     from rankrelay.testing import FakeClock
 
     clock = FakeClock(start=0.0)

@@ -101,3 +101,10 @@ def test_no_module_imports_another_modules_private_names():
         if imported and imported.startswith("_") and not imported.startswith("__") and module != name
     ]
     assert offenders == []
+
+
+def test_every_package_says_what_lives_there():
+    packages = {name: path for name, path in MODULES.items() if path.name == "__init__.py"}
+    assert [name for name, path in packages.items() if not ast.get_docstring(ast.parse(path.read_text()))] == []
+    families = {f"rankrelay.rerankers.{f}" for f in ("local", "hosted", "llm", "compose")}
+    assert families <= set(packages)

@@ -64,8 +64,8 @@ def models(config: ConfigOption = None) -> None:
     from rankrelay.devices import cpu_signature
     from rankrelay.hub import BUNDLED, MODEL_ALIASES, weights_status
     from rankrelay.rerankers import backends, load_settings
-    from rankrelay.rerankers.auto_runtime import known_choice, speedup
-    from rankrelay.rerankers.runtimes import default_cache_dir
+    from rankrelay.rerankers.local.auto_runtime import known_choice, speedup
+    from rankrelay.rerankers.local.runtimes import default_cache_dir
 
     try:
         settings = load_settings(str(config) if config else None)
@@ -131,7 +131,7 @@ def configured_chains(config: os.PathLike[str] | str | None) -> dict[str, list[d
     Nothing is loaded: credentials and packages are checked as the chain is built, local weights by looking."""
     from rankrelay.hub import find_local
     from rankrelay.rerankers import load_reranker, load_settings
-    from rankrelay.rerankers.fallback import FallbackReranker
+    from rankrelay.rerankers.compose.fallback import FallbackReranker
 
     settings = load_settings(str(config) if config else None)
     specs = {"fallback": settings.fallback} if settings.fallback else {}

@@ -7,8 +7,8 @@ Example:
 """
 
 from rankrelay.rerankers.base import BaseReranker, Reranker, Scored
-from rankrelay.rerankers.cascade import CascadeReranker
-from rankrelay.rerankers.fallback import FallbackReranker
+from rankrelay.rerankers.compose.cascade import CascadeReranker
+from rankrelay.rerankers.compose.fallback import FallbackReranker
 from rankrelay.rerankers.registry import (
     BackendInfo,
     backends,

@@ -24,11 +24,15 @@ from pydantic import ValidationError
 
 from rankrelay.config import PRESETS, PROFILES, Settings
 from rankrelay.errors import UNAVAILABLE, ConfigError, UnknownBackendError
-from rankrelay.rerankers import bi_encoder, cohere, colbert, cross_encoder, http, llm_listwise, llm_pointwise, reference
-from rankrelay.rerankers.api import API_OPTIONS
+from rankrelay.rerankers import reference
 from rankrelay.rerankers.base import Reranker
-from rankrelay.rerankers.llm import LLM_OPTIONS
-from rankrelay.rerankers.local import LOCAL_OPTIONS
+from rankrelay.rerankers.hosted import cohere, http
+from rankrelay.rerankers.hosted.api import API_OPTIONS
+from rankrelay.rerankers.llm import listwise as llm_listwise
+from rankrelay.rerankers.llm import pointwise as llm_pointwise
+from rankrelay.rerankers.llm.chat import LLM_OPTIONS
+from rankrelay.rerankers.local import bi_encoder, colbert, cross_encoder
+from rankrelay.rerankers.local.model import LOCAL_OPTIONS
 
 
 @dataclass(frozen=True, slots=True)

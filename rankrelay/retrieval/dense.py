@@ -30,7 +30,7 @@ from rankrelay._optional import import_optional
 from rankrelay.errors import ConfigError, DamagedArtifactError, InvalidInputError
 from rankrelay.hashing import file_sha256, folder_checksums, read_json_file, verify_checksums
 from rankrelay.hub import canonical_model_id
-from rankrelay.rerankers.bi_encoder import BiEncoderReranker
+from rankrelay.rerankers.local.bi_encoder import BiEncoderReranker
 from rankrelay.results import Document, DocumentLike, RerankResult
 from rankrelay.retrieval.base import BaseRetriever, hits_result, read_docs, with_ids, write_docs
 

@@ -20,7 +20,7 @@ from typing import Any
 
 from rankrelay.errors import ConfigError, InvalidInputError, positive_int
 from rankrelay.rerankers.base import Reranker, arerank_batch, check_query
-from rankrelay.rerankers.cascade import FIRST_STAGE
+from rankrelay.rerankers.compose.cascade import FIRST_STAGE
 from rankrelay.results import RerankResult
 from rankrelay.retrieval.base import Retriever, warm_up_retriever
 from rankrelay.scoring import fuse

@@ -37,7 +37,7 @@ from rankrelay.errors import (
 )
 from rankrelay.hashing import read_json_file
 from rankrelay.hub import canonical_model_id
-from rankrelay.rerankers.bi_encoder import BiEncoderReranker
+from rankrelay.rerankers.local.bi_encoder import BiEncoderReranker
 from rankrelay.results import Document, DocumentLike, RankedDocument, RerankResult
 from rankrelay.retrieval.base import BaseRetriever, with_ids
 from rankrelay.scoring import normalize

@@ -15,9 +15,9 @@ from typing import Any, TypeVar
 
 from rankrelay.config import Limits, Settings
 from rankrelay.errors import UNAVAILABLE, RankRelayError, backend_failure
-from rankrelay.rerankers.api import ApiReranker
+from rankrelay.rerankers.hosted.api import ApiReranker
 from rankrelay.rerankers.base import BaseReranker, Request, Reranker, SingleQuery, accepts_budget, aclose, label
-from rankrelay.rerankers.fallback import FallbackReranker
+from rankrelay.rerankers.compose.fallback import FallbackReranker
 from rankrelay.rerankers.registry import load_reranker
 from rankrelay.results import DocumentLike, RerankResult, to_documents
 from rankrelay.retrieval.base import Retriever

@@ -1,7 +1,7 @@
 """A fake clock for tests: time passes only when something sleeps, so waits are asserted, never timed.
 
 Example:
-    >>> from rankrelay.rerankers.retry import RetryPolicy
+    >>> from rankrelay.rerankers.hosted.retry import RetryPolicy
     >>> from rankrelay.errors import RateLimitError
     >>> from rankrelay.testing.clock import FakeClock
     >>> clock, tries = FakeClock(), []
@@ -41,5 +41,5 @@ class FakeClock:
         await asyncio.sleep(0)
 
     def policy(self, policy: Any) -> Any:
-        """``policy`` (a :class:`~rankrelay.rerankers.retry.RetryPolicy`) on this clock."""
+        """``policy`` (a :class:`~rankrelay.rerankers.hosted.retry.RetryPolicy`) on this clock."""
         return dataclasses.replace(policy, clock=self, sleep=self.sleep, asleep=self.asleep)

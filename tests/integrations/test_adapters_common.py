@@ -11,7 +11,7 @@ import pytest
 
 from rankrelay import MissingDependencyError, UnknownBackendError, load_reranker
 from rankrelay.integrations.common import RERANK_KEYS, rerank_metadata, scored
-from rankrelay.rerankers.fallback import FallbackReranker
+from rankrelay.rerankers.compose.fallback import FallbackReranker
 from rankrelay.scoring import sigmoid
 
 

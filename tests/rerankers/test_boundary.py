@@ -15,7 +15,7 @@ from rankrelay.errors import (
     ModelNotFoundError,
 )
 from rankrelay.rerankers.base import BaseReranker, Scored
-from rankrelay.rerankers.fallback import FallbackReranker
+from rankrelay.rerankers.compose.fallback import FallbackReranker
 from rankrelay.testing import API_KEY, Fault
 
 DOCS = [{"text": "the wing lift", "id": "d0", "metadata": {"k": 0}}, {"text": "paris", "id": "d1"},

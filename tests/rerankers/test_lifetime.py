@@ -7,9 +7,9 @@ import pytest
 
 from rankrelay import FallbackReranker, load_reranker
 from rankrelay.rerankers import CascadeReranker
-from rankrelay.rerankers.ab_split import SplitReranker
 from rankrelay.rerankers.base import BaseReranker, Scored
-from rankrelay.rerankers.cohere import CohereReranker
+from rankrelay.rerankers.compose.ab_split import SplitReranker
+from rankrelay.rerankers.hosted.cohere import CohereReranker
 from rankrelay.testing import API_KEY, Fault
 
 QUERY = "red apple"

@@ -3,7 +3,7 @@ import pytest
 from rankrelay import PRESETS, ConfigError, Settings, UnknownBackendError, load_reranker
 from rankrelay.rerankers import backends, parse_spec, register
 from rankrelay.rerankers.base import BaseReranker, Scored
-from rankrelay.rerankers.cross_encoder import CrossEncoderReranker
+from rankrelay.rerankers.local.cross_encoder import CrossEncoderReranker
 
 
 @pytest.mark.parametrize(
@@ -123,7 +123,7 @@ def test_the_published_tiers_are_presets_with_their_published_quality():
     ("best", "ms-marco-MiniLM-L-6-v2", "ms-marco-MiniLM-L-12-v2", 30),
 ])
 def test_a_profile_is_a_cascade_over_tiers_and_its_options_reach_every_tier(name, cheap, strong, keep):
-    from rankrelay.rerankers.cascade import CascadeReranker
+    from rankrelay.rerankers.compose.cascade import CascadeReranker
 
     rr = load_reranker(name, device="cpu", batch_size=8)
     assert isinstance(rr, CascadeReranker) and rr.keep == keep

@@ -9,7 +9,7 @@ from rankrelay import ConfigError, Settings, UnknownBackendError, load_reranker
 from rankrelay.errors import AuthenticationError
 from rankrelay.rerankers import backends, parse_spec, register
 from rankrelay.rerankers.base import BaseReranker, Scored
-from rankrelay.rerankers.fallback import FallbackReranker
+from rankrelay.rerankers.compose.fallback import FallbackReranker
 from rankrelay.rerankers.reference import IdentityReranker
 from rankrelay.rerankers.registry import (
     BackendInfo,

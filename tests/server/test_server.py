@@ -351,7 +351,7 @@ def test_metric_labels_never_come_from_user_input(service):
 
 
 def test_ready_means_every_served_model_is_loaded(tiny_ce_path):
-    from rankrelay.rerankers.ab_split import SplitReranker
+    from rankrelay.rerankers.compose.ab_split import SplitReranker
 
     split = SplitReranker(f"cross-encoder:{tiny_ce_path}", "identity", share_b=0.5)
     app = create_app({"ab": split}, allow_unauthenticated=True)

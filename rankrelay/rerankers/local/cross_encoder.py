@@ -1,0 +1,103 @@
+"""Local cross-encoder backend on sentence-transformers: presets, any model id or local path.
+
+Scores are the model's raw logits (no activation), so they never saturate; a two-label model's
+score is ``logit[1] - logit[0]`` (its sigmoid is the softmax probability of the positive class).
+
+Example:
+    >>> from rankrelay.rerankers.local.cross_encoder import CrossEncoderReranker
+    >>> rr = CrossEncoderReranker("cross-encoder/ms-marco-MiniLM-L-6-v2", batch_size=16)
+    >>> rr.model, rr.batch_size            # nothing is loaded until warm_up() or the first call
+    ('cross-encoder/ms-marco-MiniLM-L-6-v2', 16)
+"""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from pathlib import Path
+from typing import Any
+
+from rankrelay._optional import import_optional
+from rankrelay.calibration import CALIBRATION_FILE, Calibration
+from rankrelay.config import PRESETS
+from rankrelay.errors import ConfigError, ModelLoadError
+from rankrelay.hub import ResolvedModel
+from rankrelay.rerankers.local.model import LocalModelReranker, model_window
+from rankrelay.rerankers.local.passages import PassagePlanner
+from rankrelay.rerankers.local.runtimes import Forward
+from rankrelay.rerankers.local.sample import sample_pairs
+
+
+class CrossEncoderReranker(LocalModelReranker):
+    """A sentence-transformers ``CrossEncoder`` behind the :class:`~rankrelay.Reranker` protocol.
+
+    Args:
+        model: Hugging Face id or local path of a sequence-classification model with 1 or 2 labels.
+        activation: what maps the raw score to a probability (``sigmoid`` for every preset).
+        preset: the preset name this reranker was built from, if any.
+        **options: see :class:`~rankrelay.rerankers.local.model.LocalModelReranker`.
+    """
+
+    name = "cross-encoder"
+    supports_calibration = True
+
+    def __init__(self, model: str, *, activation: str = "sigmoid", preset: str | None = None, **options: Any) -> None:
+        super().__init__(model, **options)
+        if activation not in ("sigmoid", "none"):
+            raise ConfigError(f"activation must be 'sigmoid' or 'none', got {activation!r}")
+        self.activation = activation
+        self.relevance = "sigmoid" if activation == "sigmoid" else "rank"
+        self.preset = preset
+
+    def _load(self, resolved: ResolvedModel, device: str, kwargs: dict[str, Any]) -> Any:
+        st = import_optional("sentence_transformers", extra="local", feature="the cross-encoder backend",
+                             package="sentence-transformers")
+        encoder = st.CrossEncoder(resolved.location, device=device, **kwargs)
+        labels = encoder.num_labels
+        if labels not in (1, 2):
+            raise ModelLoadError(
+                f"{self.model!r} has {labels} output labels; a reranker needs 1 (a relevance logit) or 2"
+            )
+        window = model_window(encoder.config, encoder.max_seq_length, self.max_length)
+        if self.max_length is None and self.preset is not None:
+            window = min(window, PRESETS[self.preset].max_length)
+        encoder.max_seq_length = window
+        folder = Path(resolved.location)
+        self.calibration = Calibration.load(folder) if folder.is_dir() else None
+        if self.normalize == "calibrated" and self.calibration is None:
+            raise ConfigError(f"{self.model!r} has no {CALIBRATION_FILE}: normalize='calibrated' needs a model "
+                              "trained by 'rankrelay train' (or use normalize='sigmoid')")
+        return encoder
+
+    def _make_planner(self, encoder: Any) -> PassagePlanner:
+        return PassagePlanner(encoder.tokenizer, encoder.max_seq_length, self.long_documents, self.passage_overlap)
+
+    def _score_pairs(
+        self, pairs: list[tuple[str, str]], forward: Forward | None = None, encoder: Any = None
+    ) -> Sequence[float]:
+        rows = self._forward_batches(pairs, [len(q) + len(d) for q, d in pairs], forward, encoder=encoder)
+        # one logit per pair, or two (a softmax pair): the score is the positive class's margin
+        return [float(r[1] - r[0]) if r.shape[-1] == 2 else float(r.reshape(-1)[0]) for r in rows]
+
+    def _sample_inputs(self) -> list[tuple[str, str]]:
+        queries, documents = sample_pairs()
+        return [(q, d) for q in queries for d in documents]
+
+    def _sample_scores(self, encoder: Any, forward: Forward) -> Any:
+        import numpy as np
+
+        queries, documents = sample_pairs()
+        scores = self._score_pairs(self._sample_inputs(), forward, encoder)
+        return np.asarray(scores).reshape(len(queries), len(documents))
+
+
+def from_spec(model: str | None, **options: Any) -> CrossEncoderReranker:
+    """Registry factory: ``cross-encoder:<id or path>``."""
+    if model is None:
+        model = PRESETS["minilm-l6"].model
+    return CrossEncoderReranker(model, **options)
+
+
+def from_preset(preset: str, **options: Any) -> CrossEncoderReranker:
+    """Registry factory for a preset name such as ``minilm-l6``."""
+    p = PRESETS[preset]
+    return CrossEncoderReranker(p.model, activation=p.activation, preset=p.name, **options)

@@ -1,0 +1,406 @@
+"""Shared machinery of the local (sentence-transformers) backends.
+
+:class:`LocalModelReranker` loads its model lazily and thread-safely, plans passages for long
+documents, scores each distinct (query, passage) pair once across the whole batch, and gives each
+document its best passage's score (MaxP). A subclass loads a model and scores pairs.
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from abc import abstractmethod
+from collections.abc import Sequence
+from pathlib import Path
+from time import perf_counter
+from typing import Any
+
+from rankrelay.devices import check_device, cpu_signature, has_bf16_units, resolve_device
+from rankrelay.errors import ConfigError, ModelLoadError, RankRelayError, positive_int
+from rankrelay.hub import ResolvedModel, canonical_model_id, find_local, resolve_model
+from rankrelay.progress import steps
+from rankrelay.rerankers.base import BaseReranker, Scored
+from rankrelay.rerankers.local.auto_runtime import RuntimeChoice, choose_runtime
+from rankrelay.rerankers.local.buckets import length_buckets
+from rankrelay.rerankers.local.budget import BudgetedScoring
+from rankrelay.rerankers.local.passages import PassagePlanner, Pieces, check_long_documents
+from rankrelay.rerankers.local.runtimes import (
+    AUTO,
+    Agreement,
+    Forward,
+    TorchForward,
+    check_precision,
+    check_runtime,
+    compile_forward,
+    default_cache_dir,
+    model_fingerprint,
+)
+from rankrelay.rerankers.local.score_cache import DEFAULT_SIZE, ScoreCache, open_score_cache, score_key
+from rankrelay.results import Document
+
+logger = logging.getLogger(__name__)
+
+#: Keyword arguments passed through to the sentence-transformers model constructor.
+MODEL_PASSTHROUGH = frozenset(
+    {
+        "backend",
+        "cache_folder",
+        "config_kwargs",
+        "default_prompt_name",
+        "local_files_only",
+        "model_kwargs",
+        "processor_kwargs",
+        "prompts",
+        "revision",
+        "token",
+        "tokenizer_kwargs",
+        "trust_remote_code",
+    }
+)
+#: Options every local backend takes.
+LOCAL_OPTIONS = frozenset(
+    {"device", "batch_size", "max_length", "normalize", "long_documents", "passage_overlap", "hub_timeout",
+     "runtime", "precision", "min_agreement", "cache_dir", "score_cache", "score_cache_size"}
+) | MODEL_PASSTHROUGH
+
+
+_ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl")
+
+
+def model_window(config: Any, tokenizer_limit: int | None, asked: int | None) -> int:
+    """Tokens the model can take: the asked length, capped by the tokenizer and position table."""
+    positions = getattr(config, "max_position_embeddings", None)
+    if positions is not None and getattr(config, "model_type", "") in _ROBERTA_LIKE:
+        positions -= 2  # RoBERTa position ids start after the padding index
+    limits = [x for x in (positions, tokenizer_limit if tokenizer_limit and tokenizer_limit < 10**6 else None) if x]
+    cap = min(limits) if limits else 512
+    if asked is not None and asked > cap:
+        raise ModelLoadError(f"max_length {asked} is more than the model's {cap} positions")
+    return asked or cap
+
+
+class LocalModelReranker(BudgetedScoring, BaseReranker):
+    """Base of the local backends; construction is cheap, :meth:`warm_up` loads the model.
+
+    Args:
+        model: Hugging Face id, alias or local path.
+        device: auto, cpu, cuda, cuda:N or mps.
+        batch_size: pairs (or texts) per forward pass.
+        max_length: model window in tokens (default: the model's own).
+        normalize: how ``normalized_score`` is filled.
+        long_documents: ``passages`` (MaxP over windows), ``truncate`` (marked) or ``error``.
+        passage_overlap: tokens shared by consecutive passages.
+        hub_timeout: seconds to wait for the Hugging Face Hub when the model is not local.
+        runtime: ``torch``, ``onnx``, ``onnx-int8``, ``openvino``, ``openvino-bf16`` or ``openvino-int8`` (see
+            :mod:`rankrelay.rerankers.local.runtimes`; converted once, cached under ``cache_dir``), or ``auto``: the
+            fastest of them that agrees with torch here, measured once per model and machine
+            (:mod:`rankrelay.rerankers.local.auto_runtime`; :func:`~rankrelay.load_reranker`'s default).
+        precision: ``fp32``, or ``fp16``/``bf16`` for the torch runtime (CUDA, or a CPU with bf16 units).
+        min_agreement: top-10 overlap with torch an int8 or bf16 runtime needs on a fixed sample (0 insists).
+        cache_dir: where converted models are kept (default
+            :func:`~rankrelay.rerankers.local.runtimes.default_cache_dir`).
+        score_cache: ``memory`` (an LRU, the default), ``off``, a directory (an on-disk store that
+            processes share) or a :class:`~rankrelay.rerankers.local.score_cache.ScoreCache`.
+        score_cache_size: entries of the in-memory score cache.
+        **model_options: passed to sentence-transformers (``revision``, ``model_kwargs``, ...).
+    """
+
+    #: the model output a forward pass returns
+    output = "scores"
+    #: reads seconds for ``runtime="auto"``'s measurements (a fake clock in tests)
+    clock = staticmethod(perf_counter)
+
+    def __init__(
+        self,
+        model: str,
+        *,
+        device: str = "auto",
+        batch_size: int = 32,
+        max_length: int | None = None,
+        normalize: str = "rank",
+        long_documents: str = "passages",
+        passage_overlap: int = 32,
+        hub_timeout: float = 5.0,
+        runtime: str = "torch",
+        precision: str = "fp32",
+        min_agreement: float = 0.9,
+        cache_dir: str | None = None,
+        score_cache: str | ScoreCache | None = "memory",
+        score_cache_size: int = DEFAULT_SIZE,
+        **model_options: Any,
+    ) -> None:
+        super().__init__(normalize=normalize)
+        if not isinstance(model, str) or not model.strip():
+            raise ConfigError(f"{self.name} needs a model id or path, got {model!r}")
+        unknown = set(model_options) - MODEL_PASSTHROUGH
+        if unknown:
+            raise ConfigError(
+                f"unknown option(s) for {self.name}: {', '.join(sorted(unknown))}; "
+                f"known: {', '.join(sorted(LOCAL_OPTIONS))}"
+            )
+        positive_int(batch_size, "batch_size", ConfigError)
+        if max_length is not None and (not isinstance(max_length, int) or max_length < 8):
+            raise ConfigError(f"max_length must be an int >= 8 or None, got {max_length!r}")
+        if not isinstance(passage_overlap, int) or passage_overlap < 0:
+            raise ConfigError(f"passage_overlap must be an int >= 0, got {passage_overlap!r}")
+        self.model: str = canonical_model_id(model.strip())
+        self.device = check_device(device)
+        self.batch_size = batch_size
+        self.max_length = max_length
+        self.long_documents = check_long_documents(long_documents)
+        self.passage_overlap = passage_overlap
+        self.hub_timeout = float(hub_timeout)
+        self.model_options = dict(model_options)
+        #: the runtime asked for (``auto`` included); :attr:`runtime` is the one in use once loaded
+        self.requested_runtime = check_runtime(runtime)
+        self.runtime = self.requested_runtime
+        self.precision = check_precision(precision, runtime)
+        #: what ``runtime="auto"`` chose and why (None for an explicit runtime)
+        self.runtime_choice: RuntimeChoice | None = None
+        if isinstance(min_agreement, bool) or not isinstance(min_agreement, (int, float)) \
+                or not 0 <= min_agreement <= 1:
+            raise ConfigError(f"min_agreement must be a number in [0, 1], got {min_agreement!r}")
+        self.min_agreement = float(min_agreement)
+        self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
+        self.score_cache = open_score_cache(score_cache, size=score_cache_size)
+        #: how the runtime agreed with torch on the fixed sample when it was converted (None on torch)
+        self.agreement: Agreement | None = None
+        self._forward: Forward | None = None
+        self._identity = ""
+        self._encoder: Any = None
+        self._planner: PassagePlanner | None = None
+        self._lock = threading.Lock()
+        # One scoring pass at a time: torch already uses every core for one pass, and Hugging Face
+        # fast tokenizers raise "Already borrowed" when two threads use them at once.
+        self._score_lock = threading.RLock()
+
+    # -- loading ---------------------------------------------------------------------------
+    def warm_up(self) -> None:
+        """Find and load the model now (raises :class:`ModelNotFoundError` quickly when it cannot)."""
+        if self._encoder is not None:
+            return
+        with self._lock:
+            if self._encoder is not None:
+                return
+            opts = self.model_options
+            resolved = resolve_model(
+                self.model,
+                cache_folder=opts.get("cache_folder"),
+                revision=opts.get("revision"),
+                token=opts.get("token"),
+                timeout=self.hub_timeout,
+            )
+            kwargs = dict(opts)
+            if resolved.local:
+                kwargs["local_files_only"] = True
+            device = resolve_device(self.device)
+            start = perf_counter()
+            try:
+                encoder = self._load(resolved, device, kwargs)
+            except RankRelayError:
+                raise
+            except Exception as exc:
+                raise ModelLoadError(
+                    f"could not load {self.name} model {self.model!r} from {resolved.location}: "
+                    f"{type(exc).__name__}: {exc}"
+                ) from exc
+            planner = self._make_planner(encoder)
+            local = resolved if resolved.local else find_local(self.model, cache_folder=opts.get("cache_folder"))
+            location = local.location if local is not None else resolved.location
+            fingerprint = model_fingerprint(location)
+            if self.requested_runtime == AUTO:
+                self.runtime_choice = self._choose_runtime(encoder, location, fingerprint, device,
+                                                           planner.max_length)
+                self.runtime, self.precision = self.runtime_choice.runtime, self.runtime_choice.precision
+            if self.precision != "fp32":
+                if device == "cpu" and not (self.precision == "bf16" and has_bf16_units(cpu_signature())):
+                    logger.warning("%s on this CPU is usually slower than fp32 (no %s units); try runtime='auto'",
+                                   self.precision, self.precision)
+                encoder.to(_torch_dtype(self.precision))
+            self._forward, self.agreement = self._compile(encoder, location, fingerprint)
+            self._identity = f"{self.name}|{fingerprint}|{self.runtime}|{self.precision}|{planner.max_length}"
+            self._planner = planner
+            self._encoder = encoder
+            logger.info(
+                "loaded %s %s from %s (%s) on %s (%s) in %.0f ms",
+                self.name, self.model, resolved.location, resolved.source, device, self.runtime,
+                (perf_counter() - start) * 1000,
+            )
+
+    @property
+    def encoder(self) -> Any:
+        """The loaded sentence-transformers model (loads it on first use)."""
+        self.warm_up()
+        return self._encoder
+
+    @property
+    def window(self) -> int:
+        """The model's window in tokens, as used for passage planning."""
+        self.warm_up()
+        assert self._planner is not None
+        return self._planner.max_length
+
+    @abstractmethod
+    def _load(self, resolved: ResolvedModel, device: str, kwargs: dict[str, Any]) -> Any:
+        """Build the sentence-transformers model."""
+
+    @abstractmethod
+    def _sample_inputs(self) -> list[Any]:
+        """Inputs (pairs or texts) of the fixed sample, in the order :meth:`_sample_scores` reads."""
+
+    @abstractmethod
+    def _sample_scores(self, encoder: Any, forward: Forward) -> Any:
+        """Scores (queries x documents) of the fixed sample through ``forward``."""
+
+    def _choose_runtime(self, encoder: Any, location: str, fingerprint: str, device: str,
+                        window: int) -> RuntimeChoice:
+        """``runtime="auto"``: measure this machine's runtimes on the fixed sample once (then read the choice)."""
+
+        def forward(runtime: str, precision: str) -> Forward:
+            if precision != "fp32":  # torch in bf16: a copy, so that the fp32 model stays the reference
+                import copy
+
+                return TorchForward(copy.deepcopy(encoder).to(_torch_dtype(precision)), self.output)
+            return self._compile(encoder, location, fingerprint, runtime, min_agreement=0.0)[0]  # judged below
+
+        return choose_runtime(label=self.model, fingerprint=f"{fingerprint}|window={window}", device=device,
+                              cache_dir=self.cache_dir, min_agreement=self.min_agreement, forward=forward,
+                              sample=lambda fwd: self._sample_scores(encoder, fwd), clock=self.clock)
+
+    def _compile(self, encoder: Any, location: str, fingerprint: str, runtime: str | None = None,
+                 min_agreement: float | None = None) -> tuple[Forward, Agreement | None]:
+        """The forward pass on ``runtime`` (default: this reranker's), converted and checked once, then cached."""
+        runtime = runtime or self.runtime
+        if runtime == "torch":
+            return TorchForward(encoder, self.output), None
+        inputs = self._sample_inputs()
+
+        def calibration() -> list[dict[str, Any]]:  # tokenized sample batches, built only for int8 quantizing
+            step = max(1, len(inputs) // 8)
+            return [
+                {k: v.numpy() for k, v in encoder.preprocess(inputs[i : i + step]).items() if hasattr(v, "numpy")}
+                for i in range(0, len(inputs), step)
+            ]
+
+        return compile_forward(
+            encoder, runtime=runtime, output=self.output, fingerprint=fingerprint, label=self.model,
+            cache_dir=self.cache_dir, sample=lambda forward: self._sample_scores(encoder, forward),
+            example=encoder.preprocess(inputs[:2]), calibration=calibration,
+            min_agreement=self.min_agreement if min_agreement is None else min_agreement,
+        )
+
+    def _forward_batches(
+        self, inputs: list[Any], lengths: list[int], forward: Forward | None = None, progress: bool = False,
+        encoder: Any = None,
+    ) -> list[Any]:
+        """Run ``inputs`` through the forward pass in length buckets; one output row per input, in order.
+
+        ``forward`` and ``encoder`` default to the loaded ones (they are given while converting).
+        """
+        encoder = encoder or self._encoder
+        forward = forward or self._forward
+        assert encoder is not None and forward is not None
+        rows: list[Any] = [None] * len(inputs)
+        batches = length_buckets(lengths, self.batch_size)
+        # each batch is counted as it is done (not all at once before the first one runs)
+        for batch in steps(batches, f"{self.name} ({self.runtime})") if progress else batches:
+            out = forward(encoder.preprocess([inputs[i] for i in batch]))
+            for i, row in zip(batch, out):
+                rows[i] = row
+        return rows
+
+    @abstractmethod
+    def _make_planner(self, encoder: Any) -> PassagePlanner:
+        """The passage planner for this model's tokenizer and window."""
+
+    @abstractmethod
+    def _score_pairs(self, pairs: list[tuple[str, str]]) -> Sequence[float]:
+        """Raw scores of (query, passage) pairs."""
+
+    # -- scoring ---------------------------------------------------------------------------
+    def _score_batch(
+        self, queries: list[str], documents: list[list[Document]]
+    ) -> tuple[list[Scored], dict[str, float]]:
+        self.warm_up()
+        with self._score_lock:
+            return self._score_locked(queries, documents)
+
+    def plan_passages(self, query: str, texts: Sequence[str]) -> list[Pieces]:
+        """The character spans this reranker scores for each text (one span when it fits)."""
+        self.warm_up()
+        assert self._planner is not None
+        with self._score_lock:
+            return self._planner.plan(query, texts)
+
+    def _score_locked(
+        self, queries: list[str], documents: list[list[Document]]
+    ) -> tuple[list[Scored], dict[str, float]]:
+        planner = self._planner
+        assert planner is not None
+        start = perf_counter()
+        pair_index: dict[tuple[str, str], int] = {}
+        plans: list[list[Pieces]] = []
+        slots: list[list[list[int]]] = []
+        for query, docs in zip(queries, documents):
+            texts = [d.text for d in docs]
+            pieces = planner.plan(query, texts)
+            plans.append(pieces)
+            slots.append(
+                [
+                    [pair_index.setdefault((query, text[a:b]), len(pair_index)) for a, b in p.spans]
+                    for text, p in zip(texts, pieces)
+                ]
+            )
+        model_start = perf_counter()
+        raw, hit = self._cached_scores(list(pair_index))
+        model_ms = (perf_counter() - model_start) * 1000.0
+        out = []
+        for pieces, doc_slots in zip(plans, slots):
+            scores, passages, truncated = [], [], []
+            for p, idx in zip(pieces, doc_slots):
+                best = max(range(len(idx)), key=lambda j: raw[idx[j]])
+                scores.append(float(raw[idx[best]]))
+                passages.append(p.spans[best] if p.split else None)
+                truncated.append(p.truncated)
+            info = None
+            if self.score_cache is not None:
+                distinct = {i for idx in doc_slots for i in idx}
+                hits = sum(hit[i] for i in distinct)
+                info = {"score_cache": {"hits": hits, "misses": len(distinct) - hits}}
+            out.append(Scored(scores, passages, truncated, info))
+        prepare_ms = (model_start - start) * 1000.0
+        return out, {"model": model_ms, "prepare": prepare_ms}
+
+    def _cached_scores(self, pairs: list[tuple[str, str]]) -> tuple[list[float], list[bool]]:
+        """Raw scores of distinct pairs, from the score cache where it has them; and which were hits."""
+        if self.score_cache is None or not pairs:
+            return list(self._score_pairs(pairs)) if pairs else [], [False] * len(pairs)
+        keys = [score_key(self._identity, q, p) for q, p in pairs]
+        found = self.score_cache.get_many(keys)
+        missing = [i for i, k in enumerate(keys) if k not in found]
+        scores = [found.get(k, 0.0) for k in keys]
+        if missing:
+            fresh = self._score_pairs([pairs[i] for i in missing])
+            for i, score in zip(missing, fresh):
+                scores[i] = float(score)
+            self.score_cache.put_many({keys[i]: scores[i] for i in missing})
+        missed = set(missing)
+        return scores, [i not in missed for i in range(len(pairs))]
+
+    def describe(self) -> dict[str, Any]:
+        return {
+            **super().describe(),
+            "runtime": self.runtime,
+            "precision": self.precision,
+            **({"runtime_choice": self.runtime_choice.reason} if self.runtime_choice is not None else {}),
+            "device": self.device,
+            "batch_size": self.batch_size,
+            "max_length": self.max_length,
+            "long_documents": self.long_documents,
+        }
+
+
+def _torch_dtype(precision: str) -> Any:
+    import torch
+
+    return torch.float16 if precision == "fp16" else torch.bfloat16

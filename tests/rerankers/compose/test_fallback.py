@@ -1,0 +1,173 @@
+"""Fallback chains: a real local API first, a tiny local cross-encoder next; the circuit breaker; hedging."""
+
+import logging
+
+import pytest
+
+from rankrelay import (
+    AllBackendsFailedError,
+    Document,
+    EmptyQueryError,
+    FallbackReranker,
+    Settings,
+    load_reranker,
+)
+from rankrelay.rerankers.compose.fallback import CircuitBreaker
+from rankrelay.testing import API_KEY, Fault, relevance
+
+QUERY = "boundary layer separation"
+DOCS = ["wing lift", Document("boundary layer separation", id="b", metadata={"k": "v"}), "cooking pasta"]
+TEXTS = ["wing lift", "boundary layer separation", "cooking pasta"]
+
+
+def api_order():
+    return sorted(range(3), key=lambda i: (-relevance(QUERY, TEXTS[i]), i))
+
+
+def cohere_item(url, **options):
+    return {"spec": "cohere:rerank-v3.5", "api_key": API_KEY, "base_url": url, "timeout": 1.0, **options}
+
+
+@pytest.fixture
+def local(tiny_ce_path):
+    return load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu")
+
+
+def test_api_serves_when_healthy(fake_api, local):
+    chain = load_reranker([cohere_item(fake_api.url), local])
+    assert isinstance(chain, FallbackReranker)
+    res = chain.rerank(QUERY, DOCS)
+    assert res.backend == "cohere" and res.indices == api_order() and res.fallbacks == []
+    assert res.normalization == "rank" and res[0].normalized_score == 1.0
+
+
+def test_falls_back_to_the_local_model_with_every_document_intact(refused_url, local):
+    chain = FallbackReranker([cohere_item(refused_url, max_attempts=2), local])
+    res = chain.rerank(QUERY, DOCS)
+    assert res.backend == "cross-encoder"
+    assert sorted(res.indices) == [0, 1, 2] and res.indices == local.rerank(QUERY, DOCS).indices
+    b = next(r for r in res if r.id == "b")
+    assert b.metadata == {"k": "v"} and b.text == TEXTS[1]
+    (failure,) = res.fallbacks
+    assert failure["backend"] == "cohere:rerank-v3.5" and failure["error"] == "BackendUnavailableError"
+    assert failure["ms"] >= 0
+
+
+def test_auth_errors_fall_back_and_are_logged_as_errors(fake_api, local, caplog):
+    chain = FallbackReranker([cohere_item(fake_api.url, api_key="bad-key"), local])
+    res = chain.rerank(QUERY, DOCS)
+    assert res.backend == "cross-encoder" and res.fallbacks[0]["error"] == "AuthenticationError"
+    assert any(r.levelno == logging.ERROR and "AuthenticationError" in r.getMessage() for r in caplog.records)
+    assert "bad-key" not in caplog.text
+
+
+def test_input_errors_do_not_fall_back(fake_api, local):
+    chain = FallbackReranker([cohere_item(fake_api.url), local])
+    with pytest.raises(EmptyQueryError):
+        chain.rerank(" ", DOCS)
+    assert fake_api.count() == 0
+    assert chain.breakers[0].state == "closed"
+
+
+def test_circuit_breaker_opens_skips_and_closes_again(fake_api, local):
+    now = [0.0]
+    chain = FallbackReranker([cohere_item(fake_api.url, max_attempts=1), local],
+                             failure_threshold=2, reset_timeout=30, clock=lambda: now[0])
+    fake_api.faults = [Fault("status", 503), Fault("status", 503)]
+    for _ in range(2):
+        assert chain.rerank(QUERY, DOCS).backend == "cross-encoder"
+    assert chain.breakers[0].state == "open" and fake_api.count() == 2
+    res = chain.rerank(QUERY, DOCS)
+    assert res.backend == "cross-encoder" and fake_api.count() == 2  # skipped: no request sent
+    assert res.fallbacks == [{"backend": "cohere:rerank-v3.5", "error": "CircuitOpen",
+                              "message": "circuit breaker open", "ms": 0.0}]
+    now[0] = 29.9
+    assert chain.breakers[0].state == "open"
+    now[0] = 30.0
+    assert chain.breakers[0].state == "half-open"
+    res = chain.rerank(QUERY, DOCS)  # the probe goes through, the API has recovered
+    assert res.backend == "cohere" and fake_api.count() == 3 and chain.breakers[0].state == "closed"
+
+
+def test_half_open_probe_failure_reopens():
+    clock = [0.0]
+    b = CircuitBreaker(failure_threshold=1, reset_timeout=10, clock=lambda: clock[0])
+    b.record_failure()
+    assert b.state == "open" and not b.allow()
+    clock[0] = 10.0
+    assert b.allow() and not b.allow()  # one probe at a time
+    b.record_failure()
+    assert b.state == "open"
+    clock[0] = 20.0
+    assert b.allow()
+    b.record_success()
+    assert b.state == "closed" and b.allow()
+
+
+def test_every_backend_failing_raises_with_the_attempts(refused_url):
+    chain = FallbackReranker([cohere_item(refused_url, max_attempts=1), f"tei:{refused_url}"])
+    with pytest.raises(AllBackendsFailedError) as err:
+        chain.rerank(QUERY, DOCS)
+    assert [f["backend"] for f in err.value.failures] == ["cohere:rerank-v3.5", "tei"]
+
+
+async def test_async_fallback(refused_url, local):
+    chain = FallbackReranker([cohere_item(refused_url, max_attempts=1), local])
+    res = await chain.arerank(QUERY, DOCS, top_n=2)
+    assert res.backend == "cross-encoder" and len(res) == 2 and res.fallbacks[0]["error"] == "BackendUnavailableError"
+
+
+async def test_hedging_races_a_slow_primary(fake_api, local):
+    fake_api.faults = [Fault("sleep", seconds=1.5)]
+    chain = FallbackReranker([cohere_item(fake_api.url, timeout=3.0), local], hedge_after_ms=100)
+    res = await chain.arerank(QUERY, DOCS)
+    assert res.backend == "cross-encoder"  # without the hedge the API would answer, after its 1.5 s
+    fast = await chain.arerank(QUERY, DOCS)  # no fault now: the API answers before the hedge
+    assert fast.backend == "cohere"
+
+
+def test_sync_hedging(fake_api, local):
+    fake_api.faults = [Fault("sleep", seconds=1.5)]
+    chain = FallbackReranker([cohere_item(fake_api.url, timeout=3.0), local], hedge_after_ms=100)
+    assert chain.rerank(QUERY, DOCS).backend == "cross-encoder"
+
+
+def test_chain_from_settings(monkeypatch, tiny_ce_path, refused_url):
+    monkeypatch.setenv("RANKRELAY_FALLBACK", f'["tei:{refused_url}", "cross-encoder:{tiny_ce_path}"]')
+    monkeypatch.setenv("RANKRELAY_DEVICE", "cpu")
+    chain = load_reranker()
+    assert isinstance(chain, FallbackReranker) and [b.name for b in chain.backends] == ["tei", "cross-encoder"]
+    assert chain.rerank(QUERY, DOCS).backend == "cross-encoder"
+    assert Settings().fallback == [f"tei:{refused_url}", f"cross-encoder:{tiny_ce_path}"]
+
+
+# -- #30: breaks the suite did not see ------------------------------------------------------------
+@pytest.mark.parametrize("method", ["rank", "minmax", "sigmoid", "zscore"])
+def test_the_chain_renormalizes_what_a_backend_returned(method):
+    from rankrelay.scoring import normalize
+
+    backend = load_reranker("identity", normalize="minmax" if method != "minmax" else "sigmoid")
+    res = FallbackReranker([backend], normalize=method).rerank(QUERY, DOCS + ["fourth", "fifth"])
+    assert res.normalization == method
+    expected = normalize([r.score for r in res], method)
+    assert [r.normalized_score for r in res] == pytest.approx(expected)
+    own = backend.rerank(QUERY, DOCS + ["fourth", "fifth"])
+    assert [r.normalized_score for r in res] != pytest.approx([r.normalized_score for r in own])
+
+
+def test_the_chain_keeps_the_backends_normalization_when_asked():
+    backend = load_reranker("identity", normalize="minmax")
+    res = FallbackReranker([backend], normalize="backend").rerank(QUERY, DOCS)
+    assert res.normalization == "minmax" and [r.normalized_score for r in res] == [1.0, 0.5, 0.0]
+
+
+@pytest.mark.parametrize("asynchronous", [False, True])
+def test_a_raced_chain_whose_backends_all_fail_raises(refused_url, asynchronous):
+    import asyncio
+
+    chain = FallbackReranker([{"spec": f"tei:{refused_url}", "max_attempts": 1},
+                              {"spec": f"jina:m@{refused_url}", "api_key": "k", "max_attempts": 1}],
+                             hedge_after_ms=1)
+    with pytest.raises(AllBackendsFailedError) as err:
+        asyncio.run(chain.arerank(QUERY, DOCS)) if asynchronous else chain.rerank(QUERY, DOCS)
+    assert sorted(f["backend"].split(":")[0] for f in err.value.failures) == ["jina", "tei"]  # in the order they failed

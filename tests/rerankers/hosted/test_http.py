@@ -1,0 +1,164 @@
+"""HTTP rerank APIs (TEI, Jina, Voyage, Infinity, mixedbread, Pinecone, Cohere JSON) over httpx against a real
+local server."""
+
+import time
+
+import pytest
+
+from rankrelay import (
+    AuthenticationError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    BadResponseError,
+    ConfigError,
+    Document,
+    RateLimitError,
+    load_reranker,
+)
+from rankrelay.rerankers.hosted.http import parse_http_spec
+from rankrelay.testing import API_KEY, Fault, relevance
+
+QUERY = "boundary layer separation"
+TEXTS = ["wing lift at low speed", "boundary layer flow", "separation of the boundary layer", "cooking pasta"]
+PROVIDERS = {
+    "tei": ("/rerank", "texts"),
+    "infinity": ("/rerank", "documents"),
+    "jina": ("/v1/rerank", "documents"),
+    "voyage": ("/v1/rerank", "documents"),
+    "cohere-http": ("/v2/rerank", "documents"),
+}
+
+
+def expected(query=QUERY, texts=TEXTS):
+    return sorted(range(len(texts)), key=lambda i: (-relevance(query, texts[i]), i))
+
+
+def http(provider, api, **options):
+    model = None if provider == "tei" else "some-model"
+    spec = f"{provider}:{model}@{api.url}" if model else f"{provider}:{api.url}"
+    options.setdefault("api_key", API_KEY)
+    options.setdefault("timeout", 2.0)
+    return load_reranker(spec, **options)
+
+
+@pytest.mark.parametrize("provider", sorted(PROVIDERS))
+def test_each_provider_speaks_its_wire_format(fake_api, provider):
+    docs = [*TEXTS[:3], Document(TEXTS[3], id="last", metadata={"m": 1})]
+    res = http(provider, fake_api).rerank(QUERY, docs)
+    assert res.indices == expected() and res.backend == provider
+    assert next(r for r in res if r.id == "last").metadata == {"m": 1}
+    (req,) = fake_api.requests
+    path, field = PROVIDERS[provider]
+    assert req["path"] == path and req["body"][field] == TEXTS and req["body"]["query"] == QUERY
+    assert req["headers"]["Authorization"] == f"Bearer {API_KEY}"
+    if provider == "tei":
+        assert req["body"]["raw_scores"] is True and "model" not in req["body"]
+    elif provider == "voyage":
+        assert req["body"]["top_k"] == 4 and req["body"]["model"] == "some-model"
+    else:
+        assert req["body"]["top_n"] == 4 and req["body"]["model"] == "some-model"
+    assert res.info["request_ids"], "the provider's request id is kept"
+
+
+@pytest.mark.parametrize("provider", ["tei", "jina"])
+async def test_async_client(fake_api, provider):
+    rr = http(provider, fake_api)
+    fake_api.faults = [Fault("status", 502)]
+    res = await rr.arerank(QUERY, TEXTS, top_n=2)
+    assert res.indices == expected()[:2] and fake_api.count() == 2
+
+
+def test_retries_and_typed_errors(fake_api):
+    rr = http("tei", fake_api, max_attempts=3)
+    fake_api.faults = [Fault("status", 503), Fault("status", 429, {"Retry-After": "0"}), Fault("reset")]
+    with pytest.raises(BackendUnavailableError):
+        rr.rerank(QUERY, TEXTS)
+    assert fake_api.count() == 3
+    fake_api.faults = [Fault("status", 429, {"Retry-After": "0"})] * 3
+    with pytest.raises(RateLimitError):
+        rr.rerank(QUERY, TEXTS)
+    fake_api.faults = [Fault("status", 401)]
+    with pytest.raises(AuthenticationError):
+        rr.rerank(QUERY, TEXTS)
+    assert fake_api.count() == 7
+
+
+def test_http_date_retry_after(fake_api):
+    from email.utils import formatdate
+
+    fake_api.faults = [Fault("status", 503, {"Retry-After": formatdate(time.time() + 2, usegmt=True)})]
+    res = http("jina", fake_api).rerank(QUERY, TEXTS)
+    assert res.indices == expected()
+    assert fake_api.requests[1]["time"] - fake_api.requests[0]["time"] >= 0.9  # the date has 1 s resolution: 1 to 2 s
+
+
+def test_timeout_and_bad_reply(fake_api):
+    fake_api.faults = [Fault("sleep", seconds=2.0)]
+    with pytest.raises(BackendTimeoutError):
+        http("infinity", fake_api, timeout=0.3, max_attempts=1).rerank(QUERY, TEXTS)
+    fake_api.faults = [Fault("malformed")]
+    with pytest.raises(BadResponseError):
+        http("voyage", fake_api).rerank(QUERY, TEXTS)
+    fake_api.faults = [Fault("indices", indices="missing")]
+    with pytest.raises(BadResponseError, match="unscored"):
+        http("cohere-http", fake_api).rerank(QUERY, TEXTS)
+
+
+@pytest.mark.parametrize(
+    "provider, rest, expected_pair",
+    [
+        ("tei", "http://h:8080", (None, "http://h:8080")),
+        ("jina", "jina-reranker-v2-base-multilingual", ("jina-reranker-v2-base-multilingual", None)),
+        ("jina", "m@https://x.y", ("m", "https://x.y")),
+        ("voyage", None, (None, None)),
+    ],
+)
+def test_spec_forms(provider, rest, expected_pair):
+    assert parse_http_spec(provider, rest) == expected_pair
+
+
+def test_configuration_errors():
+    with pytest.raises(ConfigError, match="needs a base URL"):
+        load_reranker("tei")
+    with pytest.raises(ConfigError, match="needs a model"):
+        load_reranker("voyage:https://api.voyageai.com")
+    assert load_reranker("jina:m").endpoint == "https://api.jina.ai/v1/rerank"
+
+
+def test_cohere_key_from_settings_is_not_sent_to_other_providers(fake_api, monkeypatch):
+    monkeypatch.setenv("RANKRELAY_COHERE_API_KEY", "cohere-only-secret")
+    rr = load_reranker(f"jina:m@{fake_api.url}")
+    with pytest.raises(AuthenticationError):
+        rr.rerank(QUERY, TEXTS)
+    assert "cohere-only-secret" not in str(fake_api.requests[0]["headers"])
+
+
+def test_mixedbread_speaks_its_wire_format(fake_api):
+    res = http("mixedbread", fake_api).rerank(QUERY, TEXTS)
+    assert res.indices == expected() and res.backend == "mixedbread"
+    (req,) = fake_api.requests
+    assert req["path"] == "/v1/reranking" and req["headers"]["Authorization"] == f"Bearer {API_KEY}"
+    assert req["body"] == {"model": "some-model", "query": QUERY, "input": TEXTS, "top_k": 4, "return_input": False}
+    assert res.info["billed_units"] == {"tokens": 10}
+    assert load_reranker("mixedbread").model == "mixedbread-ai/mxbai-rerank-large-v2"
+
+
+def test_pinecone_speaks_its_wire_format_and_takes_100_documents_a_request(fake_api):
+    res = http("pinecone", fake_api).rerank(QUERY, TEXTS)
+    assert res.indices == expected() and res.backend == "pinecone"
+    (req,) = fake_api.requests
+    assert req["path"] == "/rerank" and "Authorization" not in req["headers"]
+    assert req["headers"]["Api-Key"] == API_KEY and req["headers"]["X-Pinecone-Api-Version"] == "2025-10"
+    assert req["body"] == {"model": "some-model", "query": QUERY, "documents": [{"text": t} for t in TEXTS],
+                           "top_n": 4, "return_documents": False}
+    assert res.info["billed_units"] == {"rerank_units": 1}
+    many = [f"doc {i} boundary" if i % 7 else f"doc {i} boundary layer separation" for i in range(150)]
+    fake_api.requests.clear()
+    res = http("pinecone", fake_api).rerank(QUERY, many)
+    assert [len(r["body"]["documents"]) for r in sorted(fake_api.requests, key=lambda r: -len(r["body"]["documents"]))
+            ] == [100, 50]
+    assert sorted(res.indices) == list(range(150)) and res.info["billed_units"] == {"rerank_units": 2}
+    assert set(res.indices[:22]) == {i for i in range(150) if i % 7 == 0}
+    with pytest.raises(AuthenticationError, match="401"):
+        http("pinecone", fake_api, api_key="wrong").rerank(QUERY, TEXTS)
+    assert load_reranker("pinecone").endpoint == "https://api.pinecone.io/rerank"

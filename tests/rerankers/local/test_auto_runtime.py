@@ -1,0 +1,197 @@
+"""runtime='auto': candidates by CPU and installed packages, the choice on measured (fake-clock) costs, the stored
+choice reused only for the same model, CPU and versions; and the whole path on a tiny model."""
+
+import json
+import logging
+import sys
+
+import numpy as np
+import pytest
+
+from rankrelay import ConfigError, Settings, load_reranker
+from rankrelay.devices import cpu_signature, has_bf16_units, has_int8_units
+from rankrelay.rerankers.local.auto_runtime import MARGIN, Trial, candidates, choose_runtime, pick
+from rankrelay.testing import FakeClock
+
+AVX2 = {"model": "AMD EPYC", "machine": "x86_64", "flags": ["avx2"]}
+VNNI = {"model": "AMD EPYC", "machine": "x86_64", "flags": ["avx2", "avx512_vnni"]}  # int8 candidates too
+BF16 = {"model": "AMD EPYC 9R14", "machine": "x86_64", "flags": ["avx2", "avx512_bf16", "avx512_vnni", "avx512f"]}
+REFERENCE = np.arange(40, dtype=float).reshape(2, 20)  # the sample's scores on torch fp32
+
+
+def test_the_cpu_signature_keeps_the_model_and_the_flags_that_decide_speed():
+    info = "processor\t: 0\nmodel name\t: AMD EPYC 9R14\nflags\t\t: fpu sse avx2 avx512f avx512_vnni avx512_bf16\n" \
+           "processor\t: 1\nmodel name\t: other\n"
+    cpu = cpu_signature(info)
+    assert cpu["model"] == "AMD EPYC 9R14" and cpu["flags"] == ["avx2", "avx512_bf16", "avx512_vnni", "avx512f"]
+    assert has_bf16_units(cpu) and not has_bf16_units(cpu_signature("flags : avx2 avx512_vnni\n"))
+    assert has_int8_units(cpu) and has_int8_units(cpu_signature("flags : amx_int8\n"))
+    assert not has_int8_units(cpu_signature("flags : avx2 avx512f avx512_bf16\n")) and not has_int8_units({})
+    assert cpu_signature("")["flags"] == []
+
+
+def test_candidates_follow_the_cpu_the_device_and_what_is_installed(monkeypatch):
+    assert candidates("cpu", AVX2) == [("torch", "fp32"), ("onnx", "fp32"), ("openvino", "fp32")]
+    assert candidates("cpu", {**AVX2, "flags": ["avx2", "avx_vnni"]}) == [
+        ("torch", "fp32"), ("onnx", "fp32"), ("onnx-int8", "fp32"), ("openvino", "fp32"), ("openvino-int8", "fp32")]
+    assert candidates("cpu", {**AVX2, "flags": ["amx_bf16"]}) == [
+        ("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("openvino", "fp32"), ("openvino-bf16", "fp32")]
+    assert candidates("cpu", BF16) == [("torch", "fp32"), ("torch", "bf16"), ("onnx", "fp32"), ("onnx-int8", "fp32"),
+                                       ("openvino", "fp32"), ("openvino-bf16", "fp32"), ("openvino-int8", "fp32")]
+    assert candidates("cuda", BF16) == [("torch", "fp32")]
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    assert candidates("cpu", AVX2) == [("torch", "fp32")]
+
+
+@pytest.mark.parametrize(("seconds", "overlap", "chosen"), [
+    (0.94, 1.0, "onnx"),  # 6 % faster: chosen
+    (0.95, 1.0, "torch"),  # exactly the margin: not enough
+    (0.50, 0.89, "torch"),  # fast but disagreeing
+    (0.50, 0.90, "onnx"),  # at min_agreement: agrees
+])
+def test_pick_takes_a_runtime_only_when_it_agrees_and_beats_torch_by_the_margin(seconds, overlap, chosen):
+    assert MARGIN == 0.05
+    trials = [Trial("torch", "fp32", 1.0, 1.0, 1.0), Trial("onnx", "fp32", seconds, overlap, 0.99),
+              Trial("openvino", "fp32", error="ConversionError: boom")]
+    runtime, precision, reason = pick(trials, min_agreement=0.9)
+    assert (runtime, precision) == (chosen, "fp32")
+    if chosen == "onnx":
+        assert reason.startswith(f"onnx fp32 scored the sample in {seconds:.3f} s vs torch fp32's 1.000 s")
+    elif overlap < 0.9:
+        assert reason == "no other runtime here agrees with torch fp32 on the sample"
+    else:
+        assert "is 1.05x" in reason
+
+
+def test_the_fastest_of_several_agreeing_runtimes_wins():
+    trials = [Trial("torch", "fp32", 1.0, 1.0, 1.0), Trial("onnx", "fp32", 0.8, 1.0, 1.0),
+              Trial("openvino-int8", "fp32", 0.4, 0.95, 0.98), Trial("openvino", "fp32", 0.6, 1.0, 1.0)]
+    assert pick(trials, 0.9)[:2] == ("openvino-int8", "fp32")
+    assert pick(trials, 0.96)[:2] == ("openvino", "fp32")
+
+
+class Machine:
+    """Fake forward passes with a cost each: scoring the sample advances the fake clock by the cost."""
+
+    def __init__(self, costs, disagree=(), broken=()):
+        self.clock = FakeClock(start=0.0)
+        self.costs, self.disagree, self.broken = costs, set(disagree), set(broken)
+        self.built: list[tuple[str, str]] = []
+
+    def forward(self, runtime, precision):
+        self.built.append((runtime, precision))
+        if runtime in self.broken:
+            raise RuntimeError(f"{runtime} cannot convert this model")
+        return (runtime, precision)
+
+    def sample(self, fwd):
+        self.clock.sleep(self.costs[fwd])
+        return REFERENCE[:, ::-1] if fwd[0] in self.disagree else REFERENCE
+
+    def choose(self, tmp_path, fingerprint="files-1", cpu=VNNI, **kw):
+        return choose_runtime(label="org/model", fingerprint=fingerprint, device="cpu", cache_dir=tmp_path,
+                              min_agreement=0.9, forward=self.forward, sample=self.sample, clock=self.clock, cpu=cpu,
+                              **kw)
+
+
+# seconds a pass over the sample costs (binary fractions: the fake clock's sums are exact)
+COSTS = {("torch", "fp32"): 1.0, ("onnx", "fp32"): 0.875, ("onnx-int8", "fp32"): 0.25, ("openvino", "fp32"): 0.75,
+         ("openvino-int8", "fp32"): 0.5, ("torch", "bf16"): 0.375, ("openvino-bf16", "fp32"): 0.3125}
+
+
+def test_the_measured_choice_is_stored_and_read_back_without_measuring(tmp_path, caplog):
+    machine = Machine(COSTS, disagree={"onnx-int8"})
+    with caplog.at_level(logging.INFO, "rankrelay.rerankers.local.auto_runtime"):
+        choice = machine.choose(tmp_path)
+    assert (choice.runtime, choice.precision, choice.cached) == ("openvino-int8", "fp32", False)
+    assert [(t.runtime, t.seconds) for t in choice.trials] == [
+        ("torch", 1.0), ("onnx", 0.875), ("onnx-int8", 0.25), ("openvino", 0.75), ("openvino-int8", 0.5)]
+    assert choice.trials[2].top10_overlap == 0.0  # reversed: out, though fastest
+    assert choice.seconds == 3 * sum(COSTS[p] for p in machine.built)  # a warm-up pass and two timed, each
+    assert "runs on openvino-int8 fp32" in caplog.text and "onnx-int8 fp32 disagrees" in caplog.text
+    [stored] = (tmp_path / "runtimes" / "auto").glob("model-*.json")
+    assert json.loads(stored.read_text())["choice"]["runtime"] == "openvino-int8"
+
+    again = Machine(COSTS)
+    reread = again.choose(tmp_path)
+    assert again.built == [] and reread.cached and (reread.runtime, reread.reason) == (choice.runtime, choice.reason)
+    assert reread.seconds == 0.0  # no model pass: only reading a file
+
+
+@pytest.mark.parametrize("change", ["fingerprint", "cpu", "damaged", "another choice"])
+def test_a_stored_choice_for_other_files_another_cpu_or_that_is_damaged_is_measured_again(tmp_path, change):
+    Machine(COSTS).choose(tmp_path)
+    [stored] = (tmp_path / "runtimes" / "auto").glob("*.json")
+    kwargs = {"fingerprint": "files-2"} if change == "fingerprint" else {"cpu": BF16} if change == "cpu" else {}
+    if change == "damaged":
+        stored.write_text('{"choice": ')
+    if change == "another choice":  # a hand-edited choice naming a runtime that is not a candidate here
+        data = json.loads(stored.read_text())
+        data["choice"]["runtime"] = "openvino-bf16"
+        stored.write_text(json.dumps(data))
+    machine = Machine(COSTS)
+    choice = machine.choose(tmp_path, **kwargs)
+    assert not choice.cached and machine.built
+    assert (choice.runtime, choice.precision) == ("onnx-int8", "fp32")
+    assert ("openvino-bf16", "fp32") in machine.built if change == "cpu" else ("torch", "bf16") not in machine.built
+
+
+def test_bf16_is_a_candidate_like_any_other_on_a_cpu_with_bf16_units(tmp_path):
+    costs = {**COSTS, ("onnx-int8", "fp32"): 2.0, ("openvino-bf16", "fp32"): 2.0}
+    choice = Machine(costs).choose(tmp_path, cpu=BF16)
+    assert (choice.runtime, choice.precision) == ("torch", "bf16")
+
+
+def test_a_candidate_that_fails_is_left_out_with_one_warning_and_the_rest_decide(tmp_path, caplog):
+    machine = Machine(COSTS, broken={"onnx-int8", "openvino-int8"})
+    with caplog.at_level(logging.WARNING, "rankrelay.rerankers.local.auto_runtime"):
+        choice = machine.choose(tmp_path)
+    assert (choice.runtime, choice.precision) == ("openvino", "fp32")
+    assert [t.error for t in choice.trials if t.error] == [
+        "RuntimeError: onnx-int8 cannot convert this model", "RuntimeError: openvino-int8 cannot convert this model"]
+    assert len(caplog.records) == 1 and "could not try" in caplog.text
+
+
+def test_when_torch_itself_cannot_be_measured_the_choice_is_torch_with_one_warning(tmp_path, caplog):
+    machine = Machine(COSTS, broken={"torch"})
+    with caplog.at_level(logging.WARNING, "rankrelay.rerankers.local.auto_runtime"):
+        choice = machine.choose(tmp_path)
+    assert (choice.runtime, choice.precision) == ("torch", "fp32") and choice.reason.startswith("not measured")
+    assert len(caplog.records) == 1 and not list(tmp_path.rglob("*.json"))  # nothing stored: tried again next time
+
+
+def test_only_torch_here_means_torch_without_measuring(tmp_path, monkeypatch):
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    machine = Machine(COSTS)
+    choice = machine.choose(tmp_path)
+    assert (choice.runtime, choice.reason, machine.built) == ("torch", "torch is the only runtime here", [])
+
+
+def test_auto_is_the_default_and_fixes_its_own_precision(monkeypatch, tiny_ce_path):
+    monkeypatch.delenv("RANKRELAY_RUNTIME")
+    assert Settings().runtime == "auto"
+    assert load_reranker(f"cross-encoder:{tiny_ce_path}").requested_runtime == "auto"
+    with pytest.raises(ConfigError, match="runtime='auto' chooses the precision too"):
+        load_reranker(f"cross-encoder:{tiny_ce_path}", runtime="auto", precision="bf16")
+
+
+def test_a_tiny_model_on_auto_runs_where_its_measurement_says_and_the_next_load_reads_it(tiny_ce_path, tiny_ce,
+                                                                                        runtime_cache):
+    from numerics import CROSS_RUNTIME, assert_ranking_follows
+
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="auto", cache_dir=runtime_cache)
+    query, docs = "why does a wing stall", ["the wing lift and air flow", "paris is the capital of france",
+                                            "boundary layer separation on the wing", "angle of attack and pressure"]
+    res = rr.rerank(query, docs)
+    choice = rr.runtime_choice
+    assert [(t.runtime, t.precision) for t in choice.trials] == candidates("cpu", cpu_signature())
+    assert (rr.runtime, rr.precision) == pick(choice.trials, 0.9)[:2] == (choice.runtime, choice.precision)
+    assert rr.describe()["runtime"] == rr.runtime and rr.describe()["runtime_choice"] == choice.reason
+    assert all(t.error is None and t.seconds > 0 for t in choice.trials)
+    ref = tiny_ce.rerank(query, docs)
+    assert_ranking_follows(res.indices, [r.score for r in sorted(ref, key=lambda r: r.index)], CROSS_RUNTIME)
+    again = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="auto", cache_dir=runtime_cache)
+    again.warm_up()
+    assert again.runtime_choice.cached and (again.runtime, again.precision) == (rr.runtime, rr.precision)
