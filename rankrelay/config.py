@@ -129,6 +129,16 @@ class Limits(BaseModel):
                              "queries (Cohere's contract), or 'rank', the rank position (the top one is 1.0)")
 
 
+class ExperimentSettings(BaseModel):
+    """``[service.experiments.<name>]``: an online experiment between served models."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    arms: list[str] = Field(description="names under [service.models]; the answer merges their rankings")
+    method: str = Field("team-draft", description="team-draft (two arms), multileave (two or more) or split "
+                                                   "(each request to one arm, the classic A/B test)")
+
+
 class ServiceSettings(Limits):
     """``[service]`` in the config file: served models, keys, the search index and limits.
 
@@ -146,6 +156,13 @@ class ServiceSettings(Limits):
     index: str | None = Field(None, description="a folder made by 'rankrelay index'; enables POST /search")
     retriever: Literal["dense", "bm25", "hybrid"] = "hybrid"
     retrieve_k: int = Field(100, ge=1, description="first-stage depth of /search")
+    experiments: dict[str, ExperimentSettings] = Field(
+        default_factory=dict, description="served names that interleave (or split) several served models")
+    experiment_store: str = Field("experiments.db", description="where impressions and feedback are kept: a "
+                                  "SQLite file, or a postgresql:// URL for several replicas")
+    store_text: bool = Field(False, description="keep each impression's query and shown documents' text")
+    experiment_max_age_days: float | None = Field(90.0, gt=0, description="impressions older are deleted")
+    experiment_max_impressions: int | None = Field(1_000_000, ge=1, description="only the newest are kept")
 
     def limits(self) -> Limits:
         """Only the limits and batching knobs."""

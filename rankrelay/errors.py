@@ -72,6 +72,18 @@ class UnknownBackendError(ConfigError):
         super().__init__(f"unknown backend, preset or profile {spec!r}; known: {', '.join(self.known)}.{hint}")
 
 
+class NotFoundError(RankRelayError, LookupError):
+    """A request names something that does not exist here (an impression, an experiment): answered with 404."""
+
+
+class ConflictError(RankRelayError):
+    """A request contradicts what is already recorded (other feedback for an impression): answered with 409."""
+
+
+class StoreUnavailableError(RankRelayError):
+    """The experiment store cannot be reached: reranking goes on, feedback is answered 503 until it is back."""
+
+
 class MissingDependencyError(RankRelayError, ImportError):
     """An optional dependency of a backend is not installed."""
 

@@ -99,3 +99,19 @@ def load_corpus(path: str | os.PathLike[str]) -> list[Document]:
         raise InvalidInputError(f"corpus {str(path)!r} does not exist (a BEIR folder, .jsonl or .txt file)")
     with p.open(encoding="utf-8") as fh:
         return parse_documents(fh, jsonl=p.suffix.lower() in JSON_SUFFIXES, source=str(p), number_ids=True)
+
+
+def write_text_atomic(path: str | os.PathLike[str], text: str) -> None:
+    """Write ``text`` to ``path`` whole or not at all: a temporary file beside it, then a rename (a reader never
+    sees half a file, and a crash leaves the old one)."""
+    import tempfile
+
+    target = Path(path)
+    fd, tmp = tempfile.mkstemp(prefix=f".{target.name}-", suffix=".tmp", dir=target.parent)
+    try:
+        with os.fdopen(fd, "w", encoding="utf-8") as f:
+            f.write(text)
+        os.replace(tmp, target)
+    except BaseException:
+        Path(tmp).unlink(missing_ok=True)
+        raise

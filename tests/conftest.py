@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import json
 import os
 import string
 from pathlib import Path
@@ -248,3 +249,82 @@ def write_corpus_and_queries(folder, texts, queries):
     (folder / "queries.jsonl").write_text("".join(json.dumps({"_id": q, "text": t}) + "\n"
                                                   for q, t in queries.items()))
     return folder
+
+
+N_QUERIES = 12  # queries of the `beir` fixture
+
+
+@pytest.fixture
+def beir(tmp_path):
+    """12 queries x 10 candidates; two relevant documents per query (grades 2 and 1); the fixed first stage is
+    written beside it as cands.trec."""
+    from rankrelay.evaluation import write_trec
+
+    folder = tmp_path / "beir"
+    (folder / "qrels").mkdir(parents=True)
+    corpus, queries, qrels, run = [], [], ["query-id\tcorpus-id\tscore"], {}
+    for q in range(N_QUERIES):
+        queries.append({"_id": f"q{q}", "text": f"topic{q} question"})
+        ids = [f"q{q}d{i}" for i in range(10)]
+        for i, d in enumerate(ids):
+            corpus.append({"_id": d, "title": "", "text": f"document {i} about topic{q}"})
+        qrels += [f"q{q}\t{ids[7]}\t2", f"q{q}\t{ids[4]}\t1"]
+        run[f"q{q}"] = [(d, float(10 - i)) for i, d in enumerate(ids)]  # relevant ones sit at ranks 5 and 8
+    (folder / "corpus.jsonl").write_text("".join(json.dumps(c) + "\n" for c in corpus))
+    (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
+    (folder / "qrels" / "test.tsv").write_text("\n".join(qrels) + "\n")
+    write_trec(tmp_path / "cands.trec", run, "fixed")
+    return folder
+
+
+def _postgres_bin() -> Path | None:
+    import glob
+    import shutil
+
+    found = sorted(glob.glob("/usr/lib/postgresql/*/bin/initdb"))
+    if found:
+        return Path(found[-1]).parent
+    initdb = shutil.which("initdb")
+    return Path(initdb).parent if initdb else None
+
+
+@pytest.fixture(scope="session")
+def postgres_url():
+    """A real PostgreSQL server on 127.0.0.1 for this test session (Debian's postgresql; `make postgres`
+    installs it): a throwaway cluster, run as the ``postgres`` user when the tests run as root."""
+    import getpass
+    import importlib.util
+    import pwd
+    import socket
+    import subprocess
+
+    binaries = _postgres_bin()
+    require(binaries, "PostgreSQL is not installed (run `make postgres` as root)")
+    require(importlib.util.find_spec("psycopg"), "psycopg is not installed (pip install 'rankrelay[postgres]')")
+    import shutil
+    import tempfile
+
+    folder = Path(tempfile.mkdtemp(prefix="rankrelay-pg-"))  # not under pytest's root-only folders
+    run_as: list[str] = []
+    if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+        account = pwd.getpwnam("postgres")  # the Debian package's user
+        os.chown(folder, account.pw_uid, account.pw_gid)
+        run_as = ["runuser", "-u", "postgres", "--"]
+        user = "postgres"
+    else:
+        user = getpass.getuser()
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    data = folder / "data"
+    subprocess.run([*run_as, str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", user, "--no-sync"],
+                   check=True, capture_output=True)
+    subprocess.run([*run_as, str(binaries / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
+                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
+                   check=True, capture_output=True)
+    try:
+        yield f"postgresql://{user}@127.0.0.1:{port}/postgres"
+    finally:
+        subprocess.run([*run_as, str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
+                       capture_output=True)
+        shutil.rmtree(folder, ignore_errors=True)

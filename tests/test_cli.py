@@ -152,24 +152,28 @@ def test_models_shows_published_quality_and_what_each_profile_runs(tmp_path, mon
 
 
 COMMANDS = ["rerank", "models", "demo", "index", "search", "bench", "tune", "train", "serve", "report", "rerank-batch"]
+GROUPS = {"experiment": ["simulate", "report"]}
 
 
 def test_help_lists_every_command():
     out = runner.invoke(app, ["--help"])
     assert out.exit_code == 0
     listed = {line.split()[0] for line in out.output.split("Commands:")[1].splitlines() if line.startswith("  ")}
-    assert listed == set(COMMANDS) == {c.name or c.callback.__name__.replace("_", "-")
-                                       for c in app.registered_commands}
+    assert listed == set(COMMANDS) | set(GROUPS)
+    assert set(COMMANDS) == {c.name or c.callback.__name__.replace("_", "-") for c in app.registered_commands}
+    assert set(GROUPS) == {g.name for g in app.registered_groups}
 
 
-@pytest.mark.parametrize("command", COMMANDS)
+@pytest.mark.parametrize("command", COMMANDS + [f"{g} {c}" for g, cs in GROUPS.items() for c in cs])
 def test_help_of_each_command_names_each_of_its_options(command):
     import click
     import typer
 
-    cli = typer.main.get_command(app)
-    params = cli.commands[command].params
-    out = runner.invoke(app, [command, "--help"], terminal_width=200)
+    found = typer.main.get_command(app)
+    for word in command.split():
+        found = found.commands[word]
+    params = found.params
+    out = runner.invoke(app, [*command.split(), "--help"], terminal_width=200)
     assert out.exit_code == 0
     flat = " ".join(out.output.split())
     for param in params:

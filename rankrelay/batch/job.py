@@ -29,6 +29,7 @@ from typing import Any
 from rankrelay.batch.candidates import COLUMNS, QueryGroup, chunk, pyarrow_parquet, read_candidates, rerank_part
 from rankrelay.errors import ConfigError
 from rankrelay.hashing import file_sha256
+from rankrelay.io import write_text_atomic
 from rankrelay.redact import redact_spec
 from rankrelay.rerankers.base import label
 from rankrelay.rerankers.registry import check_spec
@@ -86,9 +87,7 @@ class BatchJob:
         return data
 
     def _write_job(self) -> None:
-        tmp = self.job.with_suffix(".tmp")
-        tmp.write_text(json.dumps({**self.manifest, "parts": self.parts}, indent=2) + "\n")
-        os.replace(tmp, self.job)
+        write_text_atomic(self.job, json.dumps({**self.manifest, "parts": self.parts}, indent=2) + "\n")
 
     def part_path(self, number: int) -> Path:
         return self.parts_dir / f"part-{number:05d}.parquet"

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import logging
 from pathlib import Path
 from typing import Annotated
 
@@ -80,6 +81,7 @@ def serve(
 
     from rankrelay.rerankers import load_settings
     from rankrelay.server.app import create_app_from_settings, plan_from_settings
+    from rankrelay.tracing import RequestIdFilter
 
     if (replicas != 1 or autoscale) and not use_ray:
         raise fail(ConfigError("--replicas and --autoscale need --ray"))
@@ -109,5 +111,8 @@ def serve(
     except RankRelayError as exc:
         raise fail(exc) from None
     service = settings.service
+    for handler in logging.getLogger().handlers:  # each line says which request it is about
+        handler.addFilter(RequestIdFilter())
+        handler.setFormatter(logging.Formatter("%(levelname)s %(name)s [%(request_id)s]: %(message)s"))
     uvicorn.run(app_, host=host or service.host, port=service.port if port is None else port, log_level="info",
                 timeout_graceful_shutdown=30)

@@ -43,6 +43,7 @@ from rankrelay.evaluation.metrics import METRICS, agreement, evaluate, rbo, sign
 from rankrelay.evaluation.plots import write_plots
 from rankrelay.evaluation.report import markdown
 from rankrelay.hashing import short_hash
+from rankrelay.io import write_text_atomic
 from rankrelay.redact import redact_spec
 from rankrelay.rerankers.base import label
 from rankrelay.rerankers.registry import check_spec, load_chain_item, load_settings, split_options
@@ -68,9 +69,7 @@ def backend_name(item: Any) -> str:
 def write_run(path: Path, run: BackendRun) -> None:
     """A backend's run file, with the SHA-256 of its content (checked by :func:`read_run`), written atomically."""
     body = json.dumps(run.to_dict(), sort_keys=True)
-    tmp = path.with_suffix(".tmp")
-    tmp.write_text(json.dumps({"sha256": hashlib.sha256(body.encode()).hexdigest(), "run": json.loads(body)}))
-    os.replace(tmp, path)
+    write_text_atomic(path, json.dumps({"sha256": hashlib.sha256(body.encode()).hexdigest(), "run": json.loads(body)}))
 
 
 def read_run(path: Path, name: str) -> BackendRun:

@@ -109,7 +109,7 @@ def _charts(report: dict[str, Any], intervals: dict[str, dict[str, tuple[float, 
     return charts
 
 
-def _javascript_bundle() -> str:
+def javascript_bundle() -> str:
     vl_convert = import_optional("vl_convert", extra="eval", feature="the HTML report's charts",
                                  package="vl-convert-python")
     return str(vl_convert.javascript_bundle()).replace("</script", "<\\/script")
@@ -142,7 +142,7 @@ def render(report: dict[str, Any]) -> str:
         per_query_rows=_per_query_rows(report, drill),
         drill_json=json.dumps(drill, separators=(",", ":")).replace("</", "<\\/"),
         charts={k: json.dumps(v).replace("</", "<\\/") for k, v in charts.items()},
-        bundle=_javascript_bundle() if charts else "", baseline=BASELINE, main_metric=MAIN_METRIC)
+        bundle=javascript_bundle() if charts else "", baseline=BASELINE, main_metric=MAIN_METRIC)
 
 
 def _matrix(report: dict[str, Any], names: list[str]) -> dict[tuple[str, str], dict[str, Any]]:

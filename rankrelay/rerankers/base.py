@@ -39,6 +39,7 @@ from rankrelay.errors import (
 )
 from rankrelay.results import Document, DocumentLike, RankedDocument, RerankResult, check_text, to_documents
 from rankrelay.scoring import check_normalization, normalize, order_by_score
+from rankrelay.tracing import span
 
 logger = logging.getLogger(__name__)
 
@@ -454,14 +455,16 @@ class BaseReranker(SingleQuery, ABC):
     def _boundary(self) -> Iterator[None]:
         """The backend boundary: an exception that is not rankrelay's (a model's runtime error, a malformed
         answer read the wrong way) leaves as a :class:`~rankrelay.errors.BackendFailedError`, so a chain falls
-        back on any failure of a backend and the service answers 503, never 500."""
-        try:
-            yield
-        except RankRelayError:
-            raise
-        except Exception as exc:
-            logger.warning("%s failed: %s: %s", label(self), type(exc).__name__, exc)
-            raise backend_failure(label(self), exc) from exc
+        back on any failure of a backend and the service answers 503, never 500. Traced as one
+        ``rankrelay.backend`` span (so each attempt of a fallback chain is one)."""
+        with span("rankrelay.backend", backend=label(self)):
+            try:
+                yield
+            except RankRelayError:
+                raise
+            except Exception as exc:
+                logger.warning("%s failed: %s: %s", label(self), type(exc).__name__, exc)
+                raise backend_failure(label(self), exc) from exc
 
     async def _ascore_batch(
         self, queries: list[str], documents: list[list[Document]]

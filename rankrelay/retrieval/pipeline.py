@@ -24,6 +24,7 @@ from rankrelay.rerankers.compose.cascade import FIRST_STAGE
 from rankrelay.results import RerankResult
 from rankrelay.retrieval.base import Retriever, warm_up_retriever
 from rankrelay.scoring import fuse
+from rankrelay.tracing import span
 
 
 @dataclass(slots=True)
@@ -110,7 +111,8 @@ class TwoStageSearch:
         if not queries:
             return []
         start = perf_counter()
-        firsts = self.retriever.search_batch(queries, k)
+        with span("rankrelay.retrieve", queries=len(queries), retrieve_k=k):
+            firsts = self.retriever.search_batch(queries, k)
         retrieved = perf_counter()
         reranked = None
         if self.reranker is not None:
@@ -124,7 +126,8 @@ class TwoStageSearch:
         if not queries:
             return []
         start = perf_counter()
-        firsts = await asyncio.to_thread(self.retriever.search_batch, queries, k)
+        with span("rankrelay.retrieve", queries=len(queries), retrieve_k=k):
+            firsts = await asyncio.to_thread(self.retriever.search_batch, queries, k)
         retrieved = perf_counter()
         reranked = None
         if self.reranker is not None:

@@ -10,27 +10,30 @@ Example:
     >>> from rankrelay.server.routes import paths
     >>> app = create_app({"fast": "identity"}, api_keys=["secret"])
     >>> [p for p in paths() if p.startswith("/v")]
-    ['/v1/models', '/v1/rerank', '/v2/rerank']
+    ['/v1/experiments/{name}', '/v1/feedback', '/v1/models', '/v1/rerank', '/v2/rerank']
 """
 
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
-from pydantic import SecretStr
+from pydantic import SecretStr, ValidationError
 
 from rankrelay._optional import import_optional
-from rankrelay.config import Limits, Settings
+from rankrelay.config import ExperimentSettings, Limits, Settings
 from rankrelay.errors import ConfigError
+from rankrelay.experiments.online import Experiment, Experiments, check_experiments
+from rankrelay.experiments.store import SQLStore, open_store
 from rankrelay.retrieval.base import Retriever
 
 import_optional("fastapi", extra="server", feature="the rerank service")
 from fastapi import Depends, FastAPI  # noqa: E402
 
 from rankrelay.server import routes  # noqa: E402
+from rankrelay.server.context import RequestContext  # noqa: E402
 from rankrelay.server.guards import BearerAuth, BodyLimit, Contained, check_api_keys, json_only  # noqa: E402
 from rankrelay.server.metrics import RequestMetrics  # noqa: E402
 from rankrelay.server.service import Service, load_models  # noqa: E402
@@ -40,7 +43,9 @@ __all__ = ["AppPlan", "Limits", "create_app", "create_app_from_settings", "plan_
 
 def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr] = (),
                allow_unauthenticated: bool = False, limits: Limits | None = None, retriever: Retriever | None = None,
-               retrieve_k: int = 100, settings: Settings | None = None, strict: bool = False) -> FastAPI:
+               retrieve_k: int = 100, settings: Settings | None = None, strict: bool = False,
+               experiments: Mapping[str, Any] | None = None, experiment_store: str | SQLStore = "experiments.db",
+               store_text: bool = False, retention: Mapping[str, Any] | None = None) -> FastAPI:
     """Build the FastAPI app.
 
     Args:
@@ -53,6 +58,10 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
         settings: defaults for the models' options (device, batch size, keys, ...).
         strict: a chain's backend without credentials or weights is an error (default: marked unavailable,
             with a warning, and said by ``/ready``).
+        experiments: name -> ``{"arms": [...], "method": "team-draft"}`` (or an :class:`ExperimentSettings`): served
+            names that interleave served models; impressions and feedback go to ``experiment_store`` (a SQLite
+            file, a ``postgresql://`` URL or a store), opened at first use, with ``retention`` (``max_age_s``,
+            ``max_count``).
     """
     if not models:
         raise ConfigError("the service needs at least one model (--model NAME=SPEC)")
@@ -61,7 +70,12 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
     if not keys and not allow_unauthenticated:
         raise ConfigError("no API keys configured: pass --api-key KEY, or --no-auth to serve without auth")
     limits = limits or Limits()
-    service = Service(load_models(models, settings, strict), limits, retriever, retrieve_k)
+    plans = _experiments(experiments or {})
+    check_experiments(plans, models)  # before any model loads
+    store = experiment_store if isinstance(experiment_store, SQLStore) else (
+        lambda: open_store(str(experiment_store), **dict(retention or {})))
+    runner = Experiments(plans, store if plans else None, store_text=store_text)
+    service = Service(load_models(models, settings, strict), limits, retriever, retrieve_k, runner)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -78,12 +92,26 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
     routes.install_error_handlers(app)
     app.add_middleware(Contained)  # innermost: no exception reaches the server (a kept-alive connection lives)
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
-    app.add_middleware(BearerAuth, keys=keys, protected=routes.paths(protected=True))  # before any body is read
-    app.add_middleware(RequestMetrics, metrics=service.metrics, routes=routes.paths())  # outermost: counts all
+    app.add_middleware(BearerAuth, keys=keys, open_paths=routes.open_paths())  # before any body is read
+    app.add_middleware(RequestMetrics, metrics=service.metrics, routes=routes.paths())  # counts all
+    app.add_middleware(RequestContext)  # outermost: every answer carries X-Request-Id, a trace spans it all
     app.state.service = service
     app.state.rerankers = service.rerankers
     app.state.batchers = service.batchers
     return app
+
+
+def _experiments(given: Mapping[str, Any]) -> dict[str, Experiment]:
+    plans = {}
+    for name, item in given.items():
+        try:
+            config = item if isinstance(item, ExperimentSettings) else ExperimentSettings.model_validate(item)
+        except ValidationError as exc:
+            first = exc.errors()[0]
+            where = ".".join(str(x) for x in first["loc"])
+            raise ConfigError(f"experiment {name!r}: {where}: {first['msg']}") from None
+        plans[name] = Experiment(name, list(config.arms), config.method)
+    return plans
 
 
 def _plain(api_keys: Sequence[str | SecretStr]) -> list[str]:
@@ -104,6 +132,15 @@ class AppPlan:
     retrieve_k: int
     settings: Settings
     strict: bool = False
+    experiments: dict[str, ExperimentSettings] = field(default_factory=dict)
+
+    def experiment_options(self) -> dict[str, Any]:
+        """``create_app``'s experiment arguments from ``[service]``."""
+        service = self.settings.service
+        days, count = service.experiment_max_age_days, service.experiment_max_impressions
+        return {"experiments": self.experiments, "experiment_store": service.experiment_store,
+                "store_text": service.store_text,
+                "retention": {"max_age_s": None if days is None else days * 86400, "max_count": count}}
 
     def open_retriever(self) -> Retriever | None:
         """The first stage for ``/search`` (None without an index)."""
@@ -139,7 +176,8 @@ def plan_from_settings(settings: Settings, models: Mapping[str, Any] | None = No
     keys = [*service.api_keys, *api_keys]
     check_api_keys(_plain(keys))  # before any model loads, here and in every Ray replica
     return AppPlan(chosen, keys, service.allow_unauthenticated, service.limits(),
-                   service.index, service.retriever, service.retrieve_k, settings, service.strict)
+                   service.index, service.retriever, service.retrieve_k, settings, service.strict,
+                   dict(service.experiments))
 
 
 def create_app_from_settings(settings: Settings, models: Mapping[str, Any] | None = None,
@@ -148,4 +186,4 @@ def create_app_from_settings(settings: Settings, models: Mapping[str, Any] | Non
     plan = plan_from_settings(settings, models, api_keys, **overrides)
     return create_app(plan.models, api_keys=plan.api_keys, allow_unauthenticated=plan.allow_unauthenticated,
                       limits=plan.limits, retriever=plan.open_retriever(), retrieve_k=plan.retrieve_k,
-                      settings=plan.settings, strict=plan.strict)
+                      settings=plan.settings, strict=plan.strict, **plan.experiment_options())

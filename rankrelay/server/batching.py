@@ -21,6 +21,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
+import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -28,6 +29,7 @@ from typing import Any
 from rankrelay.errors import RankRelayError
 from rankrelay.rerankers.base import Reranker
 from rankrelay.results import DocumentLike, RerankResult
+from rankrelay.tracing import set_attributes, span
 
 logger = logging.getLogger(__name__)
 
@@ -83,8 +85,14 @@ class DynamicBatcher:
         if self._queue.qsize() >= self.max_queue:
             raise QueueFullError(f"{self._queue.qsize()} requests are waiting; try again shortly")
         future: asyncio.Future[RerankResult] = asyncio.get_running_loop().create_future()
-        await self._queue.put(_Job(query, documents, top_n, future))
-        return await future
+        with span("rankrelay.batch", documents=len(documents)) as current:
+            queued = time.perf_counter()
+            await self._queue.put(_Job(query, documents, top_n, future))
+            res = await future
+            model_ms = res.timings.get("model", 0.0)
+            set_attributes(current, model_ms=model_ms,
+                           queue_ms=max(0.0, (time.perf_counter() - queued) * 1000.0 - model_ms))
+        return res
 
     async def _run(self) -> None:
         assert self._queue is not None

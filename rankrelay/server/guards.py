@@ -23,7 +23,7 @@ from fastapi import Request
 from fastapi.responses import JSONResponse
 
 from rankrelay.config import Limits
-from rankrelay.errors import ConfigError, InvalidInputError, RankRelayError
+from rankrelay.errors import ConfigError, InvalidInputError, NotFoundError, RankRelayError
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -33,7 +33,7 @@ class LimitExceededError(InvalidInputError):
     """A request over one of the service's limits (answered with 422)."""
 
 
-class NotServedError(RankRelayError, LookupError):
+class NotServedError(NotFoundError):
     """The request names a model (or an index) the service does not have (answered with 404)."""
 
 
@@ -133,19 +133,21 @@ def _bearer_token(scope: Any) -> bytes | None:
 
 
 class BearerAuth:
-    """ASGI middleware: a request to one of the ``protected`` paths needs ``Authorization: Bearer <key>`` for
-    one of ``keys`` (constant-time compare of the UTF-8 bytes), checked before its body is read or parsed;
-    with no keys, everyone. A request without a token is never authorized when keys are set, and an empty
-    key is refused at start-up (:func:`check_api_keys`)."""
+    """ASGI middleware: every request but those to the ``open_paths`` (health, readiness, metrics) needs
+    ``Authorization: Bearer <key>`` for one of ``keys`` (constant-time compare of the UTF-8 bytes), checked
+    before its body is read or parsed; with no keys, everyone. Open is the exception that is listed, so a new
+    route (a path with a parameter too) is behind the key without anyone remembering to protect it. A request
+    without a token is never authorized when keys are set, and an empty key is refused at start-up
+    (:func:`check_api_keys`)."""
 
-    def __init__(self, app: Any, keys: Sequence[str], protected: Collection[str]) -> None:
+    def __init__(self, app: Any, keys: Sequence[str], open_paths: Collection[str]) -> None:
         self.app = app
         self.keys = check_api_keys(keys)
-        self.protected = frozenset(protected)
+        self.open_paths = frozenset(open_paths)
 
     def refusal(self, scope: Any) -> str | None:
         """Why this request is not authorized, or None when it is."""
-        if not self.keys or scope["type"] != "http" or scope["path"] not in self.protected:
+        if not self.keys or scope["type"] != "http" or scope["path"] in self.open_paths:
             return None
         token = _bearer_token(scope)
         if token is None:

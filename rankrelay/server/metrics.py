@@ -38,6 +38,10 @@ class Metrics:
         self.score_cache = prometheus.Counter("rankrelay_score_cache", "Score-cache lookups of (query, passage) "
                                               "pairs by result (hit: the model was skipped)", ["model", "result"],
                                               registry=self.registry)
+        self.experiments = prometheus.Counter(
+            "rankrelay_experiment_events", "Experiment impressions and feedback by outcome (recorded, excluded: an "
+            "arm failed, lost: the store could not be written, repeated: the same feedback again)",
+            ["experiment", "kind", "outcome"], registry=self.registry)
         self.reranked = prometheus.Counter("rankrelay_budget_partial", "Requests whose latency budget left part "
                                            "of the list in first-stage order", ["model"], registry=self.registry)
 

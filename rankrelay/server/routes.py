@@ -3,6 +3,7 @@
 - :data:`cohere`: ``POST /v2/rerank`` and ``/v1/rerank`` (any Cohere SDK works unchanged)
 - :data:`tei`: ``POST /rerank`` (text-embeddings-inference's shape)
 - :data:`search`: ``POST /search`` (the first stage over the configured index, then a served model)
+- :data:`experiments`: ``POST /v1/feedback`` and ``GET /v1/experiments/{name}`` (online experiments)
 - :data:`operations`: ``/health``, ``/ready``, ``/metrics`` (open) and ``/v1/models`` (behind the key)
 
 Handlers raise typed errors; :func:`install_error_handlers` maps each to its status.
@@ -10,6 +11,7 @@ Handlers raise typed errors; :func:`install_error_handlers` maps each to its sta
 
 from __future__ import annotations
 
+import asyncio
 import logging
 import math
 import uuid
@@ -21,7 +23,15 @@ from fastapi.responses import JSONResponse, PlainTextResponse, Response
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException as StarletteHTTPException
 
-from rankrelay.errors import AuthenticationError, BackendTimeoutError, InvalidInputError, RankRelayError
+from rankrelay.errors import (
+    AuthenticationError,
+    BackendTimeoutError,
+    ConflictError,
+    InvalidInputError,
+    NotFoundError,
+    RankRelayError,
+    StoreUnavailableError,
+)
 from rankrelay.results import RerankResult
 from rankrelay.retrieval.pipeline import SearchResult, TwoStageSearch
 from rankrelay.scoring import relevance
@@ -41,6 +51,8 @@ from rankrelay.server.schemas import (
     ERRORS,
     CohereRerankRequest,
     CohereRerankResponse,
+    FeedbackRequest,
+    FeedbackResponse,
     ModelsResponse,
     SearchRequest,
     SearchResponse,
@@ -81,7 +93,7 @@ async def _cohere(request: Request, service: Service, body: CohereRerankRequest,
         if body.return_documents:
             row["document"] = {"text": texts[r.index]}
         results.append(row)
-    return {"id": str(uuid.uuid4()), "results": results,
+    return {"id": res.info.get("impression") or str(uuid.uuid4()), "results": results,
             "meta": {"api_version": {"version": version}, "billed_units": {"search_units": 1}}}
 
 
@@ -100,12 +112,16 @@ tei = APIRouter(responses=ERRORS)
 
 
 @tei.post("/rerank", response_model=list[TeiRank], response_model_exclude_none=True)
-async def rerank_tei(request: Request, body: TeiRerankRequest, service: Served) -> list[dict[str, Any]]:
+async def rerank_tei(request: Request, response: Response, body: TeiRerankRequest,
+                     service: Served) -> list[dict[str, Any]]:
     """TEI's rerank: ``score`` is the model's raw score with ``raw_scores: true``, else its per-document
     relevance in [0, 1] (the sigmoid of a cross-encoder's logit, see :func:`rankrelay.scoring.relevance`).
-    Documents a latency budget did not reach come last in input order, scored below every scored one."""
+    Documents a latency budget did not reach come last in input order, scored below every scored one.
+    An experiment's answer carries its impression id in the ``X-Impression-Id`` header (TEI's body is a list)."""
     name = served_model(request, service, body.model)
     res = await unless_client_leaves(request, service.rerank(name, body.query, body.texts, None))
+    if "impression" in res.info:
+        response.headers["X-Impression-Id"] = res.info["impression"]
     scores = tei_scores(res, body.raw_scores)
     return [{"index": r.index, "score": s, **({"text": r.text} if body.return_text else {})}
             for r, s in zip(res.results, scores)]
@@ -158,6 +174,23 @@ def search_reply(out: SearchResult, with_documents: bool) -> dict[str, Any]:
             "timings": {"retrieve_ms": t["retrieve_ms"], "rerank_ms": t["rerank_ms"], "total_ms": t["total_ms"]}}
 
 
+# -- experiments -----------------------------------------------------------------------------
+experiments = APIRouter(responses=ERRORS)
+
+
+@experiments.post("/v1/feedback", response_model=FeedbackResponse)
+async def feedback(body: FeedbackRequest, service: Served) -> dict[str, Any]:
+    """Clicks on an experiment's answer: positions in the answered list; the same feedback again is accepted
+    and changes nothing, other feedback for the same impression is a 409."""
+    return await service.experiments.feedback(body.id, body.clicked, body.dwell, body.grade)
+
+
+@experiments.get("/v1/experiments/{name}")
+async def experiment_report(name: str, service: Served) -> dict[str, Any]:
+    """An experiment's impressions, feedback, and its decision so far (preferences with intervals and p-values)."""
+    return await asyncio.to_thread(service.experiments.report, name)
+
+
 # -- operations ------------------------------------------------------------------------------
 operations = APIRouter()
 READY = {"type": "object", "required": ["ready"], "properties": {
@@ -196,14 +229,20 @@ async def list_models(service: Served) -> dict[str, Any]:
                        for n, rr in service.rerankers.items()]}
 
 
-PROTECTED = (cohere, tei, search, models)
+PROTECTED = (cohere, tei, search, experiments, models)
 
 
 def paths(protected: bool = False) -> list[str]:
     """Every path the service answers (the metrics label any other ``other``); ``protected``: those behind the
-    key, which is all but ``/health``, ``/ready`` and ``/metrics``."""
+    key, which is all but :func:`open_paths`."""
     routers = PROTECTED if protected else (*PROTECTED, operations)
     return sorted({r.path for router in routers for r in router.routes if isinstance(r, APIRoute)})
+
+
+def open_paths() -> list[str]:
+    """The paths anyone may call without the key: ``/health``, ``/ready`` and ``/metrics``; every other path,
+    whether it exists or not, needs it."""
+    return sorted(r.path for r in operations.routes if isinstance(r, APIRoute))
 
 
 # -- errors ----------------------------------------------------------------------------------
@@ -215,8 +254,12 @@ def status_of(exc: Exception, service: Service) -> tuple[int, str, dict[str, str
         return 415, str(exc), None
     if isinstance(exc, ClientGoneError):
         return 499, str(exc), None
-    if isinstance(exc, NotServedError):
+    if isinstance(exc, NotFoundError):
         return 404, str(exc), None
+    if isinstance(exc, ConflictError):
+        return 409, str(exc), None
+    if isinstance(exc, StoreUnavailableError):
+        return 503, str(exc), {"Retry-After": "5"}
     if isinstance(exc, LimitExceededError):
         return 422, str(exc), None
     if isinstance(exc, InvalidInputError):

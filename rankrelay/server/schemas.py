@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field
 
 from rankrelay.errors import InvalidDocumentError
 from rankrelay.results import check_text, unencodable
@@ -163,7 +163,25 @@ class ModelsResponse(BaseModel):
 ERRORS: dict[int | str, dict[str, Any]] = {
     status: {"model": ErrorBody, "description": about} for status, about in (
         (400, "invalid input (an empty query, text that is not valid Unicode, a body that is not JSON)"),
-        (401, "no valid bearer token"), (404, "no such model or index"), (413, "body over the limit"),
+        (401, "no valid bearer token"), (404, "no such model, index, experiment or impression"),
+        (409, "feedback other than the one already recorded for this impression"), (413, "body over the limit"),
         (415, "body not declared as JSON"), (422, "a request that does not fit the schema or the limits"),
         (429, "too many requests waiting"), (503, "the model failed or did not answer in time"))
 }
+
+
+class FeedbackRequest(BaseModel):
+    """``POST /v1/feedback``: what a user did with an experiment's answer."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    id: str = Field(min_length=1, max_length=128, description="the answer's id (the impression)")
+    clicked: list[int] = Field(max_length=1000, description="clicked positions in the answered list (0 is the top)")
+    dwell: list[float] | None = Field(None, description="seconds spent on each clicked result, in clicked's order")
+    grade: float | None = Field(None, description="an explicit judgement of the whole answer, if the app asks")
+
+
+class FeedbackResponse(BaseModel):
+    id: str
+    experiment: str
+    recorded: bool = Field(description="false when the same feedback was already recorded")

@@ -15,15 +15,17 @@ from typing import Any, TypeVar
 
 from rankrelay.config import Limits, Settings
 from rankrelay.errors import UNAVAILABLE, RankRelayError, backend_failure
-from rankrelay.rerankers.hosted.api import ApiReranker
+from rankrelay.experiments.online import Experiments
 from rankrelay.rerankers.base import BaseReranker, Request, Reranker, SingleQuery, accepts_budget, aclose, label
 from rankrelay.rerankers.compose.fallback import FallbackReranker
+from rankrelay.rerankers.hosted.api import ApiReranker
 from rankrelay.rerankers.registry import load_reranker
-from rankrelay.results import DocumentLike, RerankResult, to_documents
+from rankrelay.results import Document, DocumentLike, RerankResult, to_documents
 from rankrelay.retrieval.base import Retriever
 from rankrelay.server.batching import DynamicBatcher
 from rankrelay.server.guards import NotServedError, check_limits
 from rankrelay.server.metrics import Metrics
+from rankrelay.tracing import set_attributes, span
 
 logger = logging.getLogger(__name__)
 T = TypeVar("T")
@@ -75,8 +77,10 @@ class Service:
     """Served models (the first is the default), limits, metrics and an optional first stage."""
 
     def __init__(self, rerankers: Mapping[str, Reranker], limits: Limits, retriever: Retriever | None = None,
-                 retrieve_k: int = 100) -> None:
+                 retrieve_k: int = 100, experiments: Experiments | None = None) -> None:
         self.rerankers = dict(rerankers)
+        self.experiments = experiments or Experiments({}, None)
+        self.experiments.on_event = self._count_event
         self.limits = limits
         self.metrics = Metrics()
         self.retriever = retriever
@@ -93,8 +97,9 @@ class Service:
         """The served name for ``name`` (None: the default); :class:`NotServedError` when there is none."""
         if name is None:
             return next(iter(self.rerankers))
-        if name not in self.rerankers:
-            raise NotServedError(f"model {name!r} is not served here; available: {', '.join(self.rerankers)}")
+        if name not in self.rerankers and name not in self.experiments:
+            names = [*self.rerankers, *self.experiments.experiments]
+            raise NotServedError(f"model {name!r} is not served here; available: {', '.join(names)}")
         return name
 
     async def rerank(self, name: str, query: str, documents: Sequence[DocumentLike],
@@ -103,6 +108,18 @@ class Service:
         batcher) and the request timeout; its fallbacks, cache hits and budget cuts are counted."""
         docs = to_documents(documents)
         check_limits(self.limits, query, [d.text for d in docs])
+        with span("rankrelay.rerank", model=name, documents=len(docs)) as current:
+            if name in self.experiments:  # every arm takes the path below; the merged list is answered
+                res = await self.experiments.answer(name, query, docs, top_n, self._served)
+            else:
+                res = await self._served(name, query, docs, top_n)
+            set_attributes(current, served_by=res.backend, impression=res.info.get("impression"))
+        return res
+
+    def _count_event(self, experiment: str, kind: str, outcome: str) -> None:
+        self.metrics.experiments.labels(experiment, kind, outcome).inc()
+
+    async def _served(self, name: str, query: str, docs: Sequence[Document], top_n: int | None) -> RerankResult:
         rr = self.rerankers[name]
         budget = self.limits.budget_ms
         batcher = self.batchers.get(name)
@@ -138,6 +155,7 @@ class Service:
         self.ready = False
         for batcher in self.batchers.values():
             await batcher.close()
+        self.experiments.close()
         for rr in {id(r): r for r in self.rerankers.values()}.values():
             try:
                 await aclose(rr)

@@ -4,35 +4,14 @@ import json
 import math
 
 import pytest
+from conftest import N_QUERIES
 from typer.testing import CliRunner
 
 from rankrelay import BackendUnavailableError
 from rankrelay.cli import app
-from rankrelay.evaluation import compare, evaluate, load_beir, rbo, read_trec, write_trec
+from rankrelay.evaluation import compare, evaluate, load_beir, rbo, read_trec
 from rankrelay.rerankers import register, unregister
 from rankrelay.rerankers.base import BaseReranker, Scored
-
-N_QUERIES = 12
-
-
-@pytest.fixture
-def beir(tmp_path):
-    """12 queries x 10 candidates; two relevant documents per query (grades 2 and 1)."""
-    folder = tmp_path / "beir"
-    (folder / "qrels").mkdir(parents=True)
-    corpus, queries, qrels, run = [], [], ["query-id\tcorpus-id\tscore"], {}
-    for q in range(N_QUERIES):
-        queries.append({"_id": f"q{q}", "text": f"topic{q} question"})
-        ids = [f"q{q}d{i}" for i in range(10)]
-        for i, d in enumerate(ids):
-            corpus.append({"_id": d, "title": "", "text": f"document {i} about topic{q}"})
-        qrels += [f"q{q}\t{ids[7]}\t2", f"q{q}\t{ids[4]}\t1"]
-        run[f"q{q}"] = [(d, float(10 - i)) for i, d in enumerate(ids)]  # relevant ones sit at ranks 5 and 8
-    (folder / "corpus.jsonl").write_text("".join(json.dumps(c) + "\n" for c in corpus))
-    (folder / "queries.jsonl").write_text("".join(json.dumps(q) + "\n" for q in queries))
-    (folder / "qrels" / "test.tsv").write_text("\n".join(qrels) + "\n")
-    write_trec(tmp_path / "cands.trec", run, "fixed")
-    return folder
 
 
 class Oracle(BaseReranker):

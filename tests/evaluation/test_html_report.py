@@ -4,7 +4,8 @@ import json
 import re
 
 import pytest
-from test_compare import N_QUERIES, backends, beir  # noqa: F401  (fixtures)
+from conftest import N_QUERIES
+from test_compare import backends  # noqa: F401  (a fixture)
 from typer.testing import CliRunner
 
 pytest.importorskip("jinja2", reason="the eval extra is not installed")

@@ -8,7 +8,7 @@ from pathlib import Path
 
 import pytest
 from conftest import require
-from test_compare import backends, beir  # noqa: F401  (fixtures)
+from test_compare import backends  # noqa: F401  (a fixture)
 
 webdriver = pytest.importorskip("selenium.webdriver", reason="selenium (the dev extra) is not installed")
 CHROMIUM = shutil.which("chromium") or shutil.which("chromium-browser") or shutil.which("google-chrome")

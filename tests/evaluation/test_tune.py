@@ -2,7 +2,7 @@
 budget (decided on the recorded numbers, never on a wall-clock threshold), and the profile it writes."""
 
 import pytest
-from test_compare import backends, beir  # noqa: F401  (fixtures)
+from test_compare import backends  # noqa: F401  (a fixture)
 from typer.testing import CliRunner
 
 from rankrelay import ConfigError, load_reranker

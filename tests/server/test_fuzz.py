@@ -26,11 +26,15 @@ EXAMPLES = 70
 
 
 def make_app(keys):
+    import tempfile
+
     pytest.importorskip("bm25s", reason="the retrieval extra is not installed")
     return create_app({"ref": "identity", "rnd": "random:7", "chain": ["random:1", "identity"]},
                       api_keys=keys, allow_unauthenticated=not keys, retriever=BM25Retriever.build(CORPUS),
                       retrieve_k=5, limits=Limits(max_documents=50, max_document_chars=2000, max_query_chars=500,
-                                                  max_body_bytes=200_000))
+                                                  max_body_bytes=200_000),
+                      experiments={"ab": {"arms": ["ref", "rnd"]}},
+                      experiment_store=f"{tempfile.mkdtemp(prefix='rankrelay-fuzz-')}/exp.db")
 
 
 SCHEMA = schemathesis.openapi.from_dict(make_app(["x-unused-key"]).openapi())
@@ -46,8 +50,8 @@ def service(request):
 
 def test_the_schema_covers_every_route():
     assert sorted(f"{op.method.upper()} {op.path}" for op in OPERATIONS) == [
-        "GET /health", "GET /metrics", "GET /ready", "GET /v1/models", "POST /rerank", "POST /search",
-        "POST /v1/rerank", "POST /v2/rerank"]
+        "GET /health", "GET /metrics", "GET /ready", "GET /v1/experiments/{name}", "GET /v1/models", "POST /rerank",
+        "POST /search", "POST /v1/feedback", "POST /v1/rerank", "POST /v2/rerank"]
 
 
 def test_no_server_error_and_no_answer_outside_the_schema(service):

@@ -108,21 +108,23 @@ def test_api_keys_are_their_utf8_bytes_and_blank_or_padded_ones_are_refused():
     (b"Bearer k1k2", "invalid api token"),
 ])
 def test_a_request_is_authorized_only_by_a_bearer_token_equal_to_a_key(header, why):
-    auth = BearerAuth(Echo(), ["k1", "k2"], protected={"/v2/rerank"})
+    auth = BearerAuth(Echo(), ["k1", "k2"], open_paths={"/health"})
     headers = [(b"accept", b"*/*")] + ([(b"authorization", header)] if header is not None else [])
     assert auth.refusal(scope(headers=headers)) == why
 
 
-def test_unprotected_paths_other_scopes_and_no_keys_need_no_token():
-    auth = BearerAuth(Echo(), ["k1"], protected={"/v2/rerank"})
+def test_open_paths_other_scopes_and_no_keys_need_no_token_and_every_other_path_does():
+    auth = BearerAuth(Echo(), ["k1"], open_paths={"/health"})
     assert auth.refusal(scope(path="/health")) is None
+    for path in ("/v1/experiments/any-name", "/health/", "/HEALTH", "/unknown"):  # a route added later too
+        assert auth.refusal(scope(path=path)) == "no api token: send 'Authorization: Bearer <key>'"
     assert auth.refusal(scope(kind="lifespan")) is None
-    assert BearerAuth(Echo(), [], protected={"/v2/rerank"}).refusal(scope()) is None
+    assert BearerAuth(Echo(), [], open_paths={"/health"}).refusal(scope()) is None
 
 
 def test_a_refused_request_is_a_401_that_never_reaches_the_app():
     inner = Echo()
-    auth = BearerAuth(inner, ["k1"], protected={"/v2/rerank"})
+    auth = BearerAuth(inner, ["k1"], open_paths={"/health"})
     status, headers, body = run(call(auth, scope(headers=[(b"authorization", b"Bearer nope")])))
     assert (status, json.loads(body), inner.calls) == (401, {"message": "invalid api token"}, 0)
     assert headers[b"www-authenticate"] == b"Bearer"

@@ -26,7 +26,7 @@ from rankrelay.scoring import sigmoid  # noqa: E402
 from rankrelay.server.app import Limits, create_app  # noqa: E402
 from rankrelay.server.batching import QueueFullError  # noqa: E402
 from rankrelay.server.guards import ClientGoneError, UnauthorizedError, UnsupportedMediaError  # noqa: E402
-from rankrelay.server.routes import paths, search_reply, status_of, tei_scores  # noqa: E402
+from rankrelay.server.routes import open_paths, paths, search_reply, status_of, tei_scores  # noqa: E402
 
 KEY = "routes-key"
 AUTH = {"Authorization": f"Bearer {KEY}"}
@@ -358,9 +358,11 @@ def test_models_lists_each_served_name_with_its_backend_and_model(client):
 
 
 def test_models_and_the_apis_need_the_key_and_operations_do_not(client):
-    assert paths(protected=True) == ["/rerank", "/search", "/v1/models", "/v1/rerank", "/v2/rerank"]
-    assert paths() == ["/health", "/metrics", "/ready", "/rerank", "/search", "/v1/models", "/v1/rerank",
-                       "/v2/rerank"]
+    assert paths(protected=True) == ["/rerank", "/search", "/v1/experiments/{name}", "/v1/feedback", "/v1/models",
+                                      "/v1/rerank", "/v2/rerank"]
+    assert paths() == ["/health", "/metrics", "/ready", "/rerank", "/search", "/v1/experiments/{name}",
+                       "/v1/feedback", "/v1/models", "/v1/rerank", "/v2/rerank"]
+    assert open_paths() == ["/health", "/metrics", "/ready"]
     bare = {"Authorization": ""}
     assert client.get("/v1/models", headers=bare).status_code == 401
     assert client.get("/health", headers=bare).json() == {"status": "ok"}

@@ -23,8 +23,6 @@ import hashlib
 import importlib.metadata
 import json
 import logging
-import os
-import tempfile
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -32,6 +30,7 @@ from time import perf_counter
 from typing import Any
 
 from rankrelay.devices import cpu_signature, has_bf16_units, has_int8_units
+from rankrelay.io import write_text_atomic
 from rankrelay.rerankers.local.runtimes import RUNTIMES, Forward, cache_slug, installed, measure_agreement
 
 logger = logging.getLogger(__name__)
@@ -228,10 +227,7 @@ def _choice(data: dict[str, Any]) -> RuntimeChoice:
 def _write(path: Path, data: dict[str, Any]) -> None:
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=f".{path.name}-", dir=path.parent)
-        with os.fdopen(fd, "w", encoding="utf-8") as f:
-            json.dump(data, f, indent=2)
-        os.replace(tmp, path)
+        write_text_atomic(path, json.dumps(data, indent=2))
     except OSError as exc:  # a read-only cache: the choice holds for this process only
         logger.warning("could not keep the runtime choice in %s (%s); it is measured again next time", path, exc)
 

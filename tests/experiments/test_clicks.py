@@ -1,0 +1,57 @@
+"""Simulated users: cascade and position-based click models with the published parameters."""
+
+import random
+
+import pytest
+
+from rankrelay.errors import ConfigError
+from rankrelay.experiments.clicks import USERS, click_model
+
+
+def test_the_published_parameters_are_kept():
+    assert USERS["navigational"] == ((0.05, 0.3, 0.5, 0.7, 0.95), (0.2, 0.3, 0.5, 0.7, 0.9))
+    assert USERS["informational"] == ((0.4, 0.6, 0.7, 0.8, 0.9), (0.1, 0.2, 0.3, 0.4, 0.5))
+    assert USERS["perfect"][1] == (0.0,) * 5
+
+
+def test_a_perfect_cascade_user_clicks_exactly_the_best_grades():
+    model = click_model("cascade", "perfect")
+    assert model.clicks([0, 4, 0, 4, 0], top=4, rng=random.Random(1)) == [1, 3]
+    assert model.clicks([0, 0, 0], top=4, rng=random.Random(1)) == []
+
+
+def test_a_cascade_user_stops_after_a_satisfying_click():
+    model = click_model("cascade", "navigational")
+    rng = random.Random(0)
+    lists = [model.clicks([4] * 10, top=4, rng=rng) for _ in range(2000)]
+    first_at_top = sum(c[:1] == [0] for c in lists) / len(lists)
+    single = sum(len(c) == 1 for c in lists) / len(lists)
+    assert first_at_top == pytest.approx(0.95, abs=0.02)  # P(click | best grade)
+    assert single == pytest.approx(0.9, abs=0.02)  # after a click on the best grade, P(stop) = 0.9
+    assert all(c == sorted(c) for c in lists)
+
+
+def test_grades_of_any_scale_map_onto_five_levels():
+    model = click_model("cascade", "perfect")
+    rng = random.Random(0)
+    assert model.clicks([1, 0], top=1, rng=rng) == [0]  # binary: relevant is the top level
+    assert model.clicks([2], top=2, rng=rng) == [0]
+    assert model.clicks([-1, 0], top=4, rng=rng) == []
+
+
+def test_a_position_based_user_examines_lower_ranks_less():
+    model = click_model("pbm", "perfect")
+    rng = random.Random(0)
+    counts = [0] * 5
+    for _ in range(4000):
+        for position in model.clicks([4] * 5, top=4, rng=rng):
+            counts[position] += 1
+    for position, count in enumerate(counts):
+        assert count / 4000 == pytest.approx(1 / (position + 1), abs=0.03)  # (1/k)^1, click certain when seen
+
+
+def test_unknown_models_and_users_are_config_errors():
+    with pytest.raises(ConfigError, match="unknown click model 'dbn'"):
+        click_model("dbn")
+    with pytest.raises(ConfigError, match="unknown user type 'lazy'"):
+        click_model("cascade", "lazy")

@@ -1,0 +1,147 @@
+"""The experiment store on SQLite (a file, WAL) and on a real PostgreSQL server on 127.0.0.1."""
+
+import itertools
+import threading
+
+import pytest
+
+from rankrelay.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
+from rankrelay.experiments.store import Impression, PostgresStore, SQLiteStore, open_store
+from rankrelay.testing import FakeClock
+
+_databases = itertools.count()
+
+
+@pytest.fixture(params=["sqlite", "postgres"])
+def make_store(request, tmp_path):
+    """A factory of stores on one fresh database (a second store on it is a second worker or replica)."""
+    made = []
+    if request.param == "sqlite":
+        where = str(tmp_path / "experiments.db")
+    else:
+        import psycopg
+
+        server = request.getfixturevalue("postgres_url")
+        name = f"rr_test_{next(_databases)}"
+        with psycopg.connect(server, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        where = server.rsplit("/", 1)[0] + f"/{name}"
+
+    def make(**retention):
+        store = open_store(where, **retention)
+        made.append(store)
+        return store
+
+    yield make
+    for store in made:
+        store.close()
+
+
+def imp(n, experiment="exp", teams=(0, 1, 0, 1), created=None, **kw):
+    extra = {"created": created} if created is not None else {}
+    return Impression(f"imp-{n}", experiment, "team-draft", ["a", "b"], list(teams), **extra, **kw)
+
+
+def test_an_impression_and_its_feedback_round_trip(make_store):
+    store = make_store()
+    store.add(imp(1, query="q text", documents=["d0", "d1", "d2", "d3"]))
+    store.add(imp(2, excluded=True))
+    got = store.get("imp-1")
+    assert (got.arms, got.teams, got.clicked, got.query, got.documents) == (["a", "b"], [0, 1, 0, 1], None, "q text",
+                                                                             ["d0", "d1", "d2", "d3"])
+    fb = store.feedback("imp-1", [2, 0], dwell=[3.5, 1.0], grade=2)
+    assert fb.created and fb.clicked == [2, 0]
+    kept = {i.id: i for i in store.impressions("exp")}
+    assert kept["imp-1"].clicked == [2, 0] and kept["imp-2"].clicked is None and kept["imp-2"].excluded
+    assert store.counts() == {"impressions": 2, "feedback": 1}
+
+
+def test_the_same_feedback_twice_is_recorded_once_and_other_feedback_is_a_conflict(make_store):
+    store = make_store()
+    store.add(imp(1))
+    assert store.feedback("imp-1", [1]).created
+    again = store.feedback("imp-1", [1])
+    assert not again.created and store.counts()["feedback"] == 1
+    with pytest.raises(ConflictError, match="already has feedback"):
+        store.feedback("imp-1", [0])
+
+
+def test_feedback_for_an_unknown_impression_or_another_experiment_is_not_found(make_store):
+    store = make_store()
+    store.add(imp(1, experiment="first"))
+    with pytest.raises(NotFoundError, match="no impression 'nope'"):
+        store.feedback("nope", [0])
+    with pytest.raises(NotFoundError, match="in experiment 'second'"):
+        store.feedback("imp-1", [0], experiment="second")
+    assert store.feedback("imp-1", [0], experiment="first").created
+
+
+@pytest.mark.parametrize(("clicked", "dwell", "match"), [([4], None, r"outside the answered list \(0..3\)"),
+                                                          ([-1], None, "outside"), ([1, 1], None, "clicked twice"),
+                                                          ([1, 2], [1.0], "dwell has 1 values for 2 clicks")])
+def test_bad_feedback_is_refused_and_nothing_is_recorded(make_store, clicked, dwell, match):
+    store = make_store()
+    store.add(imp(1))
+    with pytest.raises(InvalidInputError, match=match):
+        store.feedback("imp-1", clicked, dwell=dwell)
+    assert store.counts()["feedback"] == 0
+
+
+def test_an_impression_id_is_recorded_once(make_store):
+    store = make_store()
+    store.add(imp(1))
+    with pytest.raises(ConflictError, match="'imp-1' is already recorded"):
+        store.add(imp(1, experiment="other"))
+    store.add(imp(2))  # the store is still usable after the failed insert
+    assert store.counts()["impressions"] == 2
+
+
+def test_retention_by_age_and_by_count_removes_the_oldest_with_their_feedback(make_store):
+    clock = FakeClock(start=1000.0)
+    store = make_store(max_age_s=100, max_count=3, clock=clock)
+    for n in range(5):
+        store.add(imp(n, created=900.0 + 10 * n))  # created 900, 910, ..., 940
+    store.feedback("imp-0", [0])
+    store.feedback("imp-4", [1])
+    assert store.prune() == 2  # age: created < 900 removes none; count: keeps the newest 3
+    assert [i.id for i in store.impressions("exp")] == ["imp-2", "imp-3", "imp-4"]
+    assert store.counts() == {"impressions": 3, "feedback": 1}
+    clock.sleep(35)  # now 1035: older than 935 goes
+    assert store.prune() == 2 and [i.id for i in store.impressions("exp")] == ["imp-4"]
+
+
+def test_bad_retention_is_a_config_error(tmp_path):
+    with pytest.raises(ConfigError, match="max_age_s must be positive"):
+        SQLiteStore(str(tmp_path / "x.db"), max_age_s=0)
+    with pytest.raises(ConfigError, match="max_count must be at least 1"):
+        SQLiteStore(str(tmp_path / "x.db"), max_count=0)
+
+
+def test_workers_sharing_the_store_record_every_impression_and_feedback_once(make_store):
+    """Two stores on one database (two service workers, or two replicas), four threads each."""
+    stores = [make_store(), make_store()]
+    errors = []
+
+    def work(store, worker):
+        try:
+            for n in range(60):
+                key = f"{worker}-{n}"
+                store.add(imp(key))
+                store.feedback(f"imp-{key}", [n % 4])
+                store.feedback(f"imp-{key}", [n % 4])  # a client's retry: idempotent
+        except Exception as exc:  # noqa: BLE001 - any error fails the test below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=work, args=(stores[w % 2], w)) for w in range(8)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(timeout=120)
+    assert errors == []
+    assert stores[0].counts() == stores[1].counts() == {"impressions": 480, "feedback": 480}
+
+
+def test_open_store_picks_the_backend_from_the_address(tmp_path):
+    assert isinstance(open_store(str(tmp_path / "a.db")), SQLiteStore)
+    assert open_store(f"sqlite:///{tmp_path / 'b.db'}").path == str(tmp_path / "b.db")
+    assert PostgresStore.placeholder == "%s"

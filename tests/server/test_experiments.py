@@ -1,0 +1,196 @@
+"""Experiments in the service: interleaved answers through Cohere's own SDK, feedback, the report, failures."""
+
+import asyncio
+
+import httpx
+import pytest
+from serving import running
+
+from rankrelay import load_reranker
+from rankrelay.errors import ConfigError
+from rankrelay.experiments.interleaving import team_draft
+from rankrelay.experiments.store import SQLiteStore
+from rankrelay.server.app import create_app
+
+KEY = "exp-key"
+DOCS = [f"document number {i} about wings and lift" for i in range(8)]
+AUTH = {"Authorization": f"Bearer {KEY}"}
+
+
+def make_app(tmp_path, **overrides):
+    models = {"first": "identity", "shuffled": "random", **overrides.pop("models", {})}
+    options = {"experiments": {"ab": {"arms": ["first", "shuffled"]}},
+               "experiment_store": str(tmp_path / "exp.db"), **overrides}
+    return create_app(models, api_keys=[KEY], **options)
+
+
+@pytest.fixture
+def served(tmp_path):
+    with running(make_app(tmp_path)) as (url, _):
+        yield url, tmp_path / "exp.db"
+
+
+def test_an_experiment_answers_the_interleaved_list_through_the_cohere_sdk(served):
+    import cohere
+
+    url, db = served
+    client = cohere.ClientV2(api_key=KEY, base_url=url)
+    res = client.rerank(model="ab", query="wing stall", documents=DOCS, top_n=6)
+    assert len(res.results) == 6 and len({r.index for r in res.results}) == 6
+    scores = [r.relevance_score for r in res.results]
+    assert scores == sorted(scores, reverse=True)  # a rank-position relevance: Cohere's clients expect order
+    first = [r.index for r in load_reranker("identity").rerank("wing stall", DOCS)]
+    shuffled = [r.index for r in load_reranker("random").rerank("wing stall", DOCS)]
+    shown = team_draft([first, shuffled], 6, seed=res.id)  # the impression id seeds the draw
+    assert [r.index for r in res.results] == shown.order
+    kept = SQLiteStore(str(db)).get(res.id)
+    assert (kept.experiment, kept.arms, kept.teams, kept.excluded) == ("ab", ["first", "shuffled"], shown.teams, False)
+    assert kept.query is None and kept.documents is None  # no text unless store_text
+
+
+def test_feedback_is_recorded_once_and_bad_feedback_gets_typed_statuses(served):
+    url, _ = served
+    with httpx.Client(base_url=url, headers=AUTH) as http:
+        answer = http.post("/v2/rerank", json={"model": "ab", "query": "lift", "documents": DOCS}).json()
+        impression = answer["id"]
+        ok = http.post("/v1/feedback", json={"id": impression, "clicked": [0, 2], "dwell": [4.0, 1.5]})
+        assert ok.status_code == 200 and ok.json() == {"id": impression, "experiment": "ab", "recorded": True}
+        again = http.post("/v1/feedback", json={"id": impression, "clicked": [0, 2], "dwell": [4.0, 1.5]})
+        assert again.status_code == 200 and again.json()["recorded"] is False
+        assert http.post("/v1/feedback", json={"id": impression, "clicked": [1]}).status_code == 409
+        assert http.post("/v1/feedback", json={"id": "never-answered", "clicked": [0]}).status_code == 404
+        assert http.post("/v1/feedback", json={"id": impression, "clicked": [8]}).status_code == 400
+        assert http.post("/v1/feedback", json={"id": impression, "clicked": "0"}).status_code == 422
+        assert http.post("/v1/feedback", json={"id": impression, "clicked": [0], "extra": 1}).status_code == 422
+        plain = http.post("/v2/rerank", json={"model": "first", "query": "lift", "documents": DOCS}).json()
+        assert http.post("/v1/feedback", json={"id": plain["id"], "clicked": [0]}).status_code == 404
+        report = http.get("/v1/experiments/ab").json()
+        assert (report["impressions"], report["with_feedback"], report["with_clicks"]) == (1, 1, 1)
+        assert report["preferences"][0]["a"] == "first" and report["preferences"][0]["test"] == "sign test"
+        assert http.get("/v1/experiments/nope").status_code == 404
+    bare = httpx.post(f"{url}/v1/feedback", json={"id": impression, "clicked": [0]})
+    assert bare.status_code == 401
+    assert httpx.get(f"{url}/v1/experiments/ab").status_code == 401
+
+
+def test_tei_clients_get_the_impression_id_in_a_header(served):
+    url, db = served
+    res = httpx.post(f"{url}/rerank", headers=AUTH, json={"model": "ab", "query": "lift", "texts": DOCS[:4]})
+    assert res.status_code == 200 and len(res.json()) == 4
+    assert SQLiteStore(str(db)).get(res.headers["X-Impression-Id"]).experiment == "ab"
+
+
+def test_a_failing_arm_lets_the_other_answer_and_the_impression_is_left_out(tmp_path):
+    from rankrelay.testing import refused_url
+
+    app = make_app(tmp_path, models={"down": f"tei:{refused_url()}"},
+                   experiments={"ab": {"arms": ["down", "first"]}})
+    with running(app) as (url, _), httpx.Client(base_url=url, headers=AUTH) as http:
+        answer = http.post("/v2/rerank", json={"model": "ab", "query": "lift", "documents": DOCS[:5]})
+        assert answer.status_code == 200
+        assert [r["index"] for r in answer.json()["results"]] == [0, 1, 2, 3, 4]  # identity alone
+        kept = SQLiteStore(str(tmp_path / "exp.db")).get(answer.json()["id"])
+        assert kept.excluded and kept.teams == [1] * 5
+        assert http.post("/v1/feedback", json={"id": answer.json()["id"], "clicked": [0]}).status_code == 200
+        report = http.get("/v1/experiments/ab").json()
+        assert report["excluded"] == 1 and report["with_clicks"] == 0
+        assert report["preferences"][0]["wins"] + report["preferences"][0]["losses"] == 0
+        assert 'rankrelay_experiment_events_total{experiment="ab",kind="impression",outcome="excluded"} 1.0' \
+            in httpx.get(f"{url}/metrics").text
+
+
+def test_an_unreachable_store_never_fails_an_answer(tmp_path):
+    from rankrelay.testing import refused_url
+
+    down = refused_url().replace("http://", "postgresql://nobody@")  # nothing listens there
+    with running(make_app(tmp_path, experiment_store=down)) as (url, _), \
+            httpx.Client(base_url=url, headers=AUTH) as http:
+        for _ in range(2):
+            answer = http.post("/v2/rerank", json={"model": "ab", "query": "lift", "documents": DOCS})
+            assert answer.status_code == 200 and len(answer.json()["results"]) == len(DOCS)
+        feedback = http.post("/v1/feedback", json={"id": answer.json()["id"], "clicked": [0]})
+        assert feedback.status_code == 503 and "store is unreachable" in feedback.json()["message"]
+        metrics = httpx.get(f"{url}/metrics").text
+        assert 'rankrelay_experiment_events_total{experiment="ab",kind="impression",outcome="lost"} 2.0' in metrics
+
+
+@pytest.mark.parametrize(("experiments", "message"), [
+    ({"ab": {"arms": ["first", "ghost"]}}, r"arms \['ghost'\] are not served models"),
+    ({"ab": {"arms": ["first"]}}, "at least two arms"),
+    ({"ab": {"arms": ["first", "shuffled"], "method": "coin"}}, "unknown method 'coin'"),
+    ({"ab": {"arms": ["first", "shuffled", "third"]}}, "team-draft compares two arms, got 3; use multileave"),
+    ({"first": {"arms": ["first", "shuffled"]}}, "also a served model's"),
+    ({"ab": {"arms": ["first", "shuffled"], "share": 0.5}}, "experiment 'ab': share: Extra inputs"),
+])
+def test_an_experiment_that_cannot_run_stops_the_service_from_starting(tmp_path, experiments, message):
+    with pytest.raises(ConfigError, match=message):
+        make_app(tmp_path, models={"third": "identity"}, experiments=experiments)
+
+
+def test_multileaving_three_arms_and_a_split(tmp_path):
+    app = make_app(tmp_path, models={"third": "random:7"},
+                   experiments={"three": {"arms": ["first", "shuffled", "third"], "method": "multileave"},
+                                "split": {"arms": ["first", "shuffled"], "method": "split"}})
+    with running(app) as (url, _), httpx.Client(base_url=url, headers=AUTH) as http:
+        store = SQLiteStore(str(tmp_path / "exp.db"))
+        three = http.post("/v2/rerank", json={"model": "three", "query": "q", "documents": DOCS}).json()
+        assert sorted(store.get(three["id"]).teams[:3]) == [0, 1, 2]  # every arm places one per round
+        arms = set()
+        for _ in range(20):
+            split = http.post("/v2/rerank", json={"model": "split", "query": "q", "documents": DOCS}).json()
+            teams = store.get(split["id"]).teams
+            assert len(set(teams)) == 1  # a split shows one arm's list
+            arms.add(teams[0])
+            http.post("/v1/feedback", json={"id": split["id"], "clicked": [0]})
+        assert arms == {0, 1}
+        report = http.get("/v1/experiments/split").json()
+        assert report["method"] == "split" and sum(a["impressions"] for a in report["split"]["arms"]) == 20
+        assert len(http.get("/v1/experiments/three").json()["preferences"]) == 3
+
+
+def test_concurrent_clients_record_every_impression_and_feedback_once(tmp_path):
+    """Many clients at once (the full 200 x 10,000 run is benchmarks/experiments.py): no lock error, no loss."""
+    with running(make_app(tmp_path)) as (url, _):
+        async def client(http, n):
+            for _ in range(n):
+                answer = (await http.post("/v2/rerank", json={"model": "ab", "query": "q", "documents": DOCS[:4]}))
+                assert answer.status_code == 200, answer.text
+                fb = await http.post("/v1/feedback", json={"id": answer.json()["id"], "clicked": [0]})
+                assert fb.status_code == 200, fb.text
+
+        async def main():
+            limits = httpx.Limits(max_connections=40)
+            async with httpx.AsyncClient(base_url=url, headers=AUTH, limits=limits, timeout=60) as http:
+                await asyncio.gather(*(client(http, 10) for _ in range(40)))
+
+        asyncio.run(main())
+    assert SQLiteStore(str(tmp_path / "exp.db")).counts() == {"impressions": 400, "feedback": 400}
+
+
+def test_the_report_command_reads_the_store_the_service_wrote(tmp_path):
+    import json
+
+    from typer.testing import CliRunner
+
+    from rankrelay.cli import app as cli
+
+    with running(make_app(tmp_path)) as (url, _), httpx.Client(base_url=url, headers=AUTH) as http:
+        store = SQLiteStore(str(tmp_path / "exp.db"))
+        for n in range(30):
+            answer = http.post("/v2/rerank", json={"model": "ab", "query": f"q{n}", "documents": DOCS}).json()
+            teams = store.get(answer["id"]).teams
+            http.post("/v1/feedback", json={"id": answer["id"], "clicked": [teams.index(0)]})  # users like "first"
+    out = tmp_path / "report"
+    result = CliRunner().invoke(cli, ["experiment", "report", str(tmp_path / "exp.db"), "--out", str(out), "--json"])
+    assert result.exit_code == 0, result.output
+    (report,) = json.loads(result.stdout)
+    (pref,) = report["preferences"]
+    assert (pref["wins"], pref["losses"], pref["winner"], pref["significant"]) == (30, 0, "first", True)
+    page = (out / "experiments.html").read_text()
+    assert "Users prefer first over shuffled" in page and "vegaEmbed" in page
+    table = CliRunner().invoke(cli, ["experiment", "report", str(tmp_path / "exp.db"), "--name", "ab"])
+    assert table.exit_code == 0 and "first (significant)" in table.output
+    missing = CliRunner().invoke(cli, ["experiment", "report", str(tmp_path / "exp.db"), "--name", "zz"])
+    assert missing.exit_code == 2 and "no experiment 'zz'" in missing.output and "found: ab" in missing.output
+    nowhere = CliRunner().invoke(cli, ["experiment", "report", str(tmp_path / "none.db")])
+    assert nowhere.exit_code == 2 and "no experiment store at" in nowhere.output

@@ -1,0 +1,123 @@
+"""Request ids on every answer and log line; OpenTelemetry spans from the request down to each backend attempt."""
+
+import logging
+import subprocess
+import sys
+
+import httpx
+import pytest
+from serving import running
+
+from rankrelay.server.app import create_app
+from rankrelay.testing import refused_url
+from rankrelay.tracing import RequestIdFilter
+
+KEY = "trace-key"
+AUTH = {"Authorization": f"Bearer {KEY}"}
+DOCS = ["lift and drag", "stall angle", "flaps down"]
+PARENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
+
+
+@pytest.fixture(scope="module")
+def spans():
+    """The global tracer provider (an SDK one, set once) and an in-memory exporter cleared per test."""
+    from opentelemetry import trace
+    from opentelemetry.sdk.trace import TracerProvider
+    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+
+    exporter = InMemorySpanExporter()
+    provider = trace.get_tracer_provider()
+    if not isinstance(provider, TracerProvider):
+        provider = TracerProvider()
+        trace.set_tracer_provider(provider)
+    provider.add_span_processor(SimpleSpanProcessor(exporter))
+    return exporter
+
+
+@pytest.fixture(scope="module")
+def served(tiny_ce_path):
+    app = create_app({"chain": [f"tei:{refused_url()}", "identity"], "tiny": f"cross-encoder:{tiny_ce_path}"},
+                     api_keys=[KEY])
+    with running(app) as (url, _):
+        yield url
+
+
+def test_a_request_continues_the_callers_trace_down_to_each_attempt_of_a_chain(served, spans):
+    spans.clear()
+    headers = {**AUTH, "traceparent": f"00-{PARENT_TRACE}-00f067aa0ba902b7-01"}
+    res = httpx.post(f"{served}/v2/rerank", headers=headers, json={"model": "chain", "query": "q", "documents": DOCS})
+    assert res.status_code == 200
+    by_name = {}
+    for s in spans.get_finished_spans():
+        by_name.setdefault(s.name, []).append(s)
+    (request,) = by_name["rankrelay.request"]
+    assert format(request.context.trace_id, "032x") == PARENT_TRACE  # W3C trace context taken from the request
+    assert request.attributes["rankrelay.request_id"] == res.headers["x-request-id"]
+    (rerank,) = by_name["rankrelay.rerank"]
+    assert rerank.attributes["rankrelay.model"] == "chain" and rerank.attributes["rankrelay.served_by"] == "identity"
+    parents = {s.context.span_id: s.parent.span_id if s.parent else None for s in spans.get_finished_spans()}
+
+    def ancestors(s):
+        up, found = parents.get(s.context.span_id), []
+        while up is not None:
+            found.append(up)
+            up = parents.get(up)
+        return found
+
+    assert request.context.span_id in ancestors(rerank)  # (FastAPI's own span may sit between them)
+    attempts = {s.attributes["rankrelay.backend"]: s for s in by_name["rankrelay.backend"]}
+    assert len(attempts) == 2 and "identity" in attempts  # the API's attempt, then the local one
+    failed = next(s for name, s in attempts.items() if name.startswith("tei"))
+    assert not failed.status.is_ok and attempts["identity"].status.is_ok
+    assert all(s.parent.span_id == rerank.context.span_id for s in attempts.values())  # each attempt under it
+
+
+def test_a_batched_local_model_reports_its_queue_and_model_time(served, spans):
+    spans.clear()
+    assert httpx.post(f"{served}/v2/rerank", headers=AUTH,
+                      json={"model": "tiny", "query": "q", "documents": DOCS}).status_code == 200
+    (batch,) = [s for s in spans.get_finished_spans() if s.name == "rankrelay.batch"]
+    assert batch.attributes["rankrelay.documents"] == 3
+    assert batch.attributes["rankrelay.model_ms"] > 0 and batch.attributes["rankrelay.queue_ms"] >= 0
+
+
+def test_the_request_id_is_echoed_made_when_missing_or_unsafe_and_on_every_answer(served):
+    given = httpx.get(f"{served}/health", headers={"X-Request-Id": "abc-123"})
+    assert given.headers["x-request-id"] == "abc-123"
+    made = httpx.get(f"{served}/health")
+    assert len(made.headers["x-request-id"]) == 32
+    for unsafe in ("a b", "x" * 129, "id\u00e9"):
+        answer = httpx.get(f"{served}/health", headers={"X-Request-Id": unsafe.encode("utf-8")})
+        assert answer.headers["x-request-id"] != unsafe and len(answer.headers["x-request-id"]) == 32
+    refused = httpx.post(f"{served}/v2/rerank", headers={"X-Request-Id": "r-401"}, json={})
+    assert refused.status_code == 401 and refused.headers["x-request-id"] == "r-401"
+
+
+def test_log_lines_carry_the_request_id(tmp_path, caplog):
+    app = create_app({"down": f"tei:{refused_url()}"}, api_keys=[KEY])
+    caplog.handler.addFilter(RequestIdFilter())
+    with running(app) as (url, _), caplog.at_level(logging.WARNING):
+        res = httpx.post(f"{url}/v2/rerank", headers={**AUTH, "X-Request-Id": "failing-1"},
+                         json={"query": "q", "documents": DOCS})
+    assert res.status_code == 503
+    failed = [r for r in caplog.records if r.name == "rankrelay.server.routes"]
+    assert failed and all(r.request_id == "failing-1" for r in failed)
+
+
+def test_without_opentelemetry_the_library_imports_none_of_it_and_answers_the_same():
+    """The library's own paths (the service needs FastAPI, which itself requires opentelemetry-api)."""
+    script = """
+import sys
+sys.modules["opentelemetry"] = None  # as if the extra were not installed
+from rankrelay import load_reranker
+from rankrelay.tracing import tracer
+chain = load_reranker(["identity", "random"])
+res = chain.rerank("q", ["a", "b", "c"])
+assert [r.index for r in res] == [0, 1, 2] and tracer() is None
+loaded = [m for m, v in sys.modules.items() if m.startswith("opentelemetry") and v is not None]
+assert loaded == [], loaded
+print("ok")
+"""
+    out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
+    assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
