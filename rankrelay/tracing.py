@@ -37,11 +37,15 @@ def tracer() -> Any:
     if not _checked:
         _checked = True
         if importlib.util.find_spec("opentelemetry") is not None:
+            from importlib.metadata import PackageNotFoundError, version
+
             from opentelemetry import trace
 
-            from rankrelay import __version__
-
-            _tracer = trace.get_tracer("rankrelay", __version__)
+            try:
+                release = version("rankrelay")
+            except PackageNotFoundError:  # a source tree that was never installed
+                release = None
+            _tracer = trace.get_tracer("rankrelay", release)
     return _tracer
 
 
