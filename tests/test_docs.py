@@ -79,3 +79,48 @@ def test_the_front_pages_examples_run_offline_as_written(page, capsys):
         exec(compile(block, page, "exec"), {})
     printed = capsys.readouterr().out
     assert "[(1, 1, " in printed and "bi-encoder" in printed  # the stall sentence first, served by the bi-encoder
+
+
+def shell_commands(text: str) -> list[list[str]]:
+    """Each ``rankrelay ...`` command of a page's bash blocks as words: continuations joined, comments and
+    ``[optional]`` brackets dropped, ``&&`` chains split."""
+    found = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            for part in line.split(" #")[0].split("&&"):
+                words = part.replace("[", " ").replace("]", " ").split()
+                if words[:1] == ["rankrelay"]:
+                    found.append(words[1:])
+    return found
+
+
+def unknown_options(words: list[str]) -> list[str]:
+    """The subcommands and options of ``rankrelay WORDS`` that the CLI does not have (arguments are not checked:
+    they name a dataset or a server the reader has)."""
+    from typer.main import get_command
+
+    from rankrelay.cli import app
+
+    command = get_command(app)
+    while hasattr(command, "commands") and words and not words[0].startswith("-"):
+        found = command.commands.get(words[0])
+        if found is None:
+            return [f"command {words[0]!r}"]
+        command, words = found, words[1:]
+    known = {opt for p in command.params for opt in (*p.opts, *p.secondary_opts)}
+    return [w.split("=")[0] for w in words if w.startswith("-") and w.split("=")[0] not in known]
+
+
+def test_the_checker_finds_an_unknown_command_and_option():
+    assert shell_commands("```bash\nrankrelay bench --dataset D \\\n    --backendz x  # c\nmake demo\n```\n") == [
+        ["bench", "--dataset", "D", "--backendz", "x"]]
+    assert unknown_options(["bench", "--dataset", "D", "--backendz", "x"]) == ["--backendz"]
+    assert unknown_options(["benchh", "--dataset", "D"]) == ["command 'benchh'"]
+    assert unknown_options(["experiment", "simulate", "D", "--arms=a,b", "-q"]) == []
+
+
+@pytest.mark.parametrize("page", PAGES)
+def test_every_command_line_of_a_page_names_commands_and_options_the_cli_has(page):
+    """Shell blocks need a dataset, a server or weights, so they are not run; what they type must still exist."""
+    commands = shell_commands((ROOT / page).read_text(encoding="utf-8"))
+    assert {" ".join(c): unknown_options(c) for c in commands if unknown_options(c)} == {}
