@@ -299,3 +299,18 @@ async def test_a_group_whose_callers_left_while_another_ran_is_skipped_and_the_n
     assert [q for q, _ in model.calls] == [["hold"], ["a"], ["c"]]  # b's group was not computed
     await batcher.close()
     await batcher.close()  # a second close after use: nothing left to stop
+
+
+async def test_the_batch_span_says_how_long_a_request_queued_and_how_long_the_model_took(spans):
+    spans.clear()
+    model = Gated()
+    model.gate.set()
+    batcher = DynamicBatcher(model, max_batch_docs=100, max_wait_ms=0)
+    res = await batcher.submit("q", DOCS, None)
+    await batcher.close()
+    (batch,) = [s for s in spans.get_finished_spans() if s.name == "rankrelay.batch"]
+    attributes = dict(batch.attributes)
+    span_ms = (batch.end_time - batch.start_time) / 1e6
+    assert attributes["rankrelay.documents"] == len(DOCS)
+    assert attributes["rankrelay.model_ms"] == res.timings["model"] > 0
+    assert 0 <= attributes["rankrelay.queue_ms"] <= span_ms - attributes["rankrelay.model_ms"] + 1.0

@@ -14,9 +14,12 @@ from rankrelay.errors import (  # noqa: E402
     AuthenticationError,
     BackendTimeoutError,
     BadResponseError,
+    ConflictError,
     InvalidInputError,
+    NotFoundError,
     RankRelayError,
     RateLimitError,
+    StoreUnavailableError,
 )
 from rankrelay.rerankers.base import SingleQuery  # noqa: E402
 from rankrelay.results import Document, RankedDocument, RerankResult, to_documents  # noqa: E402
@@ -25,7 +28,12 @@ from rankrelay.retrieval.pipeline import SearchResult  # noqa: E402
 from rankrelay.scoring import sigmoid  # noqa: E402
 from rankrelay.server.app import Limits, create_app  # noqa: E402
 from rankrelay.server.batching import QueueFullError  # noqa: E402
-from rankrelay.server.guards import ClientGoneError, UnauthorizedError, UnsupportedMediaError  # noqa: E402
+from rankrelay.server.guards import (  # noqa: E402
+    ClientGoneError,
+    LimitExceededError,
+    UnauthorizedError,
+    UnsupportedMediaError,
+)
 from rankrelay.server.routes import open_paths, paths, search_reply, status_of, tei_scores  # noqa: E402
 
 KEY = "routes-key"
@@ -261,6 +269,12 @@ class Limited:
     (UnauthorizedError("no key"), (401, "no key", {"WWW-Authenticate": "Bearer"})),
     (UnsupportedMediaError("json only"), (415, "json only", None)),
     (ClientGoneError("gone"), (499, "gone", None)),
+    (NotFoundError("no such experiment"), (404, "no such experiment", None)),
+    (ConflictError("already running"), (409, "already running", None)),
+    (StoreUnavailableError("store down"), (503, "store down", {"Retry-After": "5"})),
+    (LimitExceededError("too many"), (422, "too many", None)),
+    (InvalidInputError("empty query"), (400, "empty query", None)),
+    (QueueFullError("full"), (429, "full", {"Retry-After": "1"})),
     (TimeoutError(), (503, "the model did not answer within 2.5 s", None)),
     (RateLimitError("x", retry_after=0.0), (503, "the backend failed (RateLimitError)", {"Retry-After": "1"})),
     (RateLimitError("x", retry_after=1.0), (503, "the backend failed (RateLimitError)", {"Retry-After": "1"})),

@@ -19,23 +19,6 @@ PARENT_TRACE = "4bf92f3577b34da6a3ce929d0e0e4736"
 
 
 @pytest.fixture(scope="module")
-def spans():
-    """The global tracer provider (an SDK one, set once) and an in-memory exporter cleared per test."""
-    from opentelemetry import trace
-    from opentelemetry.sdk.trace import TracerProvider
-    from opentelemetry.sdk.trace.export import SimpleSpanProcessor
-    from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
-
-    exporter = InMemorySpanExporter()
-    provider = trace.get_tracer_provider()
-    if not isinstance(provider, TracerProvider):
-        provider = TracerProvider()
-        trace.set_tracer_provider(provider)
-    provider.add_span_processor(SimpleSpanProcessor(exporter))
-    return exporter
-
-
-@pytest.fixture(scope="module")
 def served(tiny_ce_path):
     app = create_app({"chain": [f"tei:{refused_url()}", "identity"], "tiny": f"cross-encoder:{tiny_ce_path}"},
                      api_keys=[KEY])
