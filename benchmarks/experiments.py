@@ -49,8 +49,9 @@ arms = ["bi", "first"]
 arms = ["first", "shuffled"]
 """)
     port = free_port()
+    log = (folder / "server.log").open("wb")
     proc = subprocess.Popen([sys.executable, "-m", "rankrelay.cli", "serve", "--config", str(config), "--port",
-                             str(port)], stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+                             str(port)], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     if not wait_until_ready(url, 180, proc):
         raise RuntimeError("the service did not become ready")
@@ -69,9 +70,9 @@ def p50_ms(url: str, model: str, n: int) -> float:
     with httpx.Client(base_url=url, timeout=60) as http:
         for i in range(n + 20):
             start = time.perf_counter()
-            http.post("/v2/rerank", json={"model": model, "query": f"wing lift {i}", "documents": DOCS})\
+            http.post("/v2/rerank", json={"model": model, "query": f"{model} wing lift {i}", "documents": DOCS})\
                 .raise_for_status()
-            if i >= 20:  # the first 20 warm up
+            if i >= 20:  # the first 20 warm up; each row's queries are its own (no score-cache hits)
                 times.append((time.perf_counter() - start) * 1000)
     return statistics.median(times)
 
@@ -88,13 +89,18 @@ async def soak(url: str, total: int, clients: int, pid: int) -> dict[str, float]
         nonlocal done
         while not queue.empty():
             i = queue.get_nowait()
-            answer = await http.post("/v2/rerank", json={"model": "cheap", "query": f"q {i}", "documents": DOCS[:8]})
-            if answer.status_code != 200:
-                errors.append(f"rerank {answer.status_code}: {answer.text[:80]}")
+            try:
+                answer = await http.post("/v2/rerank", json={"model": "cheap", "query": f"q {i}",
+                                                             "documents": DOCS[:8]})
+                if answer.status_code != 200:
+                    errors.append(f"rerank {answer.status_code}: {answer.text[:80]}")
+                    continue
+                fb = await http.post("/v1/feedback", json={"id": answer.json()["id"], "clicked": [i % 8]})
+                if fb.status_code != 200:
+                    errors.append(f"feedback {fb.status_code}: {fb.text[:80]}")
+            except httpx.TransportError as exc:  # counted, not fatal: the table says how many and the first
+                errors.append(f"{type(exc).__name__}: {exc} (request {i})")
                 continue
-            fb = await http.post("/v1/feedback", json={"id": answer.json()["id"], "clicked": [i % 8]})
-            if fb.status_code != 200:
-                errors.append(f"feedback {fb.status_code}: {fb.text[:80]}")
             done += 1
             if done == 1000:
                 rss["first_1000"] = rss_mb(pid)
@@ -122,6 +128,8 @@ def main() -> None:
         finally:
             proc.terminate()
             proc.wait(timeout=30)
+            tail = (Path(tmp) / "server.log").read_text(errors="replace").splitlines()[-15:]
+            print("server log (last lines):", *tail, sep="\n  ", file=sys.stderr)
         counts = SQLiteStore(str(Path(tmp) / "exp.db")).counts()
     table = Table(title=f"experiment overhead: p50 of {args.requests} sequential requests (20 documents)")
     for column in ("served", "p50 ms"):

@@ -115,4 +115,4 @@ def serve(
         handler.addFilter(RequestIdFilter())
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s [%(request_id)s]: %(message)s"))
     uvicorn.run(app_, host=host or service.host, port=service.port if port is None else port, log_level="info",
-                timeout_graceful_shutdown=30)
+                timeout_graceful_shutdown=30, timeout_keep_alive=service.keep_alive_s)

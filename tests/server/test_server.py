@@ -187,6 +187,7 @@ api_keys = ["config-key"]
 index = "{root / 'idx'}"
 retrieve_k = 4
 max_documents = 50
+keep_alive_s = 0.5
 
 [service.models]
 tiny = "cross-encoder:{tiny_ce_path}"
@@ -257,6 +258,7 @@ def test_model_options_pick_configured_chains_and_search_needs_an_index(configur
 def test_rankrelay_serve_with_a_config_file(configured, tmp_path):
     import os
     import signal
+    import socket
     import subprocess
     import sys
 
@@ -276,6 +278,13 @@ def test_rankrelay_serve_with_a_config_file(configured, tmp_path):
             client = cohere.ClientV2(api_key=key, base_url=f"http://127.0.0.1:{port}")
             res = client.rerank(model="main", query="why does a wing stall", documents=DOCS, top_n=2)
             assert len(res.results) == 2
+        # keep_alive_s from the file reaches uvicorn: an idle kept-alive connection is closed by the server
+        with socket.create_connection(("127.0.0.1", port), timeout=10) as sock:
+            sock.sendall(b"GET /health HTTP/1.1\r\nHost: x\r\n\r\n")
+            received = b""
+            while chunk := sock.recv(4096):  # b"" once the server closes; a timeout (10 s) fails the test
+                received += chunk
+        assert received.startswith(b"HTTP/1.1 200")
     finally:
         proc.send_signal(signal.SIGINT)
         output = proc.communicate(timeout=30)[0]
