@@ -49,9 +49,9 @@ arms = ["bi", "first"]
 arms = ["first", "shuffled"]
 """)
     port = free_port()
-    log = (folder / "server.log").open("wb")
-    proc = subprocess.Popen([sys.executable, "-m", "rankrelay.cli", "serve", "--config", str(config), "--port",
-                             str(port)], stdout=log, stderr=subprocess.STDOUT)
+    with (folder / "server.log").open("wb") as log:  # the server writes to its own copy of the handle
+        proc = subprocess.Popen([sys.executable, "-m", "rankrelay.cli", "serve", "--config", str(config), "--port",
+                                 str(port)], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     if not wait_until_ready(url, 180, proc):
         raise RuntimeError("the service did not become ready")
