@@ -153,7 +153,7 @@ class ServiceSettings(Limits):
                                             "from the next)")
     host: str = "127.0.0.1"
     port: int = Field(8000, ge=0, le=65535)
-    keep_alive_s: float = Field(75.0, gt=0, description="an idle client connection is closed after this long; longer "
+    keep_alive_s: int = Field(75, ge=1, description="seconds an idle client connection is kept open; longer "
                                 "than a client's or load balancer's own idle timeout, so that neither sends a "
                                 "request on a connection the server is closing (uvicorn's default is 5 s)")
     index: str | None = Field(None, description="a folder made by 'rankrelay index'; enables POST /search")

@@ -188,7 +188,7 @@ api_keys = ["config-key"]
 index = "{root / 'idx'}"
 retrieve_k = 4
 max_documents = 50
-keep_alive_s = 0.5
+keep_alive_s = 1
 
 [service.models]
 tiny = "cross-encoder:{tiny_ce_path}"
@@ -297,7 +297,7 @@ def test_rankrelay_serve_with_a_config_file(configured, tmp_path):
 
 def test_the_server_closes_an_idle_kept_alive_connection_after_keep_alive_s(configured, tmp_path):
     """uvicorn's own 5 s default reset a client's request in a 10,000-request soak; [service] keep_alive_s
-    (0.5 s in the config file here, 75 s by default) is what the server holds an idle connection for."""
+    (1 s in the config file here, 75 s by default) is what the server holds an idle connection for."""
     import socket
 
     with rankrelay_serve(configured, tmp_path) as (port, _):
