@@ -36,12 +36,13 @@ demo: $(DEMO_STAMP)
 
 # make test COVERAGE=1 (what CI runs): branch coverage of the package, failing below the floor, which only goes up.
 # The tests run in one worker process per core (pytest-xdist, at most 4; TEST_WORKERS=0 runs them in this process):
-# much of a test's time is waiting on a server or a subprocess, so two workers on two cores take ~30 % less time.
+# much of a test's time is waiting on a server or a subprocess, so two workers on two cores take ~30 % less time;
+# worksteal keeps both busy to the end (the slowest tests take ~20 s).
 TEST_WORKERS ?= auto
 COVERAGE_FLOOR := 92
 COVER := $(if $(COVERAGE),--cov=rankrelay --cov-branch --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR))
 test: $(STAMP)
-	$(BIN)/python -m pytest -q -m "not slow and not ray" -n $(TEST_WORKERS) --maxprocesses 4 $(COVER)
+	$(BIN)/python -m pytest -q -m "not slow and not ray" -n $(TEST_WORKERS) --maxprocesses 4 --dist worksteal $(COVER)
 
 # Mutation testing of the core modules, each against its own tests (tests/mutation/run.py): every mutant
 # (`make mutation`, tens of minutes on 2 cores; ONLY="scoring base" for some modules), or the fixed sample CI
