@@ -47,29 +47,60 @@ class Preset:
     description: str
     #: nDCG@10 on TREC DL 2019 (passages) as its authors published it (sbert.net's table); None: not published
     dl19_ndcg10: float | None = None
+    #: parameters as its model card states them
+    params: str | None = None
 
 
 PRESETS: dict[str, Preset] = {
     p.name: p
     for p in (
         Preset("tinybert-l2", "cross-encoder", "cross-encoder/ms-marco-TinyBERT-L2-v2", 512, "sigmoid",
-               "MS MARCO TinyBERT, 2 layers x 128 (4M params): the fastest English tier", 69.84),
+               "MS MARCO TinyBERT, 2 layers x 128 (4M params): the fastest English tier", 69.84, params="4M"),
         Preset("minilm-l2", "cross-encoder", "cross-encoder/ms-marco-MiniLM-L2-v2", 512, "sigmoid",
-               "MS MARCO MiniLM, 2 layers (15M params): fast English tier", 71.01),
+               "MS MARCO MiniLM, 2 layers (15M params): fast English tier", 71.01, params="15M"),
         Preset("minilm-l4", "cross-encoder", "cross-encoder/ms-marco-MiniLM-L4-v2", 512, "sigmoid",
-               "MS MARCO MiniLM, 4 layers (19M params): English", 73.04),
+               "MS MARCO MiniLM, 4 layers (19M params): English", 73.04, params="19M"),
         Preset("minilm-l6", "cross-encoder", "cross-encoder/ms-marco-MiniLM-L-6-v2", 512, "sigmoid",
-               "MS MARCO MiniLM, 6 layers (22M params): fast English reranker", 74.30),
+               "MS MARCO MiniLM, 6 layers (22M params): fast English reranker", 74.30, params="22M"),
         Preset("minilm-l12", "cross-encoder", "cross-encoder/ms-marco-MiniLM-L-12-v2", 512, "sigmoid",
-               "MS MARCO MiniLM, 12 layers (33M params): English, more accurate", 74.31),
+               "MS MARCO MiniLM, 12 layers (33M params): English, more accurate", 74.31, params="33M"),
         Preset("bge-base", "cross-encoder", "BAAI/bge-reranker-base", 512, "sigmoid",
-               "BGE reranker base (XLM-RoBERTa, 278M params): English and Chinese"),
+               "BGE reranker base (XLM-RoBERTa, 278M params): English and Chinese", params="278M"),
         Preset("bge-large", "cross-encoder", "BAAI/bge-reranker-large", 512, "sigmoid",
-               "BGE reranker large (XLM-RoBERTa, 560M params): English and Chinese"),
+               "BGE reranker large (XLM-RoBERTa, 560M params): English and Chinese", params="560M"),
+        Preset("bge-reranker-v2-m3", "cross-encoder", "BAAI/bge-reranker-v2-m3", 8192, "sigmoid",
+               "BGE reranker v2 m3 (XLM-RoBERTa, 568M params, 8k tokens): multilingual", params="568M"),
+        Preset("gte-reranker-modernbert", "cross-encoder", "Alibaba-NLP/gte-reranker-modernbert-base", 8192,
+               "sigmoid", "GTE reranker (ModernBERT, 149M params, 8k tokens): English, long documents", params="149M"),
+        Preset("qwen3-reranker-0.6b", "qwen3-reranker", "Qwen/Qwen3-Reranker-0.6B", 8192, "sigmoid",
+               "Qwen3-Reranker 0.6B (causal LM, yes/no; 32k context, 8k used): multilingual, takes an instruction",
+               params="0.6B"),
+        Preset("qwen3-reranker-4b", "qwen3-reranker", "Qwen/Qwen3-Reranker-4B", 8192, "sigmoid",
+               "Qwen3-Reranker 4B (causal LM, yes/no; 32k context, 8k used): multilingual, takes an instruction",
+               params="4B"),
+        Preset("qwen3-reranker-8b", "qwen3-reranker", "Qwen/Qwen3-Reranker-8B", 8192, "sigmoid",
+               "Qwen3-Reranker 8B (causal LM, yes/no; 32k context, 8k used): multilingual, takes an instruction",
+               params="8B"),
+        Preset("mxbai-rerank-base-v2", "mxbai-rerank-v2", "mixedbread-ai/mxbai-rerank-base-v2", 8192, "sigmoid",
+               "mxbai-rerank base v2 (Qwen2.5 causal LM, 0.5B params, 8k tokens): multilingual, optional instruction",
+               params="0.5B"),
+        Preset("mxbai-rerank-large-v2", "mxbai-rerank-v2", "mixedbread-ai/mxbai-rerank-large-v2", 8192, "sigmoid",
+               "mxbai-rerank large v2 (Qwen2.5 causal LM, 1.5B params, 8k tokens): multilingual, optional "
+               "instruction", params="1.5B"),
+        Preset("bge-reranker-v2-gemma", "bge-reranker-gemma", "BAAI/bge-reranker-v2-gemma", 1024, "sigmoid",
+               "BGE reranker v2 gemma (Gemma causal LM, 2.5B params; its card scores 1,024 tokens): multilingual",
+               params="2.5B"),
+        Preset("monot5-base", "monot5", "castorini/monot5-base-msmarco", 512, "sigmoid",
+               "monoT5 base (T5 seq2seq, 220M params, true/false): English, MS MARCO", params="220M"),
+        Preset("monot5-large", "monot5", "castorini/monot5-large-msmarco", 512, "sigmoid",
+               "monoT5 large (T5 seq2seq, 770M params, true/false): English, MS MARCO", params="770M"),
+        Preset("monot5-3b", "monot5", "castorini/monot5-3b-msmarco", 512, "sigmoid",
+               "monoT5 3B (T5 seq2seq, 2.9B params, true/false): English, MS MARCO", params="3B"),
     )
 }
 """The presets by name: the published tiers, fastest first (docs/s on a V100 in sbert.net's table: 9000, 4100,
-2500, 1800, 960), then the BGE rerankers."""
+2500, 1800, 960), then the BGE rerankers, the long-context encoders, and the language-model families (scored from
+their answer token; :mod:`rankrelay.rerankers.local.prompt_families`)."""
 
 
 @dataclass(frozen=True, slots=True)

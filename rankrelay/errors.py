@@ -65,10 +65,10 @@ class UnknownBackendError(ConfigError):
         self.known = sorted(known)
         hint = ""
         close = difflib.get_close_matches(spec.partition(":")[0].strip().lower(), self.known, n=1, cutoff=0.6)
-        if close:
-            hint = f" Did you mean {close[0]!r}?"
-        elif "/" in spec and ":" not in spec:
+        if "/" in spec and ":" not in spec:
             hint = f" For a Hugging Face model id or a local path, write 'cross-encoder:{spec}'."
+        elif close:
+            hint = f" Did you mean {close[0]!r}?"
         super().__init__(f"unknown backend, preset or profile {spec!r}; known: {', '.join(self.known)}.{hint}")
 
 

@@ -31,8 +31,9 @@ from rankrelay.rerankers.hosted.api import API_OPTIONS
 from rankrelay.rerankers.llm import listwise as llm_listwise
 from rankrelay.rerankers.llm import pointwise as llm_pointwise
 from rankrelay.rerankers.llm.chat import LLM_OPTIONS
-from rankrelay.rerankers.local import bi_encoder, colbert, cross_encoder
+from rankrelay.rerankers.local import bi_encoder, colbert, cross_encoder, prompted
 from rankrelay.rerankers.local.model import LOCAL_OPTIONS
+from rankrelay.rerankers.local.prompt_families import FAMILIES
 
 
 @dataclass(frozen=True, slots=True)
@@ -293,7 +294,8 @@ def _build(backend: str, model: str | None, preset: str | None, options: dict[st
         k: v for k, v in defaults.reranker_options(backend).items() if k in info.options}
     merged.update(options)
     if preset is not None:
-        return cross_encoder.from_preset(preset, **merged)
+        by_family = cross_encoder.from_preset if backend == "cross-encoder" else prompted.from_preset
+        return by_family(preset, **merged)
     return info.factory(model, **merged)
 
 
@@ -304,6 +306,15 @@ register(
     description="local sentence-transformers CrossEncoder (any HF id or local path)",
     extra="local",
 )
+for _family in FAMILIES.values():
+    register(
+        _family.name,
+        prompted.factory(_family.name),
+        options=LOCAL_OPTIONS | ({"instruction"} if _family.takes_instruction else set()),
+        description=f"a {_family.kind} language model scored from its answer token, prompted as its card says "
+                    f"({_family.name}:<id or path>)",
+        extra="local",
+    )
 register(
     "cohere",
     cohere.from_spec,

@@ -6,6 +6,7 @@ from pathlib import Path
 
 import pytest
 from conftest import build_bert_cross_encoder, build_xlmr_cross_encoder, finishes
+from tiny_lms import build_causal_lm, build_modernbert, build_t5
 
 from rankrelay import ModelNotFoundError, load_reranker
 from rankrelay.hub import find_local, resolve_model
@@ -34,6 +35,17 @@ def fake_hub_cache(cache: Path, repo_id: str, model_dir: Path) -> Path:
         ("minilm-l12", "cross-encoder/ms-marco-MiniLM-L-12-v2", build_bert_cross_encoder),
         ("bge-base", "BAAI/bge-reranker-base", build_xlmr_cross_encoder),
         ("bge-large", "BAAI/bge-reranker-large", build_xlmr_cross_encoder),
+        ("bge-reranker-v2-m3", "BAAI/bge-reranker-v2-m3", build_xlmr_cross_encoder),
+        ("gte-reranker-modernbert", "Alibaba-NLP/gte-reranker-modernbert-base", build_modernbert),
+        ("qwen3-reranker-0.6b", "Qwen/Qwen3-Reranker-0.6B", lambda p: build_causal_lm(p, "qwen3")),
+        ("qwen3-reranker-4b", "Qwen/Qwen3-Reranker-4B", lambda p: build_causal_lm(p, "qwen3")),
+        ("qwen3-reranker-8b", "Qwen/Qwen3-Reranker-8B", lambda p: build_causal_lm(p, "qwen3")),
+        ("mxbai-rerank-base-v2", "mixedbread-ai/mxbai-rerank-base-v2", lambda p: build_causal_lm(p, "qwen2")),
+        ("mxbai-rerank-large-v2", "mixedbread-ai/mxbai-rerank-large-v2", lambda p: build_causal_lm(p, "qwen2")),
+        ("bge-reranker-v2-gemma", "BAAI/bge-reranker-v2-gemma", lambda p: build_causal_lm(p, "gemma")),
+        ("monot5-base", "castorini/monot5-base-msmarco", build_t5),
+        ("monot5-large", "castorini/monot5-large-msmarco", build_t5),
+        ("monot5-3b", "castorini/monot5-3b-msmarco", build_t5),
     ],
 )
 def test_presets_load_from_the_hugging_face_cache(tmp_path, preset, repo_id, builder):
@@ -46,7 +58,9 @@ def test_presets_load_from_the_hugging_face_cache(tmp_path, preset, repo_id, bui
 
 
 @pytest.mark.parametrize(("spec", "missing"), [("minilm-l6", "cross-encoder/ms-marco-MiniLM-L-6-v2"),
-                                               ("balanced", "cross-encoder/ms-marco-TinyBERT-L2-v2")])
+                                               ("balanced", "cross-encoder/ms-marco-TinyBERT-L2-v2"),
+                                               ("qwen3-reranker-0.6b", "Qwen/Qwen3-Reranker-0.6B"),
+                                               ("monot5-base", "castorini/monot5-base-msmarco")])
 def test_offline_mode_fails_fast_naming_the_model_and_the_remedy(monkeypatch, tmp_path, spec, missing):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     with pytest.raises(ModelNotFoundError) as err:  # a profile fails like the preset it is missing

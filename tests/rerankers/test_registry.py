@@ -4,6 +4,7 @@ from rankrelay import PRESETS, ConfigError, Settings, UnknownBackendError, load_
 from rankrelay.rerankers import backends, parse_spec, register
 from rankrelay.rerankers.base import BaseReranker, Scored
 from rankrelay.rerankers.local.cross_encoder import CrossEncoderReranker
+from rankrelay.rerankers.local.prompted import PromptedReranker
 
 
 @pytest.mark.parametrize(
@@ -26,9 +27,13 @@ def test_parse_spec(spec, expected):
 def test_presets_are_cheap_to_construct_and_carry_their_settings():
     for name, preset in PRESETS.items():
         rr = load_reranker(name)
-        assert isinstance(rr, CrossEncoderReranker)
-        assert rr.model == preset.model and rr.preset == name and rr.activation == "sigmoid"
+        if preset.backend == "cross-encoder":
+            assert isinstance(rr, CrossEncoderReranker) and rr.activation == "sigmoid"
+        else:  # a language-model family, prompted as its card says
+            assert isinstance(rr, PromptedReranker) and rr.family.name == preset.backend == rr.name
+        assert rr.model == preset.model and rr.preset == name and rr.relevance == "sigmoid"
         assert rr._encoder is None  # nothing loaded yet
+        assert preset.params and preset.max_length >= 512
 
 
 @pytest.mark.parametrize("spec", ["nope", "cohere-typo:rerank", "BAAI/bge-reranker-base"])

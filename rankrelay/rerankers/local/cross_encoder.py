@@ -12,6 +12,8 @@ Example:
 
 from __future__ import annotations
 
+import json
+import logging
 from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
@@ -23,8 +25,11 @@ from rankrelay.errors import ConfigError, ModelLoadError
 from rankrelay.hub import ResolvedModel
 from rankrelay.rerankers.local.model import LocalModelReranker, model_window
 from rankrelay.rerankers.local.passages import PassagePlanner
+from rankrelay.rerankers.local.prompt_families import PromptFamily, recognise
 from rankrelay.rerankers.local.runtimes import Forward
 from rankrelay.rerankers.local.sample import sample_pairs
+
+logger = logging.getLogger(__name__)
 
 
 class CrossEncoderReranker(LocalModelReranker):
@@ -90,11 +95,30 @@ class CrossEncoderReranker(LocalModelReranker):
         return np.asarray(scores).reshape(len(queries), len(documents))
 
 
-def from_spec(model: str | None, **options: Any) -> CrossEncoderReranker:
-    """Registry factory: ``cross-encoder:<id or path>``."""
+def from_spec(model: str | None, **options: Any) -> LocalModelReranker:
+    """Registry factory: ``cross-encoder:<id or path>``; a language-model reranker (Qwen3-Reranker, mxbai v2,
+    bge-reranker-v2-gemma, monoT5) is recognised from its ``config.json`` or id and prompted as its family."""
     if model is None:
         model = PRESETS["minilm-l6"].model
+    family = _family_of(model)
+    if family is not None:
+        from rankrelay.rerankers.local.prompted import PromptedReranker
+
+        logger.info("%s is a %s model: prompted as that family", model, family.name)
+        options.pop("activation", None)  # every family's answer margin maps to a probability by the sigmoid
+        return PromptedReranker(model, family=family, **options)
     return CrossEncoderReranker(model, **options)
+
+
+def _family_of(model: str) -> PromptFamily | None:
+    config = Path(model).expanduser() / "config.json"
+    if not config.is_file():
+        return recognise(None, None, model)
+    try:
+        data = json.loads(config.read_text())
+    except (OSError, ValueError) as exc:
+        raise ModelLoadError(f"cannot read {config}: {exc}") from exc
+    return recognise(data.get("model_type"), data.get("architectures"), model)
 
 
 def from_preset(preset: str, **options: Any) -> CrossEncoderReranker:

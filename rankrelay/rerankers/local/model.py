@@ -7,6 +7,7 @@ document its best passage's score (MaxP). A subclass loads a model and scores pa
 
 from __future__ import annotations
 
+import json
 import logging
 import threading
 from abc import abstractmethod
@@ -77,6 +78,21 @@ def model_window(config: Any, tokenizer_limit: int | None, asked: int | None) ->
     if asked is not None and asked > cap:
         raise ModelLoadError(f"max_length {asked} is more than the model's {cap} positions")
     return asked or cap
+
+
+def check_remote_code(location: str, model: str, options: dict[str, Any]) -> None:
+    """Refuse a local model that comes with its own code (``auto_map`` in ``config.json``) unless the user passed
+    ``trust_remote_code=True`` for it (for a Hub id, transformers refuses the same way before running any)."""
+    config = Path(location) / "config.json"
+    if options.get("trust_remote_code") or not config.is_file():
+        return
+    try:
+        auto_map = json.loads(config.read_text()).get("auto_map")
+    except (OSError, ValueError):
+        return  # the loader names what is wrong with the file
+    if auto_map:
+        raise ConfigError(f"{model!r} comes with its own Python code ({', '.join(sorted(auto_map))} in "
+                          f"{config.name}); run it only if you trust it: pass trust_remote_code=True for this model")
 
 
 class LocalModelReranker(BudgetedScoring, BaseReranker):
@@ -193,6 +209,7 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
             kwargs = dict(opts)
             if resolved.local:
                 kwargs["local_files_only"] = True
+            check_remote_code(resolved.location, self.model, opts)
             device = resolve_device(self.device)
             start = perf_counter()
             try:

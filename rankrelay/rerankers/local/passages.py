@@ -128,18 +128,24 @@ class PassagePlanner:
             self._cache.put_many({t: found[t] for t in missing})
         return [found[t] for t in texts]
 
+    def query_cost(self, query: str) -> int:
+        """Tokens of a window that are not document text: ``query``'s and the special tokens (a prompted model
+        counts its whole template)."""
+        return self.special + len(self.tokenizer(query, add_special_tokens=False, verbose=False)["input_ids"])
+
     def budget(self, query: str) -> int:
         """Document tokens that fit beside ``query`` in one window."""
-        q_tokens = len(self.tokenizer(query, add_special_tokens=False, verbose=False)["input_ids"])
         if not self.pair:
+            q_tokens = self.query_cost(query) - self.special
             limit = self.query_limit if self.query_limit is not None else self.max_length - self.special
             if q_tokens > limit:
                 raise QueryTooLongError(f"the query has {q_tokens} tokens; the model reads at most {limit}")
             return self.max_length - self.special
-        budget = self.max_length - self.special - q_tokens
+        cost = self.query_cost(query)
+        budget = self.max_length - cost
         if budget < MIN_DOC_TOKENS + SAFETY_TOKENS:
             raise QueryTooLongError(
-                f"the query has {q_tokens} tokens and leaves {max(budget, 0)} of the model's "
+                f"the query has {cost - self.special} tokens and leaves {max(budget, 0)} of the model's "
                 f"{self.max_length} for document text; shorten the query or raise max_length"
             )
         return budget

@@ -1,0 +1,294 @@
+"""Language-model rerankers (Qwen3-Reranker, mxbai v2, bge-reranker-v2-gemma, monoT5) on tiny random models of
+each architecture: the backend scores what each model card's own code computes, written here with plain
+transformers; the library's guarantees (padding, passages, instruction, cache) hold for them."""
+
+from __future__ import annotations
+
+import json
+import shutil
+
+import pytest
+from numerics import SAME_RUNTIME, assert_scores_close
+from tiny_lms import build_causal_lm, build_t5
+
+from rankrelay import load_reranker
+from rankrelay.errors import ConfigError, DocumentTooLongError, ModelLoadError, QueryTooLongError
+from rankrelay.rerankers.local.prompt_families import FAMILIES, PromptFamily
+from rankrelay.rerankers.local.prompted import PromptedReranker
+
+QUERY = "why does a wing stall"
+DOCS = ["the wing stall angle of attack", "paris is the capital of france",
+        "boundary layer separation at a high angle of attack makes the flow leave the wing and lift falls",
+        "cat dog"]
+INSTRUCTION = "Given a question, find the passage that answers it"
+
+
+@pytest.fixture(scope="module")
+def lm_paths(tmp_path_factory):
+    root = tmp_path_factory.mktemp("tiny-lms")
+    paths = {kind: str(build_causal_lm(root / kind, kind)) for kind in ("qwen3", "qwen2", "gemma")}
+    paths["t5"] = str(build_t5(root / "t5"))
+    return paths
+
+
+SPECS = {"qwen3-reranker": "qwen3", "mxbai-rerank-v2": "qwen2", "bge-reranker-gemma": "gemma", "monot5": "t5"}
+
+
+# -- the model cards' scoring code, with plain transformers ----------------------------------
+def card_qwen3(path, query, docs, instruction=None):
+    """Qwen/Qwen3-Reranker-0.6B's card: format_instruction, process_inputs, compute_logits (P(yes))."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    prefix = ("<|im_start|>system\nJudge whether the Document meets the requirements based on the Query and the "
+              "Instruct provided. Note that the answer can only be \"yes\" or \"no\".<|im_end|>\n<|im_start|>user\n")
+    suffix = "<|im_end|>\n<|im_start|>assistant\n<think>\n\n</think>\n\n"
+    prefix_tokens = tokenizer.encode(prefix, add_special_tokens=False)
+    suffix_tokens = tokenizer.encode(suffix, add_special_tokens=False)
+    instruction = instruction or "Given a web search query, retrieve relevant passages that answer the query"
+    pairs = [f"<Instruct>: {instruction}\n<Query>: {query}\n<Document>: {doc}" for doc in docs]
+    inputs = tokenizer(pairs, padding=False, truncation="longest_first", return_attention_mask=False,
+                       max_length=1024 - len(prefix_tokens) - len(suffix_tokens))
+    for i, ele in enumerate(inputs["input_ids"]):
+        inputs["input_ids"][i] = prefix_tokens + ele + suffix_tokens
+    inputs = tokenizer.pad(inputs, padding=True, return_tensors="pt", max_length=1024)
+    with torch.no_grad():
+        scores = model(**inputs).logits[:, -1, :]
+    yes, no = tokenizer.convert_tokens_to_ids("yes"), tokenizer.convert_tokens_to_ids("no")
+    pair = torch.nn.functional.log_softmax(torch.stack([scores[:, no], scores[:, yes]], dim=1), dim=1)
+    return pair[:, 1].exp().tolist()
+
+
+def card_mxbai(path, query, docs, instruction=None):
+    """mxbai-rerank v2 (mxbai_rerank_v2.py): prefix + query + sep + document + sep + task + suffix; 1 minus 0."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    tokenizer.padding_side = "left"
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+
+    def ids(x):
+        return tokenizer(x, add_special_tokens=False)["input_ids"]
+
+    task = ("You are a search relevance expert who evaluates how well documents match search queries. For each "
+            "query-document pair, carefully analyze the semantic relationship between them, then provide your binary "
+            "relevance judgment (0 for not relevant, 1 for relevant).\nRelevance:")
+    prefix = ids("<|im_start|>system\nYou are Qwen, created by Alibaba Cloud. You are a helpful assistant."
+                 "<|im_end|>\n<|im_start|>user\n")
+    suffix, sep = ids("<|im_end|>\n<|im_start|>assistant\n"), ids("\n")
+    query_prompt = f"query: {query}"
+    if instruction:
+        query_prompt = f"instruction: {instruction}\n{query_prompt}"
+    items = [{"input_ids": prefix + ids(query_prompt) + sep + ids(f"document: {d}") + sep + ids(task) + suffix}
+             for d in docs]
+    inputs = tokenizer.pad(items, padding="longest", pad_to_multiple_of=8, return_tensors="pt")
+    with torch.no_grad():
+        logits = model(**inputs).logits[:, -1, :]
+    return (logits[:, ids("1")[0]] - logits[:, ids("0")[0]]).tolist()
+
+
+def card_gemma(path, query, docs):
+    """BAAI/bge-reranker-v2-gemma's card (get_inputs): [bos] A: query, sep, B: passage, sep, prompt; the Yes logit."""
+    import torch
+    from transformers import AutoModelForCausalLM, AutoTokenizer
+
+    tokenizer = AutoTokenizer.from_pretrained(path, padding_side="left")
+    model = AutoModelForCausalLM.from_pretrained(path).eval()
+    prompt = ("Given a query A and a passage B, determine whether the passage contains an answer to the query by "
+              "providing a prediction of either 'Yes' or 'No'.")
+    sep_inputs = tokenizer("\n", add_special_tokens=False)["input_ids"]
+    prompt_inputs = tokenizer(prompt, add_special_tokens=False)["input_ids"]
+    items = []
+    for passage in docs:
+        query_inputs = tokenizer(f"A: {query}", add_special_tokens=False)["input_ids"]
+        passage_inputs = tokenizer(f"B: {passage}", add_special_tokens=False)["input_ids"]
+        # prepare_for_model(bos + query, sep + passage, truncation="only_second", add_special_tokens=False) as the
+        # card calls it (gone from transformers 5's tokenizers): the two lists joined when nothing is cut
+        item = {"input_ids": [tokenizer.bos_token_id] + query_inputs + sep_inputs + passage_inputs}
+        item["input_ids"] = item["input_ids"] + sep_inputs + prompt_inputs
+        item["attention_mask"] = [1] * len(item["input_ids"])
+        items.append(item)
+    inputs = tokenizer.pad(items, padding=True, pad_to_multiple_of=8, return_tensors="pt")
+    yes_loc = tokenizer("Yes", add_special_tokens=False)["input_ids"][0]
+    with torch.no_grad():
+        return model(**inputs, return_dict=True).logits[:, -1, yes_loc].view(-1).float().tolist()
+
+
+def card_monot5(path, query, docs):
+    """pygaggle's MonoT5: 'Query: q Document: d Relevant:', first decoder step, log-softmax over false/true."""
+    import torch
+    from transformers import AutoTokenizer, T5ForConditionalGeneration
+
+    tokenizer = AutoTokenizer.from_pretrained(path)
+    model = T5ForConditionalGeneration.from_pretrained(path).eval()
+    inputs = tokenizer([f"Query: {query} Document: {d} Relevant:" for d in docs], padding=True,
+                       return_tensors="pt")
+    vocab = tokenizer.get_vocab()
+    false_id, true_id = vocab["\u2581false"], vocab["\u2581true"]
+    decoder = torch.full((len(docs), 1), model.config.decoder_start_token_id)
+    with torch.no_grad():
+        logits = model(**inputs, decoder_input_ids=decoder).logits[:, 0, [false_id, true_id]]
+    return torch.nn.functional.log_softmax(logits, dim=1)[:, 1].exp().tolist()
+
+
+def _by_index(res):
+    return [r.score for r in sorted(res.results, key=lambda r: r.index)]
+
+
+def _sigmoid(xs):
+    import math
+
+    return [1 / (1 + math.exp(-x)) for x in xs]
+
+
+@pytest.mark.parametrize("instruction", [None, INSTRUCTION])
+def test_qwen3_reranker_scores_what_its_model_card_computes(lm_paths, instruction):
+    rr = load_reranker(f"qwen3-reranker:{lm_paths['qwen3']}", device="cpu")
+    res = rr.rerank(QUERY, DOCS, instruction=instruction)
+    probabilities = card_qwen3(lm_paths["qwen3"], QUERY, DOCS, instruction)
+    assert_scores_close(_sigmoid(_by_index(res)), probabilities)
+    assert max(probabilities) - min(probabilities) > 1e-3  # the tiny model tells the documents apart
+
+
+@pytest.mark.parametrize("instruction", [None, INSTRUCTION])
+def test_mxbai_v2_scores_what_its_reference_code_computes(lm_paths, instruction):
+    rr = load_reranker(f"mxbai-rerank-v2:{lm_paths['qwen2']}", device="cpu", instruction=instruction)
+    assert_scores_close(_by_index(rr.rerank(QUERY, DOCS)), card_mxbai(lm_paths["qwen2"], QUERY, DOCS, instruction))
+
+
+def test_bge_gemma_scores_the_yes_logit_as_its_card_does(lm_paths):
+    rr = load_reranker(f"bge-reranker-gemma:{lm_paths['gemma']}", device="cpu")
+    assert_scores_close(_by_index(rr.rerank(QUERY, DOCS)), card_gemma(lm_paths["gemma"], QUERY, DOCS))
+
+
+def test_monot5_scores_true_against_false_at_the_first_decoder_step(lm_paths):
+    rr = load_reranker(f"monot5:{lm_paths['t5']}", device="cpu")
+    assert_scores_close(_sigmoid(_by_index(rr.rerank(QUERY, DOCS))), card_monot5(lm_paths["t5"], QUERY, DOCS))
+
+
+@pytest.mark.parametrize("family", list(SPECS))
+def test_a_pair_scores_the_same_alone_and_beside_longer_neighbours(lm_paths, family):
+    rr = load_reranker(f"{family}:{lm_paths[SPECS[family]]}", device="cpu", score_cache="off", batch_size=8)
+    together = _by_index(rr.rerank(QUERY, DOCS))
+    alone = [rr.rerank(QUERY, [d]).results[0].score for d in DOCS]
+    assert_scores_close(together, alone)
+    rows = rr.encoder.preprocess([(rr.render_query(QUERY), d) for d in DOCS])
+    mask = rows["attention_mask"]
+    if FAMILIES[family].kind == "causal":  # left padding: every row ends with its answer position
+        assert bool(mask[:, -1].all()) and not bool(mask[:, 0].all())
+    else:
+        assert bool(mask[:, 0].all()) and not bool(mask[:, -1].all())
+
+
+@pytest.mark.parametrize(("family", "yes", "no"), [("qwen3-reranker", "yes", "no"), ("mxbai-rerank-v2", "1", "0"),
+                                                   ("bge-reranker-gemma", "Yes", None),
+                                                   ("monot5", "\u2581true", "\u2581false")])
+def test_the_answer_token_ids_are_the_ones_the_tokenizer_gives(lm_paths, family, yes, no):
+    scorer = load_reranker(f"{family}:{lm_paths[SPECS[family]]}", device="cpu").encoder
+    assert scorer.tokenizer.convert_ids_to_tokens(scorer.yes_id) == yes
+    assert (None if scorer.no_id is None else scorer.tokenizer.convert_ids_to_tokens(scorer.no_id)) == no
+
+
+def test_the_instruction_reaches_the_prompt_and_keys_the_score_cache(lm_paths):
+    rr = load_reranker(f"qwen3-reranker:{lm_paths['qwen3']}", device="cpu")
+    prompt = rr.encoder.tokenizer.decode(rr.encoder.preprocess([(rr.render_query(QUERY), DOCS[0])])["input_ids"][0])
+    assert f"<Instruct>: {FAMILIES['qwen3-reranker'].default_instruction}\n<Query>: {QUERY}\n<Document>: {DOCS[0]}" \
+        in prompt and prompt.endswith("</think>\n\n")
+    default = _by_index(rr.rerank(QUERY, DOCS))
+    per_call = _by_index(rr.rerank(QUERY, DOCS, instruction=INSTRUCTION))  # after the default ran: not a cache hit
+    assert per_call != default
+    per_spec = load_reranker(f"qwen3-reranker:{lm_paths['qwen3']}?instruction={INSTRUCTION}", device="cpu")
+    assert per_spec.instruction == INSTRUCTION
+    assert_scores_close(_by_index(per_spec.rerank(QUERY, DOCS)), per_call)
+    assert_scores_close(_by_index(rr.rerank(QUERY, DOCS)), default)  # the call's instruction did not stick
+
+
+async def test_the_async_call_takes_its_instruction_too(lm_paths):
+    rr = load_reranker(f"qwen3-reranker:{lm_paths['qwen3']}", device="cpu")
+    res = await rr.arerank(QUERY, DOCS, instruction=INSTRUCTION)
+    assert_scores_close(_by_index(res), _by_index(rr.rerank(QUERY, DOCS, instruction=INSTRUCTION)))
+
+
+def test_a_long_document_becomes_passages_with_the_template_counted(lm_paths):
+    rr = load_reranker(f"qwen3-reranker:{lm_paths['qwen3']}", device="cpu", max_length=320, score_cache="off")
+    rr.warm_up()
+    template = rr._planner.query_cost(rr.render_query(QUERY))
+    assert template == len(rr.encoder.encode(rr.render_query(QUERY), "")) > 150  # system prompt and all
+    long_doc = " ".join(["the boundary layer separation of the flow over the wing"] * 30)
+    res = rr.rerank(QUERY, [long_doc, DOCS[0]])
+    doc = next(r for r in res.results if r.index == 0)
+    (pieces,) = rr.plan_passages(QUERY, [long_doc])[:1]
+    assert pieces.split and len(pieces.spans) > 2 and doc.passage in pieces.spans
+    for a, b in pieces.spans:
+        assert len(rr.encoder.encode(rr.render_query(QUERY), long_doc[a:b])) <= 320  # never cut, every window fits
+    best = max(rr.rerank(QUERY, [long_doc[a:b]]).results[0].score for a, b in pieces.spans)
+    assert doc.score == pytest.approx(best, abs=1e-5)  # MaxP
+    with pytest.raises(DocumentTooLongError):
+        load_reranker(f"qwen3-reranker:{lm_paths['qwen3']}", device="cpu", max_length=320,
+                      long_documents="error").rerank(QUERY, [long_doc])
+    with pytest.raises(QueryTooLongError):  # the template leaves no room for even one passage
+        load_reranker(f"qwen3-reranker:{lm_paths['qwen3']}", device="cpu", max_length=190).rerank(QUERY, [DOCS[0]])
+
+
+def test_cross_encoder_recognises_each_family_from_its_config(lm_paths, tmp_path):
+    for family, kind in SPECS.items():
+        rr = load_reranker(f"cross-encoder:{lm_paths[kind]}", device="cpu")
+        assert isinstance(rr, PromptedReranker) and rr.family is FAMILIES[family] and rr.name == family
+    hub = load_reranker("cross-encoder:Qwen/Qwen3-Reranker-4B")  # by its id, before anything is downloaded
+    assert isinstance(hub, PromptedReranker) and hub.family.name == "qwen3-reranker"
+    other = tmp_path / "llama"
+    shutil.copytree(lm_paths["qwen3"], other)
+    config = json.loads((other / "config.json").read_text())
+    (other / "config.json").write_text(json.dumps({**config, "model_type": "llama",
+                                                   "architectures": ["LlamaForCausalLM"]}))
+    with pytest.raises(ConfigError, match="no known reranker family.*qwen3-reranker"):
+        load_reranker(f"cross-encoder:{other}")
+
+
+def test_instructions_and_templates_are_checked_at_construction(lm_paths):
+    with pytest.raises(ConfigError, match="monot5 family takes no instruction"):
+        PromptedReranker(lm_paths["t5"], family="monot5", instruction="find the law")
+    rr = load_reranker(f"bge-reranker-gemma:{lm_paths['gemma']}", device="cpu")
+    with pytest.raises(ConfigError, match="takes no instruction"):
+        rr.rerank(QUERY, DOCS, instruction="find the law")
+    with pytest.raises(ConfigError, match="unknown option"):  # the registry knows which families take one
+        load_reranker(f"monot5:{lm_paths['t5']}?instruction=x")
+    with pytest.raises(ConfigError, match=r"document_template 'B: \{passage\}' lacks \{document\}"):
+        PromptFamily("mine", "causal", query_template="A: {query}", document_template="B: {passage}")
+    with pytest.raises(ConfigError, match=r"lacks \{instruction\}"):
+        PromptFamily("mine", "causal", query_template="{query}", document_template="{document}",
+                     instructed_template="{query}")
+    with pytest.raises(ConfigError, match="non-blank"):
+        PromptedReranker(lm_paths["qwen3"], family="qwen3-reranker", instruction="  ")
+
+
+def test_an_answer_word_of_several_tokens_is_refused_when_the_model_loads(lm_paths):
+    family = PromptFamily("mine", "causal", query_template="{query}\n", document_template="{document}",
+                          yes="wing stall", no="no")
+    with pytest.raises(ModelLoadError, match=r"'wing stall'.*\d+ tokens"):
+        PromptedReranker(lm_paths["qwen3"], family=family, device="cpu").warm_up()
+
+
+def test_a_causal_family_converts_to_onnx_and_agrees_with_torch(lm_paths, tmp_path):
+    pytest.importorskip("onnxruntime")
+    torch_rr = load_reranker(f"qwen3-reranker:{lm_paths['qwen3']}", device="cpu")
+    onnx_rr = load_reranker(f"qwen3-reranker:{lm_paths['qwen3']}", device="cpu", runtime="onnx",
+                            cache_dir=str(tmp_path))
+    assert_scores_close(_by_index(onnx_rr.rerank(QUERY, DOCS)), _by_index(torch_rr.rerank(QUERY, DOCS)),
+                        SAME_RUNTIME)
+    assert onnx_rr.runtime == "onnx" and onnx_rr.agreement.top10_overlap == 1.0
+
+
+def test_a_model_that_brings_its_own_code_runs_only_when_trusted(tiny_ce_path, tmp_path):
+    folder = tmp_path / "remote"
+    shutil.copytree(tiny_ce_path, folder)
+    config = json.loads((folder / "config.json").read_text())
+    config["auto_map"] = {"AutoModelForSequenceClassification": "modeling_mine.MineModel"}
+    (folder / "config.json").write_text(json.dumps(config))
+    with pytest.raises(ConfigError, match="trust_remote_code=True"):
+        load_reranker(f"cross-encoder:{folder}", device="cpu").warm_up()
+    with pytest.raises(ModelLoadError, match="modeling_mine"):  # past the check, transformers looks for the code
+        load_reranker(f"cross-encoder:{folder}", device="cpu", trust_remote_code=True).warm_up()
