@@ -82,7 +82,11 @@ def test_models_lists_presets_and_backends():
     for name in ("minilm-l6", "minilm-l12", "bge-base", "bge-large", "cross-encoder", "bi-encoder", "colbert",
                  "llm-pointwise", "mixedbread", "pinecone"):
         assert name in out.output
-    assert "[fallback] in the config" in " ".join(out.output.split())  # descriptions are text, not markup
+    text = " ".join(out.output.replace("│", " ").split())  # a description may wrap within its cell
+    assert "[fallback] in the config" in text  # descriptions are text, not markup
+    rows = table_rows(out.output)
+    assert rows["qwen3-reranker-0.6b"][:3] == ["Qwen/Qwen3-Reranker-0.6B", "0.6B", "8192"]
+    assert rows["monot5-base"][:3] == ["castorini/monot5-base-msmarco", "220M", "512"]
 
 
 def table_rows(output):
@@ -143,9 +147,9 @@ def test_models_shows_published_quality_and_what_each_profile_runs(tmp_path, mon
     assert out.exit_code == 0, out.output
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
             for line in out.output.splitlines() if line.startswith("│")}
-    assert rows["tinybert-l2"][2:] == ["69.84", "Hugging Face cache", "-"]
-    assert rows["minilm-l12"][2:] == ["74.31", "download needed", "-"]
-    assert rows["minilm-l6"][4] == "onnx fp32, 4.00x torch" and rows["bge-base"][2] == "-"
+    assert rows["tinybert-l2"][3:] == ["69.84", "Hugging Face cache", "-"] and rows["tinybert-l2"][1] == "4M"
+    assert rows["minilm-l12"][3:] == ["74.31", "download needed", "-"]
+    assert rows["minilm-l6"][5] == "onnx fp32, 4.00x torch" and rows["bge-base"][3] == "-"
     assert rows["fast"] == ["tinybert-l2 over every candidate", "on this machine"]
     assert rows["balanced"] == ["tinybert-l2 over every candidate, minilm-l6 over its best 20",
                                 "download needed: minilm-l6"]

@@ -75,8 +75,8 @@ def models(config: ConfigOption = None) -> None:
     presets = Table(title="presets (DL19: published nDCG@10 on TREC DL 2019; weights: where they are on this "
                           "machine, or 'download needed'; here: runtime='auto''s choice on this CPU, when measured)",
                     title_justify="left")
-    for col in ("name", "model", "max len", "DL19", "weights", "here"):
-        presets.add_column(col)
+    for col in ("name", "model", "params", "max len", "DL19", "weights", "here"):
+        presets.add_column(col, no_wrap=col != "model", overflow="fold" if col == "model" else "ellipsis")  # ids fold
     weights: dict[str, str] = {}
     cpu = cpu_signature()
     for p in PRESETS.values():
@@ -86,7 +86,7 @@ def models(config: ConfigOption = None) -> None:
         times = speedup(choice) if choice is not None else None
         here = "-" if choice is None else f"{choice.runtime} {choice.precision}" + (
             f", {times:.2f}x torch" if times is not None else "")
-        presets.add_row(p.name, p.model, str(p.max_length), quality, weights[p.name], here)
+        presets.add_row(p.name, p.model, p.params or "-", str(p.max_length), quality, weights[p.name], here)
     console.print(presets)
     profiles = Table(title="profiles (load like a preset: --model balanced)", title_justify="left")
     for col in ("name", "what it runs", "weights"):
