@@ -124,3 +124,14 @@ def test_every_command_line_of_a_page_names_commands_and_options_the_cli_has(pag
     """Shell blocks need a dataset, a server or weights, so they are not run; what they type must still exist."""
     commands = shell_commands((ROOT / page).read_text(encoding="utf-8"))
     assert {" ".join(c): unknown_options(c) for c in commands if unknown_options(c)} == {}
+
+
+def test_every_preset_is_in_the_backend_table():
+    from rankrelay import PRESETS
+
+    text = (ROOT / "docs" / "python.md").read_text(encoding="utf-8")
+    table = text.split("## Backends and presets")[1].split("\n\n")[1]
+    named: list[str] = []
+    for token in re.findall(r"`([^`]+)`", table):  # `monot5-base`, `-large`: monot5-large
+        named.append(named[-1].rsplit("-", 1)[0] + token if token.startswith("-") and named else token)
+    assert sorted(set(PRESETS) - set(named)) == []
