@@ -273,19 +273,31 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
                         window: int) -> RuntimeChoice:
         """``runtime="auto"``: measure this machine's runtimes on the fixed sample once (then read the choice)."""
 
+        reference = TorchForward(encoder, self.output)
+        known: list[Any] = []  # torch fp32's scores of the sample, once measured: each conversion compares with them
+
         def forward(runtime: str, precision: str) -> Forward:
             if precision != "fp32":  # torch in bf16: a copy, so that the fp32 model stays the reference
                 import copy
 
                 return TorchForward(copy.deepcopy(encoder).to(_torch_dtype(precision)), self.output)
-            return self._compile(encoder, location, fingerprint, runtime, min_agreement=0.0)[0]  # judged below
+            if runtime == "torch":
+                return reference
+            return self._compile(encoder, location, fingerprint, runtime, min_agreement=0.0,  # judged below
+                                 reference=(lambda: known[-1]) if known else None)[0]
+
+        def sample(fwd: Forward) -> Any:
+            scores = self._sample_scores(encoder, fwd)
+            if fwd is reference:
+                known.append(scores)
+            return scores
 
         return choose_runtime(label=self.model, fingerprint=f"{fingerprint}|window={window}", device=device,
                               cache_dir=self.cache_dir, min_agreement=self.min_agreement, forward=forward,
-                              sample=lambda fwd: self._sample_scores(encoder, fwd), clock=self.clock)
+                              sample=sample, clock=self.clock)
 
     def _compile(self, encoder: Any, location: str, fingerprint: str, runtime: str | None = None,
-                 min_agreement: float | None = None) -> tuple[Forward, Agreement | None]:
+                 min_agreement: float | None = None, reference: Any = None) -> tuple[Forward, Agreement | None]:
         """The forward pass on ``runtime`` (default: this reranker's), converted and checked once, then cached."""
         runtime = runtime or self.runtime
         if runtime == "torch":
@@ -303,7 +315,7 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
             encoder, runtime=runtime, output=self.output, fingerprint=fingerprint, label=self.model,
             cache_dir=self.cache_dir, sample=lambda forward: self._sample_scores(encoder, forward),
             example=encoder.preprocess(inputs[:2]), calibration=calibration,
-            min_agreement=self.min_agreement if min_agreement is None else min_agreement,
+            min_agreement=self.min_agreement if min_agreement is None else min_agreement, reference=reference,
         )
 
     def _forward_batches(

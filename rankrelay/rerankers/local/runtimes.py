@@ -296,23 +296,36 @@ def _runtime_version(spec: RuntimeSpec) -> str:
 
 
 def _convert(spec: RuntimeSpec, model: Any, output: str, example: Mapping[str, Any], names: tuple[str, ...],
-             calibration: Callable[[], list[dict[str, Any]]], folder: Path) -> None:
-    """Write the converted graph for ``spec`` into ``folder``."""
-    module = _exportable(model, output, names)
-    args = tuple(example[n] for n in names)
+             calibration: Callable[[], list[dict[str, Any]]], folder: Path, fp32: Path | None = None) -> None:
+    """Write the converted graph for ``spec`` into ``folder``; ``fp32``: the same model already converted by the
+    engine's fp32 runtime (its graph is reused, not exported again: OpenVINO's bf16 differs only in the hint it
+    is compiled with, the int8 runtimes quantize the fp32 graph)."""
     if spec.engine == "onnx":
-        fp32 = folder / ("model.onnx" if not spec.int8 else "model-fp32.onnx")
-        _export_onnx(module, args, names, fp32)
+        if fp32 is not None:
+            _quantize_onnx(fp32 / "model.onnx", folder / "model.onnx")
+            return
+        plain = folder / ("model.onnx" if not spec.int8 else "model-fp32.onnx")
+        _export_onnx(_exportable(model, output, names), tuple(example[n] for n in names), names, plain)
         if spec.int8:
-            _quantize_onnx(fp32, folder / "model.onnx")
-            fp32.unlink()
+            _quantize_onnx(plain, folder / "model.onnx")
+            plain.unlink()
         return
     import openvino as ov
 
-    graph = _export_openvino(module, args, names)
+    if fp32 is not None and not spec.int8:
+        for name in ("model.xml", "model.bin"):
+            shutil.copyfile(fp32 / name, folder / name)
+        return
+    graph = (ov.Core().read_model(str(fp32 / "model.xml")) if fp32 is not None
+             else _export_openvino(_exportable(model, output, names), tuple(example[n] for n in names), names))
     if spec.int8:
         graph = _quantize_openvino(graph, calibration())
     ov.save_model(graph, str(folder / "model.xml"), compress_to_fp16=False)
+
+
+def _folder(cache_dir: Path, label: str, runtime: str, key_data: dict[str, Any]) -> Path:
+    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:20]
+    return cache_dir / "runtimes" / f"{cache_slug(label)}-{runtime}-{key}"
 
 
 def compile_forward(
@@ -327,6 +340,7 @@ def compile_forward(
     example: Mapping[str, Any],
     calibration: Callable[[], list[dict[str, Any]]],
     min_agreement: float,
+    reference: Callable[[], Any] | None = None,
 ) -> tuple[Forward, Agreement | None]:
     """The forward pass of ``model`` on ``runtime``: converted once and cached, then loaded.
 
@@ -339,38 +353,46 @@ def compile_forward(
         example: tokenized features to trace the graph with.
         calibration: makes tokenized batches as int64 arrays (called only when an int8 graph is quantized).
         min_agreement: top-10 overlap an int8 or bf16 graph needs with torch on the sample.
+        reference: torch's scores of the sample, if the caller has them (computed here otherwise).
     """
     spec = RUNTIMES[runtime]
-    reference = TorchForward(model, output)
+    torch_forward = TorchForward(model, output)
     if spec.engine == "torch":
-        return reference, None
+        return torch_forward, None
     names = tuple(n for n in INPUT_NAMES if n in example)
+    forward: Forward | None = None
     try:
         key_data = {"files": fingerprint, "runtime": runtime, "versions": _runtime_version(spec),
                     "output": output, "inputs": names, "format": FORMAT_VERSION}
-        key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:20]
-        folder = cache_dir / "runtimes" / f"{cache_slug(label)}-{runtime}-{key}"
+        folder = _folder(cache_dir, label, runtime, key_data)
         if not (folder / "agreement.json").exists():
+            plain = next((r.name for r in RUNTIMES.values() if r.engine == spec.engine and r.hint == "f32"
+                          and not r.int8), runtime)
+            fp32 = _folder(cache_dir, label, plain, {**key_data, "runtime": plain}) if plain != runtime else None
             folder.parent.mkdir(parents=True, exist_ok=True)
             tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
             try:
                 start = perf_counter()
-                _convert(spec, model, output, example, names, calibration, tmp)
+                _convert(spec, model, output, example, names, calibration, tmp,
+                         fp32 if fp32 is not None and (fp32 / "agreement.json").exists() else None)
                 converted = _load_graph(spec, tmp, names)
-                agreement = measure_agreement(sample(reference), sample(converted))
+                agreement = measure_agreement(reference() if reference else sample(torch_forward),
+                                              sample(converted))
                 (tmp / "agreement.json").write_text(json.dumps({**agreement.to_dict(), "key": key_data}, indent=2))
                 logger.info("converted %s to %s in %.1f s; on a %d-pair sample against torch: max |diff| %.2e, "
                             "Spearman %.4f, top-10 overlap %.2f", label, runtime, perf_counter() - start,
                             agreement.pairs, agreement.max_abs_diff, agreement.spearman, agreement.top10_overlap)
                 try:
                     os.rename(tmp, folder)
+                    forward = converted  # loaded (and warmed up by the sample) already
                 except OSError:  # another process finished the same conversion first: use theirs
                     pass
             finally:
                 shutil.rmtree(tmp, ignore_errors=True)
         stored = json.loads((folder / "agreement.json").read_text())
         agreement = Agreement(**{k: stored[k] for k in Agreement.__slots__})
-        forward = _load_graph(spec, folder, names)
+        if forward is None:
+            forward = _load_graph(spec, folder, names)
     except (ConfigError, MissingDependencyError):
         raise
     except Exception as exc:

@@ -152,3 +152,28 @@ def test_runtime_in_settings_and_spec_dicts(tiny_ce_path, runtime_cache):
     chain = load_reranker([{"spec": f"cross-encoder:{tiny_ce_path}", "runtime": "openvino",
                             "cache_dir": runtime_cache}])
     assert chain.backends[0].runtime == "openvino"
+
+
+@pytest.mark.parametrize(("plain", "variants", "exporter"), [("onnx", ["onnx-int8"], "_export_onnx"),
+                                                            ("openvino", ["openvino-bf16", "openvino-int8"],
+                                                             "_export_openvino")])
+def test_an_engines_variants_reuse_its_fp32_graph_instead_of_exporting_again(tiny_ce, tiny_ce_path, tmp_path,
+                                                                              monkeypatch, plain, variants, exporter):
+    from rankrelay.rerankers.local import runtimes
+
+    exports = []
+    original = getattr(runtimes, exporter)
+    monkeypatch.setattr(runtimes, exporter, lambda *a, **kw: exports.append(a) or original(*a, **kw))
+    cache = str(tmp_path / "cache")
+    load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime=plain, cache_dir=cache).warm_up()
+    assert len(exports) == 1
+    ref = [r.score for r in sorted(tiny_ce.rerank(QUERY, DOCS), key=lambda r: r.index)]
+    for runtime in variants:
+        rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime=runtime, cache_dir=cache,
+                           min_agreement=0)
+        res = rr.rerank(QUERY, DOCS)
+        assert rr.runtime == runtime and len(exports) == 1  # built from the fp32 graph on disk
+        assert sorted(res.indices) == list(range(len(DOCS))) and rr.agreement.pairs > 0
+        if runtime.endswith("bf16"):  # the same graph compiled for bf16 (int8's agreement is checked elsewhere)
+            assert_ranking_follows(res.indices, ref, HALF)
+    assert len(list((tmp_path / "cache" / "runtimes").iterdir())) == 1 + len(variants)  # each keeps its own graph
