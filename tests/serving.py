@@ -12,11 +12,18 @@ from typing import Any
 
 @contextmanager
 def running(app: Any, **config: Any) -> Iterator[tuple[str, Any]]:
-    """Serve ``app`` with uvicorn on a random loopback port; yields the root URL and the server."""
+    """Serve ``app`` with uvicorn on a random loopback port; yields the root URL and the server.
+
+    Idle connections are kept as long as ``rankrelay serve`` keeps them (uvicorn's own 5 s would close a pooled
+    connection while a client, slowed by a loaded machine, picks it up: a ReadError no user of the service sees).
+    """
     import uvicorn
+
+    from rankrelay.config import ServiceSettings
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
+    config.setdefault("timeout_keep_alive", ServiceSettings.model_fields["keep_alive_s"].default)
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
