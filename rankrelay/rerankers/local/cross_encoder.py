@@ -14,7 +14,6 @@ from __future__ import annotations
 
 import json
 import logging
-from collections.abc import Sequence
 from pathlib import Path
 from typing import Any
 
@@ -24,15 +23,14 @@ from rankrelay.config import PRESETS
 from rankrelay.errors import ConfigError, ModelLoadError
 from rankrelay.hub import ResolvedModel
 from rankrelay.rerankers.local.model import LocalModelReranker, model_window
+from rankrelay.rerankers.local.pairs import PairModelReranker
 from rankrelay.rerankers.local.passages import PassagePlanner
 from rankrelay.rerankers.local.prompt_families import PromptFamily, recognise
-from rankrelay.rerankers.local.runtimes import Forward
-from rankrelay.rerankers.local.sample import sample_pairs
 
 logger = logging.getLogger(__name__)
 
 
-class CrossEncoderReranker(LocalModelReranker):
+class CrossEncoderReranker(PairModelReranker):
     """A sentence-transformers ``CrossEncoder`` behind the :class:`~rankrelay.Reranker` protocol.
 
     Args:
@@ -76,23 +74,6 @@ class CrossEncoderReranker(LocalModelReranker):
     def _make_planner(self, encoder: Any) -> PassagePlanner:
         return PassagePlanner(encoder.tokenizer, encoder.max_seq_length, self.long_documents, self.passage_overlap)
 
-    def _score_pairs(
-        self, pairs: list[tuple[str, str]], forward: Forward | None = None, encoder: Any = None
-    ) -> Sequence[float]:
-        rows = self._forward_batches(pairs, [len(q) + len(d) for q, d in pairs], forward, encoder=encoder)
-        # one logit per pair, or two (a softmax pair): the score is the positive class's margin
-        return [float(r[1] - r[0]) if r.shape[-1] == 2 else float(r.reshape(-1)[0]) for r in rows]
-
-    def _sample_inputs(self) -> list[tuple[str, str]]:
-        queries, documents = sample_pairs()
-        return [(q, d) for q in queries for d in documents]
-
-    def _sample_scores(self, encoder: Any, forward: Forward) -> Any:
-        import numpy as np
-
-        queries, documents = sample_pairs()
-        scores = self._score_pairs(self._sample_inputs(), forward, encoder)
-        return np.asarray(scores).reshape(len(queries), len(documents))
 
 
 def from_spec(model: str | None, **options: Any) -> LocalModelReranker:

@@ -25,11 +25,10 @@ from rankrelay._optional import import_optional
 from rankrelay.config import PRESETS
 from rankrelay.errors import ConfigError, ModelLoadError
 from rankrelay.hub import ResolvedModel
-from rankrelay.rerankers.local.model import LocalModelReranker, model_window
+from rankrelay.rerankers.local.model import model_window
+from rankrelay.rerankers.local.pairs import PairModelReranker
 from rankrelay.rerankers.local.passages import PassagePlanner
 from rankrelay.rerankers.local.prompt_families import BOS, EOS, FAMILIES, PromptFamily
-from rankrelay.rerankers.local.runtimes import Forward
-from rankrelay.rerankers.local.sample import sample_pairs
 from rankrelay.results import RerankResult
 
 logger = logging.getLogger(__name__)
@@ -136,7 +135,7 @@ class PromptPlanner(PassagePlanner):
         return len(self.scorer.encode(query, ""))
 
 
-class PromptedReranker(LocalModelReranker):
+class PromptedReranker(PairModelReranker):
     """A causal or seq2seq language model that answers yes or no, behind the :class:`~rankrelay.Reranker` protocol.
 
     Args:
@@ -236,22 +235,8 @@ class PromptedReranker(LocalModelReranker):
     def _make_planner(self, encoder: Any) -> PassagePlanner:
         return PromptPlanner(encoder, encoder.max_seq_length, self.long_documents, self.passage_overlap)
 
-    def _score_pairs(
-        self, pairs: list[tuple[str, str]], forward: Forward | None = None, encoder: Any = None
-    ) -> Sequence[float]:
-        rows = self._forward_batches(pairs, [len(q) + len(d) for q, d in pairs], forward, encoder=encoder)
-        return [float(r.reshape(-1)[0]) for r in rows]
-
-    def _sample_inputs(self) -> list[tuple[str, str]]:
-        queries, documents = sample_pairs()
-        return [(self.family.query_side(q, self.instruction), d) for q in queries for d in documents]
-
-    def _sample_scores(self, encoder: Any, forward: Forward) -> Any:
-        import numpy as np
-
-        queries, documents = sample_pairs()
-        scores = self._score_pairs(self._sample_inputs(), forward, encoder)
-        return np.asarray(scores).reshape(len(queries), len(documents))
+    def _sample_query(self, query: str) -> str:
+        return self.family.query_side(query, self.instruction)
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "family": self.family.name,
