@@ -118,6 +118,7 @@ async def test_async_fallback(refused_url, local):
 
 
 async def test_hedging_races_a_slow_primary(fake_api, local):
+    local.warm_up()  # the race is between answers: loading (and runtime="auto"'s first measurement) is not in it
     fake_api.faults = [Fault("sleep", seconds=1.5)]
     chain = FallbackReranker([cohere_item(fake_api.url, timeout=3.0), local], hedge_after_ms=100)
     res = await chain.arerank(QUERY, DOCS)
@@ -127,6 +128,7 @@ async def test_hedging_races_a_slow_primary(fake_api, local):
 
 
 def test_sync_hedging(fake_api, local):
+    local.warm_up()
     fake_api.faults = [Fault("sleep", seconds=1.5)]
     chain = FallbackReranker([cohere_item(fake_api.url, timeout=3.0), local], hedge_after_ms=100)
     assert chain.rerank(QUERY, DOCS).backend == "cross-encoder"
