@@ -12,7 +12,14 @@ at run time: MiniLM-L6 from the bundled all-MiniLM-L6-v2 weights with a fresh he
 nothing: this measures cost, not quality (the published DL19 nDCG@10 of each tier is in `rankrelay models`).
 With real weights in the Hugging Face cache, pass `--real` to use the presets as they are.
 
+`balanced` plans how many candidates minilm-l6 reorders (20, down to 10) from its tiers' costs on this machine;
+the `keep` column gives what it reordered. `--emulate-avx2` runs the whole benchmark as on an AVX2-only CPU:
+torch, MKL and oneDNN limited to AVX2 (ATEN_CPU_CAPABILITY, MKL_ENABLE_INSTRUCTIONS, ONEDNN_MAX_CPU_ISA) and
+the CPU's AVX-512/VNNI/BF16/AMX flags hidden from `runtime="auto"` (so it tries fp32 runtimes only; OpenVINO's
+own kernels may still use the wider units, so its row there is optimistic: the torch rows are the AVX2 case).
+
     python benchmarks/tiers.py --dataset ../shared/data/cranfield --queries 10
+    python benchmarks/tiers.py --dataset ../shared/data/cranfield --queries 10 --emulate-avx2
 """
 
 from __future__ import annotations
@@ -21,7 +28,9 @@ import argparse
 import dataclasses
 import json
 import logging
+import os
 import statistics
+import sys
 import tempfile
 import time
 from pathlib import Path
@@ -30,7 +39,6 @@ from rich.console import Console
 from rich.table import Table
 
 from rankrelay import PRESETS, load_reranker
-from rankrelay.devices import cpu_signature
 
 logger = logging.getLogger("benchmarks.tiers")
 #: tier -> (layers, hidden, heads, intermediate) of the published model
@@ -64,6 +72,28 @@ def build_tiers(folder: Path) -> dict[str, str]:
     return paths
 
 
+#: the environment that keeps torch, MKL and oneDNN to AVX2 (read when torch loads)
+AVX2_ENV = {"ATEN_CPU_CAPABILITY": "avx2", "MKL_ENABLE_INSTRUCTIONS": "AVX2", "ONEDNN_MAX_CPU_ISA": "AVX2"}
+
+
+def emulate_avx2() -> None:
+    """Run the rest of this process as on an AVX2-only CPU (see the module's docstring)."""
+    assert "torch" not in sys.modules, "the AVX2 limits must be set before torch loads"
+    os.environ.update(AVX2_ENV)
+    from rankrelay import devices
+    from rankrelay.rerankers.local import auto_runtime, model
+
+    real = devices.cpu_signature
+
+    def avx2_only(cpuinfo: str | None = None) -> dict[str, object]:
+        cpu = real(cpuinfo)
+        flags = [f for f in cpu["flags"] if f in ("avx2", "fma")] if isinstance(cpu["flags"], list) else []  # type: ignore[index]
+        return {**cpu, "model": f"{cpu['model']} (emulated AVX2-only)", "flags": flags}
+
+    for module in (devices, auto_runtime, model):
+        module.cpu_signature = avx2_only  # type: ignore[attr-defined]
+
+
 def candidates(dataset: str, queries: int, depth: int) -> list[tuple[str, list[str]]]:
     from rankrelay.evaluation.data import build_candidates, load_beir
 
@@ -80,7 +110,10 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=100)
     parser.add_argument("--real", action="store_true", help="use the presets' own weights (Hugging Face cache)")
     parser.add_argument("--out", type=Path, help="also write the table as JSON here")
+    parser.add_argument("--emulate-avx2", action="store_true", help="run as on an AVX2-only CPU (see above)")
     args = parser.parse_args()
+    if args.emulate_avx2:
+        emulate_avx2()
     logging.basicConfig(level=logging.WARNING)
     logging.getLogger("rankrelay.rerankers.local.auto_runtime").setLevel(logging.INFO)
 
@@ -104,24 +137,30 @@ def main() -> None:
         setup_s = time.perf_counter() - start
         work = candidates(args.dataset, args.queries, args.depth)
         seconds: dict[str, list[float]] = {name: [] for name in configs}
+        kept: dict[str, list[int]] = {name: [] for name in configs}
         for query, docs in work:
             for name, rr in configs.items():
                 t0 = time.perf_counter()
-                rr.rerank(query, docs)
+                res = rr.rerank(query, docs)
                 seconds[name].append(time.perf_counter() - t0)
+                kept[name].append(int(res.info.get("reranked", len(docs))))
         choices = {name: [getattr(stage, "runtime", "?") for stage in getattr(rr, "parts", lambda: [rr])()]
                    for name, rr in configs.items()}
     base = statistics.median(seconds["minilm-l6 (torch fp32)"])
+    from rankrelay.devices import cpu_signature  # (the emulated one with --emulate-avx2)
+
     cpu = cpu_signature()
     table = Table(title=f"{len(work)} queries x {args.depth} candidates, p50 per query; {cpu['model']} "
                         f"({' '.join(cpu['flags']) or 'no AVX2'}); setup (loading, auto) {setup_s:.0f} s")
-    for col in ("configuration", "runtimes", "p50 s", "x minilm-l6 fp32"):
+    for col in ("configuration", "runtimes", "strong tier's keep", "p50 s", "x minilm-l6 fp32"):
         table.add_column(col)
     rows = []
     for name, values in seconds.items():
         p50 = statistics.median(values)
-        rows.append({"configuration": name, "runtimes": choices[name], "p50_s": p50, "speedup": base / p50})
-        table.add_row(name, ", ".join(choices[name]), f"{p50:.2f}", f"{base / p50:.2f}")
+        keep = statistics.median(kept[name])
+        rows.append({"configuration": name, "runtimes": choices[name], "keep": keep, "p50_s": p50,
+                     "speedup": base / p50})
+        table.add_row(name, ", ".join(choices[name]), f"{keep:g}", f"{p50:.2f}", f"{base / p50:.2f}")
     Console().print(table)
     if args.out:
         args.out.write_text(json.dumps({"cpu": cpu, "queries": len(work), "depth": args.depth, "rows": rows},

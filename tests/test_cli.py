@@ -4,6 +4,7 @@ import pytest
 from typer.testing import CliRunner
 
 from rankrelay.cli import app
+from rankrelay.config import PROFILES
 
 runner = CliRunner()
 DOCS = ["the wing lift and air flow", "paris is the capital of france", "python sort is stable"]
@@ -143,16 +144,24 @@ def test_models_shows_published_quality_and_what_each_profile_runs(tmp_path, mon
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     monkeypatch.setenv("RANKRELAY_CACHE_DIR", str(tmp_path / "rr-cache"))
     choose_on_a_fake_clock(PRESETS["minilm-l6"].model, tmp_path / "rr-cache")  # measured here earlier
-    out = runner.invoke(app, ["models"], terminal_width=220)
+    out = runner.invoke(app, ["models"], terminal_width=260)
+    rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
+            for line in out.output.splitlines() if line.startswith("│")}
+    assert rows["balanced"][2] == "not measured yet"  # tinybert-l2 was not
+    choose_on_a_fake_clock(PRESETS["tinybert-l2"].model, tmp_path / "rr-cache")
+    out = runner.invoke(app, ["models"], terminal_width=260)
     assert out.exit_code == 0, out.output
     rows = {line.split("│")[1].strip(): [c.strip() for c in line.split("│")[2:-1]]
             for line in out.output.splitlines() if line.startswith("│")}
-    assert rows["tinybert-l2"][3:] == ["69.84", "Hugging Face cache", "-"] and rows["tinybert-l2"][1] == "4M"
+    assert rows["tinybert-l2"][3:] == ["69.84", "Hugging Face cache", "onnx fp32, 4.00x torch"]
+    assert rows["tinybert-l2"][1] == "4M" and rows["minilm-l2"][5] == "-"
     assert rows["minilm-l12"][3:] == ["74.31", "download needed", "-"]
     assert rows["minilm-l6"][5] == "onnx fp32, 4.00x torch" and rows["bge-base"][3] == "-"
-    assert rows["fast"] == ["tinybert-l2 over every candidate", "on this machine"]
-    assert rows["balanced"] == ["tinybert-l2 over every candidate, minilm-l6 over its best 20",
-                                "download needed: minilm-l6"]
+    assert rows["fast"] == ["tinybert-l2 over every candidate", "on this machine", "-"]
+    # both tiers on onnx at 0.25 s a sample, minilm-l6 on torch at 1 s: a fifth of that leaves room for the floor
+    assert rows["balanced"][1:] == ["download needed: minilm-l6", "10"]
+    assert PROFILES["balanced"].description.startswith(rows["balanced"][0])  # (its first line, when it wraps)
+    assert rows["best"][2] == "30"
 
 
 COMMANDS = ["rerank", "models", "demo", "index", "search", "bench", "tune", "train", "serve", "report", "rerank-batch"]

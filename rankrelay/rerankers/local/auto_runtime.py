@@ -2,8 +2,8 @@
 
 At a model's first load on a machine, each candidate (torch fp32; torch bf16 and OpenVINO bf16 where the CPU
 has bf16 units; ONNX Runtime and OpenVINO where installed, in int8 too where the CPU has VNNI or AMX) scores the
-fixed sample of
-:mod:`rankrelay.rerankers.local.sample`. A candidate whose top-10 overlap with torch fp32 is under ``min_agreement``
+fixed sample of :mod:`rankrelay.rerankers.local.sample` (its agreement) and is timed on passages of the lengths a
+reranker reads (its speed). A candidate whose top-10 overlap with torch fp32 is under ``min_agreement``
 is out; of the rest the fastest wins, but only when it is at least :data:`MARGIN` faster than torch fp32 (so
 noise never picks a slower runtime). The choice is kept in ``<cache_dir>/runtimes/auto/`` under a key of the
 model's files, the CPU (model and speed flags), the device, the runtimes' versions and ``min_agreement``:
@@ -37,8 +37,8 @@ logger = logging.getLogger(__name__)
 
 #: How much faster than torch fp32 another runtime must be to be chosen.
 MARGIN = 0.05
-#: Bumped when the stored choice changes shape.
-FORMAT_VERSION = 1
+#: Bumped when the stored choice changes shape or meaning (2: timed on passages of several lengths).
+FORMAT_VERSION = 2
 _PACKAGES = ("torch", "onnxruntime", "openvino", "nncf")
 
 
@@ -95,7 +95,7 @@ def pick(trials: Sequence[Trial], min_agreement: float) -> tuple[str, str, str]:
     best = min(fair, key=lambda t: t.seconds or 0.0, default=None)
     if best is not None and best.seconds is not None and best.seconds < reference.seconds * (1 - MARGIN):
         return best.runtime, best.precision, (
-            f"{best.runtime} {best.precision} scored the sample in {best.seconds:.3f} s vs torch fp32's "
+            f"{best.runtime} {best.precision} took {best.seconds:.3f} s on the timing passages vs torch fp32's "
             f"{reference.seconds:.3f} s ({reference.seconds / best.seconds:.2f}x), top-10 overlap "
             f"{best.top10_overlap:.2f}")
     if best is None:
@@ -127,6 +127,7 @@ def choose_runtime(
     clock: Callable[[], float] = perf_counter,
     repeats: int = 2,
     cpu: dict[str, object] | None = None,
+    timing: Callable[[Forward], Any] | None = None,
 ) -> RuntimeChoice:
     """Measure (or read the earlier measurement) and choose.
 
@@ -136,6 +137,7 @@ def choose_runtime(
         forward: builds the forward pass of (runtime, precision); may raise (that candidate is then out).
         sample: scores the fixed sample through a forward pass (a queries x documents matrix).
         clock: reads seconds; a fake one in tests.
+        timing: what each candidate is timed on, after one pass of ``sample`` (default: ``sample`` itself).
         cpu: :func:`~rankrelay.devices.cpu_signature` (read here by default).
     """
     start = clock()
@@ -157,7 +159,7 @@ def choose_runtime(
     logger.info("runtime='auto' measures %s on %s, once on this machine (a minute or so)", label,
                 ", ".join(f"{r} {p}" for r, p in pairs))
     try:
-        trials = _measure(pairs, forward, sample, clock, repeats)
+        trials = _measure(pairs, forward, sample, clock, repeats, timing)
     except Exception as exc:  # the reference itself could not be measured: torch, said once
         logger.warning("runtime='auto' could not measure %s (%s: %s); using torch", label, type(exc).__name__, exc)
         return RuntimeChoice("torch", "fp32", f"not measured ({type(exc).__name__}: {exc})",
@@ -178,15 +180,17 @@ def choose_runtime(
 
 
 def _measure(pairs: list[tuple[str, str]], forward: Callable[[str, str], Forward], sample: Callable[[Forward], Any],
-             clock: Callable[[], float], repeats: int) -> list[Trial]:
+             clock: Callable[[], float], repeats: int, timing: Callable[[Forward], Any] | None) -> list[Trial]:
     def timed(fwd: Forward) -> tuple[Any, float]:
         # the best of `repeats` passes: the first may pay for warming up (kernels compiled, memory allocated), the
         # rest do not (a converted graph comes warm: its agreement was just checked on the same sample)
-        scores, best = None, float("inf")
+        scores = sample(fwd) if timing is not None else None
+        best = float("inf")
         for _ in range(repeats):
             t0 = clock()
-            scores = sample(fwd)
+            out = (timing or sample)(fwd)
             best = min(best, clock() - t0)
+            scores = out if timing is None else scores
         return scores, best
 
     reference, seconds = timed(forward(*pairs[0]))
@@ -250,7 +254,7 @@ def known_choice(label: str, cache_dir: Path, cpu: dict[str, object] | None = No
 
 
 def speedup(choice: RuntimeChoice) -> float | None:
-    """How many times faster than torch fp32 the chosen runtime scored the sample (None: not measured)."""
+    """How many times faster than torch fp32 the chosen runtime ran the timing passages (None: not measured)."""
     times = {(t.runtime, t.precision): t.seconds for t in choice.trials}
     ref, chosen = times.get(("torch", "fp32")), times.get((choice.runtime, choice.precision))
     return ref / chosen if ref and chosen else None

@@ -269,6 +269,11 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
     def _sample_scores(self, encoder: Any, forward: Forward) -> Any:
         """Scores (queries x documents) of the fixed sample through ``forward``."""
 
+    def _timing_scores(self, encoder: Any, forward: Forward) -> Any:
+        """What a runtime's speed is timed on (default: the fixed sample; the pair models read passages of the
+        lengths a reranker sees, :func:`~rankrelay.rerankers.local.sample.timing_pairs`)."""
+        return self._sample_scores(encoder, forward)
+
     def _choose_runtime(self, encoder: Any, location: str, fingerprint: str, device: str,
                         window: int) -> RuntimeChoice:
         """``runtime="auto"``: measure this machine's runtimes on the fixed sample once (then read the choice)."""
@@ -294,7 +299,7 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
 
         return choose_runtime(label=self.model, fingerprint=f"{fingerprint}|window={window}", device=device,
                               cache_dir=self.cache_dir, min_agreement=self.min_agreement, forward=forward,
-                              sample=sample, clock=self.clock)
+                              sample=sample, timing=lambda fwd: self._timing_scores(encoder, fwd), clock=self.clock)
 
     def _compile(self, encoder: Any, location: str, fingerprint: str, runtime: str | None = None,
                  min_agreement: float | None = None, reference: Any = None) -> tuple[Forward, Agreement | None]:

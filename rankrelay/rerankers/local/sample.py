@@ -1,12 +1,18 @@
 """A fixed sample of queries and documents: what a converted runtime is checked (and calibrated) on.
 
-Short and long texts on several topics, so that rankings have a clear head and a near-tied tail.
+Short and long texts on several topics, so that rankings have a clear head and a near-tied tail. Speed is timed
+on a second set, :func:`timing_pairs`: one query with passages of about 80, 170 and 330 tokens, the lengths a
+reranker reads (a runtime's speed-up over torch changes with length: ONNX Runtime's fp32 was 1.10x torch at 100
+tokens and 0.75x at 360 on one CPU, so a sample of short texts alone chose it where it was slower).
 
 Example:
-    >>> from rankrelay.rerankers.local.sample import sample_pairs
+    >>> from rankrelay.rerankers.local.sample import sample_pairs, timing_pairs
     >>> queries, documents = sample_pairs()
     >>> len(queries), len(documents)
     (4, 30)
+    >>> query, passages = timing_pairs()
+    >>> len(passages), min(len(p.split()) for p in passages), max(len(p.split()) for p in passages)
+    (24, 46, 272)
 """
 
 from __future__ import annotations
@@ -46,6 +52,25 @@ def _documents() -> tuple[str, ...]:
 
 
 DOCUMENTS = _documents()
+
+
+#: sentences per timing passage (about 17 tokens each) and passages of each length
+TIMING_LENGTHS = (4, 9, 19)
+TIMING_PER_LENGTH = 8
+
+
+def _timing_documents() -> tuple[str, ...]:
+    n = len(SENTENCES)
+    return tuple(" ".join(SENTENCES[(i + j * 5) % n] for j in range(k))
+                 for k in TIMING_LENGTHS for i in range(TIMING_PER_LENGTH))
+
+
+TIMING_DOCUMENTS = _timing_documents()
+
+
+def timing_pairs() -> tuple[str, tuple[str, ...]]:
+    """The query and the passages a runtime's speed is timed on."""
+    return QUERIES[0], TIMING_DOCUMENTS
 
 
 def sample_pairs() -> tuple[tuple[str, ...], tuple[str, ...]]:

@@ -57,7 +57,7 @@ def test_pick_takes_a_runtime_only_when_it_agrees_and_beats_torch_by_the_margin(
     runtime, precision, reason = pick(trials, min_agreement=0.9)
     assert (runtime, precision) == (chosen, "fp32")
     if chosen == "onnx":
-        assert reason.startswith(f"onnx fp32 scored the sample in {seconds:.3f} s vs torch fp32's 1.000 s")
+        assert reason.startswith(f"onnx fp32 took {seconds:.3f} s on the timing passages vs torch fp32's 1.000 s")
     elif overlap < 0.9:
         assert reason == "no other runtime here agrees with torch fp32 on the sample"
     else:
@@ -121,6 +121,36 @@ def test_the_measured_choice_is_stored_and_read_back_without_measuring(tmp_path,
     reread = again.choose(tmp_path)
     assert again.built == [] and reread.cached and (reread.runtime, reread.reason) == (choice.runtime, choice.reason)
     assert reread.seconds == 0.0  # no model pass: only reading a file
+
+
+def test_speed_is_timed_on_the_timing_passages_and_agreement_read_on_the_sample(tmp_path):
+    """ONNX Runtime fp32 beat torch on short texts and lost on 360-token ones (benchmarks/tiers.py, one CPU): the
+    passages a runtime is timed on decide, not the short sample."""
+    machine = Machine(COSTS, disagree={"onnx-int8"})
+    on_passages = {**COSTS, ("onnx", "fp32"): 1.25, ("openvino", "fp32"): 0.875}  # onnx fast on the sample only
+    timed: list = []
+
+    def timing(fwd):
+        timed.append(fwd)
+        machine.clock.sleep(on_passages[fwd])
+
+    choice = machine.choose(tmp_path, cpu=AVX2, timing=timing)
+    assert [(t.runtime, t.seconds) for t in choice.trials] == [("torch", 1.0), ("onnx", 1.25), ("openvino", 0.875)]
+    assert (choice.runtime, choice.precision) == ("openvino", "fp32")
+    assert timed == [p for p in machine.built for _ in range(2)]  # two timed passes each, after one sample pass
+    assert machine.warm == set(machine.built)  # each was warmed (and judged) on the sample first
+    assert choice.seconds == sum(COSTS[p] + COLD + 2 * on_passages[p] for p in machine.built)
+
+
+def test_a_pair_model_times_passages_of_the_lengths_it_reads(tiny_ce_path):
+    from rankrelay.rerankers.local.sample import TIMING_LENGTHS, timing_pairs
+
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="torch")
+    rr.warm_up()
+    seen = []
+    rr._timing_scores(rr.encoder, lambda batch: seen.append(batch["input_ids"].shape) or rr._forward(batch))
+    query, passages = timing_pairs()
+    assert sum(shape[0] for shape in seen) == len(passages) == 8 * len(TIMING_LENGTHS)  # not the 120-pair sample
 
 
 @pytest.mark.parametrize("change", ["fingerprint", "cpu", "damaged", "another choice"])
