@@ -125,6 +125,7 @@ def main() -> None:
         common = {"device": "cpu", "score_cache": "off", "cache_dir": cache}
         configs = {
             "minilm-l6 (torch fp32)": load_reranker("minilm-l6", runtime="torch", **common),
+            "minilm-l6 (auto)": load_reranker("minilm-l6", runtime="auto", **common),
             "fast (torch)": load_reranker("fast", runtime="torch", **common),
             "balanced (torch)": load_reranker("balanced", runtime="torch", **common),
             "best (torch)": load_reranker("best", runtime="torch", **common),
