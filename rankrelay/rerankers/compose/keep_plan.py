@@ -20,12 +20,15 @@ Example:
 
 from __future__ import annotations
 
+import logging
 import math
 from dataclasses import dataclass
 from typing import Any
 
-from rankrelay.errors import ConfigError, positive_int
+from rankrelay.errors import ConfigError, RankRelayError, positive_int
 from rankrelay.rerankers.local.auto_runtime import RuntimeChoice
+
+logger = logging.getLogger(__name__)
 
 #: Share of the target a plan fills: the rest absorbs what the sample does not show (tokenizing, merging, a
 #: request's texts being longer or shorter than the sample's).
@@ -110,4 +113,9 @@ def _pass_seconds(stage: Any) -> tuple[float, float] | None:
 
     if not isinstance(stage, PairModelReranker):
         return None
-    return stage.pass_seconds()
+    try:
+        return stage.pass_seconds()
+    except RankRelayError as exc:  # e.g. long_documents="error" and a timing passage longer than its window
+        logger.warning("could not time %s on the timing passages (%s: %s); the cascade keeps its keep",
+                       stage.model, type(exc).__name__, exc)
+        return None

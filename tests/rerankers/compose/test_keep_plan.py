@@ -220,6 +220,16 @@ def test_stage_costs_time_how_each_stage_reranks_and_add_auto_s_gap_for_torch_fp
     assert a.pass_seconds() == (0.125, 0.375) and sample_costs(a, b).cheap == 0.125  # the cheap stage as it runs
 
 
+def test_a_stage_that_cannot_read_the_timing_passages_leaves_the_keep_fixed(tiny_ce_path, caplog):
+    strict = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="torch", long_documents="error")
+    cascade = CascadeReranker(Recorder("cheap"), strict, keep=3, cost_share=0.2, min_keep=2)
+    with caplog.at_level(logging.WARNING, "rankrelay.rerankers.compose.keep_plan"):
+        cascade.warm_up()
+    assert cascade.stage_costs() is None and "DocumentTooLongError" in caplog.text
+    res = cascade.rerank("wing", [f"wing {i}" for i in range(6)])
+    assert res.info["reranked"] == 3 and sorted(res.indices) == list(range(6))
+
+
 def test_known_costs_read_two_stored_choices():
     fast = RuntimeChoice("openvino", "fp32", "r", [Trial("torch", "fp32", 0.08), Trial("openvino", "fp32", 0.04)])
     strong = RuntimeChoice("openvino-int8", "fp32", "r", [Trial("torch", "fp32", 0.9),
