@@ -42,7 +42,8 @@ from rankrelay.rerankers.base import (
     within_budget,
 )
 from rankrelay.rerankers.compose.composite import Composite
-from rankrelay.rerankers.compose.keep_plan import StageCosts, check_plan, plan_keep, sample_costs
+from rankrelay.rerankers.compose.keep_plan import StageCosts, check_plan, plan_keep
+from rankrelay.rerankers.compose.keep_store import planned_costs
 from rankrelay.rerankers.registry import DEFAULT_KEEP, FIRST_STAGE, load_chain_item, parse_cascade, register
 from rankrelay.results import RerankResult, to_documents
 
@@ -61,7 +62,7 @@ class CascadeReranker(Composite):
             must; costs from the stages' runtime measurements (local models only; others keep ``keep``).
         min_keep: the fewest the strong stage reorders under ``cost_share`` (default: ``keep``'s half).
         costs: returns the stages' :class:`~rankrelay.rerankers.compose.keep_plan.StageCosts` (default:
-            timed on the same passages, once); a fixed cost model in tests.
+            timed on the same passages, once per machine); a fixed cost model in tests.
     """
 
     name = "cascade"
@@ -79,7 +80,7 @@ class CascadeReranker(Composite):
         self.keep = keep
         self.cost_share = cost_share
         self.min_keep = (min_keep if min_keep is not None else max(1, keep // 2)) if cost_share else keep
-        self._costs = costs or (lambda: sample_costs(self.cheap, self.strong))
+        self._costs = costs or (lambda: planned_costs(self.cheap, self.strong))
         self._planned: list[StageCosts | None] = []  # the costs, once read
         self.cheap_label = FIRST_STAGE if self.cheap is None else label(self.cheap)
         self.strong_label = label(self.strong)

@@ -5,9 +5,10 @@ A profile such as ``balanced`` promises a speed (a fifth of its strong tier's co
 fp32), not a fixed keep: on a CPU where the strong tier runs 3x faster (int8 with VNNI, bf16 units) it reorders its
 full ``keep``; on one where it runs no faster than torch it reorders fewer, never under ``min_keep``. The costs
 are each stage's seconds to rerank the same passages (:func:`~rankrelay.rerankers.local.sample.timing_pairs`) the way
-it reranks a request (planning, tokenizing, the forward pass), timed once when the cascade warms up; torch fp32's is
-the strong stage's plus the forward-pass gap ``runtime="auto"`` measured between the two runtimes. The keep is
-then the same for every request of a process.
+it reranks a request (planning, tokenizing, the forward pass), timed when the cascade first warms up on a machine
+and kept (:mod:`rankrelay.rerankers.compose.keep_store`); torch fp32's is the strong stage's plus the forward-pass
+gap ``runtime="auto"`` measured between the two runtimes. The keep is then the same for every request and every
+process there.
 
 Example:
     >>> from rankrelay.rerankers.compose.keep_plan import StageCosts, plan_keep
@@ -108,10 +109,15 @@ def _trial_seconds(choice: RuntimeChoice) -> dict[tuple[str, str], float]:
     return {(t.runtime, t.precision): t.seconds for t in choice.trials if t.seconds}
 
 
-def _pass_seconds(stage: Any) -> tuple[float, float] | None:
+def pass_seconds_of(stage: Any) -> Any:
+    """The stage's timing method, when it is a local model that scores pairs."""
     from rankrelay.rerankers.local.pairs import PairModelReranker
 
-    if not isinstance(stage, PairModelReranker):
+    return stage.pass_seconds if isinstance(stage, PairModelReranker) else None
+
+
+def _pass_seconds(stage: Any) -> tuple[float, float] | None:
+    if pass_seconds_of(stage) is None:
         return None
     try:
         return stage.pass_seconds()

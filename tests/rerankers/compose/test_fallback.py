@@ -119,18 +119,19 @@ async def test_async_fallback(refused_url, local):
 
 async def test_hedging_races_a_slow_primary(fake_api, local):
     local.warm_up()  # the race is between answers: loading (and runtime="auto"'s first measurement) is not in it
-    fake_api.faults = [Fault("sleep", seconds=1.5)]
-    chain = FallbackReranker([cohere_item(fake_api.url, timeout=3.0), local], hedge_after_ms=100)
+    fake_api.faults = [Fault("sleep", seconds=3.0)]
+    # margins of a second or more on both sides, so that a loaded machine does not decide the race
+    chain = FallbackReranker([cohere_item(fake_api.url, timeout=5.0), local], hedge_after_ms=1000)
     res = await chain.arerank(QUERY, DOCS)
-    assert res.backend == "cross-encoder"  # without the hedge the API would answer, after its 1.5 s
+    assert res.backend == "cross-encoder"  # without the hedge the API would answer, after its 3 s
     fast = await chain.arerank(QUERY, DOCS)  # no fault now: the API answers before the hedge
     assert fast.backend == "cohere"
 
 
 def test_sync_hedging(fake_api, local):
     local.warm_up()
-    fake_api.faults = [Fault("sleep", seconds=1.5)]
-    chain = FallbackReranker([cohere_item(fake_api.url, timeout=3.0), local], hedge_after_ms=100)
+    fake_api.faults = [Fault("sleep", seconds=3.0)]
+    chain = FallbackReranker([cohere_item(fake_api.url, timeout=5.0), local], hedge_after_ms=100)
     assert chain.rerank(QUERY, DOCS).backend == "cross-encoder"
 
 

@@ -155,19 +155,53 @@ def test_the_balanced_profile_carries_its_cost_target_and_a_given_keep_is_fixed(
     assert load_reranker("best").cost_share is None
 
 
-def test_the_balanced_profile_plans_its_keep_from_its_tiers_measured_on_the_sample(monkeypatch, tiny_ce_path,
-                                                                                 tiny_ce2_path):
+def balanced_on_a_clock(tmp_path, cheap_seconds, strong_seconds, clock=None):
+    """`balanced` over the tiny models, timing its stages on a clock where a pass costs what is given."""
+    rr = load_reranker("balanced", device="cpu", runtime="torch", score_cache="off", cache_dir=str(tmp_path))
+    for stage, seconds in ((rr.cheap, cheap_seconds), (rr.strong, strong_seconds)):
+        stage.clock = clock or Ticking(seconds)
+    return rr
+
+
+@pytest.fixture
+def tiny_tiers(monkeypatch, tiny_ce_path, tiny_ce2_path):
     for tier, path in (("tinybert-l2", tiny_ce_path), ("minilm-l6", tiny_ce2_path)):
         monkeypatch.setitem(PRESETS, tier, Preset(tier, "cross-encoder", path, 512, "sigmoid", "tiny"))
-    rr = load_reranker("balanced", device="cpu", runtime="torch", score_cache="off")
-    for stage, seconds in ((rr.cheap, 0.05), (rr.strong, 1.0)):  # a pass over the sample costs this on the clock
-        stage.clock = Ticking(seconds)
+
+
+def test_the_balanced_profile_plans_its_keep_from_its_tiers_measured_on_the_sample(tiny_tiers, tmp_path):
+    rr = balanced_on_a_clock(tmp_path, 0.05, 1.0)
     rr.warm_up()
     assert rr.stage_costs() == StageCosts(0.05, 1.0, 1.0)  # torch only: the strong tier is its own reference
     docs = [f"wing lift document {i} about air flow and stall" for i in range(100)]
     res = rr.rerank("why does a wing stall", docs)
     assert res.info["reranked"] == 12 == plan_keep(100, StageCosts(0.05, 1.0, 1.0), share=0.2, keep=20, min_keep=10)
     assert sorted(res.indices) == list(range(100))
+
+
+def test_stage_costs_are_timed_once_per_machine_and_read_back_by_every_process(tiny_tiers, tmp_path, caplog,
+                                                                             tiny_ce_path):
+    first = balanced_on_a_clock(tmp_path, 0.25, 1.0)
+    first.warm_up()
+    [stored] = (tmp_path / "runtimes" / "keep").glob("*.json")
+    later = balanced_on_a_clock(tmp_path, 0, 0, clock=FakeClock())  # timing now would say 0 s: no plan
+    later.warm_up()
+    assert later.stage_costs() == first.stage_costs() == StageCosts(0.25, 1.0, 1.0)
+    stored.write_text('{"key": ')
+    with caplog.at_level(logging.WARNING, "rankrelay.rerankers.compose.keep_store"):
+        damaged = balanced_on_a_clock(tmp_path, 0.5, 2.0)
+        damaged.warm_up()
+    assert damaged.stage_costs() == StageCosts(0.5, 2.0, 2.0) and "unreadable" in caplog.text
+    swapped = CascadeReranker(damaged.strong, damaged.cheap, keep=20, cost_share=0.2)  # other stages: timed anew
+    swapped.strong.clock, swapped.strong._pass_seconds = Ticking(0.125), None
+    assert swapped.stage_costs() == StageCosts(2.0, 0.125, 0.125)
+    narrower = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="torch", max_length=48,
+                             cache_dir=str(tmp_path))  # another cheap stage (its window) before the same strong one
+    narrower.clock = Ticking(0.0625)
+    assert CascadeReranker(narrower, damaged.strong, keep=20, cost_share=0.2).stage_costs() == StageCosts(
+        0.0625, 2.0, 2.0)
+    assert len(list((tmp_path / "runtimes" / "keep").glob("*.json"))) == 3
+    assert CascadeReranker(Recorder("api"), damaged.strong, keep=20, cost_share=0.2).stage_costs() is None
 
 
 class Ticking:
@@ -222,7 +256,7 @@ def test_stage_costs_time_how_each_stage_reranks_and_add_auto_s_gap_for_torch_fp
 
 def test_a_stage_that_cannot_read_the_timing_passages_leaves_the_keep_fixed(tiny_ce_path, caplog):
     strict = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="torch", long_documents="error")
-    cascade = CascadeReranker(Recorder("cheap"), strict, keep=3, cost_share=0.2, min_keep=2)
+    cascade = CascadeReranker(None, strict, keep=3, cost_share=0.2, min_keep=2)
     with caplog.at_level(logging.WARNING, "rankrelay.rerankers.compose.keep_plan"):
         cascade.warm_up()
     assert cascade.stage_costs() is None and "DocumentTooLongError" in caplog.text

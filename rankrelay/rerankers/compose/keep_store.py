@@ -1,0 +1,58 @@
+"""Stage costs kept on disk, so that every process on a machine plans a cascade's keep alike.
+
+The costs a :mod:`~rankrelay.rerankers.compose.keep_plan` keep comes from are timed once on a machine and kept next
+to ``runtime="auto"``'s choices, in ``<cache_dir>/runtimes/keep/``, under a key of both stages (model files,
+runtime, precision, window), the CPU and the runtimes' versions; a change to any of them times again, and a
+damaged file is timed again with a warning.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+from dataclasses import asdict
+from pathlib import Path
+from typing import Any
+
+from rankrelay.errors import ConfigError
+from rankrelay.io import write_text_atomic
+from rankrelay.rerankers.compose.keep_plan import StageCosts, pass_seconds_of, sample_costs
+
+logger = logging.getLogger(__name__)
+
+#: Bumped when stored stage costs change meaning.
+COSTS_FORMAT = 1
+
+
+def planned_costs(cheap: Any, strong: Any) -> StageCosts | None:
+    """:func:`~rankrelay.rerankers.compose.keep_plan.sample_costs`, read from this machine's store when it has
+    them for exactly these stages, else timed now and stored; None when either stage is not a local model."""
+    from rankrelay.devices import cpu_signature
+    from rankrelay.rerankers.local.auto_runtime import _versions
+
+    if pass_seconds_of(strong) is None or (cheap is not None and pass_seconds_of(cheap) is None):
+        return None  # not local models: nothing to time
+    strong.warm_up()
+    if cheap is not None:
+        cheap.warm_up()
+    key_data = {"cheap": None if cheap is None else cheap._identity, "strong": strong._identity,
+                "cpu": cpu_signature(), "versions": _versions(), "format": COSTS_FORMAT}
+    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:20]
+    path = Path(strong.cache_dir) / "runtimes" / "keep" / f"{key}.json"
+    try:
+        data = json.loads(path.read_text(encoding="utf-8"))
+        if data["key"] == json.loads(json.dumps(key_data)):
+            return StageCosts(**data["costs"])
+    except FileNotFoundError:
+        pass
+    except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
+        logger.warning("the stored stage costs %s are unreadable (%s); timing again", path, exc)
+    costs = sample_costs(cheap, strong)
+    if costs is not None:
+        try:
+            path.parent.mkdir(parents=True, exist_ok=True)
+            write_text_atomic(path, json.dumps({"key": key_data, "costs": asdict(costs)}, indent=2))
+        except OSError as exc:  # a read-only cache: the costs hold for this process only
+            logger.warning("could not keep the stage costs in %s (%s)", path, exc)
+    return costs
