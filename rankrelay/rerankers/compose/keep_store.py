@@ -29,7 +29,7 @@ def planned_costs(cheap: Any, strong: Any) -> StageCosts | None:
     """:func:`~rankrelay.rerankers.compose.keep_plan.sample_costs`, read from this machine's store when it has
     them for exactly these stages, else timed now and stored; None when either stage is not a local model."""
     from rankrelay.devices import cpu_signature
-    from rankrelay.rerankers.local.auto_runtime import _versions
+    from rankrelay.rerankers.local.auto_runtime import runtime_versions
 
     if pass_seconds_of(strong) is None or (cheap is not None and pass_seconds_of(cheap) is None):
         return None  # not local models: nothing to time
@@ -37,7 +37,7 @@ def planned_costs(cheap: Any, strong: Any) -> StageCosts | None:
     if cheap is not None:
         cheap.warm_up()
     key_data = {"cheap": None if cheap is None else cheap._identity, "strong": strong._identity,
-                "cpu": cpu_signature(), "versions": _versions(), "format": COSTS_FORMAT}
+                "cpu": cpu_signature(), "versions": runtime_versions(), "format": COSTS_FORMAT}
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:20]
     path = Path(strong.cache_dir) / "runtimes" / "keep" / f"{key}.json"
     try:

@@ -105,7 +105,9 @@ def pick(trials: Sequence[Trial], min_agreement: float) -> tuple[str, str, str]:
                              f"{best.precision}, is {reference.seconds / best.seconds:.2f}x)")
 
 
-def _versions() -> dict[str, str | None]:
+def runtime_versions() -> dict[str, str | None]:
+    """The installed versions of the packages a runtime's speed depends on (None: not installed); part of the
+    key of every stored measurement."""
     out: dict[str, str | None] = {}
     for name in _PACKAGES:
         try:
@@ -143,7 +145,7 @@ def choose_runtime(
     start = clock()
     cpu = cpu if cpu is not None else cpu_signature()
     pairs = candidates(device, cpu)
-    key_data = {"files": fingerprint, "device": device, "cpu": cpu, "versions": _versions(), "candidates": pairs,
+    key_data = {"files": fingerprint, "device": device, "cpu": cpu, "versions": runtime_versions(), "candidates": pairs,
                 "min_agreement": min_agreement, "format": FORMAT_VERSION}
     key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:20]
     path = cache_dir / "runtimes" / "auto" / f"{cache_slug(label)}-{key}.json"
