@@ -27,7 +27,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from rankrelay.errors import ConfigError, RankRelayError, positive_int
-from rankrelay.rerankers.local.auto_runtime import RuntimeChoice
+from rankrelay.rerankers.local.auto_runtime import RuntimeChoice, trial_seconds
 
 logger = logging.getLogger(__name__)
 
@@ -97,7 +97,7 @@ def known_costs(cheap: RuntimeChoice | None, strong: RuntimeChoice | None) -> St
     shows of a profile's keep before loading it."""
     if cheap is None or strong is None:
         return None
-    cheap_times, strong_times = _trial_seconds(cheap), _trial_seconds(strong)
+    cheap_times, strong_times = trial_seconds(cheap), trial_seconds(strong)
     cheap_own = cheap_times.get((cheap.runtime, cheap.precision))
     own = strong_times.get((strong.runtime, strong.precision))
     if cheap_own is None or own is None:
@@ -105,19 +105,15 @@ def known_costs(cheap: RuntimeChoice | None, strong: RuntimeChoice | None) -> St
     return StageCosts(cheap_own, own, strong_times.get(("torch", "fp32"), own))
 
 
-def _trial_seconds(choice: RuntimeChoice) -> dict[tuple[str, str], float]:
-    return {(t.runtime, t.precision): t.seconds for t in choice.trials if t.seconds}
-
-
-def pass_seconds_of(stage: Any) -> Any:
-    """The stage's timing method, when it is a local model that scores pairs."""
+def timeable(stage: Any) -> bool:
+    """Whether the stage is a local model that scores pairs, the kind a cascade can time."""
     from rankrelay.rerankers.local.pairs import PairModelReranker
 
-    return stage.pass_seconds if isinstance(stage, PairModelReranker) else None
+    return isinstance(stage, PairModelReranker)
 
 
 def _pass_seconds(stage: Any) -> tuple[float, float] | None:
-    if pass_seconds_of(stage) is None:
+    if not timeable(stage):
         return None
     try:
         return stage.pass_seconds()

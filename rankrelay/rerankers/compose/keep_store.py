@@ -8,7 +8,6 @@ damaged file is timed again with a warning.
 
 from __future__ import annotations
 
-import hashlib
 import json
 import logging
 from dataclasses import asdict
@@ -16,8 +15,7 @@ from pathlib import Path
 from typing import Any
 
 from rankrelay.errors import ConfigError
-from rankrelay.io import write_text_atomic
-from rankrelay.rerankers.compose.keep_plan import StageCosts, pass_seconds_of, sample_costs
+from rankrelay.rerankers.compose.keep_plan import StageCosts, sample_costs, timeable
 
 logger = logging.getLogger(__name__)
 
@@ -29,17 +27,16 @@ def planned_costs(cheap: Any, strong: Any) -> StageCosts | None:
     """:func:`~rankrelay.rerankers.compose.keep_plan.sample_costs`, read from this machine's store when it has
     them for exactly these stages, else timed now and stored; None when either stage is not a local model."""
     from rankrelay.devices import cpu_signature
-    from rankrelay.rerankers.local.auto_runtime import runtime_versions
+    from rankrelay.rerankers.local.auto_runtime import keep_measurement, measurement_key, runtime_versions
 
-    if pass_seconds_of(strong) is None or (cheap is not None and pass_seconds_of(cheap) is None):
+    if not timeable(strong) or (cheap is not None and not timeable(cheap)):
         return None  # not local models: nothing to time
     strong.warm_up()
     if cheap is not None:
         cheap.warm_up()
     key_data = {"cheap": None if cheap is None else cheap._identity, "strong": strong._identity,
                 "cpu": cpu_signature(), "versions": runtime_versions(), "format": COSTS_FORMAT}
-    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:20]
-    path = Path(strong.cache_dir) / "runtimes" / "keep" / f"{key}.json"
+    path = Path(strong.cache_dir) / "runtimes" / "keep" / f"{measurement_key(key_data)}.json"
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data["key"] == json.loads(json.dumps(key_data)):
@@ -50,9 +47,5 @@ def planned_costs(cheap: Any, strong: Any) -> StageCosts | None:
         logger.warning("the stored stage costs %s are unreadable (%s); timing again", path, exc)
     costs = sample_costs(cheap, strong)
     if costs is not None:
-        try:
-            path.parent.mkdir(parents=True, exist_ok=True)
-            write_text_atomic(path, json.dumps({"key": key_data, "costs": asdict(costs)}, indent=2))
-        except OSError as exc:  # a read-only cache: the costs hold for this process only
-            logger.warning("could not keep the stage costs in %s (%s)", path, exc)
+        keep_measurement(path, {"key": key_data, "costs": asdict(costs)}, "the stage costs")
     return costs

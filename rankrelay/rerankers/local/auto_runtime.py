@@ -147,8 +147,7 @@ def choose_runtime(
     pairs = candidates(device, cpu)
     key_data = {"files": fingerprint, "device": device, "cpu": cpu, "versions": runtime_versions(), "candidates": pairs,
                 "min_agreement": min_agreement, "format": FORMAT_VERSION}
-    key = hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:20]
-    path = cache_dir / "runtimes" / "auto" / f"{cache_slug(label)}-{key}.json"
+    path = cache_dir / "runtimes" / "auto" / f"{cache_slug(label)}-{measurement_key(key_data)}.json"
     stored = _read(path, key_data)
     if stored is not None:
         stored.cached, stored.seconds = True, clock() - start
@@ -175,7 +174,7 @@ def choose_runtime(
             logger.info("runtime='auto' for %s: %s %s disagrees with torch fp32 (top-10 overlap %.2f < %.2f)", label,
                         t.runtime, t.precision, t.top10_overlap, min_agreement)
     choice = RuntimeChoice(runtime, precision, reason, trials, seconds=clock() - start)
-    _write(path, {"choice": choice.to_dict(), "key": key_data})
+    keep_measurement(path, {"choice": choice.to_dict(), "key": key_data}, "the runtime choice")
     logger.info("%s runs on %s %s: %s (measured in %.1f s, once on this machine)", label, runtime, precision, reason,
                 choice.seconds)
     return choice
@@ -186,14 +185,13 @@ def _measure(pairs: list[tuple[str, str]], forward: Callable[[str, str], Forward
     def timed(fwd: Forward) -> tuple[Any, float]:
         # the best of `repeats` passes: the first may pay for warming up (kernels compiled, memory allocated), the
         # rest do not (a converted graph comes warm: its agreement was just checked on the same sample)
-        scores = sample(fwd) if timing is not None else None
-        best = float("inf")
+        scores = sample(fwd) if timing is not None else None  # (timed apart: its agreement, one pass)
+        out, best = None, float("inf")
         for _ in range(repeats):
             t0 = clock()
             out = (timing or sample)(fwd)
             best = min(best, clock() - t0)
-            scores = out if timing is None else scores
-        return scores, best
+        return (out if timing is None else scores), best
 
     reference, seconds = timed(forward(*pairs[0]))
     trials = [Trial(*pairs[0], seconds, 1.0, 1.0)]
@@ -231,12 +229,18 @@ def _choice(data: dict[str, Any]) -> RuntimeChoice:
     return RuntimeChoice(**{**choice, "cached": True})
 
 
-def _write(path: Path, data: dict[str, Any]) -> None:
+def measurement_key(key_data: dict[str, Any]) -> str:
+    """The file-name key of a stored measurement: a digest of everything it was made for."""
+    return hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:20]
+
+
+def keep_measurement(path: Path, data: dict[str, Any], what: str) -> None:
+    """Store ``data`` (JSON) at ``path`` whole or not at all; a read-only cache keeps it for this process only."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(data, indent=2))
-    except OSError as exc:  # a read-only cache: the choice holds for this process only
-        logger.warning("could not keep the runtime choice in %s (%s); it is measured again next time", path, exc)
+    except OSError as exc:
+        logger.warning("could not keep %s in %s (%s); it is measured again next time", what, path, exc)
 
 
 def known_choice(label: str, cache_dir: Path, cpu: dict[str, object] | None = None) -> RuntimeChoice | None:
@@ -255,8 +259,13 @@ def known_choice(label: str, cache_dir: Path, cpu: dict[str, object] | None = No
     return None
 
 
+def trial_seconds(choice: RuntimeChoice) -> dict[tuple[str, str], float]:
+    """Each measured candidate's seconds on the timing passages, by (runtime, precision)."""
+    return {(t.runtime, t.precision): t.seconds for t in choice.trials if t.seconds}
+
+
 def speedup(choice: RuntimeChoice) -> float | None:
     """How many times faster than torch fp32 the chosen runtime ran the timing passages (None: not measured)."""
-    times = {(t.runtime, t.precision): t.seconds for t in choice.trials}
+    times = trial_seconds(choice)
     ref, chosen = times.get(("torch", "fp32")), times.get((choice.runtime, choice.precision))
     return ref / chosen if ref and chosen else None

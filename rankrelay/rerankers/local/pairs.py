@@ -7,6 +7,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from rankrelay.rerankers.local.auto_runtime import trial_seconds
 from rankrelay.rerankers.local.model import LocalModelReranker
 from rankrelay.rerankers.local.runtimes import Forward
 from rankrelay.rerankers.local.sample import sample_pairs, timing_pairs
@@ -56,7 +57,7 @@ class PairModelReranker(LocalModelReranker):
                     self.score_cache = cache
             gap = 0.0
             if self.runtime_choice is not None:
-                times = {(t.runtime, t.precision): t.seconds for t in self.runtime_choice.trials if t.seconds}
+                times = trial_seconds(self.runtime_choice)
                 fp32, own = times.get(("torch", "fp32")), times.get((self.runtime, self.precision))
                 gap = fp32 - own if fp32 is not None and own is not None else 0.0
             self._pass_seconds = (best, best + gap)
