@@ -156,6 +156,8 @@ class Limits(BaseModel):
     model_config = ConfigDict(extra="forbid")
 
     max_body_bytes: int = Field(4 * 2**20, ge=1, description="largest request body")
+    body_timeout_s: float = Field(30.0, gt=0, description="seconds a client may pause while sending a body; "
+                                  "a slower one is answered 408 and closed")
     max_documents: int = Field(1000, ge=1, description="documents per request")
     max_document_chars: int = Field(100_000, ge=1, description="characters per document")
     max_query_chars: int = Field(4096, ge=1, description="characters per query")
@@ -208,6 +210,12 @@ class ServiceSettings(Limits):
     store_text: bool = Field(False, description="keep each impression's query and shown documents' text")
     experiment_max_age_days: float | None = Field(90.0, gt=0, description="impressions older are deleted")
     experiment_max_impressions: int | None = Field(1_000_000, ge=1, description="only the newest are kept")
+    store_strict: bool = Field(True, description="an experiment store that cannot be opened stops the service "
+                               "from starting (false: it starts without it, says so in /ready, and keeps trying)")
+    store_buffer: int = Field(10_000, ge=0, description="impressions held in memory while the experiment store "
+                              "is away, written when it is back; past it they are counted lost")
+    header_timeout_s: float = Field(10.0, gt=0, description="seconds a client has to send a request's line and "
+                                    "headers; a slower one is answered 408 and closed")
 
     def limits(self) -> Limits:
         """Only the limits and batching knobs."""

@@ -5,6 +5,7 @@ from __future__ import annotations
 import json
 import os
 import string
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -288,46 +289,118 @@ def _postgres_bin() -> Path | None:
     return Path(initdb).parent if initdb else None
 
 
+class PostgresServer:
+    """A throwaway PostgreSQL cluster on 127.0.0.1 (Debian's binaries; as the ``postgres`` user when the tests run
+    as root) that a test may stop, start and restart, and whose connections it may terminate."""
+
+    def __init__(self) -> None:
+        import getpass
+        import importlib.util
+        import pwd
+        import socket
+        import tempfile
+
+        binaries = _postgres_bin()
+        require(binaries, "PostgreSQL is not installed (run `make postgres` as root)")
+        require(importlib.util.find_spec("psycopg"), "psycopg is not installed (pip install 'rankrelay[postgres]')")
+        assert binaries is not None
+        self.binaries = binaries
+        self.folder = Path(tempfile.mkdtemp(prefix="rankrelay-pg-"))  # not under pytest's root-only folders
+        self.run_as: list[str] = []
+        if os.geteuid() == 0:  # initdb and postgres refuse to run as root
+            account = pwd.getpwnam("postgres")  # the Debian package's user
+            os.chown(self.folder, account.pw_uid, account.pw_gid)
+            self.run_as = ["runuser", "-u", "postgres", "--"]
+            self.user = "postgres"
+        else:
+            self.user = getpass.getuser()
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.data = self.folder / "data"
+        self._ctl("initdb", "-D", str(self.data), "-A", "trust", "-U", self.user, "--no-sync")
+        self.start()
+
+    @property
+    def url(self) -> str:
+        return f"postgresql://{self.user}@127.0.0.1:{self.port}/postgres"
+
+    def _ctl(self, program: str, *args: str) -> None:
+        import subprocess
+
+        subprocess.run([*self.run_as, str(self.binaries / program), *args], check=True, capture_output=True)
+
+    def start(self) -> None:
+        self._ctl("pg_ctl", "-D", str(self.data), "-l", str(self.folder / "log"), "-w", "-o",
+                  f"-p {self.port} -k {self.folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start")
+
+    def stop(self) -> None:
+        self._ctl("pg_ctl", "-D", str(self.data), "-m", "fast", "-w", "stop")
+
+    def terminate_backends(self) -> int:
+        """``pg_terminate_backend`` every other connection (what a failover or an operator does)."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            rows = conn.execute("SELECT pg_terminate_backend(pid) FROM pg_stat_activity "
+                                "WHERE pid <> pg_backend_pid() AND backend_type = 'client backend'").fetchall()
+        return len(rows)
+
+    def database(self, name: str) -> str:
+        """A new database ``name`` on this server; its URL."""
+        import psycopg
+
+        with psycopg.connect(self.url, autocommit=True) as conn:
+            conn.execute(f"CREATE DATABASE {name}")
+        return self.url.rsplit("/", 1)[0] + f"/{name}"
+
+    def close(self) -> None:
+        import shutil
+        import subprocess
+
+        subprocess.run([*self.run_as, str(self.binaries / "pg_ctl"), "-D", str(self.data), "-m", "immediate",
+                        "stop"], capture_output=True)
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
 @pytest.fixture(scope="session")
 def postgres_url():
-    """A real PostgreSQL server on 127.0.0.1 for this test session (Debian's postgresql; `make postgres`
-    installs it): a throwaway cluster, run as the ``postgres`` user when the tests run as root."""
-    import getpass
-    import importlib.util
-    import pwd
-    import socket
+    """A real PostgreSQL server on 127.0.0.1 for this test session (see :class:`PostgresServer`)."""
+    server = PostgresServer()
+    try:
+        yield server.url
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def postgres_server():
+    """A PostgreSQL server of this test's own, which it may restart (see :class:`PostgresServer`)."""
+    server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+@pytest.fixture
+def small_disk(tmp_path: Path) -> Iterator[Path]:
     import subprocess
 
-    binaries = _postgres_bin()
-    require(binaries, "PostgreSQL is not installed (run `make postgres` as root)")
-    require(importlib.util.find_spec("psycopg"), "psycopg is not installed (pip install 'rankrelay[postgres]')")
-    import shutil
-    import tempfile
-
-    folder = Path(tempfile.mkdtemp(prefix="rankrelay-pg-"))  # not under pytest's root-only folders
-    run_as: list[str] = []
-    if os.geteuid() == 0:  # initdb and postgres refuse to run as root
-        account = pwd.getpwnam("postgres")  # the Debian package's user
-        os.chown(folder, account.pw_uid, account.pw_gid)
-        run_as = ["runuser", "-u", "postgres", "--"]
-        user = "postgres"
-    else:
-        user = getpass.getuser()
-    with socket.socket() as s:
-        s.bind(("127.0.0.1", 0))
-        port = s.getsockname()[1]
-    data = folder / "data"
-    subprocess.run([*run_as, str(binaries / "initdb"), "-D", str(data), "-A", "trust", "-U", user, "--no-sync"],
-                   check=True, capture_output=True)
-    subprocess.run([*run_as, str(binaries / "pg_ctl"), "-D", str(data), "-l", str(folder / "log"), "-w", "-o",
-                    f"-p {port} -k {folder} -c listen_addresses=127.0.0.1 -c fsync=off", "start"],
-                   check=True, capture_output=True)
+    """A folder on a real 2 MiB tmpfs (mounted for this test; root is needed), or, where mounting is not
+    allowed, a folder whose writes fail with ENOSPC once :func:`fill` is called (the OS error at the file layer)."""
+    folder = tmp_path / "disk"
+    folder.mkdir()
+    mounted = os.geteuid() == 0 and subprocess.run(
+        ["mount", "-t", "tmpfs", "-o", "size=2m", "tmpfs", str(folder)], capture_output=True).returncode == 0
+    if not mounted:
+        require(False, "a tmpfs cannot be mounted here (the full-disk tests need root)")
     try:
-        yield f"postgresql://{user}@127.0.0.1:{port}/postgres"
+        yield folder
     finally:
-        subprocess.run([*run_as, str(binaries / "pg_ctl"), "-D", str(data), "-m", "fast", "stop"],
-                       capture_output=True)
-        shutil.rmtree(folder, ignore_errors=True)
+        subprocess.run(["umount", "-l", str(folder)], capture_output=True)
+
+
 
 
 @pytest.fixture(scope="session")

@@ -20,10 +20,12 @@ def running(app: Any, **config: Any) -> Iterator[tuple[str, Any]]:
     import uvicorn
 
     from rankrelay.config import ServiceSettings
+    from rankrelay.server.protocol import deadline_protocol
 
     sock = socket.socket()
     sock.bind(("127.0.0.1", 0))
     config.setdefault("timeout_keep_alive", ServiceSettings.model_fields["keep_alive_s"].default)
+    config.setdefault("http", deadline_protocol(config.pop("header_timeout_s", 10.0)))  # as `rankrelay serve` runs
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()

@@ -81,6 +81,7 @@ def serve(
 
     from rankrelay.rerankers import load_settings
     from rankrelay.server.app import create_app_from_settings, plan_from_settings
+    from rankrelay.server.protocol import deadline_protocol
     from rankrelay.tracing import RequestIdFilter
 
     if (replicas != 1 or autoscale) and not use_ray:
@@ -115,4 +116,5 @@ def serve(
         handler.addFilter(RequestIdFilter())
         handler.setFormatter(logging.Formatter("%(levelname)s %(name)s [%(request_id)s]: %(message)s"))
     uvicorn.run(app_, host=host or service.host, port=service.port if port is None else port, log_level="info",
-                timeout_graceful_shutdown=30, timeout_keep_alive=service.keep_alive_s)
+                timeout_graceful_shutdown=30, timeout_keep_alive=service.keep_alive_s,
+                http=deadline_protocol(service.header_timeout_s))

@@ -10,8 +10,8 @@ reciprocal rank of the first click per impression with Welch's t-test.
 
 from __future__ import annotations
 
-import warnings
-from collections.abc import Sequence
+import math
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from itertools import combinations
 from typing import Any
@@ -101,19 +101,35 @@ def analyse_interleaved(arms: Sequence[str], credits: Sequence[Sequence[int]], *
     if len(arms) < 2:
         raise InvalidInputError(f"a comparison needs at least two arms, got {len(arms)}")
     table = np.asarray(credits, dtype=np.int64).reshape(-1, len(arms))
-    rng = np.random.default_rng(seed)
-    draws = rng.integers(0, len(table), size=(bootstrap, len(table))) if len(arms) > 2 and len(table) else None
-    prefs = []
+    counts = {}
     for i, j in combinations(range(len(arms)), 2):
         sign = np.sign(table[:, i] - table[:, j])
         clicked = (table[:, i] + table[:, j]) > 0
-        wins, losses = int((sign > 0).sum()), int((sign < 0).sum())
-        ties = int((clicked & (sign == 0)).sum())
-        if draws is None:
+        counts[i, j] = (int((sign > 0).sum()), int((sign < 0).sum()), int((clicked & (sign == 0)).sum()))
+    return preferences(arms, counts, len(table), bootstrap=bootstrap, seed=seed)
+
+
+def preferences(arms: Sequence[str], counts: Mapping[tuple[int, int], Sequence[int]], impressions: int, *,
+                bootstrap: int = BOOTSTRAP, seed: int = 0) -> list[Preference]:
+    """The :class:`Preference` of each pair ``(i, j)`` of ``arms`` from its (wins, losses, ties) over
+    ``impressions`` credited impressions: what a store keeps as feedback arrives, so a report costs the same at any
+    size. With three or more arms the bootstrap resamples the impressions (the counts of a multinomial).
+
+    Example:
+        >>> [p.wins for p in preferences(["a", "b"], {(0, 1): (9, 1, 0)}, 10)]
+        [9]
+    """
+    if len(arms) < 2:
+        raise InvalidInputError(f"a comparison needs at least two arms, got {len(arms)}")
+    rng = np.random.default_rng(seed)
+    prefs = []
+    for i, j in combinations(range(len(arms)), 2):
+        wins, losses, ties = (int(x) for x in counts.get((i, j), (0, 0, 0)))
+        if len(arms) == 2:
             share, low, high, p = _sign_test(wins, losses)
             test = "sign test"
         else:
-            share, low, high, p = _bootstrap(sign, draws)
+            share, low, high, p = _bootstrap(wins, losses, impressions, rng, bootstrap)
             test = "bootstrap"
         prefs.append(Preference(arms[i], arms[j], wins, losses, ties, share, low, high, p, test))
     return prefs
@@ -130,13 +146,12 @@ def _sign_test(wins: int, losses: int) -> tuple[float, float, float, float]:
     return wins / n, float(ci.low), float(ci.high), float(result.pvalue)
 
 
-def _bootstrap(sign: np.ndarray, draws: np.ndarray) -> tuple[float, float, float, float]:
-    wins, losses = int((sign > 0).sum()), int((sign < 0).sum())
+def _bootstrap(wins: int, losses: int, n: int, rng: np.random.Generator,
+               draws: int) -> tuple[float, float, float, float]:
     if wins + losses == 0:
         return 0.5, 0.0, 1.0, 1.0
-    sampled = sign[draws]
-    w = (sampled > 0).sum(axis=1)
-    decided = w + (sampled < 0).sum(axis=1)
+    sampled = rng.multinomial(n, [wins / n, losses / n, 1 - (wins + losses) / n], size=draws)
+    w, decided = sampled[:, 0], sampled[:, 0] + sampled[:, 1]
     shares = np.where(decided > 0, w / np.maximum(decided, 1), 0.5)
     low, high = np.quantile(shares, [ALPHA / 2, 1 - ALPHA / 2])
     share = wins / (wins + losses)
@@ -160,23 +175,47 @@ def analyse_split(arms: Sequence[str], clicks: Sequence[Sequence[Sequence[int]]]
     """
     if len(arms) != 2 or len(clicks) != 2:
         raise InvalidInputError(f"a split test compares two arms, got {len(arms)}")
-    from scipy.stats import ttest_ind
+    sums = []
+    for impressions in clicks:
+        rr = [reciprocal_rank(c) for c in impressions]
+        sums.append(SplitSums(len(impressions), sum(1 for c in impressions if c), sum(len(c) for c in impressions),
+                              math.fsum(rr), math.fsum(r * r for r in rr)))
+    return split_from_sums(arms, sums)
 
-    rows = []
-    rr = []
-    for arm, impressions in zip(arms, clicks):
-        values = np.array([reciprocal_rank(c) for c in impressions], dtype=float)
-        rr.append(values)
-        n = len(impressions)
-        rows.append(SplitArm(arm, n, sum(1 for c in impressions if c) / n if n else 0.0,
-                             sum(len(c) for c in impressions) / n if n else 0.0,
-                             float(values.mean()) if n else 0.0))
-    difference = rows[0].reciprocal_rank - rows[1].reciprocal_rank
-    small = min(len(v) for v in rr) < 2
-    if small or (rr[0].std() == 0 and rr[1].std() == 0):  # no spread to test: only a level or a certain gap
+
+@dataclass(frozen=True, slots=True)
+class SplitSums:
+    """What a split test needs of one arm, summed as feedback arrives: impressions with feedback, those with a
+    click, clicks, and the reciprocal rank of the first click summed and squared."""
+
+    impressions: int
+    clicked: int
+    clicks: int
+    rr: float
+    rr2: float
+
+
+def split_from_sums(arms: Sequence[str], sums: Sequence[SplitSums]) -> SplitResult:
+    """:func:`analyse_split` from each arm's :class:`SplitSums` (Welch's t-test from the moments)."""
+    if len(arms) != 2 or len(sums) != 2:
+        raise InvalidInputError(f"a split test compares two arms, got {len(arms)}")
+    from scipy.stats import t as student_t
+    from scipy.stats import ttest_ind_from_stats
+
+    rows, means, variances = [], [], []
+    for arm, s in zip(arms, sums):
+        n = s.impressions
+        mean = s.rr / n if n else 0.0
+        means.append(mean)
+        variances.append(max(0.0, (s.rr2 - n * mean * mean) / (n - 1)) if n > 1 else 0.0)
+        rows.append(SplitArm(arm, n, s.clicked / n if n else 0.0, s.clicks / n if n else 0.0, mean))
+    difference = means[0] - means[1]
+    small = min(s.impressions for s in sums) < 2
+    if small or max(variances) <= 1e-15:  # no spread to test: only a level or a certain gap
         return SplitResult(rows, difference, difference, difference, 1.0 if small or difference == 0 else 0.0)
-    with warnings.catch_warnings():  # nearly constant samples: scipy warns, the p-value is still the answer
-        warnings.simplefilter("ignore", RuntimeWarning)
-        test = ttest_ind(rr[0], rr[1], equal_var=False)
-    ci = test.confidence_interval(1 - ALPHA)
-    return SplitResult(rows, difference, float(ci.low), float(ci.high), float(test.pvalue))
+    (n1, n2), (v1, v2) = (sums[0].impressions, sums[1].impressions), variances
+    test = ttest_ind_from_stats(means[0], math.sqrt(v1), n1, means[1], math.sqrt(v2), n2, equal_var=False)
+    se2 = v1 / n1 + v2 / n2
+    df = se2 * se2 / ((v1 / n1) ** 2 / (n1 - 1) + (v2 / n2) ** 2 / (n2 - 1))
+    half = float(student_t.ppf(1 - ALPHA / 2, df)) * math.sqrt(se2)
+    return SplitResult(rows, difference, difference - half, difference + half, float(test.pvalue))

@@ -4,7 +4,8 @@ with each impression recorded so feedback can be credited and analysed.
 An experiment's answer is one list in the Cohere shape with the impression's id; which arm placed each document is
 recorded in the store, never shown. Each arm runs through the service's own path (its fallback chain, batcher,
 limits). If an arm fails, another answers alone and the impression is marked ``excluded`` (left out of the
-analysis). If the store cannot be written, the answer still goes out: the impression is lost, counted and logged.
+analysis). If the store is away, the answer still goes out: the impression waits in a bounded buffer until the
+store is back, and the answer says so (``info["impression_recorded"]``).
 
 Example:
     >>> exp = Experiment("ab", ["a", "b"], "team-draft")
@@ -21,14 +22,15 @@ import math
 import threading
 import time
 import uuid
+from collections import deque
 from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rankrelay.errors import ConfigError, NotFoundError, RankRelayError, StoreUnavailableError
-from rankrelay.experiments.analysis import analyse_interleaved, analyse_split
-from rankrelay.experiments.interleaving import Interleaved, credit, team_draft
+from rankrelay.errors import ConfigError, ConflictError, NotFoundError, RankRelayError, StoreUnavailableError
+from rankrelay.experiments.interleaving import team_draft
 from rankrelay.experiments.store import Impression, SQLStore
+from rankrelay.experiments.totals import summary, totals_of
 from rankrelay.hashing import short_hash
 from rankrelay.results import Document, RankedDocument, RerankResult
 
@@ -91,31 +93,76 @@ def _result(name: str, impression_id: str, query: str, docs: Sequence[Document],
 
 
 class Experiments:
-    """The service's experiments over one store; :meth:`answer`, :meth:`feedback`, :meth:`report`."""
+    """The service's experiments over one store; :meth:`answer`, :meth:`feedback`, :meth:`report`.
+
+    The store is opened by :meth:`open` (at the service's start). While it is away, impressions wait in a bounded
+    buffer (``buffer`` of them) that :meth:`maintain` writes when it is back; an answer says what became of its
+    impression in ``info["impression_recorded"]``: ``recorded`` (stored before the answer), ``buffered`` (stored
+    when the database is back, unless the process ends first) or ``lost`` (the buffer was full).
+    """
 
     def __init__(self, experiments: Mapping[str, Experiment], store: SQLStore | Callable[[], SQLStore] | None, *,
                  store_text: bool = False, on_event: Callable[[str, str, str], None] | None = None,
-                 retry_s: float = 5.0, clock: Callable[[], float] = time.monotonic) -> None:
+                 retry_s: float = 1.0, buffer: int = 10_000, clock: Callable[[], float] = time.monotonic) -> None:
         self.experiments = dict(experiments)
         self.store: SQLStore | None = store if isinstance(store, SQLStore) else None
         self._opener = None if isinstance(store, SQLStore) else store
         self.store_text = store_text
         self.on_event = on_event or (lambda experiment, kind, outcome: None)
-        self.retry_s, self.clock = retry_s, clock
+        self.retry_s, self.clock, self.buffer_size = retry_s, clock, buffer
         self._next_try = -math.inf
+        self._open_error: str | None = None
+        self._pending: deque[Impression] = deque()
+        self._pending_ids: set[str] = set()
         self._lock = threading.Lock()
 
+    def open(self, strict: bool = True) -> None:
+        """Open the store now: one that cannot be opened raises (``strict``) or leaves the experiments degraded,
+        answering without it, with one warning, until :meth:`maintain` opens it."""
+        if not self.experiments or self.store is not None or self._opener is None:
+            return
+        try:
+            self.store = self._opener()
+        except Exception as exc:
+            if strict:
+                raise StoreUnavailableError(f"{exc} (serve with [service] store_strict = false to start without "
+                                            "it)") from exc
+            self._failed(exc)
+
+    def _failed(self, exc: BaseException) -> None:
+        self._next_try = self.clock() + self.retry_s
+        if self._open_error is None:
+            logger.warning("experiment store unavailable (%s); impressions wait in a buffer of %d, feedback is "
+                           "answered 503 until it is back", exc, self.buffer_size)
+        self._open_error = str(exc)
+
     def open_store(self) -> SQLStore | None:
-        """The store, opened on first use; an unreachable one is tried again after ``retry_s`` (None meanwhile)."""
+        """The store when it can be used now: opened, and not known to be away (tried again after ``retry_s``)."""
         with self._lock:
-            if self.store is None and self._opener is not None and self.clock() >= self._next_try:
+            if self.clock() < self._next_try:
+                return None
+            if self.store is None and self._opener is not None:
                 try:
                     self.store = self._opener()
+                    self._open_error = None
                 except Exception as exc:  # the service answers without it
-                    self._next_try = self.clock() + self.retry_s
-                    logger.warning("experiment store unreachable (%s: %s); trying again in %g s",
-                                   type(exc).__name__, exc, self.retry_s)
+                    self._failed(exc)
             return self.store
+
+    def state(self) -> dict[str, Any]:
+        """What ``/ready`` says of the store: ``up`` or ``unavailable`` (with why), impressions waiting and
+        outages so far."""
+        if not self.experiments:
+            return {}
+        store = self.store
+        reason = self._open_error if store is None else store.outage
+        return {"state": "unavailable" if reason or store is None else "up", **({"reason": reason} if reason else {}),
+                "pending": len(self._pending), "outages": store.outages if store is not None else 0}
+
+    @property
+    def pending(self) -> int:
+        """Impressions waiting in the buffer for the store."""
+        return len(self._pending)
 
     def close(self) -> None:
         if self.store is not None:
@@ -132,8 +179,8 @@ class Experiments:
         exp = self.experiments[name]
         impression_id = uuid.uuid4().hex
         if not docs:
-            return _result(name, impression_id, query, docs, [], [], [])
-        if exp.method == "split":
+            order, teams, arm_results, excluded = [], [], [], False
+        elif exp.method == "split":
             chosen = split_arm(impression_id, len(exp.arms))
             order_of_tries = [chosen] + [i for i in range(len(exp.arms)) if i != chosen]
             results: list[RerankResult | BaseException] = []
@@ -175,71 +222,118 @@ class Experiments:
                                name, ", ".join(exp.arms[i] for i in range(len(exp.arms)) if i not in ok),
                                exp.arms[ok[0]])
         result = _result(name, impression_id, query, docs, order, arm_results, teams)
-        await self._record(Impression(impression_id, name, exp.method, list(exp.arms), list(teams), excluded,
-                                      query=query if self.store_text else None,
-                                      documents=[docs[i].text for i in order] if self.store_text else None))
+        result.info["impression_recorded"] = await self._record(Impression(
+            impression_id, name, exp.method, list(exp.arms), list(teams), excluded,
+            created=time.time(), query=query if self.store_text else None,
+            documents=[docs[i].text for i in order] if self.store_text else None))
         return result
 
-    async def _record(self, impression: Impression) -> None:
-        if not self.experiments:
-            return
-        try:
-            store = await asyncio.to_thread(self.open_store)
+    async def _record(self, impression: Impression) -> str:
+        """Store ``impression`` (or buffer it while the store is away); what became of it."""
+        store = await asyncio.to_thread(self.open_store)  # the buffer drains beside it (:meth:`maintain`)
+        outcome = "recorded"
+        if store is None:
+            outcome = self._buffer(impression)
+        else:
+            try:
+                await asyncio.to_thread(store.add, impression)
+            except StoreUnavailableError as exc:
+                self._failed(exc)
+                outcome = self._buffer(impression)
+            except Exception as exc:  # noqa: BLE001 - the answer goes out; the impression is counted lost
+                logger.warning("experiment %s: impression %s not recorded (%s: %s)", impression.experiment,
+                               impression.id, type(exc).__name__, exc)
+                outcome = "lost"
+        event = "excluded" if outcome == "recorded" and impression.excluded else outcome
+        self.on_event(impression.experiment, "impression", event)
+        return outcome
+
+    def _buffer(self, impression: Impression) -> str:
+        with self._lock:
+            if len(self._pending) >= self.buffer_size:
+                return "lost"
+            self._pending.append(impression)
+            self._pending_ids.add(impression.id)
+        return "buffered"
+
+    def flush(self) -> int:
+        """Write the buffered impressions, oldest first, while the store takes them; returns how many were
+        written."""
+        written = 0
+        while self._pending:
+            store = self.open_store()
             if store is None:
-                raise StoreUnavailableError("the experiment store is unreachable")
-            await asyncio.to_thread(store.add, impression)
-        except Exception as exc:  # the answer goes out; the impression is lost, counted and logged
-            logger.warning("experiment %s: impression %s not recorded (%s: %s)", impression.experiment,
-                           impression.id, type(exc).__name__, exc)
-            self.on_event(impression.experiment, "impression", "lost")
-            return
-        self.on_event(impression.experiment, "impression", "excluded" if impression.excluded else "recorded")
+                break
+            impression = self._pending[0]
+            try:
+                store.add(impression)
+            except StoreUnavailableError as exc:
+                self._failed(exc)
+                break
+            except ConflictError:  # written before an answer that never reached us
+                pass
+            except Exception as exc:  # noqa: BLE001 - one bad impression never blocks the rest
+                logger.warning("experiment %s: buffered impression %s not recorded (%s: %s)",
+                               impression.experiment, impression.id, type(exc).__name__, exc)
+                self.on_event(impression.experiment, "impression", "lost")
+            with self._lock:
+                self._pending.popleft()
+                self._pending_ids.discard(impression.id)
+            written += 1
+        return written
+
+    async def maintain(self, interval_s: float = 0.5) -> None:
+        """Run beside the service: open a store that could not be opened, probe one that is away, write the
+        buffer when it is back."""
+        while True:
+            await asyncio.sleep(interval_s)
+            if not self.experiments:
+                continue
+            try:
+                store = self.store
+                if store is not None and store.outage is not None and self.clock() >= self._next_try:
+                    await asyncio.to_thread(store.ping)
+                await asyncio.to_thread(self.flush)
+                if self.store is not None and self.store.outage is None:
+                    self._open_error = None
+            except StoreUnavailableError as exc:
+                self._failed(exc)
+            except Exception:  # noqa: BLE001 - the loop outlives any one failure
+                logger.exception("experiment store maintenance failed")
 
     async def feedback(self, impression_id: str, clicked: Sequence[int], dwell: Sequence[float] | None = None,
                        grade: float | None = None) -> dict[str, Any]:
         """Record an impression's clicks (positions in the answered list); idempotent per impression."""
+        if not self.experiments:
+            raise NotFoundError("this service runs no experiments: feedback has nowhere to go")
+        if impression_id in self._pending_ids:
+            raise StoreUnavailableError(f"impression {impression_id!r} is not stored yet (the experiment store "
+                                        "is away); try again later")
         store = await asyncio.to_thread(self._store)
-        recorded = await asyncio.to_thread(store.feedback, impression_id, clicked, dwell=dwell, grade=grade)
-        impression = await asyncio.to_thread(store.get, impression_id)
-        self.on_event(impression.experiment, "feedback", "recorded" if recorded.created else "repeated")
-        return {"id": impression_id, "experiment": impression.experiment, "recorded": recorded.created}
+        try:
+            recorded = await asyncio.to_thread(store.feedback, impression_id, clicked, dwell=dwell, grade=grade)
+        except StoreUnavailableError as exc:
+            self._failed(exc)
+            raise
+        self.on_event(recorded.experiment, "feedback", "recorded" if recorded.created else "repeated")
+        return {"id": impression_id, "experiment": recorded.experiment, "recorded": recorded.created}
 
     def _store(self) -> SQLStore:
         store = self.open_store()
         if store is None:
-            raise StoreUnavailableError("the experiment store is unreachable; try again later")
+            raise StoreUnavailableError("the experiment store is unavailable; try again later")
         return store
 
     def report(self, name: str) -> dict[str, Any]:
-        """The analysis of experiment ``name`` from the store (see :func:`summarise`)."""
+        """The analysis of experiment ``name`` from the store's running totals (see :func:`summary`)."""
         if name not in self.experiments:
             raise NotFoundError(f"no experiment {name!r}; experiments: {', '.join(self.experiments) or 'none'}")
         exp = self.experiments[name]
-        return summarise(exp.name, exp.arms, exp.method, self._store().impressions(name))
+        return summary(exp.name, exp.arms, exp.method, self._store().totals(name))
 
 
 def summarise(name: str, arms: Sequence[str], method: str, impressions: Sequence[Impression]) -> dict[str, Any]:
-    """Counts and the decision of one experiment: impressions, with clicks, excluded, and the per-pair preferences
-    (interleaving) or the per-arm click metrics with Welch's test (split)."""
-    kept = [i for i in impressions if not i.excluded]
-    clicked = [i for i in kept if i.clicked]
-    out: dict[str, Any] = {"experiment": name, "method": method, "arms": list(arms), "impressions": len(impressions),
-                           "excluded": len(impressions) - len(kept), "with_feedback": sum(i.clicked is not None
-                                                                                          for i in kept),
-                           "with_clicks": len(clicked)}
-    if method == "split":
-        per_arm: list[list[list[int]]] = [[] for _ in arms]
-        for i in kept:
-            if i.clicked is not None and i.teams:
-                per_arm[i.teams[0]].append(i.clicked)
-        out["split"] = analyse_split(list(arms), per_arm).to_dict() if len(arms) == 2 else None
-    else:
-        credits = [credit_of(i, len(arms)) for i in kept if i.clicked is not None]
-        out["preferences"] = [p.to_dict() for p in analyse_interleaved(list(arms), credits)]
-    return out
-
-
-def credit_of(impression: Impression, arms: int) -> list[int]:
-    """Clicks per arm of a recorded impression."""
-    shown = Interleaved(order=list(range(len(impression.teams))), teams=impression.teams, arms=arms)
-    return credit(shown, impression.clicked or [])
+    """Counts and the decision of one experiment from its impressions (what :func:`summary` reads from the
+    store's running totals)."""
+    return summary(name, arms, method, totals_of((i.method, len(i.arms), i.teams, i.excluded, i.clicked)
+                                                 for i in impressions))

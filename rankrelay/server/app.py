@@ -45,7 +45,8 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
                allow_unauthenticated: bool = False, limits: Limits | None = None, retriever: Retriever | None = None,
                retrieve_k: int = 100, settings: Settings | None = None, strict: bool = False,
                experiments: Mapping[str, Any] | None = None, experiment_store: str | SQLStore = "experiments.db",
-               store_text: bool = False, retention: Mapping[str, Any] | None = None) -> FastAPI:
+               store_text: bool = False, retention: Mapping[str, Any] | None = None, store_strict: bool = True,
+               store_buffer: int = 10_000) -> FastAPI:
     """Build the FastAPI app.
 
     Args:
@@ -61,7 +62,9 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
         experiments: name -> ``{"arms": [...], "method": "team-draft"}`` (or an :class:`ExperimentSettings`): served
             names that interleave served models; impressions and feedback go to ``experiment_store`` (a SQLite
             file, a ``postgresql://`` URL or a store), opened at first use, with ``retention`` (``max_age_s``,
-            ``max_count``).
+            ``max_count``). The store is opened at start: one that cannot be opened stops the start
+            (``store_strict``) or leaves the service answering without it; ``store_buffer`` impressions wait for a
+            store that is away.
     """
     if not models:
         raise ConfigError("the service needs at least one model (--model NAME=SPEC)")
@@ -74,8 +77,8 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
     check_experiments(plans, models)  # before any model loads
     store = experiment_store if isinstance(experiment_store, SQLStore) else (
         lambda: open_store(str(experiment_store), **dict(retention or {})))
-    runner = Experiments(plans, store if plans else None, store_text=store_text)
-    service = Service(load_models(models, settings, strict), limits, retriever, retrieve_k, runner)
+    runner = Experiments(plans, store if plans else None, store_text=store_text, buffer=store_buffer)
+    service = Service(load_models(models, settings, strict), limits, retriever, retrieve_k, runner, store_strict)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -91,7 +94,7 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
     app.include_router(routes.operations)
     routes.install_error_handlers(app)
     app.add_middleware(Contained)  # innermost: no exception reaches the server (a kept-alive connection lives)
-    app.add_middleware(BodyLimit, limit=limits.max_body_bytes)
+    app.add_middleware(BodyLimit, limit=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
     app.add_middleware(BearerAuth, keys=keys, open_paths=routes.open_paths())  # before any body is read
     app.add_middleware(RequestMetrics, metrics=service.metrics, routes=routes.paths())  # counts all
     app.add_middleware(RequestContext)  # outermost: every answer carries X-Request-Id, a trace spans it all
@@ -139,7 +142,8 @@ class AppPlan:
         service = self.settings.service
         days, count = service.experiment_max_age_days, service.experiment_max_impressions
         return {"experiments": self.experiments, "experiment_store": service.experiment_store,
-                "store_text": service.store_text,
+                "store_text": service.store_text, "store_strict": service.store_strict,
+                "store_buffer": service.store_buffer,
                 "retention": {"max_age_s": None if days is None else days * 86400, "max_count": count}}
 
     def open_retriever(self) -> Retriever | None:

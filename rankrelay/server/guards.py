@@ -194,11 +194,14 @@ class Contained:
 class BodyLimit:
     """ASGI middleware: a request body (chunked or not) over ``limit`` bytes is answered 413 before the app
     sees it. The bytes actually received are counted, so a missing or false Content-Length does not help;
-    the body is read at most to the limit and then handed on unchanged."""
+    the body is read at most to the limit and then handed on unchanged. A client that pauses over
+    ``timeout_s`` while sending it (a body that stops short of its Content-Length) is answered 408 and the
+    connection closed."""
 
-    def __init__(self, app: Any, limit: int) -> None:
+    def __init__(self, app: Any, limit: int, timeout_s: float = 30.0) -> None:
         self.app = app
         self.limit = limit
+        self.timeout_s = timeout_s
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         if scope["type"] != "http" or scope.get("method") in ("GET", "HEAD"):
@@ -210,7 +213,12 @@ class BodyLimit:
         chunks: list[dict[str, Any]] = []
         size = 0
         while True:
-            message = await receive()
+            try:
+                message = await asyncio.wait_for(receive(), self.timeout_s)
+            except TimeoutError:
+                logger.info("a request body on %s paused over %g s: answered 408", scope.get("path"), self.timeout_s)
+                return await error_response(408, f"the request body did not arrive within {self.timeout_s:g} s",
+                                            {"Connection": "close"})(scope, receive, send)
             chunks.append(message)
             if message["type"] != "http.request":
                 break

@@ -40,8 +40,13 @@ class Metrics:
                                               registry=self.registry)
         self.experiments = prometheus.Counter(
             "rankrelay_experiment_events", "Experiment impressions and feedback by outcome (recorded, excluded: an "
-            "arm failed, lost: the store could not be written, repeated: the same feedback again)",
+            "arm failed, buffered: held until the store is back, lost: the buffer was full or the row could not be "
+            "stored, repeated: the same feedback again)",
             ["experiment", "kind", "outcome"], registry=self.registry)
+        self.store_up = prometheus.Gauge("rankrelay_experiment_store_up", "1 while the experiment store answers, "
+                                         "0 while it is away", registry=self.registry)
+        self.store_pending = prometheus.Gauge("rankrelay_experiment_store_pending", "Impressions waiting in memory "
+                                              "for the experiment store", registry=self.registry)
         self.reranked = prometheus.Counter("rankrelay_budget_partial", "Requests whose latency budget left part "
                                            "of the list in first-stage order", ["model"], registry=self.registry)
 

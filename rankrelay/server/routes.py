@@ -83,10 +83,20 @@ def served_model(request: Request, service: Service, name: str | None) -> str:
 cohere = APIRouter(responses=ERRORS)
 
 
-async def _cohere(request: Request, service: Service, body: CohereRerankRequest, version: str) -> dict[str, Any]:
+def impression_headers(response: Response, res: RerankResult) -> None:
+    """An experiment's answer: its impression id (``X-Impression-Id``, for TEI's list body) and what became of
+    the impression (``X-Impression-Recorded``: recorded, buffered while the store is away, or lost)."""
+    if "impression" in res.info:
+        response.headers["X-Impression-Id"] = res.info["impression"]
+        response.headers["X-Impression-Recorded"] = res.info.get("impression_recorded", "recorded")
+
+
+async def _cohere(request: Request, response: Response, service: Service, body: CohereRerankRequest,
+                  version: str) -> dict[str, Any]:
     texts = body.texts()
     name = served_model(request, service, body.model)
     res = await unless_client_leaves(request, service.rerank(name, body.query, texts, body.top_n))
+    impression_headers(response, res)
     results = []
     for r, score in zip(res.results, relevance(res, service.limits.relevance)):
         row: dict[str, Any] = {"index": r.index, "relevance_score": score}
@@ -98,13 +108,15 @@ async def _cohere(request: Request, service: Service, body: CohereRerankRequest,
 
 
 @cohere.post("/v2/rerank", response_model=CohereRerankResponse, response_model_exclude_none=True)
-async def rerank_v2(request: Request, body: CohereRerankRequest, service: Served) -> dict[str, Any]:
-    return await _cohere(request, service, body, "2")
+async def rerank_v2(request: Request, response: Response, body: CohereRerankRequest,
+                    service: Served) -> dict[str, Any]:
+    return await _cohere(request, response, service, body, "2")
 
 
 @cohere.post("/v1/rerank", response_model=CohereRerankResponse, response_model_exclude_none=True)
-async def rerank_v1(request: Request, body: CohereRerankRequest, service: Served) -> dict[str, Any]:
-    return await _cohere(request, service, body, "1")
+async def rerank_v1(request: Request, response: Response, body: CohereRerankRequest,
+                    service: Served) -> dict[str, Any]:
+    return await _cohere(request, response, service, body, "1")
 
 
 # -- TEI -------------------------------------------------------------------------------------
@@ -120,8 +132,7 @@ async def rerank_tei(request: Request, response: Response, body: TeiRerankReques
     An experiment's answer carries its impression id in the ``X-Impression-Id`` header (TEI's body is a list)."""
     name = served_model(request, service, body.model)
     res = await unless_client_leaves(request, service.rerank(name, body.query, body.texts, None))
-    if "impression" in res.info:
-        response.headers["X-Impression-Id"] = res.info["impression"]
+    impression_headers(response, res)
     scores = tei_scores(res, body.raw_scores)
     return [{"index": r.index, "score": s, **({"text": r.text} if body.return_text else {})}
             for r, s in zip(res.results, scores)]
@@ -194,7 +205,7 @@ async def experiment_report(name: str, service: Served) -> dict[str, Any]:
 # -- operations ------------------------------------------------------------------------------
 operations = APIRouter()
 READY = {"type": "object", "required": ["ready"], "properties": {
-    "ready": {"type": "boolean"},
+    "ready": {"type": "boolean"}, "experiment_store": {"type": "object"},
     "unavailable": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "object"}}}}}
 models = APIRouter(responses={k: v for k, v in ERRORS.items() if k in (401, 503)})
 
@@ -209,9 +220,12 @@ async def health() -> dict[str, str]:
     503: {"description": "still loading", "content": {"application/json": {"schema": READY}}}})
 async def ready(service: Served) -> dict[str, Any] | JSONResponse:
     """200 once every served model is loaded; ``unavailable`` names a chain's backends that cannot serve
-    (no credentials, no weights) and why."""
+    (no credentials, no weights) and why; ``experiment_store`` says whether the store is up, why not, and how many
+    impressions wait for it (reranking goes on without it, so a replica stays in rotation)."""
     unavailable = {name: parts for name, rr in service.rerankers.items() if (parts := availability(rr))}
-    body: dict[str, Any] = {"ready": service.ready, **({"unavailable": unavailable} if unavailable else {})}
+    store = service.experiments.state()
+    body: dict[str, Any] = {"ready": service.ready, **({"unavailable": unavailable} if unavailable else {}),
+                            **({"experiment_store": store} if store else {})}
     return body if service.ready else JSONResponse(body, status_code=503)
 
 
@@ -220,6 +234,9 @@ async def ready(service: Served) -> dict[str, Any] | JSONResponse:
 async def metrics(service: Served) -> Response:
     for name, depth in service.queue_depths().items():
         service.metrics.queue.labels(name).set(depth)
+    if store := service.experiments.state():
+        service.metrics.store_up.set(store["state"] == "up")
+        service.metrics.store_pending.set(store["pending"])
     return Response(service.metrics.exposition(), media_type=prometheus.CONTENT_TYPE_LATEST)
 
 

@@ -10,7 +10,7 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import AfterValidator, BaseModel, ConfigDict, Field
+from pydantic import AfterValidator, BaseModel, ConfigDict, Field, Strict
 
 from rankrelay.errors import InvalidDocumentError
 from rankrelay.results import check_text, unencodable
@@ -175,10 +175,15 @@ class FeedbackRequest(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
 
-    id: str = Field(min_length=1, max_length=128, description="the answer's id (the impression)")
-    clicked: list[int] = Field(max_length=1000, description="clicked positions in the answered list (0 is the top)")
-    dwell: list[float] | None = Field(None, description="seconds spent on each clicked result, in clicked's order")
-    grade: float | None = Field(None, description="an explicit judgement of the whole answer, if the app asks")
+    id: str = Field(min_length=1, max_length=128, pattern=r"^[\x21-\x7e]+$",
+                    description="the answer's id (the impression): printable ASCII, no spaces")
+    clicked: list[Annotated[int, Strict()]] = Field(
+        max_length=1000, description="clicked positions in the answered list (0 is the top): integers, not strings "
+                                     "or booleans")
+    dwell: list[Annotated[float, Strict(), Field(ge=0, allow_inf_nan=False)]] | None = Field(
+        None, max_length=1000, description="seconds spent on each clicked result, in clicked's order (finite, >= 0)")
+    grade: Annotated[float, Strict(), Field(allow_inf_nan=False)] | None = Field(
+        None, description="an explicit judgement of the whole answer, if the app asks")
 
 
 class FeedbackResponse(BaseModel):

@@ -77,8 +77,10 @@ class Service:
     """Served models (the first is the default), limits, metrics and an optional first stage."""
 
     def __init__(self, rerankers: Mapping[str, Reranker], limits: Limits, retriever: Retriever | None = None,
-                 retrieve_k: int = 100, experiments: Experiments | None = None) -> None:
+                 retrieve_k: int = 100, experiments: Experiments | None = None, store_strict: bool = True) -> None:
         self.rerankers = dict(rerankers)
+        self.store_strict = store_strict
+        self._maintenance: asyncio.Task[None] | None = None
         self.experiments = experiments or Experiments({}, None)
         self.experiments.on_event = self._count_event
         self.limits = limits
@@ -139,12 +141,17 @@ class Service:
         return ServedModel(self, name)
 
     def warm_up(self) -> None:
-        """Load every served model now (what :meth:`start` does; the CLI calls it before the server starts)."""
+        """Open the experiment store and load every served model now (what :meth:`start` does; the CLI calls it
+        before the server starts, so a store or model that cannot be opened is one line, not a traceback)."""
+        self.experiments.open(self.store_strict)
         for rr in {id(r): r for r in self.rerankers.values()}.values():
             rr.warm_up()
 
     async def start(self) -> None:
-        """Load every served model (``/ready`` says so only after this)."""
+        """Open the experiment store and load every served model (``/ready`` says so only after this); keep the
+        store's buffer written beside the requests."""
+        await asyncio.to_thread(self.experiments.open, self.store_strict)
+        self._maintenance = asyncio.create_task(self.experiments.maintain())
         for name, rr in self.rerankers.items():
             await asyncio.to_thread(rr.warm_up)
             logger.info("model %s ready (%s)", name, label(rr))
@@ -155,6 +162,13 @@ class Service:
         self.ready = False
         for batcher in self.batchers.values():
             await batcher.close()
+        if self._maintenance is not None:
+            self._maintenance.cancel()
+            self._maintenance = None
+        await asyncio.to_thread(self.experiments.flush)
+        if self.experiments.pending:
+            logger.warning("%d buffered impressions could not be stored before the service stopped",
+                           self.experiments.pending)
         self.experiments.close()
         for rr in {id(r): r for r in self.rerankers.values()}.values():
             try:

@@ -96,18 +96,29 @@ def test_an_impression_id_is_recorded_once(make_store):
     assert store.counts()["impressions"] == 2
 
 
-def test_retention_by_age_and_by_count_removes_the_oldest_with_their_feedback(make_store):
+def test_retention_by_count_runs_on_every_write_and_keeps_the_newest(make_store):
+    store = make_store(max_count=10)
+    for n in range(250):
+        store.add(imp(n, created=1000.0 + n))
+        assert store.counts()["impressions"] <= 10  # never more than the limit, not every hundredth write
+    assert [i.id for i in store.impressions("exp")] == [f"imp-{n}" for n in range(240, 250)]
+    assert store.totals("exp")["impressions"] == 10  # the report's totals forget what retention removed
+
+
+def test_retention_by_age_removes_old_impressions_with_their_feedback_and_expired_ones_take_no_feedback(make_store):
     clock = FakeClock(start=1000.0)
-    store = make_store(max_age_s=100, max_count=3, clock=clock)
+    store = make_store(max_age_s=100, clock=clock)
     for n in range(5):
         store.add(imp(n, created=900.0 + 10 * n))  # created 900, 910, ..., 940
     store.feedback("imp-0", [0])
     store.feedback("imp-4", [1])
-    assert store.prune() == 2  # age: created < 900 removes none; count: keeps the newest 3
-    assert [i.id for i in store.impressions("exp")] == ["imp-2", "imp-3", "imp-4"]
-    assert store.counts() == {"impressions": 3, "feedback": 1}
-    clock.sleep(35)  # now 1035: older than 935 goes
-    assert store.prune() == 2 and [i.id for i in store.impressions("exp")] == ["imp-4"]
+    clock.sleep(35)  # now 1035: older than 935 has expired
+    with pytest.raises(NotFoundError, match="'imp-1' has expired"):
+        store.feedback("imp-1", [0])
+    assert store.prune() == 4 and [i.id for i in store.impressions("exp")] == ["imp-4"]
+    assert store.counts() == {"impressions": 1, "feedback": 1}
+    totals = store.totals("exp")
+    assert (totals["impressions"], totals["with_feedback"]) == (1, 1)
 
 
 def test_bad_retention_is_a_config_error(tmp_path):

@@ -99,19 +99,33 @@ def test_a_failing_arm_lets_the_other_answer_and_the_impression_is_left_out(tmp_
             in httpx.get(f"{url}/metrics").text
 
 
-def test_an_unreachable_store_never_fails_an_answer(tmp_path):
+def test_an_unreachable_store_never_fails_an_answer_and_each_answer_says_its_impression_waits(tmp_path):
     from rankrelay.testing import refused_url
 
     down = refused_url().replace("http://", "postgresql://nobody@")  # nothing listens there
-    with running(make_app(tmp_path, experiment_store=down)) as (url, _), \
+    with running(make_app(tmp_path, experiment_store=down, store_strict=False)) as (url, _), \
             httpx.Client(base_url=url, headers=AUTH) as http:
         for _ in range(2):
             answer = http.post("/v2/rerank", json={"model": "ab", "query": "lift", "documents": DOCS})
             assert answer.status_code == 200 and len(answer.json()["results"]) == len(DOCS)
+            assert answer.headers["X-Impression-Recorded"] == "buffered"
         feedback = http.post("/v1/feedback", json={"id": answer.json()["id"], "clicked": [0]})
-        assert feedback.status_code == 503 and "store is unreachable" in feedback.json()["message"]
+        assert feedback.status_code == 503 and "not stored yet" in feedback.json()["message"]
+        assert feedback.headers["Retry-After"]
+        ready = httpx.get(f"{url}/ready").json()["experiment_store"]
+        assert (ready["state"], ready["pending"]) == ("unavailable", 2) and "connection" in ready["reason"].lower()
         metrics = httpx.get(f"{url}/metrics").text
-        assert 'rankrelay_experiment_events_total{experiment="ab",kind="impression",outcome="lost"} 2.0' in metrics
+        assert 'rankrelay_experiment_events_total{experiment="ab",kind="impression",outcome="buffered"} 2.0' \
+            in metrics
+        assert "rankrelay_experiment_store_up 0.0" in metrics and "rankrelay_experiment_store_pending 2.0" in metrics
+
+
+def test_a_store_that_cannot_be_opened_stops_the_start_unless_asked_to_start_degraded(tmp_path):
+    from rankrelay.errors import StoreUnavailableError
+
+    app = make_app(tmp_path, experiment_store=str(tmp_path / "no" / "such" / "folder" / "exp.db"))
+    with pytest.raises(StoreUnavailableError, match=r"cannot open the experiment store .*store_strict = false"):
+        app.state.service.warm_up()
 
 
 @pytest.mark.parametrize(("experiments", "message"), [

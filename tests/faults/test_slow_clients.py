@@ -1,0 +1,76 @@
+"""Slow clients against the real server: connections whose headers never finish are answered 408 and closed after
+the header deadline, a body that stops short of its Content-Length after the body deadline, and the service answers
+others meanwhile."""
+
+from __future__ import annotations
+
+import socket
+import time
+
+import httpx
+from serving import running
+
+from rankrelay.config import Limits
+from rankrelay.server.app import create_app
+
+KEY = "slow-key"
+
+
+def app(**limits):
+    return create_app({"first": "identity"}, api_keys=[KEY], limits=Limits(**limits))
+
+
+def open_raw(url: str) -> socket.socket:
+    host, port = url.removeprefix("http://").split(":")
+    sock = socket.create_connection((host, int(port)), timeout=30)
+    return sock
+
+
+def read_all(sock: socket.socket) -> bytes:
+    chunks = []
+    while chunk := sock.recv(65536):
+        chunks.append(chunk)
+    return b"".join(chunks)
+
+
+def test_200_connections_that_never_finish_their_headers_are_closed_and_others_are_answered_meanwhile():
+    with running(app(), header_timeout_s=1.0) as (url, _):
+        slow = []
+        for _ in range(200):
+            sock = open_raw(url)
+            sock.sendall(b"POST /v2/rerank HTTP/1.1\r\nHost: x\r\nX-Slow: ")  # and nothing more
+            slow.append(sock)
+        with httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}) as http:
+            answer = http.post("/v2/rerank", json={"query": "q", "documents": ["a", "b"]})
+            assert answer.status_code == 200  # the service answers others while they hang
+        replies = [read_all(sock) for sock in slow]  # returns once the server closes each one
+        assert all(r.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in r for r in replies)
+        for sock in slow:
+            sock.close()
+
+
+def test_a_connection_that_sends_nothing_is_closed_after_the_header_deadline():
+    with running(app(), header_timeout_s=0.5) as (url, _):
+        sock = open_raw(url)
+        assert read_all(sock).startswith(b"HTTP/1.1 408")
+        sock.close()
+
+
+def test_a_kept_alive_connection_is_not_cut_by_the_header_deadline_between_requests():
+    with running(app(), header_timeout_s=0.5) as (url, _), \
+            httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}) as http:
+        first = http.post("/v2/rerank", json={"query": "q", "documents": ["a"]})
+        time.sleep(1.0)  # idle on the kept-alive connection: the keep-alive timeout governs it, not the header one
+        second = http.post("/v2/rerank", json={"query": "q", "documents": ["a"]})
+        assert first.status_code == second.status_code == 200
+
+
+def test_a_body_that_stops_short_of_its_content_length_is_answered_408_and_closed():
+    with running(app(body_timeout_s=0.5)) as (url, _):
+        sock = open_raw(url)
+        sock.sendall(b"POST /v2/rerank HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode()
+                     + b"\r\nContent-Type: application/json\r\nContent-Length: 100\r\n\r\n{\"query\": ")
+        reply = read_all(sock)
+        sock.close()
+    assert reply.startswith(b"HTTP/1.1 408") and b"did not arrive within 0.5 s" in reply
+    assert b"connection: close" in reply.lower()
