@@ -17,7 +17,14 @@ from time import perf_counter
 from typing import Any
 
 from rankrelay.devices import check_device, cpu_signature, has_bf16_units, resolve_device
-from rankrelay.errors import ConfigError, ModelLoadError, RankRelayError, positive_int
+from rankrelay.errors import (
+    ConfigError,
+    ConversionError,
+    LowAgreementError,
+    ModelLoadError,
+    RankRelayError,
+    positive_int,
+)
 from rankrelay.hub import ResolvedModel, canonical_model_id, find_local, resolve_model
 from rankrelay.progress import steps
 from rankrelay.rerankers.base import BaseReranker, Scored
@@ -234,7 +241,17 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
                     logger.warning("%s on this CPU is usually slower than fp32 (no %s units); try runtime='auto'",
                                    self.precision, self.precision)
                 encoder.to(_torch_dtype(self.precision))
-            self._forward, self.agreement = self._compile(encoder, location, fingerprint)
+            try:
+                self._forward, self.agreement = self._compile(encoder, location, fingerprint)
+            except (ConversionError, LowAgreementError) as exc:
+                if self.requested_runtime != AUTO:
+                    raise
+                logger.warning("runtime='auto' chose %s %s for %s, which cannot be used now (%s); serving on torch "
+                               "fp32", self.runtime, self.precision, self.model, exc)
+                if self.precision != "fp32":
+                    encoder.to(_torch_dtype("fp32"))
+                self.runtime, self.precision = "torch", "fp32"
+                self._forward, self.agreement = TorchForward(encoder, self.output), None
             self._identity = f"{self.name}|{fingerprint}|{self.runtime}|{self.precision}|{planner.max_length}"
             self._planner = planner
             self._encoder = encoder

@@ -37,11 +37,12 @@ from time import perf_counter
 from typing import Any, Protocol
 
 from rankrelay.errors import ConfigError, ConversionError, LowAgreementError, MissingDependencyError
+from rankrelay.rerankers.local.graph_store import RECORD, discard, problem, read_record, stored_record
 
 logger = logging.getLogger(__name__)
 
 #: Bumped when the converted files change shape, so that old conversions are not reused.
-FORMAT_VERSION = 1
+FORMAT_VERSION = 2  # 2: agreement.json keeps the key and a digest of the graph's files
 INPUT_NAMES = ("input_ids", "attention_mask", "token_type_ids")
 PRECISIONS = ("fp32", "fp16", "bf16")
 #: the runtime that measures the others on this machine and takes the fastest that agrees with torch
@@ -328,6 +329,37 @@ def _folder(cache_dir: Path, label: str, runtime: str, key_data: dict[str, Any])
     return cache_dir / "runtimes" / f"{cache_slug(label)}-{runtime}-{key}"
 
 
+def _convert_into(spec: RuntimeSpec, model: Any, output: str, example: Mapping[str, Any], names: tuple[str, ...],
+                  calibration: Callable[[], list[dict[str, Any]]], folder: Path, key_data: dict[str, Any],
+                  cache_dir: Path, label: str, runtime: str, reference: Callable[[], Any] | None,
+                  sample: Callable[[Forward], Any], torch_forward: Forward) -> Forward | None:
+    """Convert into ``folder`` (through a temporary folder renamed at the end); the loaded graph, or None when
+    another process finished the same conversion first (theirs is used)."""
+    plain = next((r.name for r in RUNTIMES.values() if r.engine == spec.engine and r.hint == "f32"
+                  and not r.int8), runtime)
+    fp32 = _folder(cache_dir, label, plain, {**key_data, "runtime": plain}) if plain != runtime else None
+    if fp32 is not None and problem(fp32, {**key_data, "runtime": plain}, read_record(fp32)) is not None:
+        fp32 = None  # not converted yet, or not to be trusted: export afresh
+    folder.parent.mkdir(parents=True, exist_ok=True)
+    tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+    try:
+        start = perf_counter()
+        _convert(spec, model, output, example, names, calibration, tmp, fp32)
+        converted = _load_graph(spec, tmp, names)
+        agreement = measure_agreement(reference() if reference else sample(torch_forward), sample(converted))
+        (tmp / RECORD).write_text(json.dumps({**agreement.to_dict(), **stored_record(key_data, tmp)}, indent=2))
+        logger.info("converted %s to %s in %.1f s; on a %d-pair sample against torch: max |diff| %.2e, "
+                    "Spearman %.4f, top-10 overlap %.2f", label, runtime, perf_counter() - start,
+                    agreement.pairs, agreement.max_abs_diff, agreement.spearman, agreement.top10_overlap)
+        try:
+            os.rename(tmp, folder)
+            return converted  # loaded (and warmed up by the sample) already
+        except OSError:  # another process finished the same conversion first: use theirs
+            return None
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
+
+
 def compile_forward(
     model: Any,
     *,
@@ -365,34 +397,24 @@ def compile_forward(
         key_data = {"files": fingerprint, "runtime": runtime, "versions": _runtime_version(spec),
                     "output": output, "inputs": names, "format": FORMAT_VERSION}
         folder = _folder(cache_dir, label, runtime, key_data)
-        if not (folder / "agreement.json").exists():
-            plain = next((r.name for r in RUNTIMES.values() if r.engine == spec.engine and r.hint == "f32"
-                          and not r.int8), runtime)
-            fp32 = _folder(cache_dir, label, plain, {**key_data, "runtime": plain}) if plain != runtime else None
-            folder.parent.mkdir(parents=True, exist_ok=True)
-            tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
+        for attempt in range(2):  # a stored graph that is not this model's, or is damaged, is converted again
+            if folder.exists() and (why := problem(folder, key_data, read_record(folder))) is not None:
+                discard(folder, label, runtime, why)
+            if not folder.exists():
+                forward = _convert_into(spec, model, output, example, names, calibration, folder, key_data,
+                                        cache_dir, label, runtime, reference, sample, torch_forward)
+            stored = json.loads((folder / RECORD).read_text())
+            agreement = Agreement(**{k: stored[k] for k in Agreement.__slots__})
+            if forward is not None:
+                break
             try:
-                start = perf_counter()
-                _convert(spec, model, output, example, names, calibration, tmp,
-                         fp32 if fp32 is not None and (fp32 / "agreement.json").exists() else None)
-                converted = _load_graph(spec, tmp, names)
-                agreement = measure_agreement(reference() if reference else sample(torch_forward),
-                                              sample(converted))
-                (tmp / "agreement.json").write_text(json.dumps({**agreement.to_dict(), "key": key_data}, indent=2))
-                logger.info("converted %s to %s in %.1f s; on a %d-pair sample against torch: max |diff| %.2e, "
-                            "Spearman %.4f, top-10 overlap %.2f", label, runtime, perf_counter() - start,
-                            agreement.pairs, agreement.max_abs_diff, agreement.spearman, agreement.top10_overlap)
-                try:
-                    os.rename(tmp, folder)
-                    forward = converted  # loaded (and warmed up by the sample) already
-                except OSError:  # another process finished the same conversion first: use theirs
-                    pass
-            finally:
-                shutil.rmtree(tmp, ignore_errors=True)
-        stored = json.loads((folder / "agreement.json").read_text())
-        agreement = Agreement(**{k: stored[k] for k in Agreement.__slots__})
-        if forward is None:
-            forward = _load_graph(spec, folder, names)
+                forward = _load_graph(spec, folder, names)
+                break
+            except Exception as exc:
+                if attempt:
+                    raise
+                discard(folder, label, runtime, f"unloadable ({type(exc).__name__}: {exc})")
+        assert forward is not None
     except (ConfigError, MissingDependencyError):
         raise
     except Exception as exc:
