@@ -60,7 +60,7 @@ def deadline_protocol(header_timeout_s: float) -> type:
     if importlib.util.find_spec("httptools") is not None:
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
-        class HttpToolsDeadline(HeaderDeadline, HttpToolsProtocol):  # type: ignore[misc]
+        class HttpToolsDeadline(HeaderDeadline, HttpToolsProtocol):
             def connection_made(self, transport: Any) -> None:
                 super().connection_made(transport)
                 self._arm()
@@ -82,7 +82,7 @@ def deadline_protocol(header_timeout_s: float) -> type:
         import h11
         from uvicorn.protocols.http.h11_impl import H11Protocol
 
-        class H11Deadline(HeaderDeadline, H11Protocol):  # type: ignore[misc]
+        class H11Deadline(HeaderDeadline, H11Protocol):
             def connection_made(self, transport: Any) -> None:
                 super().connection_made(transport)
                 self._arm()

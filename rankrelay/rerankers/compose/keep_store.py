@@ -27,7 +27,12 @@ def planned_costs(cheap: Any, strong: Any) -> StageCosts | None:
     """:func:`~rankrelay.rerankers.compose.keep_plan.sample_costs`, read from this machine's store when it has
     them for exactly these stages, else timed now and stored; None when either stage is not a local model."""
     from rankrelay.devices import cpu_signature
-    from rankrelay.rerankers.local.auto_runtime import keep_measurement, measurement_key, runtime_versions
+    from rankrelay.rerankers.local.auto_runtime import (
+        keep_measurement,
+        measurement_key,
+        runtime_versions,
+        sane_seconds,
+    )
 
     if not timeable(strong) or (cheap is not None and not timeable(cheap)):
         return None  # not local models: nothing to time
@@ -40,7 +45,10 @@ def planned_costs(cheap: Any, strong: Any) -> StageCosts | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data["key"] == json.loads(json.dumps(key_data)):
-            return StageCosts(**data["costs"])
+            costs = StageCosts(**data["costs"])
+            if sane_seconds(costs.strong, costs.reference) and (costs.cheap == 0 or sane_seconds(costs.cheap)):
+                return costs
+            logger.warning("the stored stage costs %s are outside sane bounds (%s); timing again", path, costs)
     except FileNotFoundError:
         pass
     except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:

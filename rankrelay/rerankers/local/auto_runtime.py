@@ -215,6 +215,9 @@ def _read(path: Path, key_data: dict[str, Any]) -> RuntimeChoice | None:
         stored = _choice(data)
         if (stored.runtime, stored.precision) not in [tuple(p) for p in key_data["candidates"]]:
             return None
+        if not sane_seconds(*(t.seconds for t in stored.trials if t.seconds is not None)):
+            logger.warning("the stored runtime choice %s has timings outside sane bounds; measuring again", path)
+            return None
         return stored
     except FileNotFoundError:
         return None
@@ -227,6 +230,17 @@ def _choice(data: dict[str, Any]) -> RuntimeChoice:
     choice = dict(data["choice"])
     choice["trials"] = [Trial(**t) for t in choice["trials"]]
     return RuntimeChoice(**{**choice, "cached": True})
+
+
+#: what a stored timing of a sample pass may be, in seconds: anything else (negative, zero, 1e308, NaN) is a damaged
+#: or hand-edited file, measured again
+SANE_SECONDS = (1e-7, 3600.0)
+
+
+def sane_seconds(*values: float) -> bool:
+    """Whether every one of ``values`` is a plausible stored timing (see :data:`SANE_SECONDS`)."""
+    low, high = SANE_SECONDS
+    return all(isinstance(v, (int, float)) and low <= v <= high for v in values)
 
 
 def measurement_key(key_data: dict[str, Any]) -> str:

@@ -117,6 +117,9 @@ class DiskScoreCache:
         self.directory = str(directory)
         #: rows read that were not packed scores (ignored and scored again)
         self.rejected = 0
+        #: reads and writes that failed (a full or read-only disk, a damaged file): served without the cache
+        self.failures = 0
+        self._failing: set[str] = set()
         if Path(self.directory).exists() and not Path(self.directory).is_dir():
             raise ConfigError(f"score cache {self.directory} is a file, not a folder; name a folder "
                               "(score_cache=DIR) or remove the file")
@@ -133,21 +136,37 @@ class DiskScoreCache:
         return f"<DiskScoreCache {self.directory}>"
 
     def get_many(self, keys: Sequence[bytes]) -> dict[bytes, float]:
+        """The stored scores of ``keys``; a cache that cannot be read answers none (they are scored)."""
         found = {}
-        for key in keys:
-            try:
+        try:
+            for key in keys:
                 stored = self._cache.get(key)
-            except sqlite3.Error as exc:
-                raise ConfigError(f"score cache {self.directory} is damaged ({exc}); delete the folder and it is "
-                                  "rebuilt") from None
-            if stored is None:
-                continue
-            score = unpack_score(key, stored)
-            if score is None:
-                self._reject()
-                continue
-            found[key] = score
+                if stored is None:
+                    continue
+                score = unpack_score(key, stored)
+                if score is None:
+                    self._reject()
+                    continue
+                found[key] = score
+        except (sqlite3.Error, OSError) as exc:
+            self._failed("read", exc)
+            return found
+        self._recovered("read")
         return found
+
+    def _failed(self, what: str, exc: BaseException) -> None:
+        """A read or write that failed (disk full, read-only, damaged): counted, said once until one succeeds."""
+        self.failures += 1
+        if what not in self._failing:
+            logger.warning("score cache %s cannot be %s (%s: %s): the scores are computed and served without it "
+                           "until it works again (delete the folder if it is damaged)", self.directory,
+                           "read" if what == "read" else "written", type(exc).__name__, exc)
+        self._failing.add(what)
+
+    def _recovered(self, what: str) -> None:
+        if what in self._failing:
+            logger.warning("score cache %s can be %s again", self.directory, "read" if what == "read" else "written")
+            self._failing.discard(what)
 
     def _reject(self) -> None:
         self.rejected += 1
@@ -157,8 +176,13 @@ class DiskScoreCache:
 
     def put_many(self, items: Mapping[bytes, float]) -> None:
         # one set at a time: inside diskcache.transact() culling past size_limit can empty the whole store
-        for key, value in items.items():
-            self._cache.set(key, pack_score(key, float(value)))
+        try:
+            for key, value in items.items():
+                self._cache.set(key, pack_score(key, float(value)))
+        except (sqlite3.Error, OSError) as exc:
+            self._failed("write", exc)
+            return
+        self._recovered("write")
 
     def __len__(self) -> int:
         return len(self._cache)

@@ -315,9 +315,7 @@ def test_what_goes_wrong_with_a_disk_cache_is_named(tmp_path, monkeypatch):
     cache = DiskScoreCache(tmp_path / "dropped")
     with _rows(tmp_path / "dropped") as db:
         db.execute("DROP TABLE Cache")
-    with pytest.raises(ConfigError, match=r"is damaged \(no such table: Cache\); delete the folder and it is "
-                                          r"rebuilt$"):
-        cache.get_many([b"k" * 16])
+    assert cache.get_many([b"k" * 16]) == {} and cache.failures == 1  # mid-run: served without it, counted
     monkeypatch.setitem(sys.modules, "diskcache", None)
     with pytest.raises(MissingDependencyError, match=r"^a persistent score cache needs .*rankrelay\[cache\]"):
         DiskScoreCache(tmp_path / "d")
