@@ -45,10 +45,10 @@ def planned_costs(cheap: Any, strong: Any) -> StageCosts | None:
     try:
         data = json.loads(path.read_text(encoding="utf-8"))
         if data["key"] == json.loads(json.dumps(key_data)):
-            costs = StageCosts(**data["costs"])
-            if sane_seconds(costs.strong, costs.reference) and (costs.cheap == 0 or sane_seconds(costs.cheap)):
-                return costs
-            logger.warning("the stored stage costs %s are outside sane bounds (%s); timing again", path, costs)
+            kept = StageCosts(**data["costs"])
+            if sane_seconds(kept.strong, kept.reference) and (kept.cheap == 0 or sane_seconds(kept.cheap)):
+                return kept
+            logger.warning("the stored stage costs %s are outside sane bounds (%s); timing again", path, kept)
     except FileNotFoundError:
         pass
     except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
