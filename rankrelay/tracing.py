@@ -52,13 +52,22 @@ def tracer() -> Any:
 @contextmanager
 def span(name: str, **attributes: Any) -> Iterator[Any]:
     """A span named ``name`` with ``attributes`` (None values left out), current inside the block; an
-    exception leaving the block is recorded on it. Yields None without OpenTelemetry."""
+    exception leaving the block marks it an error and is recorded by its type only (never its message, which may
+    echo a query or a document). Yields None without OpenTelemetry."""
     t = tracer()
     if t is None:
         yield None
         return
-    with t.start_as_current_span(name, attributes=_clean(attributes)) as current:
-        yield current
+    with t.start_as_current_span(name, attributes=_clean(attributes), record_exception=False,
+                                 set_status_on_exception=False) as current:
+        try:
+            yield current
+        except BaseException as exc:  # the type only: a provider's message may echo the query or documents
+            from opentelemetry.trace import Status, StatusCode
+
+            current.set_status(Status(StatusCode.ERROR, type(exc).__name__))
+            current.add_event("exception", {"exception.type": type(exc).__name__})
+            raise
 
 
 def set_attributes(current: Any, **attributes: Any) -> None:

@@ -15,6 +15,8 @@ Example:
 
 from __future__ import annotations
 
+import logging
+
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field
@@ -33,7 +35,7 @@ import_optional("fastapi", extra="server", feature="the rerank service")
 from fastapi import Depends, FastAPI  # noqa: E402
 
 from rankrelay.server import routes  # noqa: E402
-from rankrelay.server.context import RequestContext  # noqa: E402
+from rankrelay.server.context import REDACT_QUERY, RequestContext  # noqa: E402
 from rankrelay.server.guards import BearerAuth, BodyLimit, Contained, check_api_keys, json_only  # noqa: E402
 from rankrelay.server.metrics import RequestMetrics  # noqa: E402
 from rankrelay.server.service import Service, load_models  # noqa: E402
@@ -88,6 +90,7 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
         finally:
             await service.stop()
 
+    logging.getLogger("uvicorn.access").addFilter(REDACT_QUERY)  # a key sent in the query is not logged
     app = FastAPI(title="rankrelay", lifespan=lifespan, docs_url=None, redoc_url=None, openapi_url=None)
     for router in routes.PROTECTED:
         app.include_router(router, dependencies=[Depends(json_only)])

@@ -4,12 +4,14 @@ trace of its W3C ``traceparent`` header."""
 
 from __future__ import annotations
 
+import logging
 import re
 import uuid
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
 
+from rankrelay.redact import redact_spec
 from rankrelay.tracing import request_id, tracer
 
 #: an incoming id is echoed only when it is a short token (no header injection, no unbounded log text)
@@ -56,3 +58,17 @@ def _server_span(scope: Any, headers: dict[str, str], rid: str) -> Iterator[Any]
                                              "url.path": scope.get("path", ""),
                                              "rankrelay.request_id": rid}) as current:
         yield current
+
+
+class RedactQuery(logging.Filter):
+    """On uvicorn's access log: secrets in a request's query string (``?api_key=...``, ``&token=...``; the service
+    refuses keys sent there, but the line is written first) are logged as ``***``."""
+
+    def filter(self, record: logging.LogRecord) -> bool:
+        if isinstance(record.args, tuple) and len(record.args) >= 3 and isinstance(record.args[2], str):
+            record.args = (*record.args[:2], redact_spec(record.args[2]), *record.args[3:])
+        return True
+
+
+#: the one filter on ``uvicorn.access`` (adding it again is a no-op)
+REDACT_QUERY = RedactQuery()

@@ -1,6 +1,7 @@
 """Experiments in the service: interleaved answers through Cohere's own SDK, feedback, the report, failures."""
 
 import asyncio
+import logging
 
 import httpx
 import pytest
@@ -208,3 +209,63 @@ def test_the_report_command_reads_the_store_the_service_wrote(tmp_path):
     assert missing.exit_code == 2 and "no experiment 'zz'" in missing.output and "found: ab" in missing.output
     nowhere = CliRunner().invoke(cli, ["experiment", "report", str(tmp_path / "none.db")])
     assert nowhere.exit_code == 2 and "no experiment store at" in nowhere.output
+
+
+@pytest.mark.parametrize(("body", "field"), [
+    ({"clicked": ["1"]}, "clicked.0"), ({"clicked": [True]}, "clicked.0"), ({"clicked": [2.0]}, "clicked.0"),
+    ({"clicked": [0], "dwell": [float("nan")]}, "dwell.0"), ({"clicked": [0], "dwell": [-1.0]}, "dwell.0"),
+    ({"clicked": [0], "grade": float("inf")}, "grade"), ({"clicked": [0], "grade": True}, "grade"),
+    ({"id": "imp\x00ession", "clicked": [0]}, "id"),
+])
+def test_malformed_feedback_gets_a_4xx_naming_the_field_and_nothing_is_stored(served, body, field):
+    import json
+
+    url, db = served
+    with httpx.Client(base_url=url, headers=AUTH) as http:
+        impression = http.post("/v2/rerank", json={"model": "ab", "query": "lift", "documents": DOCS}).json()["id"]
+        payload = {"id": impression, **body}
+        res = http.post("/v1/feedback", content=json.dumps(payload, allow_nan=True),
+                        headers={"Content-Type": "application/json"})
+    assert res.status_code == 422 and f"invalid request: {field}:" in res.json()["message"]
+    assert SQLiteStore(str(db)).counts()["feedback"] == 0
+
+
+def test_the_same_clicks_with_another_dwell_or_grade_are_a_conflict_not_silently_dropped(served):
+    url, _ = served
+    with httpx.Client(base_url=url, headers=AUTH) as http:
+        impression = http.post("/v2/rerank", json={"model": "ab", "query": "lift", "documents": DOCS}).json()["id"]
+        assert http.post("/v1/feedback", json={"id": impression, "clicked": [0], "dwell": [3.0]}).status_code == 200
+        other_dwell = http.post("/v1/feedback", json={"id": impression, "clicked": [0], "dwell": [9.0]})
+        other_grade = http.post("/v1/feedback", json={"id": impression, "clicked": [0], "dwell": [3.0], "grade": 1})
+        assert other_dwell.status_code == other_grade.status_code == 409
+        assert "dwell [3.0]" in other_dwell.json()["message"]
+        same = http.post("/v1/feedback", json={"id": impression, "clicked": [0], "dwell": [3.0]})
+        assert same.status_code == 200 and same.json()["recorded"] is False
+
+
+def test_an_answer_for_an_empty_document_list_takes_its_empty_feedback(served):
+    url, _ = served
+    with httpx.Client(base_url=url, headers=AUTH) as http:
+        answer = http.post("/v2/rerank", json={"model": "ab", "query": "lift", "documents": []})
+        assert answer.status_code == 200 and answer.json()["results"] == []
+        impression = answer.json()["id"]
+        assert http.post("/v1/feedback", json={"id": impression, "clicked": []}).status_code == 200
+        assert http.post("/v1/feedback", json={"id": impression, "clicked": [0]}).status_code == 400  # no position 0 in an empty list
+
+
+def test_feedback_to_a_service_without_experiments_is_404_not_a_retry_forever_503(tmp_path):
+    app = create_app({"first": "identity"}, api_keys=[KEY])
+    with running(app) as (url, _):
+        res = httpx.post(f"{url}/v1/feedback", headers=AUTH, json={"id": "abc", "clicked": [0]})
+    assert res.status_code == 404 and "runs no experiments" in res.json()["message"]
+    assert "Retry-After" not in res.headers
+
+
+def test_a_key_sent_in_the_query_string_is_not_written_to_the_access_log(served, caplog):
+    url, _ = served
+    with caplog.at_level(logging.INFO, logger="uvicorn.access"):
+        res = httpx.post(f"{url}/v2/rerank?api_key=sk-live-secret-123&x=1", json={"query": "q", "documents": ["a"]})
+    assert res.status_code == 401
+    lines = [r.getMessage() for r in caplog.records if r.name == "uvicorn.access"]
+    assert any("/v2/rerank?api_key=***&x=1" in line for line in lines)
+    assert not any("sk-live-secret-123" in line for line in lines)

@@ -104,3 +104,15 @@ print("ok")
 """
     out = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=300)
     assert out.returncode == 0 and out.stdout.strip() == "ok", out.stderr[-2000:]
+
+
+def test_a_failing_span_records_the_error_type_but_never_its_message(spans):
+    from rankrelay.tracing import span
+
+    spans.clear()
+    with pytest.raises(ValueError), span("rankrelay.example"):
+        raise ValueError("the provider echoed the query: my secret medical question")
+    (finished,) = spans.get_finished_spans()
+    assert finished.status.status_code.name == "ERROR" and finished.status.description == "ValueError"
+    assert [dict(e.attributes) for e in finished.events] == [{"exception.type": "ValueError"}]
+    assert "medical" not in str([e.attributes for e in finished.events]) + str(finished.attributes)
