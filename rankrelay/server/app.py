@@ -16,7 +16,6 @@ Example:
 from __future__ import annotations
 
 import logging
-
 from collections.abc import AsyncIterator, Mapping, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass, field

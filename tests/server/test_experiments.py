@@ -250,7 +250,7 @@ def test_an_answer_for_an_empty_document_list_takes_its_empty_feedback(served):
         assert answer.status_code == 200 and answer.json()["results"] == []
         impression = answer.json()["id"]
         assert http.post("/v1/feedback", json={"id": impression, "clicked": []}).status_code == 200
-        assert http.post("/v1/feedback", json={"id": impression, "clicked": [0]}).status_code == 400  # no position 0 in an empty list
+        assert http.post("/v1/feedback", json={"id": impression, "clicked": [0]}).status_code == 400
 
 
 def test_feedback_to_a_service_without_experiments_is_404_not_a_retry_forever_503(tmp_path):
