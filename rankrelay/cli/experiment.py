@@ -99,9 +99,9 @@ def report(
 ) -> None:
     """Which arm users prefer in each experiment: wins, ties, losses, the preference with its interval and p-value."""
     from rankrelay.evaluation.report import table
-    from rankrelay.experiments.online import summarise
     from rankrelay.experiments.report import write_experiments
     from rankrelay.experiments.store import open_store
+    from rankrelay.experiments.totals import summary
 
     try:
         if "://" not in store and not Path(store).is_file():
@@ -110,8 +110,7 @@ def report(
         found = kept.experiments()
         if name is not None and name not in found:
             raise ConfigError(f"no experiment {name!r} in {store}; found: {', '.join(found) or 'none'}")
-        reports = [summarise(n, arms, method, kept.impressions(n))
-                   for n, (method, arms) in found.items() if name in (None, n)]
+        reports = [summary(n, arms, method, kept.totals(n)) for n, (method, arms) in found.items() if name in (None, n)]
         kept.close()
     except RankRelayError as exc:
         raise fail(exc) from None

@@ -17,6 +17,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import itertools
 import logging
 import math
 import threading
@@ -27,7 +28,7 @@ from collections.abc import Awaitable, Callable, Collection, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from rankrelay.errors import ConfigError, ConflictError, NotFoundError, RankRelayError, StoreUnavailableError
+from rankrelay.errors import ConfigError, NotFoundError, RankRelayError, StoreUnavailableError
 from rankrelay.experiments.interleaving import team_draft
 from rankrelay.experiments.store import Impression, SQLStore
 from rankrelay.experiments.totals import summary, totals_of
@@ -256,30 +257,36 @@ class Experiments:
             self._pending_ids.add(impression.id)
         return "buffered"
 
-    def flush(self) -> int:
-        """Write the buffered impressions, oldest first, while the store takes them; returns how many were
-        written."""
+    def flush(self, batch: int = 500) -> int:
+        """Write the buffered impressions, oldest first and ``batch`` to a transaction, while the store takes
+        them; returns how many were written."""
         written = 0
         while self._pending:
             store = self.open_store()
             if store is None:
                 break
-            impression = self._pending[0]
+            chunk = list(itertools.islice(self._pending, batch))
             try:
-                store.add(impression)
+                store.add_many(chunk)
             except StoreUnavailableError as exc:
                 self._failed(exc)
                 break
-            except ConflictError:  # written before an answer that never reached us
-                pass
-            except Exception as exc:  # noqa: BLE001 - one bad impression never blocks the rest
-                logger.warning("experiment %s: buffered impression %s not recorded (%s: %s)",
-                               impression.experiment, impression.id, type(exc).__name__, exc)
-                self.on_event(impression.experiment, "impression", "lost")
+            except Exception as exc:  # noqa: BLE001 - a bad impression never blocks the rest: one at a time
+                logger.warning("experiment store: a buffered batch failed (%s: %s); writing one at a time",
+                               type(exc).__name__, exc)
+                chunk = chunk[:1]
+                try:
+                    store.add_many(chunk)
+                except StoreUnavailableError as again:
+                    self._failed(again)
+                    break
+                except Exception:  # noqa: BLE001 - counted lost below
+                    self.on_event(chunk[0].experiment, "impression", "lost")
             with self._lock:
-                self._pending.popleft()
-                self._pending_ids.discard(impression.id)
-            written += 1
+                for impression in chunk:
+                    self._pending.popleft()
+                    self._pending_ids.discard(impression.id)
+            written += len(chunk)
         return written
 
     async def maintain(self, interval_s: float = 0.5) -> None:

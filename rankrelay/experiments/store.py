@@ -171,17 +171,31 @@ class SQLStore:
     # -- impressions and feedback ---------------------------------------------------------------------
     def add(self, impression: Impression) -> None:
         """Record an impression; its id must be new (:class:`ConflictError` otherwise). Retention runs here."""
-        row = (impression.id, impression.experiment, impression.method, json.dumps(impression.arms),
-               json.dumps(impression.teams), int(impression.excluded), impression.created, impression.query,
-               None if impression.documents is None else json.dumps(impression.documents))
         with self._tx() as cur:
             inserted = self._run(cur, "INSERT INTO impressions (id, experiment, method, arms, teams, excluded, "
                                       "created, query, documents) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) "
-                                      "ON CONFLICT (id) DO NOTHING", row).rowcount
+                                      "ON CONFLICT (id) DO NOTHING", _row(impression)).rowcount
             if inserted != 1:
                 raise ConflictError(f"impression {impression.id!r} is already recorded")
             self._add_totals(cur, {impression.experiment: impression_totals(impression.excluded)}, 1.0)
             self._prune(cur)
+
+    def add_many(self, impressions: Sequence[Impression]) -> int:
+        """Record several impressions in one transaction (a buffer written when the store is back); an id already
+        recorded is skipped. Returns how many were new."""
+        added: dict[str, Totals] = {}
+        count = 0
+        with self._tx() as cur:
+            for impression in impressions:
+                if self._run(cur, "INSERT INTO impressions (id, experiment, method, arms, teams, excluded, created, "
+                                  "query, documents) VALUES (?, ?, ?, ?, ?, ?, ?, ?, ?) ON CONFLICT (id) DO NOTHING",
+                             _row(impression)).rowcount == 1:
+                    count += 1
+                    added[impression.experiment] = merge(added.get(impression.experiment, {}),
+                                                         impression_totals(impression.excluded))
+            self._add_totals(cur, added, float(count))
+            self._prune(cur)
+        return count
 
     def get(self, impression_id: str, experiment: str | None = None) -> Impression:
         """The impression ``impression_id`` (of ``experiment`` when given); :class:`NotFoundError` otherwise, and
@@ -307,6 +321,12 @@ class SQLStore:
 
     def close(self) -> None:  # pragma: no cover - each backend has its own
         raise NotImplementedError
+
+
+def _row(impression: Impression) -> tuple[Any, ...]:
+    return (impression.id, impression.experiment, impression.method, json.dumps(impression.arms),
+            json.dumps(impression.teams), int(impression.excluded), impression.created, impression.query,
+            None if impression.documents is None else json.dumps(impression.documents))
 
 
 def _impression(row: Sequence[Any]) -> Impression:
