@@ -84,3 +84,25 @@ def test_stored_stage_costs_outside_sane_bounds_are_timed_again(tiny_ce_path, tm
     assert any("outside sane bounds" in r.getMessage() for r in caplog.records)
     assert again is not None and again.strong != strong and costs is not None
     assert json.loads(stored.read_text())["costs"]["strong"] == again.strong  # the fresh timing replaced it
+
+
+def test_stage_costs_that_cannot_be_kept_on_a_full_disk_are_used_for_this_process(tiny_ce_path, small_disk, caplog):
+    from rankrelay.rerankers.compose.keep_store import planned_costs
+
+    strong = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="torch", cache_dir=str(small_disk))
+    strong.warm_up()
+    fill(small_disk)
+    with caplog.at_level(logging.WARNING):
+        costs = planned_costs(None, strong)
+    assert costs is not None and costs.strong > 0
+    assert any("could not keep the stage costs" in r.getMessage() for r in caplog.records)
+
+
+def test_a_score_cache_folder_deleted_mid_run_serves_every_answer(tiny_ce_path, tiny_ce, tmp_path):
+    import shutil
+
+    rr = cached_reranker(tiny_ce_path, tmp_path / "cache")
+    rr.rerank(QUERY, docs(4, "before"))
+    shutil.rmtree(tmp_path / "cache")
+    res = rr.rerank(QUERY, docs(6, "after"))
+    assert res.indices == tiny_ce.rerank(QUERY, docs(6, "after")).indices

@@ -155,3 +155,21 @@ def test_a_full_disk_makes_the_sqlite_store_unavailable_not_broken_and_it_recove
         assert store.counts()["impressions"] == written + 1 and store.outage is None
     finally:
         store.close()
+
+
+def test_a_sqlite_file_damaged_in_place_is_unavailable_not_a_crash(tmp_path, caplog):
+    path = tmp_path / "exp.db"
+    store = SQLiteStore(str(path))
+    try:
+        store.add(imp(1))
+        store.close()
+        store = SQLiteStore(str(path))
+        size = path.stat().st_size
+        with open(path, "r+b") as f:  # same file, same inode: its pages overwritten with garbage
+            f.write(b"\xde\xad\xbe\xef" * (size // 4))
+        with caplog.at_level(logging.WARNING, logger="rankrelay.experiments.store"):
+            with pytest.raises(StoreUnavailableError, match="not a database|malformed"):
+                store.add(imp(2))
+        assert store.outage is not None and store.outages == 1
+    finally:
+        store.close()

@@ -105,3 +105,25 @@ def test_a_full_disk_while_converting_is_a_conversion_error_and_leaves_no_half_g
     with pytest.raises(ConversionError, match="could not convert"):
         load(tiny_ce_path, small_disk)
     assert not [p for p in (small_disk / "runtimes").glob("*onnx*")] if (small_disk / "runtimes").exists() else True
+
+
+def test_two_loads_converting_the_same_graph_at_once_both_serve_and_one_graph_is_kept(tiny_ce_path, tmp_path):
+    import threading
+
+    loaded, errors = [], []
+
+    def convert():
+        try:
+            loaded.append(load(tiny_ce_path, tmp_path))
+        except Exception as exc:  # noqa: BLE001 - any error fails the test below
+            errors.append(exc)
+
+    threads = [threading.Thread(target=convert) for _ in range(2)]
+    for t in threads:
+        t.start()
+    for t in threads:
+        t.join(300)
+    assert errors == [] and len(loaded) == 2
+    assert scores(loaded[0]) == pytest.approx(scores(loaded[1]), abs=1e-5)
+    folders = [p for p in (tmp_path / "runtimes").iterdir() if "-onnx-" in p.name]
+    assert len(folders) == 1 and not folders[0].name.startswith(".")  # no temporary folder left behind

@@ -63,6 +63,9 @@ MODULES: dict[str, tuple[str, list[str]]] = {
     "guards": ("rankrelay/server/guards.py", ["tests/server/test_guards_contract.py"]),
     "batching": ("rankrelay/server/batching.py", ["tests/server/test_batching.py"]),
     "job": ("rankrelay/batch/job.py", ["tests/test_batch_job.py", "tests/test_batch.py"]),
+    "totals": ("rankrelay/experiments/totals.py", ["tests/experiments/test_totals.py"]),
+    "graph_store": ("rankrelay/rerankers/local/graph_store.py", ["tests/rerankers/local/test_graph_store.py"]),
+    "protocol": ("rankrelay/server/protocol.py", ["tests/faults/test_slow_clients.py"]),
 }
 
 # Lines mutmut leaves alone: log calls (what a log line says is not behaviour a caller sees).

@@ -30,6 +30,7 @@ import os
 import shutil
 import sys
 import tempfile
+import threading
 from collections.abc import Callable, Mapping
 from dataclasses import asdict, dataclass
 from pathlib import Path
@@ -329,6 +330,9 @@ def _folder(cache_dir: Path, label: str, runtime: str, key_data: dict[str, Any])
     return cache_dir / "runtimes" / f"{cache_slug(label)}-{runtime}-{key}"
 
 
+_exporting = threading.Lock()
+
+
 def _convert_into(spec: RuntimeSpec, model: Any, output: str, example: Mapping[str, Any], names: tuple[str, ...],
                   calibration: Callable[[], list[dict[str, Any]]], folder: Path, key_data: dict[str, Any],
                   cache_dir: Path, label: str, runtime: str, reference: Callable[[], Any] | None,
@@ -344,7 +348,8 @@ def _convert_into(spec: RuntimeSpec, model: Any, output: str, example: Mapping[s
     tmp = Path(tempfile.mkdtemp(prefix=f".{folder.name}-", dir=folder.parent))
     try:
         start = perf_counter()
-        _convert(spec, model, output, example, names, calibration, tmp, fp32)
+        with _exporting:  # torch's exporters keep global state: one conversion at a time in a process
+            _convert(spec, model, output, example, names, calibration, tmp, fp32)
         converted = _load_graph(spec, tmp, names)
         agreement = measure_agreement(reference() if reference else sample(torch_forward), sample(converted))
         (tmp / RECORD).write_text(json.dumps({**agreement.to_dict(), **stored_record(key_data, tmp)}, indent=2))
