@@ -28,6 +28,7 @@ def planned_costs(cheap: Any, strong: Any) -> StageCosts | None:
     them for exactly these stages, else timed now and stored; None when either stage is not a local model."""
     from rankrelay.devices import cpu_signature
     from rankrelay.rerankers.local.auto_runtime import (
+        STORE_FAILURES,
         keep_measurement,
         measurement_key,
         runtime_versions,
@@ -48,10 +49,12 @@ def planned_costs(cheap: Any, strong: Any) -> StageCosts | None:
             kept = StageCosts(**data["costs"])
             if sane_seconds(kept.strong, kept.reference) and (kept.cheap == 0 or sane_seconds(kept.cheap)):
                 return kept
+            STORE_FAILURES["read"] += 1
             logger.warning("the stored stage costs %s are outside sane bounds (%s); timing again", path, kept)
     except FileNotFoundError:
         pass
     except (OSError, ValueError, KeyError, TypeError, ConfigError) as exc:
+        STORE_FAILURES["read"] += 1
         logger.warning("the stored stage costs %s are unreadable (%s); timing again", path, exc)
     costs = sample_costs(cheap, strong)
     if costs is not None:

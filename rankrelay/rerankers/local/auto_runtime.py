@@ -23,6 +23,7 @@ import hashlib
 import importlib.metadata
 import json
 import logging
+from collections import Counter
 from collections.abc import Callable, Sequence
 from dataclasses import asdict, dataclass, field
 from pathlib import Path
@@ -216,12 +217,14 @@ def _read(path: Path, key_data: dict[str, Any]) -> RuntimeChoice | None:
         if (stored.runtime, stored.precision) not in [tuple(p) for p in key_data["candidates"]]:
             return None
         if not sane_seconds(*(t.seconds for t in stored.trials if t.seconds is not None)):
+            STORE_FAILURES["read"] += 1
             logger.warning("the stored runtime choice %s has timings outside sane bounds; measuring again", path)
             return None
         return stored
     except FileNotFoundError:
         return None
     except (OSError, ValueError, KeyError, TypeError) as exc:
+        STORE_FAILURES["read"] += 1
         logger.warning("the stored runtime choice %s is unreadable (%s); measuring again", path, exc)
         return None
 
@@ -248,12 +251,18 @@ def measurement_key(key_data: dict[str, Any]) -> str:
     return hashlib.sha256(json.dumps(key_data, sort_keys=True).encode()).hexdigest()[:20]
 
 
+#: stored measurements (runtime choices, stage costs) that could not be read or kept, by "read" and "write": each
+#: was measured again or kept for this process only, with a warning
+STORE_FAILURES: Counter[str] = Counter()
+
+
 def keep_measurement(path: Path, data: dict[str, Any], what: str) -> None:
     """Store ``data`` (JSON) at ``path`` whole or not at all; a read-only cache keeps it for this process only."""
     try:
         path.parent.mkdir(parents=True, exist_ok=True)
         write_text_atomic(path, json.dumps(data, indent=2))
     except OSError as exc:
+        STORE_FAILURES["write"] += 1
         logger.warning("could not keep %s in %s (%s); it is measured again next time", what, path, exc)
 
 
