@@ -115,7 +115,8 @@ class Experiments:
         self._open_error: str | None = None
         self._pending: deque[Impression] = deque()
         self._pending_ids: set[str] = set()
-        self._lock = threading.Lock()
+        self._lock = threading.Lock()  # opening the store (may wait on a database)
+        self._buffer_lock = threading.Lock()  # the buffer (taken on the event loop: never held while waiting)
 
     def open(self, strict: bool = True) -> None:
         """Open the store now: one that cannot be opened raises (``strict``) or leaves the experiments degraded,
@@ -131,11 +132,14 @@ class Experiments:
             self._failed(exc)
 
     def _failed(self, exc: BaseException) -> None:
+        """The store was found away: not tried again for ``retry_s``. A store that could not be opened is said
+        here, once; an open store says its own outages."""
         self._next_try = self.clock() + self.retry_s
-        if self._open_error is None:
-            logger.warning("experiment store unavailable (%s); impressions wait in a buffer of %d, feedback is "
-                           "answered 503 until it is back", exc, self.buffer_size)
-        self._open_error = str(exc)
+        if self.store is None:
+            if self._open_error is None:
+                logger.warning("experiment store unavailable (%s); impressions wait in a buffer of %d, feedback is "
+                               "answered 503 until it is back", exc, self.buffer_size)
+            self._open_error = str(exc)
 
     def open_store(self) -> SQLStore | None:
         """The store when it can be used now: opened, and not known to be away (tried again after ``retry_s``)."""
@@ -250,7 +254,7 @@ class Experiments:
         return outcome
 
     def _buffer(self, impression: Impression) -> str:
-        with self._lock:
+        with self._buffer_lock:
             if len(self._pending) >= self.buffer_size:
                 return "lost"
             self._pending.append(impression)
@@ -265,7 +269,8 @@ class Experiments:
             store = self.open_store()
             if store is None:
                 break
-            chunk = list(itertools.islice(self._pending, batch))
+            with self._buffer_lock:  # answers append meanwhile
+                chunk = list(itertools.islice(self._pending, batch))
             try:
                 store.add_many(chunk)
             except StoreUnavailableError as exc:
@@ -282,7 +287,7 @@ class Experiments:
                     break
                 except Exception:  # noqa: BLE001 - counted lost below
                     self.on_event(chunk[0].experiment, "impression", "lost")
-            with self._lock:
+            with self._buffer_lock:
                 for impression in chunk:
                     self._pending.popleft()
                     self._pending_ids.discard(impression.id)

@@ -17,7 +17,6 @@ from itertools import combinations
 from typing import Any
 
 from rankrelay.experiments.analysis import SplitSums, preferences, reciprocal_rank, split_from_sums
-from rankrelay.experiments.interleaving import Interleaved, credit
 
 Totals = dict[str, float]
 
@@ -38,7 +37,9 @@ def feedback_totals(method: str, arms: int, teams: Sequence[int], clicked: Seque
                                ("rr", rr), ("rr2", rr * rr)):
                 out[f"split:{teams[0]}:{key}"] = value
         return out
-    credits = credit(Interleaved(order=list(range(len(teams))), teams=list(teams), arms=arms), clicked)
+    credits = [0] * arms
+    for position in clicked:  # each click counts for the arm that placed the clicked position
+        credits[teams[position]] += 1
     for i, j in combinations(range(arms), 2):
         if credits[i] > credits[j]:
             out[f"pair:{i}:{j}:win"] = 1.0

@@ -54,10 +54,11 @@ class HeaderDeadline:
             self.transport.close()
 
 
-def deadline_protocol(header_timeout_s: float) -> type:
-    """uvicorn's HTTP protocol (httptools where installed, else h11) with a header deadline of
-    ``header_timeout_s`` seconds; pass it as ``uvicorn.run(..., http=...)``."""
-    if importlib.util.find_spec("httptools") is not None:
+def deadline_protocol(header_timeout_s: float, http: str = "auto") -> type:
+    """uvicorn's HTTP protocol with a header deadline of ``header_timeout_s`` seconds; pass it as
+    ``uvicorn.run(..., http=...)``. ``http``: ``httptools``, ``h11``, or ``auto`` (httptools where installed, as
+    uvicorn chooses)."""
+    if http == "httptools" or (http == "auto" and importlib.util.find_spec("httptools") is not None):
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 
         class HttpToolsDeadline(HeaderDeadline, HttpToolsProtocol):
@@ -78,7 +79,7 @@ def deadline_protocol(header_timeout_s: float) -> type:
                 super().connection_lost(exc)
 
         base: type = HttpToolsDeadline
-    else:  # pragma: no cover - uvicorn[standard] brings httptools; h11 is its fallback
+    else:  # uvicorn[standard] brings httptools; h11 is uvicorn's fallback
         import h11
         from uvicorn.protocols.http.h11_impl import H11Protocol
 

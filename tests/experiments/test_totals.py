@@ -86,3 +86,15 @@ def test_an_experiment_without_impressions_summarises_to_no_preference():
     assert (empty["impressions"], empty["preferences"][0]["winner"], empty["preferences"][0]["p_value"]) == (0, None,
                                                                                                               1.0)
     assert summary("e", ["a", "b"], "split", {})["split"]["p_value"] == 1.0
+
+
+def test_a_summary_names_its_experiment_method_and_arms():
+    got = summary("ranker-test", ["a", "b"], "team-draft", impression_totals(False))
+    assert {k: got[k] for k in ("experiment", "method", "arms", "impressions")} == {
+        "experiment": "ranker-test", "method": "team-draft", "arms": ["a", "b"], "impressions": 1}
+    assert set(got) == {"experiment", "method", "arms", "impressions", "excluded", "with_feedback", "with_clicks",
+                        "preferences"}
+
+
+def test_a_split_of_other_than_two_arms_has_no_test_to_report():
+    assert summary("e", ["a", "b", "c"], "split", {"split:0:n": 3.0})["split"] is None

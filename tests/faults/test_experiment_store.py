@@ -173,3 +173,41 @@ def test_a_sqlite_file_damaged_in_place_is_unavailable_not_a_crash(tmp_path, cap
         assert store.outage is not None and store.outages == 1
     finally:
         store.close()
+
+
+async def test_impressions_wait_in_a_bounded_buffer_while_the_disk_is_full_and_are_written_when_there_is_room(
+        small_disk):
+    from rankrelay.experiments.online import Experiment, Experiments
+    from rankrelay.rerankers.reference import IdentityReranker
+    from rankrelay.results import to_documents
+    from rankrelay.testing import FakeClock
+
+    store = SQLiteStore(str(small_disk / "exp.db"))
+    events: list[tuple[str, str, str]] = []
+    clock = FakeClock(start=0.0)
+    runner = Experiments({"ab": Experiment("ab", ["a", "b"])}, store, buffer=3,
+                         on_event=lambda *event: events.append(event), clock=clock)
+    model = IdentityReranker()
+
+    async def rerank(arm, query, docs, top_n):
+        return await model.arerank(query, docs, top_n)
+
+    async def answer(query: str) -> str:
+        # a long query, stored with store_text, so that each impression needs fresh pages
+        res = await runner.answer("ab", query * 2000, to_documents(DOCS), None, rerank)
+        return res.info["impression_recorded"]
+
+    runner.store_text = True
+    assert await answer("a") == "recorded"
+    fill(small_disk)
+    outcomes = [await answer(q) for q in "bcdef"]
+    assert "buffered" in outcomes and outcomes[-1] == "lost" and runner.pending == 3
+    with pytest.raises(StoreUnavailableError, match="not stored yet"):
+        await runner.feedback(runner._pending[0].id, [0])
+    (small_disk / "ballast").unlink()
+    clock.sleep(runner.retry_s)  # the store is tried again after retry_s
+    assert runner.flush() == 3 and runner.pending == 0
+    kept = {i.id for i in store.impressions("ab")}
+    assert len(kept) == 1 + outcomes.count("buffered") + outcomes.count("recorded")
+    assert ("ab", "impression", "lost") in events
+    store.close()

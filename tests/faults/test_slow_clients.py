@@ -4,10 +4,12 @@ others meanwhile."""
 
 from __future__ import annotations
 
+import json
 import socket
 import time
 
 import httpx
+import pytest
 from serving import running
 
 from rankrelay.config import Limits
@@ -33,8 +35,30 @@ def read_all(sock: socket.socket) -> bytes:
     return b"".join(chunks)
 
 
-def test_200_connections_that_never_finish_their_headers_are_closed_and_others_are_answered_meanwhile():
-    with running(app(), header_timeout_s=1.0) as (url, _):
+@pytest.fixture(params=["httptools", "h11"])
+def http(request):
+    """uvicorn's two HTTP implementations, each with the header deadline."""
+    from rankrelay.server.protocol import deadline_protocol
+
+    return lambda seconds: deadline_protocol(seconds, request.param)
+
+
+def parse(reply: bytes) -> tuple[int, dict[str, str], bytes]:
+    """Status, headers and body of a raw HTTP/1.1 answer, read by h11 (a real parser)."""
+    import h11
+
+    conn = h11.Connection(h11.CLIENT)
+    conn.send(h11.Request(method="GET", target="/", headers=[("Host", "x")]))
+    conn.receive_data(reply)
+    response = conn.next_event()
+    body = b""
+    while isinstance(event := conn.next_event(), h11.Data):
+        body += event.data
+    return response.status_code, {k.decode(): v.decode() for k, v in response.headers}, body
+
+
+def test_200_connections_that_never_finish_their_headers_are_closed_and_others_are_answered_meanwhile(http):
+    with running(app(), http=http(1.0)) as (url, _):
         slow = []
         for _ in range(200):
             sock = open_raw(url)
@@ -44,20 +68,23 @@ def test_200_connections_that_never_finish_their_headers_are_closed_and_others_a
             answer = http.post("/v2/rerank", json={"query": "q", "documents": ["a", "b"]})
             assert answer.status_code == 200  # the service answers others while they hang
         replies = [read_all(sock) for sock in slow]  # returns once the server closes each one
-        assert all(r.startswith(b"HTTP/1.1 408") and b"did not arrive within 1 s" in r for r in replies)
+        assert len(set(replies)) == 1
+        status, headers, body = parse(replies[0])
+        assert (status, headers["content-type"], headers["connection"]) == (408, "application/json", "close")
+        assert json.loads(body) == {"message": "the request's headers did not arrive within 1 s"}
         for sock in slow:
             sock.close()
 
 
-def test_a_connection_that_sends_nothing_is_closed_after_the_header_deadline():
-    with running(app(), header_timeout_s=0.5) as (url, _):
+def test_a_connection_that_sends_nothing_is_closed_after_the_header_deadline(http):
+    with running(app(), http=http(0.5)) as (url, _):
         sock = open_raw(url)
         assert read_all(sock).startswith(b"HTTP/1.1 408")
         sock.close()
 
 
-def test_a_kept_alive_connection_is_not_cut_by_the_header_deadline_between_requests():
-    with running(app(), header_timeout_s=0.5) as (url, _), \
+def test_a_kept_alive_connection_is_not_cut_by_the_header_deadline_between_requests(http):
+    with running(app(), http=http(0.5)) as (url, _), \
             httpx.Client(base_url=url, headers={"Authorization": f"Bearer {KEY}"}) as http:
         first = http.post("/v2/rerank", json={"query": "q", "documents": ["a"]})
         time.sleep(1.0)  # idle on the kept-alive connection: the keep-alive timeout governs it, not the header one
@@ -74,3 +101,19 @@ def test_a_body_that_stops_short_of_its_content_length_is_answered_408_and_close
         sock.close()
     assert reply.startswith(b"HTTP/1.1 408") and b"did not arrive within 0.5 s" in reply
     assert b"connection: close" in reply.lower()
+
+
+def test_a_second_request_on_a_kept_alive_connection_gets_its_own_header_deadline(http):
+    with running(app(), http=http(0.5)) as (url, _):
+        sock = open_raw(url)
+        body = b'{"query": "q", "documents": ["a"]}'
+        sock.sendall(b"POST /v2/rerank HTTP/1.1\r\nHost: x\r\nAuthorization: Bearer " + KEY.encode()
+                     + b"\r\nContent-Type: application/json\r\nContent-Length: " + str(len(body)).encode()
+                     + b"\r\n\r\n" + body)
+        first = b""
+        while b'"results"' not in first:
+            first += sock.recv(65536)
+        sock.sendall(b"POST /v2/rerank HTTP/1.1\r\nHost: x\r\n")  # the next request's headers never finish
+        rest = read_all(sock)
+        sock.close()
+    assert first.startswith(b"HTTP/1.1 200") and parse(rest)[0] == 408
