@@ -19,6 +19,8 @@ import json
 import logging
 from typing import Any
 
+from rankrelay.errors import ConfigError
+
 logger = logging.getLogger(__name__)
 
 
@@ -58,6 +60,8 @@ def deadline_protocol(header_timeout_s: float, http: str = "auto") -> type:
     """uvicorn's HTTP protocol with a header deadline of ``header_timeout_s`` seconds; pass it as
     ``uvicorn.run(..., http=...)``. ``http``: ``httptools``, ``h11``, or ``auto`` (httptools where installed, as
     uvicorn chooses)."""
+    if http not in ("auto", "httptools", "h11"):
+        raise ConfigError(f"http must be 'auto', 'httptools' or 'h11', got {http!r}")
     if http == "httptools" or (http == "auto" and importlib.util.find_spec("httptools") is not None):
         from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
 

@@ -71,6 +71,7 @@ def test_200_connections_that_never_finish_their_headers_are_closed_and_others_a
         assert len(set(replies)) == 1
         status, headers, body = parse(replies[0])
         assert (status, headers["content-type"], headers["connection"]) == (408, "application/json", "close")
+        assert headers["content-length"] == str(len(body))
         assert json.loads(body) == {"message": "the request's headers did not arrive within 1 s"}
         for sock in slow:
             sock.close()
@@ -117,3 +118,43 @@ def test_a_second_request_on_a_kept_alive_connection_gets_its_own_header_deadlin
         rest = read_all(sock)
         sock.close()
     assert first.startswith(b"HTTP/1.1 200") and parse(rest)[0] == 408
+
+
+def test_headers_trickled_a_byte_at_a_time_are_still_cut_at_the_deadline(http):
+    """A slowloris client that keeps sending a byte now and then does not restart the deadline."""
+    import select
+
+    with running(app(), http=http(0.5)) as (url, _):
+        sock = open_raw(url)
+        sent = 0
+        for byte in (b"POST /v2/rerank HTTP/1.1\r\nHost: x\r\nX-Slow: " + b"a" * 100)[:100]:
+            try:
+                sock.sendall(bytes([byte]))
+            except OSError:  # closed by the server
+                break
+            sent += 1
+            if select.select([sock], [], [], 0.1)[0]:
+                break
+        reply = read_all(sock)
+        sock.close()
+    assert parse(reply)[0] == 408 and sent < 100  # cut while still trickling (100 bytes take 10 s)
+
+
+def test_the_protocol_is_the_asked_implementation_and_auto_follows_what_is_installed(monkeypatch):
+    import importlib.util
+
+    from uvicorn.protocols.http.h11_impl import H11Protocol
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+
+    from rankrelay.errors import ConfigError
+    from rankrelay.server.protocol import deadline_protocol
+
+    assert issubclass(deadline_protocol(1, "httptools"), HttpToolsProtocol)
+    assert issubclass(deadline_protocol(1, "h11"), H11Protocol)
+    assert issubclass(deadline_protocol(1), HttpToolsProtocol)  # installed here (uvicorn[standard])
+    assert deadline_protocol(2.5).header_timeout_s == 2.5
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: None if name == "httptools" else real(name, *a))
+    assert issubclass(deadline_protocol(1), H11Protocol) and not issubclass(deadline_protocol(1), HttpToolsProtocol)
+    with pytest.raises(ConfigError, match="http must be 'auto', 'httptools' or 'h11', got 'AUTO'"):
+        deadline_protocol(1, "AUTO")
