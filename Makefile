@@ -41,7 +41,8 @@ demo: $(DEMO_STAMP)
 TEST_WORKERS ?= auto
 COVERAGE_FLOOR := 92
 COVER := $(if $(COVERAGE),--cov=rankrelay --cov-branch --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR))
-test: $(STAMP)
+# PostgreSQL is installed first where this machine allows it (root): its store tests then run here too, not only in CI.
+test: $(STAMP) postgres
 	$(BIN)/python -m pytest -q -m "not slow and not ray" -n $(TEST_WORKERS) --maxprocesses 4 --dist worksteal $(COVER)
 
 # Mutation testing of the core modules, each against its own tests (tests/mutation/run.py): every mutant

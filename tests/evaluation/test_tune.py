@@ -103,3 +103,13 @@ def test_a_dataset_without_judged_queries_is_a_typed_error_not_a_traceback(tmp_p
     out = runner.invoke(app, ["tune", str(folder), "--budget-ms", "100", "--models", "identity", "--report",
                               str(tmp_path / "r2"), "-q"])
     assert out.exit_code == 2 and "no judged queries" in out.output and "Traceback" not in out.output
+
+
+@pytest.mark.parametrize("depth", [20, 30, 50, 100])
+def test_every_configuration_has_its_own_name_at_any_depth(depth):
+    configs = configurations(["tinybert-l2", "minilm-l6"], depth, runtime="torch")
+    names = [c.name for c in configs]
+    assert len(names) == len(set(names))
+    assert [c.name for c in configs if c.name.startswith("minilm-l6 over")] == [
+        f"minilm-l6 over {d}" for d in (depth, *[d for d in (20, 50) if d < depth])]
+    assert all(int(c.name.rsplit("@", 1)[1]) < depth for c in configs if "@" in c.name)

@@ -55,3 +55,11 @@ def test_unknown_models_and_users_are_config_errors():
         click_model("dbn")
     with pytest.raises(ConfigError, match="unknown user type 'lazy'"):
         click_model("cascade", "lazy")
+
+
+def test_grades_are_rounded_to_the_nearest_level_not_floored():
+    """0.9 on a 0..1 scale is 3.6 of 4: level 4, which a perfect user always clicks (level 3: 80 % of the time)."""
+    model = click_model("cascade", "perfect")
+    rng = random.Random(0)
+    assert all(model.clicks([0.9], top=1, rng=rng) == [0] for _ in range(200))
+    assert sum(model.clicks([0.1], top=1, rng=rng) == [0] for _ in range(200)) == 0  # 0.4 of 4: level 0

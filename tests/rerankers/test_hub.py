@@ -104,3 +104,11 @@ def test_bundled_minilm_resolves_offline(monkeypatch, tmp_path):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     found = resolve_model("all-minilm-l6", cache_folder=str(tmp_path))
     assert found.source == "bundled" and Path(found.location, "config.json").exists()
+
+
+@pytest.mark.parametrize("value", ["1", "true", "TRUE", "on", "yes", " 1 "])
+@pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"])
+def test_every_spelling_of_offline_that_huggingface_accepts_is_offline(monkeypatch, tmp_path, variable, value):
+    monkeypatch.setenv(variable, value)
+    with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE is set"):
+        finishes(load_reranker("minilm-l6", cache_folder=str(tmp_path)).warm_up)

@@ -116,3 +116,13 @@ def test_a_failing_span_records_the_error_type_but_never_its_message(spans):
     assert finished.status.status_code.name == "ERROR" and finished.status.description == "ValueError"
     assert [dict(e.attributes) for e in finished.events] == [{"exception.type": "ValueError"}]
     assert "medical" not in str([e.attributes for e in finished.events]) + str(finished.attributes)
+
+
+def test_span_attributes_leave_out_what_is_unknown(spans):
+    from rankrelay.tracing import set_attributes, span
+
+    spans.clear()
+    with span("rankrelay.example", documents=3, model=None) as current:
+        set_attributes(current, served_by="identity", impression=None)
+    (finished,) = spans.get_finished_spans()
+    assert dict(finished.attributes) == {"rankrelay.documents": 3, "rankrelay.served_by": "identity"}

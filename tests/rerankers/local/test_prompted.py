@@ -292,3 +292,24 @@ def test_a_model_that_brings_its_own_code_runs_only_when_trusted(tiny_ce_path, t
         load_reranker(f"cross-encoder:{folder}", device="cpu").warm_up()
     with pytest.raises(ModelLoadError, match="modeling_mine"):  # past the check, transformers looks for the code
         load_reranker(f"cross-encoder:{folder}", device="cpu", trust_remote_code=True).warm_up()
+
+
+def test_auto_judges_a_prompted_model_on_its_prompt_not_on_the_bare_query(lm_paths):
+    """runtime='auto' compares runtimes on the fixed sample; a prompted model must read it as it reads a request."""
+    from rankrelay.rerankers.local.sample import sample_pairs
+
+    rr = load_reranker(f"qwen3-reranker:{lm_paths['qwen3']}", device="cpu")
+    queries, documents = sample_pairs()
+    pairs = rr._sample_inputs()
+    assert pairs == [(rr.render_query(q), d) for q in queries for d in documents]
+    assert all(q.startswith("<Instruct>: ") and q not in queries for q, _ in pairs)
+
+
+def test_a_sequence_classification_model_whose_name_names_a_family_is_a_cross_encoder(tiny_ce_path, tiny_ce,
+                                                                                        tmp_path):
+    """A folder called like a prompted family holds a plain BERT cross-encoder: its config decides, not its name."""
+    folder = tmp_path / "Qwen3-Reranker-0.6B-seq-cls"
+    shutil.copytree(tiny_ce_path, folder)
+    rr = load_reranker(f"cross-encoder:{folder}", device="cpu", runtime="torch")
+    assert not isinstance(rr, PromptedReranker)
+    assert [r.index for r in rr.rerank(QUERY, DOCS)] == [r.index for r in tiny_ce.rerank(QUERY, DOCS)]

@@ -1,0 +1,73 @@
+"""Experiments over a store, in-process (no server): which arm answers, what is recorded, what is excluded, and
+what an experiment that cannot run says. The arms are plain async functions over the reference rerankers."""
+
+from __future__ import annotations
+
+import pytest
+
+from rankrelay.errors import BackendFailedError, ConfigError
+from rankrelay.experiments.online import Experiment, Experiments, check_experiments, split_arm
+from rankrelay.experiments.store import SQLiteStore
+from rankrelay.rerankers.reference import IdentityReranker, RandomReranker
+from rankrelay.results import to_documents
+
+DOCS = to_documents([f"document {i} about lift" for i in range(6)])
+
+
+def arms(failing: dict[str, BaseException] | None = None):
+    models = {"first": IdentityReranker(), "shuffled": RandomReranker(seed=3)}
+
+    async def rerank(arm, query, docs, top_n):
+        if failing and arm in failing:
+            raise failing[arm]
+        return await models[arm].arerank(query, docs, top_n)
+
+    return rerank
+
+
+def runner(method="team-draft", **options):
+    store = SQLiteStore(":memory:")
+    return Experiments({"ab": Experiment("ab", ["first", "shuffled"], method)}, store, **options), store
+
+
+async def test_a_split_answered_by_the_other_arm_after_its_own_failed_is_left_out_of_the_analysis():
+    exp, store = runner("split")
+    for _ in range(12):  # both arms get chosen; whichever is chosen, "shuffled" fails
+        res = await exp.answer("ab", "lift", DOCS, None, arms({"shuffled": BackendFailedError("down")}))
+        kept = store.get(res.info["impression"])
+        chosen = split_arm(kept.id, 2)
+        assert set(kept.teams) == {0}  # the first arm answered every time
+        assert kept.excluded is (chosen == 1)  # left out exactly when the chosen arm was the one that failed
+    assert store.totals("ab")["excluded"] == sum(store.get(i.id).excluded for i in store.impressions("ab"))
+
+
+@pytest.mark.parametrize("failure", [TimeoutError(), BackendFailedError("down")])
+async def test_an_interleaved_arm_that_times_out_or_fails_lets_the_other_answer_alone(failure):
+    exp, store = runner()
+    res = await exp.answer("ab", "lift", DOCS, None, arms({"shuffled": failure}))
+    kept = store.get(res.info["impression"])
+    assert [r.index for r in res.results] == list(range(6)) and kept.excluded and set(kept.teams) == {0}
+
+
+async def test_when_every_arm_fails_the_answer_fails_and_nothing_is_recorded():
+    exp, store = runner()
+    with pytest.raises(BackendFailedError):
+        await exp.answer("ab", "lift", DOCS, None, arms({"first": BackendFailedError("a"),
+                                                         "shuffled": BackendFailedError("b")}))
+    assert store.counts()["impressions"] == 0
+
+
+async def test_store_text_keeps_the_query_and_the_shown_documents_in_shown_order():
+    exp, store = runner(store_text=True)
+    res = await exp.answer("ab", "why lift", DOCS, 3, arms())
+    kept = store.get(res.info["impression"])
+    assert kept.query == "why lift" and kept.documents == [r.text for r in res.results] and len(kept.documents) == 3
+    plain, plain_store = runner()
+    res = await plain.answer("ab", "why lift", DOCS, 3, arms())
+    kept = plain_store.get(res.info["impression"])
+    assert kept.query is None and kept.documents is None
+
+
+def test_an_experiment_naming_the_same_arm_twice_is_refused():
+    with pytest.raises(ConfigError, match=r"an arm is named twice: \['a', 'a'\]"):
+        check_experiments({"ab": Experiment("ab", ["a", "a"], "multileave")}, served=["a"])
