@@ -33,8 +33,7 @@ DOCS = [f"document {i} about boundary layer flow over a wing at angle of attack 
 
 
 def start(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
-    config = folder / "service.toml"
-    config.write_text(f"""
+    return serve_config(folder, f"""
 device = "cpu"
 [service]
 allow_unauthenticated = true
@@ -48,13 +47,20 @@ arms = ["bi", "first"]
 [service.experiments.cheap]
 arms = ["first", "shuffled"]
 """)
+
+
+def serve_config(folder: Path, config_text: str) -> tuple[subprocess.Popen[bytes], str]:
+    """``rankrelay serve --config`` on ``config_text`` in a process of its own (its log in ``server.log``); the
+    process and its root URL once it is ready."""
+    config = folder / "service.toml"
+    config.write_text(config_text)
     port = free_port()
-    with (folder / "server.log").open("wb") as log:  # the server writes to its own copy of the handle
+    with (folder / "server.log").open("ab") as log:  # the server writes to its own copy of the handle
         proc = subprocess.Popen([sys.executable, "-m", "rankrelay.cli", "serve", "--config", str(config), "--port",
                                  str(port)], stdout=log, stderr=subprocess.STDOUT)
     url = f"http://127.0.0.1:{port}"
     if not wait_until_ready(url, 180, proc):
-        raise RuntimeError("the service did not become ready")
+        raise RuntimeError(f"the service did not become ready (see {folder / 'server.log'})")
     return proc, url
 
 
