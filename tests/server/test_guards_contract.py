@@ -158,6 +158,32 @@ def test_a_declared_length_over_the_limit_is_refused_before_reading_and_a_false_
     assert inner.calls == 2
 
 
+def test_a_body_that_pauses_past_the_deadline_is_a_408_that_closes_the_connection():
+    inner = Echo()
+
+    async def stalls_after_the_first_chunk(app):
+        sent: list[dict] = []
+        first = [{"type": "http.request", "body": b"12", "more_body": True}]
+
+        async def receive():
+            if first:
+                return first.pop()
+            await asyncio.Event().wait()  # the client never sends the rest
+
+        async def send(message):
+            sent.append(message)
+
+        await asyncio.wait_for(app(scope(), receive, send), 5)  # a hang guard, not a timing
+        start = next(m for m in sent if m["type"] == "http.response.start")
+        return start["status"], dict(start["headers"]), b"".join(m.get("body", b"") for m in sent[1:])
+
+    status, headers, body = run(stalls_after_the_first_chunk(BodyLimit(inner, 10, timeout_s=0.05)))
+    assert (status, headers[b"connection"], json.loads(body)) == (
+        408, b"close", {"message": "the request body did not arrive within 0.05 s"})
+    assert inner.calls == 0
+    assert BodyLimit(inner, 10).timeout_s == 30.0
+
+
 def test_after_the_replayed_body_the_app_reads_the_client_itself():
     seen = []
 

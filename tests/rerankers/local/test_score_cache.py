@@ -1,5 +1,6 @@
 """The score cache: repeated pairs skip the model; identities never mix; bounded; shared across processes."""
 
+import sqlite3
 import struct
 import subprocess
 import sys
@@ -319,3 +320,45 @@ def test_what_goes_wrong_with_a_disk_cache_is_named(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "diskcache", None)
     with pytest.raises(MissingDependencyError, match=r"^a persistent score cache needs .*rankrelay\[cache\]"):
         DiskScoreCache(tmp_path / "d")
+
+
+class Breakable:
+    """A diskcache stand-in whose reads or writes fail like a full disk while ``broken`` names them."""
+
+    def __init__(self):
+        self.rows, self.broken = {}, set()
+
+    def get(self, key):
+        if "read" in self.broken:
+            raise sqlite3.OperationalError("disk I/O error")
+        return self.rows.get(key)
+
+    def set(self, key, value):
+        if "write" in self.broken:
+            raise sqlite3.OperationalError("database or disk is full")
+        self.rows[key] = value
+
+
+def test_a_disk_cache_that_fails_is_counted_said_once_per_direction_and_said_again_when_it_works(tmp_path, caplog):
+    import logging
+
+    cache = DiskScoreCache(tmp_path / "d")
+    cache._cache.close()
+    cache._cache = inner = Breakable()
+    keys = [bytes([i]) * 16 for i in range(3)]
+    with caplog.at_level(logging.WARNING, logger="rankrelay.rerankers.local.score_cache"):
+        cache.put_many({keys[0]: 1.5})
+        inner.broken = {"write"}
+        cache.put_many({keys[1]: 2.5})
+        cache.put_many({keys[2]: 3.5})
+        assert cache.failures == 2 and cache.get_many(keys) == {keys[0]: 1.5}  # reads still work
+        inner.broken = {"read"}
+        assert cache.get_many(keys) == {} and cache.get_many(keys) == {} and cache.failures == 4
+        inner.broken = set()
+        assert cache.get_many(keys) == {keys[0]: 1.5}
+        cache.put_many({keys[1]: 2.5})
+        assert cache.get_many(keys) == {keys[0]: 1.5, keys[1]: 2.5} and cache.failures == 4
+    said = [r.getMessage().split(f"{cache.directory} ")[1] for r in caplog.records]
+    assert [s.split(" (")[0] for s in said] == ["cannot be written", "cannot be read", "can be read again",
+                                               "can be written again"]
+    assert "OperationalError: database or disk is full" in said[0] and "disk I/O error" in said[1]
