@@ -88,7 +88,7 @@ def impression_headers(response: Response, res: RerankResult) -> None:
     the impression (``X-Impression-Recorded``: recorded, buffered while the store is away, or lost)."""
     if "impression" in res.info:
         response.headers["X-Impression-Id"] = res.info["impression"]
-        response.headers["X-Impression-Recorded"] = res.info.get("impression_recorded", "recorded")
+        response.headers["X-Impression-Recorded"] = res.info["impression_recorded"]
 
 
 async def _cohere(request: Request, response: Response, service: Service, body: CohereRerankRequest,
