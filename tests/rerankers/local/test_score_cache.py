@@ -357,7 +357,11 @@ def test_a_disk_cache_that_fails_is_counted_said_once_per_direction_and_said_aga
         assert cache.get_many(keys) == {} and cache.get_many(keys) == {} and cache.failures == 3  # two failed reads
         inner.broken = set()
         assert cache.get_many(keys) == {keys[0]: 1.5, keys[1]: 2.5} and cache.failures == 3
+        cache.get_many(keys)
+        cache.put_many({keys[2]: 3.5})  # working again: nothing more to say
+        inner.broken = {"write"}
+        cache.put_many({keys[2]: 4.5})  # a second outage is said again
     said = [r.getMessage().split(f"{cache.directory} ")[1] for r in caplog.records]
     assert [s.split(" (")[0] for s in said] == ["cannot be written", "can be written again", "cannot be read",
-                                               "can be read again"]
+                                               "can be read again", "cannot be written"]
     assert "OperationalError: database or disk is full" in said[0] and "disk I/O error" in said[2]
