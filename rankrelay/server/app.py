@@ -62,8 +62,8 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
             with a warning, and said by ``/ready``).
         experiments: name -> ``{"arms": [...], "method": "team-draft"}`` (or an :class:`ExperimentSettings`): served
             names that interleave served models; impressions and feedback go to ``experiment_store`` (a SQLite
-            file, a ``postgresql://`` URL or a store), opened at first use, with ``retention`` (``max_age_s``,
-            ``max_count``). The store is opened at start: one that cannot be opened stops the start
+            file, a ``postgresql://`` URL or a store) with ``retention`` (``max_age_s``, ``max_count``). The store
+            is opened at start: one that cannot be opened stops the start
             (``store_strict``) or leaves the service answering without it; ``store_buffer`` impressions wait for a
             store that is away.
     """
