@@ -125,6 +125,7 @@ class Experiments:
             return
         try:
             self.store = self._opener()
+            self._open_error = None
         except Exception as exc:
             if strict:
                 raise StoreUnavailableError(f"{exc} (serve with [service] store_strict = false to start without "
@@ -306,8 +307,6 @@ class Experiments:
                 if store is not None and store.outage is not None and self.clock() >= self._next_try:
                     await asyncio.to_thread(store.ping)
                 await asyncio.to_thread(self.flush)
-                if self.store is not None and self.store.outage is None:
-                    self._open_error = None
             except StoreUnavailableError as exc:
                 self._failed(exc)
             except Exception:  # noqa: BLE001 - the loop outlives any one failure
