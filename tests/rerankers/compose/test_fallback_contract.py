@@ -7,6 +7,7 @@ import threading
 
 import pytest
 from conftest import finishes
+from virtual_time import VirtualTimeLoop
 
 from rankrelay import AllBackendsFailedError, Document, InvalidInputError, load_reranker
 from rankrelay.errors import (
@@ -341,6 +342,38 @@ async def test_async_hedging_races_the_next_backend():
     res = await chain.arerank(QUERY, DOCS)
     assert res.backend == "fast" and fast.calls == 1 and chain.breakers[0].allow()
     gate.set()
+
+
+class AsyncBackend(Backend):
+    """Answers on the event loop itself (no worker thread), after ``delay`` seconds of loop time; ``None``: never."""
+
+    def __init__(self, name, delay=0.0):
+        super().__init__(name)
+        self.delay = delay
+
+    async def arerank_batch(self, requests, top_n=None, *, budget_ms=None):
+        if self.delay is None:
+            await asyncio.Event().wait()
+        await asyncio.sleep(self.delay)
+        return self.rerank_batch(requests, top_n)
+
+
+@pytest.mark.parametrize(("hedge_ms", "fast_delay", "answered_at"), [(250.0, 0.0, 0.25), (1000.0, 0.3, 1.3)])
+def test_a_hedged_answer_comes_when_the_raced_backend_answers_not_at_the_next_interval(hedge_ms, fast_delay,
+                                                                                        answered_at):
+    """On virtual time: the first backend never answers, the next one starts one hedge interval after the call and
+    answers ``fast_delay`` later; the caller has it then (not an interval later, and not early)."""
+    loop = VirtualTimeLoop()
+    chain = FallbackReranker([AsyncBackend("slow", delay=None), AsyncBackend("fast", delay=fast_delay)],
+                             hedge_after_ms=hedge_ms)
+
+    async def call():
+        res = await chain.arerank(QUERY, DOCS)
+        return res, loop.time()
+
+    res, at = loop.run(call())
+    assert res.backend == "fast" and res.fallbacks == []
+    assert at == pytest.approx(answered_at, abs=1e-9)
 
 
 async def test_without_hedging_the_async_chain_waits_for_each_backend_in_turn():
