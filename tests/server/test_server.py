@@ -37,6 +37,39 @@ class Slow(BaseReranker):
         return [Scored([float(len(d.text)) for d in docs]) for docs in documents], {}
 
 
+class Gated(BaseReranker):
+    """Scores by length once the test sets ``release``; ``busy`` is set when a batch reaches the model, ``seen``
+    lists the queries it got. The test decides when the model answers: no race with the machine's speed."""
+
+    name = "gated"
+
+    def __init__(self):
+        super().__init__()
+        self.busy, self.release, self.seen = threading.Event(), threading.Event(), []
+
+    def _score_batch(self, queries, documents):
+        self.seen.extend(queries)
+        self.busy.set()
+        self.release.wait(30)
+        return [Scored([float(len(d.text)) for d in docs]) for docs in documents], {}
+
+
+def until(condition, seconds=10.0):
+    """Wait (polling) until ``condition()`` holds; a condition still false after ``seconds`` fails the test."""
+    deadline = time.monotonic() + seconds
+    while not condition():
+        assert time.monotonic() < deadline, "the service never got there"
+        time.sleep(0.01)
+
+
+def refuses_connections(url):
+    try:
+        httpx.get(f"{url}/health", timeout=1)
+    except httpx.TransportError:
+        return True
+    return False
+
+
 @pytest.fixture(scope="module")
 def service(tiny_ce_path):
     app = create_app({"tiny": f"cross-encoder:{tiny_ce_path}", "ref": "identity"}, api_keys=[KEY],
@@ -131,15 +164,18 @@ def test_dynamic_batching_never_mixes_requests(service, tiny_ce_path):
 
 
 def test_graceful_shutdown_finishes_in_flight_requests():
-    app = create_app({"slow": Slow()}, allow_unauthenticated=True)
+    model = Gated()
+    app = create_app({"slow": model}, allow_unauthenticated=True)
     replies = []
     with running(app, timeout_graceful_shutdown=10) as (url, server):
         caller = threading.Thread(target=lambda: replies.append(
             httpx.post(f"{url}/v2/rerank", json={"model": "slow", "query": "q", "documents": ["a", "bbb", "cc"]},
                        timeout=30)))
         caller.start()
-        time.sleep(0.3)  # the request is in flight
+        assert model.busy.wait(10)  # the request is in flight
         server.should_exit = True
+        until(lambda: refuses_connections(url))  # the server is shutting down, the request still unanswered
+        model.release.set()
         caller.join(20)
     assert replies and replies[0].status_code == 200
     assert [r["index"] for r in replies[0].json()["results"]] == [1, 2, 0]
@@ -149,12 +185,13 @@ def test_a_request_over_its_time_is_answered_503_and_the_service_goes_on():
     import cohere
     from cohere.errors import ServiceUnavailableError
 
-    app = create_app({"slow": Slow(3.0), "ref": "identity"}, api_keys=[KEY],
-                     limits=Limits(request_timeout=0.3))
+    model = Gated()
+    app = create_app({"slow": model, "ref": "identity"}, api_keys=[KEY], limits=Limits(request_timeout=0.3))
     with running(app) as (url, _):
         client = cohere.ClientV2(api_key=KEY, base_url=url)
-        with pytest.raises(ServiceUnavailableError) as err:  # a model that finished (3 s) would answer 200
+        with pytest.raises(ServiceUnavailableError) as err:  # the model answers only once the test lets it
             client.rerank(model="slow", query="q", documents=["a", "bb"], request_options={"max_retries": 0})
+        model.release.set()
         assert "did not answer within 0.3 s" in str(err.value.body)
         assert [r.index for r in client.rerank(model="ref", query="q", documents=["a", "bb"]).results] == [0, 1]
         metrics = httpx.get(f"{url}/metrics").text
@@ -331,23 +368,17 @@ def test_service_budget_and_score_cache_metrics(tiny_ce_path):
 async def test_requests_whose_callers_gave_up_are_not_computed():
     from rankrelay.server.batching import DynamicBatcher
 
-    seen = []
-
-    class Recording(Slow):
-        def _score_batch(self, queries, documents):
-            seen.extend(queries)
-            return super()._score_batch(queries, documents)
-
-    sizes = []
-    batcher = DynamicBatcher(Recording(seconds=0.3), on_batch=sizes.append)
+    model, sizes = Gated(), []
+    batcher = DynamicBatcher(model, on_batch=sizes.append)
     first = asyncio.ensure_future(batcher.submit("first", ["a"], None))
-    await asyncio.sleep(0.05)  # the model is busy with the first request
-    with pytest.raises(TimeoutError):
+    assert await asyncio.to_thread(model.busy.wait, 10)  # the model is busy with the first request
+    with pytest.raises(TimeoutError):  # this caller gives up while its request waits
         await asyncio.wait_for(batcher.submit("gave up", ["b"], None), 0.05)
     third = asyncio.ensure_future(batcher.submit("third", ["c"], None))
+    model.release.set()
     assert (await first).query == "first" and (await third).query == "third"
     await batcher.close()
-    assert seen == ["first", "third"] and sizes == [1, 1]  # the cancelled request never reached the model
+    assert model.seen == ["first", "third"] and sizes == [1, 1]  # the cancelled request never reached the model
 
 
 def test_upstream_rate_limit_passes_its_retry_after_on(fake_api):
@@ -419,87 +450,85 @@ def test_a_chunked_body_over_the_limit_is_refused(service):
 
 
 def test_a_full_queue_answers_429_with_retry_after():
-    app = create_app({"slow": Slow(seconds=0.5)}, allow_unauthenticated=True, limits=Limits(max_queue=1))
+    model = Gated()
+    app = create_app({"slow": model}, allow_unauthenticated=True, limits=Limits(max_queue=1))
 
     async def main(url):
         async with httpx.AsyncClient(timeout=30) as client:
-            return await asyncio.gather(*(client.post(f"{url}/v2/rerank", json={"query": f"q{i}", "documents": ["a"]})
-                                          for i in range(6)))
+            def post(i):
+                return asyncio.ensure_future(client.post(f"{url}/v2/rerank", json={"query": f"q{i}", "documents": ["a"]}))
+
+            computing = post(0)
+            assert await asyncio.to_thread(model.busy.wait, 10)
+            waiting = post(1)
+            await asyncio.to_thread(until, lambda: app.state.batchers["slow"].depth == 1)  # the queue is full
+            refused = await asyncio.gather(*(post(i) for i in range(2, 6)))
+            model.release.set()
+            return [await computing, await waiting, *refused]
 
     with running(app) as (url, _):
         replies = asyncio.run(main(url))
-    statuses = sorted(r.status_code for r in replies)
-    assert 200 in statuses and 429 in statuses and set(statuses) <= {200, 429}
-    refused = next(r for r in replies if r.status_code == 429)
+    assert [r.status_code for r in replies] == [200, 200, 429, 429, 429, 429]
+    refused = replies[2]
     assert refused.headers["retry-after"] == "1" and "waiting" in refused.json()["message"]
 
 
 def test_timeouts_under_concurrency_answer_every_request_and_skip_abandoned_work():
-    seen = []
-
-    class Recording(Slow):
-        def _score_batch(self, queries, documents):
-            seen.extend(queries)
-            return super()._score_batch(queries, documents)
-
-    app = create_app({"slow": Recording(seconds=1.0), "ref": "identity"}, allow_unauthenticated=True,
+    model = Gated()  # busy with the first request until every slow caller has had its answer
+    app = create_app({"slow": model, "ref": "identity"}, allow_unauthenticated=True,
                      limits=Limits(request_timeout=0.4, max_batch_docs=1))
 
     async def main(url):
         async with httpx.AsyncClient(timeout=30) as client:
-            slow = [client.post(f"{url}/v2/rerank", json={"model": "slow", "query": f"q{i}", "documents": ["a"]})
-                    for i in range(10)]
+            def slow_call(i):
+                return client.post(f"{url}/v2/rerank", json={"model": "slow", "query": f"q{i}", "documents": ["a"]})
+
+            first = asyncio.ensure_future(slow_call(0))
+            assert await asyncio.to_thread(model.busy.wait, 10)  # the first reached the model, which holds it
+            slow = [first, *(slow_call(i) for i in range(1, 10))]
             fast = [client.post(f"{url}/v2/rerank", json={"model": "ref", "query": f"f{i}", "documents": ["x", "y"]})
                     for i in range(10)]
             replies = await asyncio.gather(*slow, *fast)
-            return replies, len(seen)
+            return replies, len(model.seen)
 
     with running(app) as (url, _):
         replies, started = asyncio.run(main(url))
-        batcher = app.state.batchers["slow"]
-        deadline = time.monotonic() + 5
-        while (batcher.depth or len(seen) < 1) and time.monotonic() < deadline:
-            time.sleep(0.02)  # the model finishes the one request it started; the rest are dropped
-        time.sleep(0.05)
+        model.release.set()  # the model finishes the one request it started; the rest were dropped
+        batched = 'rankrelay_batch_requests_count{model="slow"} 1.0'
+        until(lambda: batched in httpx.get(f"{url}/metrics").text)
         metrics = httpx.get(f"{url}/metrics").text
     assert [r.status_code for r in replies[:10]] == [503] * 10
     assert all("did not answer within 0.4 s" in r.json()["message"] for r in replies[:10])
     assert [r.status_code for r in replies[10:]] == [200] * 10  # the other model went on meanwhile
     assert all([x["index"] for x in r.json()["results"]] == [0, 1] for r in replies[10:])
-    assert started <= 2  # answered at the limit, not when the model got to them (it had begun at most 2 of 10)
-    assert len(seen) == 1  # nine callers had gone: their requests never reached the model
+    assert started == 1  # answered at the limit, not when the model got to them (it had begun 1 of 10)
+    assert model.seen == ["q0"]  # nine callers had gone: their requests never reached the model
     assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="slow",status="503"} 10.0' in metrics
     assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="ref",status="200"} 10.0' in metrics
     assert 'rankrelay_batch_requests_count{model="slow"} 1.0' in metrics
 
 
 def test_a_request_whose_client_went_away_is_not_computed_and_counts_as_499():
-    seen = []
-
-    class Recording(Slow):
-        def _score_batch(self, queries, documents):
-            seen.extend(queries)
-            return super()._score_batch(queries, documents)
-
-    app = create_app({"slow": Recording(seconds=0.6)}, allow_unauthenticated=True, limits=Limits(max_batch_docs=1))
+    model = Gated()
+    app = create_app({"slow": model}, allow_unauthenticated=True, limits=Limits(max_batch_docs=1))
+    left = 'rankrelay_requests_total{endpoint="/v2/rerank",model="slow",status="499"} 1.0'
 
     async def main(url):
         async with httpx.AsyncClient(timeout=30) as patient, httpx.AsyncClient(timeout=httpx.Timeout(30, read=0.1)) \
                 as impatient:
             first = asyncio.ensure_future(patient.post(f"{url}/v2/rerank", json={"query": "first", "documents": ["a"]}))
-            await asyncio.sleep(0.1)  # the model is busy with the first request
+            assert await asyncio.to_thread(model.busy.wait, 10)  # the model is busy with the first request
             with pytest.raises(httpx.ReadTimeout):  # this caller hangs up while its request waits
                 await impatient.post(f"{url}/v2/rerank", json={"query": "gone", "documents": ["b"]})
+            # the service noticed (the 499 is counted as the waiting request is dropped) before the model is free
+            await asyncio.to_thread(until, lambda: left in httpx.get(f"{url}/metrics").text)
+            model.release.set()
             return await first
 
     with running(app) as (url, _):
         assert asyncio.run(main(url)).status_code == 200
-        deadline = time.monotonic() + 5
-        while app.state.batchers["slow"].depth and time.monotonic() < deadline:
-            time.sleep(0.02)
-        time.sleep(0.1)
         metrics = httpx.get(f"{url}/metrics").text
-    assert seen == ["first"]  # the request of the caller who left never reached the model
+    assert model.seen == ["first"]  # the request of the caller who left never reached the model
     assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="slow",status="499"} 1.0' in metrics
     assert 'rankrelay_requests_total{endpoint="/v2/rerank",model="slow",status="200"} 1.0' in metrics
 
