@@ -62,6 +62,13 @@ def require(ok: object, missing: str) -> None:
     pytest.skip(missing)
 
 
+def raises_exactly(kind: type[BaseException], message: str):  # type: ignore[no-untyped-def]
+    """``pytest.raises`` of ``kind`` whose message is ``message``, all of it: an error names the problem in full."""
+    import re
+
+    return pytest.raises(kind, match=f"^{re.escape(message)}$")
+
+
 def finishes(call, within: float = 60.0):
     """A hang guard, not a speed claim: run ``call`` on a thread and fail if it has not returned (or
     raised) within a generous ``within`` seconds; returns its value or re-raises its exception."""

@@ -3,6 +3,7 @@
 import math
 
 import pytest
+from conftest import raises_exactly
 from scipy.stats import binomtest
 
 from rankrelay.errors import InvalidInputError
@@ -58,9 +59,9 @@ def test_the_bootstrap_agrees_with_the_sign_test_on_a_pair():
 
 
 def test_an_analysis_needs_two_arms():
-    with pytest.raises(InvalidInputError, match="at least two arms"):
+    with raises_exactly(InvalidInputError, "a comparison needs at least two arms, got 1"):
         analyse_interleaved(["a"], [[1]])
-    with pytest.raises(InvalidInputError, match="two arms"):
+    with raises_exactly(InvalidInputError, "a split test compares two arms, got 3"):
         analyse_split(["a", "b", "c"], [[], [], []])
 
 

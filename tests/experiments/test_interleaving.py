@@ -4,6 +4,7 @@ import random
 from collections import Counter
 
 import pytest
+from conftest import raises_exactly
 
 from rankrelay.errors import InvalidInputError
 from rankrelay.experiments.interleaving import TIE, Interleaved, credit, outcome, team_draft
@@ -58,9 +59,9 @@ def test_clicks_are_credited_to_the_arm_that_placed_the_document():
     shown = Interleaved(order=["x", "y", "z"], teams=[1, 0, 1], arms=2)
     assert credit(shown, [0, 2]) == [0, 2]
     assert credit(shown, []) == [0, 0]
-    with pytest.raises(InvalidInputError, match="position 3 is outside"):
+    with raises_exactly(InvalidInputError, "click at position 3 is outside the shown list (0..2)"):
         credit(shown, [3])
-    with pytest.raises(InvalidInputError, match="position -1"):
+    with raises_exactly(InvalidInputError, "click at position -1 is outside the shown list (0..2)"):
         credit(shown, [-1])
 
 
@@ -71,11 +72,11 @@ def test_the_outcome_is_the_arm_with_strictly_the_most_clicks(counts, expected):
 
 
 def test_bad_rankings_are_refused():
-    with pytest.raises(InvalidInputError, match="at least two arms"):
+    with raises_exactly(InvalidInputError, "interleaving needs at least two arms' rankings, got 1"):
         team_draft([["a"]])
-    with pytest.raises(InvalidInputError, match="names an item twice"):
+    with raises_exactly(InvalidInputError, "arm 0's ranking names an item twice"):
         team_draft([["a", "a"], ["b"]])
-    with pytest.raises(InvalidInputError, match="at least 0"):
+    with raises_exactly(InvalidInputError, "length must be at least 0, got -1"):
         team_draft([["a"], ["b"]], length=-1)
 
 

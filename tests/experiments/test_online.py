@@ -4,6 +4,7 @@ what an experiment that cannot run says. The arms are plain async functions over
 from __future__ import annotations
 
 import pytest
+from conftest import raises_exactly
 
 from rankrelay.errors import BackendFailedError, ConfigError
 from rankrelay.experiments.online import Experiment, Experiments, check_experiments, split_arm
@@ -69,5 +70,5 @@ async def test_store_text_keeps_the_query_and_the_shown_documents_in_shown_order
 
 
 def test_an_experiment_naming_the_same_arm_twice_is_refused():
-    with pytest.raises(ConfigError, match=r"an arm is named twice: \['a', 'a'\]"):
+    with raises_exactly(ConfigError, "experiment 'ab': an arm is named twice: ['a', 'a']"):
         check_experiments({"ab": Experiment("ab", ["a", "a"], "multileave")}, served=["a"])

@@ -4,6 +4,7 @@ import itertools
 import threading
 
 import pytest
+from conftest import raises_exactly
 
 from rankrelay.errors import ConfigError, ConflictError, InvalidInputError, NotFoundError
 from rankrelay.experiments.store import Impression, PostgresStore, SQLiteStore, open_store
@@ -90,7 +91,7 @@ def test_bad_feedback_is_refused_and_nothing_is_recorded(make_store, clicked, dw
 def test_an_impression_id_is_recorded_once(make_store):
     store = make_store()
     store.add(imp(1))
-    with pytest.raises(ConflictError, match="'imp-1' is already recorded"):
+    with raises_exactly(ConflictError, "impression 'imp-1' is already recorded"):
         store.add(imp(1, experiment="other"))
     store.add(imp(2))  # the store is still usable after the failed insert
     assert store.counts()["impressions"] == 2
@@ -122,9 +123,9 @@ def test_retention_by_age_removes_old_impressions_with_their_feedback_and_expire
 
 
 def test_bad_retention_is_a_config_error(tmp_path):
-    with pytest.raises(ConfigError, match="max_age_s must be positive"):
+    with raises_exactly(ConfigError, "retention max_age_s must be positive, got 0"):
         SQLiteStore(str(tmp_path / "x.db"), max_age_s=0)
-    with pytest.raises(ConfigError, match="max_count must be at least 1"):
+    with raises_exactly(ConfigError, "retention max_count must be at least 1, got 0"):
         SQLiteStore(str(tmp_path / "x.db"), max_count=0)
 
 

@@ -5,6 +5,7 @@ import logging
 
 import httpx
 import pytest
+from conftest import raises_exactly
 from serving import running
 
 from rankrelay import load_reranker
@@ -130,15 +131,19 @@ def test_a_store_that_cannot_be_opened_stops_the_start_unless_asked_to_start_deg
 
 
 @pytest.mark.parametrize(("experiments", "message"), [
-    ({"ab": {"arms": ["first", "ghost"]}}, r"arms \['ghost'\] are not served models"),
-    ({"ab": {"arms": ["first"]}}, "at least two arms"),
-    ({"ab": {"arms": ["first", "shuffled"], "method": "coin"}}, "unknown method 'coin'"),
-    ({"ab": {"arms": ["first", "shuffled", "third"]}}, "team-draft compares two arms, got 3; use multileave"),
-    ({"first": {"arms": ["first", "shuffled"]}}, "also a served model's"),
-    ({"ab": {"arms": ["first", "shuffled"], "share": 0.5}}, "experiment 'ab': share: Extra inputs"),
+    ({"ab": {"arms": ["first", "ghost"]}},
+     "experiment 'ab': arms ['ghost'] are not served models (served: first, shuffled, third)"),
+    ({"ab": {"arms": ["first"]}}, "experiment 'ab': needs at least two arms, got ['first']"),
+    ({"ab": {"arms": ["first", "shuffled"], "method": "coin"}},
+     "experiment 'ab': unknown method 'coin'; use team-draft, multileave, split"),
+    ({"ab": {"arms": ["first", "shuffled", "third"]}},
+     "experiment 'ab': team-draft compares two arms, got 3; use multileave"),
+    ({"first": {"arms": ["first", "shuffled"]}},
+     "experiment 'first': the name is also a served model's; give the experiment its own name"),
+    ({"ab": {"arms": ["first", "shuffled"], "share": 0.5}}, "experiment 'ab': share: Extra inputs are not permitted"),
 ])
 def test_an_experiment_that_cannot_run_stops_the_service_from_starting(tmp_path, experiments, message):
-    with pytest.raises(ConfigError, match=message):
+    with raises_exactly(ConfigError, message):
         make_app(tmp_path, models={"third": "identity"}, experiments=experiments)
 
 
