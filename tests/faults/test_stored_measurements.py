@@ -39,9 +39,11 @@ def test_stored_stage_costs_outside_sane_bounds_are_timed_again(tiny_ce_path, tm
     data = json.loads(stored.read_text())
     data["costs"]["strong"] = strong
     stored.write_text(json.dumps(data))
+    failures = STORE_FAILURES["read"]
     with caplog.at_level(logging.WARNING):
         again = planned_costs(None, cheap)
     assert any("outside sane bounds" in r.getMessage() for r in caplog.records)
+    assert STORE_FAILURES["read"] == failures + 1  # one failure, counted once
     assert again is not None and again.strong != strong and costs is not None
     assert json.loads(stored.read_text())["costs"]["strong"] == again.strong  # the fresh timing replaced it
 
@@ -52,11 +54,30 @@ def test_stage_costs_that_cannot_be_kept_on_a_full_disk_are_used_for_this_proces
     strong = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="torch", cache_dir=str(small_disk))
     strong.warm_up()
     fill(small_disk)
+    failures = STORE_FAILURES["write"]
     with caplog.at_level(logging.WARNING):
         costs = planned_costs(None, strong)
     assert costs is not None and costs.strong > 0
     assert any("could not keep the stage costs" in r.getMessage() for r in caplog.records)
-    assert STORE_FAILURES["write"] >= 1
+    assert STORE_FAILURES["write"] == failures + 1
+
+
+@pytest.mark.parametrize("damage", ["{not json", '{"key": 1}', '{"key": null, "costs": {}}', ""])
+def test_damaged_stage_costs_are_timed_again_and_counted_once(tiny_ce_path, tmp_path, damage, caplog):
+    from rankrelay.rerankers.compose.keep_store import planned_costs
+
+    strong = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="torch", cache_dir=str(tmp_path))
+    first = planned_costs(None, strong)
+    (stored,) = (tmp_path / "runtimes" / "keep").glob("*.json")
+    stored.write_text(damage)
+    failures = STORE_FAILURES["read"]
+    with caplog.at_level(logging.WARNING):
+        again = planned_costs(None, strong)
+    assert first is not None and again is not None and again.strong > 0
+    key_changed = damage.startswith('{"key"')  # a readable file for other stages: not a failure, timed again
+    assert STORE_FAILURES["read"] == failures + (0 if key_changed else 1)
+    assert any("unreadable" in r.getMessage() for r in caplog.records) != key_changed
+    assert json.loads(stored.read_text())["costs"]["strong"] == again.strong
 
 
 

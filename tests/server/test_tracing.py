@@ -126,3 +126,27 @@ def test_span_attributes_leave_out_what_is_unknown(spans):
         set_attributes(current, served_by="identity", impression=None)
     (finished,) = spans.get_finished_spans()
     assert dict(finished.attributes) == {"rankrelay.documents": 3, "rankrelay.served_by": "identity"}
+
+
+def test_the_tracer_is_rankrelays_at_its_installed_version_and_looked_up_once(spans, monkeypatch):
+    """A span carries rankrelay's name and release as its instrumentation scope; whether OpenTelemetry is there is
+    checked on the first call only (a span costs a function call, not an import lookup)."""
+    import importlib.util
+    from importlib.metadata import version
+
+    from rankrelay import tracing
+
+    monkeypatch.setattr(tracing, "_tracer", None)
+    monkeypatch.setattr(tracing, "_checked", False)
+    lookups = []
+    real = importlib.util.find_spec
+    monkeypatch.setattr(importlib.util, "find_spec", lambda name, *a: lookups.append(name) or real(name, *a))
+    first = tracing.tracer()
+    assert tracing.tracer() is first and tracing.tracer() is first
+    assert lookups == ["opentelemetry"]
+    spans.clear()
+    with tracing.span("rankrelay.example"):
+        pass
+    (finished,) = spans.get_finished_spans()
+    scope = finished.instrumentation_scope
+    assert (scope.name, scope.version) == ("rankrelay", version("rankrelay"))

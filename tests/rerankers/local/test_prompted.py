@@ -8,6 +8,7 @@ import json
 import shutil
 
 import pytest
+from conftest import raises_exactly
 from numerics import SAME_RUNTIME, assert_scores_close
 from tiny_lms import build_causal_lm, build_t5
 
@@ -313,3 +314,16 @@ def test_a_sequence_classification_model_whose_name_names_a_family_is_a_cross_en
     rr = load_reranker(f"cross-encoder:{folder}", device="cpu", runtime="torch")
     assert not isinstance(rr, PromptedReranker)
     assert [r.index for r in rr.rerank(QUERY, DOCS)] == [r.index for r in tiny_ce.rerank(QUERY, DOCS)]
+
+
+@pytest.mark.parametrize(("templates", "message"), [
+    ({"query_template": "A: {query}", "document_template": "B: {passage}"},
+     "family 'mine': document_template 'B: {passage}' lacks {document}; it takes {document}"),
+    ({"query_template": "{query}", "document_template": "{document}", "instructed_template": "{query}"},
+     "family 'mine': instructed_template '{query}' lacks {instruction}; it takes {instruction}, {query}"),
+    ({"query_template": "{query} {y} {x}", "document_template": "{document}"},
+     "family 'mine': query_template '{query} {y} {x}' has unknown {x}, {y}; it takes {query}"),
+])
+def test_a_family_template_with_the_wrong_fields_is_refused_naming_them_all(templates, message):
+    with raises_exactly(ConfigError, message):
+        PromptFamily("mine", "causal", **templates)

@@ -177,3 +177,20 @@ def test_an_engines_variants_reuse_its_fp32_graph_instead_of_exporting_again(tin
         if runtime.endswith("bf16"):  # the same graph compiled for bf16 (int8's agreement is checked elsewhere)
             assert_ranking_follows(res.indices, ref, HALF)
     assert len(list((tmp_path / "cache" / "runtimes").iterdir())) == 1 + len(variants)  # each keeps its own graph
+
+
+@pytest.mark.parametrize(("env", "expected"), [
+    ({"RANKRELAY_CACHE_DIR": "~/models", "XDG_CACHE_HOME": "/xdg"}, "HOME/models"),
+    ({"XDG_CACHE_HOME": "/xdg"}, "/xdg/rankrelay"),
+    ({"XDG_CACHE_HOME": ""}, "HOME/.cache/rankrelay"),
+    ({}, "HOME/.cache/rankrelay"),
+])
+def test_the_default_cache_folder_follows_the_environment(monkeypatch, tmp_path, env, expected):
+    from rankrelay.rerankers.local.runtimes import default_cache_dir
+
+    monkeypatch.setenv("HOME", str(tmp_path))
+    for name in ("RANKRELAY_CACHE_DIR", "XDG_CACHE_HOME"):
+        monkeypatch.delenv(name, raising=False)
+    for name, value in env.items():
+        monkeypatch.setenv(name, value)
+    assert default_cache_dir() == Path(expected.replace("HOME", str(tmp_path)))
