@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.rankrelay-installed
 TORCH  ?= torch==2.13.0
 
 COHERE5 := .venv-cohere5
-.PHONY: docs demo test test-ray test-slow typecheck test-cohere5 browser postgres lint bench clean mutation mutation-sample
+.PHONY: docs demo test test-ray test-slow typecheck test-cohere5 browser postgres lint bench clean mutation mutation-sample mutation-map
 
 # `make demo` installs what the demo needs (a fresh clone searches within minutes); `make test` adds the rest.
 DEMO_EXTRAS := local,retrieval,minilm,cohere
@@ -45,16 +45,24 @@ COVER := $(if $(COVERAGE),--cov=rankrelay --cov-branch --cov-report=term:skip-co
 test: $(STAMP) postgres
 	$(BIN)/python -m pytest -q -m "not slow and not ray" -n $(TEST_WORKERS) --maxprocesses 4 --dist worksteal $(COVER)
 
-# Mutation testing of the core modules, each against its own tests (tests/mutation/run.py): every mutant
-# (`make mutation`, tens of minutes on 2 cores; ONLY="scoring base" for some modules), or the fixed sample CI
-# runs on the modules that have reached the target; survivors must be killed or listed in tests/mutation/survivors.toml.
+# Mutation testing of every module of the package (tests/mutation/run.py), each judged by the tests that run
+# its lines (tests/mutation/tests_by_module.json, written by `make mutation-map` from one coverage run with a
+# context per test). `make mutation` runs every mutant (hours on 2 cores; ONLY="scoring experiments.store" for
+# some modules); `make mutation-sample` (CI) a fixed sample of every module. A survivor must be killed by a test
+# or listed in tests/mutation/survivors.toml (with why) or untriaged.toml.
 ONLY ?=
-MUTATION_SAMPLE ?= 10
+MUTATION_SAMPLE ?= 3
 mutation: $(STAMP)
 	$(BIN)/python tests/mutation/run.py $(if $(ONLY),--only $(ONLY))
 
 mutation-sample: $(STAMP)
-	$(BIN)/python tests/mutation/run.py --at-target --sample $(MUTATION_SAMPLE) --fresh
+	$(BIN)/python tests/mutation/run.py --sample $(MUTATION_SAMPLE) --fresh
+
+mutation-map: $(STAMP)
+	rm -f .mutation/contexts.coverage*
+	COVERAGE_FILE=.mutation/contexts.coverage $(BIN)/python -m pytest -q -m "not slow and not ray" -n $(TEST_WORKERS) \
+		--maxprocesses 4 --dist worksteal -p no:randomly --cov=rankrelay --cov-context=test --cov-report= tests
+	$(BIN)/python tests/mutation/run.py --map .mutation/contexts.coverage
 
 # The tests that start a local Ray cluster (minutes on 2 cores); CI runs them.
 test-ray: $(STAMP)

@@ -59,7 +59,7 @@ def hits_result(query: str, docs: Sequence[Document], positions: Sequence[int], 
 
 
 @runtime_checkable
-class Retriever(Protocol):
+class Retriever(Protocol):  # pragma: no mutate block (mutmut's trampolines would be protocol members)
     """A first stage: the ``k`` best documents of a corpus for each query, as :class:`RerankResult` whose
     ``index`` is the corpus position. ``score_normalization`` says how its raw scores are brought to
     [0, 1] when they are fused with a reranker's (``none`` where they already are comparable, such as

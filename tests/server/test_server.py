@@ -456,7 +456,8 @@ def test_a_full_queue_answers_429_with_retry_after():
     async def main(url):
         async with httpx.AsyncClient(timeout=30) as client:
             def post(i):
-                return asyncio.ensure_future(client.post(f"{url}/v2/rerank", json={"query": f"q{i}", "documents": ["a"]}))
+                body = {"query": f"q{i}", "documents": ["a"]}
+                return asyncio.ensure_future(client.post(f"{url}/v2/rerank", json=body))
 
             computing = post(0)
             assert await asyncio.to_thread(model.busy.wait, 10)
