@@ -26,6 +26,7 @@ from rankrelay.hashing import short_hash
 from rankrelay.hub import find_local
 from rankrelay.rerankers import FallbackReranker
 from rankrelay.rerankers.hosted.cohere import KEY_ENV
+from rankrelay.rerankers.local.runtimes import default_cache_dir
 from rankrelay.results import Document
 
 if TYPE_CHECKING:
@@ -42,13 +43,6 @@ QUESTIONS = (
 )
 CROSS_ENCODER_PRESET = "minilm-l6"
 BI_ENCODER = "all-minilm-l6"
-
-
-def cache_dir() -> Path:
-    """Where built indexes live: ``RANKRELAY_CACHE``, else ``$XDG_CACHE_HOME/rankrelay`` or ``~/.cache/rankrelay``."""
-    if os.environ.get("RANKRELAY_CACHE"):
-        return Path(os.environ["RANKRELAY_CACHE"])
-    return Path(os.environ.get("XDG_CACHE_HOME") or Path.home() / ".cache") / "rankrelay"
 
 
 def trained_model(dataset: str | None, explicit: str | None = None) -> Path | None:
@@ -96,7 +90,7 @@ def build_retriever(docs: list[Document] | None, key: str, notify: Notify = logg
     from rankrelay.retrieval import BM25Retriever, DenseRetriever, HybridRetriever
     from rankrelay.retrieval.stdlib_corpus import stdlib_passages
 
-    folder = cache_dir() / f"demo-{key}-v{__version__}"
+    folder = default_cache_dir() / f"demo-{key}-v{__version__}"  # beside the converted graphs, same folder
     if (folder / "dense" / "manifest.json").exists() and (folder / "bm25" / "bm25.json").exists() and not rebuild:
         notify(f"using the cached index in {folder}")
         dense = DenseRetriever.load(folder / "dense", device="cpu")

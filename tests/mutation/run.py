@@ -71,6 +71,7 @@ NOT_JUDGES: dict[str, str] = {
 }
 
 TARGET = 0.85
+SAMPLE_AT_TARGET = 6
 # The modules whose output users act on (A/B verdicts, runtime choices, tune's advice): a higher target.
 STRICT_TARGET = 0.90
 STRICT = ("experiments.analysis", "experiments.store", "experiments.online", "experiments.clicks",
@@ -203,8 +204,10 @@ def resolve(names: list[str]) -> list[str]:
 # Lines mutmut leaves alone: log calls (what a log line says is not behaviour a caller sees).
 DO_NOT_MUTATE = [r"\blog(ger)?\.(debug|info|warning|error|exception)\("]
 
-STATUS = {1: "killed", 3: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
-          36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", 37: "type check"}
+# (-9: mutmut's SIGKILL a second after the CPU limit's SIGXCPU went unheeded; -11: the tests crashed the process)
+STATUS = {1: "killed", 3: "killed", -11: "killed", 0: "survived", 5: "no tests", 33: "no tests", 34: "skipped",
+          36: "timeout", 24: "timeout", -24: "timeout", 152: "timeout", 255: "timeout", -9: "timeout",
+          37: "type check"}
 
 
 def _status(code: int | None) -> str:
@@ -251,9 +254,10 @@ def _pyproject(modules: list[str], tests: list[str]) -> str:
         "pytest_add_cli_args = " + json.dumps(["-p", "no:randomly", "-p", "no:cacheprovider", "-q", "-x",
                                                 "-m", "not slow and not ray"]),
         f"do_not_mutate_patterns = {json.dumps(DO_NOT_MUTATE)}",
-        # a mutant whose tests take 3x their usual time (plus 10 s) hangs: a deadlock is a kill, found in minutes
-        "timeout_multiplier = 3.0",
-        "timeout_constant = 10.0",
+        # mutmut stops a mutant after half its CPU limit in wall time: here 3x its tests' usual time plus 10 s (a
+        # deadlock is a kill, found in minutes; mutmut's default, 7.5x, let one hang a CI run for a quarter hour)
+        "timeout_multiplier = 6.0",
+        "timeout_constant = 20.0",
         "",
     ])
 
@@ -377,8 +381,8 @@ def run_package(package: str, names: list[str], sample: int | None, fresh: bool,
 
 
 def sample_size(name: str, sample: int) -> int:
-    """A module at target is sampled more (10 at least): its sample is what keeps it there."""
-    return max(sample, 10) if name in AT_TARGET else sample
+    """A module at target is sampled more (:data:`SAMPLE_AT_TARGET` at least): its sample is what keeps it there."""
+    return max(sample, SAMPLE_AT_TARGET) if name in AT_TARGET else sample
 
 
 def verdicts(run: Run) -> list[Outcome]:

