@@ -51,7 +51,7 @@ test: $(STAMP) postgres
 # some modules); `make mutation-sample` (CI) a fixed sample of every module. A survivor must be killed by a test
 # or listed in tests/mutation/survivors.toml (with why) or untriaged.toml.
 ONLY ?=
-MUTATION_SAMPLE ?= 3
+MUTATION_SAMPLE ?= 2
 mutation: $(STAMP)
 	$(BIN)/python tests/mutation/run.py $(if $(ONLY),--only $(ONLY))
 
