@@ -54,3 +54,31 @@ def test_simulation_sizes_are_positive_whole_numbers(text, expected):
     else:
         with raises_exactly(ConfigError, f"--impressions takes positive numbers, got {text!r}"):
             _numbers(text, "--impressions")
+
+
+def test_a_missing_extra_names_its_package_the_extra_and_the_feature(tmp_path, monkeypatch):
+    from rankrelay._optional import import_optional
+    from rankrelay.errors import MissingDependencyError
+
+    message = "the Qdrant retriever needs the optional package 'no_such_pkg_here': pip install 'rankrelay[qdrant]'"
+    with raises_exactly(MissingDependencyError, message):
+        import_optional("no_such_pkg_here", extra="qdrant", feature="the Qdrant retriever")
+    with raises_exactly(MissingDependencyError, message.replace("'no_such_pkg_here'", "'qdrant-client'")):
+        import_optional("no_such_pkg_here.sub", extra="qdrant", feature="the Qdrant retriever",
+                        package="qdrant-client")
+    (tmp_path / "half_installed.py").write_text("import no_such_dependency_of_it\n")
+    monkeypatch.syspath_prepend(str(tmp_path))
+    with pytest.raises(ModuleNotFoundError) as err:  # a broken install is not a missing extra: its own error
+        import_optional("half_installed", extra="x", feature="y")
+    assert err.value.name == "no_such_dependency_of_it"
+
+
+@pytest.mark.parametrize(("template", "message"), [
+    ("{query} {when} {where}", "the user template uses when, where; it may use {documents}, {query}"),
+    ("  ", "the user template must be non-empty text"),
+])
+def test_a_chat_template_names_the_fields_it_may_use(template, message):
+    from rankrelay.rerankers.llm.chat import check_template
+
+    with raises_exactly(ConfigError, message):
+        check_template(template, {"query", "documents"}, "user")

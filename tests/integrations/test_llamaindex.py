@@ -98,8 +98,10 @@ def test_empty_in_empty_out_top_n_and_the_query(tiny_ce_path):
     assert rerank.postprocess_nodes([], query_str=QUERY) == []
     nodes = [NodeWithScore(node=TextNode(text=t), score=0.1) for t in CORPUS]
     assert len(rerank.postprocess_nodes(nodes, query_str=QUERY)) == len(CORPUS)
-    with pytest.raises(InvalidInputError, match="needs the query"):
+    with pytest.raises(InvalidInputError) as err:
         rerank.postprocess_nodes(nodes)
+    assert str(err.value) == "RankRelayRerank needs the query (a query bundle or query_str)"
+    assert RankRelayRerank.class_name() == "RankRelayRerank"  # the name LlamaIndex serializes it under
     for bad in (0, -2):
         with pytest.raises(ValidationError, match="top_n"):
             RankRelayRerank(reranker="identity", top_n=bad)
