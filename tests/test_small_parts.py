@@ -82,3 +82,17 @@ def test_a_chat_template_names_the_fields_it_may_use(template, message):
 
     with raises_exactly(ConfigError, message):
         check_template(template, {"query", "documents"}, "user")
+
+
+def test_the_runtime_sample_is_short_and_long_texts_and_the_timing_set_three_lengths_of_passage():
+    """What runtime='auto' checks agreement on (16 sentences and 14 six-sentence documents) and times speed on
+    (the stall question over passages of 4, 9 and 19 sentences, 8 of each)."""
+    from rankrelay.rerankers.local import sample
+
+    queries, documents = sample.sample_pairs()
+    assert documents == sample._documents() and documents[:16] == sample.SENTENCES
+    assert [d.count(". ") + 1 for d in documents[16:]] == [6] * 14
+    query, passages = sample.timing_pairs()
+    assert query == queries[0] == "why does a wing stall at a high angle of attack"
+    assert passages == sample._timing_documents()
+    assert [p.count(". ") + 1 for p in passages] == [4] * 8 + [9] * 8 + [19] * 8
