@@ -109,6 +109,8 @@ def test_bundled_minilm_resolves_offline(monkeypatch, tmp_path):
 @pytest.mark.parametrize("value", ["1", "true", "TRUE", "on", "yes", " 1 "])
 @pytest.mark.parametrize("variable", ["HF_HUB_OFFLINE", "TRANSFORMERS_OFFLINE"])
 def test_every_spelling_of_offline_that_huggingface_accepts_is_offline(monkeypatch, tmp_path, variable, value):
+    monkeypatch.delenv("HF_HUB_OFFLINE", raising=False)  # (the test run sets it: each variable alone here)
+    monkeypatch.delenv("TRANSFORMERS_OFFLINE", raising=False)
     monkeypatch.setenv(variable, value)
     with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE is set"):
         finishes(load_reranker("minilm-l6", cache_folder=str(tmp_path)).warm_up)
