@@ -242,6 +242,7 @@ def test_stage_costs_time_how_each_stage_reranks_and_add_auto_s_gap_for_torch_fp
     a.clock, a._pass_seconds = Ticking(0.125), None
     cache = b.score_cache
     assert sample_costs(a, b) == StageCosts(0.125, 0.25, 0.75)  # torch fp32: 0.5 s more on the same passages
+    assert (a.clock.reads, b.clock.reads) == (4, 4)  # each the best of two timed passes (two clock reads a pass)
     assert b.score_cache is cache and cache.calls == []  # timed without the score cache, which is back
     b.clock = Ticking(5.0)
     assert sample_costs(None, b) == StageCosts(0.0, 0.25, 0.75)  # measured once; the first stage is free

@@ -327,3 +327,40 @@ def test_a_sequence_classification_model_whose_name_names_a_family_is_a_cross_en
 def test_a_family_template_with_the_wrong_fields_is_refused_naming_them_all(templates, message):
     with raises_exactly(ConfigError, message):
         PromptFamily("mine", "causal", **templates)
+
+
+@pytest.mark.parametrize(("change", "message"), [
+    ({"kind": "encoder"}, "family 'mine': kind must be 'causal' or 'seq2seq', got 'encoder'"),
+    ({"default_instruction": "find"}, "family 'mine' has a default instruction but no instructed_template"),
+    ({"max_length": 7}, "family 'mine': max_length must be >= 8, got 7"),
+    ({"query_template": "{query"}, "template '{query' does not parse: expected '}' before end of string"),
+])
+def test_a_family_that_cannot_prompt_is_refused_at_construction(change, message):
+    base = {"name": "mine", "kind": "causal", "query_template": "{query}", "document_template": "{document}"}
+    with raises_exactly(ConfigError, message):
+        PromptFamily(**(base | change))
+
+
+@pytest.mark.parametrize("change", [{"kind": "seq2seq"}, {"max_length": 8},
+                                    {"instructed_template": "{instruction}: {query}", "default_instruction": "find"}])
+def test_a_family_at_the_limits_is_accepted(change):
+    base = {"name": "mine", "kind": "causal", "query_template": "{query}", "document_template": "{document}"}
+    family = PromptFamily(**(base | change))
+    assert family.query_side("q") == ("find: q" if "default_instruction" in change else "q")
+
+
+def test_a_family_without_instructions_names_those_that_take_one():
+    takers = ", ".join(name for name, family in FAMILIES.items() if family.takes_instruction)
+    assert takers == "qwen3-reranker, mxbai-rerank-v2"
+    with raises_exactly(ConfigError, "the monot5 family takes no instruction (its prompt has no place for one); "
+                        f"families that do: {takers}"):
+        FAMILIES["monot5"].check_instruction("find the law")
+
+
+def test_a_language_model_of_no_known_family_is_refused_naming_the_families():
+    from rankrelay.rerankers.local.prompt_families import recognise
+
+    message = (f"'org/odd-lm' is a language model (OddForCausalLM, OddLMHeadModel) of no known reranker family; "
+               f"load it as <family>:<path> with one of: {', '.join(FAMILIES)}")
+    with raises_exactly(ConfigError, message):
+        recognise("odd", ["OddForCausalLM", "OddLMHeadModel"], "org/odd-lm")
