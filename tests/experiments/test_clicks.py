@@ -65,3 +65,31 @@ def test_grades_are_rounded_to_the_nearest_level_not_floored():
     rng = random.Random(0)
     assert all(model.clicks([0.9], top=1, rng=rng) == [0] for _ in range(200))
     assert sum(model.clicks([0.1], top=1, rng=rng) == [0] for _ in range(200)) == 0  # 0.4 of 4: level 0
+
+
+@pytest.mark.parametrize(("grade", "top", "level"), [
+    (0, 4, 0), (1, 4, 1), (2, 4, 2), (3, 4, 3), (4, 4, 4), (6, 4, 4),  # above the scale's top: the top level
+    (1, 2, 2), (1, 3, 1), (2, 3, 3), (1, 1, 4), (-1, 4, 0), (3, 0, 0), (3, -1, 0),  # no scale: nothing is relevant
+])
+def test_a_grade_becomes_the_nearest_of_five_levels(grade, top, level):
+    from rankrelay.experiments.clicks import _level
+
+    assert _level(grade, top) == level
+
+
+def test_grades_above_the_top_are_the_top_level_and_a_scale_of_zero_has_no_relevant_document():
+    model = click_model("cascade", "perfect")
+    assert model.clicks([6, 0, 5], top=4, rng=random.Random(0)) == [0, 2]
+    assert model.clicks([3, 3], top=0, rng=random.Random(0)) == []
+
+
+def test_the_position_bias_falls_with_rank_to_the_power_eta():
+    model = click_model("pbm", "perfect", eta=2.0)
+    assert (model.kind, model.user, model.eta) == ("pbm", "perfect", 2.0)
+    rng = random.Random(1)
+    counts = [0] * 3
+    for _ in range(4000):
+        for position in model.clicks([4] * 3, top=4, rng=rng):
+            counts[position] += 1
+    for position, count in enumerate(counts):
+        assert count / 4000 == pytest.approx(1 / (position + 1) ** 2, abs=0.03)  # 1, 1/4, 1/9

@@ -66,7 +66,8 @@ def test_clicks_are_credited_to_the_arm_that_placed_the_document():
 
 
 @pytest.mark.parametrize(("counts", "expected"), [([2, 1], 0), ([0, 3], 1), ([1, 1], TIE), ([0, 0], TIE),
-                                                    ([1, 2, 2], TIE), ([0, 1, 3], 2), ([], TIE)])
+                                                    ([1, 2, 2], TIE), ([0, 1, 3], 2), ([], TIE), ([1, 0], 0),
+                                                    ([0, 1, 0], 1)])
 def test_the_outcome_is_the_arm_with_strictly_the_most_clicks(counts, expected):
     assert outcome(counts) == expected
 
