@@ -142,6 +142,8 @@ def test_every_module_in_the_set_has_the_tests_that_run_its_lines():
     gone = sorted({t for tests in selection.values() for t in tests if not (run.ROOT / t).exists()})
     assert gone == [], f"tests_by_module.json names test files that are gone (`make mutation-map`): {gone}"
     assert set(run.AT_TARGET) <= set(run.mutation_set()) and set(run.STRICT) <= set(run.mutation_set())
+    new = sorted(set(run.test_files()) - set(run.mapped_test_files()))
+    assert new == [], f"test files the map has not seen judge nothing yet (`make mutation-map`): {new}"
 
 
 def test_the_test_selection_is_a_cover_of_the_lines_tests_run(tmp_path):

@@ -125,7 +125,17 @@ def target_of(name: str) -> float:
 
 
 def tests_by_module() -> dict[str, list[str]]:
-    return json.loads(TESTS_BY_MODULE.read_text()) if TESTS_BY_MODULE.exists() else {}
+    return json.loads(TESTS_BY_MODULE.read_text())["modules"] if TESTS_BY_MODULE.exists() else {}
+
+
+def test_files() -> list[str]:
+    """Every test file of the suite (what a map is made from: a new one means the map is old)."""
+    return sorted(p.relative_to(ROOT).as_posix() for p in (ROOT / "tests").rglob("test_*.py"))
+
+
+def mapped_test_files() -> list[str]:
+    """The test files there were when ``tests_by_module.json`` was written."""
+    return json.loads(TESTS_BY_MODULE.read_text())["test_files"] if TESTS_BY_MODULE.exists() else []
 
 
 def body_lines(path: Path) -> set[int]:
@@ -254,10 +264,11 @@ def _pyproject(modules: list[str], tests: list[str]) -> str:
         "pytest_add_cli_args = " + json.dumps(["-p", "no:randomly", "-p", "no:cacheprovider", "-q", "-x",
                                                 "-m", "not slow and not ray"]),
         f"do_not_mutate_patterns = {json.dumps(DO_NOT_MUTATE)}",
-        # mutmut stops a mutant after half its CPU limit in wall time: here 3x its tests' usual time plus 10 s (a
-        # deadlock is a kill, found in minutes; mutmut's default, 7.5x, let one hang a CI run for a quarter hour)
-        "timeout_multiplier = 6.0",
-        "timeout_constant = 20.0",
+        # mutmut stops a mutant after (usual time of its tests + constant) x multiplier of wall time: here 2x plus
+        # 20 s (a deadlock is a kill, found in minutes; mutmut's defaults, 15x plus 15 s, let a mutant that hangs
+        # the service's batcher hold a CI run for a quarter hour)
+        "timeout_multiplier = 2.0",
+        "timeout_constant = 10.0",
         "",
     ])
 
@@ -359,6 +370,7 @@ def run_package(package: str, names: list[str], sample: int | None, fresh: bool,
     of ``sample``)."""
     start = time.monotonic()
     work = _prepare(package, fresh, WORK / "sample" if sample else WORK)  # a sample leaves full results alone
+    new = fresh or not (work / "mutants").exists()  # every verdict of this run is its first
     modules = {name: mutation_set()[name] for name in names}
     mutants = {name: _all_mutants(work, path) for name, path in modules.items()}
     if sample:
@@ -370,9 +382,9 @@ def run_package(package: str, names: list[str], sample: int | None, fresh: bool,
         _mutmut(work, "run", "--max-children", str(children), *chosen)
     codes = {name: {k: _exit_codes(work, path).get(k) for k in mutants[name]} for name, path in modules.items()}
     # mutmut keeps a verdict while the source is unchanged, even when a test was added since: try the
-    # mutants that were not killed again (in a fresh folder every verdict is new: nothing to try again)
+    # mutants that were not killed again (in a new folder every verdict is new: nothing to try again)
     again = [k for found in codes.values() for k, code in found.items() if _status(code) not in ("killed", "timeout")]
-    if again and not fresh:
+    if again and not new:
         _mutmut(work, "run", "--max-children", str(children), *again)
         for name, path in modules.items():
             fresh_codes = _exit_codes(work, path)
@@ -443,7 +455,8 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--record-untriaged", action="store_true", help="list unlisted survivors in untriaged.toml")
     args = parser.parse_args(argv)
     if args.map:
-        TESTS_BY_MODULE.write_text(json.dumps(coverage_map(args.map), indent=1) + "\n")
+        data = {"test_files": test_files(), "modules": coverage_map(args.map)}
+        TESTS_BY_MODULE.write_text(json.dumps(data, indent=1) + "\n")
         return 0
     names = resolve(args.only) if args.only else sorted(mutation_set())
     by_package: dict[str, list[str]] = defaultdict(list)
