@@ -39,15 +39,17 @@ def test_grades_of_any_scale_map_onto_five_levels():
     assert model.clicks([-1, 0], top=4, rng=rng) == []
 
 
-def test_a_position_based_user_examines_lower_ranks_less():
-    model = click_model("pbm", "perfect")
+@pytest.mark.parametrize("eta", [1.0, 2.0])
+def test_a_position_based_user_examines_rank_k_with_probability_one_over_k_to_the_eta(eta):
+    model = click_model("pbm", "perfect", eta=eta)
+    assert (model.kind, model.user, model.eta) == ("pbm", "perfect", eta)
     rng = random.Random(0)
     counts = [0] * 5
     for _ in range(4000):
         for position in model.clicks([4] * 5, top=4, rng=rng):
             counts[position] += 1
     for position, count in enumerate(counts):
-        assert count / 4000 == pytest.approx(1 / (position + 1), abs=0.03)  # (1/k)^1, click certain when seen
+        assert count / 4000 == pytest.approx(1 / (position + 1) ** eta, abs=0.03)  # click certain when seen
 
 
 def test_unknown_models_and_users_are_config_errors():
@@ -81,15 +83,3 @@ def test_grades_above_the_top_are_the_top_level_and_a_scale_of_zero_has_no_relev
     model = click_model("cascade", "perfect")
     assert model.clicks([6, 0, 5], top=4, rng=random.Random(0)) == [0, 2]
     assert model.clicks([3, 3], top=0, rng=random.Random(0)) == []
-
-
-def test_the_position_bias_falls_with_rank_to_the_power_eta():
-    model = click_model("pbm", "perfect", eta=2.0)
-    assert (model.kind, model.user, model.eta) == ("pbm", "perfect", 2.0)
-    rng = random.Random(1)
-    counts = [0] * 3
-    for _ in range(4000):
-        for position in model.clicks([4] * 3, top=4, rng=rng):
-            counts[position] += 1
-    for position, count in enumerate(counts):
-        assert count / 4000 == pytest.approx(1 / (position + 1) ** 2, abs=0.03)  # 1, 1/4, 1/9
