@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+import logging
 import os
 import string
 from collections.abc import Iterator
@@ -60,6 +61,17 @@ def require(ok: object, missing: str) -> None:
     if IN_CI:
         pytest.fail(f"CI runs this test, but {missing}", pytrace=False)
     pytest.skip(missing)
+
+
+@pytest.fixture(autouse=True)
+def _logging_as_a_fresh_process_has_it():
+    """Each test starts with rankrelay's loggers enabled and no process-wide logging.disable (a library's
+    dictConfig or a disable() in another test's thread would otherwise hide the warnings a test asserts)."""
+    logging.disable(logging.NOTSET)
+    for name, found in list(logging.root.manager.loggerDict.items()):
+        if name.startswith("rankrelay") and isinstance(found, logging.Logger):
+            found.disabled = False
+    yield
 
 
 def raises_exactly(kind: type[BaseException], message: str):  # type: ignore[no-untyped-def]
