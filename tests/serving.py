@@ -4,10 +4,11 @@ from __future__ import annotations
 
 import socket
 import threading
-import time
 from collections.abc import Iterator
 from contextlib import contextmanager
 from typing import Any
+
+from polling import until
 
 
 @contextmanager
@@ -29,9 +30,7 @@ def running(app: Any, **config: Any) -> Iterator[tuple[str, Any]]:
     server = uvicorn.Server(uvicorn.Config(app, log_level="warning", **config))
     thread = threading.Thread(target=server.run, kwargs={"sockets": [sock]}, daemon=True)
     thread.start()
-    deadline = time.monotonic() + 30
-    while not server.started and time.monotonic() < deadline:
-        time.sleep(0.05)
+    until(lambda: server.started, "the server started", seconds=30, every=0.05)
     try:
         yield f"http://127.0.0.1:{sock.getsockname()[1]}", server
     finally:

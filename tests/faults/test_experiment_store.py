@@ -10,6 +10,7 @@ import time
 import httpx
 import pytest
 from faults_helpers import AUTH, DOCS, experiment_app, fill
+from polling import until
 from serving import running
 
 from rankrelay.errors import StoreUnavailableError
@@ -44,14 +45,11 @@ def test_a_postgres_restart_under_load_answers_no_500_and_loses_no_acknowledged_
         during = len(answers)
         postgres_server.start()
         with httpx.Client(base_url=base, headers=AUTH, timeout=30) as http:  # feedback comes back on its own
-            deadline = time.monotonic() + 60
-            while time.monotonic() < deadline:
+            def feedback_recorded() -> bool:
                 r = http.post("/v2/rerank", json={"model": "ab", "query": "lift", "documents": DOCS})
-                if http.post("/v1/feedback", json={"id": r.json()["id"], "clicked": [1]}).status_code == 200:
-                    break
-                time.sleep(0.2)
-            else:
-                pytest.fail("feedback did not recover after the database came back")
+                return http.post("/v1/feedback", json={"id": r.json()["id"], "clicked": [1]}).status_code == 200
+
+            until(feedback_recorded, "feedback recovered after the database came back", seconds=60, every=0.2)
         time.sleep(0.5)
         stop.set()
         for t in threads:
@@ -95,14 +93,14 @@ def test_a_postgres_outage_is_one_warning_and_a_typed_error_then_the_store_comes
                 with pytest.raises(StoreUnavailableError, match="experiment store is unavailable"):
                     store.add(imp(f"down-{n}"))
             postgres_server.start()
-            deadline = time.monotonic() + 30
-            while True:
+            def added() -> bool:
                 try:
                     store.add(imp(2))
-                    break
                 except StoreUnavailableError:
-                    assert time.monotonic() < deadline, "the store never came back"
-                    time.sleep(0.2)
+                    return False
+                return True
+
+            until(added, "the store came back", seconds=30, every=0.2)
         warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
         assert all(r.name == "rankrelay.experiments.store" for r in caplog.records if r.levelno >= logging.WARNING)
         assert sum("unavailable" in m for m in warnings) == 1 and sum(m.endswith("is back") for m in warnings) == 1

@@ -4,6 +4,8 @@
 import asyncio
 import threading
 
+from polling import until_async
+
 from rankrelay.errors import InvalidDocumentError
 from rankrelay.rerankers.base import BaseReranker, Scored
 from rankrelay.server.batching import DynamicBatcher
@@ -37,7 +39,7 @@ async def test_requests_in_one_batch_keep_their_own_top_n():
     sizes = []
     batcher = DynamicBatcher(model, max_batch_docs=100, max_wait_ms=0, on_batch=sizes.append)
     first = asyncio.create_task(batcher.submit("warm", DOCS, None))  # holds the model while the rest queue up
-    await until(lambda: model.calls, "the model was called")
+    await until_async(lambda: model.calls, "the model was called")
     asks = [("q1", 1), ("q2", 3), ("q3", None), ("q4", 1), ("q5", 2)]
     tasks = [asyncio.create_task(batcher.submit(q, DOCS, n)) for q, n in asks]
     await queued(batcher, len(asks))
@@ -64,25 +66,15 @@ async def test_a_failing_batch_is_served_one_by_one_to_find_the_request_at_fault
 
 
 # -- what mutation testing found unchecked (tests/mutation/run.py --only batching) ---------------------------
-async def until(condition, what, polls=2000):
-    """Poll ``condition`` between event-loop turns; a batcher that never gets there fails the test (a hang guard,
-    not a timing assertion)."""
-    for _ in range(polls):
-        if condition():
-            return
-        await asyncio.sleep(0.005)
-    raise AssertionError(f"never happened: {what}")
-
-
 async def held(model, batcher):
     """Start a request that holds the model (its first call waits for the gate); returns its task."""
     task = asyncio.create_task(batcher.submit("hold", ["x"], None))
-    await until(lambda: model.calls, "the model was called")
+    await until_async(lambda: model.calls, "the model was called")
     return task
 
 
 async def queued(batcher, n):
-    await until(lambda: batcher.depth >= n, f"{n} requests waiting")
+    await until_async(lambda: batcher.depth >= n, f"{n} requests waiting")
 
 
 async def test_a_batch_is_packed_up_to_max_batch_docs_and_a_larger_request_goes_alone():
@@ -196,7 +188,7 @@ async def test_a_request_waits_for_company_arriving_within_max_wait():
     model.gate.set()
     batcher = DynamicBatcher(model, max_batch_docs=4, max_wait_ms=900)
     first = asyncio.create_task(batcher.submit("a", ["1", "2"], None))
-    await until(lambda: batcher._queue is not None and batcher.depth == 0, "the worker took the first request")
+    await until_async(lambda: batcher._queue is not None and batcher.depth == 0, "the worker took the first request")
     second = asyncio.create_task(batcher.submit("b", ["1", "2"], None))
     await asyncio.gather(first, second)
     assert [q for q, _ in model.calls] == [["a", "b"]]
@@ -291,7 +283,7 @@ async def test_a_group_whose_callers_left_while_another_ran_is_skipped_and_the_n
     a, b, c = (asyncio.create_task(batcher.submit(q, ["1", "22"], n)) for q, n in (("a", 1), ("b", 2), ("c", 3)))
     await queued(batcher, 3)
     model.gate.set()
-    await until(lambda: any(q == ["a"] for q, _ in model.calls), "group a is running")
+    await until_async(lambda: any(q == ["a"] for q, _ in model.calls), "group a is running")
     b.cancel()  # its caller leaves while group a runs
     model.gates["a"].set()
     results = await asyncio.gather(hold, a, c)

@@ -8,6 +8,7 @@ from contextlib import contextmanager
 import httpx
 import pytest
 from numerics import assert_ranking_follows
+from polling import until, until_async
 from serving import running
 
 pytest.importorskip("fastapi", reason="the server extra is not installed")
@@ -52,14 +53,6 @@ class Gated(BaseReranker):
         self.busy.set()
         self.release.wait(30)
         return [Scored([float(len(d.text)) for d in docs]) for docs in documents], {}
-
-
-def until(condition, seconds=10.0):
-    """Wait (polling) until ``condition()`` holds; a condition still false after ``seconds`` fails the test."""
-    deadline = time.monotonic() + seconds
-    while not condition():
-        assert time.monotonic() < deadline, "the service never got there"
-        time.sleep(0.01)
 
 
 def refuses_connections(url):
@@ -174,7 +167,8 @@ def test_graceful_shutdown_finishes_in_flight_requests():
         caller.start()
         assert model.busy.wait(10)  # the request is in flight
         server.should_exit = True
-        until(lambda: refuses_connections(url))  # the server is shutting down, the request still unanswered
+        # the server is shutting down, the request still unanswered
+        until(lambda: refuses_connections(url), "the listener closed")
         model.release.set()
         caller.join(20)
     assert replies and replies[0].status_code == 200
@@ -462,7 +456,7 @@ def test_a_full_queue_answers_429_with_retry_after():
             computing = post(0)
             assert await asyncio.to_thread(model.busy.wait, 10)
             waiting = post(1)
-            await asyncio.to_thread(until, lambda: app.state.batchers["slow"].depth == 1)  # the queue is full
+            await asyncio.to_thread(until, lambda: app.state.batchers["slow"].depth == 1, "the queue is full")
             refused = await asyncio.gather(*(post(i) for i in range(2, 6)))
             model.release.set()
             return [await computing, await waiting, *refused]
@@ -496,7 +490,7 @@ def test_timeouts_under_concurrency_answer_every_request_and_skip_abandoned_work
         replies, started = asyncio.run(main(url))
         model.release.set()  # the model finishes the one request it started; the rest were dropped
         batched = 'rankrelay_batch_requests_count{model="slow"} 1.0'
-        until(lambda: batched in httpx.get(f"{url}/metrics").text)
+        until(lambda: batched in httpx.get(f"{url}/metrics").text, "the batch counted in /metrics")
         metrics = httpx.get(f"{url}/metrics").text
     assert [r.status_code for r in replies[:10]] == [503] * 10
     assert all("did not answer within 0.4 s" in r.json()["message"] for r in replies[:10])
@@ -522,7 +516,7 @@ def test_a_request_whose_client_went_away_is_not_computed_and_counts_as_499():
             with pytest.raises(httpx.ReadTimeout):  # this caller hangs up while its request waits
                 await impatient.post(f"{url}/v2/rerank", json={"query": "gone", "documents": ["b"]})
             # the service noticed (the 499 is counted as the waiting request is dropped) before the model is free
-            await asyncio.to_thread(until, lambda: left in httpx.get(f"{url}/metrics").text)
+            await asyncio.to_thread(until, lambda: left in httpx.get(f"{url}/metrics").text, "the 499 counted")
             model.release.set()
             return await first
 
@@ -539,7 +533,7 @@ async def test_a_forming_batch_drops_callers_who_left_and_a_group_whose_callers_
 
     seen, gate = [], threading.Event()
 
-    class Gated(Slow):
+    class HeldOnSome(Slow):
         def _score_batch(self, queries, documents):
             seen.append(list(queries))
             if queries[0] in ("busy", "group one"):
@@ -547,10 +541,9 @@ async def test_a_forming_batch_drops_callers_who_left_and_a_group_whose_callers_
             return super()._score_batch(queries, documents)
 
     sizes = []
-    batcher = DynamicBatcher(Gated(seconds=0.0), max_batch_docs=4, max_wait_ms=50, on_batch=sizes.append)
+    batcher = DynamicBatcher(HeldOnSome(seconds=0.0), max_batch_docs=4, max_wait_ms=50, on_batch=sizes.append)
     busy = asyncio.ensure_future(batcher.submit("busy", ["a"], None))
-    while not seen:
-        await asyncio.sleep(0.01)
+    await until_async(lambda: seen, "the model got the first batch")
     kept = [asyncio.ensure_future(batcher.submit("kept 0", ["d"], None))]
     gone = [asyncio.ensure_future(batcher.submit(f"gone {i}", ["b", "c"], None)) for i in range(60)]
     kept.append(asyncio.ensure_future(batcher.submit("kept 1", ["d"], 1)))
@@ -567,8 +560,7 @@ async def test_a_forming_batch_drops_callers_who_left_and_a_group_whose_callers_
     seen.clear()
     first = asyncio.ensure_future(batcher.submit("group one", ["x"], None))
     second = asyncio.ensure_future(batcher.submit("group two", ["y"], 1))  # one batch, two top_n groups
-    while not seen:
-        await asyncio.sleep(0.01)
+    await until_async(lambda: seen, "the model got the first batch")
     second.cancel()  # its caller leaves while the first group runs
     gate.set()
     assert (await first).query == "group one"
