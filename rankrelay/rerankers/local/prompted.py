@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import contextlib
 import contextvars
+import functools
 import logging
 from collections.abc import Iterator, Sequence
 from typing import Any
@@ -49,7 +50,6 @@ def _scorer_class() -> Any:
         def __init__(self, lm: Any, tokenizer: Any, family: PromptFamily, max_seq_length: int) -> None:
             super().__init__()
             self.lm, self.tokenizer, self.family = lm, tokenizer, family
-            self.config = lm.config
             self.max_seq_length = max_seq_length
             self.head = [t for part in family.head for t in self._special_or_text(part)]
             self.tail = [t for part in family.tail for t in self._special_or_text(part)]
@@ -245,16 +245,17 @@ class PromptedReranker(PairModelReranker):
 
 def factory(family: str) -> Any:
     """Registry factory of ``<family>:<id or path>`` (a preset of the family when no model is named)."""
+    return functools.partial(from_spec, family)
 
-    def from_spec(model: str | None, **options: Any) -> PromptedReranker:
-        if model is None:
-            preset = next((p for p in PRESETS.values() if p.backend == family), None)
-            if preset is None:
-                raise ConfigError(f"{family} needs a model: {family}:<id or path>")
-            return from_preset(preset.name, **options)
-        return PromptedReranker(model, family=family, **options)
 
-    return from_spec
+def from_spec(family: str, model: str | None, **options: Any) -> PromptedReranker:
+    """``<family>:<model>``; with no model, the family's first preset."""
+    if model is None:
+        preset = next((p for p in PRESETS.values() if p.backend == family), None)
+        if preset is None:
+            raise ConfigError(f"{family} needs a model: {family}:<id or path>")
+        return from_preset(preset.name, **options)
+    return PromptedReranker(model, family=family, **options)
 
 
 def from_preset(preset: str, **options: Any) -> PromptedReranker:

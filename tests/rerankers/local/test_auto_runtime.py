@@ -10,7 +10,15 @@ import pytest
 
 from rankrelay import ConfigError, Settings, load_reranker
 from rankrelay.devices import cpu_signature, has_bf16_units, has_int8_units
-from rankrelay.rerankers.local.auto_runtime import MARGIN, Trial, candidates, choose_runtime, pick
+from rankrelay.rerankers.local.auto_runtime import (
+    MARGIN,
+    Trial,
+    candidates,
+    choose_runtime,
+    known_choice,
+    pick,
+    speedup,
+)
 from rankrelay.testing import FakeClock
 
 AVX2 = {"model": "AMD EPYC", "machine": "x86_64", "flags": ["avx2"]}
@@ -192,14 +200,103 @@ def test_when_torch_itself_cannot_be_measured_the_choice_is_torch_with_one_warni
         choice = machine.choose(tmp_path)
     assert (choice.runtime, choice.precision) == ("torch", "fp32") and choice.reason.startswith("not measured")
     assert len(caplog.records) == 1 and not list(tmp_path.rglob("*.json"))  # nothing stored: tried again next time
+    late = Machine(COSTS, broken={"torch"})
+    late.clock = FakeClock(start=100.0)
+    slow = late.forward
+    late.forward = lambda *fwd: late.clock.sleep(0.5) or slow(*fwd)  # converting torch took half a second
+    choice = late.choose(tmp_path)
+    assert (choice.reason, choice.seconds) == ("not measured (RuntimeError: torch cannot convert this model)", 0.5)
 
 
 def test_only_torch_here_means_torch_without_measuring(tmp_path, monkeypatch):
     monkeypatch.setitem(sys.modules, "openvino", None)
     monkeypatch.setitem(sys.modules, "onnxruntime", None)
     machine = Machine(COSTS)
+    machine.clock = FakeClock(start=100.0)
     choice = machine.choose(tmp_path)
-    assert (choice.runtime, choice.reason, machine.built) == ("torch", "torch is the only runtime here", [])
+    assert (choice.runtime, choice.precision, choice.reason, choice.seconds, machine.built) == (
+        "torch", "fp32", "torch is the only runtime here", 0.0, [])
+    on_gpu = choose_runtime(label="org/model", fingerprint="f", device="cuda", cache_dir=tmp_path, min_agreement=0.9,
+                            forward=machine.forward, sample=machine.sample, clock=machine.clock, cpu=VNNI)
+    assert (on_gpu.runtime, on_gpu.precision, on_gpu.reason) == ("torch", "fp32", "on cuda the runtime is torch")
+
+
+def test_a_measured_choice_keeps_each_candidate_as_measured_and_what_measuring_cost(tmp_path):
+    """What rr.runtime_choice shows: each candidate's best seconds and agreement (torch fp32 is the reference:
+    1.0 and 1.0), or why it could not be tried (cut at 200 characters); the reason with the speed-up; the time
+    the measurement took. A later read costs nothing and says it was read."""
+    class Broken(Machine):
+        def forward(self, runtime, precision):
+            if runtime == "openvino":
+                raise RuntimeError("x" * 500)
+            return super().forward(runtime, precision)
+
+    machine = Broken(COSTS, disagree={"onnx-int8"})
+    machine.clock = FakeClock(start=100.0)
+    choice = machine.choose(tmp_path, cpu=VNNI)
+    assert [(t.runtime, t.precision, t.seconds, t.top10_overlap, t.spearman, t.error) for t in choice.trials] == [
+        ("torch", "fp32", 1.0, 1.0, 1.0, None), ("onnx", "fp32", 0.875, 1.0, 1.0, None),
+        ("onnx-int8", "fp32", 0.25, 0.0, -1.0, None),
+        ("openvino", "fp32", None, None, None, "RuntimeError: " + "x" * 200),
+        ("openvino-int8", "fp32", 0.5, 1.0, 1.0, None)]
+    assert choice.reason == ("openvino-int8 fp32 took 0.500 s on the timing passages vs torch fp32's 1.000 s "
+                             "(2.00x), top-10 overlap 1.00")
+    assert choice.seconds == sum(2 * COSTS[p] + COLD for p in machine.built)  # from 100 s on the clock
+    assert speedup(choice) == 2.0
+    again = Machine(COSTS)
+    again.clock = FakeClock(start=100.0)
+    reread = again.choose(tmp_path, cpu=VNNI)
+    assert (reread.cached, reread.seconds, reread.reason) == (True, 0.0, choice.reason)
+    assert known_choice("org/model", tmp_path, cpu=VNNI).cached
+
+
+def test_choices_under_different_keys_are_kept_side_by_side(tmp_path):
+    """A choice per key (here: two agreement guards), each read back without measuring."""
+    Machine(COSTS).choose(tmp_path, min_agreement=0.9)
+    Machine(COSTS).choose(tmp_path, min_agreement=0.99)
+    assert len(list((tmp_path / "runtimes" / "auto").glob("*.json"))) == 2
+    for guard in (0.9, 0.99):
+        machine = Machine(COSTS)
+        assert machine.choose(tmp_path, min_agreement=guard).cached and machine.built == []
+
+
+def test_what_models_shows_is_the_newest_choice_made_on_this_cpu(tmp_path, monkeypatch):
+    """known_choice (rankrelay models' "measured here"): the newest stored choice of the model for this CPU; a
+    damaged newer file or another CPU's is passed over."""
+    import os
+
+    Machine(COSTS).choose(tmp_path, cpu=AVX2, min_agreement=0.9)  # openvino
+    Machine({**COSTS, ("onnx", "fp32"): 0.125}).choose(tmp_path, cpu=AVX2, min_agreement=0.99)  # onnx
+    Machine(COSTS).choose(tmp_path, cpu=VNNI)  # onnx-int8
+    keys = {p: json.loads(p.read_text())["key"] for p in (tmp_path / "runtimes" / "auto").glob("*.json")}
+    stored = {(key["min_agreement"], len(key["cpu"]["flags"])): p for p, key in keys.items()}
+    loose, strict = stored[(0.9, 1)], stored[(0.99, 1)]
+    os.utime(loose, (1_000_000, 1_000_000))
+    os.utime(strict, (2_000_000, 2_000_000))
+    assert known_choice("org/model", tmp_path, cpu=AVX2).runtime == "onnx"
+    os.utime(loose, (3_000_000, 3_000_000))
+    assert known_choice("org/model", tmp_path, cpu=AVX2).runtime == "openvino"
+    loose.write_text("{damaged")  # the newest cannot be read: the next newest for this CPU
+    assert known_choice("org/model", tmp_path, cpu=AVX2).runtime == "onnx"
+    monkeypatch.setattr("rankrelay.rerankers.local.auto_runtime.cpu_signature", lambda: VNNI)
+    assert known_choice("org/model", tmp_path).runtime == "onnx-int8"  # this machine's CPU, when none is given
+    assert known_choice("org/model", tmp_path, cpu=BF16) is None
+
+
+def test_the_versions_in_a_choices_key_are_those_installed():
+    from importlib.metadata import version
+
+    from rankrelay.rerankers.local import auto_runtime
+
+    versions = auto_runtime.runtime_versions()
+    assert versions["torch"] == version("torch") and set(versions) == set(auto_runtime._PACKAGES)
+
+
+def test_a_package_that_is_not_installed_has_no_version(monkeypatch):
+    from rankrelay.rerankers.local import auto_runtime
+
+    monkeypatch.setattr(auto_runtime, "_PACKAGES", ("torch", "a-runtime-nobody-installed"))
+    assert auto_runtime.runtime_versions()["a-runtime-nobody-installed"] is None
 
 
 def test_auto_is_the_default_and_fixes_its_own_precision(monkeypatch, tiny_ce_path):
@@ -261,3 +358,30 @@ def test_a_runtime_is_timed_by_its_best_pass_not_its_last(tmp_path):
 
     choice = Spiky(COSTS).choose(tmp_path, cpu=AVX2, repeats=3)
     assert [(t.runtime, t.seconds) for t in choice.trials] == [("torch", 1.0), ("onnx", 0.875), ("openvino", 0.75)]
+
+
+def test_a_choice_that_cannot_be_kept_is_used_and_the_warning_says_what_was_not_kept(tmp_path, caplog):
+    blocked = tmp_path / "a-file"  # the cache folder is a file: nothing can be written under it
+    blocked.write_text("")
+    with caplog.at_level(logging.WARNING, "rankrelay.rerankers.local.auto_runtime"):
+        choice = Machine(COSTS).choose(blocked)
+    assert choice.runtime == "onnx-int8" and not choice.cached
+    assert "could not keep the runtime choice in" in caplog.text and "measured again next time" in caplog.text
+
+
+def test_the_speedup_is_none_unless_both_torch_and_the_chosen_runtime_were_timed():
+    from rankrelay.rerankers.local.auto_runtime import RuntimeChoice
+
+    torch_only = Trial("torch", "fp32", 1.0, 1.0, 1.0)
+    assert speedup(RuntimeChoice("onnx", "fp32", "r", [torch_only, Trial("onnx", "fp32", 0.5, 1.0, 1.0)])) == 2.0
+    assert speedup(RuntimeChoice("onnx", "fp32", "r", [torch_only])) is None
+    assert speedup(RuntimeChoice("onnx", "fp32", "r", [Trial("onnx", "fp32", 0.5, 1.0, 1.0)])) is None
+    assert speedup(RuntimeChoice("torch", "fp32", "torch is the only runtime here")) is None
+
+
+def test_stored_timings_are_sane_from_a_tenth_of_a_microsecond_to_an_hour_inclusive():
+    from rankrelay.rerankers.local.auto_runtime import SANE_SECONDS, sane_seconds
+
+    low, high = SANE_SECONDS
+    assert (low, high) == (1e-7, 3600.0) and sane_seconds(low, high, 1.0) and sane_seconds()
+    assert not sane_seconds(low / 2) and not sane_seconds(high * 1.0001) and not sane_seconds("1.0")

@@ -223,14 +223,19 @@ def test_a_long_document_becomes_passages_with_the_template_counted(lm_paths):
     doc = next(r for r in res.results if r.index == 0)
     (pieces,) = rr.plan_passages(QUERY, [long_doc])[:1]
     assert pieces.split and len(pieces.spans) > 2 and doc.passage in pieces.spans
-    for a, b in pieces.spans:
-        assert len(rr.encoder.encode(rr.render_query(QUERY), long_doc[a:b])) <= 320  # never cut, every window fits
+    lengths = [len(rr.encoder.encode(rr.render_query(QUERY), long_doc[a:b])) for a, b in pieces.spans]
+    assert max(lengths) <= 320  # never cut, every window fits
+    assert all(b > a2 for (_, b), (a2, _) in zip(pieces.spans, pieces.spans[1:]))  # consecutive passages overlap
+    apart = load_reranker(f"qwen3-reranker:{lm_paths['qwen3']}", device="cpu", max_length=320, passage_overlap=0)
+    spans = apart.plan_passages(QUERY, [long_doc])[0].spans
+    assert all(b <= a2 for (_, b), (a2, _) in zip(spans, spans[1:])) and len(spans) < len(pieces.spans)
     best = max(rr.rerank(QUERY, [long_doc[a:b]]).results[0].score for a, b in pieces.spans)
     assert doc.score == pytest.approx(best, abs=1e-5)  # MaxP
     with pytest.raises(DocumentTooLongError):
         load_reranker(f"qwen3-reranker:{lm_paths['qwen3']}", device="cpu", max_length=320,
                       long_documents="error").rerank(QUERY, [long_doc])
-    with pytest.raises(QueryTooLongError):  # the template leaves no room for even one passage
+    with pytest.raises(QueryTooLongError, match=rf"^the query has {template} tokens and leaves {190 - template} of "
+                       "the model's 190 for document text"):  # the template leaves no room for even one passage
         load_reranker(f"qwen3-reranker:{lm_paths['qwen3']}", device="cpu", max_length=190).rerank(QUERY, [DOCS[0]])
 
 
@@ -364,3 +369,86 @@ def test_a_language_model_of_no_known_family_is_refused_naming_the_families():
                f"load it as <family>:<path> with one of: {', '.join(FAMILIES)}")
     with raises_exactly(ConfigError, message):
         recognise("odd", ["OddForCausalLM", "OddLMHeadModel"], "org/odd-lm")
+
+
+@pytest.mark.parametrize("call", ["rerank", "arerank", "rerank_batch", "arerank_batch"])
+def test_every_way_of_calling_keeps_top_n_the_budget_and_the_calls_own_instruction(lm_paths, call):
+    """One call's instruction scores as a model built with it would; top_n and a budget reach the scoring, one
+    query or several, sync or async."""
+    import asyncio
+
+    path = lm_paths["qwen3"]
+    rr = load_reranker(f"qwen3-reranker:{path}", device="cpu", score_cache="off")
+    built_with = load_reranker(f"qwen3-reranker:{path}", device="cpu", instruction="Find the cause of a stall")
+
+    def ask(**kw):
+        batch = call.endswith("_batch")
+        out = getattr(rr, call)([(QUERY, DOCS)] if batch else QUERY, *([] if batch else [DOCS]), **kw)
+        out = asyncio.run(out) if call.startswith("a") else out
+        return out[0] if batch else out
+
+    expected = built_with.rerank(QUERY, DOCS, top_n=2)
+    got = ask(top_n=2, instruction="Find the cause of a stall")
+    assert [(r.index, r.score) for r in got] == [(r.index, r.score) for r in expected] and len(got) == 2
+    assert [r.score for r in ask(top_n=2)] != [r.score for r in got]  # the default instruction scores otherwise
+    assert ask(budget_ms=1e-6).info["reranked"] < len(DOCS) <= len(ask())  # the budget reached the scoring
+
+
+def test_a_family_named_alone_is_its_first_preset_and_a_family_with_a_model_keeps_its_options(lm_paths):
+    from rankrelay.config import PRESETS
+    from rankrelay.rerankers.local import prompted
+
+    first = next(p for p in PRESETS.values() if p.backend == "mxbai-rerank-v2")
+    alone = load_reranker("mxbai-rerank-v2", batch_size=3)
+    assert (alone.model, alone.preset, alone.family.name, alone.batch_size) == (first.model, first.name,
+                                                                                 "mxbai-rerank-v2", 3)
+    given = load_reranker(f"mxbai-rerank-v2:{lm_paths['qwen2']}", batch_size=3)
+    assert (given.model, given.preset, given.family.name, given.batch_size) == (lm_paths["qwen2"], None,
+                                                                                 "mxbai-rerank-v2", 3)
+    with raises_exactly(ConfigError, "my-family needs a model: my-family:<id or path>"):
+        prompted.from_spec("my-family", None)
+
+
+def test_describe_names_the_family_and_the_instruction_in_force(lm_paths):
+    plain = load_reranker(f"qwen3-reranker:{lm_paths['qwen3']}").describe()
+    told = load_reranker(f"qwen3-reranker:{lm_paths['qwen3']}", instruction="Find causes").describe()
+    assert plain["family"] == "qwen3-reranker" and "instruction" not in plain
+    assert (told["family"], told["instruction"]) == ("qwen3-reranker", "Find causes")
+
+
+def test_auto_measures_a_model_on_the_instruction_it_was_given(lm_paths):
+    from rankrelay.rerankers.local.sample import sample_pairs
+
+    rr = load_reranker(f"qwen3-reranker:{lm_paths['qwen3']}", device="cpu", instruction="Find causes")
+    queries, _ = sample_pairs()
+    assert {q for q, _ in rr._sample_inputs()} == {rr.family.query_side(q, "Find causes") for q in queries}
+    assert all("Find causes" in q for q, _ in rr._sample_inputs())
+
+
+def test_a_family_whose_prompt_needs_a_special_token_the_tokenizer_lacks_is_refused_naming_it(lm_paths, tmp_path):
+    folder = tmp_path / "gemma-without-bos"
+    shutil.copytree(lm_paths["gemma"], folder)
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (folder / name).exists():
+            config = json.loads((folder / name).read_text())
+            config["bos_token"] = None
+            (folder / name).write_text(json.dumps(config))
+    with raises_exactly(ModelLoadError, "the bge-reranker-gemma prompt needs the tokenizer's <bos> token; this "
+                                        "tokenizer has none"):
+        load_reranker(f"bge-reranker-gemma:{folder}", device="cpu").warm_up()
+
+
+def test_a_tokenizer_without_a_pad_token_pads_with_its_end_token_and_scores_the_same(lm_paths, tmp_path):
+    """Padding is masked out: which id pads changes no score, but a tokenizer without one must still batch."""
+    folder = tmp_path / "qwen3-without-pad"
+    shutil.copytree(lm_paths["qwen3"], folder)
+    for name in ("tokenizer_config.json", "special_tokens_map.json"):
+        if (folder / name).exists():
+            config = json.loads((folder / name).read_text())
+            config["pad_token"] = None
+            (folder / name).write_text(json.dumps(config))
+    rr = load_reranker(f"qwen3-reranker:{folder}", device="cpu")
+    rr.warm_up()
+    assert rr.encoder.tokenizer.pad_token_id is None and rr.encoder.pad_id == rr.encoder.tokenizer.eos_token_id
+    padded = load_reranker(f"qwen3-reranker:{lm_paths['qwen3']}", device="cpu")
+    assert_scores_close(_by_index(rr.rerank(QUERY, DOCS)), _by_index(padded.rerank(QUERY, DOCS)))
