@@ -7,6 +7,7 @@ import pytest
 pytest.importorskip("altair", reason="the eval extra is not installed")
 
 from rankrelay.experiments.report import (  # noqa: E402
+    javascript_bundle,
     preference_chart,
     simulation_chart,
     write_experiments,
@@ -70,13 +71,31 @@ def test_the_simulation_chart_draws_each_methods_share_of_right_decisions_agains
 
 
 def test_the_simulation_page_and_its_json_are_written_and_say_what_each_method_needed(tmp_path):
-    page = write_simulation(simulation(), tmp_path / "new" / "folder")
+    import dataclasses
+
+    sim = dataclasses.replace(simulation(), rows=[*simulation().rows, SimulationRow(5000, 0.99, 0.9, 0.95, 0.6)])
+    page = write_simulation(sim, tmp_path / "new" / "folder")
     assert page == tmp_path / "new" / "folder" / "simulation.html"
     data = json.loads((page.parent / "simulation.json").read_text())
-    assert data == simulation().to_dict() and data["needed_95"] == {"team_draft": 1000, "split": None}
+    assert data == sim.to_dict() and data["needed_95"] == {"team_draft": 1000, "split": None}
     html = page.read_text()
-    assert "Interleaving against a split test" in html and "vegaEmbed" in html
-    assert json.dumps(simulation_chart(simulation())) in html
+    assert "Interleaving against a split test: good vs bad" in html and "vegaEmbed" in html
+    assert json.dumps(simulation_chart(sim)) in html and javascript_bundle() in html
+    assert "good has the higher nDCG@10 (good 0.6000, bad 0.4000)." in html
+    assert "Team-draft picked it in 95 % of 50 trials at 1000 impressions;\nthe split test at more than 5000 " \
+           "impressions." in html  # the split never got there within the last row's impressions
+    assert html.count("<tr><td>") == 3 and "<td>100</td><td>80.0 %</td><td>55.0 %</td>" in html
+    again = write_simulation(sim, tmp_path / "new" / "folder")  # into the same folder: replaced
+    assert again.read_text() == html
+
+
+def test_an_arm_named_like_markup_is_shown_as_text_on_the_simulation_page(tmp_path):
+    import dataclasses
+
+    sim = dataclasses.replace(simulation(), arms=["</script><b>", "bad"], better="</script><b>",
+                              ndcg={"</script><b>": 0.6, "bad": 0.4})
+    html = write_simulation(sim, tmp_path).read_text()
+    assert "</script><b>" not in html and "&lt;/script&gt;&lt;b&gt; has the higher nDCG@10" in html
 
 
 def test_the_experiments_page_charts_only_experiments_with_preferences_and_escapes_what_arms_are_named(tmp_path):
@@ -84,11 +103,30 @@ def test_the_experiments_page_charts_only_experiments_with_preferences_and_escap
                 "preferences": [{"a": "x", "b": "</script><b>", "share": 0.7, "low": 0.6, "high": 0.8,
                                  "wins": 7, "losses": 3, "winner": "x", "significant": False, "p_value": 0.3}]},
                {"name": "quiet", "method": "team-draft", "arms": ["x", "y"], "impressions": 0, "preferences": []}]
-    page = write_experiments(reports, tmp_path / "out")
-    assert page == tmp_path / "out" / "experiments.html"
+    page = write_experiments(reports, tmp_path / "out" / "new")
+    assert page == tmp_path / "out" / "new" / "experiments.html"
+    assert write_experiments(reports, tmp_path / "out" / "new") == page  # an existing folder: written again
     assert json.loads((page.parent / "experiments.json").read_text()) == reports
     html = page.read_text()
     assert "</script><b>" not in html  # an arm's name cannot end the page's script or add markup
+    assert json.dumps(preference_chart(reports[0]["preferences"])).replace("</", "<\\/") in html
     assert html.count("vegaEmbed(") == 1  # one chart: the experiment without preferences has none
     empty = write_experiments([reports[1]], tmp_path / "empty").read_text()
     assert "vegaEmbed(" not in empty and len(empty) < len(html) // 10  # no chart: no bundle inlined either
+    assert "<script>" not in empty
+
+
+def test_each_experiments_chart_is_drawn_in_its_own_section(tmp_path):
+    import re
+
+    with_preferences = {"method": "team-draft", "arms": ["x", "y"], "impressions": 3, "preferences": [
+        {"a": "x", "b": "y", "share": 0.7, "low": 0.6, "high": 0.8, "wins": 7, "losses": 3, "ties": 0, "winner": "x",
+         "significant": False, "p_value": 0.3, "test": "sign"}]}
+    reports = [{"name": "quiet", "method": "team-draft", "arms": ["x", "y"], "impressions": 0, "preferences": []},
+               {"name": "first", **with_preferences}, {"name": "second", **with_preferences}]
+    html = write_experiments(reports, tmp_path).read_text()
+    targets = re.findall(r'vegaEmbed\("#(chart-\d+)"', html)
+    assert targets == ["chart-2", "chart-3"]  # the sections' places (the first experiment has no chart)
+    spec = json.dumps(preference_chart(with_preferences["preferences"])).replace("</", "<\\/")
+    assert html.count(spec) == 2
+    assert all(f'<div id="{t}"></div>' in html for t in targets)
