@@ -452,3 +452,48 @@ def test_a_tokenizer_without_a_pad_token_pads_with_its_end_token_and_scores_the_
     assert rr.encoder.tokenizer.pad_token_id is None and rr.encoder.pad_id == rr.encoder.tokenizer.eos_token_id
     padded = load_reranker(f"qwen3-reranker:{lm_paths['qwen3']}", device="cpu")
     assert_scores_close(_by_index(rr.rerank(QUERY, DOCS)), _by_index(padded.rerank(QUERY, DOCS)))
+
+
+def test_the_loading_options_reach_the_tokenizer_and_the_model(lm_paths, tmp_path, monkeypatch):
+    """What a spec passes for the Hub (revision, token, cache folder, remote code) and each part's own keyword
+    arguments reach transformers' loaders (recorded on the way, the real loaders load)."""
+    import transformers
+
+    seen = {}
+    for name in ("AutoTokenizer", "AutoModelForCausalLM"):
+        real = getattr(transformers, name).from_pretrained
+
+        def record(location, *args, _name=name, _real=real, **kwargs):
+            seen[_name] = kwargs
+            return _real(location, *args, **kwargs)
+
+        monkeypatch.setattr(getattr(transformers, name), "from_pretrained", record)
+    rr = load_reranker(f"qwen3-reranker:{lm_paths['qwen3']}", device="cpu", revision="main", token="hf_x",
+                       cache_folder=str(tmp_path), trust_remote_code=True,
+                       tokenizer_kwargs={"model_max_length": 100}, model_kwargs={"attn_implementation": "eager"})
+    rr.warm_up()
+    common = {"revision": "main", "token": "hf_x", "local_files_only": True, "trust_remote_code": True,
+              "cache_dir": str(tmp_path)}
+    assert seen["AutoTokenizer"] == {**common, "model_max_length": 100}
+    assert seen["AutoModelForCausalLM"] == {**common, "attn_implementation": "eager"}
+    assert rr.window == 100 and rr.encoder.lm.config._attn_implementation == "eager"
+
+
+def test_the_window_is_the_least_of_the_models_positions_the_tokenizers_limit_and_the_familys(lm_paths, tmp_path):
+    qwen3 = lm_paths["qwen3"]  # 1,024 positions and a tokenizer limit of 1,024
+    assert load_reranker(f"qwen3-reranker:{qwen3}", tokenizer_kwargs={"model_max_length": 4096}).window == 1024
+    assert load_reranker(f"qwen3-reranker:{qwen3}", tokenizer_kwargs={"model_max_length": 200}).window == 200
+    wide = build_causal_lm(tmp_path / "gemma-2048", "gemma", max_length=2048)
+    assert load_reranker(f"bge-reranker-gemma:{wide}").window == 1024  # the family reads at most 1,024
+    assert load_reranker(f"bge-reranker-gemma:{wide}", max_length=1500).window == 1500  # asked for: the caller's
+
+
+def test_a_missing_transformers_names_the_extra_to_install(lm_paths, monkeypatch):
+    import sys
+
+    from rankrelay.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "transformers", None)
+    with pytest.raises(MissingDependencyError, match=r"rankrelay\[local\]") as caught:
+        load_reranker(f"qwen3-reranker:{lm_paths['qwen3']}", device="cpu").warm_up()
+    assert "the qwen3-reranker backend" in str(caught.value)
