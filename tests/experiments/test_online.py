@@ -72,3 +72,40 @@ async def test_store_text_keeps_the_query_and_the_shown_documents_in_shown_order
 def test_an_experiment_naming_the_same_arm_twice_is_refused():
     with raises_exactly(ConfigError, "experiment 'ab': an arm is named twice: ['a', 'a']"):
         check_experiments({"ab": Experiment("ab", ["a", "a"], "multileave")}, served=["a"])
+
+
+def test_what_ready_says_of_a_store_that_is_up_or_that_cannot_be_opened_and_when_it_is_tried_again(caplog):
+    import logging
+
+    from rankrelay.errors import NotFoundError, StoreUnavailableError
+    from rankrelay.testing import FakeClock
+
+    healthy, _ = runner()
+    assert healthy.state() == {"state": "up", "pending": 0, "outages": 0}
+    assert Experiments({}, None).state() == {}  # no experiment: nothing to say
+    clock, tries = FakeClock(start=100.0), []
+
+    def opener():
+        tries.append(clock())
+        if len(tries) < 3:
+            raise StoreUnavailableError("the database is down")
+        return SQLiteStore(":memory:")
+
+    away = Experiments({"ab": Experiment("ab", ["first", "shuffled"], "team-draft")}, opener, retry_s=5.0,
+                       clock=clock)
+    with caplog.at_level(logging.WARNING, "rankrelay.experiments.online"):
+        assert away.open_store() is None
+        said = [r.getMessage() for r in caplog.records]
+        assert len(said) == 1 and said[0].startswith("experiment store unavailable (the database is down)")
+    assert away.state() == {"state": "unavailable", "reason": "the database is down", "pending": 0, "outages": 0}
+    clock.sleep(4.9)
+    assert away.open_store() is None and tries == [100.0]  # not tried again within retry_s
+    clock.sleep(0.1)
+    assert away.open_store() is None and tries == [100.0, 105.0] and len(caplog.records) == 1  # said once
+    clock.sleep(5.0)
+    assert away.open_store() is not None and away.state() == {"state": "up", "pending": 0, "outages": 0}
+    with raises_exactly(NotFoundError, "no experiment 'other'; experiments: ab"):
+        away.report("other")
+    with raises_exactly(NotFoundError, "no experiment 'ab'; experiments: none"):
+        Experiments({}, None).report("ab")
+    assert away.report("ab")["experiment"] == "ab"

@@ -288,6 +288,7 @@ def _prepare(package: str, fresh: bool, root: Path = WORK) -> Path:
     for link in ("rankrelay", "tests"):
         if not (work / link).exists():
             (work / link).symlink_to(ROOT / link)
+    _sync_data_files(work)
     config = _pyproject(modules, tests)
     pyproject = work / "pyproject.toml"
     if not pyproject.exists() or pyproject.read_text() != config:
@@ -295,6 +296,20 @@ def _prepare(package: str, fresh: bool, root: Path = WORK) -> Path:
         # changed, collects the stats of tests added to the same files, and the survivors run again (run_package)
         pyproject.write_text(config)
     return work
+
+
+def _sync_data_files(work: Path) -> None:
+    """mutmut copies the package's other files (templates, data) into its folder once and regenerates only the
+    Python ones: keep the others current, so a kept folder tests today's templates."""
+    mutants = work / "mutants"
+    if not mutants.exists():
+        return
+    for source in PACKAGE.rglob("*"):
+        if source.is_file() and source.suffix not in (".py", ".pyc") and "__pycache__" not in source.parts:
+            target = mutants / source.relative_to(ROOT)
+            if not target.exists() or target.read_bytes() != source.read_bytes():
+                target.parent.mkdir(parents=True, exist_ok=True)
+                shutil.copy2(source, target)
 
 
 def _mutmut(work: Path, *args: str, check: bool = True) -> None:
