@@ -157,3 +157,96 @@ def test_open_store_picks_the_backend_from_the_address(tmp_path):
     assert isinstance(open_store(str(tmp_path / "a.db")), SQLiteStore)
     assert open_store(f"sqlite:///{tmp_path / 'b.db'}").path == str(tmp_path / "b.db")
     assert PostgresStore.placeholder == "%s"
+
+
+def test_a_store_written_before_totals_were_kept_gets_them_from_its_rows_when_opened(make_store):
+    store = make_store()
+    for n in range(4):
+        store.add(imp(n, teams=(n % 2, 1, 0, 1), excluded=n == 3))
+    store.feedback("imp-0", [0])
+    store.feedback("imp-1", [1, 2])
+    store.add(imp(9, experiment="other"))
+    kept = {name: store.totals(name) for name in ("exp", "other")}
+    with store._transaction() as cur:  # as a store from before running totals: rows, no totals
+        store._run(cur, "DELETE FROM experiment_totals")
+    assert store.totals("exp") != kept["exp"]
+    reopened = make_store()
+    assert {name: reopened.totals(name) for name in ("exp", "other")} == kept
+    assert reopened.experiments() == store.experiments() and reopened.counts() == {"impressions": 5, "feedback": 2}
+
+
+def test_the_store_says_what_it_holds_and_what_is_missing_by_name(make_store):
+    store = make_store()
+    assert store.add_many([imp(1), imp(2)]) == 2
+    assert store.add_many([imp(2), imp(3), imp(4)]) == 2  # an id already recorded is skipped, not counted
+    assert store.add_many([]) == 0
+    assert store.experiments() == {"exp": ("team-draft", ["a", "b"])}
+    store.ping()  # the database is reached
+    with raises_exactly(NotFoundError, "no impression 'imp-9' (never answered, expired, or of another experiment)"):
+        store.get("imp-9")
+    with raises_exactly(NotFoundError, "no impression 'imp-1' in experiment 'other' (never answered, expired, or of "
+                                       "another experiment)"):
+        store.get("imp-1", "other")
+
+
+def test_a_closed_sqlite_store_opens_again_on_its_next_use_and_waits_30_s_for_a_writers_lock(tmp_path):
+    store = SQLiteStore(str(tmp_path / "e.db"))
+    store.add(imp(1))
+    store.close()
+    store.add(imp(2))
+    assert store.counts() == {"impressions": 2, "feedback": 0}
+    with store._transaction() as cur:
+        assert cur.execute("PRAGMA busy_timeout").fetchone()[0] == 30_000
+    store.close()
+
+
+@pytest.mark.parametrize(("url", "shown"), [
+    ("postgresql://rr:secret@db.example:5432/experiments", "postgresql://rr@db.example:5432/experiments"),
+    ("postgresql://rr:se:cr@et@db.example/x", "postgresql://rr@db.example/x"),  # ':' and '@' in the password
+    ("postgresql://db.example/x?options=a://b", "postgresql://db.example/x?options=a://b"),
+    ("postgresql://rr:pw@db.example/x?next=c://d", "postgresql://rr@db.example/x?next=c://d"),
+])
+def test_a_store_url_is_shown_without_its_password(url, shown):
+    from rankrelay.experiments.store import _redact
+
+    assert _redact(url) == shown
+
+
+def test_only_the_pools_reconnection_warnings_are_kept_at_debug():
+    import logging
+
+    from rankrelay.experiments.store import _pool_retries
+
+    def record(level, message):
+        return logging.LogRecord("psycopg.pool", level, __file__, 1, message, None, None)
+
+    assert not _pool_retries(record(logging.WARNING, "error connecting in 'pool-1': refused"))
+    assert not _pool_retries(record(logging.WARNING, "reconnection attempt in pool 'p' failed"))
+    assert _pool_retries(record(logging.WARNING, "the pool is full"))  # other warnings are the operator's
+    assert _pool_retries(record(logging.INFO, "error connecting in 'pool-1'"))
+
+
+def test_a_missing_postgresql_driver_names_the_extra_and_the_package(monkeypatch, postgres_url):
+    import sys
+
+    import psycopg
+
+    from rankrelay.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "psycopg", None)
+    with pytest.raises(MissingDependencyError, match=r"rankrelay\[postgres\]") as caught:
+        open_store(postgres_url)
+    assert "a PostgreSQL experiment store" in str(caught.value) and "psycopg" in str(caught.value)
+    monkeypatch.setitem(sys.modules, "psycopg", psycopg)  # the driver is back, its pool is not
+    monkeypatch.setitem(sys.modules, "psycopg_pool", None)
+    with pytest.raises(MissingDependencyError, match=r"rankrelay\[postgres\]") as caught:
+        open_store(postgres_url)
+    assert "psycopg-pool" in str(caught.value) and "a PostgreSQL experiment store" in str(caught.value)
+
+
+def test_a_postgresql_store_keeps_at_most_four_connections_by_default(postgres_url):
+    store = open_store(postgres_url)
+    try:
+        assert store._pool.max_size == 4
+    finally:
+        store.close()
