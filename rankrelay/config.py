@@ -214,6 +214,9 @@ class ServiceSettings(Limits):
                                "from starting (false: it starts without it, says so in /ready, and keeps trying)")
     store_buffer: int = Field(10_000, ge=0, description="impressions held in memory while the experiment store "
                               "is away, written when it is back; past it they are counted lost")
+    measure_at_start: bool = Field(True, description="runtime='auto': a local model this machine never measured "
+                                   "is measured before /ready says ready (false: ready at once, serving on torch "
+                                   "while it is measured in the background; /ready lists it under measuring)")
     header_timeout_s: float = Field(10.0, gt=0, description="seconds a client has to send a request's line and "
                                     "headers; a slower one is answered 408 and closed")
 
@@ -258,6 +261,9 @@ class Settings(BaseSettings):
         "fp32", description="torch runtime precision (fp16/bf16: CUDA, or bf16 on a CPU with bf16 units)")
     min_agreement: float = Field(0.9, ge=0, le=1,
                                  description="top-10 overlap with torch an int8 or bf16 runtime needs")
+    auto_measure: Literal["background", "now"] = Field(
+        "background", description="runtime=auto on a model never measured here: serve on torch at once and measure "
+                                  "in a low-priority child process (background), or measure inside the first load")
     cache_dir: str | None = Field(None, description="converted models (default ~/.cache/rankrelay)")
     score_cache: str = Field("memory", description="memory, off, or a directory shared by processes")
     score_cache_size: int = Field(100_000, ge=1, description="entries of the in-memory score cache")
@@ -341,6 +347,7 @@ class Settings(BaseSettings):
             "runtime": self.runtime,
             "precision": self.precision,
             "min_agreement": self.min_agreement,
+            "auto_measure": self.auto_measure,
             "score_cache": self.score_cache,
             "score_cache_size": self.score_cache_size,
             "timeout": self.timeout,

@@ -162,7 +162,7 @@ class Gateway:
         remote = {name: RemoteModel(self.models_handle, name) for name in plan.models}
         return create_app(remote, api_keys=plan.api_keys, allow_unauthenticated=plan.allow_unauthenticated,
                           limits=plan.limits, retriever=plan.open_retriever(), retrieve_k=plan.retrieve_k,
-                          settings=plan.settings, **plan.experiment_options())
+                          settings=plan.settings, **plan.service_options())
 
 
 def build_application(plan: AppPlan, *, replicas: int = 1, autoscale: tuple[int, int] | None = None,

@@ -47,7 +47,7 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
                retrieve_k: int = 100, settings: Settings | None = None, strict: bool = False,
                experiments: Mapping[str, Any] | None = None, experiment_store: str | SQLStore = "experiments.db",
                store_text: bool = False, retention: Mapping[str, Any] | None = None, store_strict: bool = True,
-               store_buffer: int = 10_000) -> FastAPI:
+               store_buffer: int = 10_000, measure_at_start: bool = True) -> FastAPI:
     """Build the FastAPI app.
 
     Args:
@@ -66,6 +66,8 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
             is opened at start: one that cannot be opened stops the start
             (``store_strict``) or leaves the service answering without it; ``store_buffer`` impressions wait for a
             store that is away.
+        measure_at_start: local models on ``runtime="auto"`` that were never measured on this machine are
+            measured before ``/ready`` says ready (False: ready at once on torch, measured in the background).
     """
     if not models:
         raise ConfigError("the service needs at least one model (--model NAME=SPEC)")
@@ -79,7 +81,8 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
     store = experiment_store if isinstance(experiment_store, SQLStore) else (
         lambda: open_store(str(experiment_store), **dict(retention or {})))
     runner = Experiments(plans, store if plans else None, store_text=store_text, buffer=store_buffer)
-    service = Service(load_models(models, settings, strict), limits, retriever, retrieve_k, runner, store_strict)
+    service = Service(load_models(models, settings, strict), limits, retriever, retrieve_k, runner, store_strict,
+                      measure_at_start)
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -139,13 +142,13 @@ class AppPlan:
     strict: bool = False
     experiments: dict[str, ExperimentSettings] = field(default_factory=dict)
 
-    def experiment_options(self) -> dict[str, Any]:
-        """``create_app``'s experiment arguments from ``[service]``."""
+    def service_options(self) -> dict[str, Any]:
+        """``create_app``'s experiment and start-up arguments from ``[service]``."""
         service = self.settings.service
         days, count = service.experiment_max_age_days, service.experiment_max_impressions
         return {"experiments": self.experiments, "experiment_store": service.experiment_store,
                 "store_text": service.store_text, "store_strict": service.store_strict,
-                "store_buffer": service.store_buffer,
+                "store_buffer": service.store_buffer, "measure_at_start": service.measure_at_start,
                 "retention": {"max_age_s": None if days is None else days * 86400, "max_count": count}}
 
     def open_retriever(self) -> Retriever | None:
@@ -192,4 +195,4 @@ def create_app_from_settings(settings: Settings, models: Mapping[str, Any] | Non
     plan = plan_from_settings(settings, models, api_keys, **overrides)
     return create_app(plan.models, api_keys=plan.api_keys, allow_unauthenticated=plan.allow_unauthenticated,
                       limits=plan.limits, retriever=plan.open_retriever(), retrieve_k=plan.retrieve_k,
-                      settings=plan.settings, strict=plan.strict, **plan.experiment_options())
+                      settings=plan.settings, strict=plan.strict, **plan.service_options())

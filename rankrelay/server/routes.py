@@ -206,6 +206,7 @@ async def experiment_report(name: str, service: Served) -> dict[str, Any]:
 operations = APIRouter()
 READY = {"type": "object", "required": ["ready"], "properties": {
     "ready": {"type": "boolean"}, "experiment_store": {"type": "object"},
+    "measuring": {"type": "array", "items": {"type": "string"}},
     "unavailable": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "object"}}}}}
 models = APIRouter(responses={k: v for k, v in ERRORS.items() if k in (401, 503)})
 
@@ -221,11 +222,14 @@ async def health() -> dict[str, str]:
 async def ready(service: Served) -> dict[str, Any] | JSONResponse:
     """200 once every served model is loaded; ``unavailable`` names a chain's backends that cannot serve
     (no credentials, no weights) and why; ``experiment_store`` says whether the store is up, why not, and how many
-    impressions wait for it (reranking goes on without it, so a replica stays in rotation)."""
+    impressions wait for it (reranking goes on without it, so a replica stays in rotation); ``measuring`` names the
+    served models whose ``runtime="auto"`` is being measured in the background (they serve on torch meanwhile)."""
     unavailable = {name: parts for name, rr in service.rerankers.items() if (parts := availability(rr))}
     store = service.experiments.state()
+    measuring = service.measuring()
     body: dict[str, Any] = {"ready": service.ready, **({"unavailable": unavailable} if unavailable else {}),
-                            **({"experiment_store": store} if store else {})}
+                            **({"experiment_store": store} if store else {}),
+                            **({"measuring": measuring} if measuring else {})}
     return body if service.ready else JSONResponse(body, status_code=503)
 
 

@@ -17,6 +17,7 @@ from rankrelay.config import Limits, Settings
 from rankrelay.errors import UNAVAILABLE, RankRelayError, backend_failure
 from rankrelay.experiments.online import Experiments
 from rankrelay.rerankers.base import BaseReranker, Request, Reranker, SingleQuery, accepts_budget, aclose, label
+from rankrelay.rerankers.compose.composite import leaves
 from rankrelay.rerankers.compose.fallback import FallbackReranker
 from rankrelay.rerankers.hosted.api import ApiReranker
 from rankrelay.rerankers.registry import load_reranker
@@ -55,6 +56,12 @@ def load_models(models: Mapping[str, Any], settings: Settings | None, strict: bo
     return {name: load(spec) for name, spec in models.items()}
 
 
+def local_models(reranker: Reranker) -> list[Any]:
+    """The loaded local models inside ``reranker`` (those whose runtime ``auto`` may still be measuring; a chain's
+    backend that could not load is not one)."""
+    return [r for r in leaves(reranker) if getattr(r, "loaded", False) and hasattr(r, "wait_for_runtime")]
+
+
 def availability(reranker: Reranker) -> list[dict[str, Any]]:
     """The backends of a served model that cannot serve (a chain's unavailable ones), with why."""
     parts = reranker.availability() if isinstance(reranker, FallbackReranker) else []
@@ -77,9 +84,11 @@ class Service:
     """Served models (the first is the default), limits, metrics and an optional first stage."""
 
     def __init__(self, rerankers: Mapping[str, Reranker], limits: Limits, retriever: Retriever | None = None,
-                 retrieve_k: int = 100, experiments: Experiments | None = None, store_strict: bool = True) -> None:
+                 retrieve_k: int = 100, experiments: Experiments | None = None, store_strict: bool = True,
+                 measure_at_start: bool = True) -> None:
         self.rerankers = dict(rerankers)
         self.store_strict = store_strict
+        self.measure_at_start = measure_at_start
         self._maintenance: asyncio.Task[None] | None = None
         self.experiments = experiments or Experiments({}, None)
         self.experiments.on_event = self._count_event
@@ -146,6 +155,9 @@ class Service:
         self.experiments.open(self.store_strict)
         for rr in {id(r): r for r in self.rerankers.values()}.values():
             rr.warm_up()
+            if self.measure_at_start:
+                for model in local_models(rr):
+                    model.wait_for_runtime()
 
     async def start(self) -> None:
         """Open the experiment store and load every served model (``/ready`` says so only after this); keep the
@@ -154,8 +166,15 @@ class Service:
         self._maintenance = asyncio.create_task(self.experiments.maintain())
         for name, rr in self.rerankers.items():
             await asyncio.to_thread(rr.warm_up)
+            if self.measure_at_start:
+                for model in local_models(rr):
+                    await asyncio.to_thread(model.wait_for_runtime)
             logger.info("model %s ready (%s)", name, label(rr))
         self.ready = True
+
+    def measuring(self) -> list[str]:
+        """The served names whose local models ``runtime="auto"`` is measuring now (they serve on torch)."""
+        return [name for name, rr in self.rerankers.items() if any(m.measuring for m in local_models(rr))]
 
     async def stop(self) -> None:
         """Stop the batchers, then close every model's clients."""

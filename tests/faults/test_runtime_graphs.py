@@ -28,7 +28,7 @@ def graph_folder(cache: Path, runtime: str = "onnx") -> Path:
 
 
 def load(path: str, cache: Path, runtime: str = "onnx"):
-    rr = load_reranker(f"cross-encoder:{path}", device="cpu", runtime=runtime, cache_dir=str(cache))
+    rr = load_reranker(f"cross-encoder:{path}", device="cpu", runtime=runtime, cache_dir=str(cache), auto_measure="now")
     rr.warm_up()
     return rr
 

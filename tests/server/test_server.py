@@ -424,6 +424,42 @@ async def test_ready_is_503_until_the_models_are_loaded_and_after_shutdown(tiny_
         assert (await client.get("/ready")).status_code == 503
 
 
+@pytest.mark.parametrize("measure_at_start", [True, False])
+async def test_ready_waits_for_a_first_runtime_measurement_or_names_it_while_it_runs(tiny_ce_path, tmp_path,
+                                                                                  monkeypatch, measure_at_start):
+    """runtime='auto' on a model this machine never measured: by default the service is ready once it is measured
+    (/ready names it meanwhile); with measure_at_start = false it is ready at once, serving on torch. The
+    measurement itself (a child process, tests/rerankers/local/test_background.py) is held on the test's gate."""
+    from rankrelay import Settings
+    from rankrelay.rerankers.local import background
+    from rankrelay.rerankers.local.auto_runtime import RuntimeChoice
+
+    go = threading.Event()
+    monkeypatch.setattr(background.Measurement, "_measure",
+                        lambda self: go.wait(60) and RuntimeChoice("torch", "fp32", "measured behind the gate"))
+    app = create_app({"ce": f"cross-encoder:{tiny_ce_path}"}, allow_unauthenticated=True,
+                     settings=Settings(runtime="auto", cache_dir=str(tmp_path)), measure_at_start=measure_at_start)
+    service, model = app.state.service, app.state.service.rerankers["ce"]
+    async with httpx.AsyncClient(transport=httpx.ASGITransport(app=app), base_url="http://rankrelay") as client:
+        starting = asyncio.ensure_future(service.start())
+        measuring = await until_async(lambda: model.measuring, "the measurement started")
+        if measure_at_start:
+            reply = await client.get("/ready")
+            assert (reply.status_code, reply.json()) == (503, {"ready": False, "measuring": ["ce"]})
+        else:
+            await starting
+            reply = await client.get("/ready")
+            assert (reply.status_code, reply.json()) == (200, {"ready": True, "measuring": ["ce"]})
+            assert model.runtime == "torch" and model.runtime_choice is None
+        go.set()
+        await starting
+        await asyncio.to_thread(model.wait_for_runtime, 60)
+        reply = await client.get("/ready")
+        assert measuring and (reply.status_code, reply.json()) == (200, {"ready": True})
+        assert model.runtime_choice.reason == "measured behind the gate"
+        await service.stop()
+
+
 def test_a_chunked_body_over_the_limit_is_refused(service):
     import json
 

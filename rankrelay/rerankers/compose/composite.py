@@ -6,6 +6,8 @@ Example:
     >>> with load_reranker(["identity", "random:1"]) as chain:
     ...     chain.rerank("q", ["a", "b"]).backend
     'identity'
+    >>> [r.name for r in leaves(load_reranker(["identity", "random:1"]))]
+    ['identity', 'random']
 """
 
 from __future__ import annotations
@@ -15,6 +17,20 @@ import logging
 from rankrelay.rerankers.base import Reranker, SingleQuery, aclose, label
 
 logger = logging.getLogger(__name__)
+
+
+def leaves(reranker: Reranker) -> list[Reranker]:
+    """The rerankers that do the work inside ``reranker`` (itself when it is not made of others), each once, in
+    the order the parts are listed."""
+    out: dict[int, Reranker] = {}
+    todo = [reranker]
+    while todo:
+        current = todo.pop(0)
+        if isinstance(current, Composite):
+            todo[:0] = current.parts()
+        else:
+            out.setdefault(id(current), current)
+    return list(out.values())
 
 
 class Composite(SingleQuery):

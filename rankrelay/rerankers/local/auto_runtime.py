@@ -70,6 +70,11 @@ class RuntimeChoice:
     def to_dict(self) -> dict[str, Any]:
         return asdict(self)
 
+    @classmethod
+    def from_dict(cls, data: dict[str, Any]) -> RuntimeChoice:
+        """The choice :meth:`to_dict` wrote."""
+        return cls(**{**data, "trials": [Trial(**t) for t in data["trials"]]})
+
 
 def candidates(device: str, cpu: dict[str, object]) -> list[tuple[str, str]]:
     """(runtime, precision) pairs worth measuring here: torch fp32 first (the reference). bf16 and int8 are
@@ -131,7 +136,8 @@ def choose_runtime(
     repeats: int = 2,
     cpu: dict[str, object] | None = None,
     timing: Callable[[Forward], Any] | None = None,
-) -> RuntimeChoice:
+    measure: bool = True,
+) -> RuntimeChoice | None:
     """Measure (or read the earlier measurement) and choose.
 
     Args:
@@ -142,6 +148,7 @@ def choose_runtime(
         clock: reads seconds; a fake one in tests.
         timing: what each candidate is timed on, after one pass of ``sample`` (default: ``sample`` itself).
         cpu: :func:`~rankrelay.devices.cpu_signature` (read here by default).
+        measure: False: only read an earlier choice; None when there is none (and more than torch to try).
     """
     start = clock()
     cpu = cpu if cpu is not None else cpu_signature()
@@ -158,6 +165,8 @@ def choose_runtime(
     if len(pairs) == 1:
         reason = "torch is the only runtime here" if device == "cpu" else f"on {device} the runtime is torch"
         return RuntimeChoice("torch", "fp32", reason, seconds=clock() - start)
+    if not measure:
+        return None
     logger.info("runtime='auto' measures %s on %s, once on this machine (a minute or so)", label,
                 ", ".join(f"{r} {p}" for r, p in pairs))
     try:
@@ -230,9 +239,7 @@ def _read(path: Path, key_data: dict[str, Any]) -> RuntimeChoice | None:
 
 
 def _choice(data: dict[str, Any]) -> RuntimeChoice:
-    choice = dict(data["choice"])
-    choice["trials"] = [Trial(**t) for t in choice["trials"]]
-    return RuntimeChoice(**{**choice, "cached": True})
+    return RuntimeChoice.from_dict({**data["choice"], "cached": True})
 
 
 #: what a stored timing of a sample pass may be, in seconds: anything else (negative, zero, 1e308, NaN) is a damaged

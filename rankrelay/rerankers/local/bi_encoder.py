@@ -56,6 +56,15 @@ class BiEncoderReranker(LocalModelReranker):
         self.cache_size = cache_size
         self._cache: LRU[str, Any] = LRU(int(cache_size))
 
+    _loaded_state = (*LocalModelReranker._loaded_state, "_cache")
+
+    def _reset_loaded(self) -> None:
+        super()._reset_loaded()
+        self._cache = LRU(int(getattr(self, "cache_size", 0)))
+
+    def _runtime_changed(self) -> None:
+        self._cache = LRU(int(self.cache_size))  # embeddings of the previous runtime are not mixed with the new
+
     def _load(self, resolved: ResolvedModel, device: str, kwargs: dict[str, Any]) -> Any:
         st = import_optional("sentence_transformers", extra="local", feature="the bi-encoder backend",
                              package="sentence-transformers")

@@ -29,6 +29,7 @@ from rankrelay.hub import ResolvedModel, canonical_model_id, find_local, resolve
 from rankrelay.progress import steps
 from rankrelay.rerankers.base import BaseReranker, Scored
 from rankrelay.rerankers.local.auto_runtime import RuntimeChoice, choose_runtime
+from rankrelay.rerankers.local.background import AutoMeasured, Measurement
 from rankrelay.rerankers.local.buckets import length_buckets
 from rankrelay.rerankers.local.budget import BudgetedScoring
 from rankrelay.rerankers.local.passages import PassagePlanner, Pieces, check_long_documents
@@ -68,8 +69,11 @@ MODEL_PASSTHROUGH = frozenset(
 #: Options every local backend takes.
 LOCAL_OPTIONS = frozenset(
     {"device", "batch_size", "max_length", "normalize", "long_documents", "passage_overlap", "hub_timeout",
-     "runtime", "precision", "min_agreement", "cache_dir", "score_cache", "score_cache_size"}
+     "runtime", "precision", "min_agreement", "auto_measure", "cache_dir", "score_cache", "score_cache_size"}
 ) | MODEL_PASSTHROUGH
+#: When ``runtime="auto"`` measures a model that has no stored choice on this machine: in a child process while
+#: the model serves on torch (``background``), or inside the first load (``now``).
+AUTO_MEASURE = ("background", "now")
 
 
 _ROBERTA_LIKE = ("roberta", "xlm-roberta", "camembert", "xlm-roberta-xl")
@@ -102,7 +106,7 @@ def check_remote_code(location: str, model: str, options: dict[str, Any]) -> Non
                           f"{config.name}); run it only if you trust it: pass trust_remote_code=True for this model")
 
 
-class LocalModelReranker(BudgetedScoring, BaseReranker):
+class LocalModelReranker(AutoMeasured, BudgetedScoring, BaseReranker):
     """Base of the local backends; construction is cheap, :meth:`warm_up` loads the model.
 
     Args:
@@ -120,6 +124,10 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
             (:mod:`rankrelay.rerankers.local.auto_runtime`; :func:`~rankrelay.load_reranker`'s default).
         precision: ``fp32``, or ``fp16``/``bf16`` for the torch runtime (CUDA, or a CPU with bf16 units).
         min_agreement: top-10 overlap with torch an int8 or bf16 runtime needs on a fixed sample (0 insists).
+        auto_measure: for ``runtime="auto"`` on a machine where this model was never measured: ``background`` (the
+            default) serves on torch at once while a low-priority child process measures, then switches
+            (:mod:`rankrelay.rerankers.local.background`; :meth:`wait_for_runtime` waits for it); ``now`` measures
+            inside the first load (a minute or so).
         cache_dir: where converted models are kept (default
             :func:`~rankrelay.rerankers.local.runtimes.default_cache_dir`).
         score_cache: ``memory`` (an LRU, the default), ``off``, a directory (an on-disk store that
@@ -147,6 +155,7 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
         runtime: str = "torch",
         precision: str = "fp32",
         min_agreement: float = 0.9,
+        auto_measure: str = "background",
         cache_dir: str | None = None,
         score_cache: str | ScoreCache | None = "memory",
         score_cache_size: int = DEFAULT_SIZE,
@@ -184,8 +193,19 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
                 or not 0 <= min_agreement <= 1:
             raise ConfigError(f"min_agreement must be a number in [0, 1], got {min_agreement!r}")
         self.min_agreement = float(min_agreement)
+        if auto_measure not in AUTO_MEASURE:
+            raise ConfigError(f"auto_measure must be one of {', '.join(AUTO_MEASURE)}, got {auto_measure!r}")
+        self.auto_measure = auto_measure
         self.cache_dir = Path(cache_dir).expanduser() if cache_dir else default_cache_dir()
         self.score_cache = open_score_cache(score_cache, size=score_cache_size)
+        self._reset_loaded()
+
+    #: what a loaded reranker holds beside its settings: a copy (pickle, as the background measurement sends it to
+    #: its child process) has its settings only, and loads again
+    _loaded_state: tuple[str, ...] = ("agreement", "_forward", "_identity", "_encoder", "_planner", "_lock",
+                                      "_score_lock", "_measurement", "_where", "score_cache")
+
+    def _reset_loaded(self) -> None:
         #: how the runtime agreed with torch on the fixed sample when it was converted (None on torch)
         self.agreement: Agreement | None = None
         self._forward: Forward | None = None
@@ -196,6 +216,16 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
         # One scoring pass at a time: torch already uses every core for one pass, and Hugging Face
         # fast tokenizers raise "Already borrowed" when two threads use them at once.
         self._score_lock = threading.RLock()
+        self._measurement: Measurement | None = None
+        self._where: tuple[str, str] = ("", "")  # the model's folder and its files' fingerprint, once loaded
+
+    def __getstate__(self) -> dict[str, Any]:
+        return {k: v for k, v in self.__dict__.items() if k not in self._loaded_state}
+
+    def __setstate__(self, state: dict[str, Any]) -> None:
+        self.__dict__.update(state)
+        self.score_cache = None
+        self._reset_loaded()
 
     # -- loading ---------------------------------------------------------------------------
     def warm_up(self) -> None:
@@ -232,10 +262,15 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
             local = resolved if resolved.local else find_local(self.model, cache_folder=opts.get("cache_folder"))
             location = local.location if local is not None else resolved.location
             fingerprint = model_fingerprint(location)
+            measure_later = False
             if self.requested_runtime == AUTO:
-                self.runtime_choice = self._choose_runtime(encoder, location, fingerprint, device,
-                                                           planner.max_length)
-                self.runtime, self.precision = self.runtime_choice.runtime, self.runtime_choice.precision
+                choice = self._choose_runtime(encoder, location, fingerprint, device, planner.max_length,
+                                              measure=self.auto_measure == "now")
+                if choice is None:  # never measured here: serve on torch, measure off the request path
+                    measure_later, self.runtime, self.precision = True, "torch", "fp32"
+                else:
+                    self.runtime_choice = choice
+                    self.runtime, self.precision = choice.runtime, choice.precision
             if self.precision != "fp32":
                 if device == "cpu" and not (self.precision == "bf16" and has_bf16_units(cpu_signature())):
                     logger.warning("%s on this CPU is usually slower than fp32 (no %s units); try runtime='auto'",
@@ -255,11 +290,20 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
             self._identity = f"{self.name}|{fingerprint}|{self.runtime}|{self.precision}|{planner.max_length}"
             self._planner = planner
             self._encoder = encoder
+            self._where = (location, fingerprint)
             logger.info(
                 "loaded %s %s from %s (%s) on %s (%s) in %.0f ms",
                 self.name, self.model, resolved.location, resolved.source, device, self.runtime,
                 (perf_counter() - start) * 1000,
             )
+            if measure_later:
+                self._measurement = Measurement(self, on_choice=self._switch_runtime)
+                self._measurement.start()
+
+    @property
+    def loaded(self) -> bool:
+        """True once :meth:`warm_up` has loaded the model."""
+        return self._encoder is not None
 
     @property
     def encoder(self) -> Any:
@@ -292,8 +336,9 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
         return self._sample_scores(encoder, forward)
 
     def _choose_runtime(self, encoder: Any, location: str, fingerprint: str, device: str,
-                        window: int) -> RuntimeChoice:
-        """``runtime="auto"``: measure this machine's runtimes on the fixed sample once (then read the choice)."""
+                        window: int, measure: bool = True) -> RuntimeChoice | None:
+        """``runtime="auto"``: measure this machine's runtimes on the fixed sample once (then read the choice);
+        with ``measure=False`` only read it (None when there is none)."""
 
         reference = TorchForward(encoder, self.output)
         known: list[Any] = []  # torch fp32's scores of the sample, once measured: each conversion compares with them
@@ -316,7 +361,8 @@ class LocalModelReranker(BudgetedScoring, BaseReranker):
 
         return choose_runtime(label=self.model, fingerprint=f"{fingerprint}|window={window}", device=device,
                               cache_dir=self.cache_dir, min_agreement=self.min_agreement, forward=forward,
-                              sample=sample, timing=lambda fwd: self._timing_scores(encoder, fwd), clock=self.clock)
+                              sample=sample, timing=lambda fwd: self._timing_scores(encoder, fwd), clock=self.clock,
+                              measure=measure)
 
     def _compile(self, encoder: Any, location: str, fingerprint: str, runtime: str | None = None,
                  min_agreement: float | None = None, reference: Any = None) -> tuple[Forward, Agreement | None]:

@@ -4,6 +4,7 @@ choice reused only for the same model, CPU and versions; and the whole path on a
 import json
 import logging
 import sys
+import threading
 
 import numpy as np
 import pytest
@@ -19,6 +20,7 @@ from rankrelay.rerankers.local.auto_runtime import (
     pick,
     speedup,
 )
+from rankrelay.rerankers.local.model import LocalModelReranker
 from rankrelay.testing import FakeClock
 
 AVX2 = {"model": "AMD EPYC", "machine": "x86_64", "flags": ["avx2"]}
@@ -307,15 +309,31 @@ def test_auto_is_the_default_and_fixes_its_own_precision(monkeypatch, tiny_ce_pa
         load_reranker(f"cross-encoder:{tiny_ce_path}", runtime="auto", precision="bf16")
 
 
-def test_a_tiny_model_on_auto_runs_where_its_measurement_says_and_the_next_load_reads_it(tiny_ce_path, tiny_ce,
-                                                                                        runtime_cache):
+def test_a_model_never_measured_here_serves_on_torch_at_once_and_switches_once_measured_in_the_background(
+        tiny_ce_path, tiny_ce, runtime_cache, monkeypatch, caplog):
+    """The first use answers on torch while a child process measures; the switch waits for the test's go, so what
+    is asserted in between cannot race the measurement. The next load reads the stored choice."""
     from numerics import CROSS_RUNTIME, assert_ranking_follows
 
+    go, switch = threading.Event(), LocalModelReranker._switch_runtime
+    monkeypatch.setattr(LocalModelReranker, "_switch_runtime",
+                        lambda self, choice: go.wait(60) and switch(self, choice))
     rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="auto", cache_dir=runtime_cache)
     query, docs = "why does a wing stall", ["the wing lift and air flow", "paris is the capital of france",
                                             "boundary layer separation on the wing", "angle of attack and pressure"]
+    with caplog.at_level(logging.DEBUG):
+        first = rr.rerank(query, docs)
+        ref = tiny_ce.rerank(query, docs)
+        assert (rr.runtime, rr.precision, rr.runtime_choice, rr.measuring) == ("torch", "fp32", None, True)
+        assert [(r.index, r.score) for r in first] == [(r.index, r.score) for r in ref]  # torch's own answer
+        go.set()
+        choice = rr.wait_for_runtime(600)
+    assert not rr.measuring and choice is rr.runtime_choice and not choice.cached
+    said = [r for r in caplog.records if r.levelno >= logging.INFO and r.name.startswith("rankrelay")]
+    assert any("measures" in r.getMessage() and "background" in r.getMessage() for r in said)
+    assert not any(r.levelno >= logging.WARNING for r in said)
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]  # the converters' warnings: at DEBUG
     res = rr.rerank(query, docs)
-    choice = rr.runtime_choice
     assert [(t.runtime, t.precision) for t in choice.trials] == candidates("cpu", cpu_signature())
     assert (rr.runtime, rr.precision) == pick(choice.trials, 0.9)[:2] == (choice.runtime, choice.precision)
     assert rr.describe()["runtime"] == rr.runtime and rr.describe()["runtime_choice"] == choice.reason

@@ -55,7 +55,7 @@ def test_an_export_the_runtime_cannot_convert_is_refused_by_name(request, kind, 
 
 @pytest.mark.slow
 def test_auto_measures_a_seq2seq_family_and_leaves_out_what_cannot_convert(t5, tmp_path):
-    rr = load_reranker(f"monot5:{t5}", device="cpu", runtime="auto", cache_dir=str(tmp_path))
+    rr = load_reranker(f"monot5:{t5}", device="cpu", runtime="auto", cache_dir=str(tmp_path), auto_measure="now")
     res = rr.rerank(QUERY, DOCS)
     trials = {t.runtime: t for t in rr.runtime_choice.trials}
     assert trials["openvino"].error and "ConversionError" in trials["openvino"].error

@@ -1,0 +1,90 @@
+"""runtime='auto' off the request path: a copy of a model's settings for the measuring child, and what the model
+does when the child fails or runs too long (it keeps serving on torch, and says so once)."""
+
+from __future__ import annotations
+
+import logging
+import pickle
+import shutil
+import threading
+
+import pytest
+from conftest import build_bert_cross_encoder
+from tiny_lms import build_causal_lm
+
+from rankrelay import load_reranker
+from rankrelay.rerankers.local import background
+
+
+@pytest.fixture(scope="module")
+def qwen3_path(tmp_path_factory):
+    return str(build_causal_lm(tmp_path_factory.mktemp("tiny-qwen3") / "qwen3", "qwen3"))
+
+
+@pytest.mark.parametrize("kind", ["cross-encoder", "bi-encoder", "qwen3-reranker"])
+def test_a_copy_of_a_loaded_model_has_its_settings_and_none_of_what_it_loaded(kind, tiny_ce_path, tiny_bi_path,
+                                                                              qwen3_path, tmp_path):
+    path = {"cross-encoder": tiny_ce_path, "bi-encoder": tiny_bi_path, "qwen3-reranker": qwen3_path}[kind]
+    rr = load_reranker(f"{kind}:{path}", device="cpu", batch_size=3, min_agreement=0.8, cache_dir=str(tmp_path))
+    answer = rr.rerank("what is a wing", ["lift of the wing", "paris in spring"])
+    copy = pickle.loads(pickle.dumps(rr))
+    assert type(copy) is type(rr) and not copy.loaded and copy.score_cache is None
+    assert (copy.model, copy.batch_size, copy.min_agreement, copy.cache_dir) == (rr.model, 3, 0.8, tmp_path)
+    assert [(r.index, r.score) for r in copy.rerank("what is a wing", ["lift of the wing", "paris in spring"])] == \
+        [(r.index, r.score) for r in answer]  # it loads again, the same model
+    assert rr.loaded  # the original is untouched
+
+
+def measured(tmp_path, **options):
+    """A model never measured in ``tmp_path``, loaded on runtime='auto' (its measurement has started)."""
+    folder = build_bert_cross_encoder(tmp_path / "model")
+    rr = load_reranker(f"cross-encoder:{folder}", device="cpu", runtime="auto", cache_dir=str(tmp_path / "cache"),
+                       **options)
+    return rr, folder
+
+
+def serves_on_torch_after(rr, caplog, why):
+    assert rr.wait_for_runtime(300) is None and not rr.measuring
+    assert (rr.runtime, rr.precision) == ("torch", "fp32") and len(rr.rerank("q", ["a", "b"])) == 2
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and why in warnings[0] and "stays on torch fp32" in warnings[0], warnings
+
+
+def test_a_measuring_process_that_fails_leaves_the_model_serving_on_torch_with_one_warning(tmp_path, caplog,
+                                                                                          monkeypatch):
+    held, start = [], background.Measurement.start
+    monkeypatch.setattr(background.Measurement, "start", lambda self: held.append(self))  # the test starts it
+    rr, folder = measured(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        rr.warm_up()
+        shutil.rmtree(folder)  # the files went away between the load and the measurement: the child cannot load
+        start(held[0])
+        serves_on_torch_after(rr, caplog, "the measuring process exited with 1")
+
+
+def test_a_measurement_past_its_limit_is_stopped_and_the_model_stays_on_torch(tmp_path, caplog, monkeypatch):
+    monkeypatch.setattr(background, "LIMIT_S", 0.2)
+    rr, _ = measured(tmp_path)
+    with caplog.at_level(logging.WARNING):
+        rr.warm_up()
+        serves_on_torch_after(rr, caplog, "stopped after the 0.2 s limit")
+
+
+def test_a_fallback_chain_never_measures_inside_the_request_that_falls_back(tiny_ce_path, refused_url, tmp_path,
+                                                                            monkeypatch):
+    """The API is down and the local model was never measured here: the request that falls back is answered on
+    torch while the measurement is held on the test's gate (measured inside the request, it would wait for it)."""
+    from rankrelay.rerankers.compose.fallback import FallbackReranker
+    from rankrelay.rerankers.local.auto_runtime import RuntimeChoice
+
+    go = threading.Event()
+    monkeypatch.setattr(background.Measurement, "_measure",
+                        lambda self: go.wait(60) and RuntimeChoice("torch", "fp32", "measured behind the gate"))
+    chain = FallbackReranker([{"spec": f"tei:{refused_url}", "api_key": "k"},
+                              {"spec": f"cross-encoder:{tiny_ce_path}", "device": "cpu", "runtime": "auto",
+                               "cache_dir": str(tmp_path)}])
+    local = chain.backends[1]
+    res = chain.rerank("what is a wing", ["lift of the wing", "paris in spring"])
+    assert res.backend == "cross-encoder" and local.measuring and local.runtime_choice is None
+    go.set()
+    assert local.wait_for_runtime(60).reason == "measured behind the gate" and not local.measuring
