@@ -163,6 +163,26 @@ def weights_status(name_or_path: str, *, cache_folder: str | None = None) -> str
     return PLACES[found.source] if found is not None else "download needed"
 
 
+def not_here(name_or_path: str, *, cache_folder: str | None = None, revision: str | None = None) -> str | None:
+    """Why a model cannot be loaded on this machine as it is, by what is on disk (no network): a path without a
+    model, or weights that are not here while ``HF_HUB_OFFLINE`` is set; None when it can be (or may: a download
+    from the Hub at first use).
+
+    Example:
+        >>> import os; os.environ["HF_HUB_OFFLINE"] = "1"
+        >>> not_here("example-org/a-model-nobody-has")
+        "the weights of 'example-org/a-model-nobody-has' are not on this machine and HF_HUB_OFFLINE is set"
+        >>> del os.environ["HF_HUB_OFFLINE"]
+    """
+    try:
+        found = find_local(name_or_path, cache_folder=cache_folder, revision=revision)
+    except ModelNotFoundError as exc:
+        return str(exc)
+    if found is None and _offline():
+        return f"the weights of {canonical_model_id(name_or_path)!r} are not on this machine and HF_HUB_OFFLINE is set"
+    return None
+
+
 def resolve_model(
     name_or_path: str,
     *,

@@ -242,9 +242,17 @@ class FallbackReranker(Composite):
         return Unavailable(what, str(exc))
 
     def availability(self) -> list[dict[str, Any]]:
-        """Each backend: its label, whether it can serve, and why not."""
-        return [{"backend": b.model if isinstance(b, Unavailable) else label(b), "available": not isinstance(
-            b, Unavailable), "reason": b.reason if isinstance(b, Unavailable) else None} for b in self.backends]
+        """Each backend: its label, whether it can serve, and why not; true before :meth:`warm_up` too, by each
+        backend's cheap checks (weights on disk, a key for a public API; no request, nothing loaded)."""
+        out = []
+        for b in self.backends:
+            if isinstance(b, Unavailable):
+                out.append({"backend": b.model, "available": False, "reason": b.reason})
+                continue
+            check = getattr(b, "unavailable_reason", None)
+            reason = check() if check is not None else None
+            out.append({"backend": label(b), "available": reason is None, "reason": reason})
+        return out
 
     def warm_up(self) -> None:
         """Warm up every backend that can be: one without weights (or credentials, or its package) is marked

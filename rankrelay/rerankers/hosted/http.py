@@ -156,6 +156,13 @@ class HttpReranker(ApiReranker):
         self.base_url = base.rstrip("/")
         self._api_key = secret(api_key, *self.adapter.env_keys)
 
+    def unavailable_reason(self) -> str | None:
+        """Why this backend cannot serve, by cheap checks (no request): the provider's public API without a key."""
+        if self._api_key is None and self.adapter.env_keys and self.base_url == (self.adapter.default_url or "").rstrip(
+                "/"):
+            return f"no {self.name} API key: set {' or '.join(self.adapter.env_keys)}"
+        return None
+
     @property
     def endpoint(self) -> str:
         """The full URL requests go to."""

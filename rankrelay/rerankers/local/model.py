@@ -25,7 +25,7 @@ from rankrelay.errors import (
     RankRelayError,
     positive_int,
 )
-from rankrelay.hub import ResolvedModel, canonical_model_id, find_local, resolve_model
+from rankrelay.hub import ResolvedModel, canonical_model_id, find_local, not_here, resolve_model
 from rankrelay.progress import steps
 from rankrelay.rerankers.base import BaseReranker, Scored
 from rankrelay.rerankers.local.auto_runtime import RuntimeChoice, choose_runtime
@@ -299,6 +299,14 @@ class LocalModelReranker(AutoMeasured, BudgetedScoring, BaseReranker):
             if measure_later:
                 self._measurement = Measurement(self, on_choice=self._switch_runtime)
                 self._measurement.start()
+
+    def unavailable_reason(self) -> str | None:
+        """Why this model cannot load here, by cheap checks (what is on disk, no network, nothing loaded); None
+        when it can, or may (a download at first use). :meth:`warm_up` is the full check."""
+        if self.loaded:
+            return None
+        return not_here(self.model, cache_folder=self.model_options.get("cache_folder"),
+                        revision=self.model_options.get("revision"))
 
     @property
     def loaded(self) -> bool:

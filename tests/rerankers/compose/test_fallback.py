@@ -174,3 +174,22 @@ def test_a_raced_chain_whose_backends_all_fail_raises(refused_url, asynchronous)
     with pytest.raises(AllBackendsFailedError) as err:
         asyncio.run(chain.arerank(QUERY, DOCS)) if asynchronous else chain.rerank(QUERY, DOCS)
     assert sorted(f["backend"].split(":")[0] for f in err.value.failures) == ["jina", "tei"]  # in the order they failed
+
+
+def test_availability_tells_the_truth_before_anything_is_loaded(monkeypatch, tmp_path, tiny_ce_path):
+    """What a chain can serve from, by cheap checks (weights on disk, a key for a public API) before warm_up; the
+    same after it."""
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    monkeypatch.delenv("JINA_API_KEY", raising=False)
+    chain = FallbackReranker(["jina:jina-reranker-v2-base-multilingual", "cross-encoder:example-org/absent-model",
+                              f"cross-encoder:{tmp_path}/gone", f"cross-encoder:{tiny_ce_path}",
+                              "tei:http://127.0.0.1:9"])
+    before = chain.availability()
+    assert [(a["available"], a["reason"]) for a in before] == [
+        (False, "no jina API key: set JINA_API_KEY"),
+        (False, "the weights of 'example-org/absent-model' are not on this machine and HF_HUB_OFFLINE is set"),
+        (False, f"model directory '{tmp_path}/gone' does not exist"),
+        (True, None), (True, None)]  # a self-hosted server needs no key
+    assert not chain.backends[3].loaded  # nothing was loaded to say so
+    chain.warm_up()
+    assert [a["available"] for a in chain.availability()] == [False, False, False, True, True]
