@@ -31,9 +31,7 @@ from typing import TYPE_CHECKING, Any
 
 from rankrelay.errors import ConversionError, LowAgreementError
 from rankrelay.rerankers.local.auto_runtime import RuntimeChoice
-
-if TYPE_CHECKING:
-    from rankrelay.rerankers.local.model import LocalModelReranker
+from rankrelay.rerankers.local.runtimes import torch_dtype
 
 logger = logging.getLogger(__name__)
 
@@ -88,11 +86,9 @@ class AutoMeasured:
         if (choice.runtime, choice.precision) != ("torch", "fp32"):
             import copy
 
-            from rankrelay.rerankers.local.model import _torch_dtype
-
             encoder = copy.deepcopy(encoder)  # the serving model is not touched while the new one is built
             if choice.precision != "fp32":
-                encoder.to(_torch_dtype(choice.precision))
+                encoder.to(torch_dtype(choice.precision))
             try:
                 forward, agreement = self._compile(encoder, location, fingerprint, choice.runtime)
             except (ConversionError, LowAgreementError) as exc:
@@ -117,7 +113,7 @@ class AutoMeasured:
 class Measurement:
     """One model's background measurement: a thread that runs the child process and hands the choice over."""
 
-    def __init__(self, reranker: LocalModelReranker, on_choice: Callable[[RuntimeChoice], None],
+    def __init__(self, reranker: Any, on_choice: Callable[[RuntimeChoice], None],
                  limit_s: float | None = None) -> None:
         self.label = reranker.model
         self.limit_s = LIMIT_S if limit_s is None else limit_s

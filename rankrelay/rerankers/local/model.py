@@ -43,6 +43,7 @@ from rankrelay.rerankers.local.runtimes import (
     compile_forward,
     default_cache_dir,
     model_fingerprint,
+    torch_dtype,
 )
 from rankrelay.rerankers.local.score_cache import DEFAULT_SIZE, ScoreCache, open_score_cache, score_key
 from rankrelay.results import Document
@@ -275,7 +276,7 @@ class LocalModelReranker(AutoMeasured, BudgetedScoring, BaseReranker):
                 if device == "cpu" and not (self.precision == "bf16" and has_bf16_units(cpu_signature())):
                     logger.warning("%s on this CPU is usually slower than fp32 (no %s units); try runtime='auto'",
                                    self.precision, self.precision)
-                encoder.to(_torch_dtype(self.precision))
+                encoder.to(torch_dtype(self.precision))
             try:
                 self._forward, self.agreement = self._compile(encoder, location, fingerprint)
             except (ConversionError, LowAgreementError) as exc:
@@ -284,7 +285,7 @@ class LocalModelReranker(AutoMeasured, BudgetedScoring, BaseReranker):
                 logger.warning("runtime='auto' chose %s %s for %s, which cannot be used now (%s); serving on torch "
                                "fp32", self.runtime, self.precision, self.model, exc)
                 if self.precision != "fp32":
-                    encoder.to(_torch_dtype("fp32"))
+                    encoder.to(torch_dtype("fp32"))
                 self.runtime, self.precision = "torch", "fp32"
                 self._forward, self.agreement = TorchForward(encoder, self.output), None
             self._identity = f"{self.name}|{fingerprint}|{self.runtime}|{self.precision}|{planner.max_length}"
@@ -355,7 +356,7 @@ class LocalModelReranker(AutoMeasured, BudgetedScoring, BaseReranker):
             if precision != "fp32":  # torch in bf16: a copy, so that the fp32 model stays the reference
                 import copy
 
-                return TorchForward(copy.deepcopy(encoder).to(_torch_dtype(precision)), self.output)
+                return TorchForward(copy.deepcopy(encoder).to(torch_dtype(precision)), self.output)
             if runtime == "torch":
                 return reference
             return self._compile(encoder, location, fingerprint, runtime, min_agreement=0.0,  # judged below
@@ -504,8 +505,3 @@ class LocalModelReranker(AutoMeasured, BudgetedScoring, BaseReranker):
             "long_documents": self.long_documents,
         }
 
-
-def _torch_dtype(precision: str) -> Any:
-    import torch
-
-    return torch.float16 if precision == "fp16" else torch.bfloat16

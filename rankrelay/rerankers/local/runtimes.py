@@ -91,6 +91,13 @@ def cache_slug(label: str) -> str:
     return "".join(c if c.isalnum() or c in "-_." else "_" for c in Path(label).name)[:60]
 
 
+def torch_dtype(precision: str) -> Any:
+    """torch's dtype for a reduced ``precision`` (``fp16``, else bf16)."""
+    import torch
+
+    return torch.float16 if precision == "fp16" else torch.bfloat16
+
+
 def check_runtime(name: object) -> str:
     """Return ``name`` if it is a runtime whose packages are installed; raise a typed error otherwise.
 

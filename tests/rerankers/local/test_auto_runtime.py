@@ -310,9 +310,10 @@ def test_auto_is_the_default_and_fixes_its_own_precision(monkeypatch, tiny_ce_pa
 
 
 def test_a_model_never_measured_here_serves_on_torch_at_once_and_switches_once_measured_in_the_background(
-        tiny_ce_path, tiny_ce, runtime_cache, monkeypatch, caplog):
+        tiny_ce_path, tiny_ce, tmp_path, monkeypatch, caplog):
     """The first use answers on torch while a child process measures; the switch waits for the test's go, so what
     is asserted in between cannot race the measurement. The next load reads the stored choice."""
+    runtime_cache = str(tmp_path)  # never measured here (the session's shared cache may hold a choice already)
     from numerics import CROSS_RUNTIME, assert_ranking_follows
 
     go, switch = threading.Event(), LocalModelReranker._switch_runtime
