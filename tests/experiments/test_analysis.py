@@ -30,7 +30,7 @@ def test_a_clear_preference_is_significant_and_names_the_arm():
 
 def test_no_decided_impression_is_no_preference():
     (pref,) = analyse_interleaved(["a", "b"], [[1, 1], [0, 0]])
-    assert (pref.share, pref.p_value, pref.winner, pref.ties) == (0.5, 1.0, None, 1)
+    assert (pref.share, pref.low, pref.high, pref.p_value, pref.winner, pref.ties) == (0.5, 0.0, 1.0, 1.0, None, 1)
     (empty,) = analyse_interleaved(["a", "b"], [])
     assert empty.winner is None and empty.wins == empty.losses == 0
 
@@ -108,6 +108,9 @@ def test_a_rare_preference_counts_resamples_without_a_decided_impression_as_no_p
     assert pref.p_value == pytest.approx(2 * (59 / 60) ** 60, abs=0.05)
     nothing = preferences(["a", "b", "c"], {}, 60)[0]
     assert (nothing.share, nothing.low, nothing.high, nothing.p_value) == (0.5, 0.0, 1.0, 1.0)
+    assert (nothing.wins, nothing.losses, nothing.ties) == (0, 0, 0)  # a pair without counts has none
+    with raises_exactly(InvalidInputError, "a comparison needs at least two arms, got 1"):
+        preferences(["a"], {}, 0)
 
 
 def test_the_number_of_bootstrap_resamples_is_the_callers():

@@ -79,6 +79,8 @@ def test_bad_rankings_are_refused():
         team_draft([["a", "a"], ["b"]])
     with raises_exactly(InvalidInputError, "length must be at least 0, got -1"):
         team_draft([["a"], ["b"]], length=-1)
+    empty = team_draft([["a"], ["b"]], length=0)  # nothing to show is a valid (empty) list
+    assert (empty.order, empty.teams) == ([], [])
 
 
 def test_an_unbiased_user_gives_no_preference_between_identical_arms():

@@ -91,8 +91,9 @@ def test_the_split_arms_shares_grow_to_certainty_and_one_impression_decides_noth
 
 def test_the_defaults_are_200_trials_of_10_documents_from_seed_0_and_a_query_one_arm_lacks_is_left_out():
     user = Recording(click_model())
+    longer = {q: [*docs, f"{q}-x", f"{q}-y"] for q, docs in WORSE.items()}  # 12 documents: 10 are shown
     partial = {q: docs for q, docs in GOOD.items() if q != "q0"}  # 'good' never ranked q0
-    args = ({"good": partial, "worse": WORSE}, QRELS, {"good": 0.9, "worse": 0.7})
+    args = ({"good": partial, "worse": longer}, QRELS, {"good": 0.9, "worse": 0.7})
     result = simulate(*args, user, [1])
     assert result == simulate(*args, click_model(), [1], trials=200, length=10, seed=0) and result.trials == 200
     assert len(user.shown) == 400 and {len(grades) for grades, _ in user.shown} == {10}
