@@ -328,3 +328,29 @@ def test_dash_q_means_quiet_in_every_command_that_has_it_and_nothing_else():
                for name, command in typer.main.get_command(app).commands.items()}
     assert {name: opts for name, opts in short_q.items() if opts and opts != [["--quiet", "-q"]]} == {}
     assert short_q["bench"] == [["--quiet", "-q"]] and short_q["rerank"] == []
+
+
+def test_the_fake_api_is_a_documented_tool_with_its_key_and_queued_faults():
+    import subprocess
+    import sys
+
+    import httpx
+
+    shown = CliRunner().invoke(app, ["fake-api", "--help"])
+    assert shown.exit_code == 0 and "--fault KIND:COUNT" in shown.output and "Retry-After: 1" in shown.output
+    bad = subprocess.run([sys.executable, "-m", "rankrelay.testing", "--fault", "7:1"], capture_output=True,
+                         text=True, timeout=60)
+    assert bad.returncode == 2 and "unknown fault '7'" in bad.stderr
+    proc = subprocess.Popen([sys.executable, "-m", "rankrelay.testing", "--key", "sk-test", "--fault", "503:1,429:1"],
+                            stdout=subprocess.PIPE, text=True)
+    try:
+        url = proc.stdout.readline().strip()
+        body = {"model": "rerank-v3.5", "query": "red apple", "documents": ["green pear", "red apple pie"]}
+        with httpx.Client(base_url=url, headers={"Authorization": "Bearer sk-test"}, timeout=30) as http:
+            first, second, third = (http.post("/v2/rerank", json=body) for _ in range(3))
+        assert first.status_code == 503 and (second.status_code, second.headers["retry-after"]) == (429, "1")
+        assert third.status_code == 200 and [r["index"] for r in third.json()["results"]] == [1, 0]
+        assert httpx.post(f"{url}/v2/rerank", json=body, timeout=30).status_code == 401  # without the key
+    finally:
+        proc.kill()
+        proc.wait(30)

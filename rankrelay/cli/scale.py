@@ -118,3 +118,12 @@ def serve(
     uvicorn.run(app_, host=host or service.host, port=service.port if port is None else port, log_level="info",
                 timeout_graceful_shutdown=30, timeout_keep_alive=service.keep_alive_s,
                 http=deadline_protocol(service.header_timeout_s))
+
+
+@app.command("fake-api", context_settings={"allow_extra_args": True, "ignore_unknown_options": True,
+                                           "help_option_names": []})
+def fake_api(ctx: typer.Context) -> None:
+    """A fake upstream API for your application's tests."""
+    from rankrelay.testing.__main__ import main
+
+    raise typer.Exit(main(list(ctx.args), prog="rankrelay fake-api"))

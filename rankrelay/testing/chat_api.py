@@ -58,8 +58,8 @@ class FakeChatAPI(FakeServer):
         logprobs: whether it returns log-probabilities when asked (False: it ignores the option).
     """
 
-    def __init__(self, api_key: str | None = API_KEY, *, logprobs: bool = True) -> None:
-        super().__init__(api_key)
+    def __init__(self, api_key: str | None = API_KEY, *, logprobs: bool = True, port: int = 0) -> None:
+        super().__init__(api_key, port)
         self.logprobs = logprobs
         self.answers: list[str] = []
 

@@ -53,7 +53,7 @@ class FakeServer:
     #: the HTTP methods the API answers (others get 501 from the standard library)
     methods: tuple[str, ...] = ("POST",)
 
-    def __init__(self, api_key: str | None = API_KEY) -> None:
+    def __init__(self, api_key: str | None = API_KEY, port: int = 0) -> None:
         self.api_key = api_key
         self.faults: list[Fault] = []
         self.requests: list[dict[str, Any]] = []
@@ -111,7 +111,7 @@ class FakeServer:
             def handle_error(self, request: Any, client_address: Any) -> None:
                 pass  # resets and clients that hang up are injected on purpose
 
-        self._server = Server(("127.0.0.1", 0), Handler)
+        self._server = Server(("127.0.0.1", port), Handler)
         self._server.daemon_threads = True
         self._thread = threading.Thread(target=self._server.serve_forever, daemon=True)
 
