@@ -111,8 +111,10 @@ docs: $(STAMP)
 lint: $(STAMP)
 	$(BIN)/ruff check rankrelay tests benchmarks
 
-DATASET ?= ../shared/data/cranfield
+# a BEIR folder (corpus.jsonl, queries.jsonl, qrels/test.tsv): see "Where a BEIR folder comes from" in docs/comparing.md
+DATASET ?=
 bench: $(STAMP)
+	@test -n "$(DATASET)" || { echo "make bench needs DATASET=path/to/a/beir/folder (docs/comparing.md says where one comes from)"; exit 2; }
 	$(BIN)/python benchmarks/overhead.py --dataset $(DATASET)
 	$(BIN)/python benchmarks/runtimes.py --dataset $(DATASET)
 	$(BIN)/python benchmarks/api_backends.py
