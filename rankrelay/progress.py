@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import logging
 import sys
-from collections.abc import Callable, Iterator, Sequence
+from collections.abc import Callable, Iterable, Iterator, Sized
 from time import monotonic
 from typing import TypeVar
 
@@ -22,18 +22,21 @@ EVERY_S = 5.0
 T = TypeVar("T")
 
 
-def steps(items: Sequence[T], description: str, *, terminal: bool | None = None, every_s: float = EVERY_S,
-          clock: Callable[[], float] = monotonic) -> Iterator[T]:
+def steps(items: Iterable[T], description: str, *, total: int | None = None, terminal: bool | None = None,
+          every_s: float = EVERY_S, clock: Callable[[], float] = monotonic) -> Iterator[T]:
     """Yield ``items`` one by one, showing progress as each is done: a rich bar on a terminal (``terminal``:
-    default whether stderr is one), else a line at most every ``every_s`` seconds and one at the end."""
+    default whether stderr is one), else a line at most every ``every_s`` seconds and one at the end. ``total``
+    is how many there are when ``items`` cannot say (a generator)."""
+    if total is None:
+        assert isinstance(items, Sized), "steps() needs the total of a generator"
+        total = len(items)
     if terminal is None:
         terminal = sys.stderr.isatty()
     if terminal:
         from rich.progress import track
 
-        yield from track(items, description=description)
+        yield from track(items, description=description, total=total)
         return
-    total = len(items)
     start = last = clock()
     for done, item in enumerate(items, start=1):
         yield item

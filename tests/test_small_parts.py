@@ -96,3 +96,28 @@ def test_the_runtime_sample_is_short_and_long_texts_and_the_timing_set_three_len
     assert query == queries[0] == "why does a wing stall at a high angle of attack"
     assert passages == sample._timing_documents()
     assert [p.count(". ") + 1 for p in passages] == [4] * 8 + [9] * 8 + [19] * 8
+
+
+def test_progress_off_a_terminal_is_a_line_every_few_seconds_for_a_generator_too(caplog):
+    import logging
+
+    from rankrelay.progress import steps
+    from rankrelay.testing import FakeClock
+
+    clock = FakeClock(start=0.0)
+
+    def work():
+        for i in range(7):
+            clock.sleep(2.0)
+            yield i
+
+    with caplog.at_level(logging.INFO, "rankrelay.progress"):
+        assert list(steps(work(), "scoring", total=7, terminal=False, clock=clock)) == list(range(7))
+    assert [r.getMessage() for r in caplog.records] == [
+        "scoring: 3/7 (42%), 6 s", "scoring: 6/7 (85%), 12 s", "scoring: 7/7 (100%), 14 s"]
+
+
+def test_the_commands_show_progress_off_a_terminal_unless_quiet():
+    from rankrelay.cli.common import progress_shown
+
+    assert progress_shown(quiet=False) and not progress_shown(quiet=True)

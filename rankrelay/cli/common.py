@@ -39,8 +39,9 @@ QuietOption = Annotated[bool, typer.Option("--quiet", "-q", help="No progress ba
 
 
 def progress_shown(quiet: bool) -> bool:
-    """Progress bars are drawn on a terminal unless ``--quiet``."""
-    return not quiet and console.is_terminal
+    """Progress unless ``--quiet``: a bar on a terminal, else a line every few seconds
+    (:func:`rankrelay.progress.steps`)."""
+    return not quiet
 
 
 def fail(exc: Exception) -> typer.Exit:

@@ -20,8 +20,6 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from rich.progress import track
-
 from rankrelay.errors import InvalidInputError
 from rankrelay.evaluation.comparison import (
     BASELINE,
@@ -44,6 +42,7 @@ from rankrelay.evaluation.plots import write_plots
 from rankrelay.evaluation.report import markdown
 from rankrelay.hashing import short_hash
 from rankrelay.io import write_text_atomic
+from rankrelay.progress import steps
 from rankrelay.redact import redact_spec
 from rankrelay.rerankers.base import label
 from rankrelay.rerankers.registry import check_spec, load_chain_item, load_settings, split_options
@@ -133,8 +132,8 @@ def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking],
         outcomes = score_queries_on_ray(target, work, budget_ms)
     else:
         outcomes = _score_here(reranker if reranker is not None else load_chain_item(target), work, budget_ms)
-    for done, (qid, outcome) in enumerate(track(outcomes, total=len(work), description=f"{spec:<28}",
-                                                disable=not progress), start=1):
+    shown = steps(outcomes, f"{spec:<28}", total=len(work)) if progress else outcomes
+    for done, (qid, outcome) in enumerate(shown, start=1):
         run.record(qid, outcome)
         if outcome.get("error"):
             logger.warning("%s failed on query %s: %s", spec, qid, outcome["error"])
