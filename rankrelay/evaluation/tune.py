@@ -168,7 +168,9 @@ def _judged(dataset: str | os.PathLike[str], split: str, strongest: dict[str, st
     data = load_beir(folder, split, judged=False)
     if not data.queries:
         raise InvalidInputError(f"{data.name} has no queries: nothing to tune on")
-    probe = dataclasses.replace(data, qrels={q: {} for q in data.queries})
+    # the probe only ranks: each query is given one judgment of a document no candidate list holds (the metrics
+    # need at least one; with none they fail)
+    probe = dataclasses.replace(data, qrels={q: {"\x00no judged document": 1} for q in data.queries})
     first = compare(probe, candidates, [strongest], depth=depth, queries=queries, out=report, progress=progress)
     top = first.runs[strongest["name"]].rankings
     logger.info("no judgments in %s: quality is agreement with %s (nDCG@10 against its top 10)", folder,

@@ -113,3 +113,34 @@ def test_every_configuration_has_its_own_name_at_any_depth(depth):
     assert [c.name for c in configs if c.name.startswith("minilm-l6 over")] == [
         f"minilm-l6 over {d}" for d in (depth, *[d for d in (20, 50) if d < depth])]
     assert all(int(c.name.rsplit("@", 1)[1]) < depth for c in configs if "@" in c.name)
+
+
+@pytest.mark.parametrize("flags", [["avx2", "avx512_vnni"], []])
+def test_the_profile_says_what_was_measured_on_which_cpu_and_how_to_load_it(tmp_path, monkeypatch, flags):
+    from rankrelay.evaluation import tune
+
+    monkeypatch.setattr("rankrelay.devices.cpu_signature", lambda: {"model": "AMD EPYC 9R14", "flags": flags})
+    row = {"ndcg@10": 0.41234, "p50_ms": 812.4, "backend": "minilm-l6 over 50", "spec": "cross-encoder:x?keep=50"}
+    path = tune.write_profile(tmp_path / "new" / "profilé" / "fast.toml", row, dataset="cranfield", budget_ms=1000,
+                              queries=225)
+    lines = path.read_bytes().decode("utf-8").splitlines()
+    shown = " ".join(flags) or "no AVX2"
+    assert lines == [
+        "# rankrelay tune on cranfield (225 queries), budget 1000 ms p50",
+        "# measured here: nDCG@10 0.4123, p50 812 ms (minilm-l6 over 50)",
+        f"# on AMD EPYC 9R14 ({shown}); load with load_reranker({str(path)!r}), serve --config, bench --backends",
+        'backend = "cross-encoder:x?keep=50"']
+    assert tune.write_profile(path, row, dataset="d", budget_ms=1, queries=1) == path  # written again in place
+
+
+def test_without_judgments_quality_is_agreement_with_the_strongest_tier_over_every_candidate(beir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "unjudged"
+    shutil.copytree(beir, folder)
+    shutil.rmtree(folder / "qrels")
+    result = tune(folder, 1e6, ["identity", "random:1"], depth=10, report=tmp_path / "r", progress=False,
+                  depths=(10,), keeps=(), runtime=None)
+    assert result.quality == "agreement with random:1 over 10 (nDCG@10 against its top 10; no judgments)"
+    quality = {r["backend"]: r["ndcg@10"] for r in result.rows}
+    assert quality["random:1 over 10"] == 1.0  # the judge agrees with itself
