@@ -355,3 +355,10 @@ def test_the_fake_api_is_a_documented_tool_with_its_key_and_queued_faults():
     finally:
         proc.kill()
         proc.wait(30)
+
+
+@pytest.mark.parametrize("group", [[], ["experiment"]])
+def test_every_command_summary_is_whole_not_cut_with_an_ellipsis(group):
+    out = runner.invoke(app, [*group, "--help"], terminal_width=100)
+    summaries = [line for line in out.output.split("Commands:")[1].splitlines() if line.startswith("  ")]
+    assert summaries and not [line for line in summaries if line.rstrip().endswith("...")]

@@ -57,7 +57,7 @@ def rerank(
     console.print(f"{len(result)} of {result.num_candidates} documents; "
                   f"model {result.timings['model']:.1f} ms, total {result.timings['total']:.1f} ms")
 
-@app.command()
+@app.command(short_help="List presets, where their weights are, and measured speed.")
 def models(config: ConfigOption = None) -> None:
     """List presets (with whether their weights are on this machine), registered backends, and the configured
     fallback chains with the backends that cannot serve (no credentials, no weights, no package)."""
@@ -174,7 +174,7 @@ def configured_chains(config: os.PathLike[str] | str | None) -> dict[str, list[d
         out[name] = parts
     return out
 
-@app.command()
+@app.command(short_help="Two-stage search over a corpus, with a fallback chain.")
 def demo(
     dataset: Annotated[
         str | None, typer.Option(help="A BEIR folder to search instead of the standard library's docstrings.")

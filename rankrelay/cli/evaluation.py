@@ -13,7 +13,7 @@ from rankrelay.cli.common import QuietOption, app, console, err_console, fail, p
 from rankrelay.errors import ConfigError, RankRelayError
 
 
-@app.command()
+@app.command(short_help="Score backends on the same candidates; write a report.")
 def bench(
     dataset: Annotated[Path, typer.Option(help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/).")],
     backends: Annotated[str, typer.Option(help="Comma-separated reranker specs, e.g. identity,random,minilm-l6.")],
@@ -62,7 +62,7 @@ def bench(
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     console.print(f"report: {out / 'report.html'}, {out / 'report.md'} and {out / 'report.json'}", highlight=False)
 
-@app.command()
+@app.command(short_help="Find the best configuration under a latency budget.")
 def tune(
     dataset: Annotated[Path, typer.Argument(help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/).")],
     budget_ms: Annotated[float, typer.Option(help="p50 latency per query the recommendation must meet.")],
@@ -103,7 +103,7 @@ def tune(
                   f"serve --config, bench --backends); report: {report / 'report.md'}", highlight=False)
 
 
-@app.command()
+@app.command(short_help="Fine-tune a cross-encoder on a BEIR folder's judgments.")
 def train(
     dataset: Annotated[Path, typer.Option(help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/).")],
     out: Annotated[Path, typer.Option(help="Folder for the model, split.json, calibration and model card.",
@@ -167,7 +167,7 @@ def train(
                   highlight=False)
 
 
-@app.command()
+@app.command(short_help="Write a bench report again from its report.json.")
 def report(
     folder: Annotated[Path, typer.Argument(help="A folder written by 'rankrelay bench' (holding report.json).")],
     open_it: Annotated[bool, typer.Option("--open", help="Open report.html in the default browser.")] = False,

@@ -13,6 +13,7 @@ from rankrelay.cli.common import QuietOption, app, fail, progress_shown
 from rankrelay.errors import ConfigError, RankRelayError
 
 experiment_app = typer.Typer(help="Online experiments between backends: simulate interleaving against a split.",
+                              short_help="Online experiments: simulate, report.",
                              no_args_is_help=True)
 app.add_typer(experiment_app, name="experiment")
 
@@ -27,7 +28,7 @@ def _numbers(text: str, what: str) -> list[int]:
     return values
 
 
-@experiment_app.command()
+@experiment_app.command(short_help="Simulate interleaving against a split test.")
 def simulate(
     dataset: Annotated[Path, typer.Argument(help="BEIR folder (corpus.jsonl, queries.jsonl, qrels/).")],
     arms: Annotated[str, typer.Option(help="Two reranker specs, comma-separated, e.g. identity,minilm-l6.")],
@@ -89,7 +90,7 @@ def simulate(
 
 
 
-@experiment_app.command()
+@experiment_app.command(short_help="Which arm users prefer in each experiment.")
 def report(
     store: Annotated[str, typer.Argument(help="The service's experiment store: a SQLite file or a postgresql:// URL.")],
     name: Annotated[str | None, typer.Option(help="One experiment (default: every one in the store).")] = None,

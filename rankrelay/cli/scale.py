@@ -12,7 +12,7 @@ from rankrelay.cli.common import ConfigOption, QuietOption, app, console, err_co
 from rankrelay.errors import ConfigError, RankRelayError
 
 
-@app.command("rerank-batch")
+@app.command("rerank-batch", short_help="Rerank a large candidates file, resumable.")
 def rerank_batch(
     input_path: Annotated[Path, typer.Argument(help="Parquet or JSON lines (query_id, query, doc_id, text), "
                                                     "or a TREC run with --corpus.")],
@@ -44,7 +44,7 @@ def rerank_batch(
     console.print(f"reranked {summary.queries} queries, {summary.rows} rows in {summary.parts} parts{resumed}: "
                   f"{summary.parquet}, {summary.trec}", highlight=False)
 
-@app.command()
+@app.command(short_help="Serve rerankers over HTTP (Cohere's and TEI's APIs).")
 def serve(
     model: Annotated[
         list[str] | None,

@@ -13,7 +13,7 @@ from rankrelay.cli.common import ConfigOption, QuietOption, app, console, fail, 
 from rankrelay.errors import ConfigError, RankRelayError
 
 
-@app.command()
+@app.command(short_help="Build a dense index (FAISS or Qdrant) and BM25.")
 def index(
     corpus: Annotated[str, typer.Argument(help="BEIR folder or corpus.jsonl, JSON lines with 'text', or .txt lines.")],
     out: Annotated[Path, typer.Option("--out", "-o", help="Folder for the index.", file_okay=False)],
@@ -52,7 +52,7 @@ def index(
     kind = index_type if store == "faiss" else f"qdrant {collection}"
     console.print(f"indexed {len(docs)} documents into {out} ({kind}{' + bm25' if bm25 else ''})", highlight=False)
 
-@app.command()
+@app.command(short_help="Search an index, then rerank the candidates.")
 def search(
     index_dir: Annotated[Path, typer.Argument(help="A folder made by 'rankrelay index'.")],
     query: Annotated[str, typer.Argument(help="The query.")],
