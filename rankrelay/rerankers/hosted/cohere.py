@@ -58,7 +58,7 @@ class CohereReranker(ApiReranker):
         self._api_key = secret(api_key, *KEY_ENV)
         if self._api_key is None:
             raise AuthenticationError(
-                "no Cohere API key: pass api_key=..., or set RANKRELAY_COHERE_API_KEY (or CO_API_KEY)",
+                "no Cohere API key: set RANKRELAY_COHERE_API_KEY (or CO_API_KEY), or pass api_key= in Python",
                 backend=self.name, retryable=False,
             )
         self.base_url = (base_url or DEFAULT_URL).rstrip("/")

@@ -196,7 +196,7 @@ class ChatReranker(ApiReranker):
             raise ConfigError(f"the {self.name} base URL must start with http:// or https://, got {self.base_url!r}")
         self._api_key = secret(api_key, *KEY_ENV)
         if self._api_key is None and self.base_url == DEFAULT_URL:
-            raise AuthenticationError(f"no API key for {DEFAULT_URL}: pass api_key=..., or set OPENAI_API_KEY",
+            raise AuthenticationError(f"no API key for {DEFAULT_URL}: set OPENAI_API_KEY, or pass api_key= in Python",
                                       backend=self.name, retryable=False)
         self.prices = dict(prices) if prices is not None else None
         self.budget = TokenBudget(tokenizer)

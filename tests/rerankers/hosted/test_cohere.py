@@ -6,6 +6,7 @@ Runs with cohere 7.x (make test) and cohere 5.x (make test-cohere5); needs no to
 import logging
 
 import pytest
+from conftest import raises_exactly
 
 from rankrelay import (
     AuthenticationError,
@@ -112,7 +113,8 @@ def test_bad_key_is_an_authentication_error_and_never_logged(fake_api, caplog):
 def test_missing_key_fails_at_construction(fake_api, monkeypatch):
     for name in ("CO_API_KEY", "COHERE_API_KEY", "RANKRELAY_COHERE_API_KEY"):
         monkeypatch.delenv(name, raising=False)
-    with pytest.raises(AuthenticationError, match="no Cohere API key"):
+    with raises_exactly(AuthenticationError, "no Cohere API key: set RANKRELAY_COHERE_API_KEY (or CO_API_KEY), or "
+                                             "pass api_key= in Python"):  # the command line's remedy first
         load_reranker("cohere:rerank-v3.5", base_url=fake_api.url)
     monkeypatch.setenv("CO_API_KEY", API_KEY)
     assert load_reranker("cohere:rerank-v3.5", base_url=fake_api.url).rerank(QUERY, DOCS).indices == expected_order()
