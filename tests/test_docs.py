@@ -32,6 +32,10 @@ def site(tmp_path_factory):
     return out
 
 
+def test_the_site_publishes_pages_not_its_build_hook(site):
+    assert (site / "index.html").exists() and not list(site.rglob("hooks.py"))
+
+
 def test_every_public_name_has_a_rendered_reference(site):
     html = (site / "reference" / "api" / "index.html").read_text(encoding="utf-8")
     documented = {anchor.rsplit(".", 1)[-1] for anchor in re.findall(r'id="(rankrelay\.[\w.]+)"', html)}

@@ -257,7 +257,7 @@ def _pyproject(modules: list[str], tests: list[str]) -> str:
         f"only_mutate = {json.dumps(modules)}",
         f"pytest_add_cli_args_test_selection = {json.dumps(tests)}",
         "pytest_add_cli_args = " + json.dumps(["-p", "no:randomly", "-p", "no:cacheprovider", "-q", "-x",
-                                                "-m", "not slow and not ray"]),
+                                                "-m", "not slow and not ray and not measures"]),
         f"do_not_mutate_patterns = {json.dumps(DO_NOT_MUTATE)}",
         # mutmut stops a mutant after (usual time of its tests + constant) x multiplier of wall time: here 2x plus
         # 20 s (a deadlock is a kill, found in minutes; mutmut's defaults, 15x plus 15 s, let a mutant that hangs

@@ -309,6 +309,7 @@ def test_auto_is_the_default_and_fixes_its_own_precision(monkeypatch, tiny_ce_pa
         load_reranker(f"cross-encoder:{tiny_ce_path}", runtime="auto", precision="bf16")
 
 
+@pytest.mark.measures
 def test_a_model_never_measured_here_serves_on_torch_at_once_and_switches_once_measured_in_the_background(
         tiny_ce_path, tiny_ce, tmp_path, monkeypatch, caplog):
     """The first use answers on torch while a child process measures; the switch waits for the test's go, so what
