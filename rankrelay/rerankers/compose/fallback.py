@@ -301,7 +301,7 @@ class FallbackReranker(Composite):
         self.breakers[i].record_failure()
         name = label(self.backends[i])
         ms = (perf_counter() - started) * 1000.0
-        failures.append({"backend": name, "error": type(exc).__name__, "message": str(exc), "ms": ms})
+        failures.append({"backend": name, "error": type(exc).__name__, "message": str(exc), "ms": round(ms, 1)})
         log = logger.error if isinstance(exc, AuthenticationError) else logger.warning
         log("fallback: %s failed after %.0f ms (%s: %s); trying the next backend", name, ms,
             type(exc).__name__, exc)
