@@ -2,6 +2,7 @@
 budget (decided on the recorded numbers, never on a wall-clock threshold), and the profile it writes."""
 
 import pytest
+from conftest import raises_exactly
 from test_compare import backends  # noqa: F401  (a fixture)
 from typer.testing import CliRunner
 
@@ -28,10 +29,26 @@ def test_the_configurations_are_tiers_depths_and_cheap_ahead_of_strong():
     ]
     assert [c.spec for c in configurations(["identity", "minilm-l6?batch_size=8"], 15, "torch")] == [
         "identity", "minilm-l6?batch_size=8&runtime=torch", "cascade:identity>minilm-l6?batch_size=8&runtime=torch@10"]
-    with pytest.raises(ConfigError, match="at least one model"):
+    with raises_exactly(ConfigError, "tune needs at least one model (--models)"):
         configurations([], 10)
-    with pytest.raises(ConfigError, match="one tier"):
-        configurations(["a>b"], 10)
+    with raises_exactly(ConfigError, "a model for tune is one tier (a preset, a spec or a path without '>' or '@'), "
+                                     "got ['a>b', 'c@3']"):
+        configurations(["a>b", "identity", "c@3"], 10)
+    # a spec with options and a colon in them, or a path with '?' twice: only its head names the backend
+    assert [c.spec for c in configurations(["minilm-l6?cache_dir=/x:y?z", "x:y", "cross-encoder:org/m:rev",
+                                            "identity?a=1?b=2"], 10, None)] == [
+        "minilm-l6?cache_dir=/x:y?z", "cross-encoder:x:y", "cross-encoder:org/m:rev", "identity?a=1?b=2"]
+    assert configurations(["minilm-l6?cache_dir=/x?y"], 10, "torch")[0].spec == "minilm-l6?cache_dir=/x?y&runtime=torch"
+    assert configurations(["identity?normalize=minmax"], 10, "torch")[0].spec == "identity?normalize=minmax"
+    assert [c.spec for c in configurations(["minilm-l6"], 10)][:1] == ["minilm-l6?runtime=auto"]  # auto by default
+
+
+def test_tune_defaults_to_bm25_over_100_candidates_on_auto_with_progress():
+    import inspect
+
+    defaults = {k: p.default for k, p in inspect.signature(tune).parameters.items()}
+    assert (defaults["candidates"], defaults["depth"], defaults["runtime"], defaults["progress"]) == (
+        "bm25", 100, "auto", True)
 
 
 def test_the_recommendation_is_the_best_quality_within_the_budget_and_the_faster_of_equals():
