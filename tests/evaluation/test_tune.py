@@ -161,3 +161,16 @@ def test_without_judgments_quality_is_agreement_with_the_strongest_tier_over_eve
     assert result.quality == "agreement with random:1 over 10 (nDCG@10 against its top 10; no judgments)"
     quality = {r["backend"]: r["ndcg@10"] for r in result.rows}
     assert quality["random:1 over 10"] == 1.0  # the judge agrees with itself
+
+
+def test_tune_compares_the_queries_depth_and_runtime_it_was_asked_for_and_writes_the_report_there(
+        beir, tmp_path, tiny_ce_path):
+    import json
+
+    result = tune(beir, 1e6, [tiny_ce_path], candidates=str(tmp_path / "cands.trec"), depth=6, queries=3,
+                  runtime="torch", report=tmp_path / "report", progress=False, depths=(), keeps=())
+    data = json.loads((tmp_path / "report" / "report.json").read_text())
+    assert data["queries"] == 3 and [r["backend"] for r in result.rows] == [f"{tiny_ce_path} over 6"]
+    assert result.rows[0]["spec"] == f"cross-encoder:{tiny_ce_path}?runtime=torch"
+    kept = (tmp_path / "report" / "candidates.trec").read_text().splitlines()
+    assert len(kept) == 3 * 6  # three queries, six candidates each
