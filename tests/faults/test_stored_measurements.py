@@ -25,13 +25,13 @@ def test_a_stored_runtime_choice_with_absurd_timings_is_measured_again(tmp_path,
     path = tmp_path / "choice.json"
     path.write_text(json.dumps({"choice": choice.to_dict(), "key": key}))
     failures = STORE_FAILURES["read"]
-    with caplog.at_level(logging.WARNING):
+    with caplog.at_level(logging.WARNING, "rankrelay.rerankers.local.auto_runtime"):
         assert _read(path, key) is None
-    assert any("outside sane bounds" in r.getMessage() for r in caplog.records)
-    assert STORE_FAILURES["read"] == failures + 1  # counted once
-    path.write_text('{"choice": ')  # cut short
-    assert _read(path, key) is None and STORE_FAILURES["read"] == failures + 2
-    assert any("is unreadable" in r.getMessage() for r in caplog.records)
+        assert any("outside sane bounds" in r.getMessage() for r in caplog.records)
+        assert STORE_FAILURES["read"] == failures + 1  # counted once
+        path.write_text('{"choice": ')  # cut short
+        assert _read(path, key) is None and STORE_FAILURES["read"] == failures + 2
+        assert any("is unreadable" in r.getMessage() for r in caplog.records)
 
 
 @pytest.mark.parametrize("strong", [1e308, 1e-12])

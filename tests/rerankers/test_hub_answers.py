@@ -3,6 +3,7 @@ against a local HTTP server that answers the Hub's model-info API the way huggin
 
 import json
 import logging
+import sys
 import threading
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 
@@ -135,6 +136,7 @@ def test_weights_status_says_where_the_weights_are(tmp_path, tiny_ce_path, monke
     package.mkdir()
     (package / "fake_weights.py").write_text(f"def get_model_path():\n    return {str(tiny_ce_path)!r}\n")
     monkeypatch.syspath_prepend(str(package))
+    monkeypatch.delitem(sys.modules, "fake_weights", raising=False)  # one from an earlier run of the suite in-process
     monkeypatch.setitem(hub.BUNDLED, "org/packaged", ("fake_weights", "tiny"))
     assert weights_status("org/packaged", cache_folder=str(tmp_path)) == "bundled"
     assert find_local("org/packaged", cache_folder=str(tmp_path)).location == str(tiny_ce_path)
