@@ -83,6 +83,8 @@ def test_tune_recommends_the_best_configuration_under_the_budget_and_writes_a_pr
     assert all(not any(o["p50_ms"] <= r["p50_ms"] and o["ndcg@10"] > r["ndcg@10"] for o in result.rows) for r in front)
     text = result.profile.read_text()
     assert 'backend = "oracle"' in text and "budget 1e+06 ms p50" in text and "nDCG@10" in text
+    assert text.startswith("# rankrelay tune on beir (12 queries), budget 1e+06 ms p50\n# measured here: nDCG@10 ")
+    assert (result.budget_ms, result.quality, result.warnings) == (1e6, "nDCG@10", [])
     assert type(load_reranker(str(result.profile))).__name__ == "Oracle"
 
     # a budget under every measured p50: nothing recommended, the fastest named, no profile
