@@ -88,3 +88,39 @@ def test_a_fallback_chain_never_measures_inside_the_request_that_falls_back(tiny
     assert res.backend == "cross-encoder" and local.measuring and local.runtime_choice is None
     go.set()
     assert local.wait_for_runtime(60).reason == "measured behind the gate" and not local.measuring
+
+
+def test_the_measuring_thread_says_why_once_and_hands_over_no_choice_when_the_child_fails(tmp_path, caplog):
+    """The measurement's work, run here in the test's thread (what start() runs in its own)."""
+    rr, folder = measured(tmp_path)
+    chosen = []
+    measurement = background.Measurement(rr, on_choice=chosen.append, limit_s=120)
+    shutil.rmtree(folder)  # the child cannot load the model
+    with caplog.at_level(logging.DEBUG, "rankrelay.rerankers.local.background"):
+        measurement._run()
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert chosen == [] and measurement.error == "RuntimeError: the measuring process exited with 1"
+    assert warnings == [f"runtime='auto' could not measure {rr.model} in the background (RuntimeError: the "
+                        "measuring process exited with 1); it stays on torch fp32"]
+    said = [r.getMessage() for r in caplog.records if r.levelno == logging.DEBUG]
+    assert any("ModelNotFoundError" in line for line in said)  # the child's own output, kept at DEBUG
+
+
+def test_the_child_measures_what_it_was_sent_and_writes_the_choice(tmp_path, monkeypatch, tiny_ce_path):
+    """The child's side, in-process: a pickled reranker on stdin, the choice in the file named (here the machine
+    has only torch, so the choice is made at once)."""
+    import io
+    import json
+    import sys
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)
+    monkeypatch.setitem(sys.modules, "openvino", None)
+    monkeypatch.setattr("rankrelay.rerankers.local.auto_runtime.cpu_signature",
+                        lambda: {"model": "any", "machine": "x86_64", "flags": ["avx2"]})  # no bf16 units
+    monkeypatch.setattr(background.os, "nice", lambda n: 0)  # the test process keeps its priority
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="auto", cache_dir=str(tmp_path))
+    monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(pickle.dumps(rr))))
+    assert background.main([str(tmp_path / "choice.json")]) == 0
+    choice = json.loads((tmp_path / "choice.json").read_text())
+    assert (choice["runtime"], choice["precision"], choice["reason"]) == ("torch", "fp32",
+                                                                          "torch is the only runtime here")
