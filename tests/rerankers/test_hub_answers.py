@@ -21,8 +21,11 @@ class HubAnswers(BaseHTTPRequestHandler):
     """``/api/models/<org>/<name>[/revision/<rev>]``: 200 for org/ready, the Hub's error codes for the others."""
 
     errors = {"org/gated": (403, "GatedRepo"), "org/missing": (404, "RepoNotFound")}
+    #: the headers of each request, in order
+    seen: list[dict[str, str]] = []
 
     def do_GET(self):  # noqa: N802 (the http.server API)
+        HubAnswers.seen.append({k.lower(): v for k, v in self.headers.items()})
         parts = self.path.split("?")[0].removeprefix("/api/models/").split("/")
         repo = "/".join(parts[:2])
         if len(parts) > 3 and parts[2] == "revision" and parts[3] == "nope":
@@ -140,3 +143,46 @@ def test_weights_status_says_where_the_weights_are(tmp_path, tiny_ce_path, monke
     monkeypatch.setitem(hub.BUNDLED, "org/packaged", ("fake_weights", "tiny"))
     assert weights_status("org/packaged", cache_folder=str(tmp_path)) == "bundled"
     assert find_local("org/packaged", cache_folder=str(tmp_path)).location == str(tiny_ce_path)
+
+
+def test_the_token_given_reaches_the_hub(online_hub, tmp_path):
+    HubAnswers.seen.clear()
+    resolve_model("org/ready", cache_folder=str(tmp_path), token="hf_given_token", timeout=5)
+    assert HubAnswers.seen and HubAnswers.seen[-1].get("authorization") == "Bearer hf_given_token"
+
+
+def test_a_path_from_the_root_is_a_path_even_with_one_slash():
+    with raises_exactly(ModelNotFoundError, "model directory '/nonexistent-model' does not exist"):
+        find_local("/nonexistent-model")
+
+
+def test_a_bundled_package_whose_folder_holds_no_model_is_not_bundled(tmp_path, monkeypatch):
+    package = tmp_path / "pkg"
+    package.mkdir()
+    (tmp_path / "empty").mkdir()
+    (package / "fake_empty_weights.py").write_text(f"def get_model_path():\n    return {str(tmp_path / 'empty')!r}\n")
+    monkeypatch.syspath_prepend(str(package))
+    monkeypatch.delitem(sys.modules, "fake_empty_weights", raising=False)
+    monkeypatch.setitem(hub.BUNDLED, "org/hollow", ("fake_empty_weights", "tiny"))
+    assert weights_status("org/hollow", cache_folder=str(tmp_path)) == "download needed"
+
+
+def cached(cache, repo, revision="abc123"):
+    """A model in the Hugging Face cache's layout: a snapshot named by its commit, and refs/main pointing at it."""
+    folder = cache / f"models--{repo.replace('/', '--')}"
+    (folder / "snapshots" / revision).mkdir(parents=True)
+    (folder / "snapshots" / revision / "config.json").write_text("{}")
+    (folder / "refs").mkdir()
+    (folder / "refs" / "main").write_text(revision)
+    return folder / "snapshots" / revision
+
+
+def test_a_model_in_the_cache_folder_given_is_found_there_at_the_revision_asked(tmp_path, monkeypatch):
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    snapshot = cached(tmp_path / "cache", "org/cached")
+    assert weights_status("org/cached", cache_folder=str(tmp_path / "cache")) == "Hugging Face cache"
+    assert weights_status("org/cached") == "download needed"  # not in the default cache
+    assert find_local("org/cached", cache_folder=str(tmp_path / "cache"), revision="abc123").location == str(snapshot)
+    assert hub.not_here("org/cached", cache_folder=str(tmp_path / "cache")) is None
+    assert hub.not_here("org/cached", cache_folder=str(tmp_path / "cache"), revision="other") == (
+        "the weights of 'org/cached' are not on this machine and HF_HUB_OFFLINE is set")
