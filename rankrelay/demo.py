@@ -21,7 +21,7 @@ from typing import TYPE_CHECKING, Any
 
 from rankrelay import __version__
 from rankrelay.config import PRESETS
-from rankrelay.errors import ModelNotFoundError, RankRelayError
+from rankrelay.errors import InvalidInputError, ModelNotFoundError, RankRelayError
 from rankrelay.hashing import short_hash
 from rankrelay.hub import find_local
 from rankrelay.rerankers import FallbackReranker
@@ -92,18 +92,21 @@ def build_retriever(docs: list[Document] | None, key: str, notify: Notify = logg
 
     folder = default_cache_dir() / f"demo-{key}-v{__version__}"  # beside the converted graphs, same folder
     if (folder / "dense" / "manifest.json").exists() and (folder / "bm25" / "bm25.json").exists() and not rebuild:
-        notify(f"using the cached index in {folder}")
-        dense = DenseRetriever.load(folder / "dense", device="cpu")
-        bm25 = BM25Retriever.load(folder / "bm25")
-    else:
-        docs = stdlib_passages() if docs is None else docs
-        if not docs:
-            raise RankRelayError("the demo corpus is empty")
-        notify(f"indexing {len(docs)} passages (once; cached in {folder}) ...")
-        dense = DenseRetriever.build(docs, model=BI_ENCODER, device="cpu", show_progress=show_progress)
-        bm25 = BM25Retriever.build(docs)
-        dense.save(folder / "dense")
-        bm25.save(folder / "bm25")
+        try:
+            dense = DenseRetriever.load(folder / "dense", device="cpu")
+            bm25 = BM25Retriever.load(folder / "bm25")
+            notify(f"using the cached index in {folder}")
+            return HybridRetriever([dense, bm25])
+        except (InvalidInputError, OSError) as exc:  # damaged or cut short: it is only a cache
+            logger.warning("the cached demo index in %s cannot be read (%s); building it again", folder, exc)
+    docs = stdlib_passages() if docs is None else docs
+    if not docs:
+        raise RankRelayError("the demo corpus is empty")
+    notify(f"indexing {len(docs)} passages (once; cached in {folder}) ...")
+    dense = DenseRetriever.build(docs, model=BI_ENCODER, device="cpu", show_progress=show_progress)
+    bm25 = BM25Retriever.build(docs)
+    dense.save(folder / "dense")
+    bm25.save(folder / "bm25")
     return HybridRetriever([dense, bm25])
 
 

