@@ -425,14 +425,19 @@ def test_auto_measures_a_model_on_the_instruction_it_was_given(lm_paths):
     assert all("Find causes" in q for q, _ in rr._sample_inputs())
 
 
-def test_a_family_whose_prompt_needs_a_special_token_the_tokenizer_lacks_is_refused_naming_it(lm_paths, tmp_path):
-    folder = tmp_path / "gemma-without-bos"
-    shutil.copytree(lm_paths["gemma"], folder)
+def without_token(source, folder, token):
+    """A copy of the model at ``source`` whose tokenizer has no ``token`` (``bos_token``, ``pad_token``)."""
+    shutil.copytree(source, folder)
     for name in ("tokenizer_config.json", "special_tokens_map.json"):
         if (folder / name).exists():
             config = json.loads((folder / name).read_text())
-            config["bos_token"] = None
+            config[token] = None
             (folder / name).write_text(json.dumps(config))
+    return folder
+
+
+def test_a_family_whose_prompt_needs_a_special_token_the_tokenizer_lacks_is_refused_naming_it(lm_paths, tmp_path):
+    folder = without_token(lm_paths["gemma"], tmp_path / "gemma-without-bos", "bos_token")
     with raises_exactly(ModelLoadError, "the bge-reranker-gemma prompt needs the tokenizer's <bos> token; this "
                                         "tokenizer has none"):
         load_reranker(f"bge-reranker-gemma:{folder}", device="cpu").warm_up()
@@ -440,13 +445,7 @@ def test_a_family_whose_prompt_needs_a_special_token_the_tokenizer_lacks_is_refu
 
 def test_a_tokenizer_without_a_pad_token_pads_with_its_end_token_and_scores_the_same(lm_paths, tmp_path):
     """Padding is masked out: which id pads changes no score, but a tokenizer without one must still batch."""
-    folder = tmp_path / "qwen3-without-pad"
-    shutil.copytree(lm_paths["qwen3"], folder)
-    for name in ("tokenizer_config.json", "special_tokens_map.json"):
-        if (folder / name).exists():
-            config = json.loads((folder / name).read_text())
-            config["pad_token"] = None
-            (folder / name).write_text(json.dumps(config))
+    folder = without_token(lm_paths["qwen3"], tmp_path / "qwen3-without-pad", "pad_token")
     rr = load_reranker(f"qwen3-reranker:{folder}", device="cpu")
     rr.warm_up()
     assert rr.encoder.tokenizer.pad_token_id is None and rr.encoder.pad_id == rr.encoder.tokenizer.eos_token_id
