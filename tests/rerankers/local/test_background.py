@@ -124,3 +124,27 @@ def test_the_child_measures_what_it_was_sent_and_writes_the_choice(tmp_path, mon
     choice = json.loads((tmp_path / "choice.json").read_text())
     assert (choice["runtime"], choice["precision"], choice["reason"]) == ("torch", "fp32",
                                                                           "torch is the only runtime here")
+
+
+def test_the_switch_serves_on_the_chosen_runtime_from_the_next_pass_and_a_torch_choice_changes_nothing(
+        tiny_ce_path, tmp_path, caplog):
+    """What the measuring thread does with the choice, done here in the test's thread."""
+    from numerics import CROSS_RUNTIME, assert_ranking_follows
+
+    from rankrelay.rerankers.local.auto_runtime import RuntimeChoice
+
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="torch", cache_dir=str(tmp_path))
+    query, docs = "why does a wing stall", ["lift of the wing", "paris in spring", "the stall angle of a wing"]
+    on_torch = rr.rerank(query, docs)
+    identity, encoder = rr._identity, rr._encoder
+    rr._switch_runtime(RuntimeChoice("torch", "fp32", "torch is the fastest here"))
+    assert (rr.runtime, rr._identity, rr._encoder) == ("torch", identity, encoder)
+    assert rr.runtime_choice.reason == "torch is the fastest here"
+    with caplog.at_level(logging.INFO, "rankrelay.rerankers.local.background"):
+        rr._switch_runtime(RuntimeChoice("onnx", "fp32", "onnx is 2x"))
+    assert (rr.runtime, rr.precision, rr.runtime_choice.runtime) == ("onnx", "fp32", "onnx")
+    assert rr._identity == identity.replace("|torch|", "|onnx|") and rr.agreement.top10_overlap == 1.0
+    assert rr._encoder is not encoder  # built on a copy: the serving model was never touched
+    assert any(f"{rr.model} now runs on onnx fp32: onnx is 2x" in r.getMessage() for r in caplog.records)
+    assert_ranking_follows(rr.rerank(query, docs).indices, [r.score for r in sorted(on_torch, key=lambda r: r.index)],
+                           CROSS_RUNTIME)
