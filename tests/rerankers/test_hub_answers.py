@@ -142,7 +142,9 @@ def test_weights_status_says_where_the_weights_are(tmp_path, tiny_ce_path, monke
     monkeypatch.delitem(sys.modules, "fake_weights", raising=False)  # one from an earlier run of the suite in-process
     monkeypatch.setitem(hub.BUNDLED, "org/packaged", ("fake_weights", "tiny"))
     assert weights_status("org/packaged", cache_folder=str(tmp_path)) == "bundled"
-    assert find_local("org/packaged", cache_folder=str(tmp_path)).location == str(tiny_ce_path)
+    bundled = find_local("org/packaged", cache_folder=str(tmp_path))
+    assert (bundled.name, bundled.location, bundled.source) == ("org/packaged", str(tiny_ce_path), "bundled")
+    assert find_local(str(tiny_ce_path)).name == str(tiny_ce_path)
 
 
 def test_the_token_given_reaches_the_hub(online_hub, tmp_path):
@@ -182,7 +184,9 @@ def test_a_model_in_the_cache_folder_given_is_found_there_at_the_revision_asked(
     snapshot = cached(tmp_path / "cache", "org/cached")
     assert weights_status("org/cached", cache_folder=str(tmp_path / "cache")) == "Hugging Face cache"
     assert weights_status("org/cached") == "download needed"  # not in the default cache
-    assert find_local("org/cached", cache_folder=str(tmp_path / "cache"), revision="abc123").location == str(snapshot)
+    found = find_local("org/cached", cache_folder=str(tmp_path / "cache"), revision="abc123")
+    assert (found.name, found.location, found.source) == ("org/cached", str(snapshot), "cache")
+    assert resolve_model("org/cached", cache_folder=str(tmp_path / "cache"), revision="abc123") == found
     assert hub.not_here("org/cached", cache_folder=str(tmp_path / "cache")) is None
     assert hub.not_here("org/cached", cache_folder=str(tmp_path / "cache"), revision="other") == (
         "the weights of 'org/cached' are not on this machine and HF_HUB_OFFLINE is set")
