@@ -62,6 +62,8 @@ class AutoMeasured:
 
         def warm_up(self) -> None: ...
 
+        def identity_of(self, fingerprint: str, planner: Any) -> str: ...
+
         def _compile(self, encoder: Any, location: str, fingerprint: str, runtime: str | None = None,
                      min_agreement: float | None = None, reference: Any = None) -> tuple[Any, Any]: ...
 
@@ -98,16 +100,13 @@ class AutoMeasured:
             with self._score_lock:  # between two scoring passes
                 self._encoder, self._forward, self.agreement = encoder, forward, agreement
                 self.runtime, self.precision = choice.runtime, choice.precision
-                assert self._planner is not None
-                self._identity = (f"{self.name}|{fingerprint}|{self.runtime}|{self.precision}|"
-                                  f"{self._planner.max_length}")
+                self._identity = self.identity_of(fingerprint, self._planner)
                 self._runtime_changed()
         self.runtime_choice = choice
         logger.info("%s now runs on %s %s: %s", self.model, choice.runtime, choice.precision, choice.reason)
 
     def _runtime_changed(self) -> None:
         """Forget what was computed on the previous runtime (a subclass's own caches)."""
-
 
 
 class Measurement:

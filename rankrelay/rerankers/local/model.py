@@ -288,7 +288,7 @@ class LocalModelReranker(AutoMeasured, BudgetedScoring, BaseReranker):
                     encoder.to(torch_dtype("fp32"))
                 self.runtime, self.precision = "torch", "fp32"
                 self._forward, self.agreement = TorchForward(encoder, self.output), None
-            self._identity = f"{self.name}|{fingerprint}|{self.runtime}|{self.precision}|{planner.max_length}"
+            self._identity = self.identity_of(fingerprint, planner)
             self._planner = planner
             self._encoder = encoder
             self._where = (location, fingerprint)
@@ -313,6 +313,10 @@ class LocalModelReranker(AutoMeasured, BudgetedScoring, BaseReranker):
     def loaded(self) -> bool:
         """True once :meth:`warm_up` has loaded the model."""
         return self._encoder is not None
+
+    def identity_of(self, fingerprint: str, planner: PassagePlanner) -> str:
+        """What the score cache keys this model's scores by: its files, runtime, precision and window."""
+        return f"{self.name}|{fingerprint}|{self.runtime}|{self.precision}|{planner.max_length}"
 
     @property
     def encoder(self) -> Any:
