@@ -31,6 +31,8 @@ def bench(
     use_ray: Annotated[bool, typer.Option("--ray", help="Score on Ray Data, one model per actor "
                                                         "(RAY_ADDRESS joins a cluster, else Ray starts here).")]
     = False,
+    strict: Annotated[bool, typer.Option(help="Fail when a backend cannot run here (weights not on this machine, "
+                                               "a missing extra) instead of leaving it out with a warning.")] = False,
     quiet: QuietOption = False,
 ) -> None:
     """Score several backends on the same candidates: metrics, significance, agreement, latency."""
@@ -50,7 +52,7 @@ def bench(
                                   f"got {queries!r}")
             chosen = int(queries)
         result = compare(dataset, candidates, specs, depth=depth, queries=chosen, out=out, split=split,
-                         progress=progress_shown(quiet), use_ray=use_ray)
+                         progress=progress_shown(quiet), use_ray=use_ray, strict=strict)
     except RankRelayError as exc:
         raise fail(exc) from None
     metrics = ("ndcg@10", "mrr@10", "recall@100")

@@ -4,7 +4,7 @@ agreement, latency and disagreements, written as ``report.json`` and ``report.md
 Example (a BEIR folder, BM25 candidates, two reference backends)::
 
     from rankrelay.evaluation import compare
-    c = compare("../shared/data/cranfield", "bm25", ["identity", "random", "minilm-l6"], out="report/")
+    c = compare("path/to/beir-folder", "bm25", ["identity", "random", "minilm-l6"], out="report/")
     c.metrics["minilm-l6"]["ndcg@10"], c.warnings     # also report/report.md and report/report.json
 """
 
@@ -20,7 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
-from rankrelay.errors import InvalidInputError
+from rankrelay.errors import InvalidInputError, MissingDependencyError, ModelNotFoundError
 from rankrelay.evaluation.comparison import (
     BASELINE,
     BackendRun,
@@ -95,17 +95,30 @@ def _target(item: Any) -> tuple[Any, float | None]:
     return (options if options else item), budget_ms
 
 
-def load_backends(backends: Sequence[Any], use_ray: bool = False) -> dict[str, Any]:
+#: what a backend that cannot run on this machine raises at load: without ``strict`` it is skipped, with why (a
+#: typo or a bad option is never skipped)
+CANNOT_LOAD_HERE = (ModelNotFoundError, MissingDependencyError)
+
+
+def load_backends(backends: Sequence[Any], use_ray: bool = False, *,
+                  skipped: dict[str, str] | None = None) -> dict[str, Any]:
     """Every backend built and warmed before the first query, so a missing model or a typo fails in seconds,
-    before any work (on Ray, where actors load the models, the specs are checked)."""
+    before any work (on Ray, where actors load the models, the specs are checked). Given ``skipped``, a backend
+    that cannot load here (:data:`CANNOT_LOAD_HERE`) is recorded in it (name -> why) instead of failing."""
     loaded: dict[str, Any] = {}
     for item in backends:
         target, _ = _target(item)
-        if use_ray:
-            check_spec(target)
+        try:
+            if use_ray:
+                check_spec(target)
+                continue
+            reranker = load_chain_item(target)
+            reranker.warm_up()  # loading a model is not a query's latency
+        except CANNOT_LOAD_HERE as exc:
+            if skipped is None:
+                raise
+            skipped[backend_name(item)] = f"{type(exc).__name__}: {exc}"
             continue
-        reranker = load_chain_item(target)
-        reranker.warm_up()  # loading a model is not a query's latency
         loaded[backend_name(item)] = reranker
     return loaded
 
@@ -286,6 +299,7 @@ def compare(
     progress: bool = True,
     prices: dict[str, float] | None = None,
     use_ray: bool = False,
+    strict: bool = True,
 ) -> Comparison:
     """Score several backends on the same candidates.
 
@@ -301,6 +315,9 @@ def compare(
             backends are costed by their compute time.
         use_ray: score each backend's queries on Ray Data (one model per actor; ``RAY_ADDRESS`` joins a
             cluster), each query timed on its actor; backends must be given as specs.
+        strict: a backend that cannot load here (weights not on this machine offline, a missing extra) fails the
+            comparison before any work; with ``False`` it is left out with a warning and a row in the report's
+            ``skipped`` saying why (``rankrelay bench`` without ``--strict``). A typo always fails.
     """
     data = dataset if isinstance(dataset, BeirDataset) else load_beir(dataset, split)
     qids = data.judged_queries()
@@ -314,7 +331,11 @@ def compare(
         if missing:
             raise InvalidInputError(f"unknown query ids: {missing[:5]}")
         qids = list(queries)
-    loaded = load_backends(backends, use_ray)  # before any work: a missing model fails in seconds
+    skipped: dict[str, str] = {}
+    loaded = load_backends(backends, use_ray, skipped=None if strict else skipped)  # before any work
+    backends = [item for item in backends if backend_name(item) not in skipped]
+    if not backends:
+        raise ModelNotFoundError(f"no backend can run here: {'; '.join(f'{n}: {w}' for n, w in skipped.items())}")
     folder = Path(out) if out is not None else None
     if folder is not None:
         (folder / "runs").mkdir(parents=True, exist_ok=True)
@@ -340,7 +361,7 @@ def compare(
         if not any(reranker is item for item in backends):  # a caller's reranker is the caller's to close
             reranker.close()
 
-    warnings = []
+    warnings = [f"{name} was not compared: it cannot run here ({why})" for name, why in skipped.items()]
     for name, r in list(runs.items()):
         if r.failures and not r.rankings:  # the others are still compared, and the report written
             warnings.append(f"{name} failed on every query ({next(iter(r.failures.values()))}); it is left out "
@@ -367,7 +388,7 @@ def compare(
         latency=latency, disagreements=_disagreements(all_runs, data, per_query), warnings=warnings,
         drilldown=drilldown(all_runs, data, per_query),
         calibration={n: c for n, r in runs.items() if (c := _calibration(r, data, scored_q))},
-        pareto=pareto_rows(metrics, latency, runs),
+        pareto=pareto_rows(metrics, latency, runs), skipped=skipped,
     )
     if folder is not None:
         write_report(comparison, folder)

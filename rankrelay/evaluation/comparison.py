@@ -111,6 +111,8 @@ class Comparison:
     #: per query: its text, each backend's top 10, the first-stage rank and grade of those documents, their
     #: text (a snippet) and the query's nDCG@10 per backend (the HTML report's drill-down)
     drilldown: list[dict[str, Any]] = field(default_factory=list)
+    #: backends left out because they cannot run here (weights not on this machine, a missing extra): name -> why
+    skipped: dict[str, str] = field(default_factory=dict)
 
     def to_dict(self) -> dict[str, Any]:
         """report.json (``version`` 2 added ``normalization`` and ``drilldown``)."""
@@ -127,6 +129,7 @@ class Comparison:
             "per_query": self.per_query,
             "normalization": {n: r.normalization for n, r in self.runs.items()},
             "drilldown": self.drilldown,
+            "skipped": self.skipped,
         }
 
     @classmethod
@@ -145,7 +148,8 @@ class Comparison:
                    significance=data.get("significance", []), agreement=data.get("agreement", []),
                    latency=data.get("latency", {}), disagreements=data.get("disagreements", []),
                    warnings=data.get("warnings", []), calibration=data.get("calibration", {}),
-                   pareto=data.get("pareto", []), drilldown=data.get("drilldown", []))
+                   pareto=data.get("pareto", []), drilldown=data.get("drilldown", []),
+                   skipped=data.get("skipped", {}))
 
 
 def wins_ties_losses(per_query: dict[str, dict[str, dict[str, float]]], a: str, b: str,

@@ -49,7 +49,8 @@ def markdown(c: Comparison) -> str:
     parts.append("## Metrics\n" + table(
         ["backend", *METRICS],
         [[n, *[f"{c.metrics[n][m]:.4f}{mark(n, m) if m in ('ndcg@10', 'mrr@10') else ''}" for m in METRICS]]
-         for n in c.metrics]))
+         for n in c.metrics] + [[n, f"not compared: {why}", *[""] * (len(METRICS) - 1)]
+                                for n, why in c.skipped.items()]))
     parts.append("## Significance (all pairs)\n" + table(
         ["a", "b", "metric", "delta", "p", "p (BH)", "significant"],
         [[s["a"], s["b"], s["metric"], s["delta"], s["p_value"], s["p_adjusted"], "yes" if s["significant"] else ""]

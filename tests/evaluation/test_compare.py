@@ -299,3 +299,43 @@ def test_bench_names_the_html_report(beir, backends, tmp_path):
                                    str(tmp_path / "cands.trec"), "--out", str(tmp_path / "r"), "-q"])
     assert out.exit_code == 0, out.output
     assert f"report: {tmp_path / 'r' / 'report.html'}, " in " ".join(out.output.split())
+
+
+def test_without_strict_a_backend_that_cannot_run_here_is_left_out_with_a_row_saying_why(beir, backends, tmp_path):
+    absent = tmp_path / "no-such-model"
+    out = tmp_path / "report"
+    c = compare(beir, "bm25", ["oracle", f"cross-encoder:{absent}"], out=out, progress=False, strict=False)
+    name = f"cross-encoder:{absent}"
+    assert list(c.metrics) == ["first-stage", "oracle"] and Oracle.calls > 0
+    assert list(c.skipped) == [name] and c.skipped[name].startswith("ModelNotFoundError: ")
+    assert c.warnings[0] == f"{name} was not compared: it cannot run here ({c.skipped[name]})"
+    report = json.loads((out / "report.json").read_text())
+    assert report["skipped"] == c.skipped
+    md = (out / "report.md").read_text()
+    assert f"| {name} | not compared: ModelNotFoundError: " in md
+    html = (out / "report.html").read_text()
+    assert '<tr class="skipped"><td class="text">' + name in html and "not compared: ModelNotFoundError" in html
+
+
+def test_without_strict_a_typo_still_fails_and_nothing_to_compare_fails(beir, backends, tmp_path):
+    from rankrelay import ModelNotFoundError, UnknownBackendError
+
+    with pytest.raises(UnknownBackendError):
+        compare(beir, "bm25", ["oracle", "balnced"], out=tmp_path / "r", progress=False, strict=False)
+    with pytest.raises(ModelNotFoundError, match=r"^no backend can run here: cross-encoder:.*no-such: "
+                                                 r"ModelNotFoundError: "):
+        compare(beir, "bm25", [f"cross-encoder:{tmp_path / 'no-such'}"], out=tmp_path / "r2", progress=False,
+                strict=False)
+    assert Oracle.calls == 0
+
+
+def test_bench_leaves_out_what_cannot_run_here_unless_strict(beir, backends, tmp_path):
+    absent = f"cross-encoder:{tmp_path / 'absent'}"
+    args = ["bench", "--dataset", str(beir), "--backends", f"oracle,{absent}", "-q"]
+    lenient = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "a")])
+    assert lenient.exit_code == 0, lenient.output
+    said = "".join(lenient.output.split())  # the console wraps long paths
+    assert f"warning:{absent}wasnotcompared:itcannotrunhere(ModelNotFoundError" in said
+    calls = Oracle.calls
+    strict = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b"), "--strict"])
+    assert strict.exit_code == 2 and "ModelNotFoundError" in strict.output and Oracle.calls == calls  # no work
