@@ -29,7 +29,7 @@ $(DEMO_STAMP): pyproject.toml
 	$(call install,$(DEMO_EXTRAS))
 	@touch $@
 
-# make demo DEMO_DATASET=../shared/data/cranfield: search a BEIR folder instead (with models/<name> when trained)
+# make demo DEMO_DATASET=path/to/cranfield: search a BEIR folder instead (with models/<name> when trained)
 DEMO_DATASET ?=
 demo: $(DEMO_STAMP)
 	$(BIN)/rankrelay demo $(if $(DEMO_DATASET),--dataset $(DEMO_DATASET))

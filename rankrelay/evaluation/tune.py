@@ -14,7 +14,7 @@ read.
 Example::
 
     from rankrelay.evaluation.tune import tune
-    result = tune("../shared/data/cranfield", budget_ms=1000, models=["tinybert-l2", "models/cranfield"],
+    result = tune("path/to/cranfield", budget_ms=1000, models=["tinybert-l2", "models/cranfield"],
                   out="tuned.toml")
     result.recommended, result.rows[0]
 """

@@ -10,7 +10,7 @@ recipe (binary labels, no teacher).
 Example (a BEIR folder; writes the model, split.json, calibration.json, README.md and report/)::
 
     from rankrelay.training import train
-    report = train("../shared/data/cranfield", base="all-minilm-l6", out="models/cranfield")
+    report = train("path/to/cranfield", base="all-minilm-l6", out="models/cranfield")
     report["test"]["ndcg@10"], report["test"]["first_stage_ndcg@10"]
 """
 
