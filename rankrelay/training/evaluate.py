@@ -26,6 +26,8 @@ except ImportError:  # sentence-transformers 5.x
 from rankrelay.calibration import Calibration, expected_calibration_error
 from rankrelay.evaluation.data import BeirDataset, Ranking, write_trec
 from rankrelay.evaluation.metrics import evaluate
+from rankrelay.progress import EVERY_S
+from rankrelay.progress import logger as progress_logger
 from rankrelay.training.examples import TrainList
 
 logger = logging.getLogger(__name__)
@@ -79,6 +81,30 @@ class DevEvaluator(BaseEvaluator):
     @property
     def description(self) -> str:
         return "rankrelay dev reranking"
+
+
+class ProgressLines(TrainerCallback):
+    """Off a terminal (a CI log, ``| tee``), where the trainer's bars are off: a line on ``rankrelay.progress``
+    at most every ``every_s`` seconds and one at the last step, saying the step, of how many, and the time so far.
+
+    ``clock`` reads seconds (a fake one in tests).
+    """
+
+    def __init__(self, every_s: float = EVERY_S, clock: Callable[[], float] = time.monotonic) -> None:
+        self.every_s = every_s
+        self.clock = clock
+        self.start = self.last = clock()
+
+    def on_train_begin(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        self.start = self.last = self.clock()
+
+    def on_step_end(self, args: Any, state: Any, control: Any, **kwargs: Any) -> None:
+        now = self.clock()
+        total = max(1, state.max_steps)
+        if now - self.last >= self.every_s or state.global_step >= total:
+            self.last = now
+            progress_logger.info("training: step %d/%d (%d%%), %.0f s", state.global_step, total,
+                                 100 * state.global_step // total, now - self.start)
 
 
 TRAIN_TIME_FILE = "rankrelay_train_s.json"

@@ -19,6 +19,7 @@ from __future__ import annotations
 import json
 import logging
 import os
+import sys
 import time
 from collections.abc import Callable
 from dataclasses import asdict, dataclass, field
@@ -169,7 +170,7 @@ def train(dataset: str | os.PathLike[str], out: str | os.PathLike[str], *,
     """
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
 
-    from rankrelay.training.evaluate import DevEvaluator, TimeLimit, finish
+    from rankrelay.training.evaluate import DevEvaluator, ProgressLines, TimeLimit, finish
 
     opts = TrainOptions(**options)
     opts.check()
@@ -204,21 +205,24 @@ def train(dataset: str | os.PathLike[str], out: str | os.PathLike[str], *,
     dev = DevEvaluator(data, split["dev"], candidates, batch_size=64)
     per_epoch = max(1, -(-len(train_set) // opts.batch_size))
     every = max(1, per_epoch // max(1, opts.evals_per_epoch))
+    terminal = sys.stderr.isatty()
     args = CrossEncoderTrainingArguments(
         output_dir=str(out / "checkpoints"), num_train_epochs=opts.epochs, per_device_train_batch_size=opts.batch_size,
         learning_rate=opts.learning_rate, warmup_steps=0.1, seed=opts.seed, data_seed=opts.seed,
         eval_strategy="steps", eval_steps=every, save_strategy="steps", save_steps=every, save_total_limit=2,
         load_best_model_at_end=True, metric_for_best_model="eval_dev_ndcg@10", greater_is_better=True,
         logging_steps=max(1, every // 4), report_to="none", use_cpu=opts.device == "cpu",
-        disable_tqdm=not opts.progress, dataloader_num_workers=0,
+        disable_tqdm=not (opts.progress and terminal), dataloader_num_workers=0,
     )
     checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     resume = str(checkpoints[-1]) if checkpoints else None
     if resume:
         logger.info("resuming from %s", resume)
     limit = TimeLimit.resuming(opts.max_minutes, resume, clock=clock)
+    lines = [ProgressLines()] if opts.progress and not terminal else []  # the trainer's bars are for terminals
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train_set,
-                                  loss=_loss(model, opts.loss, opts.batch_size), evaluator=dev, callbacks=[limit])
+                                  loss=_loss(model, opts.loss, opts.batch_size), evaluator=dev,
+                                  callbacks=[limit, *lines])
     trainer.train(resume_from_checkpoint=resume)
     train_seconds = limit.elapsed - limit.before
     model.save_pretrained(str(out))

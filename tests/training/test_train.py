@@ -237,3 +237,35 @@ def test_max_minutes_stops_training_early_with_the_last_step_evaluated_and_the_m
     assert report["timings"]["train_s"] > 60.0
     assert max(step for step, _ in report["dev_curve"]) == steps  # evaluated where it stopped
     assert load_reranker(f"cross-encoder:{out}").rerank("lift on a wing", ["wing lift", "paris"])
+
+
+def test_off_a_terminal_training_says_its_step_every_few_seconds_and_at_the_last(caplog):
+    import logging
+
+    from transformers import TrainerControl, TrainerState
+
+    from rankrelay.testing import FakeClock
+    from rankrelay.training.evaluate import ProgressLines
+
+    clock = FakeClock(start=100.0)
+    lines = ProgressLines(every_s=5.0, clock=clock)
+    state = TrainerState(global_step=0, max_steps=42)
+    lines.on_train_begin(None, state, TrainerControl())
+    caplog.set_level(logging.INFO, logger="rankrelay.progress")
+    for step in range(1, 43):  # a step every 1.5 s: a line at 6 s, 12 s, ..., 60 s, and at the last step
+        clock.sleep(1.5)
+        state.global_step = step
+        lines.on_step_end(None, state, TrainerControl())
+    said = [r.getMessage() for r in caplog.records if r.name == "rankrelay.progress"]
+    assert said[:2] == ["training: step 4/42 (9%), 6 s", "training: step 8/42 (19%), 12 s"]
+    assert len(said) == 11 and said[-2:] == ["training: step 40/42 (95%), 60 s", "training: step 42/42 (100%), 63 s"]
+
+
+def test_training_off_a_terminal_logs_progress_lines_instead_of_bars(beir, tmp_path, tiny_bi_path, caplog):
+    import logging
+
+    caplog.set_level(logging.INFO, logger="rankrelay.progress")
+    train(beir, tmp_path / "lines", base=tiny_bi_path, retriever_model=tiny_bi_path,
+          **{**OPTIONS, "epochs": 1, "pseudo_queries": 0, "progress": True})  # pytest's stderr is not a terminal
+    said = [r.getMessage() for r in caplog.records if r.name == "rankrelay.progress"]
+    assert said and said[-1].startswith("training: step ") and " (100%), " in said[-1]
