@@ -7,7 +7,7 @@ STAMP  := $(VENV)/.rankrelay-installed
 TORCH  ?= torch==2.13.0
 
 COHERE5 := .venv-cohere5
-.PHONY: docs demo test test-ray test-slow typecheck test-cohere5 browser postgres lint bench clean mutation mutation-sample mutation-map
+.PHONY: docs docs-serve demo test test-ray test-slow typecheck test-cohere5 browser postgres lint bench clean mutation mutation-sample mutation-map
 
 # `make demo` installs what the demo needs (a fresh clone searches within minutes); `make test` adds the rest.
 DEMO_EXTRAS := local,retrieval,minilm,cohere
@@ -104,9 +104,13 @@ postgres:
 	else echo "no PostgreSQL here and no root to install it: the PostgreSQL store's tests will be skipped"; fi
 
 # The documentation site into site/ (strict: a broken link or reference fails); the CLI and API reference pages
-# are generated from the typer app and the docstrings. `.venv/bin/mkdocs serve` previews it.
+# are generated from the typer app and the docstrings. `make docs-serve` previews it.
+# NO_MKDOCS_2_WARNING: Material's notice about MkDocs 2.0, which says nothing about this site, is not printed.
 docs: $(STAMP)
 	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs build --strict --quiet
+
+docs-serve: $(STAMP)
+	NO_MKDOCS_2_WARNING=1 $(BIN)/mkdocs serve
 
 lint: $(STAMP)
 	$(BIN)/ruff check rankrelay tests benchmarks

@@ -282,3 +282,17 @@ def test_every_shell_command_of_a_page_runs_offline_as_written_or_as_its_offline
             continue
         result = CliRunner().invoke(app, words, terminal_width=200)
         assert result.exit_code == 0, f"rankrelay {' '.join(words)}\n{result.output[-3000:]}"
+
+
+def test_code_blocks_wrap_and_the_text_column_fits_1400_px(site):
+    css = (site / "stylesheets" / "extra.css").read_text(encoding="utf-8")
+    assert "white-space: pre-wrap" in css and "max-width: 1400px" in css
+    assert 'href="stylesheets/extra.css"' in (site / "index.html").read_text(encoding="utf-8")
+
+
+def test_wherever_mkdocs_is_run_for_a_reader_materials_notice_is_off():
+    recipes = [line for line in (ROOT / "Makefile").read_text().splitlines() if "mkdocs " in line
+               and line.startswith("\t")]
+    assert len(recipes) >= 2 and all("NO_MKDOCS_2_WARNING=1" in line for line in recipes)
+    told = [p for p in PAGES if re.search(r"(?<!make )\bmkdocs (serve|build)", (ROOT / p).read_text("utf-8"))]
+    assert told == []  # the pages say `make docs` / `make docs-serve`
