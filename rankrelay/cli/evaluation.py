@@ -59,7 +59,8 @@ def bench(
     typer.echo(table(["backend", *metrics], [[n, *(m[k] for k in metrics)] for n, m in result.metrics.items()]))
     typer.echo(table(["backend", "p50 ms", "nDCG@10", "Pareto front", "reranked / query"],
                      [[r["backend"], r["p50_ms"], r["ndcg@10"], "yes" if r["front"] else "",
-                       "" if r["reranked_mean"] is None else f"{r['reranked_mean']:.1f}"] for r in result.pareto]))
+                       "" if r["reranked_mean"] is None else f"{r['reranked_mean']:.1f}"] for r in result.pareto],
+                     optional=("reranked / query",)))
     for warning in result.warnings:
         err_console.print(f"[yellow]warning:[/] {escape(warning)}", highlight=False)
     console.print(f"report: {out / 'report.html'}, {out / 'report.md'} and {out / 'report.json'}", highlight=False)

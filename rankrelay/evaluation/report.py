@@ -23,8 +23,11 @@ def _cell(value: Any) -> str:
     return str(value).replace("|", "\\|").replace("\n", " ")
 
 
-def table(header: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
-    """A Markdown table."""
+def table(header: Sequence[str], rows: Sequence[Sequence[Any]], optional: Sequence[str] = ()) -> str:
+    """A Markdown table; a column named in ``optional`` is left out when none of its cells holds anything."""
+    empty = {i for i, name in enumerate(header) if name in optional and all(row[i] in ("", None) for row in rows)}
+    header = [h for i, h in enumerate(header) if i not in empty]
+    rows = [[v for i, v in enumerate(row) if i not in empty] for row in rows]
     lines = ["| " + " | ".join(header) + " |", "|" + "---|" * len(header)]
     lines += ["| " + " | ".join(_cell(v) for v in row) + " |" for row in rows]
     return "\n".join(lines)
@@ -78,7 +81,7 @@ def markdown(c: Comparison) -> str:
                          [[r["backend"], r["p50_ms"], f"{r['ndcg@10']:.4f}", "**yes**" if r["front"] else "",
                            "" if r["reranked_mean"] is None else f"{r['reranked_mean']:.1f}",
                            "" if r["cache_hit_rate"] is None else f"{r['cache_hit_rate']:.0%}"]
-                          for r in c.pareto]))
+                          for r in c.pareto], optional=("reranked / query", "score-cache hits")))
     if c.calibration:
         parts.append("## Calibration (normalized scores as P(relevant))\n" + table(
             ["backend", "normalization", "ECE", "mean probability", "relevant share", "pairs"],

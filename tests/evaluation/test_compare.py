@@ -339,3 +339,19 @@ def test_bench_leaves_out_what_cannot_run_here_unless_strict(beir, backends, tmp
     calls = Oracle.calls
     strict = CliRunner().invoke(app, [*args, "--out", str(tmp_path / "b"), "--strict"])
     assert strict.exit_code == 2 and "ModelNotFoundError" in strict.output and Oracle.calls == calls  # no work
+
+
+def test_a_column_that_says_nothing_for_any_backend_is_left_out_and_shown_when_one_has_it(beir, backends, tmp_path):
+    from rankrelay.evaluation.report import table
+
+    assert table(["a", "b", "c"], [[1, "", ""], [2, None, 3]], optional=("b", "c")) == \
+        "| a | c |\n|---|---|\n| 1 |  |\n| 2 | 3 |"
+    assert table(["a", "b"], [[1, ""]]) == "| a | b |\n|---|---|\n| 1 |  |"  # only optional columns go
+    plain = CliRunner().invoke(app, ["bench", "--dataset", str(beir), "--backends", "identity,oracle", "-q",
+                                     "--out", str(tmp_path / "plain")])
+    assert plain.exit_code == 0 and "p50 ms" in plain.output and "reranked / query" not in plain.output
+    assert "reranked / query" not in (tmp_path / "plain" / "report.md").read_text()
+    cascade = CliRunner().invoke(app, ["bench", "--dataset", str(beir), "--backends",
+                                       "identity,cascade:first-stage>oracle@5", "-q", "--out", str(tmp_path / "c")])
+    assert cascade.exit_code == 0 and "reranked / query" in cascade.output
+    assert "| reranked / query |" in (tmp_path / "c" / "report.md").read_text()
