@@ -196,8 +196,10 @@ def demo(
     for out in run.results:
         console.print(render_result(out, title=f"{out.query!r} — served by {out.served_by}",
                                     first_ranks=[m["first_rank"] for m in out.movement]))
-        t = out.timings
         failed = ", ".join(f"{f['backend']} ({f['error']})" for f in out.info.get("fallbacks", []))
-        console.print(f"per query (batch of {len(run.results)}): retrieve {t['retrieve_ms']:.0f} ms, "
-                      f"rerank {t['rerank_ms']:.0f} ms, total {t['total_ms']:.0f} ms"
-                      + (f"; fell back past: {failed}" if failed else ""), highlight=False)
+        if failed:
+            console.print(f"fell back past: {failed}", highlight=False)
+    if run.results:  # the questions ran as one batch: one line for all of them
+        t = run.results[0].timings
+        console.print(f"per query (a batch of {len(run.results)}): retrieve {t['retrieve_ms']:.0f} ms, "
+                      f"rerank {t['rerank_ms']:.0f} ms, total {t['total_ms']:.0f} ms", highlight=False)

@@ -18,7 +18,8 @@ def beir(tmp_path):
     (folder / "qrels").mkdir(parents=True)
     (folder / "corpus.jsonl").write_text("".join(
         json.dumps({"_id": f"d{i}", "title": "", "text": t}) + "\n" for i, t in enumerate(TEXTS)))
-    (folder / "queries.jsonl").write_text(json.dumps({"_id": "1", "text": "why does a wing stall"}) + "\n")
+    (folder / "queries.jsonl").write_text(json.dumps({"_id": "1", "text": "why does a wing stall"}) + "\n"
+                                          + json.dumps({"_id": "2", "text": "lift and drag"}) + "\n")
     (folder / "qrels" / "test.tsv").write_text("query-id\tcorpus-id\tscore\n1\td0\t2\n")
     return folder
 
@@ -76,8 +77,10 @@ def test_demo_on_a_beir_folder(beir, tmp_path, monkeypatch):
     monkeypatch.setenv("HF_HUB_OFFLINE", "1")
     for key in ("CO_API_KEY", "COHERE_API_KEY", "RANKRELAY_COHERE_API_KEY"):
         monkeypatch.delenv(key, raising=False)
-    out = runner.invoke(app, ["demo", "--dataset", str(beir), "--questions", "1"])
+    out = runner.invoke(app, ["demo", "--dataset", str(beir), "--questions", "2"])
     assert out.exit_code == 0, out.output
+    assert out.output.count("served by bi-encoder") == 2  # a table per question
+    assert out.output.count("per query (a batch of 2): retrieve ") == 1  # the batch's timing, once
     assert "indexing 5 passages" in out.output and "not on this machine" in out.output
     assert "served by bi-encoder" in out.output and "retrieve" in out.output and "d0" in out.output
     again = runner.invoke(app, ["demo", "--dataset", str(beir), "--questions", "1"])
