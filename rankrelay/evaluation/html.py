@@ -16,6 +16,7 @@ Example:
 from __future__ import annotations
 
 import json
+import math
 import os
 import re
 from collections.abc import Sequence
@@ -97,15 +98,27 @@ def _charts(report: dict[str, Any], intervals: dict[str, dict[str, tuple[float, 
         charts["metrics"] = (bars + rules).properties(width=520, height=28 * len(metric_rows)).to_dict()
     pareto = [dict(r) for r in report.get("pareto", []) if r.get("p50_ms") is not None]
     if pareto:
+        # a log axis whose domain holds every point (a latency of 0 sits at the smallest one); each label inside
+        # the axes: right of its point in the left half, left of it in the right half
+        positive = [r["p50_ms"] for r in pareto if r["p50_ms"] > 0] or [1.0]
+        low, high = min(positive), max(positive)
+        for r in pareto:
+            r["x_ms"] = max(r["p50_ms"], low)
+            r["label_left"] = high > low and math.log(r["x_ms"] / low) > 0.5 * math.log(high / low)
+            r["where"] = "on the Pareto front" if r.get("front") else "dominated"
         points = alt.Chart(alt.Data(values=pareto)).encode(
-            x=alt.X("p50_ms:Q", title="p50 latency per query (ms)", scale=alt.Scale(type="symlog"),
+            x=alt.X("x_ms:Q", title="p50 latency per query (ms, log)",
+                    scale=alt.Scale(type="log", domain=[low / 2, high * 2], nice=False),
                     axis=alt.Axis(labelOverlap="greedy", labelSeparation=6, tickCount=6)),
-            y=alt.Y(f"{MAIN_METRIC}:Q", title="nDCG@10", scale=alt.Scale(zero=False)))
-        charts["pareto"] = (points.mark_point(size=90, filled=True).encode(  # the legend below: the labels' room
-            color=alt.Color("front:N", title="on the front", legend=alt.Legend(orient="bottom")),
-            tooltip=["backend:N", "p50_ms:Q", f"{MAIN_METRIC}:Q"])
-            + points.mark_text(dx=8, align="left").encode(text="backend:N")).properties(width=520,
-                                                                                       height=300).to_dict()
+            y=alt.Y(f"{MAIN_METRIC}:Q", title="nDCG@10", scale=alt.Scale(zero=False, padding=12)))
+        labels = [points.transform_filter(f"{'' if left else '!'}datum.label_left")
+                  .mark_text(dx=-8 if left else 8, align="right" if left else "left").encode(text="backend:N")
+                  for left in (False, True)]
+        charts["pareto"] = alt.layer(points.mark_point(size=90, filled=True).encode(  # the legend below the axes
+            color=alt.Color("where:N", title=None, legend=alt.Legend(orient="bottom"),
+                            scale=alt.Scale(domain=["on the Pareto front", "dominated"], range=["#C44E52", "#4C72B0"])),
+            tooltip=["backend:N", "p50_ms:Q", f"{MAIN_METRIC}:Q"]), *labels).properties(width=520,
+                                                                                        height=300).to_dict()
     return charts
 
 

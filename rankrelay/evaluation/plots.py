@@ -11,6 +11,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 from pathlib import Path
 from typing import Any
 
@@ -79,21 +80,45 @@ def write_plots(c: Comparison, folder: Path, metric: str = "ndcg@10") -> list[Pa
     front = [r for r in c.pareto if r["front"]]
     for r in c.pareto:
         ax.scatter(r["p50_ms"], r[metric], s=70 if r["front"] else 40, color="#C44E52" if r["front"] else "#4C72B0",
-                   zorder=3)
-        ax.annotate(_short(r["backend"]), (r["p50_ms"], r[metric]), textcoords="offset points", xytext=(5, 5),
-                    fontsize=8)
+                   zorder=3, label="on the Pareto front" if r["front"] else "dominated")
+    for r in c.pareto:  # a label to the right of its point, or to the left in the right half (inside the axes)
+        right_half = _log_share(r["p50_ms"], [p["p50_ms"] for p in c.pareto]) > 0.5
+        ax.annotate(_short(r["backend"]), (r["p50_ms"], r[metric]), textcoords="offset points",
+                    xytext=(-5, 5) if right_half else (5, 5), ha="right" if right_half else "left", fontsize=8)
     if len(front) > 1:
         ax.plot([r["p50_ms"] for r in front], [r[metric] for r in front], color="#C44E52", linewidth=1,
                 linestyle="--", label="Pareto front", zorder=2)
-        ax.legend(loc="upper left")
     ax.set_xscale("log")
+    _room_for_labels(ax, [r["p50_ms"] for r in c.pareto], [r[metric] for r in c.pareto])
     ax.set_xlabel("p50 latency per query, ms (log)")
     ax.set_ylabel(metric)
-    fig.tight_layout()
+    handles = dict(zip(*reversed(ax.get_legend_handles_labels())))  # one entry a label
+    if handles:  # below the axes: it never hides a point
+        fig.legend(list(handles.values()), list(handles), loc="lower center", ncol=len(handles), frameon=False,
+                   fontsize=8)
+    fig.tight_layout(rect=(0, 0.06, 1, 1))
     paths.append(folder / FIGURES[2])
     fig.savefig(paths[-1], dpi=110)
     plt.close(fig)
     return paths
+
+
+def _log_share(x: float, xs: list[float]) -> float:
+    """Where ``x`` lies between the smallest and the largest of ``xs`` on a log scale (0 to 1)."""
+    positive = [v for v in xs if v > 0]
+    if x <= 0 or len(positive) < 2 or max(positive) == min(positive):
+        return 0.0
+    return math.log(x / min(positive)) / math.log(max(positive) / min(positive))
+
+
+def _room_for_labels(ax: Any, xs: list[float], ys: list[float]) -> None:
+    """Axis limits that hold every point with room around it (x on a log scale)."""
+    positive = [x for x in xs if x > 0] or [1.0]
+    low, high = min(positive), max(positive)
+    ax.set_xlim(low / 2, high * 2)
+    bottom, top = min(ys), max(ys)
+    pad = (top - bottom) * 0.12 or 0.05
+    ax.set_ylim(bottom - pad, top + pad)
 
 
 def _short(name: str, width: int = 28) -> str:

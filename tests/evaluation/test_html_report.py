@@ -94,3 +94,41 @@ def test_query_ids_sort_by_number_and_long_queries_are_cut_at_a_word(report_dir)
 def test_local_backends_are_not_given_a_cost_of_zero_dollars(report_dir):
     html = (report_dir / "report.html").read_text()
     assert "$0.0000" not in html and "no billed API calls (local compute)" in html
+
+
+def test_the_latency_chart_holds_every_point_and_keeps_each_label_inside_its_axes():
+    from rankrelay.evaluation.html import _charts
+
+    pareto = [{"backend": "identity", "p50_ms": 0.0, "ndcg@10": 0.5, "front": True},
+              {"backend": "fast", "p50_ms": 0.04, "ndcg@10": 0.55, "front": True},
+              {"backend": "a-long-model-name", "p50_ms": 90.0, "ndcg@10": 0.6, "front": True},
+              {"backend": "slow", "p50_ms": 120.0, "ndcg@10": 0.52, "front": False}]
+    spec = _charts({"pareto": pareto}, {})["pareto"]
+    values = spec["datasets"][next(iter(spec["datasets"]))] if "datasets" in spec else spec["data"]["values"]
+    x = spec["layer"][0]["encoding"]["x"]
+    low, high = x["scale"]["domain"]
+    assert x["scale"]["type"] == "log" and low <= 0.02 and high >= 240.0  # every point inside, with room
+    by_name = {v["backend"]: v for v in values}
+    assert by_name["identity"]["x_ms"] == 0.04  # a latency of 0 on a log axis: at the smallest one
+    assert [n for n, v in by_name.items() if v["label_left"]] == ["a-long-model-name", "slow"]  # the right half
+    assert {v["where"] for v in values} == {"on the Pareto front", "dominated"}
+    texts = [layer for layer in spec["layer"][1:] if layer["mark"]["type"] == "text"]
+    assert sorted((t["mark"]["align"], t["mark"]["dx"]) for t in texts) == [("left", 8), ("right", -8)]
+
+
+def test_the_png_chart_holds_every_point_and_puts_its_legend_below():
+    import matplotlib
+
+    matplotlib.use("Agg")
+    import matplotlib.pyplot as plt
+
+    from rankrelay.evaluation.plots import _log_share, _room_for_labels
+
+    fig, ax = plt.subplots()
+    ax.set_xscale("log")
+    _room_for_labels(ax, [0.0, 0.04, 90.0], [0.5, 0.6, 0.55])
+    (x0, x1), (y0, y1) = ax.get_xlim(), ax.get_ylim()
+    assert x0 < 0.04 and x1 > 90.0 and y0 < 0.5 and y1 > 0.6
+    plt.close(fig)
+    assert _log_share(0.04, [0.04, 4.0, 400.0]) == 0.0 and _log_share(4.0, [0.04, 4.0, 400.0]) == pytest.approx(0.5)
+    assert _log_share(400.0, [0.04, 400.0]) == pytest.approx(1.0) and _log_share(0.0, [0.04, 400.0]) == 0.0
