@@ -330,6 +330,9 @@ for _provider, _about in (
     ("infinity", "Infinity /rerank, Cohere-shaped (infinity:model@http://host:port)"),
     ("mixedbread", "mixedbread /v1/reranking (mixedbread:mixedbread-ai/mxbai-rerank-large-v2)"),
     ("pinecone", "Pinecone inference /rerank (pinecone:bge-reranker-v2-m3)"),
+    ("nim", "NVIDIA NIM /v1/ranking (nim:nvidia/llama-3.2-nv-rerankqa-1b-v2@http://host:8000)"),
+    ("vllm", "vLLM /v1/rerank (vllm:BAAI/bge-reranker-v2-m3@http://host:8000)"),
+    ("vllm-score", "vLLM /score, one score per pair (vllm-score:BAAI/bge-reranker-v2-m3@http://host:8000)"),
 ):
     register(_provider, http.factory(_provider), options=API_OPTIONS, description=_about)
 register("identity", reference.identity_from_spec, options={"normalize"},

@@ -3,7 +3,10 @@
 Routes: Cohere ``POST /v2/rerank``; TEI ``POST /rerank`` (``texts``); Infinity ``POST /rerank``
 (``documents``); Pinecone ``POST /rerank`` (``Api-Key`` and ``X-Pinecone-Api-Version`` headers, documents as
 ``{"text": ...}``, answers ``data``); Jina and Voyage ``POST /v1/rerank`` (Voyage asks with ``top_k``,
-answers ``data``); mixedbread ``POST /v1/reranking`` (``input``, ``top_k``, answers ``data``). Each request
+answers ``data``); mixedbread ``POST /v1/reranking`` (``input``, ``top_k``, answers ``data``); NVIDIA NIM
+``POST /v1/ranking`` (``query.text``, ``passages[].text``, a ``model``; answers ``rankings[].logit``); vLLM
+``POST /v1/rerank`` (Cohere-shaped, no ``return_documents``; answers ``results`` with each ``document``) and
+``POST /score`` (``text_1``, ``text_2``; answers ``data`` in input order). Each request
 pops the next fault, if any: an HTTP status with headers, a delay, a connection reset, a malformed body, or
 broken indices.
 
@@ -47,6 +50,13 @@ class FakeRerankAPI(FakeServer):
         return super().authorized(h)
 
     def answer(self, h: BaseHTTPRequestHandler, body: Any, fault: Fault | None) -> None:
+        if isinstance(body, dict) and h.path == "/v1/ranking":  # NVIDIA NIM: validated as NIM does (422)
+            if not isinstance(body.get("model"), str) or body.get("truncate", "NONE") not in ("NONE", "END"):
+                return self.send(h, 422, {"detail": [{"loc": ["body", "model"], "msg": "Field required"}]})
+            body = {"query": (body.get("query") or {}).get("text") if isinstance(body.get("query"), dict) else None,
+                    "documents": body.get("passages"), "nim": True}
+        elif isinstance(body, dict) and h.path == "/score":  # vLLM's score API
+            body = {"query": body.get("text_1"), "documents": body.get("text_2"), "model": body.get("model")}
         if not isinstance(body, dict) or not isinstance(body.get("query"), str):
             return self.send(h, 400, {"message": "invalid request: query is required"})
         texts = body.get("texts") if "texts" in body else body.get("input") if "input" in body else body.get(
@@ -68,6 +78,13 @@ class FakeRerankAPI(FakeServer):
                 rows = rows[:-1]
         scored: list[dict[str, Any]] = [{"index": r["index"], "score": r["relevance_score"]} for r in rows]
         path = h.path
+        if path == "/v1/ranking":
+            return self.send(h, 200, {"rankings": [{"index": r["index"], "logit": r["score"]} for r in scored]})
+        if path == "/score":  # one score per pair, in the input's order
+            return self.send(h, 200, {"id": f"score-{uuid.uuid4().hex}", "object": "list", "created": 0,
+                                      "model": body.get("model"), "usage": {"prompt_tokens": 10, "total_tokens": 10},
+                                      "data": [{"index": r["index"], "object": "score", "score": r["score"]}
+                                               for r in sorted(scored, key=lambda r: r["index"])]})
         if path == "/v2/rerank":
             return self.send(h, 200, {"id": str(uuid.uuid4()), "results": rows,
                                       "meta": {"api_version": {"version": "2"},
@@ -93,6 +110,10 @@ class FakeRerankAPI(FakeServer):
         if path == "/v1/rerank" and "top_k" in body:  # Voyage
             return self.send(h, 200, {"object": "list", "data": rows, "model": body.get("model"),
                                       "usage": {"total_tokens": 10}})
-        if path == "/v1/rerank":  # Jina
+        if path == "/v1/rerank" and "return_documents" in body:  # Jina
             return self.send(h, 200, {"model": body.get("model"), "results": rows, "usage": {"total_tokens": 10}})
+        if path == "/v1/rerank":  # vLLM: each result carries its document
+            return self.send(h, 200, {"id": f"rerank-{uuid.uuid4().hex}", "model": body.get("model"),
+                                      "usage": {"total_tokens": 10},
+                                      "results": [{**r, "document": {"text": texts[r["index"]]}} for r in rows]})
         return self.send(h, 404, {"message": f"no route {path}"})

@@ -1,4 +1,5 @@
-"""Rerank APIs over httpx: TEI, Jina, Voyage, Infinity, mixedbread, Pinecone and Cohere's own JSON.
+"""Rerank APIs over httpx: TEI, Jina, Voyage, Infinity, mixedbread, Pinecone, NVIDIA NIM, vLLM and Cohere's own
+JSON (also Cohere on Azure AI Foundry: ``cohere-http:model@https://<endpoint>.models.ai.azure.com``).
 
 Each provider is a small :class:`Adapter` (path, request body, reply parser, how the key is sent, extra
 headers, the most documents one request may carry). Spec forms:
@@ -105,6 +106,15 @@ ADAPTERS: dict[str, Adapter] = {
                 lambda q, t, m: {"model": m, "query": q, "input": t, "top_k": len(t), "return_input": False},
                 lambda d: _results(d, "data", "score"), ("MXBAI_API_KEY",), max_documents=1000,
                 default_model="mixedbread-ai/mxbai-rerank-large-v2"),
+        # NIM answers logits; "truncate": "NONE" makes an over-long passage an error, never a silent cut
+        Adapter("nim", "/v1/ranking", None,
+                lambda q, t, m: {"model": m, "query": {"text": q}, "passages": [{"text": x} for x in t],
+                                 "truncate": "NONE"},
+                lambda d: _results(d, "rankings", "logit"), ("NVIDIA_API_KEY",)),
+        Adapter("vllm", "/v1/rerank", None, _cohere_body, _results, ("VLLM_API_KEY",)),
+        Adapter("vllm-score", "/score", None,
+                lambda q, t, m: {"model": m, "text_1": q, "text_2": t},
+                lambda d: _results(d, "data", "score"), ("VLLM_API_KEY",)),
         Adapter("pinecone", "/rerank", "https://api.pinecone.io",
                 lambda q, t, m: {"model": m, "query": q, "documents": [{"text": x} for x in t], "top_n": len(t),
                                  "return_documents": False},
@@ -115,12 +125,21 @@ ADAPTERS: dict[str, Adapter] = {
 }
 
 
+#: providers whose scores are logits (TEI is asked for raw scores; NIM answers logits): ``sigmoid`` relevance
+LOGITS = ("tei", "nim")
+#: providers that need a model name in every request, with an example spec
+NEEDS_MODEL = {"voyage": "voyage:rerank-2@https://api.voyageai.com",
+               "nim": "nim:nvidia/llama-3.2-nv-rerankqa-1b-v2@http://127.0.0.1:8000",
+               "vllm": "vllm:BAAI/bge-reranker-v2-m3@http://127.0.0.1:8000",
+               "vllm-score": "vllm-score:BAAI/bge-reranker-v2-m3@http://127.0.0.1:8000"}
+
+
 class HttpReranker(ApiReranker):
     """A rerank HTTP API reached with httpx (pooled sync and async clients).
 
     Args:
         provider: one of ``cohere-http``, ``tei``, ``jina``, ``voyage``, ``infinity``, ``mixedbread``,
-            ``pinecone``.
+            ``nim`` (``/v1/ranking``), ``vllm`` (``/v1/rerank``), ``vllm-score`` (``/score``), ``pinecone``.
         model: the provider's model name (TEI serves one model and needs none; mixedbread and Pinecone
             default to ``mixedbread-ai/mxbai-rerank-large-v2`` and ``bge-reranker-v2-m3``).
         base_url: server root (default: the provider's public API, where it has one).
@@ -147,12 +166,12 @@ class HttpReranker(ApiReranker):
         if adapter.max_documents is not None:
             self.chunk_size = min(self.chunk_size, adapter.max_documents)
         self.name = provider
-        self.relevance = "sigmoid" if provider == "tei" else "unit"  # TEI is asked for raw logits
+        self.relevance = "sigmoid" if provider in LOGITS else "unit"
         base = base_url or self.adapter.default_url
         if not base:
             raise ConfigError(f"{provider} needs a base URL, e.g. '{provider}:http://127.0.0.1:8080'")
-        if provider == "voyage" and not model:
-            raise ConfigError("voyage needs a model, e.g. 'voyage:rerank-2@https://api.voyageai.com'")
+        if provider in NEEDS_MODEL and not model:
+            raise ConfigError(f"{provider} needs a model, e.g. '{NEEDS_MODEL[provider]}'")
         self.base_url = base.rstrip("/")
         self._api_key = secret(api_key, *self.adapter.env_keys)
 

@@ -1,6 +1,7 @@
 """HTTP rerank APIs (TEI, Jina, Voyage, Infinity, mixedbread, Pinecone, Cohere JSON) over httpx against a real
 local server."""
 
+import re
 import time
 
 import pytest
@@ -162,3 +163,54 @@ def test_pinecone_speaks_its_wire_format_and_takes_100_documents_a_request(fake_
     with pytest.raises(AuthenticationError, match="401"):
         http("pinecone", fake_api, api_key="wrong").rerank(QUERY, TEXTS)
     assert load_reranker("pinecone").endpoint == "https://api.pinecone.io/rerank"
+
+
+# -- NVIDIA NIM and vLLM: self-hosted rerank servers -------------------------------------------------------------
+def test_nim_asks_with_query_text_and_passages_never_truncating_and_reads_logits(fake_api):
+    rr = http("nim", fake_api)
+    res = rr.rerank(QUERY, TEXTS)
+    assert res.indices == expected() and res.backend == "nim"
+    (req,) = fake_api.requests
+    assert req["path"] == "/v1/ranking" and req["headers"]["Authorization"] == f"Bearer {API_KEY}"
+    assert req["body"] == {"model": "some-model", "query": {"text": QUERY}, "passages": [{"text": t} for t in TEXTS],
+                           "truncate": "NONE"}  # an over-long passage is the server's error, never a silent cut
+    top = res.results[0]
+    assert top.score == pytest.approx(relevance(QUERY, TEXTS[top.index]))  # the logit, as answered
+    assert rr.relevance == "sigmoid"  # logits: a probability by the sigmoid
+
+
+def test_vllm_rerank_speaks_cohere_s_shape_and_bills_its_tokens(fake_api):
+    res = http("vllm", fake_api).rerank(QUERY, TEXTS)
+    assert res.indices == expected() and res.backend == "vllm"
+    (req,) = fake_api.requests
+    assert req["path"] == "/v1/rerank"
+    assert req["body"] == {"query": QUERY, "documents": TEXTS, "top_n": 4, "model": "some-model"}
+    assert res.info["request_ids"] and res.info["billed_units"] == {"tokens": 10}
+
+
+def test_vllm_score_reads_one_score_per_pair_in_input_order(fake_api):
+    res = http("vllm-score", fake_api).rerank(QUERY, TEXTS)
+    assert res.indices == expected() and res.backend == "vllm-score"
+    (req,) = fake_api.requests
+    assert req["path"] == "/score" and req["body"] == {"model": "some-model", "text_1": QUERY, "text_2": TEXTS}
+    assert [r.score for r in sorted(res, key=lambda r: r.index)] == [relevance(QUERY, t) for t in TEXTS]
+
+
+@pytest.mark.parametrize("provider", ["nim", "vllm", "vllm-score"])
+def test_self_hosted_servers_retry_a_429_and_name_a_malformed_reply(fake_api, provider):
+    fake_api.faults = [Fault("status", 429, {"Retry-After": "0"})]
+    assert http(provider, fake_api, max_attempts=2).rerank(QUERY, TEXTS).indices == expected()
+    assert fake_api.count() == 2
+    fake_api.faults = [Fault("malformed")]
+    with pytest.raises(BadResponseError, match=f"^{provider}: malformed reply"):
+        http(provider, fake_api, max_attempts=1).rerank(QUERY, TEXTS)
+
+
+@pytest.mark.parametrize(("provider", "example"), [
+    ("nim", "nim:nvidia/llama-3.2-nv-rerankqa-1b-v2@http://127.0.0.1:8000"),
+    ("vllm", "vllm:BAAI/bge-reranker-v2-m3@http://127.0.0.1:8000")])
+def test_a_self_hosted_server_without_a_model_or_url_is_refused_with_an_example(provider, example):
+    with pytest.raises(ConfigError, match=f"^{provider} needs a model, e.g. '{re.escape(example)}'$"):
+        load_reranker(f"{provider}:http://127.0.0.1:8000")
+    with pytest.raises(ConfigError, match=f"^{provider} needs a base URL"):
+        load_reranker(f"{provider}:some-model")
