@@ -214,3 +214,20 @@ def test_a_self_hosted_server_without_a_model_or_url_is_refused_with_an_example(
         load_reranker(f"{provider}:http://127.0.0.1:8000")
     with pytest.raises(ConfigError, match=f"^{provider} needs a base URL"):
         load_reranker(f"{provider}:some-model")
+
+
+@pytest.mark.parametrize(("provider", "kind"), [("jina", "unit"), ("vllm", "unit"), ("nim", "sigmoid"),
+                                                 ("tei", "sigmoid")])
+def test_the_service_s_relevance_score_is_the_provider_s_own_scale(fake_api, provider, kind):
+    from rankrelay.scoring import relevance as relevance_score
+    from rankrelay.scoring import sigmoid
+
+    res = http(provider, fake_api).rerank(QUERY, TEXTS)
+    own = [min(1.0, max(0.0, r.score)) if kind == "unit" else sigmoid(r.score) for r in res]
+    assert relevance_score(res) == pytest.approx(own)
+    assert relevance_score(res) != pytest.approx(relevance_score(res, "rank"))  # not the rank position
+
+
+def test_cohere_s_json_bills_the_search_units_it_reports(fake_api):
+    res = http("cohere-http", fake_api).rerank(QUERY, TEXTS)
+    assert res.info["billed_units"] == {"search_units": 1}
