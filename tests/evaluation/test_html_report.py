@@ -108,6 +108,7 @@ def test_the_latency_chart_holds_every_point_and_keeps_each_label_inside_its_axe
     x = spec["layer"][0]["encoding"]["x"]
     low, high = x["scale"]["domain"]
     assert x["scale"]["type"] == "log" and low <= 0.02 and high >= 240.0  # every point inside, with room
+    assert x["axis"] == {"labelOverlap": "greedy", "labelSeparation": 6, "tickCount": 6}  # no label over another
     by_name = {v["backend"]: v for v in values}
     assert by_name["identity"]["x_ms"] == 0.04  # a latency of 0 on a log axis: at the smallest one
     assert [n for n, v in by_name.items() if v["label_left"]] == ["a-long-model-name", "slow"]  # the right half
@@ -132,3 +133,20 @@ def test_the_png_chart_holds_every_point_and_puts_its_legend_below():
     plt.close(fig)
     assert _log_share(0.04, [0.04, 4.0, 400.0]) == 0.0 and _log_share(4.0, [0.04, 4.0, 400.0]) == pytest.approx(0.5)
     assert _log_share(400.0, [0.04, 400.0]) == pytest.approx(1.0) and _log_share(0.0, [0.04, 400.0]) == 0.0
+
+
+def test_a_significance_entry_without_an_adjusted_p_shows_its_own_p():
+    from rankrelay.evaluation.html import _matrix
+
+    entry = {"a": "x", "b": "y", "metric": "ndcg@10", "delta": 0.1, "p_value": 0.03, "significant": True}
+    matrix = _matrix({"significance": [entry]}, ["x", "y"])
+    assert matrix[("x", "y")] == {"delta": 0.1, "p": 0.03, "significant": True}
+    assert matrix[("y", "x")]["delta"] == -0.1
+    adjusted = _matrix({"significance": [{**entry, "p_adjusted": 0.06}]}, ["x", "y"])
+    assert adjusted[("x", "y")]["p"] == 0.06
+
+
+def test_the_markdown_report_names_each_latency_column(report_dir):
+    text = (report_dir / "report.md").read_text()
+    assert ("| backend | p50 ms | p95 ms | p99 ms | docs/s | outside model calls | compute s | billed | $ est. | "
+            "failures |") in text
