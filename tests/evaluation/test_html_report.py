@@ -150,3 +150,19 @@ def test_the_markdown_report_names_each_latency_column(report_dir):
     text = (report_dir / "report.md").read_text()
     assert ("| backend | p50 ms | p95 ms | p99 ms | docs/s | outside model calls | compute s | billed | $ est. | "
             "failures |") in text
+
+
+def test_the_png_latency_chart_s_legend_says_what_each_mark_is(beir, backends, tmp_path, monkeypatch):  # noqa: F811
+    import matplotlib.figure
+
+    said = []
+    legend = matplotlib.figure.Figure.legend
+
+    def spy(self, *args, **kwargs):
+        said.append(list(args[1]) if len(args) > 1 else [])
+        return legend(self, *args, **kwargs)
+
+    monkeypatch.setattr(matplotlib.figure.Figure, "legend", spy)
+    compare(beir, str(tmp_path / "cands.trec"), ["identity", "random", "oracle"], out=tmp_path / "r", progress=False)
+    assert said and set(said[-1]) <= {"on the Pareto front", "dominated", "Pareto front"}  # each mark once
+    assert len(said[-1]) == len(set(said[-1])) and "on the Pareto front" in said[-1]
