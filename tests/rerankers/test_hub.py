@@ -114,3 +114,15 @@ def test_every_spelling_of_offline_that_huggingface_accepts_is_offline(monkeypat
     monkeypatch.setenv(variable, value)
     with pytest.raises(ModelNotFoundError, match="HF_HUB_OFFLINE is set"):
         finishes(load_reranker("minilm-l6", cache_folder=str(tmp_path)).warm_up)
+
+
+def test_a_revision_asked_for_is_the_snapshot_found_not_the_newest(tmp_path):
+    repo = tmp_path / "hub" / "models--org--model"
+    main, pinned = "a" * 40, "b" * 40
+    (repo / "refs").mkdir(parents=True)
+    (repo / "refs" / "main").write_text(main)
+    for commit in (main, pinned):
+        (repo / "snapshots" / commit).mkdir(parents=True)
+        (repo / "snapshots" / commit / "config.json").write_text("{}")
+    assert Path(resolve_model("org/model", cache_folder=str(tmp_path / "hub"), revision=pinned).location).name == pinned
+    assert Path(resolve_model("org/model", cache_folder=str(tmp_path / "hub")).location).name == main

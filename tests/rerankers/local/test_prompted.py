@@ -496,3 +496,11 @@ def test_a_missing_transformers_names_the_extra_to_install(lm_paths, monkeypatch
     with pytest.raises(MissingDependencyError, match=r"rankrelay\[local\]") as caught:
         load_reranker(f"qwen3-reranker:{lm_paths['qwen3']}", device="cpu").warm_up()
     assert "the qwen3-reranker backend" in str(caught.value)
+
+
+def test_a_prompted_reranker_of_no_known_family_is_refused_naming_the_known_ones():
+    with raises_exactly(ConfigError, f"unknown prompt family 'qwen9'; known: {', '.join(FAMILIES)}"):
+        PromptedReranker("some/model", family="qwen9")
+    assert ", mxbai-rerank-v2, " in ", ".join(FAMILIES)  # the names, comma-separated
+    with raises_exactly(ConfigError, "family must be a family name or a PromptFamily, got 3"):
+        PromptedReranker("some/model", family=3)
