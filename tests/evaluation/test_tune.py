@@ -176,3 +176,75 @@ def test_tune_compares_the_queries_depth_and_runtime_it_was_asked_for_and_writes
     assert result.rows[0]["spec"] == f"cross-encoder:{tiny_ce_path}?runtime=torch"
     kept = (tmp_path / "report" / "candidates.trec").read_text().splitlines()
     assert len(kept) == 3 * 6  # three queries, six candidates each
+
+
+def _unjudged(beir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "unjudged"
+    shutil.copytree(beir, folder)
+    shutil.rmtree(folder / "qrels")
+    return folder
+
+
+def test_without_judgments_the_strongest_ranks_once_only_the_queries_and_depth_asked_for(
+        beir, backends, tmp_path, caplog):  # noqa: F811
+    import logging
+
+    from test_compare import Oracle
+
+    caplog.set_level(logging.INFO, logger="rankrelay.progress")
+    result = tune(_unjudged(beir, tmp_path), 1e6, ["identity", "oracle"], depth=5, queries=2,
+                  report=tmp_path / "r", progress=False, depths=(), keeps=(), runtime=None)
+    assert Oracle.calls == 2  # two queries, ranked once: the comparison reuses the judge's run
+    assert len((tmp_path / "r" / "candidates.trec").read_text().splitlines()) == 2 * 5
+    assert [r["backend"] for r in result.rows] == ["identity over 5", "oracle over 5"]
+    assert not [r for r in caplog.records if r.name == "rankrelay.progress"]  # progress=False reached the judge
+
+
+def test_without_judgments_the_judgments_are_the_strongest_s_top_10(beir, backends, tmp_path):  # noqa: F811
+    from rankrelay.evaluation import read_trec, write_trec
+    from rankrelay.evaluation.tune import _judged
+
+    run = read_trec(tmp_path / "cands.trec")  # 10 candidates a query; two more from another topic make 12
+    ids = sorted({d for ranking in run.values() for d, _ in ranking})
+    write_trec(tmp_path / "twelve.trec", {q: [*r, *[(d, 0.0) for d in ids if d not in dict(r)][:2]]
+                                          for q, r in run.items()}, "twelve")
+    data, quality = _judged(_unjudged(beir, tmp_path), "test", {"spec": "oracle", "name": "oracle"},
+                            str(tmp_path / "twelve.trec"), 12, None, tmp_path / "r", False)
+    assert quality == "agreement with oracle (nDCG@10 against its top 10; no judgments)"
+    assert len(data.qrels) == 12 and all(len(judged) == 10 and set(judged.values()) == {1}
+                                         for judged in data.qrels.values())
+
+
+def test_judgments_of_another_split_are_the_ones_tuned_on(beir, tmp_path):
+    import shutil
+
+    folder = tmp_path / "dev-only"
+    shutil.copytree(beir, folder)
+    (folder / "qrels" / "test.tsv").rename(folder / "qrels" / "dev.tsv")
+    result = tune(folder, 1e6, ["identity"], split="dev", depth=10, report=tmp_path / "r", progress=False,
+                  depths=(), keeps=(), runtime=None)
+    assert result.quality == "nDCG@10" and result.rows[0]["ndcg@10"] > 0
+
+
+def test_a_folder_without_queries_is_refused_naming_it(tmp_path):
+    folder = tmp_path / "empty"
+    folder.mkdir()
+    (folder / "corpus.jsonl").write_text('{"_id": "d0", "title": "", "text": "a document"}\n')
+    (folder / "queries.jsonl").write_text("")
+    with raises_exactly(InvalidInputError, "empty has no queries: nothing to tune on"):
+        tune(folder, 100.0, ["identity"], report=tmp_path / "r", progress=False, runtime=None)
+
+
+def test_a_cascade_or_a_keep_alone_is_refused_as_a_model_for_tune():
+    for model in ("a>b", "c@3"):
+        with raises_exactly(ConfigError, "a model for tune is one tier (a preset, a spec or a path without '>' or "
+                                         f"'@'), got ['{model}']"):
+            configurations(["identity", model], 10)
+
+
+def test_the_profile_of_a_tune_without_judgments_says_what_its_quality_is(beir, tmp_path):
+    tune(_unjudged(beir, tmp_path), 1e6, ["identity", "random:1"], depth=10, report=tmp_path / "r",
+         out=tmp_path / "p.toml", progress=False, depths=(), keeps=(), runtime=None)
+    assert "agreement with random:1 over 10" in (tmp_path / "p.toml").read_text()
