@@ -10,6 +10,7 @@ from rankrelay import (  # noqa: E402
     AuthenticationError,
     BackendTimeoutError,
     BackendUnavailableError,
+    BadRequestError,
     BadResponseError,
     ConfigError,
     Document,
@@ -157,3 +158,90 @@ async def test_aclose_closes_the_boto3_client_too(bedrock):
     assert reranker._boto is not None
     await reranker.aclose()
     assert reranker._boto is None and bedrock.wait_connections(0)
+
+
+# -- what each failure says: the typed error a fallback chain and an operator read -------------------------------
+def test_a_throttled_reply_keeps_its_retry_after_request_id_and_message(bedrock):
+    bedrock.faults = [Fault("status", 429, {"x-amzn-ErrorType": "ThrottlingException", "Retry-After": "7",
+                                            "x-amzn-RequestId": "rid-429"}, body={"message": "Slow down"})]
+    with pytest.raises(RateLimitError) as err:
+        rr(bedrock, max_attempts=1).rerank(QUERY, TEXTS)
+    assert str(err.value) == "bedrock: HTTP 429: ThrottlingException: Slow down"
+    assert (err.value.backend, err.value.status, err.value.retry_after, err.value.request_id) == (
+        "bedrock", 429, 7.0, "rid-429")
+
+
+def test_throttling_is_a_rate_limit_whatever_status_carries_it(bedrock):
+    bedrock.faults = [Fault("status", 400, {"x-amzn-ErrorType": "ThrottlingException"}, body={"message": "Rate"})]
+    with pytest.raises(RateLimitError, match=r"^bedrock: HTTP 429: ThrottlingException: Rate$"):
+        rr(bedrock, max_attempts=1).rerank(QUERY, TEXTS)
+
+
+def test_a_refusal_without_a_message_names_its_code(bedrock):
+    bedrock.faults = [Fault("status", 400, {"x-amzn-ErrorType": "ValidationException"}, body={"other": 1})]
+    with pytest.raises(BadRequestError) as err:
+        rr(bedrock, max_attempts=1).rerank(QUERY, TEXTS)
+    assert str(err.value) == "bedrock: HTTP 400: ValidationException: " and err.value.backend == "bedrock"
+
+
+def test_transport_failures_name_what_happened_and_who(bedrock, aws):
+    bedrock.faults = [Fault("sleep", seconds=1.5)]
+    with pytest.raises(BackendTimeoutError) as late:
+        rr(bedrock, timeout=0.5, max_attempts=1).rerank(QUERY, TEXTS)
+    assert str(late.value) == "bedrock: no reply in time (ReadTimeoutError)" and late.value.backend == "bedrock"
+    bedrock.faults = [Fault("reset")]
+    with pytest.raises(BackendUnavailableError) as reset:
+        rr(bedrock, max_attempts=1).rerank(QUERY, TEXTS)
+    assert str(reset.value).startswith("bedrock: ConnectionClosedError: ") and reset.value.backend == "bedrock"
+    bedrock.faults = [Fault("malformed")]
+    with pytest.raises(BadResponseError) as bad:
+        rr(bedrock, max_attempts=1).rerank(QUERY, TEXTS)
+    assert bad.value.backend == "bedrock"
+    aws.delenv("AWS_ACCESS_KEY_ID")
+    aws.delenv("AWS_SECRET_ACCESS_KEY")
+    with pytest.raises(AuthenticationError) as nobody:
+        rr(bedrock).rerank(QUERY, TEXTS)
+    assert str(nobody.value) == ("bedrock: no AWS credentials (Unable to locate credentials): set AWS_ACCESS_KEY_ID "
+                                 "and AWS_SECRET_ACCESS_KEY, a profile, or a role")
+    assert (nobody.value.backend, nobody.value.retryable) == ("bedrock", False)
+
+
+def test_the_region_comes_from_the_standard_places_in_order(aws, tmp_path):
+    config = tmp_path / "aws-config"
+    config.write_text("[default]\nregion = eu-west-3\n")
+    aws.setenv("AWS_CONFIG_FILE", str(config))
+    assert load_reranker("bedrock:amazon.rerank-v1:0").region == "eu-west-3"  # the AWS config
+    aws.setenv("AWS_DEFAULT_REGION", "ca-central-1")
+    assert load_reranker("bedrock:amazon.rerank-v1:0").region == "ca-central-1"
+    aws.setenv("AWS_REGION", "sa-east-1")
+    assert load_reranker("bedrock:amazon.rerank-v1:0").region == "sa-east-1"
+    assert load_reranker("bedrock:amazon.rerank-v1:0", region="us-east-2").region == "us-east-2"
+
+
+def test_describe_and_the_client_say_what_was_configured(bedrock):
+    reranker = rr(bedrock, connect_timeout=1.5, timeout=4.0, max_concurrency=16)
+    about = reranker.describe()
+    assert (reranker.model, about["model"], about["region"], about["endpoint_url"]) == (
+        "amazon.rerank-v1:0", "amazon.rerank-v1:0", "us-west-2", bedrock.url)
+    config = reranker._wrap(None, asynchronous=False).meta.config
+    assert (config.connect_timeout, config.read_timeout, config.max_pool_connections) == (1.5, 4.0, 16)
+    assert rr(bedrock).__class__(model="amazon.rerank-v1:0", region="us-west-2")._wrap(
+        None, asynchronous=False).meta.config.max_pool_connections == 10  # at least ten
+
+
+def test_without_boto3_the_backend_says_which_extra_to_install(aws, monkeypatch):
+    import sys
+
+    from rankrelay.errors import MissingDependencyError
+
+    monkeypatch.setitem(sys.modules, "boto3", None)
+    with pytest.raises(MissingDependencyError, match=r"^the Bedrock backend needs the optional package 'boto3': "
+                                                     r"pip install 'rankrelay\[bedrock\]'$"):
+        load_reranker("bedrock:amazon.rerank-v1:0")
+
+
+def test_closing_a_reranker_that_never_called_is_harmless(aws):
+    reranker = load_reranker("bedrock:amazon.rerank-v1:0", region="us-west-2")
+    reranker.close()
+    reranker.close()
+    assert reranker._boto is None
