@@ -53,8 +53,8 @@ class FakeRerankAPI(FakeServer):
         if isinstance(body, dict) and h.path == "/v1/ranking":  # NVIDIA NIM: validated as NIM does (422)
             if not isinstance(body.get("model"), str) or body.get("truncate", "NONE") not in ("NONE", "END"):
                 return self.send(h, 422, {"detail": [{"loc": ["body", "model"], "msg": "Field required"}]})
-            body = {"query": (body.get("query") or {}).get("text") if isinstance(body.get("query"), dict) else None,
-                    "documents": body.get("passages"), "nim": True}
+            query = body.get("query")
+            body = {"query": query.get("text") if isinstance(query, dict) else None, "documents": body.get("passages")}
         elif isinstance(body, dict) and h.path == "/score":  # vLLM's score API
             body = {"query": body.get("text_1"), "documents": body.get("text_2"), "model": body.get("model")}
         if not isinstance(body, dict) or not isinstance(body.get("query"), str):

@@ -31,13 +31,14 @@ API_KEY = "test-key-123"
 class Fault:
     """One injected fault: ``kind`` is status, sleep, hold, reset, malformed, indices (rerank APIs only).
 
-    ``hold`` keeps the request open until the test sets ``release`` (or ``seconds`` pass); ``released``
+    ``headers`` are sent with the reply (a header set to None is left out, the ``x-request-id`` the server
+    adds included). ``hold`` keeps the request open until the test sets ``release`` (or ``seconds`` pass); ``released``
     then says which: a test waits on an event, not on the wall clock.
     """
 
     kind: str
     status: int = 500
-    headers: dict[str, str] = field(default_factory=dict)
+    headers: dict[str, str | None] = field(default_factory=dict)
     body: Any = None
     seconds: float = 0.0
     indices: str = "duplicate"
@@ -148,15 +149,19 @@ class FakeServer:
 
     # -- replies ---------------------------------------------------------------------------
     @staticmethod
-    def send(handler: BaseHTTPRequestHandler, status: int, payload: Any, headers: dict[str, str] | None = None,
-             raw: bytes | None = None) -> None:
+    def send(handler: BaseHTTPRequestHandler, status: int, payload: Any,
+             headers: dict[str, str | None] | None = None, raw: bytes | None = None) -> None:
+        """Reply with a JSON body and an ``x-request-id``; ``headers`` add to or replace those (None: leave out)."""
         data = raw if raw is not None else json.dumps(payload).encode()
+        given = {k.lower(): v for k, v in (headers or {}).items()}
         handler.send_response(status)
         handler.send_header("Content-Type", "application/json")
         handler.send_header("Content-Length", str(len(data)))
-        handler.send_header("x-request-id", "req-" + uuid.uuid4().hex[:8])
+        if "x-request-id" not in given:
+            handler.send_header("x-request-id", "req-" + uuid.uuid4().hex[:8])
         for k, v in (headers or {}).items():
-            handler.send_header(k, v)
+            if v is not None:
+                handler.send_header(k, v)
         handler.end_headers()
         handler.wfile.write(data)
 

@@ -82,6 +82,10 @@ class Adapter:
     headers: tuple[tuple[str, str], ...] = ()
     max_documents: int | None = None
     default_model: str | None = None
+    #: how its scores read as the service's ``relevance_score``: ``unit`` (already 0-1) or ``sigmoid`` (logits)
+    relevance: str = "unit"
+    #: a spec to show when the provider needs a model in every request and none was given
+    model_example: str | None = None
 
 
 ADAPTERS: dict[str, Adapter] = {
@@ -93,13 +97,15 @@ ADAPTERS: dict[str, Adapter] = {
                 lambda q, t, m: {"query": q, "texts": t, "raw_scores": True, "return_text": False,
                                  "truncate": False},
                 lambda d: [(r.get("index"), r.get("score")) if isinstance(r, dict) else (None, None)
-                           for r in d] if isinstance(d, list) else _results(d)),
+                           for r in d] if isinstance(d, list) else _results(d),
+                relevance="sigmoid"),  # asked for raw scores: logits
         Adapter("jina", "/v1/rerank", "https://api.jina.ai",
                 lambda q, t, m: {**_cohere_body(q, t, m), "return_documents": False}, _results, ("JINA_API_KEY",)),
         Adapter("voyage", "/v1/rerank", "https://api.voyageai.com",
                 lambda q, t, m: {"query": q, "documents": t, "model": m, "top_k": len(t),
                                  "return_documents": False, "truncation": False},
-                lambda d: _results(d, "data"), ("VOYAGE_API_KEY",)),
+                lambda d: _results(d, "data"), ("VOYAGE_API_KEY",),
+                model_example="voyage:rerank-2@https://api.voyageai.com"),
         Adapter("infinity", "/rerank", None,
                 lambda q, t, m: {**_cohere_body(q, t, m), "return_documents": False}, _results),
         Adapter("mixedbread", "/v1/reranking", "https://api.mixedbread.com",
@@ -110,11 +116,14 @@ ADAPTERS: dict[str, Adapter] = {
         Adapter("nim", "/v1/ranking", None,
                 lambda q, t, m: {"model": m, "query": {"text": q}, "passages": [{"text": x} for x in t],
                                  "truncate": "NONE"},
-                lambda d: _results(d, "rankings", "logit"), ("NVIDIA_API_KEY",)),
-        Adapter("vllm", "/v1/rerank", None, _cohere_body, _results, ("VLLM_API_KEY",)),
+                lambda d: _results(d, "rankings", "logit"), ("NVIDIA_API_KEY",), relevance="sigmoid",
+                model_example="nim:nvidia/llama-3.2-nv-rerankqa-1b-v2@http://127.0.0.1:8000"),
+        Adapter("vllm", "/v1/rerank", None, _cohere_body, _results, ("VLLM_API_KEY",),
+                model_example="vllm:BAAI/bge-reranker-v2-m3@http://127.0.0.1:8000"),
         Adapter("vllm-score", "/score", None,
                 lambda q, t, m: {"model": m, "text_1": q, "text_2": t},
-                lambda d: _results(d, "data", "score"), ("VLLM_API_KEY",)),
+                lambda d: _results(d, "data", "score"), ("VLLM_API_KEY",),
+                model_example="vllm-score:BAAI/bge-reranker-v2-m3@http://127.0.0.1:8000"),
         Adapter("pinecone", "/rerank", "https://api.pinecone.io",
                 lambda q, t, m: {"model": m, "query": q, "documents": [{"text": x} for x in t], "top_n": len(t),
                                  "return_documents": False},
@@ -124,14 +133,6 @@ ADAPTERS: dict[str, Adapter] = {
     )
 }
 
-
-#: providers whose scores are logits (TEI is asked for raw scores; NIM answers logits): ``sigmoid`` relevance
-LOGITS = ("tei", "nim")
-#: providers that need a model name in every request, with an example spec
-NEEDS_MODEL = {"voyage": "voyage:rerank-2@https://api.voyageai.com",
-               "nim": "nim:nvidia/llama-3.2-nv-rerankqa-1b-v2@http://127.0.0.1:8000",
-               "vllm": "vllm:BAAI/bge-reranker-v2-m3@http://127.0.0.1:8000",
-               "vllm-score": "vllm-score:BAAI/bge-reranker-v2-m3@http://127.0.0.1:8000"}
 
 
 class HttpReranker(ApiReranker):
@@ -166,19 +167,18 @@ class HttpReranker(ApiReranker):
         if adapter.max_documents is not None:
             self.chunk_size = min(self.chunk_size, adapter.max_documents)
         self.name = provider
-        self.relevance = "sigmoid" if provider in LOGITS else "unit"
+        self.relevance = adapter.relevance
         base = base_url or self.adapter.default_url
         if not base:
             raise ConfigError(f"{provider} needs a base URL, e.g. '{provider}:http://127.0.0.1:8080'")
-        if provider in NEEDS_MODEL and not model:
-            raise ConfigError(f"{provider} needs a model, e.g. '{NEEDS_MODEL[provider]}'")
+        if adapter.model_example and not model:
+            raise ConfigError(f"{provider} needs a model, e.g. '{adapter.model_example}'")
         self.base_url = base.rstrip("/")
         self._api_key = secret(api_key, *self.adapter.env_keys)
 
     def unavailable_reason(self) -> str | None:
         """Why this backend cannot serve, by cheap checks (no request): the provider's public API without a key."""
-        if self._api_key is None and self.adapter.env_keys and self.base_url == (self.adapter.default_url or "").rstrip(
-                "/"):
+        if self._api_key is None and self.adapter.env_keys and self.base_url == self.adapter.default_url:
             return f"no {self.name} API key: set {' or '.join(self.adapter.env_keys)}"
         return None
 
@@ -221,7 +221,7 @@ class HttpReranker(ApiReranker):
                                  timeout=self._request_timeout(timeout))
 
 
-def parse_http_spec(provider: str, rest: str | None) -> tuple[str | None, str | None]:
+def parse_http_spec(rest: str | None) -> tuple[str | None, str | None]:
     """``(model, base_url)`` from the part after ``provider:`` (``model``, ``url`` or ``model@url``)."""
     if not rest:
         return None, None
@@ -237,7 +237,7 @@ def factory(provider: str) -> Callable[..., HttpReranker]:
     """Registry factory for one provider."""
 
     def build(rest: str | None, **options: Any) -> HttpReranker:
-        model, url = parse_http_spec(provider, rest)
+        model, url = parse_http_spec(rest)
         options.setdefault("base_url", url)
         return HttpReranker(provider, model, **options)
 

@@ -10,13 +10,14 @@ from rankrelay import (
     AuthenticationError,
     BackendTimeoutError,
     BackendUnavailableError,
+    BadRequestError,
     BadResponseError,
     ConfigError,
     Document,
     RateLimitError,
     load_reranker,
 )
-from rankrelay.rerankers.hosted.http import parse_http_spec
+from rankrelay.rerankers.hosted.http import HttpReranker, parse_http_spec
 from rankrelay.testing import API_KEY, Fault, relevance
 
 QUERY = "boundary layer separation"
@@ -67,6 +68,7 @@ async def test_async_client(fake_api, provider):
     fake_api.faults = [Fault("status", 502)]
     res = await rr.arerank(QUERY, TEXTS, top_n=2)
     assert res.indices == expected()[:2] and fake_api.count() == 2
+    assert [r["body"].get("model") for r in fake_api.requests] == [rr.model] * 2  # the same body as a sync call
 
 
 def test_retries_and_typed_errors(fake_api):
@@ -106,16 +108,17 @@ def test_timeout_and_bad_reply(fake_api):
 
 
 @pytest.mark.parametrize(
-    "provider, rest, expected_pair",
+    "rest, expected_pair",
     [
-        ("tei", "http://h:8080", (None, "http://h:8080")),
-        ("jina", "jina-reranker-v2-base-multilingual", ("jina-reranker-v2-base-multilingual", None)),
-        ("jina", "m@https://x.y", ("m", "https://x.y")),
-        ("voyage", None, (None, None)),
+        ("http://h:8080", (None, "http://h:8080")),
+        ("jina-reranker-v2-base-multilingual", ("jina-reranker-v2-base-multilingual", None)),
+        ("m@https://x.y", ("m", "https://x.y")),
+        ("m@https://gw.example/rerank@v2", ("m", "https://gw.example/rerank@v2")),  # the first @ ends the model
+        (None, (None, None)),
     ],
 )
-def test_spec_forms(provider, rest, expected_pair):
-    assert parse_http_spec(provider, rest) == expected_pair
+def test_spec_forms(rest, expected_pair):
+    assert parse_http_spec(rest) == expected_pair
 
 
 def test_configuration_errors():
@@ -231,3 +234,114 @@ def test_the_service_s_relevance_score_is_the_provider_s_own_scale(fake_api, pro
 def test_cohere_s_json_bills_the_search_units_it_reports(fake_api):
     res = http("cohere-http", fake_api).rerank(QUERY, TEXTS)
     assert res.info["billed_units"] == {"search_units": 1}
+
+
+@pytest.mark.parametrize(("body", "message"), [
+    ({"data": [{"index": 0, "relevance_score": 0.5}]}, "no 'results' list in the reply"),
+    ([{"index": 0, "relevance_score": 0.5}], "no 'results' list in the reply"),  # a list where an object belongs
+    ({"results": [1, 2, 3, 4]}, "reply has index None"),  # rows that are not objects
+])
+def test_a_reply_of_the_wrong_shape_is_a_bad_response_saying_what_is_wrong(fake_api, body, message):
+    fake_api.faults = [Fault("status", 200, body=body)]
+    with pytest.raises(BadResponseError, match=re.escape(message)):
+        http("jina", fake_api, max_attempts=1).rerank(QUERY, TEXTS)
+
+
+def test_errors_carry_the_backend_and_the_provider_s_request_id(fake_api):
+    rr = http("jina", fake_api, max_attempts=1)
+    fake_api.faults = [Fault("status", 400, {"x-request-id": "req-refused"})]
+    with pytest.raises(BadRequestError) as refused:
+        rr.rerank(QUERY, TEXTS)
+    fake_api.faults = [Fault("status", 200, {"x-request-id": "req-garbled"}, body={"oops": True})]
+    with pytest.raises(BadResponseError) as garbled:
+        rr.rerank(QUERY, TEXTS)
+    assert [(e.value.backend, e.value.request_id) for e in (refused, garbled)] == [
+        ("jina", "req-refused"), ("jina", "req-garbled")]
+    assert str(refused.value).startswith("jina: HTTP 400")
+
+
+def test_without_a_request_id_header_the_reply_s_own_id_is_kept(fake_api):
+    body = {"id": "reply-7", "results": [{"index": i, "relevance_score": 1.0 - i / 10} for i in range(4)]}
+    fake_api.faults = [Fault("status", 200, {"x-request-id": None}, body=body)]
+    res = http("cohere-http", fake_api).rerank(QUERY, TEXTS)
+    assert res.info["request_ids"] == ["reply-7"] and res.indices == [0, 1, 2, 3]
+
+
+@pytest.mark.parametrize("status", [300, 301, 302])
+def test_a_redirect_is_an_error_naming_its_status_never_read_as_scores(fake_api, status):
+    body = {"results": [{"index": i, "relevance_score": 0.5} for i in range(4)]}  # what a proxy's page could hold
+    fake_api.faults = [Fault("status", status, {"Location": "https://login.example/"}, body=body)]
+    with pytest.raises(BadRequestError, match=f"HTTP {status}"):
+        http("jina", fake_api, max_attempts=1).rerank(QUERY, TEXTS)
+
+
+def test_unknown_provider_names_the_known_ones():
+    with pytest.raises(ConfigError) as err:
+        HttpReranker("nope")
+    assert str(err.value).startswith("unknown HTTP provider 'nope'; choose one of cohere-http, tei, jina, voyage, ")
+
+
+@pytest.mark.parametrize(("url", "endpoint"), [
+    ("http://h:8080", "http://h:8080/rerank"),
+    ("http://h:8080/", "http://h:8080/rerank"),
+    ("https://gw.example/teams/SEARCH-X/", "https://gw.example/teams/SEARCH-X/rerank"),
+])
+def test_a_base_url_s_trailing_slash_is_dropped_and_nothing_else(url, endpoint):
+    assert load_reranker(f"tei:{url}").endpoint == endpoint
+
+
+def test_the_key_comes_from_the_provider_s_variable_and_without_one_the_public_api_is_unavailable(
+        fake_api, monkeypatch):
+    for name in ("JINA_API_KEY", "CO_API_KEY", "COHERE_API_KEY", "RANKRELAY_COHERE_API_KEY"):
+        monkeypatch.delenv(name, raising=False)
+    assert load_reranker("cohere-http:rerank-v3.5").unavailable_reason() == (
+        "no cohere-http API key: set CO_API_KEY or COHERE_API_KEY")
+    assert load_reranker("jina:m", api_key="given").unavailable_reason() is None
+    assert load_reranker(f"jina:m@{fake_api.url}").unavailable_reason() is None  # a server of one's own may be open
+    monkeypatch.setenv("JINA_API_KEY", API_KEY)
+    assert load_reranker("jina:m").unavailable_reason() is None
+    assert load_reranker(f"jina:m@{fake_api.url}").rerank(QUERY, TEXTS).indices == expected()
+    assert fake_api.requests[0]["headers"]["Authorization"] == f"Bearer {API_KEY}"
+
+
+async def test_an_async_call_s_deadline_bounds_its_request(fake_api):
+    hold = Fault("hold", seconds=3.0)
+    fake_api.faults = [hold]
+    rr = http("jina", fake_api, timeout=30.0, max_attempts=1, deadline=0.3)
+    try:
+        with pytest.raises(BackendTimeoutError):
+            await rr.arerank(QUERY, TEXTS)
+        assert hold.released is None, "the request gave up while the server still held it"
+    finally:
+        hold.release.set()
+
+
+@pytest.fixture
+def unaccepting():
+    """A loopback port whose accept queue is full: a new connection is never accepted (its SYNs are dropped) until
+    the port closes, 3 s on at the latest (then it is refused)."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = [socket.socket() for _ in range(3)]
+    for filler in fillers:
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+    closed = threading.Event()
+    closer = threading.Thread(target=lambda: (closed.wait(3.0), server.close()), daemon=True)
+    closer.start()
+    yield f"http://127.0.0.1:{port}"
+    closed.set()
+    closer.join()
+    for filler in fillers:
+        filler.close()
+
+
+def test_a_server_that_accepts_no_connection_is_given_up_on_at_the_connect_timeout(unaccepting):
+    rr = load_reranker(f"jina:m@{unaccepting}", api_key=API_KEY, timeout=30.0, connect_timeout=0.3, max_attempts=1)
+    with pytest.raises(BackendUnavailableError, match="ConnectTimeout"):
+        rr.rerank(QUERY, TEXTS)
