@@ -78,8 +78,9 @@ class BedrockReranker(ApiReranker):
         self._boto: Any = None
         self._boto_lock = threading.Lock()
 
-    def _wrap(self, http: Any, *, asynchronous: bool) -> Any:
-        """One boto3 client for sync and async calls (its calls are thread-safe; async ones run in a thread)."""
+    def _sync_client(self) -> Any:
+        """One boto3 client for sync and async calls (its calls are thread-safe; async ones run in a thread);
+        no httpx pool is opened: boto3 keeps its own connections."""
         with self._boto_lock:
             if self._boto is None:
                 from botocore.config import Config
@@ -151,20 +152,18 @@ class BedrockReranker(ApiReranker):
             return BadResponseError(f"{self.name}: malformed reply ({type(exc).__name__})", backend=self.name)
         return super()._error(exc)
 
-    def _close_boto(self) -> None:
+    def _aclient(self) -> Any:
+        return self._sync_client()
+
+    def close(self) -> None:
+        """Close the boto3 client's connections (a later call opens a new client)."""
         with self._boto_lock:
             boto, self._boto = self._boto, None
         if boto is not None:
             boto.close()
 
-    def close(self) -> None:
-        """Close the boto3 client's connections too (a later call opens a new client)."""
-        super().close()
-        self._close_boto()
-
     async def aclose(self) -> None:
-        await super().aclose()
-        self._close_boto()
+        self.close()
 
     def describe(self) -> dict[str, Any]:
         return {**super().describe(), "region": self.region, "endpoint_url": self.endpoint_url}

@@ -223,10 +223,10 @@ def test_describe_and_the_client_say_what_was_configured(bedrock):
     about = reranker.describe()
     assert (reranker.model, about["model"], about["region"], about["endpoint_url"]) == (
         "amazon.rerank-v1:0", "amazon.rerank-v1:0", "us-west-2", bedrock.url)
-    config = reranker._wrap(None, asynchronous=False).meta.config
+    config = reranker._sync_client().meta.config
     assert (config.connect_timeout, config.read_timeout, config.max_pool_connections) == (1.5, 4.0, 16)
-    assert rr(bedrock).__class__(model="amazon.rerank-v1:0", region="us-west-2")._wrap(
-        None, asynchronous=False).meta.config.max_pool_connections == 10  # at least ten
+    assert rr(bedrock).__class__(model="amazon.rerank-v1:0", region="us-west-2")._sync_client(
+    ).meta.config.max_pool_connections == 10  # at least ten
 
 
 def test_without_boto3_the_backend_says_which_extra_to_install(aws, monkeypatch):
