@@ -53,7 +53,7 @@ class AutoMeasured:
         runtime_choice: RuntimeChoice | None
         agreement: Any
         _measurement: Measurement | None
-        _where: tuple[str, str]
+        _fingerprint: str
         _encoder: Any
         _forward: Any
         _planner: Any
@@ -64,7 +64,7 @@ class AutoMeasured:
 
         def identity_of(self, fingerprint: str, planner: Any) -> str: ...
 
-        def _compile(self, encoder: Any, location: str, fingerprint: str, runtime: str | None = None,
+        def _compile(self, encoder: Any, fingerprint: str, runtime: str | None = None,
                      min_agreement: float | None = None, reference: Any = None) -> tuple[Any, Any]: ...
 
     @property
@@ -83,8 +83,7 @@ class AutoMeasured:
     def _switch_runtime(self, choice: RuntimeChoice) -> None:
         """Serve on ``choice`` from now on (the background measurement's answer); requests keep being served
         meanwhile, on torch, and a runtime that cannot be built now leaves the model on torch."""
-        location, fingerprint = self._where
-        encoder = self._encoder
+        fingerprint, encoder = self._fingerprint, self._encoder
         if (choice.runtime, choice.precision) != ("torch", "fp32"):
             import copy
 
@@ -92,7 +91,7 @@ class AutoMeasured:
             if choice.precision != "fp32":
                 encoder.to(torch_dtype(choice.precision))
             try:
-                forward, agreement = self._compile(encoder, location, fingerprint, choice.runtime)
+                forward, agreement = self._compile(encoder, fingerprint, choice.runtime)
             except (ConversionError, LowAgreementError) as exc:
                 logger.warning("runtime='auto' chose %s %s for %s, which cannot be used now (%s); it stays on torch "
                                "fp32", choice.runtime, choice.precision, self.model, exc)
@@ -112,10 +111,9 @@ class AutoMeasured:
 class Measurement:
     """One model's background measurement: a thread that runs the child process and hands the choice over."""
 
-    def __init__(self, reranker: Any, on_choice: Callable[[RuntimeChoice], None],
-                 limit_s: float | None = None) -> None:
+    def __init__(self, reranker: Any, on_choice: Callable[[RuntimeChoice], None]) -> None:
         self.label = reranker.model
-        self.limit_s = LIMIT_S if limit_s is None else limit_s
+        self.limit_s = LIMIT_S
         self._payload = pickle.dumps(reranker)
         self._on_choice = on_choice
         self._thread = threading.Thread(target=self._run, name=f"rankrelay-measure {self.label}", daemon=True)
@@ -131,10 +129,9 @@ class Measurement:
     def running(self) -> bool:
         return self._thread.is_alive()
 
-    def wait(self, timeout: float | None = None) -> bool:
-        """Wait for the measurement (and the switch) to end; False when still running after ``timeout``."""
+    def wait(self, timeout: float | None = None) -> None:
+        """Wait (up to ``timeout`` seconds) for the measurement and the switch to end (see :attr:`running`)."""
         self._thread.join(timeout)
-        return not self._thread.is_alive()
 
     def _run(self) -> None:
         start = perf_counter()
@@ -205,9 +202,9 @@ def main(argv: list[str] | None = None) -> int:
     out = Path((argv if argv is not None else sys.argv[1:])[0])
     if hasattr(os, "nice"):
         try:
-            os.nice(NICENESS)
+            logger.info("measuring at niceness %d", os.nice(NICENESS))
         except OSError:  # not allowed here: measure at the usual priority
-            pass
+            logger.info("measuring at the usual priority (the niceness could not be raised)")
     reranker: Any = pickle.loads(sys.stdin.buffer.read())
     reranker.auto_measure = "now"
     reranker.warm_up()

@@ -204,7 +204,7 @@ class LocalModelReranker(AutoMeasured, BudgetedScoring, BaseReranker):
     #: what a loaded reranker holds beside its settings: a copy (pickle, as the background measurement sends it to
     #: its child process) has its settings only, and loads again
     _loaded_state: tuple[str, ...] = ("agreement", "_forward", "_identity", "_encoder", "_planner", "_lock",
-                                      "_score_lock", "_measurement", "_where", "score_cache")
+                                      "_score_lock", "_measurement", "_fingerprint", "score_cache")
 
     def _reset_loaded(self) -> None:
         #: how the runtime agreed with torch on the fixed sample when it was converted (None on torch)
@@ -218,7 +218,7 @@ class LocalModelReranker(AutoMeasured, BudgetedScoring, BaseReranker):
         # fast tokenizers raise "Already borrowed" when two threads use them at once.
         self._score_lock = threading.RLock()
         self._measurement: Measurement | None = None
-        self._where: tuple[str, str] = ("", "")  # the model's folder and its files' fingerprint, once loaded
+        self._fingerprint = ""  # the model files' fingerprint, once loaded
 
     def __getstate__(self) -> dict[str, Any]:
         return {k: v for k, v in self.__dict__.items() if k not in self._loaded_state}
@@ -265,7 +265,7 @@ class LocalModelReranker(AutoMeasured, BudgetedScoring, BaseReranker):
             fingerprint = model_fingerprint(location)
             measure_later = False
             if self.requested_runtime == AUTO:
-                choice = self._choose_runtime(encoder, location, fingerprint, device, planner.max_length,
+                choice = self._choose_runtime(encoder, fingerprint, device, planner.max_length,
                                               measure=self.auto_measure == "now")
                 if choice is None:  # never measured here: serve on torch, measure off the request path
                     measure_later, self.runtime, self.precision = True, "torch", "fp32"
@@ -278,7 +278,7 @@ class LocalModelReranker(AutoMeasured, BudgetedScoring, BaseReranker):
                                    self.precision, self.precision)
                 encoder.to(torch_dtype(self.precision))
             try:
-                self._forward, self.agreement = self._compile(encoder, location, fingerprint)
+                self._forward, self.agreement = self._compile(encoder, fingerprint)
             except (ConversionError, LowAgreementError) as exc:
                 if self.requested_runtime != AUTO:
                     raise
@@ -291,7 +291,7 @@ class LocalModelReranker(AutoMeasured, BudgetedScoring, BaseReranker):
             self._identity = self.identity_of(fingerprint, planner)
             self._planner = planner
             self._encoder = encoder
-            self._where = (location, fingerprint)
+            self._fingerprint = fingerprint
             logger.info(
                 "loaded %s %s from %s (%s) on %s (%s) in %.0f ms",
                 self.name, self.model, resolved.location, resolved.source, device, self.runtime,
@@ -348,7 +348,7 @@ class LocalModelReranker(AutoMeasured, BudgetedScoring, BaseReranker):
         lengths a reranker sees, :func:`~rankrelay.rerankers.local.sample.timing_pairs`)."""
         return self._sample_scores(encoder, forward)
 
-    def _choose_runtime(self, encoder: Any, location: str, fingerprint: str, device: str,
+    def _choose_runtime(self, encoder: Any, fingerprint: str, device: str,
                         window: int, measure: bool = True) -> RuntimeChoice | None:
         """``runtime="auto"``: measure this machine's runtimes on the fixed sample once (then read the choice);
         with ``measure=False`` only read it (None when there is none)."""
@@ -363,7 +363,7 @@ class LocalModelReranker(AutoMeasured, BudgetedScoring, BaseReranker):
                 return TorchForward(copy.deepcopy(encoder).to(torch_dtype(precision)), self.output)
             if runtime == "torch":
                 return reference
-            return self._compile(encoder, location, fingerprint, runtime, min_agreement=0.0,  # judged below
+            return self._compile(encoder, fingerprint, runtime, min_agreement=0.0,  # judged below
                                  reference=(lambda: known[-1]) if known else None)[0]
 
         def sample(fwd: Forward) -> Any:
@@ -377,7 +377,7 @@ class LocalModelReranker(AutoMeasured, BudgetedScoring, BaseReranker):
                               sample=sample, timing=lambda fwd: self._timing_scores(encoder, fwd), clock=self.clock,
                               measure=measure)
 
-    def _compile(self, encoder: Any, location: str, fingerprint: str, runtime: str | None = None,
+    def _compile(self, encoder: Any, fingerprint: str, runtime: str | None = None,
                  min_agreement: float | None = None, reference: Any = None) -> tuple[Forward, Agreement | None]:
         """The forward pass on ``runtime`` (default: this reranker's), converted and checked once, then cached."""
         runtime = runtime or self.runtime

@@ -4,6 +4,7 @@ does when the child fails or runs too long (it keeps serving on torch, and says 
 from __future__ import annotations
 
 import logging
+import os
 import pickle
 import shutil
 import threading
@@ -94,7 +95,7 @@ def test_the_measuring_thread_says_why_once_and_hands_over_no_choice_when_the_ch
     """The measurement's work, run here in the test's thread (what start() runs in its own)."""
     rr, folder = measured(tmp_path)
     chosen = []
-    measurement = background.Measurement(rr, on_choice=chosen.append, limit_s=120)
+    measurement = background.Measurement(rr, on_choice=chosen.append)
     shutil.rmtree(folder)  # the child cannot load the model
     with caplog.at_level(logging.DEBUG, "rankrelay.rerankers.local.background"):
         measurement._run()
@@ -148,3 +149,87 @@ def test_the_switch_serves_on_the_chosen_runtime_from_the_next_pass_and_a_torch_
     assert any(f"{rr.model} now runs on onnx fp32: onnx is 2x" in r.getMessage() for r in caplog.records)
     assert_ranking_follows(rr.rerank(query, docs).indices, [r.score for r in sorted(on_torch, key=lambda r: r.index)],
                            CROSS_RUNTIME)
+
+
+def child_site(tmp_path, monkeypatch, hold: bool = False) -> None:
+    """A site for the measuring child (on its PYTHONPATH): ONNX Runtime and OpenVINO hidden, so it measures torch
+    only (seconds, not minutes); it prints a line saying what its environment holds, and with ``hold`` stays there
+    (the test stops it)."""
+    site = tmp_path / "child-site"
+    site.mkdir()
+    (site / "sitecustomize.py").write_text(
+        "import os, sys, time\n"
+        "sys.modules['onnxruntime'] = sys.modules['openvino'] = None\n"
+        "print(f\"the child started with TQDM_DISABLE={os.environ.get('TQDM_DISABLE')}\")\n"
+        "sys.stdout.buffer.write(b'a converter wrote caf\\xe9 in latin-1\\n')\n"
+        f"if {hold!r}:\n    time.sleep(600)\n")
+    monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
+    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+
+
+def test_a_measurement_in_its_own_process_hands_its_choice_to_the_serving_model(tmp_path, monkeypatch, caplog):
+    """The whole path, on torch alone: the child measures, its output reaches the log at DEBUG, the model switches
+    to what it chose (the stored choice the next load reads is tested with every runtime, marked ``measures``)."""
+    child_site(tmp_path, monkeypatch)
+    rr, _ = measured(tmp_path)
+    with caplog.at_level(logging.DEBUG, "rankrelay.rerankers.local.background"):
+        choice = rr.wait_for_runtime(300)
+    assert choice is not None and choice.runtime == "torch" and not rr.measuring
+    assert rr._measurement.error is None and (rr.runtime, rr.precision) == (choice.runtime, choice.precision)
+    said = [r.getMessage() for r in caplog.records]
+    assert any(line.endswith("the child started with TQDM_DISABLE=1") for line in said)
+    assert any(line.endswith("a converter wrote caf\ufffd in latin-1") for line in said)  # never a failed read
+    niceness = min(19, os.nice(0) + background.NICENESS)
+    assert any(line.endswith(f"measuring at niceness {niceness}") for line in said)
+    assert not background._LIVE  # nothing left for this process to stop at exit
+    assert f"{rr.model} now runs on torch {choice.precision}: {choice.reason}" in said
+    assert not [r for r in caplog.records if r.levelno >= logging.WARNING]
+
+
+def test_what_the_child_prints_is_logged_as_it_prints_and_waiting_is_bounded_while_it_measures(
+        tmp_path, monkeypatch, caplog):
+    from polling import until
+
+    child_site(tmp_path, monkeypatch, hold=True)
+    rr, _ = measured(tmp_path)
+    with caplog.at_level(logging.DEBUG, "rankrelay.rerankers.local.background"):
+        rr.warm_up()
+        until(lambda: any("the child started" in r.getMessage() for r in caplog.records),
+              "the child's first line logged while it still runs", seconds=120)
+        (thread,) = [t for t in threading.enumerate() if t.name == f"rankrelay-measure {rr.model}"]
+        assert thread.daemon  # a process that exits does not wait for a measurement
+        got: list = []
+        waiter = threading.Thread(target=lambda: got.append(rr.wait_for_runtime(0.1)), daemon=True)
+        waiter.start()
+        waiter.join(60)
+        assert got == [None] and rr.measuring  # it said "still measuring" without waiting for the child
+        background._stop_measuring()  # what this process does at exit
+        rr.wait_for_runtime(60)
+    assert not rr.measuring and (rr.runtime, rr.precision) == ("torch", "fp32")
+    assert rr._measurement.error.startswith("RuntimeError: the measuring process exited with -")
+
+
+def test_a_switch_to_bf16_builds_a_bf16_copy_and_leaves_the_serving_weights_in_fp32(tiny_ce_path, tmp_path):
+    import torch
+
+    from rankrelay.rerankers.local.auto_runtime import RuntimeChoice
+
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="torch", cache_dir=str(tmp_path))
+    rr.warm_up()
+    serving = rr._encoder
+    rr._switch_runtime(RuntimeChoice("torch", "bf16", "bf16 is 2x"))
+    assert (rr.runtime, rr.precision) == ("torch", "bf16")
+    assert {p.dtype for p in rr._encoder.parameters()} == {torch.bfloat16}
+    assert {p.dtype for p in serving.parameters()} == {torch.float32}  # requests in flight kept their fp32 model
+
+
+def test_the_graph_built_at_the_switch_is_the_one_the_next_load_on_that_runtime_reads(tiny_ce_path, tmp_path):
+    from rankrelay.rerankers.local.auto_runtime import RuntimeChoice
+    from rankrelay.rerankers.local.runtimes import RECORD
+
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="torch", cache_dir=str(tmp_path))
+    rr.warm_up()
+    rr._switch_runtime(RuntimeChoice("onnx", "fp32", "onnx is 2x"))
+    again = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="onnx", cache_dir=str(tmp_path))
+    again.warm_up()
+    assert again.runtime == "onnx" and len(list(tmp_path.rglob(RECORD))) == 1  # converted once, read back
