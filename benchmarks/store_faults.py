@@ -35,10 +35,16 @@ from experiments import rss_mb, serve_config
 from rich.console import Console
 from rich.table import Table
 
-from rankrelay.experiments.online import summarise
-from rankrelay.experiments.store import SQLiteStore
+from rankrelay.experiments.store import Impression, SQLiteStore
+from rankrelay.experiments.totals import summary, totals_of
 
 DOCS = [f"document number {i} about wings and lift" for i in range(8)]
+
+
+def summarise(name: str, arms: list[str], method: str, impressions: list[Impression]) -> dict[str, object]:
+    """The report the way it was made before running totals: every impression read and counted."""
+    return summary(name, arms, method, totals_of((i.method, len(i.arms), i.teams, i.excluded, i.clicked)
+                                                 for i in impressions))
 
 
 def serve(folder: Path, store: str, **service: object) -> tuple[subprocess.Popen[bytes], str]:

@@ -31,7 +31,7 @@ from typing import Any
 from rankrelay.errors import ConfigError, NotFoundError, RankRelayError, StoreUnavailableError
 from rankrelay.experiments.interleaving import team_draft
 from rankrelay.experiments.store import Impression, SQLStore
-from rankrelay.experiments.totals import summary, totals_of
+from rankrelay.experiments.totals import summary
 from rankrelay.hashing import short_hash
 from rankrelay.results import Document, RankedDocument, RerankResult
 
@@ -341,10 +341,3 @@ class Experiments:
             raise NotFoundError(f"no experiment {name!r}; experiments: {', '.join(self.experiments) or 'none'}")
         exp = self.experiments[name]
         return summary(exp.name, exp.arms, exp.method, self._store().totals(name))
-
-
-def summarise(name: str, arms: Sequence[str], method: str, impressions: Sequence[Impression]) -> dict[str, Any]:
-    """Counts and the decision of one experiment from its impressions (what :func:`summary` reads from the
-    store's running totals)."""
-    return summary(name, arms, method, totals_of((i.method, len(i.arms), i.teams, i.excluded, i.clicked)
-                                                 for i in impressions))

@@ -102,10 +102,28 @@ def test_what_ready_says_of_a_store_that_is_up_or_that_cannot_be_opened_and_when
     assert away.open_store() is None and tries == [100.0]  # not tried again within retry_s
     clock.sleep(0.1)
     assert away.open_store() is None and tries == [100.0, 105.0] and len(caplog.records) == 1  # said once
+    with raises_exactly(StoreUnavailableError, "the experiment store is unavailable; try again later"):
+        away.report("ab")  # (not tried again: within retry_s of the last try)
     clock.sleep(5.0)
     assert away.open_store() is not None and away.state() == {"state": "up", "pending": 0, "outages": 0}
     with raises_exactly(NotFoundError, "no experiment 'other'; experiments: ab"):
         away.report("other")
+    two = Experiments({n: Experiment(n, ["first", "shuffled"], "team-draft") for n in ("ab", "cd")}, None)
+    with raises_exactly(NotFoundError, "no experiment 'other'; experiments: ab, cd"):
+        two.report("other")
     with raises_exactly(NotFoundError, "no experiment 'ab'; experiments: none"):
         Experiments({}, None).report("ab")
     assert away.report("ab")["experiment"] == "ab"
+
+
+async def test_what_ready_says_of_a_store_that_goes_away_while_serving(tmp_path):
+    path = tmp_path / "exp.db"
+    SQLiteStore(str(path)).close()  # a store file with its tables, opened again by the service
+    exp = Experiments({"ab": Experiment("ab", ["first", "shuffled"], "team-draft")}, SQLiteStore(str(path)))
+    with open(path, "r+b") as f:  # the same file, its pages overwritten: the database is away
+        f.write(b"\xde\xad\xbe\xef" * (path.stat().st_size // 4))
+    res = await exp.answer("ab", "why lift", DOCS, 3, arms())
+    assert len(res.results) == 3 and res.info["impression_recorded"] == "buffered"  # answered; the impression waits
+    state = exp.state()
+    assert state == {"state": "unavailable", "reason": exp.store.outage, "pending": 1, "outages": 1}
+    assert "not a database" in state["reason"] or "malformed" in state["reason"]
