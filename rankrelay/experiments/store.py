@@ -361,8 +361,7 @@ class SQLiteStore(SQLStore):
             conn.execute("PRAGMA journal_mode=WAL")
             stat = os.stat(self.path)
             self._inode = (stat.st_dev, stat.st_ino)
-        conn.execute("PRAGMA foreign_keys=ON")
-        conn.execute("PRAGMA busy_timeout=30000")
+        conn.execute("PRAGMA foreign_keys=ON")  # (a writer's lock is waited for 30 s: connect's timeout)
         return conn
 
     def _file_changed(self) -> bool:
@@ -425,7 +424,7 @@ class PostgresStore(SQLStore):
                                package="psycopg-pool")
         self.url, self.timeout_s = url, timeout_s
         try:  # a wrong password or a bad address fails here, by its own words, not as a pool's timeout
-            self.psycopg.connect(url, connect_timeout=max(1, round(timeout_s)), autocommit=True).close()
+            self.psycopg.connect(url, connect_timeout=max(1, round(timeout_s))).close()
         except self.psycopg.Error as exc:
             raise StoreUnavailableError(f"cannot open the experiment store {_redact(url)}: "
                                         f"{str(exc).strip().splitlines()[0]}") from None

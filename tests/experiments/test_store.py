@@ -234,14 +234,14 @@ def test_a_missing_postgresql_driver_names_the_extra_and_the_package(monkeypatch
     from rankrelay.errors import MissingDependencyError
 
     monkeypatch.setitem(sys.modules, "psycopg", None)
-    with pytest.raises(MissingDependencyError, match=r"rankrelay\[postgres\]") as caught:
+    with raises_exactly(MissingDependencyError, "a PostgreSQL experiment store needs the optional package 'psycopg': "
+                                                "pip install 'rankrelay[postgres]'"):
         open_store(postgres_url)
-    assert "a PostgreSQL experiment store" in str(caught.value) and "psycopg" in str(caught.value)
     monkeypatch.setitem(sys.modules, "psycopg", psycopg)  # the driver is back, its pool is not
     monkeypatch.setitem(sys.modules, "psycopg_pool", None)
-    with pytest.raises(MissingDependencyError, match=r"rankrelay\[postgres\]") as caught:
+    with raises_exactly(MissingDependencyError, "a PostgreSQL experiment store needs the optional package "
+                                                "'psycopg-pool': pip install 'rankrelay[postgres]'"):
         open_store(postgres_url)
-    assert "psycopg-pool" in str(caught.value) and "a PostgreSQL experiment store" in str(caught.value)
 
 
 def test_a_postgresql_store_keeps_at_most_four_connections_by_default(postgres_url):
@@ -250,3 +250,44 @@ def test_a_postgresql_store_keeps_at_most_four_connections_by_default(postgres_u
         assert store._pool.max_size == 4
     finally:
         store.close()
+
+
+def test_a_postgresql_store_warns_nothing_names_its_pool_and_keeps_the_pools_retries_at_debug(postgres_url, caplog):
+    import logging
+    import threading
+    import warnings
+
+    with warnings.catch_warnings():
+        warnings.simplefilter("error")  # (a pool opened implicitly warns on its first use)
+        store = open_store(postgres_url)
+        try:
+            store.add(imp(1))
+            assert {t.name for t in threading.enumerate()} >= {"rankrelay-experiments-scheduler",
+                                                               "rankrelay-experiments-worker-0"}
+            with caplog.at_level(logging.DEBUG):
+                logging.getLogger("psycopg.pool").warning("error connecting in 'rankrelay-experiments': refused")
+            assert [(r.name, r.levelno) for r in caplog.records if "refused" in r.getMessage()] == [
+                ("rankrelay.experiments.store", logging.DEBUG)]
+        finally:
+            store.close()
+
+
+def test_batches_of_impressions_are_counted_and_kept_within_retention(make_store):
+    store = make_store(max_count=10)
+    for start in range(0, 40, 8):
+        assert store.add_many([imp(n, created=1000.0 + n) for n in range(start, start + 8)]) == 8
+        assert store.counts()["impressions"] <= 10
+    assert [i.id for i in store.impressions("exp")] == [f"imp-{n}" for n in range(30, 40)]
+    assert store.totals("exp")["impressions"] == 10
+
+
+def test_retention_takes_a_split_test_s_clicks_out_of_its_own_totals(make_store):
+    store = make_store(max_count=2)
+    store.add(Impression("imp-1", "exp", "split", ["a", "b"], [1], created=1000.0))
+    store.feedback("imp-1", [0])
+    assert store.totals("exp")["split:1:clicked"] == 1
+    for n in (2, 3):
+        store.add(Impression(f"imp-{n}", "exp", "split", ["a", "b"], [0], created=1000.0 + n))
+    totals = store.totals("exp")  # imp-1 and its click are gone: every count it added is taken back
+    assert [i.id for i in store.impressions("exp")] == ["imp-2", "imp-3"]
+    assert {k: v for k, v in totals.items() if v} == {"impressions": 2}
