@@ -158,14 +158,15 @@ def child_site(tmp_path, monkeypatch, hold: bool = False) -> None:
     site = tmp_path / "child-site"
     site.mkdir()
     (site / "sitecustomize.py").write_text(
-        "import os, sys, time\n"
+        "import importlib.util, os, sys, time\n"
         "sys.modules['onnxruntime'] = sys.modules['openvino'] = None\n"
         "print(f\"the child started with TQDM_DISABLE={os.environ.get('TQDM_DISABLE')}\")\n"
         "sys.stdout.buffer.write(b'a converter wrote caf\\xe9 in latin-1\\n')\n"
-        "import importlib.util\nprint('the child imports rankrelay from', importlib.util.find_spec('rankrelay').origin)\n"
+        "print('the child imports rankrelay from', importlib.util.find_spec('rankrelay').origin)\n"
         f"if {hold!r}:\n    time.sleep(600)\n")
     monkeypatch.setenv("PYTHONPATH", os.pathsep.join(filter(None, [str(site), os.environ.get("PYTHONPATH")])))
-    monkeypatch.delenv("TQDM_DISABLE", raising=False)
+    for name in ("TQDM_DISABLE", "PYTHONUNBUFFERED"):  # (what the child is given, not what this shell had)
+        monkeypatch.delenv(name, raising=False)
 
 
 def test_a_measurement_in_its_own_process_hands_its_choice_to_the_serving_model(tmp_path, monkeypatch, caplog):
@@ -213,7 +214,9 @@ def test_what_the_child_prints_is_logged_as_it_prints_and_waiting_is_bounded_whi
     assert rr._measurement.error.startswith("RuntimeError: the measuring process exited with -")
 
 
-def test_a_switch_to_bf16_builds_a_bf16_copy_and_leaves_the_serving_weights_in_fp32(tiny_ce_path, tmp_path):
+@pytest.mark.parametrize("precision", ["bf16", "fp16"])  # (fp16: what a GPU's choice would be)
+def test_a_switch_to_a_reduced_precision_builds_a_copy_in_it_and_leaves_the_serving_weights_in_fp32(
+        tiny_ce_path, tmp_path, precision):
     import torch
 
     from rankrelay.rerankers.local.auto_runtime import RuntimeChoice
@@ -221,9 +224,9 @@ def test_a_switch_to_bf16_builds_a_bf16_copy_and_leaves_the_serving_weights_in_f
     rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="torch", cache_dir=str(tmp_path))
     rr.warm_up()
     serving = rr._encoder
-    rr._switch_runtime(RuntimeChoice("torch", "bf16", "bf16 is 2x"))
-    assert (rr.runtime, rr.precision) == ("torch", "bf16")
-    assert {p.dtype for p in rr._encoder.parameters()} == {torch.bfloat16}
+    rr._switch_runtime(RuntimeChoice("torch", precision, f"{precision} is 2x"))
+    assert (rr.runtime, rr.precision) == ("torch", precision)
+    assert {p.dtype for p in rr._encoder.parameters()} == {{"bf16": torch.bfloat16, "fp16": torch.float16}[precision]}
     assert {p.dtype for p in serving.parameters()} == {torch.float32}  # requests in flight kept their fp32 model
 
 
