@@ -82,10 +82,9 @@ def _result(name: str, impression_id: str, query: str, docs: Sequence[Document],
     n = len(order)
     results = []
     for rank, (index, team) in enumerate(zip(order, teams), start=1):
-        source = by_arm[team].get(index)
-        doc = docs[index]
-        results.append(RankedDocument(index=index, text=doc.text, score=source.score if source else float("nan"),
-                                      rank=rank, normalized_score=1.0 - (rank - 1) / max(n, 1), id=doc.id,
+        doc = docs[index]  # (every position comes from the list of the arm credited with it)
+        results.append(RankedDocument(index=index, text=doc.text, score=by_arm[team][index].score, rank=rank,
+                                      normalized_score=1.0 - (rank - 1) / max(n, 1), id=doc.id,
                                       metadata=doc.metadata))
     timings = {f"{k}:{i}": v for i, res in enumerate(backend_results) for k, v in res.timings.items()}
     return RerankResult(query=query, results=results, backend=f"experiment:{name}", timings=timings,
@@ -130,17 +129,19 @@ class Experiments:
             if strict:
                 raise StoreUnavailableError(f"{exc} (serve with [service] store_strict = false to start without "
                                             "it)") from exc
-            self._failed(exc)
+            self._cannot_open(exc)
 
-    def _failed(self, exc: BaseException) -> None:
-        """The store was found away: not tried again for ``retry_s``. A store that could not be opened is said
-        here, once; an open store says its own outages."""
+    def _away(self) -> None:
+        """The open store was found away (it says its own outages): not tried again for ``retry_s``."""
         self._next_try = self.clock() + self.retry_s
-        if self.store is None:
-            if self._open_error is None:
-                logger.warning("experiment store unavailable (%s); impressions wait in a buffer of %d, feedback is "
-                               "answered 503 until it is back", exc, self.buffer_size)
-            self._open_error = str(exc)
+
+    def _cannot_open(self, exc: BaseException) -> None:
+        """The store could not be opened: said here, once; tried again after ``retry_s``."""
+        self._away()
+        if self._open_error is None:
+            logger.warning("experiment store unavailable (%s); impressions wait in a buffer of %d, feedback is "
+                           "answered 503 until it is back", exc, self.buffer_size)
+        self._open_error = str(exc)
 
     def open_store(self) -> SQLStore | None:
         """The store when it can be used now: opened, and not known to be away (tried again after ``retry_s``)."""
@@ -152,7 +153,7 @@ class Experiments:
                     self.store = self._opener()
                     self._open_error = None
                 except Exception as exc:  # the service answers without it
-                    self._failed(exc)
+                    self._cannot_open(exc)
             return self.store
 
     def state(self) -> dict[str, Any]:
@@ -243,8 +244,8 @@ class Experiments:
         else:
             try:
                 await asyncio.to_thread(store.add, impression)
-            except StoreUnavailableError as exc:
-                self._failed(exc)
+            except StoreUnavailableError:
+                self._away()
                 outcome = self._buffer(impression)
             except Exception as exc:  # noqa: BLE001 - the answer goes out; the impression is counted lost
                 logger.warning("experiment %s: impression %s not recorded (%s: %s)", impression.experiment,
@@ -274,8 +275,8 @@ class Experiments:
                 chunk = list(itertools.islice(self._pending, batch))
             try:
                 store.add_many(chunk)
-            except StoreUnavailableError as exc:
-                self._failed(exc)
+            except StoreUnavailableError:
+                self._away()
                 break
             except Exception as exc:  # noqa: BLE001 - a bad impression never blocks the rest: one at a time
                 logger.warning("experiment store: a buffered batch failed (%s: %s); writing one at a time",
@@ -283,8 +284,8 @@ class Experiments:
                 chunk = chunk[:1]
                 try:
                     store.add_many(chunk)
-                except StoreUnavailableError as again:
-                    self._failed(again)
+                except StoreUnavailableError:
+                    self._away()
                     break
                 except Exception:  # noqa: BLE001 - counted lost below
                     self.on_event(chunk[0].experiment, "impression", "lost")
@@ -307,8 +308,8 @@ class Experiments:
                 if store is not None and store.outage is not None and self.clock() >= self._next_try:
                     await asyncio.to_thread(store.ping)
                 await asyncio.to_thread(self.flush)
-            except StoreUnavailableError as exc:
-                self._failed(exc)
+            except StoreUnavailableError:
+                self._away()
             except Exception:  # noqa: BLE001 - the loop outlives any one failure
                 logger.exception("experiment store maintenance failed")
 
@@ -323,8 +324,8 @@ class Experiments:
         store = await asyncio.to_thread(self._store)
         try:
             recorded = await asyncio.to_thread(store.feedback, impression_id, clicked, dwell=dwell, grade=grade)
-        except StoreUnavailableError as exc:
-            self._failed(exc)
+        except StoreUnavailableError:
+            self._away()
             raise
         self.on_event(recorded.experiment, "feedback", "recorded" if recorded.created else "repeated")
         return {"id": impression_id, "experiment": recorded.experiment, "recorded": recorded.created}

@@ -127,3 +127,46 @@ async def test_what_ready_says_of_a_store_that_goes_away_while_serving(tmp_path)
     state = exp.state()
     assert state == {"state": "unavailable", "reason": exp.store.outage, "pending": 1, "outages": 1}
     assert "not a database" in state["reason"] or "malformed" in state["reason"]
+
+
+async def test_an_experiment_s_answer_keeps_each_document_and_the_score_the_arm_that_placed_it_gave():
+    from rankrelay.results import Document
+
+    docs = [Document(f"document {i} about lift", id=f"d{i}", metadata={"n": i}) for i in range(6)]
+    exp, store = runner()
+    res = await exp.answer("ab", "lift", docs, 4, arms())
+    kept = store.get(res.info["impression"])
+    own = [await IdentityReranker().arerank("lift", docs), await RandomReranker(seed=3).arerank("lift", docs)]
+    scores = [{r.index: r.score for r in arm.results} for arm in own]
+    assert [r.score for r in res.results] == [scores[team][r.index] for r, team in zip(res.results, kept.teams)]
+    assert [(r.rank, r.normalized_score) for r in res.results] == [(1, 1.0), (2, 0.75), (3, 0.5), (4, 0.25)]
+    assert [(r.id, r.metadata, r.text) for r in res.results] == [(f"d{r.index}", {"n": r.index}, docs[r.index].text)
+                                                                  for r in res.results]
+    assert (res.query, res.backend, res.normalization, res.num_candidates, res.info["relevance"]) == (
+        "lift", "experiment:ab", "rank", 6, "rank")
+    assert {key.rsplit(":", 1)[1] for key in res.timings} == {"0", "1"}  # each arm's timings, by its position
+
+
+async def test_what_the_service_counts_impressions_and_feedback_recorded_or_repeated():
+    events = []
+    exp, _ = runner(on_event=lambda *event: events.append(event))
+    res = await exp.answer("ab", "why lift", DOCS, 3, arms())
+    for _ in range(2):
+        await exp.feedback(res.info["impression"], [0])
+    assert events == [("ab", "impression", "recorded"), ("ab", "feedback", "recorded"), ("ab", "feedback", "repeated")]
+
+
+async def test_feedback_without_experiments_or_for_an_impression_still_waiting_says_why(tmp_path):
+    from rankrelay.errors import NotFoundError, StoreUnavailableError
+
+    with raises_exactly(NotFoundError, "this service runs no experiments: feedback has nowhere to go"):
+        await Experiments({}, None).feedback("any", [0])
+    path = tmp_path / "exp.db"
+    SQLiteStore(str(path)).close()
+    exp = Experiments({"ab": Experiment("ab", ["first", "shuffled"], "team-draft")}, SQLiteStore(str(path)))
+    with open(path, "r+b") as f:  # the database goes away: the impression waits in the buffer
+        f.write(b"\xde\xad\xbe\xef" * (path.stat().st_size // 4))
+    waiting = (await exp.answer("ab", "why lift", DOCS, 3, arms())).info["impression"]
+    with raises_exactly(StoreUnavailableError, f"impression {waiting!r} is not stored yet (the experiment store is "
+                                               "away); try again later"):
+        await exp.feedback(waiting, [0])
