@@ -198,7 +198,7 @@ def test_without_judgments_the_strongest_ranks_once_only_the_queries_and_depth_a
                   report=tmp_path / "r", progress=False, depths=(), keeps=(), runtime=None)
     assert Oracle.calls == 2  # two queries, ranked once: the comparison reuses the judge's run
     assert len((tmp_path / "r" / "candidates.trec").read_text().splitlines()) == 2 * 5
-    assert [r["backend"] for r in result.rows] == ["identity over 5", "oracle over 5"]
+    assert sorted(r["backend"] for r in result.rows) == ["identity over 5", "oracle over 5"]  # (fastest first)
     assert not [r for r in caplog.records if r.name == "rankrelay.progress"]  # progress=False reached the judge
 
 
