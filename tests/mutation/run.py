@@ -61,7 +61,7 @@ EXCUSED: dict[str, str] = {
        "minutes per run, too slow to run once per mutant" for p in ("__init__.py", "data.py", "serve.py")},
     **{f"rankrelay/testing/{p}": TEST_DOUBLES for p in (
         "__init__.py", "__main__.py", "bedrock_api.py", "chat_api.py", "clock.py", "qdrant_api.py", "rerank_api.py",
-        "server.py")},
+        "server.py", "vertex_api.py")},
 }
 
 # Test files that judge no module: they need the repository around them (a mutation folder has the package and
