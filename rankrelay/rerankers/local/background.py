@@ -22,7 +22,6 @@ import os
 import pickle
 import subprocess
 import sys
-import sysconfig
 import tempfile
 import threading
 from collections.abc import Callable
@@ -192,12 +191,8 @@ def _stop_measuring() -> None:
 
 
 def _child_env() -> dict[str, str]:
-    """This environment, and: the child imports rankrelay from where this process did (a source checkout run from
-    another folder, say), streams its output, and shows no progress bars."""
+    """This environment, and: the child streams its output and shows no progress bars."""
     env = dict(os.environ)
-    root = str(Path(__file__).resolve().parents[3])
-    if root not in {sysconfig.get_path("purelib"), sysconfig.get_path("platlib")}:  # (those are on every path)
-        env["PYTHONPATH"] = os.pathsep.join([root, *filter(None, [env.get("PYTHONPATH")])])
     env.setdefault("TQDM_DISABLE", "1")  # progress bars of the converters: nobody watches them
     env["PYTHONUNBUFFERED"] = "1"
     return env
