@@ -107,7 +107,7 @@ def test_the_measuring_thread_says_why_once_and_hands_over_no_choice_when_the_ch
     assert any("ModelNotFoundError" in line for line in said)  # the child's own output, kept at DEBUG
 
 
-def test_the_child_measures_what_it_was_sent_and_writes_the_choice(tmp_path, monkeypatch, tiny_ce_path):
+def test_the_child_measures_what_it_was_sent_and_writes_the_choice(tmp_path, monkeypatch, tiny_ce_path, caplog):
     """The child's side, in-process: a pickled reranker on stdin, the choice in the file named (here the machine
     has only torch, so the choice is made at once)."""
     import io
@@ -118,10 +118,13 @@ def test_the_child_measures_what_it_was_sent_and_writes_the_choice(tmp_path, mon
     monkeypatch.setitem(sys.modules, "openvino", None)
     monkeypatch.setattr("rankrelay.rerankers.local.auto_runtime.cpu_signature",
                         lambda: {"model": "any", "machine": "x86_64", "flags": ["avx2"]})  # no bf16 units
-    monkeypatch.setattr(background.os, "nice", lambda n: 0)  # the test process keeps its priority
+    asked = []
+    monkeypatch.setattr(background.os, "nice", lambda n: asked.append(n) or 10)  # the test keeps its priority
     rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="auto", cache_dir=str(tmp_path))
     monkeypatch.setattr(sys, "stdin", io.TextIOWrapper(io.BytesIO(pickle.dumps(rr))))
-    assert background.main([str(tmp_path / "choice.json")]) == 0
+    with caplog.at_level(logging.INFO, "rankrelay.rerankers.local.background"):
+        assert background.main([str(tmp_path / "choice.json")]) == 0
+    assert asked == [background.NICENESS] and "measuring at niceness 10" in [r.getMessage() for r in caplog.records]
     choice = json.loads((tmp_path / "choice.json").read_text())
     assert (choice["runtime"], choice["precision"], choice["reason"]) == ("torch", "fp32",
                                                                           "torch is the only runtime here")
