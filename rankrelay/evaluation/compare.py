@@ -104,23 +104,46 @@ def load_backends(backends: Sequence[Any], use_ray: bool = False, *,
                   skipped: dict[str, str] | None = None) -> dict[str, Any]:
     """Every backend built and warmed before the first query, so a missing model or a typo fails in seconds,
     before any work (on Ray, where actors load the models, the specs are checked). Given ``skipped``, a backend
-    that cannot load here (:data:`CANNOT_LOAD_HERE`) is recorded in it (name -> why) instead of failing."""
+    that cannot load here (:data:`CANNOT_LOAD_HERE`) is recorded in it (name -> why) instead of failing. What was
+    built for a backend that failed, and for the others when one fails the call, is closed (a caller's own
+    reranker stays the caller's to close)."""
     loaded: dict[str, Any] = {}
-    for item in backends:
-        target, _ = _target(item)
-        try:
-            if use_ray:
-                check_spec(target)
+    try:
+        for item in backends:
+            try:
+                reranker = _warmed(item, use_ray)
+            except CANNOT_LOAD_HERE as exc:
+                if skipped is None:
+                    raise
+                skipped[backend_name(item)] = f"{type(exc).__name__}: {exc}"
                 continue
-            reranker = load_chain_item(target)
-            reranker.warm_up()  # loading a model is not a query's latency
-        except CANNOT_LOAD_HERE as exc:
-            if skipped is None:
-                raise
-            skipped[backend_name(item)] = f"{type(exc).__name__}: {exc}"
-            continue
-        loaded[backend_name(item)] = reranker
+            if reranker is not None:
+                loaded[backend_name(item)] = reranker
+    except BaseException:
+        for reranker in loaded.values():
+            _close_ours(backends, reranker)
+        raise
     return loaded
+
+
+def _warmed(item: Any, use_ray: bool) -> Any:
+    """``item`` built and warmed (None on Ray, where only its spec is checked here)."""
+    target, _ = _target(item)
+    if use_ray:
+        check_spec(target)
+        return None
+    reranker = load_chain_item(target)
+    try:
+        reranker.warm_up()  # loading a model is not a query's latency
+    except BaseException:
+        _close_ours((item, target), reranker)
+        raise
+    return reranker
+
+
+def _close_ours(callers: Sequence[Any], reranker: Any) -> None:
+    if not any(reranker is item for item in callers):  # a caller's reranker is the caller's to close
+        reranker.close()
 
 
 def run_backend(item: Any, dataset: BeirDataset, candidates: dict[str, Ranking], cache: Path | None,
@@ -358,8 +381,7 @@ def compare(
         cache = folder / "runs" / f"{_slug(name)}-{checksum}.json" if folder is not None else None
         runs[name] = run_backend(item, data, run, cache, progress, use_ray, loaded.get(name))
     for reranker in loaded.values():
-        if not any(reranker is item for item in backends):  # a caller's reranker is the caller's to close
-            reranker.close()
+        _close_ours(backends, reranker)
 
     warnings = [f"{name} was not compared: it cannot run here ({why})" for name, why in skipped.items()]
     for name, r in list(runs.items()):

@@ -355,3 +355,48 @@ def test_a_column_that_says_nothing_for_any_backend_is_left_out_and_shown_when_o
                                        "identity,cascade:first-stage>oracle@5", "-q", "--out", str(tmp_path / "c")])
     assert cascade.exit_code == 0 and "reranked / query" in cascade.output
     assert "| reranked / query |" in (tmp_path / "c" / "report.md").read_text()
+
+
+class Unplaceable(Oracle):
+    """A backend whose weights are not on this machine: it is built, then fails as it warms up."""
+
+    closed: list = []
+
+    def warm_up(self):
+        from rankrelay import ModelNotFoundError
+
+        raise ModelNotFoundError("no weights here")
+
+    def close(self):
+        Unplaceable.closed.append(self)
+
+
+class Closing(Oracle):
+    closed: list = []
+
+    def close(self):
+        Closing.closed.append(self)
+
+
+@pytest.mark.parametrize("strict", [False, True])
+def test_what_compare_built_is_closed_when_a_backend_cannot_run_and_a_caller_s_own_reranker_is_not(
+        beir, backends, tmp_path, strict):
+    from rankrelay import ModelNotFoundError
+
+    Unplaceable.closed, Closing.closed = [], []
+    register("unplaceable", lambda model, **o: Unplaceable(**o), options={"normalize"}, description="test")
+    register("closing", lambda model, **o: Closing(**o), options={"normalize"}, description="test")
+    mine = Closing()
+    try:
+        run = lambda: compare(beir, "bm25", ["closing", mine, "unplaceable"], out=tmp_path / "r",  # noqa: E731
+                              progress=False, strict=strict)
+        if strict:
+            with pytest.raises(ModelNotFoundError, match="no weights here"):
+                run()
+        else:
+            assert list(run().skipped) == ["unplaceable"]
+    finally:
+        unregister("unplaceable")
+        unregister("closing")
+    assert len(Unplaceable.closed) == 1  # built for the comparison, failed: closed
+    assert len(Closing.closed) == 1 and Closing.closed[0] is not mine  # compare's own, whether it ran or not
