@@ -154,10 +154,14 @@ class Service:
         before the server starts, so a store or model that cannot be opened is one line, not a traceback)."""
         self.experiments.open(self.store_strict)
         for rr in {id(r): r for r in self.rerankers.values()}.values():
-            rr.warm_up()
-            if self.measure_at_start:
-                for model in local_models(rr):
-                    model.wait_for_runtime()
+            self._load(rr)
+
+    def _load(self, rr: Reranker) -> None:
+        """Load ``rr``; with ``measure_at_start``, wait until ``runtime="auto"`` has chosen its models' runtimes."""
+        rr.warm_up()
+        if self.measure_at_start:
+            for model in local_models(rr):
+                model.wait_for_runtime()
 
     async def start(self) -> None:
         """Open the experiment store and load every served model (``/ready`` says so only after this); keep the
@@ -165,10 +169,7 @@ class Service:
         await asyncio.to_thread(self.experiments.open, self.store_strict)
         self._maintenance = asyncio.create_task(self.experiments.maintain())
         for name, rr in self.rerankers.items():
-            await asyncio.to_thread(rr.warm_up)
-            if self.measure_at_start:
-                for model in local_models(rr):
-                    await asyncio.to_thread(model.wait_for_runtime)
+            await asyncio.to_thread(self._load, rr)
             logger.info("model %s ready (%s)", name, label(rr))
         self.ready = True
 
