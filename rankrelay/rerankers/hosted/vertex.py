@@ -26,7 +26,7 @@ from typing import Any
 
 from rankrelay._optional import import_optional
 from rankrelay.errors import AuthenticationError, BackendTimeoutError, BackendUnavailableError, ConfigError
-from rankrelay.rerankers.hosted.api import ApiReranker, Reply, error_for_status, transport_error
+from rankrelay.rerankers.hosted.api import ApiReranker, Reply, error_for_status
 
 #: the model used when the spec names none
 DEFAULT_MODEL = "semantic-ranker-default@latest"
@@ -105,29 +105,31 @@ class VertexReranker(ApiReranker):
 
     def _reply(self, raw: Any) -> Reply:
         response, n = raw
-        pairs = [(int(r.id) if r.id.isdigit() else r.id, r.score) for r in response.records]
+        pairs = [(int(r.id), r.score) for r in response.records]  # (an id that is not a position: unreadable)
         return Reply(pairs, None, {"queries": math.ceil(n / RECORDS_PER_QUERY)})
 
     def _error(self, exc: Exception) -> Exception:
+        import requests
         from google.api_core import exceptions as gx
         from google.auth import exceptions as auth_errors
 
-        if isinstance(exc, gx.GoogleAPICallError) and exc.code is not None:
-            response = getattr(exc, "response", None)
-            return error_for_status(self.name, int(exc.code), _google_message(response, exc.message),
-                                    getattr(response, "headers", None))  # (Retry-After, where sent)
+        if isinstance(exc, gx.GoogleAPICallError) and exc.code is not None:  # (the REST transport keeps the reply)
+            return error_for_status(self.name, int(exc.code), _google_message(exc.response, exc.message),
+                                    exc.response.headers)  # (Retry-After, where sent)
         if isinstance(exc, auth_errors.DefaultCredentialsError):
             return AuthenticationError(f"{self.name}: no Google credentials ({exc}): set "
                                        "GOOGLE_APPLICATION_CREDENTIALS or run 'gcloud auth application-default "
                                        "login'", backend=self.name, retryable=False)
-        if isinstance(exc, auth_errors.RefreshError):
+        if isinstance(exc, auth_errors.RefreshError):  # (a revoked user's login, a refused token)
             return AuthenticationError(f"{self.name}: the credentials were refused ({exc})", backend=self.name,
                                        retryable=False)
-        if isinstance(exc, (gx.RetryError, TimeoutError)) or type(exc).__name__ in ("ReadTimeout", "Timeout"):
+        if isinstance(exc, auth_errors.TransportError):  # (the token endpoint out of reach)
+            return BackendUnavailableError(f"{self.name}: no token: {exc}", backend=self.name)
+        if isinstance(exc, requests.exceptions.ReadTimeout):
             return BackendTimeoutError(f"{self.name}: no reply in time ({type(exc).__name__})", backend=self.name)
-        if type(exc).__module__.startswith(("requests", "urllib3")):
+        if isinstance(exc, requests.exceptions.RequestException):  # refused, reset, a connect timeout
             return BackendUnavailableError(f"{self.name}: {type(exc).__name__}: {exc}", backend=self.name)
-        return transport_error(self.name, exc)
+        return exc
 
     def close(self) -> None:
         """Close the SDK client's connections (a later call opens a new client)."""

@@ -70,8 +70,10 @@ def test_rerank_sends_the_documents_as_records_to_the_ranking_config_and_reads_e
     assert res.info["billed_units"] == {"queries": 1} and res.info["relevance"] == "unit"
 
 
-def test_a_model_location_and_config_go_as_given_and_the_project_may_come_from_the_environment(vertex, google):
-    google.setenv("GOOGLE_CLOUD_PROJECT", "from-env")
+@pytest.mark.parametrize("variable", ["GOOGLE_CLOUD_PROJECT", "GCLOUD_PROJECT"])
+def test_a_model_location_and_config_go_as_given_and_the_project_may_come_from_the_environment(vertex, google,
+                                                                                               variable):
+    google.setenv(variable, "from-env")
     reranker = load_reranker("vertex:semantic-ranker-fast@latest", location="eu", ranking_config="mine",
                              endpoint_url=vertex.url)
     reranker.rerank(QUERY, TEXTS)
@@ -94,9 +96,11 @@ def test_a_long_list_goes_200_records_a_request_and_is_billed_a_query_per_100(ve
 
 def test_missing_credentials_are_an_authentication_error_before_any_request(vertex, google, tmp_path):
     google.setenv("GOOGLE_APPLICATION_CREDENTIALS", str(tmp_path / "missing.json"))
-    with pytest.raises(AuthenticationError, match=r"^vertex: no Google credentials .*GOOGLE_APPLICATION_CREDENTIALS"):
+    with pytest.raises(AuthenticationError) as err:
         rr(vertex, max_attempts=3).rerank(QUERY, TEXTS)
-    assert vertex.count() == 0
+    assert str(err.value).startswith("vertex: no Google credentials (") and str(err.value).endswith(
+        "): set GOOGLE_APPLICATION_CREDENTIALS or run 'gcloud auth application-default login'")
+    assert (err.value.backend, err.value.retryable, vertex.count()) == ("vertex", False, 0)
 
 
 def test_a_token_the_server_does_not_know_is_a_401_authentication_error(vertex, google, tmp_path):
@@ -121,15 +125,21 @@ def test_a_rate_limit_keeps_its_retry_after_and_is_retried_by_the_one_policy(ver
 def test_server_errors_timeouts_resets_refusals_and_malformed_replies_are_typed(vertex):
     vertex.faults = [google_error(503, "The service is currently unavailable.")]
     assert rr(vertex, max_attempts=2).rerank(QUERY, TEXTS).indices == expected()
+    vertex.faults = [google_error(503, "The service is currently unavailable.")]
+    with pytest.raises(BackendUnavailableError):
+        rr(vertex, max_attempts=1).rerank(QUERY, TEXTS)
+    assert vertex.count() == 3  # the SDK's own retries are off: one attempt is one request
     vertex.faults = [google_error(400, "records: at most 200")]
     with pytest.raises(BadRequestError, match=r"^vertex: HTTP 400: records: at most 200$"):
         rr(vertex, max_attempts=3).rerank(QUERY, TEXTS)
     vertex.faults = [Fault("sleep", seconds=1.5)]
-    with pytest.raises(BackendTimeoutError, match=r"^vertex: no reply in time"):
+    with pytest.raises(BackendTimeoutError) as late:
         rr(vertex, timeout=0.5, max_attempts=1).rerank(QUERY, TEXTS)
+    assert (str(late.value), late.value.backend) == ("vertex: no reply in time (ReadTimeout)", "vertex")
     vertex.faults = [Fault("reset")]
-    with pytest.raises(BackendUnavailableError, match=r"^vertex: ConnectionError: "):
+    with pytest.raises(BackendUnavailableError, match=r"^vertex: ConnectionError: ") as reset:
         rr(vertex, max_attempts=1).rerank(QUERY, TEXTS)
+    assert reset.value.backend == "vertex"
     vertex.faults = [Fault("malformed")]
     with pytest.raises(BadResponseError) as bad:
         rr(vertex, max_attempts=1).rerank(QUERY, TEXTS)
@@ -137,12 +147,27 @@ def test_server_errors_timeouts_resets_refusals_and_malformed_replies_are_typed(
     vertex.faults = [Fault("status", 200, body={"records": [{"id": "9", "score": 0.5}]})]
     with pytest.raises(BadResponseError, match="index 9 for 4 documents"):
         rr(vertex, max_attempts=1).rerank(QUERY, TEXTS)
+    vertex.faults = [Fault("status", 200, body={"records": [{"id": "doc-a", "score": 0.5}]})]
+    with pytest.raises(BadResponseError, match=r"^vertex: unreadable reply \(ValueError"):
+        rr(vertex, max_attempts=1).rerank(QUERY, TEXTS)
+
+
+@pytest.mark.parametrize(("body", "status"), [({"detail": "Bad Gateway"}, 502), ({"error": {"message": 7}}, 500)])
+def test_an_error_reply_not_in_google_s_shape_keeps_the_sdk_s_words(vertex, body, status):
+    vertex.faults = [Fault("status", status, body=body)]
+    with pytest.raises(BackendUnavailableError) as err:
+        rr(vertex, max_attempts=1).rerank(QUERY, TEXTS)
+    assert str(err.value).startswith(f"vertex: HTTP {status}: POST {vertex.url}/v1/projects/demo/")
 
 
 def test_async_calls_and_close(vertex):
-    reranker = rr(vertex)
+    rr(vertex).close()  # never used: nothing to close
+    reranker = rr(vertex, timeout=0.5, max_attempts=1)
     res = asyncio.run(reranker.arerank(QUERY, TEXTS, top_n=2))
     assert res.indices == expected()[:2]
+    vertex.faults = [Fault("sleep", seconds=1.5)]
+    with pytest.raises(BackendTimeoutError):
+        asyncio.run(reranker.arerank(QUERY, TEXTS))
     reranker.close()
     assert reranker.rerank(QUERY, TEXTS).indices == expected()  # a closed reranker opens a new client
 
