@@ -119,10 +119,9 @@ class VertexReranker(ApiReranker):
         if isinstance(exc, auth_errors.DefaultCredentialsError):
             return AuthenticationError(f"{self.name}: no Google credentials ({exc}): set "
                                        "GOOGLE_APPLICATION_CREDENTIALS or run 'gcloud auth application-default "
-                                       "login'", backend=self.name, retryable=False)
+                                       "login'", backend=self.name)  # (never retried: an AuthenticationError)
         if isinstance(exc, auth_errors.RefreshError):  # (a revoked user's login, a refused token)
-            return AuthenticationError(f"{self.name}: the credentials were refused ({exc})", backend=self.name,
-                                       retryable=False)
+            return AuthenticationError(f"{self.name}: the credentials were refused ({exc})", backend=self.name)
         if isinstance(exc, auth_errors.TransportError):  # (the token endpoint out of reach)
             return BackendUnavailableError(f"{self.name}: no token: {exc}", backend=self.name)
         if isinstance(exc, requests.exceptions.ReadTimeout):
