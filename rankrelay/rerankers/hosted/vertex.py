@@ -83,9 +83,9 @@ class VertexReranker(ApiReranker):
         with self._sdk_lock:
             if self._sdk_client is None:
                 sdk = _sdk()
-                options = {"api_endpoint": self.endpoint_url} if self.endpoint_url else None
-                try:
-                    self._sdk_client = sdk.RankServiceClient(transport="rest", client_options=options)
+                try:  # (an api_endpoint of None is Google's)
+                    self._sdk_client = sdk.RankServiceClient(transport="rest",
+                                                             client_options={"api_endpoint": self.endpoint_url})
                 except Exception as exc:
                     raise self._error(exc) from exc
             return self._sdk_client
