@@ -7,11 +7,11 @@ STAMP  := $(VENV)/.rankrelay-installed
 TORCH  ?= torch==2.13.0
 
 COHERE5 := .venv-cohere5
-.PHONY: docs docs-serve demo test test-ray test-slow typecheck test-cohere5 browser postgres lint bench clean mutation mutation-sample mutation-map
+.PHONY: docs docs-serve demo test test-ray test-slow typecheck test-cohere5 browser postgres redis lint bench clean mutation mutation-sample mutation-map
 
 # `make demo` installs what the demo needs (a fresh clone searches within minutes); `make test` adds the rest.
 DEMO_EXTRAS := local,retrieval,minilm,cohere
-ALL_EXTRAS  := local,onnx,openvino,cache,retrieval,qdrant,batch,ray,eval,server,minilm,cohere,bedrock,vertex,llm,train,langchain,llamaindex,haystack,docs,postgres,otel,dev
+ALL_EXTRAS  := local,onnx,openvino,cache,retrieval,qdrant,batch,ray,eval,server,minilm,cohere,bedrock,vertex,llm,train,langchain,llamaindex,haystack,docs,postgres,redis,otel,dev
 DEMO_STAMP  := $(VENV)/.rankrelay-demo
 
 define install
@@ -42,7 +42,7 @@ TEST_WORKERS ?= auto
 COVERAGE_FLOOR := 92
 COVER := $(if $(COVERAGE),--cov=rankrelay --cov-branch --cov-report=term:skip-covered --cov-fail-under=$(COVERAGE_FLOOR))
 # PostgreSQL is installed first where this machine allows it (root): its store tests then run here too, not only in CI.
-test: $(STAMP) postgres
+test: $(STAMP) postgres redis
 	$(BIN)/python -m pytest -q -m "not slow and not ray" -n $(TEST_WORKERS) --maxprocesses 4 --dist worksteal $(COVER)
 
 # Mutation testing of every module of the package (tests/mutation/run.py), each judged by the tests that run
@@ -104,6 +104,14 @@ postgres:
 	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
 		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q postgresql; \
 	else echo "no PostgreSQL here and no root to install it: the PostgreSQL store's tests will be skipped"; fi
+
+# Redis for the tests of state shared by replicas (each test starts its own server on 127.0.0.1): Debian's
+# redis-server, or valkey-server where that is what the machine has.
+redis:
+	@if command -v redis-server >/dev/null || command -v valkey-server >/dev/null; then echo "redis: found"; \
+	elif [ "$$(id -u)" = 0 ] && command -v apt-get >/dev/null; then \
+		apt-get update -q && DEBIAN_FRONTEND=noninteractive apt-get install -y -q redis-server; \
+	else echo "no Redis here and no root to install it: the shared-state tests will be skipped"; fi
 
 # The documentation site into site/ (strict: a broken link or reference fails); the CLI and API reference pages
 # are generated from the typer app and the docstrings. `make docs-serve` previews it.

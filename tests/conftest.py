@@ -6,8 +6,10 @@ import json
 import logging
 import os
 import string
+import time
 from collections.abc import Iterator
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -425,6 +427,71 @@ def postgres_url():
 def postgres_server():
     """A PostgreSQL server of this test's own, which it may restart (see :class:`PostgresServer`)."""
     server = PostgresServer()
+    try:
+        yield server
+    finally:
+        server.close()
+
+
+class RedisServer:
+    """A throwaway Redis server on 127.0.0.1 (Debian's ``redis-server``, or ``valkey-server``; nothing kept on
+    disk) that a test may stop and start again (empty, as a restarted cache is)."""
+
+    def __init__(self, password: str | None = None) -> None:
+        import importlib.util
+        import shutil
+        import socket
+        import tempfile
+
+        binary = shutil.which("redis-server") or shutil.which("valkey-server")
+        require(binary, "Redis is not installed (run `make redis` as root)")
+        require(importlib.util.find_spec("redis"), "the redis client is not installed (pip install 'rankrelay[redis]')")
+        self.binary, self.password = binary, password
+        self.folder = Path(tempfile.mkdtemp(prefix="rankrelay-redis-"))
+        with socket.socket() as sock:
+            sock.bind(("127.0.0.1", 0))
+            self.port = sock.getsockname()[1]
+        self.process: Any = None
+        self.start()
+
+    @property
+    def url(self) -> str:
+        auth = f":{self.password}@" if self.password else ""
+        return f"redis://{auth}127.0.0.1:{self.port}/0"
+
+    def start(self) -> None:
+        import subprocess
+
+        import redis
+
+        args = [self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "", "--appendonly", "no",
+                "--dir", str(self.folder)] + (["--requirepass", self.password] if self.password else [])
+        self.process = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+        client = redis.Redis.from_url(self.url)
+        for _ in range(200):
+            try:
+                client.ping()
+                break
+            except redis.exceptions.ConnectionError:
+                time.sleep(0.02)
+        client.close()
+
+    def stop(self) -> None:
+        self.process.terminate()
+        self.process.wait(10)
+
+    def close(self) -> None:
+        import shutil
+
+        if self.process.poll() is None:
+            self.stop()
+        shutil.rmtree(self.folder, ignore_errors=True)
+
+
+@pytest.fixture
+def redis_server():
+    """A Redis server of this test's own, which it may stop and start (see :class:`RedisServer`)."""
+    server = RedisServer()
     try:
         yield server
     finally:

@@ -9,6 +9,7 @@ Example:
 from rankrelay.rerankers.base import BaseReranker, Reranker, Scored
 from rankrelay.rerankers.compose.cascade import CascadeReranker
 from rankrelay.rerankers.compose.fallback import FallbackReranker
+from rankrelay.rerankers.compose.pool import PoolReranker
 from rankrelay.rerankers.registry import (
     BackendInfo,
     backends,
@@ -26,6 +27,7 @@ __all__ = [
     "BaseReranker",
     "CascadeReranker",
     "FallbackReranker",
+    "PoolReranker",
     "Reranker",
     "Scored",
     "backends",

@@ -182,6 +182,9 @@ def plan_from_settings(settings: Settings, models: Mapping[str, Any] | None = No
         chosen[name] = spec
     if not chosen:
         chosen = configured or {"default": list(settings.fallback) if settings.fallback else settings.backend}
+    if service.state is not None:  # every pool shares its limits through it, each under its model's name
+        chosen = {name: {"state": service.state.get_secret_value(), "namespace": name, **spec}
+                  if isinstance(spec, dict) and spec.get("spec") == "pool" else spec for name, spec in chosen.items()}
     keys = [*service.api_keys, *api_keys]
     check_api_keys(_plain(keys))  # before any model loads, here and in every Ray replica
     return AppPlan(chosen, keys, service.allow_unauthenticated, service.limits(),

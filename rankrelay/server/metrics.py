@@ -47,6 +47,9 @@ class Metrics:
                                          "0 while it is away", registry=self.registry)
         self.store_pending = prometheus.Gauge("rankrelay_experiment_store_pending", "Impressions waiting in memory "
                                               "for the experiment store", registry=self.registry)
+        self.shared_state_up = prometheus.Gauge("rankrelay_shared_state_up", "1 while the state a model's pools "
+                                                "share with other replicas (Redis) answers, 0 while each replica "
+                                                "counts alone", ["model"], registry=self.registry)
         self.reranked = prometheus.Counter("rankrelay_budget_partial", "Requests whose latency budget left part "
                                            "of the list in first-stage order", ["model"], registry=self.registry)
 

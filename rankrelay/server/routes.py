@@ -59,7 +59,7 @@ from rankrelay.server.schemas import (
     TeiRank,
     TeiRerankRequest,
 )
-from rankrelay.server.service import Service, availability, typed
+from rankrelay.server.service import Service, availability, shared_state, typed
 
 logger = logging.getLogger(__name__)
 
@@ -207,7 +207,10 @@ operations = APIRouter()
 READY = {"type": "object", "required": ["ready"], "properties": {
     "ready": {"type": "boolean"}, "experiment_store": {"type": "object"},
     "measuring": {"type": "array", "items": {"type": "string"}},
-    "unavailable": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "object"}}}}}
+    "unavailable": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "object"}}},
+    "shared_state": {"type": "object", "additionalProperties": {
+        "type": "object", "required": ["shared"],
+        "properties": {"shared": {"type": "boolean"}, "problem": {"type": "string"}}}}}}
 models = APIRouter(responses={k: v for k, v in ERRORS.items() if k in (401, 503)})
 
 
@@ -223,13 +226,17 @@ async def ready(service: Served) -> dict[str, Any] | JSONResponse:
     """200 once every served model is loaded; ``unavailable`` names a chain's backends that cannot serve
     (no credentials, no weights) and why; ``experiment_store`` says whether the store is up, why not, and how many
     impressions wait for it (reranking goes on without it, so a replica stays in rotation); ``measuring`` names the
-    served models whose ``runtime="auto"`` is being measured in the background (they serve on torch meanwhile)."""
+    served models whose ``runtime="auto"`` is being measured in the background (they serve on torch meanwhile);
+    ``shared_state`` says, per model whose pool shares its limits with other replicas, whether that state answers
+    and why not (the pool serves on this replica's counts meanwhile, so it stays in rotation)."""
     unavailable = {name: parts for name, rr in service.rerankers.items() if (parts := availability(rr))}
+    shared = {name: state for name, rr in service.rerankers.items() if (state := shared_state(rr))}
     store = service.experiments.state()
     measuring = service.measuring()
     body: dict[str, Any] = {"ready": service.ready, **({"unavailable": unavailable} if unavailable else {}),
                             **({"experiment_store": store} if store else {}),
-                            **({"measuring": measuring} if measuring else {})}
+                            **({"measuring": measuring} if measuring else {}),
+                            **({"shared_state": shared} if shared else {})}
     return body if service.ready else JSONResponse(body, status_code=503)
 
 
@@ -241,6 +248,9 @@ async def metrics(service: Served) -> Response:
     if store := service.experiments.state():
         service.metrics.store_up.set(store["state"] == "up")
         service.metrics.store_pending.set(store["pending"])
+    for name, rr in service.rerankers.items():
+        if state := shared_state(rr):
+            service.metrics.shared_state_up.labels(name).set(state["shared"])
     return Response(service.metrics.exposition(), media_type=prometheus.CONTENT_TYPE_LATEST)
 
 

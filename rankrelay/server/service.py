@@ -17,8 +17,9 @@ from rankrelay.config import Limits, Settings
 from rankrelay.errors import UNAVAILABLE, RankRelayError, backend_failure
 from rankrelay.experiments.online import Experiments
 from rankrelay.rerankers.base import BaseReranker, Request, Reranker, SingleQuery, accepts_budget, aclose, label
-from rankrelay.rerankers.compose.composite import leaves
+from rankrelay.rerankers.compose.composite import Composite, leaves
 from rankrelay.rerankers.compose.fallback import FallbackReranker
+from rankrelay.rerankers.compose.pool import PoolReranker
 from rankrelay.rerankers.hosted.api import ApiReranker
 from rankrelay.rerankers.registry import load_reranker
 from rankrelay.results import Document, DocumentLike, RerankResult, to_documents
@@ -66,6 +67,21 @@ def availability(reranker: Reranker) -> list[dict[str, Any]]:
     """The backends of a served model that cannot serve (a chain's unavailable ones), with why."""
     parts = reranker.availability() if isinstance(reranker, FallbackReranker) else []
     return [p for p in parts if not p["available"]]
+
+
+def shared_state(reranker: Reranker) -> dict[str, Any] | None:
+    """Whether the state a served model's pools share with other replicas answers (None without one)."""
+    todo, states = [reranker], []
+    while todo:
+        current = todo.pop()
+        if isinstance(current, PoolReranker) and (state := current.shared_state()) is not None:
+            states.append(state)
+        if isinstance(current, Composite):
+            todo.extend(current.parts())
+    if not states:
+        return None
+    problems = sorted({s["problem"] for s in states if "problem" in s})
+    return {"shared": all(s["shared"] for s in states), **({"problem": "; ".join(problems)} if problems else {})}
 
 
 async def typed(work: Awaitable[T], what: str) -> T:

@@ -1,0 +1,194 @@
+"""The gateway's pool under load: replicas of the service in front of fake upstream deployments that enforce their
+own rate limit, with and without the replicas sharing their limits through Redis; and what a pool adds to a call.
+
+1. Replicas: ``--replicas`` ``rankrelay serve`` processes serve one pooled model (two deployments, each an
+   upstream on 127.0.0.1 that answers 429 past ``--rpm`` requests in any 60 s, as a provider does; the identity
+   model as the fallback). ``--requests`` requests are offered evenly over ``--seconds`` seconds, spread over the
+   replicas. Counted per run: requests answered (target: all), the most any upstream received in a 60 s window
+   (target: <= rpm), upstream 429s (target: 0), answers from the fallback. Run with Redis (``[service] state``)
+   and without (each replica counts alone: the overshoot). Needs ``redis-server`` (``make redis``).
+2. Overhead: p50 of ``pool.rerank`` (two identity deployments, ``least-busy``) against the identity model called
+   directly, in-process, with the state in the process and in Redis (target: <= 2 ms).
+
+    python benchmarks/gateway.py [--replicas 3] [--rpm 60] [--requests 300] [--seconds 60]
+"""
+
+from __future__ import annotations
+
+import argparse
+import platform
+import shutil
+import statistics
+import subprocess
+import tempfile
+import threading
+import time
+from concurrent.futures import ThreadPoolExecutor
+from pathlib import Path
+
+import httpx
+from experiments import serve_config
+from rich.console import Console
+from rich.table import Table
+
+from rankrelay import load_reranker
+from rankrelay.testing import API_KEY, FakeRerankAPI, free_port
+
+DOCS = [f"document number {i} about wings and lift" for i in range(8)]
+
+
+class LimitedAPI(FakeRerankAPI):
+    """A fake Cohere upstream that keeps its own ``rpm`` as a provider does: a request past it in any 60 s is
+    answered 429 with a Retry-After."""
+
+    def __init__(self, rpm: int) -> None:
+        super().__init__()
+        self.rpm, self.accepted, self.refused = rpm, [], 0
+        self._lock = threading.Lock()
+
+    def answer(self, h, body, fault):  # type: ignore[no-untyped-def]
+        now = time.monotonic()
+        with self._lock:
+            recent = [t for t in self.accepted if t > now - 60.0]
+            over = len(recent) >= self.rpm
+            if over:
+                self.refused += 1
+            else:
+                self.accepted.append(now)
+        if over:
+            return self.send(h, 429, {"message": "rate limit"}, headers={"Retry-After": str(int(recent[0] + 61 - now))})
+        return super().answer(h, body, fault)
+
+    def busiest_minute(self) -> int:
+        return max((sum(1 for u in self.accepted if t <= u < t + 60.0) for t in self.accepted), default=0)
+
+
+def redis_server(folder: Path) -> tuple[subprocess.Popen[bytes], str]:
+    binary = shutil.which("redis-server") or shutil.which("valkey-server")
+    if binary is None:
+        raise SystemExit("redis-server is not installed (make redis)")
+    port = free_port()
+    proc = subprocess.Popen([binary, "--port", str(port), "--bind", "127.0.0.1", "--save", "", "--dir", str(folder)],
+                            stdout=subprocess.DEVNULL)
+    time.sleep(0.5)
+    return proc, f"redis://127.0.0.1:{port}/0"
+
+
+def config(upstreams: list[LimitedAPI], state: str | None) -> str:
+    deployments = ",\n".join(f'  {{ spec = "cohere:rerank-v3.5", name = "d{i}", base_url = "{u.url}", '
+                              f'api_key = "{API_KEY}", rpm = {u.rpm} }}' for i, u in enumerate(upstreams))
+    return f"""
+device = "cpu"
+[service]
+allow_unauthenticated = true
+{f'state = "{state}"' if state else ""}
+[service.models.cohere]
+spec = "pool"
+fallback = ["identity"]
+max_wait_s = 0
+deployments = [
+{deployments}
+]
+"""
+
+
+def replicas_run(args: argparse.Namespace, shared: bool) -> dict[str, object]:
+    upstreams = [LimitedAPI(args.rpm).start() for _ in range(2)]
+    folder = Path(tempfile.mkdtemp(prefix="rankrelay-gateway-"))
+    redis, url = redis_server(folder) if shared else (None, None)
+    procs = []
+    try:
+        urls = []
+        for i in range(args.replicas):
+            (folder / str(i)).mkdir()
+            proc, root = serve_config(folder / str(i), config(upstreams, url))
+            procs.append(proc)
+            urls.append(root)
+        statuses: list[int] = []
+
+        def one(i: int) -> None:
+            reply = httpx.post(f"{urls[i % len(urls)]}/v2/rerank", timeout=30,
+                               json={"model": "cohere", "query": f"wing lift {i}", "documents": DOCS})
+            statuses.append(reply.status_code)
+
+        start = time.monotonic()
+        with ThreadPoolExecutor(16) as pool:
+            for i in range(args.requests):
+                time.sleep(max(0.0, start + i * args.seconds / args.requests - time.monotonic()))
+                pool.submit(one, i)
+        served = sum(len(u.accepted) for u in upstreams)
+        busiest = " / ".join(str(u.busiest_minute()) for u in upstreams)
+        return {"state": "Redis" if shared else "each replica its own",
+                "answered": f"{statuses.count(200)} / {args.requests}", "busiest minute per upstream": busiest,
+                "upstream 429s": sum(u.refused for u in upstreams), "by the fallback": statuses.count(200) - served}
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(30)
+        if redis is not None:
+            redis.terminate()
+        for u in upstreams:
+            u.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
+def p50_ms(call, n: int = 2000) -> float:  # type: ignore[no-untyped-def]
+    times = []
+    for i in range(n + 100):
+        start = time.perf_counter()
+        call(i)
+        if i >= 100:
+            times.append(time.perf_counter() - start)
+    return statistics.median(times) * 1000.0
+
+
+def overhead() -> list[tuple[str, float]]:
+    direct = load_reranker("identity")
+    rows = [("identity, direct", p50_ms(lambda i: direct.rerank(f"q {i}", DOCS)))]
+    pool = load_reranker({"spec": "pool", "deployments": [{"spec": "identity", "name": "a", "rpm": 10**9},
+                                                          {"spec": "identity", "name": "b", "rpm": 10**9}]})
+    rows.append(("pool of 2, state in the process", p50_ms(lambda i: pool.rerank(f"q {i}", DOCS))))
+    folder = Path(tempfile.mkdtemp(prefix="rankrelay-gateway-"))
+    redis, url = redis_server(folder)
+    try:
+        shared = load_reranker({"spec": "pool", "state": url, "deployments": [
+            {"spec": "identity", "name": "a", "rpm": 10**9}, {"spec": "identity", "name": "b", "rpm": 10**9}]})
+        rows.append(("pool of 2, state in Redis (127.0.0.1)", p50_ms(lambda i: shared.rerank(f"q {i}", DOCS))))
+        shared.close()
+    finally:
+        redis.terminate()
+        shutil.rmtree(folder, ignore_errors=True)
+    return rows
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--replicas", type=int, default=3)
+    parser.add_argument("--rpm", type=int, default=60)
+    parser.add_argument("--requests", type=int, default=300)
+    parser.add_argument("--seconds", type=float, default=60.0)
+    args = parser.parse_args()
+    console = Console()
+    flags = sorted({f for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
+                    for f in line.split()[2:] if f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")})
+    console.print(f"{platform.processor() or platform.machine()}, flags: {' '.join(flags)}")
+    table = Table(title=f"{args.replicas} replicas, 2 upstreams at rpm = {args.rpm}, {args.requests} requests in "
+                        f"{args.seconds:g} s")
+    rows = [replicas_run(args, shared=True), replicas_run(args, shared=False)]
+    for column in rows[0]:
+        table.add_column(column)
+    for row in rows:
+        table.add_row(*(str(v) for v in row.values()))
+    console.print(table)
+    cost = Table(title="what a pool adds to a call (in-process, p50 of 2,000)")
+    cost.add_column("call")
+    cost.add_column("p50 ms", justify="right")
+    cost.add_column("over direct, ms", justify="right")
+    measured = overhead()
+    for name, ms in measured:
+        cost.add_row(name, f"{ms:.3f}", f"{ms - measured[0][1]:+.3f}")
+    console.print(cost)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+"""A pool's rate-limit windows and cooldowns in Redis (or Valkey), shared by every replica of a service, so that N
+replicas behind one upstream key send what one would.
+
+Each call is one Lua script, atomic on the server, timed by the server's clock (``TIME``), so replicas on machines
+whose clocks disagree still share one window. When Redis cannot be reached the pool keeps serving on this
+process's own state (a warning, and :attr:`RedisPoolState.problem` says why); every ``retry_s`` it tries again,
+and when Redis answers it hands over this replica's sends of the last minute and its cooldowns (a send Redis still
+holds is counted once, by its id), so a restarted, empty Redis does not open a fresh minute. The URL's password
+is never logged.
+
+Example (with a Redis server at the URL):
+    >>> state = RedisPoolState("redis://127.0.0.1:6379/0", namespace="cohere")  # doctest: +SKIP
+    >>> state.acquire("eu", rpm=100, now=0.0)  # doctest: +SKIP
+    0.0
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import uuid
+from collections.abc import Callable
+from typing import Any
+
+from rankrelay._optional import import_optional
+from rankrelay.errors import ConfigError
+from rankrelay.redact import redact_spec
+from rankrelay.rerankers.compose.pool_state import WINDOW_S, LocalPoolState
+
+logger = logging.getLogger(__name__)
+
+_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000 "
+
+#: KEYS[1] the window (a sorted set of send times); ARGV: rpm (-1 for none), a unique member, the window in s.
+ACQUIRE = _NOW + """
+local window = tonumber(ARGV[3])
+redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
+local rpm = tonumber(ARGV[1])
+local n = redis.call('ZCARD', KEYS[1])
+if rpm >= 0 and n >= rpm then
+  local oldest = redis.call('ZRANGE', KEYS[1], n - rpm, n - rpm, 'WITHSCORES')
+  return tostring(tonumber(oldest[2]) + window - now)
+end
+redis.call('ZADD', KEYS[1], now, ARGV[2])
+redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000) + 1000)
+return '0'
+"""
+#: KEYS[1] the cooldown's end; ARGV[1] its length in s (a shorter one never replaces a longer one).
+COOL_DOWN = _NOW + """
+local untl = now + tonumber(ARGV[1])
+local current = tonumber(redis.call('GET', KEYS[1]) or '0')
+if untl > current then
+  redis.call('SET', KEYS[1], tostring(untl), 'PX', math.ceil(tonumber(ARGV[1]) * 1000) + 1)
+end
+return 'ok'
+"""
+#: KEYS[1] the cooldown's end: seconds left.
+COOLING = _NOW + """
+local untl = tonumber(redis.call('GET', KEYS[1]) or '0')
+return tostring(math.max(0, untl - now))
+"""
+#: KEYS[1] the window; ARGV[1] the window in s: sends in it.
+USED = _NOW + "return redis.call('ZCOUNT', KEYS[1], '(' .. tostring(now - tonumber(ARGV[1])), '+inf')"
+#: KEYS[1] window, KEYS[2] cooldown; ARGV: the cooldown left (s), the window (s), then (age, member) pairs of sends.
+HAND_OVER = _NOW + """
+local window = tonumber(ARGV[2])
+for i = 3, #ARGV, 2 do
+  redis.call('ZADD', KEYS[1], now - tonumber(ARGV[i]), ARGV[i + 1])
+end
+if #ARGV > 2 then redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000) + 1000) end
+local left = tonumber(ARGV[1])
+if left > 0 then
+  local untl = now + left
+  if untl > tonumber(redis.call('GET', KEYS[2]) or '0') then
+    redis.call('SET', KEYS[2], tostring(untl), 'PX', math.ceil(left * 1000) + 1)
+  end
+end
+return 'ok'
+"""
+
+
+class RedisPoolState:
+    """:class:`~rankrelay.rerankers.compose.pool_state.PoolState` in Redis, under ``rankrelay:pool:<namespace>:``.
+
+    Args:
+        url: ``redis://[:password@]host:port/db`` (``rediss://`` for TLS).
+        namespace: keeps two pools' deployments of the same name apart (a service uses the model's name).
+        timeout_s: how long a call waits for Redis before this process serves on its own state.
+        retry_s: how often, while Redis is away, a call tries it again.
+    """
+
+    def __init__(self, url: str, namespace: str = "default", timeout_s: float = 0.25, retry_s: float = 1.0) -> None:
+        redis = import_optional("redis", extra="redis", feature="a pool's state shared through Redis")
+        self.where = str(redact_spec(url))
+        self.prefix = f"rankrelay:pool:{namespace}:"
+        self.retry_s = retry_s
+        self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        self._refused = redis.exceptions.AuthenticationError
+        self._scripts = {name: self._client.register_script(body) for name, body in (
+            ("acquire", ACQUIRE), ("cool_down", COOL_DOWN), ("cooling", COOLING), ("used", USED),
+            ("hand_over", HAND_OVER))}
+        self._local = LocalPoolState()
+        self._away_since: float | None = None
+        self._next_try = 0.0
+        self.problem: str | None = None
+        self._lock = threading.Lock()
+
+    def _run(self, script: str, keys: list[str], args: list[Any], local: Callable[[], Any], now: float) -> Any:
+        """``script`` on Redis; while it is away, ``local()`` on this process's state (``now``: the pool's clock,
+        which the local state and the retries keep time by)."""
+        if self._away_since is not None and now < self._next_try:
+            return local()
+        try:
+            if self._away_since is not None:
+                self._hand_over(now)
+            return self._scripts[script](keys=keys, args=args)
+        except self._errors as exc:
+            with self._lock:
+                if self._away_since is None:
+                    self._away_since = now
+                    logger.warning("pool state: Redis at %s is unreachable (%s): serving on this process's own "
+                                   "counts until it answers", self.where, type(exc).__name__)
+                self.problem = (f"Redis at {self.where} refused the password" if isinstance(exc, self._refused)
+                                else f"Redis at {self.where} is unreachable: {type(exc).__name__}")
+                self._next_try = now + self.retry_s
+            return local()
+
+    def check(self) -> str | None:
+        """Reach Redis now (a service does at start): None when it answers, else why not, the pool then serving on
+        this process's counts. A password Redis refuses is a :class:`ConfigError`, not an outage to wait out."""
+        try:
+            self._client.ping()
+        except self._refused as exc:
+            raise ConfigError(f"Redis at {self.where} refused the password ({type(exc).__name__})") from None
+        except self._errors as exc:
+            with self._lock:  # away from the start: the first call tries Redis again
+                self._away_since, self._next_try = -math.inf, -math.inf
+                self.problem = f"Redis at {self.where} is unreachable: {type(exc).__name__}"
+            logger.warning("pool state: %s: serving on this process's own counts until it answers", self.problem)
+            return self.problem
+        return None
+
+    def _hand_over(self, now: float) -> None:
+        """Redis is back: what this process counted while it was away goes there, then Redis is the state again."""
+        sent, cool = self._local.snapshot(now)
+        for name in sorted(set(sent) | set(cool)):
+            args: list[Any] = [cool.get(name, 0.0), WINDOW_S]
+            for age, send_id in sent.get(name, []):
+                args += [age, send_id]
+            self._scripts["hand_over"](keys=[self._key(name, "sent"), self._key(name, "cool")], args=args)
+        with self._lock:
+            since = self._away_since if self._away_since is not None and math.isfinite(self._away_since) else now
+            logger.warning("pool state: Redis at %s answers again after %.1f s; %d deployments' counts handed over",
+                           self.where, now - since, len(set(sent) | set(cool)))
+            self._away_since, self.problem = None, None
+
+    def _key(self, name: str, part: str) -> str:
+        return f"{self.prefix}{name}:{part}"
+
+    @property
+    def shared(self) -> bool:
+        """Is the state in Redis now (False while this process serves on its own)?"""
+        return self._away_since is None
+
+    def acquire(self, key: str, rpm: int | None, now: float) -> float:
+        send_id = uuid.uuid4().hex
+        wait = float(self._run("acquire", [self._key(key, "sent")], [-1 if rpm is None else rpm, send_id, WINDOW_S],
+                               lambda: self._local.acquire(key, rpm, now), now))
+        if wait == 0.0 and self.shared:  # this replica's own sends, for when Redis is away (or comes back empty)
+            self._local.record(key, now, send_id)
+        return wait
+
+    def cool_down(self, key: str, seconds: float, now: float) -> None:
+        self._local.cool_down(key, seconds, now)  # kept here too, for when Redis is away
+        self._run("cool_down", [self._key(key, "cool")], [seconds], lambda: None, now)
+
+    def cooling(self, key: str, now: float) -> float:
+        return float(self._run("cooling", [self._key(key, "cool")], [], lambda: self._local.cooling(key, now), now))
+
+    def used(self, key: str, now: float) -> int:
+        return int(self._run("used", [self._key(key, "sent")], [WINDOW_S], lambda: self._local.used(key, now), now))
+
+    def close(self) -> None:
+        self._client.close()
