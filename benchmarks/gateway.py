@@ -120,6 +120,7 @@ def replicas_run(args: argparse.Namespace, shared: bool) -> dict[str, object]:
         busiest = " / ".join(str(u.busiest_minute()) for u in upstreams)
         return {"state": "Redis" if shared else "each replica its own",
                 "answered": f"{statuses.count(200)} / {args.requests}", "busiest minute per upstream": busiest,
+                "sent upstream": served + sum(u.refused for u in upstreams),
                 "upstream 429s": sum(u.refused for u in upstreams), "by the fallback": statuses.count(200) - served}
     finally:
         for proc in procs:

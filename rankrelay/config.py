@@ -183,6 +183,24 @@ class ExperimentSettings(BaseModel):
                                                    "(each request to one arm, the classic A/B test)")
 
 
+class ClientSettings(BaseModel):
+    """``[service.clients.<name>]``: an application with keys of its own, the models it may call and its rate."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    key_sha256: list[str] = Field(default_factory=list, description="the hex SHA-256 of each of its keys (several "
+                                  "while one is rotated out): the key itself is never in the file")
+    key_env: list[str] = Field(default_factory=list, description="environment variables holding its keys")
+    models: list[str] | None = Field(None, description="the served names it may call (default: every one); any "
+                                     "other is answered 404, as a model that is not served")
+    rpm: int | None = Field(None, ge=1, description="requests a minute (any 60 s); over it: 429 with Retry-After")
+
+    @field_validator("key_sha256", "key_env", mode="before")
+    @classmethod
+    def _one_or_many(cls, value: Any) -> Any:
+        return [value] if isinstance(value, str) else value
+
+
 class ServiceSettings(Limits):
     """``[service]`` in the config file: served models, keys, the search index and limits.
 
@@ -205,6 +223,8 @@ class ServiceSettings(Limits):
     index: str | None = Field(None, description="a folder made by 'rankrelay index'; enables POST /search")
     retriever: Literal["dense", "bm25", "hybrid"] = "hybrid"
     retrieve_k: int = Field(100, ge=1, description="first-stage depth of /search")
+    clients: dict[str, ClientSettings] = Field(default_factory=dict, description="applications with keys of "
+                                               "their own (api_keys stay: an admin client that may call everything)")
     experiments: dict[str, ExperimentSettings] = Field(
         default_factory=dict, description="served names that interleave (or split) several served models")
     experiment_store: str = Field("experiments.db", description="where impressions and feedback are kept: a "

@@ -33,7 +33,9 @@ from rankrelay.retrieval.base import Retriever
 import_optional("fastapi", extra="server", feature="the rerank service")
 from fastapi import Depends, FastAPI  # noqa: E402
 
+from rankrelay.rerankers.compose.pool_state import PoolState  # noqa: E402
 from rankrelay.server import routes  # noqa: E402
+from rankrelay.server.clients import clients_from_settings  # noqa: E402
 from rankrelay.server.context import REDACT_QUERY, RequestContext  # noqa: E402
 from rankrelay.server.guards import BearerAuth, BodyLimit, Contained, check_api_keys, json_only  # noqa: E402
 from rankrelay.server.metrics import RequestMetrics  # noqa: E402
@@ -47,7 +49,8 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
                retrieve_k: int = 100, settings: Settings | None = None, strict: bool = False,
                experiments: Mapping[str, Any] | None = None, experiment_store: str | SQLStore = "experiments.db",
                store_text: bool = False, retention: Mapping[str, Any] | None = None, store_strict: bool = True,
-               store_buffer: int = 10_000, measure_at_start: bool = True) -> FastAPI:
+               store_buffer: int = 10_000, measure_at_start: bool = True,
+               clients: Mapping[str, Any] | None = None, state: str | None = None) -> FastAPI:
     """Build the FastAPI app.
 
     Args:
@@ -68,13 +71,24 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
             store that is away.
         measure_at_start: local models on ``runtime="auto"`` that were never measured on this machine are
             measured before ``/ready`` says ready (False: ready at once on torch, measured in the background).
+        clients: name -> ``{"key_sha256" or "key_env", "models", "rpm"}`` (:mod:`~rankrelay.server.clients`):
+            applications with keys of their own; ``api_keys`` stay an admin client.
+        state: a ``redis://`` URL where the clients' rates are counted together by every replica.
     """
     if not models:
         raise ConfigError("the service needs at least one model (--model NAME=SPEC)")
     keys = _plain(api_keys)
     check_api_keys(keys)
-    if not keys and not allow_unauthenticated:
+    served = [*models, *(experiments or {})]
+    known = clients_from_settings(clients or {}, served)
+    if not keys and not known and not allow_unauthenticated:
         raise ConfigError("no API keys configured: pass --api-key KEY, or --no-auth to serve without auth")
+    if state is not None:
+        from rankrelay.rerankers.compose.redis_state import RedisPoolState
+
+        rates: PoolState | None = RedisPoolState(state, namespace="clients")
+    else:
+        rates = None
     limits = limits or Limits()
     plans = _experiments(experiments or {})
     check_experiments(plans, models)  # before any model loads
@@ -100,7 +114,8 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
     routes.install_error_handlers(app)
     app.add_middleware(Contained)  # innermost: no exception reaches the server (a kept-alive connection lives)
     app.add_middleware(BodyLimit, limit=limits.max_body_bytes, timeout_s=limits.body_timeout_s)
-    app.add_middleware(BearerAuth, keys=keys, open_paths=routes.open_paths())  # before any body is read
+    app.add_middleware(BearerAuth, keys=keys, open_paths=routes.open_paths(), clients=known,
+                       state=rates)  # before any body is read
     app.add_middleware(RequestMetrics, metrics=service.metrics, routes=routes.paths())  # counts all
     app.add_middleware(RequestContext)  # outermost: every answer carries X-Request-Id, a trace spans it all
     app.state.service = service
@@ -149,7 +164,9 @@ class AppPlan:
         return {"experiments": self.experiments, "experiment_store": service.experiment_store,
                 "store_text": service.store_text, "store_strict": service.store_strict,
                 "store_buffer": service.store_buffer, "measure_at_start": service.measure_at_start,
-                "retention": {"max_age_s": None if days is None else days * 86400, "max_count": count}}
+                "retention": {"max_age_s": None if days is None else days * 86400, "max_count": count},
+                "clients": dict(service.clients),
+                "state": None if service.state is None else service.state.get_secret_value()}
 
     def open_retriever(self) -> Retriever | None:
         """The first stage for ``/search`` (None without an index)."""

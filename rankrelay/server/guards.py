@@ -13,10 +13,11 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import hmac
 import json
 import logging
-from collections.abc import Awaitable, Collection, Sequence
+import math
+import time
+from collections.abc import Awaitable, Callable, Collection, Sequence
 from typing import Any, TypeVar
 
 from fastapi import Request
@@ -24,6 +25,11 @@ from fastapi.responses import JSONResponse
 
 from rankrelay.config import Limits
 from rankrelay.errors import ConfigError, InvalidInputError, NotFoundError, RankRelayError
+from rankrelay.rerankers.compose.pool_state import LocalPoolState, PoolState
+from rankrelay.server.clients import Client, ClientKeys
+
+#: Where :class:`BearerAuth` puts the request's :class:`~rankrelay.server.clients.Client` in its scope's state.
+CLIENT_KEY = "rankrelay_client"
 
 T = TypeVar("T")
 logger = logging.getLogger(__name__)
@@ -134,33 +140,53 @@ def _bearer_token(scope: Any) -> bytes | None:
 
 class BearerAuth:
     """ASGI middleware: every request but those to the ``open_paths`` (health, readiness, metrics) needs
-    ``Authorization: Bearer <key>`` for one of ``keys`` (constant-time compare of the UTF-8 bytes), checked
-    before its body is read or parsed; with no keys, everyone. Open is the exception that is listed, so a new
-    route (a path with a parameter too) is behind the key without anyone remembering to protect it. A request
-    without a token is never authorized when keys are set, and an empty key is refused at start-up
-    (:func:`check_api_keys`)."""
+    ``Authorization: Bearer <key>`` for one of ``keys`` (the admin keys, constant-time compare of the UTF-8 bytes)
+    or of a client's (:mod:`~rankrelay.server.clients`), checked before its body is read or parsed; with no keys
+    and no clients, everyone. Open is the exception that is listed, so a new route (a path with a parameter too) is
+    behind the key without anyone remembering to protect it. A request without a token is never authorized when
+    keys are set, and an empty key is refused at start-up (:func:`check_api_keys`). The client a request is from is
+    put in its scope's state (``CLIENT_KEY``); a client over its ``rpm`` is answered 429 with a Retry-After."""
 
-    def __init__(self, app: Any, keys: Sequence[str], open_paths: Collection[str]) -> None:
+    def __init__(self, app: Any, keys: Sequence[str], open_paths: Collection[str], clients: Sequence[Client] = (),
+                 state: PoolState | None = None, clock: Callable[[], float] = time.monotonic) -> None:
         self.app = app
-        self.keys = check_api_keys(keys)
+        self.keys = ClientKeys(check_api_keys(keys), clients)
         self.open_paths = frozenset(open_paths)
+        self.state = state if state is not None else LocalPoolState()
+        self.clock = clock
 
     def refusal(self, scope: Any) -> str | None:
-        """Why this request is not authorized, or None when it is."""
+        """Why this request is not authorized, or None when it is (its client then in its scope's state)."""
         if not self.keys or scope["type"] != "http" or scope["path"] in self.open_paths:
             return None
         token = _bearer_token(scope)
         if token is None:
             return "no api token: send 'Authorization: Bearer <key>'"
-        if not any([hmac.compare_digest(token, k) for k in self.keys]):  # every key compared: no early exit
+        client = self.keys.identify(token)
+        if client is None:
             return "invalid api token"
+        scope.setdefault("state", {})[CLIENT_KEY] = client
         return None
+
+    def over_rate(self, scope: Any) -> float | None:
+        """Seconds until the request's client may send again when it is over its ``rpm`` (the request is then not
+        counted), else None (counted)."""
+        client = scope.get("state", {}).get(CLIENT_KEY)
+        if client is None or client.rpm is None:
+            return None
+        wait = self.state.acquire(f"client:{client.name}", client.rpm, self.clock())
+        return wait if wait > 0 else None
 
     async def __call__(self, scope: Any, receive: Any, send: Any) -> None:
         why = self.refusal(scope)
-        if why is None:
-            return await self.app(scope, receive, send)
-        await error_response(401, why, {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        if why is not None:
+            return await error_response(401, why, {"WWW-Authenticate": "Bearer"})(scope, receive, send)
+        wait = self.over_rate(scope)
+        if wait is not None:
+            client = scope["state"][CLIENT_KEY]
+            return await error_response(429, f"client {client.name!r} is over its {client.rpm} requests a minute",
+                                        {"Retry-After": str(max(1, math.ceil(wait)))})(scope, receive, send)
+        await self.app(scope, receive, send)
 
 
 class Contained:

@@ -37,6 +37,7 @@ from rankrelay.retrieval.pipeline import SearchResult, TwoStageSearch
 from rankrelay.scoring import relevance
 from rankrelay.server.batching import QueueFullError
 from rankrelay.server.guards import (
+    CLIENT_KEY,
     ClientGoneError,
     LimitExceededError,
     NotServedError,
@@ -73,8 +74,10 @@ Served = Annotated[Service, Depends(get_service)]
 
 
 def served_model(request: Request, service: Service, name: str | None) -> str:
-    """Resolve a requested model name and label this request's metrics with it."""
-    served = service.pick(name)
+    """Resolve a requested model name (among those the request's client may call) and label this request's
+    metrics with it."""
+    client = request.scope.get("state", {}).get(CLIENT_KEY)
+    served = service.pick(name, None if client is None else client.models)
     setattr(request.state, MODEL_KEY, served)
     return served
 
@@ -255,9 +258,11 @@ async def metrics(service: Served) -> Response:
 
 
 @models.get("/v1/models", response_model=ModelsResponse)
-async def list_models(service: Served) -> dict[str, Any]:
+async def list_models(request: Request, service: Served) -> dict[str, Any]:
+    """The served models the caller's client may call."""
+    client = request.scope.get("state", {}).get(CLIENT_KEY)
     return {"models": [{"name": n, "backend": rr.name, "model": getattr(rr, "model", None), "endpoints": ["rerank"]}
-                       for n, rr in service.rerankers.items()]}
+                       for n, rr in service.rerankers.items() if client is None or client.may_call(n)]}
 
 
 PROTECTED = (cohere, tei, search, experiments, models)

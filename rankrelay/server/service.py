@@ -10,7 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import logging
-from collections.abc import Awaitable, Mapping, Sequence
+from collections.abc import Awaitable, Collection, Mapping, Sequence
 from typing import Any, TypeVar
 
 from rankrelay.config import Limits, Settings
@@ -120,12 +120,14 @@ class Service:
             if limits.batching and isinstance(rr, BaseReranker) and not isinstance(rr, ApiReranker)
         }
 
-    def pick(self, name: str | None) -> str:
-        """The served name for ``name`` (None: the default); :class:`NotServedError` when there is none."""
-        if name is None:
-            return next(iter(self.rerankers))
-        if name not in self.rerankers and name not in self.experiments:
-            names = [*self.rerankers, *self.experiments.experiments]
+    def pick(self, name: str | None, allowed: Collection[str] | None = None) -> str:
+        """The served name for ``name`` (None: the default, the first ``allowed`` when given);
+        :class:`NotServedError` when there is none, or when it is not ``allowed`` (a client's models: any other is
+        answered as a model that is not served, naming only the client's)."""
+        names = [n for n in (*self.rerankers, *self.experiments.experiments) if allowed is None or n in allowed]
+        if name is None and names:
+            return names[0]
+        if name not in names:
             raise NotServedError(f"model {name!r} is not served here; available: {', '.join(names)}")
         return name
 

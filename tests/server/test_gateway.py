@@ -118,3 +118,112 @@ def test_a_service_without_shared_state_says_nothing_of_it(tmp_path, upstreams, 
     with running(create_app_from_settings(config(tmp_path, upstreams))) as (url, _):
         assert "shared_state" not in httpx.get(f"{url}/ready").json()
         assert "rankrelay_shared_state_up{" not in httpx.get(f"{url}/metrics").text
+
+
+def client_config(tmp_path, state=None, **clients):
+    """Two local models and the given clients, as TOML."""
+    tables = "".join(f"\n[service.clients.{name}]\n" + "".join(f"{k} = {v}\n" for k, v in fields.items())
+                     for name, fields in clients.items())
+    path = tmp_path / "clients.toml"
+    path.write_text(f"""
+[service]
+api_keys = ["{KEY}"]
+{f'state = "{state}"' if state else ""}
+[service.models]
+fast = "identity"
+shuffled = "random"
+{tables}""")
+    return load_settings(str(path))
+
+
+def sha(key):
+    import hashlib
+
+    return f'"{hashlib.sha256(key.encode()).hexdigest()}"'
+
+
+def call(url, key, model="fast", **options):
+    import httpx
+
+    return httpx.post(f"{url}/v2/rerank", headers={"Authorization": f"Bearer {key}"},
+                      json={"model": model, "query": "wing lift", "documents": DOCS}, **options)
+
+
+def test_a_client_sees_only_its_models_and_the_admin_keys_see_every_one(tmp_path, monkeypatch):
+    import httpx
+
+    monkeypatch.setenv("SEARCH_KEY_NEW", "search-key-2")
+    settings = client_config(tmp_path, search={"key_sha256": sha("search-key-1"), "key_env": '"SEARCH_KEY_NEW"',
+                                                "models": '["fast"]'})
+    with running(create_app_from_settings(settings)) as (url, _):
+        answers = [call(url, key).status_code for key in ("search-key-1", "search-key-2", KEY)]
+        refused = call(url, "search-key-1", model="shuffled")
+        admin = call(url, KEY, model="shuffled")
+        listed = httpx.get(f"{url}/v1/models", headers={"Authorization": "Bearer search-key-1"}).json()
+    assert answers == [200, 200, 200]  # both keys of the client (one being rotated in), and the admin's
+    assert refused.status_code == 404 and refused.json()["message"] == (
+        "model 'shuffled' is not served here; available: fast")  # as a model that is not served: others unnamed
+    assert admin.status_code == 200
+    assert [m["name"] for m in listed["models"]] == ["fast"]
+
+
+def test_a_wrong_key_is_refused_without_naming_any_client(tmp_path):
+    settings = client_config(tmp_path, search={"key_sha256": sha("search-key-1")})
+    with running(create_app_from_settings(settings)) as (url, _):
+        reply = call(url, "search-key-")  # a prefix of a client's key
+    assert reply.status_code == 401 and reply.json() == {"message": "invalid api token"}
+
+
+def test_a_client_over_its_rpm_is_answered_429_with_when_to_retry_and_others_are_not(tmp_path):
+    settings = client_config(tmp_path, search={"key_sha256": sha("search-key-1"), "rpm": 2},
+                             batch={"key_sha256": sha("batch-key-1")})
+    with running(create_app_from_settings(settings)) as (url, _):
+        statuses = [call(url, "search-key-1").status_code for _ in range(3)]
+        over = call(url, "search-key-1")
+        other = call(url, "batch-key-1")
+    assert statuses == [200, 200, 429] and over.status_code == 429
+    assert over.json()["message"] == "client 'search' is over its 2 requests a minute"
+    assert 1 <= int(over.headers["retry-after"]) <= 60 and other.status_code == 200
+
+
+def test_replicas_sharing_redis_count_a_clients_requests_together(tmp_path, redis_server):
+    settings = client_config(tmp_path, state=redis_server.url, search={"key_sha256": sha("search-key-1"), "rpm": 3})
+    with running(create_app_from_settings(settings)) as (one, _), running(create_app_from_settings(settings)) as (
+            two, _):
+        statuses = [call(url, "search-key-1").status_code for url in (one, two, one, two, one)]
+    assert statuses == [200, 200, 200, 429, 429]
+
+
+@pytest.mark.parametrize(("client", "message"), [
+    ({"key_sha256": sha("k"), "models": '["fast", "nope"]'}, r"clients.bad.models: 'nope' not served here; served: "
+                                                              r"fast, shuffled"),
+    ({"models": '["fast"]'}, r"clients.bad: no key \(key_sha256 or key_env\)"),
+    ({"key_sha256": '"abc"'}, r"clients.bad.key_sha256\[0\]: not a hex SHA-256"),
+    ({"key_env": '"RANKRELAY_UNSET_KEY"'}, r"clients.bad.key_env: \$RANKRELAY_UNSET_KEY is unset or blank"),
+    ({"key_sha256": sha("shared-key")}, r"clients.bad: one of its keys is also client 'good''s"),
+    ({"key_sha256": sha("k"), "rpm": 0}, r"service.clients.bad.rpm: Input should be greater than or equal to 1"),
+])
+def test_a_client_that_cannot_work_stops_the_start_naming_the_field(tmp_path, client, message):
+    from rankrelay import ConfigError
+
+    with pytest.raises(ConfigError, match=message):
+        create_app_from_settings(client_config(tmp_path, good={"key_sha256": sha("shared-key")}, bad=client))
+
+
+def test_a_client_cannot_take_the_admin_clients_name(tmp_path):
+    from rankrelay import ConfigError
+
+    with pytest.raises(ConfigError, match="clients.admin: the name is the api_keys'"):
+        create_app_from_settings(client_config(tmp_path, admin={"key_sha256": sha("k")}))
+
+
+def test_clients_given_to_create_app_are_checked_as_the_file_s_are():
+    from rankrelay import ConfigError
+    from rankrelay.server.app import create_app
+
+    with pytest.raises(ConfigError, match=r"^clients.app.rpm: Input should be greater than or equal to 1$"):
+        create_app({"fast": "identity"}, clients={"app": {"key_sha256": sha("k").strip('"'), "rpm": 0}})
+    with pytest.raises(ConfigError, match=r"^clients.app.key: Extra inputs are not permitted$"):
+        create_app({"fast": "identity"}, clients={"app": {"key": "plain-key"}})  # a key itself is never taken
+    app = create_app({"fast": "identity"}, clients={"app": {"key_sha256": sha("k").strip('"')}})  # no api_keys
+    assert app.state.service.pick(None) == "fast"
