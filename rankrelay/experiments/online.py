@@ -84,11 +84,11 @@ def _result(name: str, impression_id: str, query: str, docs: Sequence[Document],
     for rank, (index, team) in enumerate(zip(order, teams), start=1):
         doc = docs[index]  # (every position comes from the list of the arm credited with it)
         results.append(RankedDocument(index=index, text=doc.text, score=by_arm[team][index].score, rank=rank,
-                                      normalized_score=1.0 - (rank - 1) / max(n, 1), id=doc.id,
+                                      normalized_score=1.0 - (rank - 1) / n, id=doc.id,
                                       metadata=doc.metadata))
     timings = {f"{k}:{i}": v for i, res in enumerate(backend_results) for k, v in res.timings.items()}
     return RerankResult(query=query, results=results, backend=f"experiment:{name}", timings=timings,
-                        normalization="rank", num_candidates=len(docs),
+                        num_candidates=len(docs),  # (normalized by rank, the default)
                         info={"relevance": "rank", "impression": impression_id})
 
 
@@ -230,8 +230,8 @@ class Experiments:
                                exp.arms[ok[0]])
         result = _result(name, impression_id, query, docs, order, arm_results, teams)
         result.info["impression_recorded"] = await self._record(Impression(
-            impression_id, name, exp.method, list(exp.arms), list(teams), excluded,
-            created=time.time(), query=query if self.store_text else None,
+            impression_id, name, exp.method, list(exp.arms), list(teams), excluded,  # created: now
+            query=query if self.store_text else None,
             documents=[docs[i].text for i in order] if self.store_text else None))
         return result
 
@@ -265,7 +265,8 @@ class Experiments:
 
     def flush(self, batch: int = 500) -> int:
         """Write the buffered impressions, oldest first and ``batch`` to a transaction, while the store takes
-        them; returns how many were written."""
+        them; returns how many were written. One the store refuses (not an outage: the impression itself) is taken
+        out of the buffer and counted lost, never retried for ever nor blocking the rest."""
         written = 0
         while self._pending:
             store = self.open_store()
@@ -289,6 +290,7 @@ class Experiments:
                     break
                 except Exception:  # noqa: BLE001 - counted lost below
                     self.on_event(chunk[0].experiment, "impression", "lost")
+                    written -= 1  # taken out of the buffer, never written
             with self._buffer_lock:
                 for impression in chunk:
                     self._pending.popleft()

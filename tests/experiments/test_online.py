@@ -170,3 +170,166 @@ async def test_feedback_without_experiments_or_for_an_impression_still_waiting_s
     with raises_exactly(StoreUnavailableError, f"impression {waiting!r} is not stored yet (the experiment store is "
                                                "away); try again later"):
         await exp.feedback(waiting, [0])
+
+
+async def test_the_buffer_is_written_in_batches_when_the_store_returns_and_a_bad_impression_is_the_only_one_lost(
+        caplog, postgres_url):
+    import logging
+
+    import psycopg
+
+    from rankrelay.errors import StoreUnavailableError
+    from rankrelay.experiments.store import open_store
+    from rankrelay.testing import FakeClock
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE rr_online_flush")
+    clock, store, events = FakeClock(start=0.0), open_store(postgres_url.rsplit("/", 1)[0] + "/rr_online_flush"), []
+
+    def opener():
+        if clock() < 5.0:
+            raise StoreUnavailableError("the database is down")
+        return store
+
+    exp = Experiments({"ab": Experiment("ab", ["first", "shuffled"], "team-draft")}, opener, retry_s=5.0,
+                      clock=clock, on_event=lambda *event: events.append(event))
+    exp.store_text = True  # a query PostgreSQL cannot hold (text with a NUL) makes its impression unstorable
+    queries = ["q0", "q1", "q2", "bad \x00 query", "q4", "q5", "q6"]
+    ids = [(await exp.answer("ab", q, DOCS, None, arms())).info["impression"] for q in queries]
+    assert exp.pending == 7 and exp.flush(batch=3) == 0 and exp.pending == 7  # the store is still away
+    clock.sleep(5.0)
+    caplog.clear()
+    with caplog.at_level(logging.WARNING, "rankrelay.experiments.online"):
+        assert exp.flush(batch=3) == 6
+    assert exp.pending == 0 and [i.id for i in store.impressions("ab")] == ids[:3] + ids[4:]
+    assert events.count(("ab", "impression", "lost")) == 1 and events.count(("ab", "impression", "buffered")) == 7
+    assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
+        "experiment store: a buffered batch failed"]  # one batch held it; the others went whole
+    assert (await exp.feedback(ids[4], [0]))["recorded"]  # a written impression takes feedback at once
+    store.close()
+
+
+def test_a_split_or_team_draft_experiment_of_three_arms_is_refused():
+    for method in ("split", "team-draft"):
+        with raises_exactly(ConfigError, f"experiment 'abc': {method} compares two arms, got 3; use multileave"):
+            check_experiments({"abc": Experiment("abc", ["a", "b", "c"], method)}, ["a", "b", "c"])
+
+
+async def test_a_split_answers_the_top_n_of_its_arm_and_fails_with_the_arm_s_error_when_both_fail():
+    exp, store = runner("split")
+    res = await exp.answer("ab", "lift", DOCS, 2, arms())
+    chosen = split_arm(res.info["impression"], 2)
+    assert len(res.results) == 2 and store.get(res.info["impression"]).teams == [chosen, chosen]
+    with raises_exactly(BackendFailedError, "b down"):
+        await exp.answer("ab", "lift", DOCS, None, arms({"first": BackendFailedError("b down"),
+                                                         "shuffled": BackendFailedError("b down")}))
+
+
+async def test_an_arm_with_a_bug_fails_the_answer_with_its_own_exception():
+    exp, store = runner()
+    with pytest.raises(ZeroDivisionError, match="a bug"):
+        await exp.answer("ab", "lift", DOCS, None, arms({"shuffled": ZeroDivisionError("a bug")}))
+    assert store.counts()["impressions"] == 0
+
+
+async def test_an_answer_without_documents_is_an_impression_that_counts():
+    exp, store = runner()
+    res = await exp.answer("ab", "lift", [], None, arms())
+    kept = store.get(res.info["impression"])
+    assert res.results == [] and kept.teams == [] and not kept.excluded and store.totals("ab")["impressions"] == 1
+
+
+async def test_an_impression_the_store_refuses_is_answered_and_counted_lost(postgres_url):
+    import psycopg
+
+    from rankrelay.experiments.store import open_store
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE rr_online_lost")
+    store, events = open_store(postgres_url.rsplit("/", 1)[0] + "/rr_online_lost"), []
+    exp = Experiments({"ab": Experiment("ab", ["first", "shuffled"], "team-draft")}, store, store_text=True,
+                      on_event=lambda *event: events.append(event))
+    res = await exp.answer("ab", "a query with a \x00 PostgreSQL cannot hold", DOCS, 3, arms())
+    assert len(res.results) == 3 and res.info["impression_recorded"] == "lost" and exp.pending == 0
+    assert events == [("ab", "impression", "lost")] and store.counts()["impressions"] == 0
+    store.close()
+
+
+def test_the_store_is_opened_once_tried_again_after_a_second_by_default_and_each_outage_is_said(caplog):
+    import logging
+
+    from rankrelay.errors import StoreUnavailableError
+    from rankrelay.testing import FakeClock
+
+    clock, opened, up = FakeClock(start=0.0), [], [False]
+
+    def opener():
+        if not up[0]:
+            raise StoreUnavailableError("the database is down")
+        opened.append(SQLiteStore(":memory:"))
+        return opened[-1]
+
+    exp = Experiments({"ab": Experiment("ab", ["first", "shuffled"], "team-draft")}, opener, clock=clock)
+    assert (exp.retry_s, exp.buffer_size) == (1.0, 10_000)
+    with raises_exactly(StoreUnavailableError, "the database is down (serve with [service] store_strict = false to "
+                                               "start without it)"):
+        exp.open()  # strict by default
+    with caplog.at_level(logging.WARNING, "rankrelay.experiments.online"):
+        exp.open(strict=False)
+        up[0] = True
+        clock.sleep(0.999)
+        assert exp.open_store() is None  # tried again after retry_s (1 s), not before
+        clock.sleep(0.001)
+        store = exp.open_store()
+        assert store is not None and exp.open_store() is store and len(opened) == 1  # opened once
+        exp.open()  # already open: nothing is opened again
+        assert len(opened) == 1
+        exp.close()
+        assert exp.store is None and exp.state()["state"] == "unavailable"
+        up[0] = False
+        clock.sleep(1.0)
+        assert exp.open_store() is None  # reopened on demand: the database is down again
+    said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("experiment store unavailable")]
+    assert len(said) == 2  # each outage said once
+
+
+def test_experiments_given_an_open_store_never_reopen_it_after_close(caplog):
+    import logging
+
+    store = SQLiteStore(":memory:")
+    exp = Experiments({"ab": Experiment("ab", ["first", "shuffled"], "team-draft")}, store)
+    exp.close()
+    with caplog.at_level(logging.WARNING):
+        assert exp.open_store() is None and exp.state()["state"] == "unavailable"
+    assert caplog.records == []
+    Experiments({}, SQLiteStore(":memory:")).close()  # no experiment: nothing to open or close
+
+
+async def test_maintenance_opens_a_store_that_was_down_and_writes_the_buffer_while_the_service_runs():
+    import asyncio
+
+    from polling import until_async
+
+    from rankrelay.errors import StoreUnavailableError
+    from rankrelay.testing import FakeClock
+
+    clock, up, store = FakeClock(start=0.0), [False], SQLiteStore(":memory:")
+
+    def opener():
+        if not up[0]:
+            raise StoreUnavailableError("the database is down")
+        return store
+
+    exp = Experiments({"ab": Experiment("ab", ["first", "shuffled"], "team-draft")}, opener, clock=clock)
+    exp.open(strict=False)
+    ids = [(await exp.answer("ab", f"lift {i}", DOCS, 3, arms())).info["impression"] for i in range(3)]
+    assert exp.pending == 3
+    task = asyncio.create_task(exp.maintain(interval_s=0.001))
+    idle = asyncio.create_task(Experiments({}, None).maintain(interval_s=0.001))  # no experiment: it only waits
+    up[0] = True
+    clock.sleep(1.0)
+    await until_async(lambda: exp.pending == 0, "the buffer was written")
+    assert [i.id for i in store.impressions("ab")] == ids and exp.state()["state"] == "up"
+    assert not task.done() and not idle.done()  # both keep running beside the service
+    for t in (task, idle):
+        t.cancel()

@@ -291,3 +291,66 @@ def test_retention_takes_a_split_test_s_clicks_out_of_its_own_totals(make_store)
     totals = store.totals("exp")  # imp-1 and its click are gone: every count it added is taken back
     assert [i.id for i in store.impressions("exp")] == ["imp-2", "imp-3"]
     assert {k: v for k, v in totals.items() if v} == {"impressions": 2}
+
+
+def test_an_impression_read_back_keeps_when_it_was_made_and_clicks_given_without_dwell(make_store):
+    store = make_store()
+    store.add(imp(1, created=1234.5))
+    fb = store.feedback("imp-1", [1, 3])
+    assert (fb.impression, fb.clicked, fb.dwell, fb.grade, fb.created, fb.experiment) == (
+        "imp-1", [1, 3], None, None, True, "exp")
+    assert store.get("imp-1").created == 1234.5
+    (kept,) = store.impressions("exp")
+    assert (kept.created, kept.clicked) == (1234.5, [1, 3])
+
+
+def test_feedback_with_a_grade_is_recorded_once_and_a_different_one_is_a_conflict_that_says_what_is_there(make_store):
+    store = make_store()
+    store.add(imp(1))
+    fb = store.feedback("imp-1", [1], dwell=[2.5], grade=2)
+    assert (fb.dwell, fb.grade) == ([2.5], 2)
+    assert not store.feedback("imp-1", [1], dwell=[2.5], grade=2.0).created  # the same again: accepted
+    with raises_exactly(ConflictError, "impression 'imp-1' already has feedback, other than this (clicked [1], "
+                                       "dwell [2.5], grade 2.0); feedback is recorded once"):
+        store.feedback("imp-1", [1], dwell=[2.5], grade=3)
+    with raises_exactly(InvalidInputError, "clicked: a position is clicked twice in one feedback"):
+        store.feedback("imp-1", [2, 2])
+
+
+def test_retention_of_one_second_or_of_one_impression_is_valid(tmp_path):
+    clock = FakeClock(start=1000.0)
+    short = SQLiteStore(str(tmp_path / "short.db"), max_age_s=1, clock=clock)
+    short.add(imp(1, created=999.5))
+    clock.sleep(1.0)
+    assert short.prune() == 1
+    one = SQLiteStore(str(tmp_path / "one.db"), max_count=1)
+    for n in range(3):
+        one.add(imp(n, created=1000.0 + n))
+    assert [i.id for i in one.impressions("exp")] == ["imp-2"]
+    for store in (short, one):
+        store.close()
+
+
+def test_pruning_by_age_and_by_count_at_once_says_how_many_it_removed(make_store):
+    loose = make_store()
+    for n in range(6):
+        loose.add(imp(n, created=800.0 if n < 2 else 950.0 + n))  # two old ones, four recent
+    strict = make_store(max_age_s=100, max_count=3, clock=FakeClock(start=1000.0))
+    assert strict.prune() == 3  # the two older than 900, then the oldest of the four left
+    assert [i.id for i in strict.impressions("exp")] == ["imp-3", "imp-4", "imp-5"]
+    assert make_store(max_count=5).prune() == 0  # (nothing over the count: nothing removed)
+
+
+def test_a_postgres_scheme_url_opens_a_postgresql_store(postgres_url):
+    import psycopg
+
+    with psycopg.connect(postgres_url, autocommit=True) as conn:
+        conn.execute("CREATE DATABASE rr_scheme")
+    url = postgres_url.rsplit("/", 1)[0] + "/rr_scheme"
+    store = open_store(url.replace("postgresql://", "postgres://", 1))
+    try:
+        assert isinstance(store, PostgresStore)
+        store.add(imp(1))
+        assert store.get("imp-1").teams == [0, 1, 0, 1]
+    finally:
+        store.close()
