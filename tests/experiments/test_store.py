@@ -341,6 +341,12 @@ def test_pruning_by_age_and_by_count_at_once_says_how_many_it_removed(make_store
     assert make_store(max_count=5).prune() == 0  # (nothing over the count: nothing removed)
 
 
+def test_pruning_a_store_that_never_held_an_impression_removes_nothing(tmp_path):
+    store = SQLiteStore(str(tmp_path / "empty.db"), max_count=5)
+    assert store.prune() == 0 and store.counts() == {"impressions": 0, "feedback": 0}
+    store.close()
+
+
 def test_a_postgres_scheme_url_opens_a_postgresql_store(postgres_url):
     import psycopg
 
