@@ -194,18 +194,18 @@ async def test_the_buffer_is_written_in_batches_when_the_store_returns_and_a_bad
     exp = Experiments({"ab": Experiment("ab", ["first", "shuffled"], "team-draft")}, opener, retry_s=5.0,
                       clock=clock, on_event=lambda *event: events.append(event))
     exp.store_text = True  # a query PostgreSQL cannot hold (text with a NUL) makes its impression unstorable
-    queries = ["q0", "q1", "q2", "bad \x00 query", "q4", "q5", "q6"]
+    queries = ["q0", "q1", "q2", "q3", "bad \x00 query", "q5", "q6"]  # the bad one second in its batch
     ids = [(await exp.answer("ab", q, DOCS, None, arms())).info["impression"] for q in queries]
     assert exp.pending == 7 and exp.flush(batch=3) == 0 and exp.pending == 7  # the store is still away
     clock.sleep(5.0)
     caplog.clear()
     with caplog.at_level(logging.WARNING, "rankrelay.experiments.online"):
         assert exp.flush(batch=3) == 6
-    assert exp.pending == 0 and [i.id for i in store.impressions("ab")] == ids[:3] + ids[4:]
+    assert exp.pending == 0 and [i.id for i in store.impressions("ab")] == ids[:4] + ids[5:]
     assert events.count(("ab", "impression", "lost")) == 1 and events.count(("ab", "impression", "buffered")) == 7
     assert [r.getMessage().split(" (")[0] for r in caplog.records] == [
-        "experiment store: a buffered batch failed"]  # one batch held it; the others went whole
-    assert (await exp.feedback(ids[4], [0]))["recorded"]  # a written impression takes feedback at once
+        "experiment store: a buffered batch failed"] * 2  # q3 then the bad one written alone; the rest in batches
+    assert (await exp.feedback(ids[5], [0]))["recorded"]  # a written impression takes feedback at once
     store.close()
 
 
@@ -285,12 +285,17 @@ def test_the_store_is_opened_once_tried_again_after_a_second_by_default_and_each
         exp.open()  # already open: nothing is opened again
         assert len(opened) == 1
         exp.close()
+        up[0] = False
+        exp.open(strict=False)  # opened by open() after an outage, closed, down again: said again
+        up[0] = True
+        exp.open()
+        exp.close()
         assert exp.store is None and exp.state()["state"] == "unavailable"
         up[0] = False
         clock.sleep(1.0)
         assert exp.open_store() is None  # reopened on demand: the database is down again
     said = [r.getMessage() for r in caplog.records if r.getMessage().startswith("experiment store unavailable")]
-    assert len(said) == 2  # each outage said once
+    assert len(said) == 3  # each outage said once
 
 
 def test_experiments_given_an_open_store_never_reopen_it_after_close(caplog):
@@ -333,3 +338,44 @@ async def test_maintenance_opens_a_store_that_was_down_and_writes_the_buffer_whi
     assert not task.done() and not idle.done()  # both keep running beside the service
     for t in (task, idle):
         t.cancel()
+
+
+async def test_maintenance_probes_a_store_that_went_away_and_says_it_is_up_once_it_answers(postgres_server):
+    import asyncio
+
+    from polling import until_async
+
+    from rankrelay.errors import StoreUnavailableError
+    from rankrelay.experiments.store import open_store
+    from rankrelay.testing import FakeClock
+
+    clock = FakeClock(start=0.0)
+    store = open_store(postgres_server.database("rr_probe"), timeout_s=1)
+    exp = Experiments({"ab": Experiment("ab", ["first", "shuffled"], "team-draft")}, store, clock=clock)
+    postgres_server.stop()
+    with pytest.raises(StoreUnavailableError):
+        exp.report("ab")  # nothing waits in the buffer: only a probe can tell the store is back
+    assert exp.state()["state"] == "unavailable" and exp.pending == 0
+    postgres_server.start()
+    task = asyncio.create_task(exp.maintain(interval_s=0.001))
+    clock.sleep(exp.retry_s)  # exactly when it may be tried again
+    await until_async(lambda: exp.state()["state"] == "up", "the probe found the store back")
+    task.cancel()
+    store.close()
+
+
+async def test_a_flush_that_finds_the_store_away_writes_nothing_and_keeps_the_buffer(postgres_server):
+    from rankrelay.experiments.store import open_store
+    from rankrelay.testing import FakeClock
+
+    clock = FakeClock(start=0.0)
+    store = open_store(postgres_server.database("rr_away"), timeout_s=1)
+    exp = Experiments({"ab": Experiment("ab", ["first", "shuffled"], "team-draft")}, store, clock=clock)
+    postgres_server.stop()
+    assert (await exp.answer("ab", "lift", DOCS, 3, arms())).info["impression_recorded"] == "buffered"
+    clock.sleep(exp.retry_s)
+    assert exp.flush() == 0 and exp.pending == 1  # tried: still away
+    postgres_server.start()
+    clock.sleep(exp.retry_s)
+    assert exp.flush() == 1 and exp.pending == 0
+    store.close()
