@@ -356,9 +356,12 @@ async def test_maintenance_probes_a_store_that_went_away_and_says_it_is_up_once_
     with pytest.raises(StoreUnavailableError):
         exp.report("ab")  # nothing waits in the buffer: only a probe can tell the store is back
     assert exp.state()["state"] == "unavailable" and exp.pending == 0
-    postgres_server.start()
     task = asyncio.create_task(exp.maintain(interval_s=0.001))
-    clock.sleep(exp.retry_s)  # exactly when it may be tried again
+    await until_async(lambda: exp._next_try == 1.0, "a probe failed: the store is set aside for retry_s")
+    postgres_server.start()
+    await asyncio.sleep(0.05)
+    assert exp.state()["state"] == "unavailable"  # not probed again within retry_s
+    clock.sleep(1.0)  # exactly retry_s later: probed again
     await until_async(lambda: exp.state()["state"] == "up", "the probe found the store back")
     task.cancel()
     store.close()
