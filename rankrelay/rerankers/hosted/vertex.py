@@ -55,7 +55,8 @@ class VertexReranker(ApiReranker):
 
     Args:
         model: the ranking model (``semantic-ranker-default@latest``, ``semantic-ranker-fast@latest``, ...).
-        project: the Google Cloud project (else ``GOOGLE_CLOUD_PROJECT``, else the credentials' own project).
+        project: the Google Cloud project (else ``GOOGLE_CLOUD_PROJECT``, else ``GCLOUD_PROJECT``; none: a
+            :class:`ConfigError`, before any call).
         location: where the ranking config lives (``global`` by default).
         endpoint_url: another endpoint (a regional one, a test server); default: Google's.
         ranking_config: the config's id (``default_ranking_config``).
