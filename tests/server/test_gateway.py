@@ -223,6 +223,8 @@ def test_clients_given_to_create_app_are_checked_as_the_file_s_are():
 
     with pytest.raises(ConfigError, match=r"^clients.app.rpm: Input should be greater than or equal to 1$"):
         create_app({"fast": "identity"}, clients={"app": {"key_sha256": sha("k").strip('"'), "rpm": 0}})
+    with pytest.raises(ConfigError, match=r"^clients.app.key_sha256.1: Input should be a valid string$"):
+        create_app({"fast": "identity"}, clients={"app": {"key_sha256": [sha("k").strip('"'), 7]}})
     with pytest.raises(ConfigError, match=r"^clients.app.key: Extra inputs are not permitted$"):
         create_app({"fast": "identity"}, clients={"app": {"key": "plain-key"}})  # a key itself is never taken
     app = create_app({"fast": "identity"}, clients={"app": {"key_sha256": sha("k").strip('"')}})  # no api_keys
