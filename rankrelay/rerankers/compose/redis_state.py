@@ -8,10 +8,12 @@ and when Redis answers it hands over this replica's sends of the last minute and
 holds is counted once, by its id), so a restarted, empty Redis does not open a fresh minute. The URL's password
 is never logged.
 
-Example (with a Redis server at the URL):
-    >>> state = RedisPoolState("redis://127.0.0.1:6379/0", namespace="cohere")  # doctest: +SKIP
-    >>> state.acquire("eu", rpm=100, now=0.0)  # doctest: +SKIP
-    0.0
+Example (no Redis at this address: the pool counts in this process until one answers there):
+    >>> state = RedisPoolState("redis://:secret@127.0.0.1:9/0", namespace="cohere")
+    >>> [state.acquire("eu", rpm=1, now=t) for t in (0.0, 1.0)]
+    [0.0, 59.0]
+    >>> state.shared, state.problem
+    (False, 'Redis at redis://***@127.0.0.1:9/0 is unreachable: ConnectionError')
 """
 
 from __future__ import annotations
