@@ -183,6 +183,15 @@ class ExperimentSettings(BaseModel):
                                                    "(each request to one arm, the classic A/B test)")
 
 
+class BudgetSettings(BaseModel):
+    """A client's ``budget``: dollars it may spend on priced models each UTC day, month or in total."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    usd: float = Field(gt=0, description="dollars per period")
+    per: Literal["day", "month", "total"] = Field("day", description="the period: a UTC day, a month, or in total")
+
+
 class ClientSettings(BaseModel):
     """``[service.clients.<name>]``: an application with keys of its own, the models it may call and its rate."""
 
@@ -194,6 +203,8 @@ class ClientSettings(BaseModel):
     models: list[str] | None = Field(None, description="the served names it may call (default: every one); any "
                                      "other is answered 404, as a model that is not served")
     rpm: int | None = Field(None, ge=1, description="requests a minute (any 60 s); over it: 429 with Retry-After")
+    budget: BudgetSettings | None = Field(None, description="dollars it may spend on priced models; over it: 429 "
+                                          "naming the budget (unpriced models stay allowed)")
 
     @field_validator("key_sha256", "key_env", mode="before")
     @classmethod
@@ -300,6 +311,9 @@ class Settings(BaseSettings):
         description="dollars per billed unit for cost estimates (Cohere Rerank: $2 per 1,000 searches; LLM "
                     "rerankers bill prompt_tokens and completion_tokens, unpriced unless set here)",
     )
+    model_prices: dict[str, dict[str, float]] = Field(
+        default_factory=dict, description="dollars per billed unit of each backend, by `name:model` pattern "
+        "(`\"bedrock:amazon.rerank-v1:0\" = {queries = 0.001}`), before the list prices: usage and budgets")
     fallback: list[str | dict[str, Any]] = Field(
         default_factory=list, description="a fallback chain, best first; used when no spec is given"
     )

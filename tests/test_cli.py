@@ -165,7 +165,7 @@ def test_models_shows_published_quality_and_what_each_profile_runs(tmp_path, mon
 
 
 COMMANDS = ["rerank", "models", "demo", "index", "search", "bench", "tune", "train", "serve", "report", "rerank-batch",
-            "fake-api"]
+            "fake-api", "usage"]
 GROUPS = {"experiment": ["simulate", "report"]}
 
 

@@ -1,4 +1,5 @@
-"""``rankrelay rerank-batch`` a candidates file and ``serve`` rerankers over HTTP (in one process or on Ray)."""
+"""``rankrelay rerank-batch`` a candidates file, ``serve`` rerankers over HTTP (in one process or on Ray), and read a
+service's ``usage``."""
 
 from __future__ import annotations
 
@@ -127,3 +128,48 @@ def fake_api(ctx: typer.Context) -> None:
     from rankrelay.testing.__main__ import main
 
     raise typer.Exit(main(list(ctx.args), prog="rankrelay fake-api"))
+
+
+@app.command(short_help="Usage and spend per client, from a service.")
+def usage(
+    url: Annotated[str, typer.Option(help="The service's root URL.")] = "http://127.0.0.1:8000",
+    key_env: Annotated[str, typer.Option(help="Variable holding the key to send (an admin key sees every client).")]
+        = "RANKRELAY_API_KEY",
+    client: Annotated[str | None, typer.Option(help="Only this client.")] = None,
+    model: Annotated[str | None, typer.Option(help="Only this served model.")] = None,
+    since: Annotated[str | None, typer.Option(help="From this time on (ISO 8601 or epoch seconds).")] = None,
+    as_json: Annotated[bool, typer.Option("--json", help="Print the service's JSON.")] = False,
+) -> None:
+    """Read ``GET /v1/usage``: requests, documents, billed units and estimated dollars, and each budget's spend."""
+    import json
+    import os
+
+    import httpx
+    from rich.table import Table
+
+    key = os.environ.get(key_env, "")
+    params = {k: v for k, v in (("client", client), ("model", model), ("since", since)) if v is not None}
+    try:
+        reply = httpx.get(f"{url.rstrip('/')}/v1/usage", params=params, timeout=30,
+                          headers={"Authorization": f"Bearer {key}"} if key else {})
+    except httpx.HTTPError as exc:
+        raise fail(ConfigError(f"cannot reach {url}: {type(exc).__name__}: {exc}")) from None
+    if reply.status_code != 200:
+        message = reply.json().get("message", reply.text) if "json" in reply.headers.get("content-type", "") \
+            else reply.text
+        raise fail(ConfigError(f"{url}/v1/usage answered {reply.status_code}: {message}"))
+    data = reply.json()
+    if as_json:
+        console.print_json(json.dumps(data))
+        return
+    table = Table(title="usage", title_justify="left")
+    for column in ("client", "model", "deployment", "requests", "documents", "billed units", "$ est."):
+        table.add_column(column, justify="right" if column in ("requests", "documents", "$ est.") else "left")
+    for row in data["rows"]:
+        units = ", ".join(f"{n:g} {unit}" for unit, n in row["billed_units"].items())
+        table.add_row(row["client"], row["model"], row["deployment"] or "-", str(row["requests"]),
+                      str(row["documents"]), units, f"{row['cost_usd']:.4f}")
+    console.print(table)
+    for name, budget in data.get("budgets", {}).items():
+        console.print(f"budget of {name}: ${budget['spent_usd']:g} of ${budget['usd']:g} "
+                      f"{'in total' if budget['per'] == 'total' else 'this ' + budget['per']}")

@@ -35,11 +35,12 @@ from fastapi import Depends, FastAPI  # noqa: E402
 
 from rankrelay.rerankers.compose.pool_state import PoolState  # noqa: E402
 from rankrelay.server import routes  # noqa: E402
-from rankrelay.server.clients import clients_from_settings  # noqa: E402
+from rankrelay.server.clients import check_budgets, clients_from_settings  # noqa: E402
 from rankrelay.server.context import REDACT_QUERY, RequestContext  # noqa: E402
 from rankrelay.server.guards import BearerAuth, BodyLimit, Contained, check_api_keys, json_only  # noqa: E402
 from rankrelay.server.metrics import RequestMetrics  # noqa: E402
 from rankrelay.server.service import Service, load_models  # noqa: E402
+from rankrelay.server.usage import LocalUsageStore, Prices, Usage  # noqa: E402
 
 __all__ = ["AppPlan", "Limits", "create_app", "create_app_from_settings", "plan_from_settings"]
 
@@ -50,7 +51,8 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
                experiments: Mapping[str, Any] | None = None, experiment_store: str | SQLStore = "experiments.db",
                store_text: bool = False, retention: Mapping[str, Any] | None = None, store_strict: bool = True,
                store_buffer: int = 10_000, measure_at_start: bool = True,
-               clients: Mapping[str, Any] | None = None, state: str | None = None) -> FastAPI:
+               clients: Mapping[str, Any] | None = None, state: str | None = None,
+               prices: Mapping[str, Mapping[str, float]] | None = None) -> FastAPI:
     """Build the FastAPI app.
 
     Args:
@@ -73,7 +75,10 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
             measured before ``/ready`` says ready (False: ready at once on torch, measured in the background).
         clients: name -> ``{"key_sha256" or "key_env", "models", "rpm"}`` (:mod:`~rankrelay.server.clients`):
             applications with keys of their own; ``api_keys`` stay an admin client.
-        state: a ``redis://`` URL where the clients' rates are counted together by every replica.
+        state: a ``redis://`` URL where the clients' rates, usage and budgets are counted together by every
+            replica.
+        prices: dollars per billed unit by backend pattern (``{"bedrock:*": {"queries": 0.001}}``), before the
+            list prices (:mod:`~rankrelay.server.usage`): what ``/v1/usage`` and the clients' budgets count.
     """
     if not models:
         raise ConfigError("the service needs at least one model (--model NAME=SPEC)")
@@ -95,8 +100,11 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
     store = experiment_store if isinstance(experiment_store, SQLStore) else (
         lambda: open_store(str(experiment_store), **dict(retention or {})))
     runner = Experiments(plans, store if plans else None, store_text=store_text, buffer=store_buffer)
+    usage = Usage(Prices(prices), _usage_store(state))
     service = Service(load_models(models, settings, strict), limits, retriever, retrieve_k, runner, store_strict,
-                      measure_at_start)
+                      measure_at_start, usage)
+    check_budgets(known, served, service.priced())
+    service.budgets = {c.name: c.budget for c in known if c.budget is not None}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
@@ -122,6 +130,18 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
     app.state.rerankers = service.rerankers
     app.state.batchers = service.batchers
     return app
+
+
+def _usage_store(state: str | None) -> Any:
+    """Where usage and budgets are counted: Redis at ``state`` (reached now: a refused password stops the start),
+    else this process."""
+    if state is None:
+        return LocalUsageStore()
+    from rankrelay.server.redis_usage import RedisUsageStore
+
+    store = RedisUsageStore(state)
+    store.check()
+    return store
 
 
 def _experiments(given: Mapping[str, Any]) -> dict[str, Experiment]:
@@ -166,7 +186,8 @@ class AppPlan:
                 "store_buffer": service.store_buffer, "measure_at_start": service.measure_at_start,
                 "retention": {"max_age_s": None if days is None else days * 86400, "max_count": count},
                 "clients": dict(service.clients),
-                "state": None if service.state is None else service.state.get_secret_value()}
+                "state": None if service.state is None else service.state.get_secret_value(),
+                "prices": dict(self.settings.model_prices)}
 
     def open_retriever(self) -> Retriever | None:
         """The first stage for ``/search`` (None without an index)."""

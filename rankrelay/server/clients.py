@@ -23,6 +23,7 @@ import hmac
 import os
 import re
 from collections.abc import Collection, Mapping, Sequence
+from contextvars import ContextVar
 from dataclasses import dataclass
 from typing import Any
 
@@ -30,21 +31,27 @@ from pydantic import ValidationError
 
 from rankrelay.config import ClientSettings
 from rankrelay.errors import ConfigError
+from rankrelay.server.usage import Budget
 
 #: The admin client: the ``api_keys`` of ``[service]``, every model, no rate.
 ADMIN = "admin"
+#: Whom a request is counted under when the service has no keys.
+ANONYMOUS = "anonymous"
+#: The client a request is from while it is served (set by the service's key check; None without keys).
+CURRENT_CLIENT: ContextVar[Client | None] = ContextVar("rankrelay_client", default=None)
 _HEX = re.compile(r"[0-9a-f]{64}")
 
 
 @dataclass(frozen=True)
 class Client:
     """A client of the service: its name, its keys' SHA-256 digests, the served names it may call (None: every
-    one) and its requests a minute (None: no limit)."""
+    one), its requests a minute (None: no limit) and its budget on priced models (None: none)."""
 
     name: str
     digests: tuple[bytes, ...]
     models: frozenset[str] | None = None
     rpm: int | None = None
+    budget: Budget | None = None
 
     def may_call(self, model: str) -> bool:
         return self.models is None or model in self.models
@@ -96,8 +103,23 @@ def clients_from_settings(clients: Mapping[str, ClientSettings | Mapping[str, An
             if owner.setdefault(digest, name) != name:
                 raise ConfigError(f"clients.{name}: one of its keys is also client {owner[digest]!r}'s: a key names "
                                   "one client")
-        out.append(Client(name, digests, None if config.models is None else frozenset(config.models), config.rpm))
+        budget = None if config.budget is None else Budget(config.budget.usd, config.budget.per)
+        out.append(Client(name, digests, None if config.models is None else frozenset(config.models), config.rpm,
+                          budget))
     return out
+
+
+def check_budgets(clients: Sequence[Client], served: Sequence[str], priced: Collection[str]) -> None:
+    """Refuse a budget on a client none of whose models (``served`` when it names none) is ``priced``.
+
+    Raises:
+        ConfigError: naming the client's ``budget``.
+    """
+    for client in clients:
+        names = [m for m in served if client.may_call(m)]
+        if client.budget is not None and not any(m in priced for m in names):
+            raise ConfigError(f"clients.{client.name}.budget: none of its models is priced ({', '.join(names)}): "
+                              "a budget counts dollars of priced models; price their backends under model_prices")
 
 
 class ClientKeys:

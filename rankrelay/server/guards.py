@@ -26,7 +26,7 @@ from fastapi.responses import JSONResponse
 from rankrelay.config import Limits
 from rankrelay.errors import ConfigError, InvalidInputError, NotFoundError, RankRelayError
 from rankrelay.rerankers.compose.pool_state import LocalPoolState, PoolState
-from rankrelay.server.clients import Client, ClientKeys
+from rankrelay.server.clients import CURRENT_CLIENT, Client, ClientKeys
 
 #: Where :class:`BearerAuth` puts the request's :class:`~rankrelay.server.clients.Client` in its scope's state.
 CLIENT_KEY = "rankrelay_client"
@@ -186,7 +186,11 @@ class BearerAuth:
             client = scope["state"][CLIENT_KEY]
             return await error_response(429, f"client {client.name!r} is over its {client.rpm} requests a minute",
                                         {"Retry-After": str(max(1, math.ceil(wait)))})(scope, receive, send)
-        await self.app(scope, receive, send)
+        token = CURRENT_CLIENT.set(scope.get("state", {}).get(CLIENT_KEY))
+        try:
+            await self.app(scope, receive, send)
+        finally:
+            CURRENT_CLIENT.reset(token)
 
 
 class Contained:

@@ -6,7 +6,7 @@ input, so the number of series stays bounded whatever clients send.
 
 from __future__ import annotations
 
-from collections.abc import Collection
+from collections.abc import Collection, Mapping
 from time import perf_counter
 from typing import Any
 
@@ -18,6 +18,8 @@ prometheus = import_optional("prometheus_client", extra="server", feature="the r
 
 #: the request-scope state key under which a handler names the served model it used
 MODEL_KEY = "rankrelay_model"
+#: the billed units counted under their own name (any other a provider reports is ``other``: labels stay bounded)
+KNOWN_UNITS = ("search_units", "queries", "input_tokens", "output_tokens", "prompt_tokens", "completion_tokens")
 
 
 class Metrics:
@@ -52,6 +54,25 @@ class Metrics:
                                                 "counts alone", ["model"], registry=self.registry)
         self.reranked = prometheus.Counter("rankrelay_budget_partial", "Requests whose latency budget left part "
                                            "of the list in first-stage order", ["model"], registry=self.registry)
+
+        usage = ["client", "model", "deployment"]  # configured names only: bounded
+        self.usage_requests = prometheus.Counter("rankrelay_usage_requests", "Answered requests by client, served "
+                                                 "model and deployment", usage, registry=self.registry)
+        self.usage_documents = prometheus.Counter("rankrelay_usage_documents", "Documents reranked by client, "
+                                                  "served model and deployment", usage, registry=self.registry)
+        self.usage_units = prometheus.Counter("rankrelay_usage_billed_units", "Units the providers billed (search "
+                                              "units, queries, tokens)", [*usage, "unit"], registry=self.registry)
+        self.usage_cost = prometheus.Counter("rankrelay_usage_cost_usd", "Estimated dollars at the configured "
+                                             "prices", usage, registry=self.registry)
+
+    def record_usage(self, client: str, model: str, deployment: str, documents: int,
+                     units: Mapping[str, float], cost: float) -> None:
+        """An answered request's usage (see :mod:`~rankrelay.server.usage`); a unit no price names is ``other``."""
+        self.usage_requests.labels(client, model, deployment).inc()
+        self.usage_documents.labels(client, model, deployment).inc(documents)
+        for unit, n in units.items():
+            self.usage_units.labels(client, model, deployment, unit if unit in KNOWN_UNITS else "other").inc(n)
+        self.usage_cost.labels(client, model, deployment).inc(cost)
 
     def record_result(self, model: str, res: RerankResult, num_documents: int) -> None:
         """What a served result says about fallbacks, the score cache and the latency budget."""

@@ -4,6 +4,7 @@
 - :data:`tei`: ``POST /rerank`` (text-embeddings-inference's shape)
 - :data:`search`: ``POST /search`` (the first stage over the configured index, then a served model)
 - :data:`experiments`: ``POST /v1/feedback`` and ``GET /v1/experiments/{name}`` (online experiments)
+- :data:`usage`: ``GET /v1/usage`` (a client's requests, documents, billed units and dollars)
 - :data:`operations`: ``/health``, ``/ready``, ``/metrics`` (open) and ``/v1/models`` (behind the key)
 
 Handlers raise typed errors; :func:`install_error_handlers` maps each to its status.
@@ -15,6 +16,7 @@ import asyncio
 import logging
 import math
 import uuid
+from datetime import datetime
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Depends, FastAPI, Request
@@ -36,6 +38,7 @@ from rankrelay.results import RerankResult
 from rankrelay.retrieval.pipeline import SearchResult, TwoStageSearch
 from rankrelay.scoring import relevance
 from rankrelay.server.batching import QueueFullError
+from rankrelay.server.clients import ADMIN
 from rankrelay.server.guards import (
     CLIENT_KEY,
     ClientGoneError,
@@ -61,6 +64,7 @@ from rankrelay.server.schemas import (
     TeiRerankRequest,
 )
 from rankrelay.server.service import Service, availability, shared_state, typed
+from rankrelay.server.usage import OverBudgetError
 
 logger = logging.getLogger(__name__)
 
@@ -205,6 +209,25 @@ async def experiment_report(name: str, service: Served) -> dict[str, Any]:
     return await asyncio.to_thread(service.experiments.report, name)
 
 
+# -- usage -----------------------------------------------------------------------------------
+usage = APIRouter(responses={k: v for k, v in ERRORS.items() if k in (401, 404, 422)})
+
+
+@usage.get("/v1/usage")
+async def usage_report(request: Request, service: Served, client: str | None = None, model: str | None = None,
+                       since: datetime | None = None) -> dict[str, Any]:
+    """Requests, documents, billed units and estimated dollars per client, served model and deployment since
+    ``since`` (ISO 8601 or epoch seconds; counted by the hour), with each budget's spend in its period. A client
+    sees its own usage only; the admin keys (and a service without keys) see every client's."""
+    caller = request.scope.get("state", {}).get(CLIENT_KEY)
+    if caller is not None and caller.name != ADMIN:
+        if client not in (None, caller.name):
+            raise NotFoundError(f"client {client!r} is not known here")
+        client = caller.name
+    return await asyncio.to_thread(service.usage.report, client, model,
+                                   None if since is None else since.timestamp(), service.budgets)
+
+
 # -- operations ------------------------------------------------------------------------------
 operations = APIRouter()
 READY = {"type": "object", "required": ["ready"], "properties": {
@@ -265,7 +288,7 @@ async def list_models(request: Request, service: Served) -> dict[str, Any]:
                        for n, rr in service.rerankers.items() if client is None or client.may_call(n)]}
 
 
-PROTECTED = (cohere, tei, search, experiments, models)
+PROTECTED = (cohere, tei, search, experiments, models, usage)
 
 
 def paths(protected: bool = False) -> list[str]:
@@ -302,6 +325,9 @@ def status_of(exc: Exception, service: Service) -> tuple[int, str, dict[str, str
         return 400, str(exc), None
     if isinstance(exc, QueueFullError):
         return 429, str(exc), {"Retry-After": "1"}
+    if isinstance(exc, OverBudgetError):  # until the budget's period starts again; a total budget: no retry
+        wait = exc.retry_after
+        return 429, str(exc), None if wait is None else {"Retry-After": str(max(1, math.ceil(wait)))}
     if isinstance(exc, (TimeoutError, BackendTimeoutError)):
         return 503, f"the model did not answer within {service.limits.request_timeout:g} s", None
     if isinstance(exc, AuthenticationError):

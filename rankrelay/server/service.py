@@ -25,8 +25,10 @@ from rankrelay.rerankers.registry import load_reranker
 from rankrelay.results import Document, DocumentLike, RerankResult, to_documents
 from rankrelay.retrieval.base import Retriever
 from rankrelay.server.batching import DynamicBatcher
+from rankrelay.server.clients import ANONYMOUS, CURRENT_CLIENT
 from rankrelay.server.guards import NotServedError, check_limits
 from rankrelay.server.metrics import Metrics
+from rankrelay.server.usage import Budget, Usage
 from rankrelay.tracing import set_attributes, span
 
 logger = logging.getLogger(__name__)
@@ -101,8 +103,10 @@ class Service:
 
     def __init__(self, rerankers: Mapping[str, Reranker], limits: Limits, retriever: Retriever | None = None,
                  retrieve_k: int = 100, experiments: Experiments | None = None, store_strict: bool = True,
-                 measure_at_start: bool = True) -> None:
+                 measure_at_start: bool = True, usage: Usage | None = None) -> None:
         self.rerankers = dict(rerankers)
+        self.usage = usage if usage is not None else Usage()
+        self.budgets: dict[str, Budget] = {}  # the clients' with one, by name (set by the app)
         self.store_strict = store_strict
         self.measure_at_start = measure_at_start
         self._maintenance: asyncio.Task[None] | None = None
@@ -110,6 +114,7 @@ class Service:
         self.experiments.on_event = self._count_event
         self.limits = limits
         self.metrics = Metrics()
+        self.usage.on_settle = self.metrics.record_usage
         self.retriever = retriever
         self.retrieve_k = retrieve_k
         self.ready = False
@@ -149,6 +154,31 @@ class Service:
         self.metrics.experiments.labels(experiment, kind, outcome).inc()
 
     async def _served(self, name: str, query: str, docs: Sequence[Document], top_n: int | None) -> RerankResult:
+        """One call of the served model ``name`` (an experiment's arm too), counted under the request's client,
+        its budget reserved first (:mod:`~rankrelay.server.usage`)."""
+        client = CURRENT_CLIENT.get()
+        hold = self.usage.reserve(ANONYMOUS if client is None else client.name,
+                                  None if client is None else client.budget, self.backends(name), len(docs))
+        try:
+            res = await self._answer(name, query, docs, top_n)
+        except BaseException:
+            self.usage.release(hold)
+            raise
+        self.usage.settle(hold, model=name, deployment=(res.info.get("pool") or {}).get("deployment") or "",
+                          documents=len(docs), backend=f"{res.backend}:{res.model}" if res.model else res.backend,
+                          billed=res.info.get("billed_units") or {})
+        return res
+
+    def backends(self, name: str) -> list[str]:
+        """The ``name:model`` of every backend inside the served model ``name``."""
+        return [label(leaf) for leaf in leaves(self.rerankers[name])]
+
+    def priced(self) -> list[str]:
+        """The served models (and experiments) one of whose backends has a price."""
+        names = [n for n in self.rerankers if self.usage.priced(self.backends(n))]
+        return names + [n for n, e in self.experiments.experiments.items() if any(a in names for a in e.arms)]
+
+    async def _answer(self, name: str, query: str, docs: Sequence[Document], top_n: int | None) -> RerankResult:
         rr = self.rerankers[name]
         budget = self.limits.budget_ms
         batcher = self.batchers.get(name)

@@ -50,7 +50,8 @@ def service(request):
 
 def test_the_schema_covers_every_route():
     assert sorted(f"{op.method.upper()} {op.path}" for op in OPERATIONS) == [
-        "GET /health", "GET /metrics", "GET /ready", "GET /v1/experiments/{name}", "GET /v1/models", "POST /rerank",
+        "GET /health", "GET /metrics", "GET /ready", "GET /v1/experiments/{name}", "GET /v1/models", "GET /v1/usage",
+        "POST /rerank",
         "POST /search", "POST /v1/feedback", "POST /v1/rerank", "POST /v2/rerank"]
 
 

@@ -373,9 +373,9 @@ def test_models_lists_each_served_name_with_its_backend_and_model(client):
 
 def test_models_and_the_apis_need_the_key_and_operations_do_not(client):
     assert paths(protected=True) == ["/rerank", "/search", "/v1/experiments/{name}", "/v1/feedback", "/v1/models",
-                                      "/v1/rerank", "/v2/rerank"]
+                                      "/v1/rerank", "/v1/usage", "/v2/rerank"]
     assert paths() == ["/health", "/metrics", "/ready", "/rerank", "/search", "/v1/experiments/{name}",
-                       "/v1/feedback", "/v1/models", "/v1/rerank", "/v2/rerank"]
+                       "/v1/feedback", "/v1/models", "/v1/rerank", "/v1/usage", "/v2/rerank"]
     assert open_paths() == ["/health", "/metrics", "/ready"]
     bare = {"Authorization": ""}
     assert client.get("/v1/models", headers=bare).status_code == 401

@@ -194,3 +194,74 @@ def test_the_default_cache_folder_follows_the_environment(monkeypatch, tmp_path,
     for name, value in env.items():
         monkeypatch.setenv(name, value)
     assert default_cache_dir() == Path(expected.replace("HOME", str(tmp_path)))
+
+
+def test_agreement_on_a_worked_example_deviation_spearman_and_top10_overlap():
+    from rankrelay.rerankers.local.runtimes import measure_agreement
+
+    reference = [[3.0, 2.0, 1.0], [1.0, 2.0, 3.0]]
+    candidate = [[3.5, 2.0, 1.0], [3.0, 2.0, 1.0]]  # the first ranks alike, the second reversed
+    agreement = measure_agreement(reference, candidate)
+    assert agreement.to_dict() == {"pairs": 6, "max_abs_diff": 2.0, "spearman": 0.0, "top10_overlap": 1.0}
+    single = measure_agreement([[0.7]], [[0.2]])  # one document: in agreement with itself, not NaN
+    assert single.spearman == 1.0 and single.max_abs_diff == pytest.approx(0.5)
+    assert measure_agreement([[1.0, 2.0]], [[2.0, 1.0]]).spearman == pytest.approx(-1.0)  # two documents are ranked
+
+
+def test_agreement_counts_a_top10_document_within_the_relative_tie_of_the_references_tenth():
+    from rankrelay.rerankers.local.runtimes import measure_agreement
+
+    scale = [1000.0 - i for i in range(12)]  # the 10th best is 991: a tie of 1e-4 relative is 0.0991
+    near = scale[:10] + [990.95] + scale[11:]  # the candidate swaps 10th and 11th; the 11th is 0.05 below
+    candidate = [float(12 - i) for i in range(12)]
+    candidate[9], candidate[10] = candidate[10], candidate[9]
+    assert measure_agreement([near], [candidate]).top10_overlap == 1.0  # within 0.0991 of the 10th: agrees
+    small = [0.5 - i * 0.01 for i in range(12)]  # |10th| < 1: the tie is 1e-4 absolute
+    small[10] = small[9] - 1.5e-4
+    assert measure_agreement([small], [candidate]).top10_overlap == 0.9
+    exact = [float(12 - i) for i in range(12)]
+    assert measure_agreement([exact], [exact], tie=0.0).top10_overlap == 1.0  # the 10th itself agrees
+
+
+def test_agreement_takes_tied_candidate_scores_in_input_order():
+    from rankrelay.rerankers.local.runtimes import measure_agreement
+
+    candidate = [1.0] * 15 + [2.0] * 5  # five clear, then ten tied for the rest of the top 10
+    reference = [5.0 - i * 0.1 for i in range(5)] + [0.0] * 10 + [10.0] * 5  # its top 10: docs 15-19, then 0-4
+    reference[5:15] = [-float(i) for i in range(1, 11)]
+    assert measure_agreement([reference], [candidate]).top10_overlap == 1.0  # the first five of the tie: 0-4
+
+
+def test_a_graph_is_fed_contiguous_int64_arrays_from_tensors_lists_or_arrays_and_names_its_runtime():
+    import numpy as np
+    import torch
+
+    from rankrelay.rerankers.local.runtimes import GraphForward
+
+    seen = {}
+
+    def run(arrays):
+        seen.update(arrays)
+        return [[0.5], [1.5]]
+
+    graph = GraphForward("onnx", run, ("input_ids", "attention_mask"))
+    out = graph({"input_ids": torch.tensor([[1, 2]], dtype=torch.int32), "attention_mask": [[1, 1]],
+                 "ignored": object()})
+    assert graph.runtime == "onnx" and out.dtype == np.float32 and out.tolist() == [[0.5], [1.5]]
+    assert set(seen) == {"input_ids", "attention_mask"}
+    assert all(a.dtype == np.int64 and a.flags["C_CONTIGUOUS"] for a in seen.values())
+    graph({"input_ids": np.asarray([[3, 4]], dtype=np.int32).T, "attention_mask": np.ones((2, 1), dtype=np.int8)})
+    assert seen["input_ids"].tolist() == [[3], [4]] and seen["input_ids"].flags["C_CONTIGUOUS"]
+
+
+def test_agreement_of_float32_graph_scores_is_judged_in_float64():
+    import numpy as np
+
+    from rankrelay.rerankers.local.runtimes import measure_agreement
+
+    reference = np.asarray([12.0 - i for i in range(9)] + [1.0, 0.9999, 0.0], dtype=np.float32)  # as graphs give
+    candidate = np.asarray([12.0 - i for i in range(12)], dtype=np.float32)
+    candidate[9], candidate[10] = candidate[10], candidate[9]  # its top 10 takes the 11th, 1e-4 below the 10th
+    # float32's 0.9999 is 0.99989998..., under the tie's floor 0.9999 exactly: it does not agree (in float32 the
+    # floor would round to the same number and it would)
+    assert measure_agreement(reference[None], candidate[None]).top10_overlap == 0.9

@@ -1,0 +1,178 @@
+"""The clients' usage and budgets in Redis (or Valkey), so every replica of a service counts into one ledger.
+
+Spend is kept in integer micro-dollars per (client, budget period), each reservation one Lua script (check and
+add, atomic), so replicas never overshoot a budget together. Usage rows are hashes per hour
+(``rankrelay:usage:<namespace>:h:<hour>``, kept 90 days), listed in a sorted set of hours. While Redis cannot be
+reached the service keeps counting in this process (a warning, and :attr:`RedisUsageStore.problem` says why; a
+budget is then checked against the spend Redis last reported plus this replica's own) and, when Redis answers
+again, adds what it counted there: counters only add, so nothing is counted twice. The URL's password is never
+logged.
+
+Example (no Redis at this address: this process counts until one answers there):
+    >>> store = RedisUsageStore("redis://:secret@127.0.0.1:9/0")
+    >>> store.reserve("app|day|2026-12-06", 2000, limit=3000), store.reserve("app|day|2026-12-06", 2000, 3000)
+    (2000, None)
+    >>> store.shared, store.problem
+    (False, 'Redis at redis://***@127.0.0.1:9/0 is unreachable: ConnectionError')
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable, Mapping
+from typing import Any
+
+from rankrelay._optional import import_optional
+from rankrelay.errors import ConfigError
+from rankrelay.redact import redact_spec
+from rankrelay.server.usage import LocalUsageStore
+
+logger = logging.getLogger(__name__)
+
+#: How long an hour's usage and a period's spend are kept (a total budget's spend is kept for good).
+KEEP_S = 90 * 86_400
+#: KEYS[1] the spend; ARGV: micro-dollars to add, the limit, the key's lifetime in s (0: for good).
+RESERVE = """
+local spent = tonumber(redis.call('GET', KEYS[1]) or '0')
+local add = tonumber(ARGV[1])
+if spent + add > tonumber(ARGV[2]) then return {0, spent} end
+local now = redis.call('INCRBY', KEYS[1], add)
+if tonumber(ARGV[3]) > 0 then redis.call('EXPIRE', KEYS[1], ARGV[3]) end
+return {1, now}
+"""
+_SEP = "\x1f"
+
+
+class RedisUsageStore:
+    """A usage store (see :class:`~rankrelay.server.usage.LocalUsageStore`) in Redis under
+    ``rankrelay:usage:<namespace>:``, this process's own counts standing in while Redis is away."""
+
+    def __init__(self, url: str, namespace: str = "service", timeout_s: float = 0.25, retry_s: float = 1.0,
+                 clock: Callable[[], float] = time.monotonic) -> None:
+        redis = import_optional("redis", extra="redis", feature="usage shared through Redis")
+        self.where = str(redact_spec(url))
+        self.prefix = f"rankrelay:usage:{namespace}:"
+        self.retry_s = retry_s
+        self.clock = clock
+        self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
+        self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
+        self._refused = redis.exceptions.AuthenticationError
+        self._reserve = self._client.register_script(RESERVE)
+        self._pending = LocalUsageStore()  # counted while Redis was away, added there when it answers
+        self._seen: dict[str, int] = {}  # the spend Redis last reported, per key
+        self._next_try: float | None = None
+        self.problem: str | None = None
+
+    @property
+    def shared(self) -> bool:
+        """Is the ledger in Redis now (False while this process counts on its own)?"""
+        return self._next_try is None
+
+    def check(self) -> str | None:
+        """Reach Redis now: None when it answers, else why not. A refused password is a :class:`ConfigError`."""
+        try:
+            self._client.ping()
+        except self._refused as exc:
+            raise ConfigError(f"Redis at {self.where} refused the password ({type(exc).__name__})") from None
+        except self._errors as exc:
+            self._away(exc)
+            self._next_try = self.clock()  # the first call tries again
+        return self.problem
+
+    def _away(self, exc: Exception) -> None:
+        if self.shared:
+            logger.warning("usage: Redis at %s is unreachable (%s): counting in this process until it answers",
+                           self.where, type(exc).__name__)
+        self.problem = f"Redis at {self.where} is unreachable: {type(exc).__name__}"
+        self._next_try = self.clock() + self.retry_s
+
+    def _run(self, work: Callable[[], Any], local: Callable[[], Any]) -> Any:
+        """``work`` on Redis; while it is away (until the next try), ``local()`` on this process's counts."""
+        if self._next_try is not None and self.clock() < self._next_try:
+            return local()
+        try:
+            if self._next_try is not None:
+                self._hand_over()
+            return work()
+        except self._errors as exc:
+            self._away(exc)
+            return local()
+
+    def _hand_over(self) -> None:
+        """Redis is back: what this process counted while it was away is added there."""
+        pending, self._pending = self._pending, LocalUsageStore()
+        try:
+            with self._client.pipeline(transaction=False) as pipe:
+                for key, micro in pending.spend_items():
+                    pipe.incrby(self._spend_key(key), micro)
+                for hour, row, counts in pending.hour_items():
+                    for name, value in counts.items():
+                        pipe.hincrbyfloat(self._hour_key(hour), _SEP.join((*row, name)), value)
+                    pipe.zadd(self.prefix + "hours", {str(hour): hour})
+                    pipe.expire(self._hour_key(hour), KEEP_S)
+                pipe.execute()
+        except self._errors:
+            self._pending = pending  # not handed over: kept for the next try
+            raise
+        logger.warning("usage: Redis at %s answers again; this process's counts handed over", self.where)
+        self._next_try, self.problem = None, None
+
+    def _spend_key(self, key: str) -> str:
+        return f"{self.prefix}spend:{key}"
+
+    def _hour_key(self, hour: int) -> str:
+        return f"{self.prefix}h:{hour}"
+
+    def reserve(self, key: str, micro: int, limit: int) -> int | None:
+        def shared() -> int | None:
+            ok, spent = self._reserve(keys=[self._spend_key(key)],
+                                      args=[micro, limit, 0 if key.split("|")[1] == "total" else KEEP_S])
+            self._seen[key] = int(spent) - (micro if ok else 0)
+            return int(spent) if ok else None
+
+        def local() -> int | None:
+            seen = self._seen.get(key, 0)
+            after = self._pending.reserve(key, micro, limit - seen)
+            return None if after is None else after + seen
+
+        return self._run(shared, local)
+
+    def add_spend(self, key: str, micro: int) -> None:
+        self._run(lambda: self._client.incrby(self._spend_key(key), micro),
+                  lambda: self._pending.add_spend(key, micro))
+
+    def spent(self, key: str) -> int:
+        return int(self._run(lambda: int(self._client.get(self._spend_key(key)) or 0),
+                             lambda: self._seen.get(key, 0) + self._pending.spent(key)))
+
+    def add(self, hour: int, row: tuple[str, str, str], values: Mapping[str, float]) -> None:
+        def shared() -> None:
+            with self._client.pipeline(transaction=False) as pipe:
+                for name, value in values.items():
+                    pipe.hincrbyfloat(self._hour_key(hour), _SEP.join((*row, name)), value)
+                pipe.zadd(self.prefix + "hours", {str(hour): hour})
+                pipe.expire(self._hour_key(hour), KEEP_S)
+                pipe.execute()
+
+        self._run(shared, lambda: self._pending.add(hour, row, values))
+
+    def rows(self, since_hour: int) -> dict[tuple[str, str, str], dict[str, float]]:
+        def shared() -> dict[tuple[str, str, str], dict[str, float]]:
+            hours = self._client.zrangebyscore(self.prefix + "hours", since_hour, "+inf")
+            with self._client.pipeline(transaction=False) as pipe:
+                for hour in hours:
+                    pipe.hgetall(self._hour_key(int(hour)))
+                hashes = pipe.execute()
+            out = self._pending.rows(since_hour)
+            for fields in hashes:
+                for field, value in fields.items():
+                    *row, name = field.decode("utf-8").split(_SEP)
+                    counts = out.setdefault((row[0], row[1], row[2]), {})
+                    counts[name] = counts.get(name, 0.0) + float(value)
+            return out
+
+        return self._run(shared, lambda: self._pending.rows(since_hour))
+
+    def close(self) -> None:
+        self._client.close()

@@ -1,0 +1,155 @@
+"""The usage ledger on its own: prices by backend pattern, budget periods, reservations and their settlement, in
+this process and in Redis (a real server, stopped and started to see the hand-over)."""
+
+import calendar
+
+import pytest
+
+from rankrelay import ConfigError
+from rankrelay.server.usage import Budget, Hold, LocalUsageStore, OverBudgetError, Prices, Usage
+
+NOON = calendar.timegm((2026, 12, 6, 12, 0, 0))
+COHERE = "cohere:rerank-v3.5"
+
+
+def test_prices_match_the_first_pattern_the_users_before_the_list_prices():
+    prices = Prices({"cohere:rerank-v3.5": {"search_units": 0.005}, "bedrock:*": {"queries": 0.001}})
+    assert prices.of(COHERE) == {"search_units": 0.005}
+    assert prices.of("cohere:rerank-v3.0") == {"search_units": 0.002}  # the list price
+    assert prices.of("cohere-http:rerank-v3.5") == {"search_units": 0.002}
+    assert prices.of("cohere-http:jina-reranker") == {}  # a Cohere-shaped API is not Cohere's price
+    assert prices.of("bedrock:amazon.rerank-v1:0") == {"queries": 0.001}
+    assert prices.of("identity") == {} and Prices(list_prices=False).of(COHERE) == {}
+
+
+@pytest.mark.parametrize("documents, units", [(1, 1.0), (100, 1.0), (101, 2.0), (250, 3.0)])
+def test_a_search_is_billed_per_started_hundred_documents_when_the_reply_reports_none(documents, units):
+    prices = Prices({"bedrock:*": {"queries": 0.001}})
+    assert prices.units("bedrock:amazon.rerank-v1:0", {}, documents) == {"queries": units}
+    assert prices.cost("bedrock:amazon.rerank-v1:0", {}, documents) == pytest.approx(units * 0.001)
+    assert prices.units(COHERE, {"search_units": 1}, documents) == {"search_units": 1}  # reported: taken
+    assert prices.cost("identity", {}, documents) == 0
+
+
+def test_token_billed_backends_cost_their_tokens_and_reserve_nothing_in_advance():
+    prices = Prices({"chat:*": {"prompt_tokens": 1e-6, "completion_tokens": 4e-6}})
+    assert prices.estimate("chat:gpt", 100) == {}
+    assert prices.cost("chat:gpt", {"prompt_tokens": 1000, "completion_tokens": 10}, 3) == pytest.approx(0.00104)
+
+
+@pytest.mark.parametrize("given", [{}, {"search_units": -0.1}, {"search_units": "2"}])
+def test_a_price_that_is_not_dollars_per_unit_is_refused_naming_the_pattern(given):
+    with pytest.raises(ConfigError, match=r"^model_prices.cohere:\*: give dollars \(0 or more\) per billed unit"):
+        Prices({"cohere:*": given})
+
+
+@pytest.mark.parametrize("per, period, left", [
+    ("day", "2026-12-06", 12 * 3600), ("month", "2026-12", 25 * 86_400 + 12 * 3600), ("total", "total", None)])
+def test_a_budgets_period_and_the_seconds_until_the_next_one(per, period, left):
+    assert Budget(1.0, per).period(NOON) == (period, left)  # December: the next month is the next year's January
+
+
+def test_a_reservation_covers_the_most_a_request_can_cost_and_is_settled_at_what_it_did():
+    usage = Usage(Prices(), clock=lambda: NOON)
+    budget = Budget(0.01)
+    hold = usage.reserve("app", budget, ["identity", COHERE], documents=150)  # a chain: its priced backend counts
+    assert hold == Hold("app", "app|day|2026-12-06", 4000) and usage.spent("app", budget) == 0.004
+    usage.settle(hold, model="m", deployment="eu", documents=150, backend="identity", billed={})  # the fallback
+    assert usage.spent("app", budget) == 0.0
+    hold = usage.reserve("app", budget, [COHERE], documents=3)
+    usage.release(hold)  # no answer
+    assert usage.spent("app", budget) == 0.0
+    assert usage.reserve("app", None, [COHERE], 3) == Hold("app", None, 0)  # no budget: nothing reserved
+    assert usage.reserve("app", budget, ["identity"], 3) == Hold("app", None, 0)  # unpriced
+
+
+def test_a_request_that_would_pass_the_budget_is_refused_and_reserves_nothing():
+    usage = Usage(Prices(), clock=lambda: NOON)
+    budget = Budget(0.005, "total")
+    usage.reserve("app", budget, [COHERE], documents=200)  # $0.004
+    with pytest.raises(OverBudgetError) as refused:
+        usage.reserve("app", budget, [COHERE], documents=1)
+    assert str(refused.value) == ("client 'app' is over its budget of $0.005 in total ($0.004 spent; this request "
+                                  "could cost $0.002)")
+    assert refused.value.retry_after is None and usage.spent("app", budget) == 0.004
+    assert usage.reserve("other", budget, [COHERE], documents=1).micro_usd == 2000  # budgets are per client
+
+
+def test_the_report_counts_rows_by_the_hour_filters_them_and_shows_each_budget():
+    now = [NOON]
+    usage = Usage(Prices(), clock=lambda: now[0])
+    seen = []
+    usage.on_settle = lambda *row: seen.append(row)
+    for client, model, at in (("a", "cohere", NOON - 7200), ("a", "cohere", NOON), ("b", "local", NOON)):
+        now[0] = at
+        hold = usage.reserve(client, Budget(1.0), [COHERE] if model == "cohere" else ["identity"], 120)
+        usage.settle(hold, model=model, deployment="eu" if model == "cohere" else "", documents=120,
+                     backend=COHERE if model == "cohere" else "identity", billed={})
+    report = usage.report(budgets={"a": Budget(1.0), "b": Budget(2.0, "month")})
+    assert report["rows"] == [
+        {"client": "a", "model": "cohere", "deployment": "eu", "requests": 2, "documents": 240,
+         "billed_units": {"search_units": 4.0}, "cost_usd": 0.008},
+        {"client": "b", "model": "local", "deployment": "", "requests": 1, "documents": 120, "billed_units": {},
+         "cost_usd": 0.0}]
+    assert report["budgets"] == {"a": {"usd": 1.0, "per": "day", "spent_usd": 0.008},
+                                 "b": {"usd": 2.0, "per": "month", "spent_usd": 0.0}}
+    assert usage.report(since=NOON - 3600)["rows"][0]["requests"] == 1  # the hour two hours ago left out
+    assert usage.report(since=NOON - 3600)["since"] == NOON - 3600
+    assert [r["client"] for r in usage.report(model="local")["rows"]] == ["b"]
+    assert "budgets" not in usage.report(client="b", budgets={"a": Budget(1.0)})
+    assert seen[0] == ("a", "cohere", "eu", 120, {"search_units": 2.0}, 0.004)
+
+
+def test_the_local_store_hands_over_everything_it_counted():
+    store = LocalUsageStore()
+    store.add(5, ("a", "m", ""), {"requests": 1.0})
+    store.add(5, ("a", "m", ""), {"requests": 1.0, "cost_usd": 0.5})
+    assert store.reserve("k", 10, limit=15) == 10 and store.reserve("k", 10, limit=15) is None
+    store.add_spend("k", -4)
+    assert store.spend_items() == [("k", 6)] and store.spent("missing") == 0
+    assert store.hour_items() == [(5, ("a", "m", ""), {"requests": 2.0, "cost_usd": 0.5})]
+    assert store.rows(6) == {} and store.rows(5) == {("a", "m", ""): {"requests": 2.0, "cost_usd": 0.5}}
+
+
+def test_redis_keeps_one_ledger_for_two_replicas_and_takes_over_what_one_counted_while_it_was_away(redis_server):
+    from rankrelay.server.redis_usage import RedisUsageStore
+
+    clock = [0.0]
+    one = RedisUsageStore(redis_server.url, clock=lambda: clock[0])
+    two = RedisUsageStore(redis_server.url, clock=lambda: clock[0])
+    assert one.check() is None and one.shared
+    assert one.reserve("a|day|d", 6000, limit=10_000) == 6000
+    assert two.reserve("a|day|d", 6000, limit=10_000) is None  # the other replica's spend counts
+    one.add(7, ("a", "m", "eu"), {"requests": 1.0, "units.search_units": 1.0})
+    assert two.rows(7) == {("a", "m", "eu"): {"requests": 1.0, "units.search_units": 1.0}}
+    redis_server.stop()
+    assert two.reserve("a|day|d", 4000, limit=10_000) == 10_000  # on the spend Redis last reported
+    assert two.reserve("a|day|d", 1, limit=10_000) is None
+    two.add(7, ("a", "m", "eu"), {"requests": 1.0})
+    assert not two.shared and two.problem == (
+        f"Redis at redis://127.0.0.1:{redis_server.port}/0 is unreachable: ConnectionError")
+    assert two.spent("a|day|d") == 10_000 and two.rows(7) == {("a", "m", "eu"): {"requests": 1.0}}
+    redis_server.start()
+    assert two.rows(7) == {("a", "m", "eu"): {"requests": 1.0}}  # not tried again before retry_s
+    clock[0] = 1.0
+    assert two.rows(7) == {("a", "m", "eu"): {"requests": 1.0}}  # Redis restarted empty: what two counted
+    assert two.shared and two.problem is None
+    assert one.spent("a|day|d") == 4000 and one.reserve("a|day|d", 6001, limit=10_000) is None
+
+
+def test_redis_that_refuses_the_password_stops_the_start_and_the_password_is_never_said(caplog):
+    from conftest import RedisServer
+
+    from rankrelay.server.redis_usage import RedisUsageStore
+
+    server = RedisServer(password="right-pw-3")
+    try:
+        with pytest.raises(ConfigError, match=r"^Redis at redis://\*\*\*@127.0.0.1:\d+/0 refused the password"):
+            RedisUsageStore(server.url.replace("right", "wrong")).check()
+        assert RedisUsageStore(server.url).check() is None
+        server.stop()
+        away = RedisUsageStore(server.url)
+        assert away.check() == f"Redis at redis://***@127.0.0.1:{server.port}/0 is unreachable: ConnectionError"
+    finally:
+        server.close()
+    assert "pw-3" not in caplog.text and "is unreachable (ConnectionError)" in caplog.text
