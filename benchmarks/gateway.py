@@ -8,7 +8,10 @@ own rate limit, with and without the replicas sharing their limits through Redis
    (target: <= rpm), upstream 429s (target: 0), answers from the fallback. Run with Redis (``[service] state``)
    and without (each replica counts alone: the overshoot). Needs ``redis-server`` (``make redis``).
 2. Overhead: p50 of ``pool.rerank`` (two identity deployments, ``least-busy``) against the identity model called
-   directly, in-process, with the state in the process and in Redis (target: <= 2 ms).
+   directly, in-process, with the state in the process and in Redis (target: <= 2 ms); and through a running
+   service with a client key (auth, rate and usage counted), the pool against the model served directly.
+3. Budget: a client with ``budget = {usd = 0.01}`` on Cohere's list price, eight requests: served (target: 5),
+   refused, sent upstream, and what ``/v1/usage`` counts (target: equal to what was sent).
 
     python benchmarks/gateway.py [--replicas 3] [--rpm 60] [--requests 300] [--seconds 60]
 """
@@ -16,6 +19,7 @@ own rate limit, with and without the replicas sharing their limits through Redis
 from __future__ import annotations
 
 import argparse
+import hashlib
 import platform
 import shutil
 import statistics
@@ -162,6 +166,68 @@ def overhead() -> list[tuple[str, float]]:
     return rows
 
 
+def budget_run() -> dict[str, object]:
+    """One service, a client with ``budget = {usd = 0.01}`` on Cohere's list price ($2 per 1,000 searches), eight
+    requests of three documents: what was served, refused, sent upstream, and what ``/v1/usage`` counts."""
+    upstream = LimitedAPI(10**6).start()
+    folder = Path(tempfile.mkdtemp(prefix="rankrelay-gateway-"))
+    digest = hashlib.sha256(b"search-app-key").hexdigest()
+    proc, url = serve_config(folder, f"""
+device = "cpu"
+[service]
+api_keys = ["ops-key"]
+[service.models]
+cohere = {{ spec = "cohere:rerank-v3.5", base_url = "{upstream.url}", api_key = "{API_KEY}" }}
+[service.clients.search-app]
+key_sha256 = "{digest}"
+budget = {{ usd = 0.01 }}
+""")
+    try:
+        statuses = [httpx.post(f"{url}/v2/rerank", headers={"Authorization": "Bearer search-app-key"}, timeout=30,
+                               json={"model": "cohere", "query": "wing lift", "documents": DOCS[:3]}).status_code
+                    for _ in range(8)]
+        usage = httpx.get(f"{url}/v1/usage", headers={"Authorization": "Bearer ops-key"}).json()
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        upstream.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+    (row,) = usage["rows"]
+    return {"served": statuses.count(200), "refused (429)": statuses.count(429),
+            "sent upstream": len(upstream.accepted),
+            "/v1/usage requests": row["requests"], "billed search units": row["billed_units"].get("search_units", 0),
+            "cost": f"${row['cost_usd']:g}", "budget spent": f"${usage['budgets']['search-app']['spent_usd']:g}"}
+
+
+def service_overhead(n: int = 1000) -> list[tuple[str, float]]:
+    """p50 of ``POST /v2/rerank`` through one service with a client key (auth, rate, usage counted): the identity
+    model served directly, and as a pool of two identity deployments."""
+    folder = Path(tempfile.mkdtemp(prefix="rankrelay-gateway-"))
+    digest = hashlib.sha256(b"app-key").hexdigest()
+    proc, url = serve_config(folder, f"""
+device = "cpu"
+[service]
+batching = false
+[service.models]
+direct = "identity"
+pooled = {{ spec = "pool", deployments = [{{ spec = "identity", name = "a" }}, {{ spec = "identity", name = "b" }}] }}
+[service.clients.app]
+key_sha256 = "{digest}"
+rpm = 1000000
+""")
+    rows = []
+    try:
+        with httpx.Client(base_url=url, timeout=30, headers={"Authorization": "Bearer app-key"}) as http:
+            for model in ("direct", "pooled"):
+                rows.append((f"service, {model}", p50_ms(lambda i, m=model: http.post(  # type: ignore[misc]
+                    "/v2/rerank", json={"model": m, "query": f"q {i}", "documents": DOCS}).raise_for_status(), n)))
+    finally:
+        proc.terminate()
+        proc.wait(30)
+        shutil.rmtree(folder, ignore_errors=True)
+    return rows
+
+
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--replicas", type=int, default=3)
@@ -189,6 +255,20 @@ def main() -> None:
     for name, ms in measured:
         cost.add_row(name, f"{ms:.3f}", f"{ms - measured[0][1]:+.3f}")
     console.print(cost)
+    over_http = Table(title="through the service (HTTP on 127.0.0.1, a client key, usage counted; p50 of 1,000)")
+    over_http.add_column("call")
+    over_http.add_column("p50 ms", justify="right")
+    over_http.add_column("pool over direct, ms", justify="right")
+    served = service_overhead()
+    for name, ms in served:
+        over_http.add_row(name, f"{ms:.3f}", f"{ms - served[0][1]:+.3f}")
+    console.print(over_http)
+    budget = budget_run()
+    spent = Table(title="a client with budget = {usd = 0.01} on $2 per 1,000 searches, 8 requests")
+    for column in budget:
+        spent.add_column(column)
+    spent.add_row(*(str(v) for v in budget.values()))
+    console.print(spent)
 
 
 if __name__ == "__main__":

@@ -378,3 +378,16 @@ def test_every_command_summary_is_whole_not_cut_with_an_ellipsis(group):
     out = runner.invoke(app, [*group, "--help"], terminal_width=100)
     summaries = [line for line in out.output.split("Commands:")[1].splitlines() if line.startswith("  ")]
     assert summaries and not [line for line in summaries if line.rstrip().endswith("...")]
+
+
+def test_models_shows_the_price_table_yours_first_then_the_list_prices(tmp_path):
+    config = tmp_path / "prices.toml"
+    config.write_text('[model_prices]\n"bedrock:*" = { queries = 0.001 }\n"cohere:*" = { search_units = 0.0015 }\n')
+    rows = table_rows(runner.invoke(app, ["models", "--config", str(config)], terminal_width=220).output)
+    assert rows["bedrock:*"] == ["queries", "1", "model_prices"]
+    assert rows["cohere:*"] == ["search_units", "1.5", "model_prices"]  # replaces the list price
+    assert rows["cohere-http:rerank-*"] == ["search_units", "2", "list price"]
+    config.write_text('[model_prices]\n"vertex:*" = { queries = -1 }\n')
+    refused = runner.invoke(app, ["models", "--config", str(config)])
+    assert refused.exit_code == 2 and "model_prices.vertex:*: give dollars (0 or more) per billed unit" in " ".join(
+        refused.output.split())

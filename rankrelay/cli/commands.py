@@ -115,6 +115,7 @@ def models(config: ConfigOption = None) -> None:
         table.add_row(b.name, b.extra or "", escape(b.description))  # "[fallback]" is text, not markup
     console.print(table)
     try:
+        _prices(settings.model_prices)
         chains = configured_chains(config)
     except RankRelayError as exc:
         raise fail(exc) from None
@@ -127,6 +128,22 @@ def models(config: ConfigOption = None) -> None:
                 state = "available" if part["available"] else f"unavailable: {part['reason']}"
                 status.add_row(name, escape(str(part["backend"])), escape(state))
         console.print(status)
+
+
+def _prices(given: dict[str, dict[str, float]]) -> None:
+    """Print the price table: the user's ``model_prices`` first, then the list prices they do not replace."""
+    from rankrelay.server.usage import LIST_PRICES, Prices
+
+    Prices(given)  # refused as the service would refuse it
+    prices = Table(title="prices (by backend pattern, first match wins: yours under model_prices, then the list "
+                         "prices; what usage and the clients' budgets count)", title_justify="left")
+    for col in ("backend", "unit", "$ per 1,000 units", "from"):
+        prices.add_column(col)
+    for pattern, units in [*given.items(), *((p, u) for p, u in LIST_PRICES.items() if p not in given)]:
+        for unit, usd in units.items():
+            prices.add_row(escape(pattern), unit, f"{usd * 1000:g}", "model_prices" if pattern in given else
+                           "list price")
+    console.print(prices)
 
 
 def _keep_here(profile: Profile, cache_dir: Path, cpu: dict[str, object]) -> str:

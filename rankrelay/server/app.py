@@ -100,11 +100,14 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
     store = experiment_store if isinstance(experiment_store, SQLStore) else (
         lambda: open_store(str(experiment_store), **dict(retention or {})))
     runner = Experiments(plans, store if plans else None, store_text=store_text, buffer=store_buffer)
-    usage = Usage(Prices(prices), _usage_store(state))
+    store = _usage_store(state)
+    usage = Usage(Prices(prices), store)
     service = Service(load_models(models, settings, strict), limits, retriever, retrieve_k, runner, store_strict,
                       measure_at_start, usage)
     check_budgets(known, served, service.priced())
     service.budgets = {c.name: c.budget for c in known if c.budget is not None}
+    if rates is not None:
+        service.shared_parts = {"client_rates": rates, "usage": store}
 
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:

@@ -52,6 +52,9 @@ class Metrics:
         self.shared_state_up = prometheus.Gauge("rankrelay_shared_state_up", "1 while the state a model's pools "
                                                 "share with other replicas (Redis) answers, 0 while each replica "
                                                 "counts alone", ["model"], registry=self.registry)
+        self.gateway_state_up = prometheus.Gauge("rankrelay_gateway_state_up", "1 while the Redis that holds the "
+                                                 "clients' rates or usage answers, 0 while this replica counts alone",
+                                                 ["part"], registry=self.registry)
         self.reranked = prometheus.Counter("rankrelay_budget_partial", "Requests whose latency budget left part "
                                            "of the list in first-stage order", ["model"], registry=self.registry)
 

@@ -230,13 +230,14 @@ async def usage_report(request: Request, service: Served, client: str | None = N
 
 # -- operations ------------------------------------------------------------------------------
 operations = APIRouter()
+SHARED = {"type": "object", "required": ["shared"],
+          "properties": {"shared": {"type": "boolean"}, "problem": {"type": "string"}}}
 READY = {"type": "object", "required": ["ready"], "properties": {
     "ready": {"type": "boolean"}, "experiment_store": {"type": "object"},
     "measuring": {"type": "array", "items": {"type": "string"}},
     "unavailable": {"type": "object", "additionalProperties": {"type": "array", "items": {"type": "object"}}},
-    "shared_state": {"type": "object", "additionalProperties": {
-        "type": "object", "required": ["shared"],
-        "properties": {"shared": {"type": "boolean"}, "problem": {"type": "string"}}}}}}
+    "shared_state": {"type": "object", "additionalProperties": SHARED},
+    "gateway_state": {"type": "object", "additionalProperties": SHARED}}}
 models = APIRouter(responses={k: v for k, v in ERRORS.items() if k in (401, 503)})
 
 
@@ -254,7 +255,8 @@ async def ready(service: Served) -> dict[str, Any] | JSONResponse:
     impressions wait for it (reranking goes on without it, so a replica stays in rotation); ``measuring`` names the
     served models whose ``runtime="auto"`` is being measured in the background (they serve on torch meanwhile);
     ``shared_state`` says, per model whose pool shares its limits with other replicas, whether that state answers
-    and why not (the pool serves on this replica's counts meanwhile, so it stays in rotation)."""
+    and why not (the pool serves on this replica's counts meanwhile, so it stays in rotation); ``gateway_state``
+    the same of the clients' rates and usage when Redis holds them."""
     unavailable = {name: parts for name, rr in service.rerankers.items() if (parts := availability(rr))}
     shared = {name: state for name, rr in service.rerankers.items() if (state := shared_state(rr))}
     store = service.experiments.state()
@@ -262,7 +264,8 @@ async def ready(service: Served) -> dict[str, Any] | JSONResponse:
     body: dict[str, Any] = {"ready": service.ready, **({"unavailable": unavailable} if unavailable else {}),
                             **({"experiment_store": store} if store else {}),
                             **({"measuring": measuring} if measuring else {}),
-                            **({"shared_state": shared} if shared else {})}
+                            **({"shared_state": shared} if shared else {}),
+                            **({"gateway_state": gateway} if (gateway := service.gateway_state()) else {})}
     return body if service.ready else JSONResponse(body, status_code=503)
 
 
@@ -277,6 +280,8 @@ async def metrics(service: Served) -> Response:
     for name, rr in service.rerankers.items():
         if state := shared_state(rr):
             service.metrics.shared_state_up.labels(name).set(state["shared"])
+    for part, state in service.gateway_state().items():
+        service.metrics.gateway_state_up.labels(part).set(state["shared"])
     return Response(service.metrics.exposition(), media_type=prometheus.CONTENT_TYPE_LATEST)
 
 

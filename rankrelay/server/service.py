@@ -107,6 +107,7 @@ class Service:
         self.rerankers = dict(rerankers)
         self.usage = usage if usage is not None else Usage()
         self.budgets: dict[str, Budget] = {}  # the clients' with one, by name (set by the app)
+        self.shared_parts: dict[str, Any] = {}  # the clients' rates and usage when Redis holds them (set by the app)
         self.store_strict = store_strict
         self.measure_at_start = measure_at_start
         self._maintenance: asyncio.Task[None] | None = None
@@ -220,6 +221,12 @@ class Service:
             await asyncio.to_thread(self._load, rr)
             logger.info("model %s ready (%s)", name, label(rr))
         self.ready = True
+
+    def gateway_state(self) -> dict[str, dict[str, Any]]:
+        """Whether the Redis that holds the clients' rates and usage answers (each part: ``shared``, and while it
+        does not, the ``problem``; the service then counts in this process)."""
+        return {name: {"shared": part.shared, **({"problem": part.problem} if part.problem else {})}
+                for name, part in self.shared_parts.items()}
 
     def measuring(self) -> list[str]:
         """The served names whose local models ``runtime="auto"`` is measuring now (they serve on torch)."""

@@ -3,7 +3,8 @@
 ``POST /rerank`` (boto3's ``bedrock-agent-runtime`` client, ``endpoint_url`` pointed here): the query as
 ``queries[0].textQuery.text``, the documents as inline text sources, the model's ARN and ``numberOfResults`` in
 ``rerankingConfiguration``; answers ``results`` (``index``, ``relevanceScore``), best first, a page of
-``page_size`` at a time with a ``nextToken`` when set. Each request's SigV4 signature is computed again from the
+``page_size`` at a time with a ``nextToken`` when set. ``POST /model/<model id>/invoke`` (``bedrock-runtime``'s
+``InvokeModel``) answers a Cohere Rerank model in Cohere's own JSON, as Cohere on Bedrock does. Each request's SigV4 signature is computed again from the
 bytes sent with the server's credentials: a wrong secret or a changed body is a 403 ``InvalidSignatureException``.
 Errors carry ``x-amzn-ErrorType`` as Bedrock's do (:func:`throttling` is the 429 a busy model answers).
 
@@ -27,12 +28,14 @@ import re
 import uuid
 from http.server import BaseHTTPRequestHandler
 from typing import Any
+from urllib.parse import unquote
 
 from rankrelay.testing.rerank_api import relevance
 from rankrelay.testing.server import FakeServer, Fault
 
 AWS_KEY_ID = "AKIDRANKRELAYTEST"
 AWS_SECRET = "rankrelay-test-secret-0123456789"
+_INVOKE = re.compile(r"/model/([^/]+)/invoke")
 _AUTH = re.compile(r"AWS4-HMAC-SHA256 Credential=([^/]+)/(\d{8})/([^/]+)/([^/]+)/aws4_request, "
                    r"SignedHeaders=([^,]+), Signature=([0-9a-f]{64})")
 
@@ -50,6 +53,7 @@ class FakeBedrockAPI(FakeServer):
                  port: int = 0) -> None:
         super().__init__(api_key=None, port=port)  # the signature is checked in answer(), after the faults
         self.key_id, self.secret, self.page_size = key_id, secret, page_size
+        self.invoked: list[str] = []  # the model of each InvokeModel call
 
     def signed(self, h: BaseHTTPRequestHandler) -> str | None:
         """Why the request's SigV4 signature is not this server's (None: it is)."""
@@ -75,6 +79,9 @@ class FakeBedrockAPI(FakeServer):
         wrong = self.signed(h)
         if wrong is not None:
             return self.send(h, 403, {"message": wrong}, {"x-amzn-ErrorType": "InvalidSignatureException"})
+        invoked = _INVOKE.fullmatch(h.path)
+        if invoked is not None:
+            return self.invoke(h, unquote(invoked.group(1)), body)
         if h.path != "/rerank":
             return self.send(h, 404, {"message": f"no route {h.path}"}, {"x-amzn-ErrorType": "UnknownOperation"})
         try:
@@ -95,3 +102,21 @@ class FakeBedrockAPI(FakeServer):
         if start + size < len(rows):
             page["nextToken"] = f"p:{start + size}"
         return self.send(h, 200, page, {"x-amzn-RequestId": str(uuid.uuid4())})
+
+    def invoke(self, h: BaseHTTPRequestHandler, model: str, body: Any) -> None:
+        """Bedrock Runtime's ``InvokeModel`` of a Cohere Rerank model: Cohere's own JSON (``query``, ``documents``,
+        ``top_n``, ``api_version``) in, Cohere's ``results`` (``index``, ``relevance_score``) out."""
+        self.invoked.append(model)
+        try:
+            query, texts = body["query"], body["documents"]
+            wanted = body.get("top_n", len(texts))
+            assert body.get("api_version") == 2 and model.split("/")[-1].startswith("cohere.rerank")
+            assert isinstance(query, str) and all(isinstance(t, str) for t in texts)
+        except (KeyError, TypeError, AssertionError):
+            return self.send(h, 400, {"message": "Malformed input request, please reformat your input and try again."},
+                             {"x-amzn-ErrorType": "ValidationException"})
+        ranked = sorted(range(len(texts)), key=lambda i: -relevance(query, texts[i]))[:wanted]
+        rows = [{"index": i, "relevance_score": relevance(query, texts[i]) / (1 + relevance(query, texts[i]))}
+                for i in ranked]
+        return self.send(h, 200, {"id": str(uuid.uuid4()), "results": rows},
+                         {"x-amzn-RequestId": str(uuid.uuid4())})

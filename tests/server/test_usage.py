@@ -195,3 +195,29 @@ def test_the_usage_command_reads_the_services_usage_with_the_key_it_is_given(tmp
         "local"]
     assert refused.exit_code == 2 and f"{url}/v1/usage answered 404: client 'search' is not known here" in " ".join(
         refused.output.split())
+
+
+def test_ready_and_metrics_say_when_the_redis_holding_rates_and_usage_is_away_and_it_serves_on(
+        tmp_path, upstream, redis_server):
+    config = settings(tmp_path, upstream, state=redis_server.url)
+    with running(create_app_from_settings(config)) as (url, _):
+        assert httpx.get(f"{url}/ready").json()["gateway_state"] == {"client_rates": {"shared": True},
+                                                                     "usage": {"shared": True}}
+        redis_server.stop()
+        answered = rerank(url, "search-key")
+        ready = httpx.get(f"{url}/ready")
+        metrics = httpx.get(f"{url}/metrics").text
+        report = usage(url, ADMIN_KEY).json()
+    away = f"Redis at redis://127.0.0.1:{redis_server.port}/0 is unreachable: ConnectionError"
+    assert answered.status_code == 200 and ready.status_code == 200  # the replica stays in rotation
+    assert ready.json()["gateway_state"] == {"client_rates": {"shared": True}, "usage": {"shared": False,
+                                                                                        "problem": away}}
+    assert 'rankrelay_gateway_state_up{part="usage"} 0.0' in metrics
+    assert 'rankrelay_gateway_state_up{part="client_rates"} 1.0' in metrics  # the client has no rate: never asked
+    assert report["rows"][0]["requests"] == 1  # counted here meanwhile
+
+
+def test_a_service_without_redis_says_nothing_of_the_gateways_state(tmp_path, upstream):
+    with running(create_app_from_settings(settings(tmp_path, upstream))) as (url, _):
+        assert "gateway_state" not in httpx.get(f"{url}/ready").json()
+        assert "rankrelay_gateway_state_up{" not in httpx.get(f"{url}/metrics").text

@@ -2,6 +2,7 @@
 this process and in Redis (a real server, stopped and started to see the hand-over)."""
 
 import calendar
+import logging
 
 import pytest
 
@@ -143,6 +144,7 @@ def test_redis_that_refuses_the_password_stops_the_start_and_the_password_is_nev
     from rankrelay.server.redis_usage import RedisUsageStore
 
     server = RedisServer(password="right-pw-3")
+    caplog.set_level(logging.WARNING, logger="rankrelay.server.redis_usage")
     try:
         with pytest.raises(ConfigError, match=r"^Redis at redis://\*\*\*@127.0.0.1:\d+/0 refused the password"):
             RedisUsageStore(server.url.replace("right", "wrong")).check()
