@@ -102,11 +102,12 @@ class ModelHost:
 class RemoteModel(SingleQuery):
     """A served model in the ``models`` replicas, as a :class:`~rankrelay.Reranker` for the gateway's app."""
 
-    def __init__(self, handle: Any, served_as: str) -> None:
+    def __init__(self, handle: Any, served_as: str, backend_labels: Sequence[str] = ()) -> None:
         self.handle = handle
         self.served_as = served_as
         self.name = served_as
         self.model: str | None = None
+        self.backend_labels = list(backend_labels)  # what prices and budgets look at (the replicas' backends)
 
     def warm_up(self) -> None:
         """Wait until a replica has the model loaded; take its backend name and model from there."""
@@ -156,10 +157,15 @@ class Gateway:
         self.plan = plan
 
     def __serve_build_asgi_app__(self) -> Any:
+        from rankrelay.rerankers.base import label
+        from rankrelay.rerankers.compose.composite import leaves
         from rankrelay.server.app import create_app
+        from rankrelay.server.service import load_models
 
         plan = self.plan
-        remote = {name: RemoteModel(self.models_handle, name) for name in plan.models}
+        built = load_models(plan.models, plan.settings, plan.strict)  # for their labels: nothing is loaded here
+        remote = {name: RemoteModel(self.models_handle, name, [label(leaf) for leaf in leaves(built[name])])
+                  for name in plan.models}
         return create_app(remote, api_keys=plan.api_keys, allow_unauthenticated=plan.allow_unauthenticated,
                           limits=plan.limits, retriever=plan.open_retriever(), retrieve_k=plan.retrieve_k,
                           settings=plan.settings, **plan.service_options())

@@ -325,7 +325,7 @@ register(
 register(
     "bedrock",
     bedrock.from_spec,
-    options=API_OPTIONS | {"region", "endpoint_url", "additional_fields"},
+    options=API_OPTIONS | {"region", "endpoint_url", "additional_fields", "api"},
     description="Amazon Bedrock Rerank through boto3 (bedrock:amazon.rerank-v1:0, bedrock:cohere.rerank-v3-5:0)",
     extra="bedrock",
 )

@@ -26,12 +26,12 @@ from typing import Any
 from rankrelay._optional import import_optional
 from rankrelay.errors import ConfigError
 from rankrelay.redact import redact_spec
-from rankrelay.server.usage import LocalUsageStore
+from rankrelay.server.usage import HOUR_S, KEEP_HOURS, LocalUsageStore
 
 logger = logging.getLogger(__name__)
 
 #: How long an hour's usage and a period's spend are kept (a total budget's spend is kept for good).
-KEEP_S = 90 * 86_400
+KEEP_S = KEEP_HOURS * HOUR_S
 #: KEYS[1] the spend; ARGV: micro-dollars to add, the limit, the key's lifetime in s (0: for good).
 RESERVE = """
 local spent = tonumber(redis.call('GET', KEYS[1]) or '0')

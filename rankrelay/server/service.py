@@ -171,8 +171,11 @@ class Service:
         return res
 
     def backends(self, name: str) -> list[str]:
-        """The ``name:model`` of every backend inside the served model ``name``."""
-        return [label(leaf) for leaf in leaves(self.rerankers[name])]
+        """The ``name:model`` of every backend inside the served model ``name`` (a model served from elsewhere, as
+        on Ray Serve, names them as ``backend_labels``)."""
+        rr = self.rerankers[name]
+        given = getattr(rr, "backend_labels", None)
+        return list(given) if given is not None else [label(leaf) for leaf in leaves(rr)]
 
     def priced(self) -> list[str]:
         """The served models (and experiments) one of whose backends has a price."""

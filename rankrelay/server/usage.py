@@ -47,6 +47,8 @@ LIST_PRICES: dict[str, dict[str, float]] = {
 PER_100_DOCUMENTS = ("search_units", "queries")
 MICRO = 1_000_000
 HOUR_S = 3600
+#: How long usage rows are kept, in hours (90 days).
+KEEP_HOURS = 90 * 24
 #: The counters of a usage row, beside its billed units.
 COUNTS = ("requests", "documents", "cost_usd")
 
@@ -144,8 +146,12 @@ class LocalUsageStore:
             return self._spend.get(key, 0)
 
     def add(self, hour: int, row: tuple[str, str, str], values: Mapping[str, float]) -> None:
-        """Add ``values`` to the counts of ``row`` (client, model, deployment) in ``hour``."""
+        """Add ``values`` to the counts of ``row`` (client, model, deployment) in ``hour``; a new hour lets go of
+        those older than :data:`KEEP_HOURS`."""
         with self._lock:
+            if hour not in self._rows:
+                for old in [h for h in self._rows if h <= hour - KEEP_HOURS]:
+                    del self._rows[old]
             counts = self._rows.setdefault(hour, {}).setdefault(row, {})
             for name, value in values.items():
                 counts[name] = counts.get(name, 0.0) + value

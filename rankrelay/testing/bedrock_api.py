@@ -4,8 +4,9 @@
 ``queries[0].textQuery.text``, the documents as inline text sources, the model's ARN and ``numberOfResults`` in
 ``rerankingConfiguration``; answers ``results`` (``index``, ``relevanceScore``), best first, a page of
 ``page_size`` at a time with a ``nextToken`` when set. ``POST /model/<model id>/invoke`` (``bedrock-runtime``'s
-``InvokeModel``) answers a Cohere Rerank model in Cohere's own JSON, as Cohere on Bedrock does. Each request's SigV4 signature is computed again from the
-bytes sent with the server's credentials: a wrong secret or a changed body is a 403 ``InvalidSignatureException``.
+``InvokeModel``) answers a Cohere Rerank model in Cohere's own JSON, as Cohere on Bedrock does. Each request's
+SigV4 signature is computed again from the bytes sent with the server's credentials: a wrong secret or a changed
+body is a 403 ``InvalidSignatureException``.
 Errors carry ``x-amzn-ErrorType`` as Bedrock's do (:func:`throttling` is the 429 a busy model answers).
 
 Example:

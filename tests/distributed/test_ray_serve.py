@@ -1,6 +1,7 @@
 """The service on Ray Serve, on a local Ray that the test starts (2 CPUs, tiny models): answers as the
 single-process service does, and a replica killed under load loses no request and mixes none up."""
 
+import hashlib
 import random
 import threading
 import time
@@ -29,9 +30,11 @@ DOCS = ["the wing lift and air flow", "paris is the capital of france", "python 
 
 @pytest.fixture(scope="module")
 def plan(tiny_ce_path):
+    budgeted = {"key_sha256": hashlib.sha256(b"budget-key").hexdigest(), "budget": {"usd": 0.003, "per": "total"}}
     return AppPlan({"tiny": f"cross-encoder:{tiny_ce_path}", "ref": "identity"}, [KEY], False,
                    Limits(max_documents=300, max_wait_ms=5, request_timeout=60), None, "hybrid", 100,
-                   Settings(device="cpu"))
+                   Settings(device="cpu", model_prices={"identity": {"search_units": 0.001}},
+                            service={"clients": {"budgeted": budgeted}}))
 
 
 @pytest.fixture(scope="module")
@@ -180,3 +183,15 @@ def test_the_gateway_tries_another_replica_then_answers_503():
 
     model = ray_serve.RemoteModel(Gone(then=lambda *a: answer(*a)), "ref")
     assert asyncio.run(model.arerank("q", ["a", "b"])).indices == [0, 1] and model.handle.calls == 2
+
+
+def test_a_clients_budget_and_usage_hold_on_ray_as_in_one_process(on_ray):
+    statuses = [httpx.post(f"{on_ray}/v2/rerank", json={"model": "ref", "query": "q", "documents": ["a", "b"]},
+                           headers={"Authorization": "Bearer budget-key"}, timeout=30).status_code for _ in range(4)]
+    usage = httpx.get(f"{on_ray}/v1/usage", params={"client": "budgeted"}, headers={"Authorization": f"Bearer {KEY}"},
+                      timeout=30).json()
+    assert statuses == [200, 200, 200, 429]  # $0.001 a search (the identity model priced here), $0.003 in total
+    assert usage["rows"] == [{"client": "budgeted", "model": "ref", "deployment": "", "requests": 3, "documents": 6,
+                              "billed_units": {"search_units": 3.0}, "cost_usd": 0.003}]
+    assert usage["budgets"] == {"budgeted": {"usd": 0.003, "per": "total", "spent_usd": 0.003}}
+

@@ -112,6 +112,20 @@ def test_the_local_store_hands_over_everything_it_counted():
     assert store.rows(6) == {} and store.rows(5) == {("a", "m", ""): {"requests": 2.0, "cost_usd": 0.5}}
 
 
+def test_the_local_store_keeps_ninety_days_of_hours():
+    from rankrelay.server.usage import KEEP_HOURS
+
+    store = LocalUsageStore()
+    store.add(10, ("a", "m", ""), {"requests": 1.0})
+    store.add(11, ("a", "m", ""), {"requests": 1.0})
+    store.add(10 + KEEP_HOURS - 1, ("a", "m", ""), {"requests": 1.0})
+    assert [h for h, _, _ in store.hour_items()] == [10, 11, 10 + KEEP_HOURS - 1]  # 90 days: all kept
+    store.add(10 + KEEP_HOURS, ("a", "m", ""), {"requests": 1.0})  # a new hour: the one 90 days before goes
+    assert [h for h, _, _ in store.hour_items()] == [11, 10 + KEEP_HOURS - 1, 10 + KEEP_HOURS]
+    store.add(11 + KEEP_HOURS - 1, ("b", "m", ""), {"requests": 1.0})  # an hour already kept: nothing goes
+    assert KEEP_HOURS == 2160 and len(store.hour_items()) == 4
+
+
 def test_redis_keeps_one_ledger_for_two_replicas_and_takes_over_what_one_counted_while_it_was_away(redis_server):
     from rankrelay.server.redis_usage import RedisUsageStore
 

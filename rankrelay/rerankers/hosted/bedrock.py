@@ -1,6 +1,8 @@
 """Amazon Bedrock's ``Rerank`` API (Amazon Rerank, Cohere Rerank on Bedrock) through the official ``boto3`` SDK.
 
-``bedrock:<model id or ARN>`` calls the Bedrock Agent Runtime ``Rerank`` operation with the documents inline.
+``bedrock:<model id or ARN>`` calls the Bedrock Agent Runtime ``Rerank`` operation with the documents inline;
+with ``api="invoke"`` a Cohere Rerank model is called through Bedrock Runtime's ``InvokeModel`` in Cohere's own
+JSON (where an account or region reaches the model only that way, or a provisioned-throughput ARN is used).
 Credentials and region come from the standard AWS chain (environment, ``~/.aws``, an instance role), signed with
 SigV4 by botocore; rankrelay never reads or stores them. botocore's own retries are off (one attempt per call):
 rankrelay's one retry policy retries throttling (``ThrottlingException``, HTTP 429, a :class:`RateLimitError`),
@@ -18,6 +20,7 @@ Example:
 from __future__ import annotations
 
 import asyncio
+import json
 import math
 import os
 import threading
@@ -37,6 +40,8 @@ from rankrelay.rerankers.hosted.api import ApiReranker, Reply, error_for_status
 DOCUMENTS_PER_QUERY = 100
 #: the most documents one Rerank request takes
 MAX_DOCUMENTS = 1000
+#: how a model is called: the Agent Runtime's Rerank operation, or the Runtime's InvokeModel (Cohere models)
+APIS = {"rerank": "bedrock-agent-runtime", "invoke": "bedrock-runtime"}
 
 
 def _boto3() -> Any:
@@ -55,7 +60,10 @@ class BedrockReranker(ApiReranker):
         model: a model id (``amazon.rerank-v1:0``, ``cohere.rerank-v3-5:0``) or a model ARN.
         region: the AWS region (else ``AWS_REGION``, ``AWS_DEFAULT_REGION`` or the AWS config's).
         endpoint_url: another endpoint (a VPC endpoint, a test server).
-        additional_fields: ``additionalModelRequestFields`` of the model (Cohere's ``max_tokens_per_doc``).
+        additional_fields: ``additionalModelRequestFields`` of the model (Cohere's ``max_tokens_per_doc``); with
+            ``api="invoke"``, fields added to Cohere's request body.
+        api: ``rerank`` (the Agent Runtime's Rerank operation) or ``invoke`` (``InvokeModel`` of a Cohere Rerank
+            model: its id, or an ARN such as a provisioned throughput's).
         **options: see :class:`~rankrelay.rerankers.hosted.api.ApiReranker`; ``chunk_size`` is capped at 1000.
     """
 
@@ -63,9 +71,15 @@ class BedrockReranker(ApiReranker):
     relevance = "unit"
 
     def __init__(self, model: str | None = None, *, region: str | None = None, endpoint_url: str | None = None,
-                 additional_fields: dict[str, Any] | None = None, **options: Any) -> None:
+                 additional_fields: dict[str, Any] | None = None, api: str = "rerank", **options: Any) -> None:
         if not model:
             raise ConfigError("bedrock needs a model id or ARN, e.g. 'bedrock:amazon.rerank-v1:0'")
+        if api not in APIS:
+            raise ConfigError(f"bedrock: api must be one of {', '.join(APIS)}, got {api!r}")
+        if api == "invoke" and "cohere.rerank" not in model:
+            raise ConfigError(f"bedrock: api='invoke' speaks Cohere Rerank's body (cohere.rerank-*), not {model!r}'s: "
+                              "use the Rerank API (api='rerank')")
+        self.api = api
         super().__init__(model, **options)
         self.chunk_size = min(self.chunk_size, MAX_DOCUMENTS)
         self.region = region or os.environ.get("AWS_REGION") or os.environ.get("AWS_DEFAULT_REGION") or \
@@ -91,7 +105,7 @@ class BedrockReranker(ApiReranker):
                 # a session of its own: the credential chain is read when this reranker first calls, not
                 # whenever boto3's process-wide default session first did
                 self._boto = _boto3().session.Session().client(
-                    "bedrock-agent-runtime", region_name=self.region, endpoint_url=self.endpoint_url, config=config)
+                    APIS[self.api], region_name=self.region, endpoint_url=self.endpoint_url, config=config)
             return self._boto
 
     def _request(self, query: str, texts: list[str]) -> dict[str, Any]:
@@ -108,11 +122,28 @@ class BedrockReranker(ApiReranker):
 
     def _send(self, client: Any, query: str, texts: list[str], timeout: float) -> Any:
         """Every page of the answer (``nextToken``) and the number of documents asked about."""
+        if self.api == "invoke":
+            return [self._invoke(client, query, texts)], len(texts)
         request = self._request(query, texts)
         pages = [client.rerank(**request)]
         while pages[-1].get("nextToken"):
             pages.append(client.rerank(**request, nextToken=pages[-1]["nextToken"]))
         return pages, len(texts)
+
+    def _invoke(self, client: Any, query: str, texts: list[str]) -> dict[str, Any]:
+        """``InvokeModel`` with Cohere's body; its ``results`` as a Rerank page (``index``, ``relevanceScore``)."""
+        body = {"query": query, "documents": texts, "top_n": len(texts), "api_version": 2, **self.additional_fields}
+        reply = client.invoke_model(modelId=self.model, body=json.dumps(body), contentType="application/json",
+                                    accept="application/json")
+        try:
+            data = json.loads(reply["body"].read())
+        except ValueError:
+            raise BadResponseError(f"{self.name}: malformed reply (not JSON)", backend=self.name) from None
+        results = data.get("results") if isinstance(data, dict) else None
+        page: dict[str, Any] = {"ResponseMetadata": reply.get("ResponseMetadata", {})}
+        if isinstance(results, list) and all(isinstance(r, dict) for r in results):
+            page["results"] = [{"index": r.get("index"), "relevanceScore": r.get("relevance_score")} for r in results]
+        return page
 
     async def _asend(self, client: Any, query: str, texts: list[str], timeout: float) -> Any:
         return await asyncio.to_thread(self._send, client, query, texts, timeout)
@@ -166,7 +197,7 @@ class BedrockReranker(ApiReranker):
         self.close()
 
     def describe(self) -> dict[str, Any]:
-        return {**super().describe(), "region": self.region, "endpoint_url": self.endpoint_url}
+        return {**super().describe(), "region": self.region, "endpoint_url": self.endpoint_url, "api": self.api}
 
 
 def from_spec(model: str | None, **options: Any) -> BedrockReranker:

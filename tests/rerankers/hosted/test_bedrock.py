@@ -48,9 +48,9 @@ def bedrock(aws):
     api.stop()
 
 
-def rr(api, model="amazon.rerank-v1:0", **options):
+def rr(server, model="amazon.rerank-v1:0", **options):
     options.setdefault("timeout", 2.0)
-    return load_reranker(f"bedrock:{model}", region="us-west-2", endpoint_url=api.url, **options)
+    return load_reranker(f"bedrock:{model}", region="us-west-2", endpoint_url=server.url, **options)
 
 
 def test_rerank_sends_the_documents_inline_to_the_model_arn_signed_and_reads_each_score(bedrock):
@@ -245,3 +245,45 @@ def test_closing_a_reranker_that_never_called_is_harmless(aws):
     reranker.close()
     reranker.close()
     assert reranker._boto is None
+
+
+COHERE = "cohere.rerank-v3-5:0"
+
+
+def test_a_cohere_model_through_invoke_model_sends_cohere_json_signed_and_reads_its_scores(bedrock):
+    reranker = rr(bedrock, COHERE, api="invoke", additional_fields={"max_tokens_per_doc": 512})
+    res = reranker.rerank(QUERY, TEXTS)
+    sent = bedrock.requests[-1]
+    assert sent["path"] == "/model/cohere.rerank-v3-5%3A0/invoke" and bedrock.invoked == [COHERE]
+    assert sent["body"] == {"query": QUERY, "documents": TEXTS, "top_n": 4, "api_version": 2,
+                            "max_tokens_per_doc": 512}
+    assert res.indices == expected() and res.backend == "bedrock" and res.model == COHERE
+    scores = {r.index: r.score for r in res}
+    assert scores == {i: pytest.approx(relevance(QUERY, t) / (1 + relevance(QUERY, t))) for i, t in enumerate(TEXTS)}
+    assert res.info["billed_units"] == {"queries": 1} and len(res.info["request_ids"]) == 1
+    assert reranker.describe()["api"] == "invoke"
+    assert reranker._sync_client().meta.service_model.service_name == "bedrock-runtime"
+    assert rr(bedrock)._sync_client().meta.service_model.service_name == "bedrock-agent-runtime"
+
+
+def test_invoke_model_throttling_is_a_rate_limit_and_a_malformed_body_is_typed(bedrock):
+    bedrock.faults += [throttling(), throttling()]
+    with pytest.raises(RateLimitError):
+        rr(bedrock, COHERE, api="invoke", max_attempts=1).rerank(QUERY, TEXTS)
+    assert rr(bedrock, COHERE, api="invoke", max_attempts=2).rerank(QUERY, TEXTS).indices == expected()
+    bedrock.faults.append(Fault("malformed"))
+    with pytest.raises(BadResponseError, match=r"^bedrock: malformed reply \(not JSON\)"):
+        rr(bedrock, COHERE, api="invoke", max_attempts=1).rerank(QUERY, TEXTS)
+    bedrock.faults.append(Fault("status", 200, body={"results": "none"}))
+    with pytest.raises(BadResponseError, match=r"^bedrock: reply has no results list"):
+        rr(bedrock, COHERE, api="invoke", max_attempts=1).rerank(QUERY, TEXTS)
+
+
+def test_an_api_that_does_not_exist_or_invoke_of_a_model_that_is_not_cohere_is_a_config_error(aws):
+    with pytest.raises(ConfigError, match=r"^bedrock: api must be one of rerank, invoke, got 'converse'$"):
+        load_reranker(f"bedrock:{COHERE}", region="us-west-2", api="converse")
+    with pytest.raises(ConfigError, match=r"^bedrock: api='invoke' speaks Cohere Rerank's body \(cohere.rerank-\*\), "
+                                          r"not 'amazon.rerank-v1:0''s: use the Rerank API \(api='rerank'\)$"):
+        load_reranker("bedrock:amazon.rerank-v1:0", region="us-west-2", api="invoke")
+    arn = "arn:aws:bedrock:us-west-2:123456789012:provisioned-model/cohere.rerank-v3-5-abc"
+    assert load_reranker(f"bedrock:{arn}", region="us-west-2", api="invoke").arn == arn
