@@ -239,37 +239,35 @@ def main() -> None:
     flags = sorted({f for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
                     for f in line.split()[2:] if f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")})
     console.print(f"{platform.processor() or platform.machine()}, flags: {' '.join(flags)}")
-    table = Table(title=f"{args.replicas} replicas, 2 upstreams at rpm = {args.rpm}, {args.requests} requests in "
-                        f"{args.seconds:g} s")
     rows = [replicas_run(args, shared=True), replicas_run(args, shared=False)]
+    console.print(records(f"{args.replicas} replicas, 2 upstreams at rpm = {args.rpm}, {args.requests} requests in "
+                          f"{args.seconds:g} s", rows))
+    console.print(latencies("what a pool adds to a call (in-process, p50 of 2,000)", "over direct, ms", overhead()))
+    console.print(latencies("through the service (HTTP on 127.0.0.1, a client key, usage counted; p50 of 1,000)",
+                            "pool over direct, ms", service_overhead()))
+    console.print(records("a client with budget = {usd = 0.01} on $2 per 1,000 searches, 8 requests",
+                          [budget_run()]))
+
+
+def records(title: str, rows: list[dict[str, object]]) -> Table:
+    """Rows of the same keys as a table, a column per key."""
+    table = Table(title=title)
     for column in rows[0]:
         table.add_column(column)
     for row in rows:
         table.add_row(*(str(v) for v in row.values()))
-    console.print(table)
-    cost = Table(title="what a pool adds to a call (in-process, p50 of 2,000)")
-    cost.add_column("call")
-    cost.add_column("p50 ms", justify="right")
-    cost.add_column("over direct, ms", justify="right")
-    measured = overhead()
-    for name, ms in measured:
-        cost.add_row(name, f"{ms:.3f}", f"{ms - measured[0][1]:+.3f}")
-    console.print(cost)
-    over_http = Table(title="through the service (HTTP on 127.0.0.1, a client key, usage counted; p50 of 1,000)")
-    over_http.add_column("call")
-    over_http.add_column("p50 ms", justify="right")
-    over_http.add_column("pool over direct, ms", justify="right")
-    served = service_overhead()
-    for name, ms in served:
-        over_http.add_row(name, f"{ms:.3f}", f"{ms - served[0][1]:+.3f}")
-    console.print(over_http)
-    budget = budget_run()
-    spent = Table(title="a client with budget = {usd = 0.01} on $2 per 1,000 searches, 8 requests")
-    for column in budget:
-        spent.add_column(column)
-    spent.add_row(*(str(v) for v in budget.values()))
-    console.print(spent)
+    return table
 
+
+def latencies(title: str, over: str, measured: list[tuple[str, float]]) -> Table:
+    """p50s, each against the first."""
+    table = Table(title=title)
+    table.add_column("call")
+    table.add_column("p50 ms", justify="right")
+    table.add_column(over, justify="right")
+    for name, ms in measured:
+        table.add_row(name, f"{ms:.3f}", f"{ms - measured[0][1]:+.3f}")
+    return table
 
 if __name__ == "__main__":
     main()
