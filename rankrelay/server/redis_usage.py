@@ -127,7 +127,7 @@ class RedisUsageStore:
     def reserve(self, key: str, micro: int, limit: int) -> int | None:
         def shared() -> int | None:
             ok, spent = self._reserve(keys=[self._spend_key(key)],
-                                      args=[micro, limit, 0 if key.split("|")[1] == "total" else KEEP_S])
+                                      args=[micro, limit, 0 if key.endswith("|total") else KEEP_S])
             self._seen[key] = int(spent) - (micro if ok else 0)
             return int(spent) if ok else None
 

@@ -169,3 +169,22 @@ def test_redis_that_refuses_the_password_stops_the_start_and_the_password_is_nev
     finally:
         server.close()
     assert "pw-3" not in caplog.text and "is unreachable (ConnectionError)" in caplog.text
+
+
+def test_redis_keeps_a_periods_spend_and_an_hours_usage_ninety_days_and_a_total_budgets_for_good(redis_server):
+    import redis
+
+    from rankrelay.server.redis_usage import KEEP_S, RedisUsageStore
+
+    store = RedisUsageStore(redis_server.url, namespace="ns")
+    store.reserve("a|b|day|2026-12-06", 10, limit=100)  # a client whose name has a "|" in it
+    store.reserve("a|b|total|total", 10, limit=100)
+    store.add(7, ("a|b", "m", ""), {"requests": 1.0})
+    raw = redis.Redis.from_url(redis_server.url)
+    assert KEEP_S == 90 * 86_400
+    assert KEEP_S - 5 <= raw.ttl("rankrelay:usage:ns:spend:a|b|day|2026-12-06") <= KEEP_S
+    assert raw.ttl("rankrelay:usage:ns:spend:a|b|total|total") == -1  # no expiry
+    assert KEEP_S - 5 <= raw.ttl("rankrelay:usage:ns:h:7") <= KEEP_S
+    assert raw.zrange("rankrelay:usage:ns:hours", 0, -1, withscores=True) == [(b"7", 7.0)]
+    assert store.rows(0) == {("a|b", "m", ""): {"requests": 1.0}}
+    store.close()
