@@ -533,3 +533,28 @@ def spans():
         trace.set_tracer_provider(provider)
     provider.add_span_processor(SimpleSpanProcessor(exporter))
     return exporter
+
+
+@pytest.fixture
+def unaccepting():
+    """A loopback port whose accept queue is full: a new connection is never accepted (its SYNs are dropped) until
+    the port closes, 3 s on at the latest (then it is refused)."""
+    import socket
+    import threading
+
+    server = socket.socket()
+    server.bind(("127.0.0.1", 0))
+    server.listen(0)
+    port = server.getsockname()[1]
+    fillers = [socket.socket() for _ in range(3)]
+    for filler in fillers:
+        filler.setblocking(False)
+        filler.connect_ex(("127.0.0.1", port))
+    closed = threading.Event()
+    closer = threading.Thread(target=lambda: (closed.wait(3.0), server.close()), daemon=True)
+    closer.start()
+    yield port
+    closed.set()
+    closer.join()
+    for filler in fillers:
+        filler.close()

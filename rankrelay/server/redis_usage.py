@@ -128,7 +128,7 @@ class RedisUsageStore:
         def shared() -> int | None:
             ok, spent = self._reserve(keys=[self._spend_key(key)],
                                       args=[micro, limit, 0 if key.endswith("|total") else KEEP_S])
-            self._seen[key] = int(spent) - (micro if ok else 0)
+            self._seen[key] = int(spent)  # this reservation included: it is in Redis
             return int(spent) if ok else None
 
         def local() -> int | None:
@@ -164,10 +164,10 @@ class RedisUsageStore:
                 for hour in hours:
                     pipe.hgetall(self._hour_key(int(hour)))
                 hashes = pipe.execute()
-            out = self._pending.rows(since_hour)
+            out: dict[tuple[str, str, str], dict[str, float]] = {}  # nothing is pending: handed over first
             for fields in hashes:
                 for field, value in fields.items():
-                    *row, name = field.decode("utf-8").split(_SEP)
+                    *row, name = field.decode().split(_SEP)
                     counts = out.setdefault((row[0], row[1], row[2]), {})
                     counts[name] = counts.get(name, 0.0) + float(value)
             return out

@@ -127,7 +127,9 @@ def test_the_local_store_keeps_ninety_days_of_hours():
 
 
 def test_redis_keeps_one_ledger_for_two_replicas_and_takes_over_what_one_counted_while_it_was_away(redis_server):
-    from rankrelay.server.redis_usage import RedisUsageStore
+    import redis
+
+    from rankrelay.server.redis_usage import KEEP_S, RedisUsageStore
 
     clock = [0.0]
     one = RedisUsageStore(redis_server.url, clock=lambda: clock[0])
@@ -140,16 +142,21 @@ def test_redis_keeps_one_ledger_for_two_replicas_and_takes_over_what_one_counted
     redis_server.stop()
     assert two.reserve("a|day|d", 4000, limit=10_000) == 10_000  # on the spend Redis last reported
     assert two.reserve("a|day|d", 1, limit=10_000) is None
-    two.add(7, ("a", "m", "eu"), {"requests": 1.0})
+    two.add(7, ("a", "m", "eu"), {"requests": 1.0, "documents": 250.0})
+    two.add_spend("a|day|d", -1000)  # an answer settled below its reservation, while away
     assert not two.shared and two.problem == (
         f"Redis at redis://127.0.0.1:{redis_server.port}/0 is unreachable: ConnectionError")
-    assert two.spent("a|day|d") == 10_000 and two.rows(7) == {("a", "m", "eu"): {"requests": 1.0}}
+    assert two.spent("a|day|d") == 9000 and two.rows(7) == {("a", "m", "eu"): {"requests": 1.0, "documents": 250.0}}
+    clock[0] = 1.0  # a try while Redis is still away: the hand-over fails, nothing counted is lost
+    assert two.rows(7) == {("a", "m", "eu"): {"requests": 1.0, "documents": 250.0}} and not two.shared
     redis_server.start()
-    assert two.rows(7) == {("a", "m", "eu"): {"requests": 1.0}}  # not tried again before retry_s
-    clock[0] = 1.0
-    assert two.rows(7) == {("a", "m", "eu"): {"requests": 1.0}}  # Redis restarted empty: what two counted
+    assert two.rows(7) == {("a", "m", "eu"): {"requests": 1.0, "documents": 250.0}}  # not tried before retry_s
+    assert not two.shared
+    clock[0] = 2.0
+    assert two.rows(7) == {("a", "m", "eu"): {"requests": 1.0, "documents": 250.0}}  # Redis came back empty
     assert two.shared and two.problem is None
-    assert one.spent("a|day|d") == 4000 and one.reserve("a|day|d", 6001, limit=10_000) is None
+    assert one.spent("a|day|d") == 3000 and one.reserve("a|day|d", 7001, limit=10_000) is None  # 4000 - 1000
+    assert 0 < redis.Redis.from_url(redis_server.url).ttl(f"rankrelay:usage:service:h:{7}") <= KEEP_S
 
 
 def test_redis_that_refuses_the_password_stops_the_start_and_the_password_is_never_said(caplog):
@@ -160,12 +167,14 @@ def test_redis_that_refuses_the_password_stops_the_start_and_the_password_is_nev
     server = RedisServer(password="right-pw-3")
     caplog.set_level(logging.WARNING, logger="rankrelay.server.redis_usage")
     try:
-        with pytest.raises(ConfigError, match=r"^Redis at redis://\*\*\*@127.0.0.1:\d+/0 refused the password"):
+        with pytest.raises(ConfigError, match=r"^Redis at redis://\*\*\*@127.0.0.1:\d+/0 refused the password "
+                                              r"\(AuthenticationError\)$"):
             RedisUsageStore(server.url.replace("right", "wrong")).check()
         assert RedisUsageStore(server.url).check() is None
         server.stop()
         away = RedisUsageStore(server.url)
         assert away.check() == f"Redis at redis://***@127.0.0.1:{server.port}/0 is unreachable: ConnectionError"
+        assert not away.shared  # the next call tries again, and counts here while Redis does not answer
     finally:
         server.close()
     assert "pw-3" not in caplog.text and "is unreachable (ConnectionError)" in caplog.text
@@ -188,3 +197,72 @@ def test_redis_keeps_a_periods_spend_and_an_hours_usage_ninety_days_and_a_total_
     assert raw.zrange("rankrelay:usage:ns:hours", 0, -1, withscores=True) == [(b"7", 7.0)]
     assert store.rows(0) == {("a|b", "m", ""): {"requests": 1.0}}
     store.close()
+
+
+def test_redis_counts_every_amount_added_and_given_back_in_its_namespace(redis_server):
+    import redis
+
+    from rankrelay.server.redis_usage import RedisUsageStore
+
+    store = RedisUsageStore(redis_server.url)
+    assert store.reserve("a|day|d", 4000, limit=10_000) == 4000
+    store.add_spend("a|day|d", -1500)  # the answer cost less than its reservation
+    assert store.spent("a|day|d") == 2500 and store.spent("b|day|d") == 0
+    store.add(7, ("a", "m", "eu"), {"requests": 1.0, "documents": 150.0, "cost_usd": 0.0025})
+    store.add(8, ("a", "m", "eu"), {"requests": 1.0, "documents": 50.0})
+    store.add(9, ("b", "m", ""), {"requests": 1.0, "documents": 3.0})
+    assert store.rows(0) == {("a", "m", "eu"): {"requests": 2.0, "documents": 200.0, "cost_usd": 0.0025},
+                             ("b", "m", ""): {"requests": 1.0, "documents": 3.0}}
+    assert store.rows(9) == {("b", "m", ""): {"requests": 1.0, "documents": 3.0}}
+    assert sorted(redis.Redis.from_url(redis_server.url).keys("rankrelay:usage:service:*")) == [
+        b"rankrelay:usage:service:h:7", b"rankrelay:usage:service:h:8", b"rankrelay:usage:service:h:9",
+        b"rankrelay:usage:service:hours", b"rankrelay:usage:service:spend:a|day|d"]
+    assert store._client.connection_pool.connection_kwargs["socket_timeout"] == 0.25  # a quarter second, then local
+    store.close()
+
+
+def test_a_replica_away_from_redis_checks_a_budget_against_what_redis_last_said_including_its_own(redis_server):
+    from rankrelay.server.redis_usage import RedisUsageStore
+
+    store = RedisUsageStore(redis_server.url)
+    assert store.reserve("a|day|d", 6000, limit=10_000) == 6000
+    redis_server.stop()
+    assert store.reserve("a|day|d", 6000, limit=10_000) is None  # 6000 already in Redis: over
+    assert store.reserve("a|day|d", 4000, limit=10_000) == 10_000
+    assert store.reserve("new|day|d", 10_000, limit=10_000) == 10_000  # a key Redis never reported: from 0
+
+
+def test_redis_that_never_answers_or_never_accepts_is_given_up_on_at_the_timeout(unaccepting):
+    import socket
+    import threading
+
+    from rankrelay.server.redis_usage import RedisUsageStore
+
+    silent = socket.socket()
+    silent.bind(("127.0.0.1", 0))
+    silent.listen(8)
+    held = []
+    threading.Thread(target=lambda: held.append(silent.accept()), daemon=True).start()  # accepts, never answers
+    try:
+        mute = RedisUsageStore(f"redis://127.0.0.1:{silent.getsockname()[1]}/0", timeout_s=0.2)
+        assert mute.reserve("a|day|d", 10, limit=100) == 10  # counted here after the read timeout
+        assert mute.problem.endswith("is unreachable: TimeoutError")
+        closed = RedisUsageStore(f"redis://127.0.0.1:{unaccepting}/0", timeout_s=0.2)
+        assert closed.reserve("a|day|d", 10, limit=100) == 10  # the connect timeout, not the port closing at 3 s
+        assert closed.problem.endswith("is unreachable: TimeoutError")
+    finally:
+        silent.close()
+
+
+def test_without_the_redis_client_the_store_says_which_extra_to_install(monkeypatch):
+    import sys
+
+    from rankrelay import MissingDependencyError
+    from rankrelay.server.redis_usage import RedisUsageStore
+
+    monkeypatch.setitem(sys.modules, "redis", None)
+    with pytest.raises(MissingDependencyError) as missing:
+        RedisUsageStore("redis://127.0.0.1:6379/0")
+    assert str(missing.value) == ("usage shared through Redis needs the optional package 'redis': "
+                                  "pip install 'rankrelay[redis]'")
+

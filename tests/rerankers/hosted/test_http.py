@@ -316,32 +316,8 @@ async def test_an_async_call_s_deadline_bounds_its_request(fake_api):
         hold.release.set()
 
 
-@pytest.fixture
-def unaccepting():
-    """A loopback port whose accept queue is full: a new connection is never accepted (its SYNs are dropped) until
-    the port closes, 3 s on at the latest (then it is refused)."""
-    import socket
-    import threading
-
-    server = socket.socket()
-    server.bind(("127.0.0.1", 0))
-    server.listen(0)
-    port = server.getsockname()[1]
-    fillers = [socket.socket() for _ in range(3)]
-    for filler in fillers:
-        filler.setblocking(False)
-        filler.connect_ex(("127.0.0.1", port))
-    closed = threading.Event()
-    closer = threading.Thread(target=lambda: (closed.wait(3.0), server.close()), daemon=True)
-    closer.start()
-    yield f"http://127.0.0.1:{port}"
-    closed.set()
-    closer.join()
-    for filler in fillers:
-        filler.close()
-
-
 def test_a_server_that_accepts_no_connection_is_given_up_on_at_the_connect_timeout(unaccepting):
-    rr = load_reranker(f"jina:m@{unaccepting}", api_key=API_KEY, timeout=30.0, connect_timeout=0.3, max_attempts=1)
+    rr = load_reranker(f"jina:m@http://127.0.0.1:{unaccepting}", api_key=API_KEY, timeout=30.0, connect_timeout=0.3,
+                       max_attempts=1)
     with pytest.raises(BackendUnavailableError, match="ConnectTimeout"):
         rr.rerank(QUERY, TEXTS)
