@@ -229,6 +229,7 @@ def test_a_replica_away_from_redis_checks_a_budget_against_what_redis_last_said_
     redis_server.stop()
     assert store.reserve("a|day|d", 6000, limit=10_000) is None  # 6000 already in Redis: over
     assert store.reserve("a|day|d", 4000, limit=10_000) == 10_000
+    assert store.spent("other|day|d") == 0 and store.spent("a|day|d") == 10_000
     assert store.reserve("new|day|d", 10_000, limit=10_000) == 10_000  # a key Redis never reported: from 0
 
 
