@@ -212,7 +212,7 @@ class Usage:
         """
         if budget is None or not self.priced(backends):
             return Hold(client, None, 0)
-        micro = max((_micro(self.prices.cost(b, {}, documents)) for b in backends), default=0)
+        micro = max(_micro(self.prices.cost(b, {}, documents)) for b in backends)  # priced: one at least
         period, retry_after = budget.period(self.clock())
         key = f"{client}|{budget.per}|{period}"
         if self.store.reserve(key, micro, _micro(budget.usd)) is None:
@@ -255,9 +255,9 @@ class Usage:
             if client not in (None, who) or model not in (None, served):
                 continue
             billed = {k.removeprefix("units."): v for k, v in counts.items() if k.startswith("units.")}
-            rows.append({"client": who, "model": served, "deployment": deployment,
-                         "requests": int(counts.get("requests", 0)), "documents": int(counts.get("documents", 0)),
-                         "billed_units": billed, "cost_usd": round(counts.get("cost_usd", 0.0), 6)})
+            rows.append({"client": who, "model": served, "deployment": deployment,  # settle writes all three
+                         "requests": int(counts["requests"]), "documents": int(counts["documents"]),
+                         "billed_units": billed, "cost_usd": round(counts["cost_usd"], 6)})
         out: dict[str, Any] = {"since": since_hour * HOUR_S, "rows": rows}
         shown = {name: {"usd": b.usd, "per": b.per, "spent_usd": self.spent(name, b)}
                  for name, b in sorted((budgets or {}).items()) if client in (None, name)}

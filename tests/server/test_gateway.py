@@ -229,3 +229,12 @@ def test_clients_given_to_create_app_are_checked_as_the_file_s_are():
         create_app({"fast": "identity"}, clients={"app": {"key": "plain-key"}})  # a key itself is never taken
     app = create_app({"fast": "identity"}, clients={"app": {"key_sha256": sha("k").strip('"')}})  # no api_keys
     assert app.state.service.pick(None) == "fast"
+
+
+def test_a_client_key_with_whitespace_around_it_stops_the_start(tmp_path, monkeypatch):
+    from rankrelay import ConfigError
+
+    monkeypatch.setenv("PADDED_KEY", " search-key ")
+    with pytest.raises(ConfigError, match=r"^clients.bad.key_env: \$PADDED_KEY has leading or trailing whitespace, "
+                                          r"which no Authorization header can carry$"):
+        create_app_from_settings(client_config(tmp_path, bad={"key_env": '"PADDED_KEY"'}))

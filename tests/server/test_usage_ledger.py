@@ -32,6 +32,16 @@ def test_a_search_is_billed_per_started_hundred_documents_when_the_reply_reports
     assert prices.cost("identity", {}, documents) == 0
 
 
+def test_a_billed_unit_without_a_price_costs_nothing_and_costs_round_to_the_micro_dollar():
+    prices = Prices({"cohere:*": {"search_units": 0.002}, "tiny:*": {"queries": 4e-7}})
+    assert prices.cost(COHERE, {"search_units": 1, "input_tokens": 900}, 3) == pytest.approx(0.002)
+    usage = Usage(prices, clock=lambda: 100.0)  # the first hour since 1970: hour 0
+    hold = usage.reserve("app", None, ["tiny:m"], 3)
+    usage.settle(hold, model="m", deployment="", documents=3, backend="tiny:m", billed={})
+    assert usage.report()["rows"][0]["cost_usd"] == 0.0  # $0.0000004: under a micro-dollar
+    assert usage.report()["rows"][0]["billed_units"] == {"queries": 1.0}
+
+
 def test_token_billed_backends_cost_their_tokens_and_reserve_nothing_in_advance():
     prices = Prices({"chat:*": {"prompt_tokens": 1e-6, "completion_tokens": 4e-6}})
     assert prices.estimate("chat:gpt", 100) == {}
@@ -44,10 +54,13 @@ def test_a_price_that_is_not_dollars_per_unit_is_refused_naming_the_pattern(give
         Prices({"cohere:*": given})
 
 
-@pytest.mark.parametrize("per, period, left", [
-    ("day", "2026-12-06", 12 * 3600), ("month", "2026-12", 25 * 86_400 + 12 * 3600), ("total", "total", None)])
-def test_a_budgets_period_and_the_seconds_until_the_next_one(per, period, left):
-    assert Budget(1.0, per).period(NOON) == (period, left)  # December: the next month is the next year's January
+@pytest.mark.parametrize("per, at, period, left", [
+    ("day", NOON, "2026-12-06", 12 * 3600), ("month", NOON, "2026-12", 25 * 86_400 + 12 * 3600),
+    ("total", NOON, "total", None),
+    ("day", calendar.timegm((2025, 3, 15, 18, 0, 0)), "2025-03-15", 6 * 3600),
+    ("month", calendar.timegm((2025, 3, 15, 18, 0, 0)), "2025-03", 16 * 86_400 + 6 * 3600)])
+def test_a_budgets_period_and_the_seconds_until_the_next_one(per, at, period, left):
+    assert Budget(1.0, per).period(at) == (period, left)  # December's next month is the next year's January
 
 
 def test_a_reservation_covers_the_most_a_request_can_cost_and_is_settled_at_what_it_did():
@@ -62,6 +75,10 @@ def test_a_reservation_covers_the_most_a_request_can_cost_and_is_settled_at_what
     assert usage.spent("app", budget) == 0.0
     assert usage.reserve("app", None, [COHERE], 3) == Hold("app", None, 0)  # no budget: nothing reserved
     assert usage.reserve("app", budget, ["identity"], 3) == Hold("app", None, 0)  # unpriced
+    usage.settle(Hold("app", None, 0), model="m", deployment="", documents=3, backend=COHERE, billed={})
+    usage.release(Hold("app", None, 0))
+    usage.release(Hold("app", "app|day|token-billed", 0))  # nothing was reserved: nothing to give back
+    assert usage.store.spend_items() == [("app|day|2026-12-06", 0)]  # no budget: no spend kept under any key
 
 
 def test_a_request_that_would_pass_the_budget_is_refused_and_reserves_nothing():
@@ -107,7 +124,8 @@ def test_the_local_store_hands_over_everything_it_counted():
     store.add(5, ("a", "m", ""), {"requests": 1.0, "cost_usd": 0.5})
     assert store.reserve("k", 10, limit=15) == 10 and store.reserve("k", 10, limit=15) is None
     store.add_spend("k", -4)
-    assert store.spend_items() == [("k", 6)] and store.spent("missing") == 0
+    store.add_spend("fresh", 7)  # a key never reserved
+    assert store.spend_items() == [("k", 6), ("fresh", 7)] and store.spent("missing") == 0
     assert store.hour_items() == [(5, ("a", "m", ""), {"requests": 2.0, "cost_usd": 0.5})]
     assert store.rows(6) == {} and store.rows(5) == {("a", "m", ""): {"requests": 2.0, "cost_usd": 0.5}}
 
