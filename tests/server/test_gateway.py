@@ -196,11 +196,15 @@ def test_replicas_sharing_redis_count_a_clients_requests_together(tmp_path, redi
 
 @pytest.mark.parametrize(("client", "message"), [
     ({"key_sha256": sha("k"), "models": '["fast", "nope"]'}, r"clients.bad.models: 'nope' not served here; served: "
-                                                              r"fast, shuffled"),
+                                                              r"fast, shuffled$"),
+    ({"key_sha256": sha("k"), "models": '["no", "nope"]'}, r"clients.bad.models: 'no', 'nope' not served here"),
     ({"models": '["fast"]'}, r"clients.bad: no key \(key_sha256 or key_env\)"),
     ({"key_sha256": '"abc"'}, r"clients.bad.key_sha256\[0\]: not a hex SHA-256"),
     ({"key_env": '"RANKRELAY_UNSET_KEY"'}, r"clients.bad.key_env: \$RANKRELAY_UNSET_KEY is unset or blank"),
-    ({"key_sha256": sha("shared-key")}, r"clients.bad: one of its keys is also client 'good''s"),
+    ({"key_sha256": sha("shared-key")}, r"clients.bad: one of its keys is also client 'good''s: a key names one "
+                                        r"client$"),
+    ({"key_sha256": sha("k"), "budget": "{ usd = 1 }"}, r"clients.bad.budget: none of its models is priced \(fast, "
+                                                        r"shuffled\): a budget counts dollars of priced models"),
     ({"key_sha256": sha("k"), "rpm": 0}, r"service.clients.bad.rpm: Input should be greater than or equal to 1"),
 ])
 def test_a_client_that_cannot_work_stops_the_start_naming_the_field(tmp_path, client, message):
@@ -238,3 +242,13 @@ def test_a_client_key_with_whitespace_around_it_stops_the_start(tmp_path, monkey
     with pytest.raises(ConfigError, match=r"^clients.bad.key_env: \$PADDED_KEY has leading or trailing whitespace, "
                                           r"which no Authorization header can carry$"):
         create_app_from_settings(client_config(tmp_path, bad={"key_env": '"PADDED_KEY"'}))
+
+
+def test_a_clients_budget_keeps_its_period():
+    from rankrelay.server.clients import clients_from_settings
+    from rankrelay.server.usage import Budget
+
+    (app,) = clients_from_settings({"app": {"key_sha256": sha("k").strip('"'), "budget": {"usd": 5, "per": "month"}}},
+                                   served=["fast"])
+    assert app.budget == Budget(5.0, "month")
+
