@@ -67,12 +67,14 @@ def require(ok: object, missing: str) -> None:
 
 @pytest.fixture(autouse=True)
 def _logging_as_a_fresh_process_has_it():
-    """Each test starts with rankrelay's loggers enabled and no process-wide logging.disable (a library's
-    dictConfig or a disable() in another test's thread would otherwise hide the warnings a test asserts)."""
+    """Each test starts with rankrelay's loggers enabled at no level of their own and no process-wide
+    logging.disable (a library's dictConfig, a level a command set, or a disable() in another test's thread would
+    otherwise hide the warnings a test asserts)."""
     logging.disable(logging.NOTSET)
     for name, found in list(logging.root.manager.loggerDict.items()):
         if name.startswith("rankrelay") and isinstance(found, logging.Logger):
             found.disabled = False
+            found.setLevel(logging.NOTSET)
     yield
 
 

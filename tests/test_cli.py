@@ -383,7 +383,9 @@ def test_every_command_summary_is_whole_not_cut_with_an_ellipsis(group):
 def test_models_shows_the_price_table_yours_first_then_the_list_prices(tmp_path):
     config = tmp_path / "prices.toml"
     config.write_text('[model_prices]\n"bedrock:*" = { queries = 0.001 }\n"cohere:*" = { search_units = 0.0015 }\n')
-    rows = table_rows(runner.invoke(app, ["models", "--config", str(config)], terminal_width=220).output)
+    output = runner.invoke(app, ["models", "--config", str(config)], terminal_width=220).output
+    rows = table_rows(output)
+    assert "┃ backend ┃ unit ┃ $ per 1,000 units ┃ from ┃" in " ".join(output.split())
     assert rows["bedrock:*"] == ["queries", "1", "model_prices"]
     assert rows["cohere:*"] == ["search_units", "1.5", "model_prices"]  # replaces the list price
     assert rows["cohere-http:rerank-*"] == ["search_units", "2", "list price"]

@@ -10,7 +10,7 @@ Example:
     >>> from rankrelay.server.routes import paths
     >>> app = create_app({"fast": "identity"}, api_keys=["secret"])
     >>> [p for p in paths() if p.startswith("/v")]
-    ['/v1/experiments/{name}', '/v1/feedback', '/v1/models', '/v1/rerank', '/v2/rerank']
+    ['/v1/experiments/{name}', '/v1/feedback', '/v1/models', '/v1/rerank', '/v1/usage', '/v2/rerank']
 """
 
 from __future__ import annotations

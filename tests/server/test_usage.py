@@ -135,6 +135,18 @@ def test_metrics_count_usage_by_client_model_and_unit(tmp_path, upstream):
     assert f"rankrelay_usage_cost_usd_total{{{labels}}} 0.004" in metrics
 
 
+def test_a_billed_unit_no_price_names_is_counted_as_other_so_labels_stay_bounded():
+    from rankrelay.server.metrics import Metrics
+
+    metrics = Metrics()
+    metrics.record_usage("app", "m", "eu", 3, {"search_units": 1.0, "made_up_units": 2.0}, 0.002)
+    text = metrics.exposition().decode()
+    labels = 'client="app",deployment="eu",model="m"'
+    assert f'rankrelay_usage_billed_units_total{{{labels},unit="other"}} 2.0' in text
+    assert f'rankrelay_usage_billed_units_total{{{labels},unit="search_units"}} 1.0' in text
+    assert "made_up_units" not in text
+
+
 def test_a_users_price_table_overrides_the_list_price(tmp_path, upstream):
     extra = '[model_prices]\n"cohere:rerank-v3.5" = { search_units = 0.005 }'
     with running(create_app_from_settings(settings(tmp_path, upstream, extra=extra))) as (url, _):

@@ -69,6 +69,7 @@ def test_the_window_is_kept_by_the_servers_clock(redis_server):
 
 
 def test_redis_going_away_leaves_the_pool_serving_on_its_own_counts_then_hands_them_over(api, redis_server, caplog):
+    caplog.set_level(logging.WARNING, logger="rankrelay.rerankers.compose.redis_state")
     (pool,) = replicas(api, lambda i: shared(redis_server.url), n=1, rpm=3)
     state = pool.state
     state.retry_s = 0.0  # try Redis again at every call

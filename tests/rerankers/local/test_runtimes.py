@@ -265,3 +265,66 @@ def test_agreement_of_float32_graph_scores_is_judged_in_float64():
     # float32's 0.9999 is 0.99989998..., under the tie's floor 0.9999 exactly: it does not agree (in float32 the
     # floor would round to the same number and it would)
     assert measure_agreement(reference[None], candidate[None]).top10_overlap == 0.9
+
+
+def test_unknown_runtimes_and_precisions_are_refused_naming_every_choice():
+    from rankrelay.rerankers.local.runtimes import check_precision, check_runtime
+
+    with pytest.raises(ConfigError) as runtime:
+        check_runtime("tensorrt")
+    assert str(runtime.value) == ("unknown runtime 'tensorrt'; choose one of auto, torch, onnx, onnx-int8, openvino, "
+                                  "openvino-bf16, openvino-int8")
+    with pytest.raises(ConfigError) as precision:
+        check_precision("int4", "torch")
+    assert str(precision.value) == "unknown precision 'int4'; choose one of fp32, fp16, bf16"
+    with pytest.raises(ConfigError) as auto:
+        check_precision("bf16", "auto")
+    assert str(auto.value) == ("runtime='auto' chooses the precision too; for precision='bf16' name the runtime "
+                               "(runtime='torch')")
+    with pytest.raises(ConfigError) as graph:
+        check_precision("fp16", "onnx")
+    assert str(graph.value) == ("precision='fp16' is for the torch runtime (on CUDA); the onnx runtime runs fp32 (or "
+                                "its -int8 variant)")
+
+
+def test_a_runtime_whose_package_is_missing_names_it_and_the_extra(monkeypatch):
+    from rankrelay.rerankers.local.runtimes import check_runtime, installed
+
+    monkeypatch.setitem(sys.modules, "onnxruntime", None)  # imported before, now blocked
+    assert not installed("onnxruntime") and installed("json") and installed("numpy")
+    assert not installed("rankrelay_no_such_module") and not installed("rankrelay.no_such_module")
+    assert not installed("rankrelay.errors.inner")  # its parent is a module, not a package: find_spec raises
+    monkeypatch.delitem(sys.modules, "json")  # not imported yet: found on the path
+    assert installed("json")
+    with pytest.raises(MissingDependencyError) as missing:
+        check_runtime("onnx")
+    assert str(missing.value) == ("the onnx runtime needs the optional package 'onnxruntime': "
+                                  "pip install 'rankrelay[onnx]'")
+
+
+def test_a_cache_name_keeps_letters_digits_and_dash_underscore_dot_and_is_at_most_60_long():
+    from rankrelay.rerankers.local.runtimes import cache_slug
+
+    assert cache_slug("/models/BAAI/bge-reranker_v2.m3 (copy)") == "bge-reranker_v2.m3__copy_"
+    assert cache_slug("cross-encoder/ms-marco-MiniLM-L6-v2") == "ms-marco-MiniLM-L6-v2"
+    assert cache_slug("a" * 70) == "a" * 60
+
+
+def test_a_models_fingerprint_follows_its_files_and_skips_hidden_ones(tmp_path):
+    import hashlib
+    import os
+
+    from rankrelay.rerankers.local.runtimes import model_fingerprint
+
+    assert model_fingerprint("org/model") == hashlib.sha256(b"org/model").hexdigest()  # a Hub id hashes as is
+    (tmp_path / "weights.bin").write_bytes(b"12345")
+    (tmp_path / "sub").mkdir()
+    (tmp_path / "sub" / "config.json").write_text("{}")
+    os.utime(tmp_path / "weights.bin", ns=(1, 1_000))
+    os.utime(tmp_path / "sub" / "config.json", ns=(1, 2_000))
+    expected = hashlib.sha256(b"sub/config.json\x002\x002000\nweights.bin\x005\x001000\n").hexdigest()
+    assert model_fingerprint(str(tmp_path)) == expected
+    (tmp_path / ".cache").mkdir()
+    (tmp_path / ".cache" / "lock").write_text("x")  # hidden: a download's own bookkeeping
+    (tmp_path / ".gitattributes").write_text("x")
+    assert model_fingerprint(str(tmp_path)) == expected
