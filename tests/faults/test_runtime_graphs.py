@@ -51,6 +51,7 @@ def test_a_damaged_graph_is_converted_again_with_one_warning(tiny_ce_path, tmp_p
     assert again.runtime == "onnx" and scores(again) == pytest.approx(expected, abs=1e-4)
     warnings = [r.getMessage() for r in caplog.records if "converting it again" in r.getMessage()]
     assert len(warnings) == 1 and ("damaged" in warnings[0] or "unloadable" in warnings[0])
+    assert warnings[0].startswith(f"the converted onnx graph of {tiny_ce_path} in ")
     assert (graph_folder(tmp_path) / "model.onnx").stat().st_size > 0
 
 
@@ -127,3 +128,53 @@ def test_two_loads_converting_the_same_graph_at_once_both_serve_and_one_graph_is
     assert scores(loaded[0]) == pytest.approx(scores(loaded[1]), abs=1e-5)
     folders = [p for p in (tmp_path / "runtimes").iterdir() if "-onnx-" in p.name]
     assert len(folders) == 1 and not folders[0].name.startswith(".")  # no temporary folder left behind
+
+
+def test_a_stored_graph_the_engine_cannot_load_is_converted_again_naming_why(tiny_ce_path, tmp_path, monkeypatch,
+                                                                            caplog):
+    from rankrelay.rerankers.local import runtimes
+
+    expected = scores(load(tiny_ce_path, tmp_path))
+    original, failures = runtimes._load_graph, ["engine upgrade broke it"]
+
+    def load_graph(*args, **kwargs):  # the stored graph is whole, but this engine cannot load it (once)
+        if failures:
+            raise RuntimeError(failures.pop())
+        return original(*args, **kwargs)
+
+    monkeypatch.setattr(runtimes, "_load_graph", load_graph)
+    with caplog.at_level(logging.WARNING):
+        again = load(tiny_ce_path, tmp_path)
+    assert again.runtime == "onnx" and scores(again) == pytest.approx(expected, abs=1e-4)
+    (warning,) = [r.getMessage() for r in caplog.records if "converting it again" in r.getMessage()]
+    assert warning.startswith(f"the converted onnx graph of {tiny_ce_path} in {graph_folder(tmp_path)} is ")
+    assert warning.endswith("unloadable (RuntimeError: engine upgrade broke it): converting it again")
+
+
+def test_a_graph_unloadable_even_when_converted_again_is_a_conversion_error(tiny_ce_path, tmp_path, monkeypatch):
+    from rankrelay.rerankers.local import runtimes
+
+    load(tiny_ce_path, tmp_path)
+
+    def never(*args, **kwargs):
+        raise RuntimeError("no such operator")
+
+    monkeypatch.setattr(runtimes, "_load_graph", never)
+    with pytest.raises(ConversionError, match="onnx runtime: RuntimeError: no such operator") as err:
+        load(tiny_ce_path, tmp_path)
+    assert err.value.runtime == "onnx"
+
+
+def test_a_damaged_fp32_graph_is_not_the_source_of_the_int8_one(tiny_ce_path, tmp_path, monkeypatch):
+    from rankrelay.rerankers.local import runtimes
+
+    load(tiny_ce_path, tmp_path)
+    fp32 = graph_folder(tmp_path)
+    DAMAGE["truncated"](fp32 / "model.onnx")
+    exports = []
+    original = runtimes._export_onnx
+    monkeypatch.setattr(runtimes, "_export_onnx", lambda *a, **kw: exports.append(a) or original(*a, **kw))
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="onnx-int8", cache_dir=str(tmp_path),
+                       min_agreement=0)
+    assert sorted(rr.rerank(QUERY, DOCS).indices) == [0, 1, 2, 3] and rr.runtime == "onnx-int8"
+    assert len(exports) == 1  # exported afresh from the model, not quantized from the damaged file

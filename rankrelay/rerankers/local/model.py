@@ -37,6 +37,7 @@ from rankrelay.rerankers.local.runtimes import (
     AUTO,
     Agreement,
     Forward,
+    GraphForward,
     TorchForward,
     check_precision,
     check_runtime,
@@ -381,8 +382,6 @@ class LocalModelReranker(AutoMeasured, BudgetedScoring, BaseReranker):
                  min_agreement: float | None = None, reference: Any = None) -> tuple[Forward, Agreement | None]:
         """The forward pass on ``runtime`` (default: this reranker's), converted and checked once, then cached."""
         runtime = runtime or self.runtime
-        if runtime == "torch":
-            return TorchForward(encoder, self.output), None
         inputs = self._sample_inputs()
 
         def calibration() -> list[dict[str, Any]]:  # tokenized sample batches, built only for int8 quantizing
@@ -507,5 +506,6 @@ class LocalModelReranker(AutoMeasured, BudgetedScoring, BaseReranker):
             "batch_size": self.batch_size,
             "max_length": self.max_length,
             "long_documents": self.long_documents,
+            **({"graph": self._forward.settings} if isinstance(self._forward, GraphForward) else {}),
         }
 

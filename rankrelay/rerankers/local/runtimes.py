@@ -181,12 +181,15 @@ class TorchForward:
 
 
 class GraphForward:
-    """A converted graph: ``run`` takes a dict of int64 arrays named like the model's inputs."""
+    """A converted graph: ``run`` takes a dict of int64 arrays named like the model's inputs; ``settings``: what
+    the engine reports it runs the graph with (execution providers, device, precision), for ``describe()``."""
 
-    def __init__(self, runtime: str, run: Callable[[dict[str, Any]], Any], inputs: tuple[str, ...]) -> None:
+    def __init__(self, runtime: str, run: Callable[[dict[str, Any]], Any], inputs: tuple[str, ...],
+                 settings: Mapping[str, Any] | None = None) -> None:
         self.runtime = runtime
         self._run = run
         self.inputs = inputs
+        self.settings = dict(settings or {})
 
     def __call__(self, features: Mapping[str, Any]) -> Any:
         import numpy as np
@@ -231,7 +234,7 @@ def measure_agreement(reference: Any, candidate: Any, tie: float = 1e-4) -> Agre
 
 
 # -- conversion ----------------------------------------------------------------------------
-def _exportable(model: Any, output: str, names: tuple[str, ...]) -> Any:
+def _exportable(model: Any, output: str) -> Any:
     """A torch module whose forward takes the token tensors positionally and returns ``output``."""
     import torch
 
@@ -288,13 +291,20 @@ def _load_graph(spec: RuntimeSpec, folder: Path, names: tuple[str, ...]) -> Grap
         options = ort.SessionOptions()
         options.graph_optimization_level = ort.GraphOptimizationLevel.ORT_ENABLE_ALL
         session = ort.InferenceSession(str(folder / "model.onnx"), options, providers=["CPUExecutionProvider"])
-        return GraphForward(spec.name, lambda arrays: session.run(None, arrays)[0], names)
+        used = session.get_session_options()
+        return GraphForward(spec.name, lambda arrays: session.run(None, arrays)[0], names,
+                            {"engine": f"onnxruntime {ort.__version__}", "providers": session.get_providers(),
+                             "graph_optimization": used.graph_optimization_level.name})
     import openvino as ov
 
     compiled = ov.Core().compile_model(str(folder / "model.xml"), "CPU",
                                        {"PERFORMANCE_HINT": "LATENCY", "INFERENCE_PRECISION_HINT": spec.hint})
     request = compiled.create_infer_request()
-    return GraphForward(spec.name, lambda arrays: request.infer(arrays)[compiled.output(0)], names)
+    return GraphForward(spec.name, lambda arrays: request.infer(arrays)[compiled.output(0)], names,
+                        {"engine": f"openvino {ov.__version__}",
+                         "devices": list(compiled.get_property("EXECUTION_DEVICES")),
+                         "inference_precision": compiled.get_property("INFERENCE_PRECISION_HINT").get_type_name(),
+                         "performance_hint": str(compiled.get_property("PERFORMANCE_HINT"))})
 
 
 def _runtime_version(spec: RuntimeSpec) -> str:
@@ -314,7 +324,7 @@ def _convert(spec: RuntimeSpec, model: Any, output: str, example: Mapping[str, A
             _quantize_onnx(fp32 / "model.onnx", folder / "model.onnx")
             return
         plain = folder / ("model.onnx" if not spec.int8 else "model-fp32.onnx")
-        _export_onnx(_exportable(model, output, names), tuple(example[n] for n in names), names, plain)
+        _export_onnx(_exportable(model, output), tuple(example[n] for n in names), names, plain)
         if spec.int8:
             _quantize_onnx(plain, folder / "model.onnx")
             plain.unlink()
@@ -326,7 +336,7 @@ def _convert(spec: RuntimeSpec, model: Any, output: str, example: Mapping[str, A
             shutil.copyfile(fp32 / name, folder / name)
         return
     graph = (ov.Core().read_model(str(fp32 / "model.xml")) if fp32 is not None
-             else _export_openvino(_exportable(model, output, names), tuple(example[n] for n in names), names))
+             else _export_openvino(_exportable(model, output), tuple(example[n] for n in names), names))
     if spec.int8:
         graph = _quantize_openvino(graph, calibration())
     ov.save_model(graph, str(folder / "model.xml"), compress_to_fp16=False)
@@ -346,8 +356,7 @@ def _convert_into(spec: RuntimeSpec, model: Any, output: str, example: Mapping[s
                   sample: Callable[[Forward], Any], torch_forward: Forward) -> Forward | None:
     """Convert into ``folder`` (through a temporary folder renamed at the end); the loaded graph, or None when
     another process finished the same conversion first (theirs is used)."""
-    plain = next((r.name for r in RUNTIMES.values() if r.engine == spec.engine and r.hint == "f32"
-                  and not r.int8), runtime)
+    plain = next(r.name for r in RUNTIMES.values() if r.engine == spec.engine and r.hint == "f32" and not r.int8)
     fp32 = _folder(cache_dir, label, plain, {**key_data, "runtime": plain}) if plain != runtime else None
     if fp32 is not None and problem(fp32, {**key_data, "runtime": plain}, read_record(fp32)) is not None:
         fp32 = None  # not converted yet, or not to be trusted: export afresh
