@@ -106,12 +106,15 @@ class CircuitBreaker:
             self._opened_at = None
             self._probing = False
 
-    def record_failure(self) -> None:
+    def record_failure(self) -> bool:
+        """Count a failure; True when it opened the breaker (again)."""
         with self._lock:
             self._failures += 1
-            if self._probing or self._failures >= self.failure_threshold:
+            opened = self._probing or self._failures >= self.failure_threshold
+            if opened:
                 self._opened_at = self._clock()
             self._probing = False
+            return opened
 
     def release(self) -> None:
         """A probe that neither succeeded nor failed (cancelled): let the next call probe."""

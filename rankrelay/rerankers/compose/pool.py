@@ -88,7 +88,7 @@ def _positive(value: Any, what: str) -> Any:
     return value
 
 
-def build_deployment(item: Any, position: int, clock: Callable[[], float]) -> Deployment:
+def build_deployment(item: Any, position: int, breaker: Callable[[], CircuitBreaker]) -> Deployment:
     """A :class:`Deployment` from a spec string, a ``{"spec": ..., "rpm": ..., **backend options}`` dict or a
     reranker. A hosted backend is given ``max_attempts = 1`` unless the dict sets it."""
     where = f"deployments[{position}]"
@@ -108,16 +108,14 @@ def build_deployment(item: Any, position: int, clock: Callable[[], float]) -> De
         backend = parse_spec(split_options(spec)[0].strip())[0]
         if any(b.name == backend and "max_attempts" in b.options for b in backends()):
             options.setdefault("max_attempts", 1)
-        reranker = load_reranker(spec, **options)
-    else:
-        reranker = load_reranker(spec, **options)
+    reranker = load_reranker(spec, **options)
     name = pool_part.get("name") or (spec if isinstance(spec, str) else label(reranker))
     rpm = _positive(pool_part.get("rpm"), f"{where}.rpm")
     concurrency = _positive(pool_part.get("max_concurrency"), f"{where}.max_concurrency")
     return Deployment(str(name), reranker, rpm=None if rpm is None else int(rpm),
                       max_concurrency=None if concurrency is None else int(concurrency),
                       weight=float(_positive(pool_part.get("weight", 1.0), f"{where}.weight")),
-                      breaker=CircuitBreaker(clock=clock))
+                      breaker=breaker())
 
 
 class PoolReranker(Composite):
@@ -131,7 +129,10 @@ class PoolReranker(Composite):
         fallback: what answers when no deployment can (a spec, a list for a chain, or a reranker).
         max_wait_s: the longest a request waits for a free deployment (a request's budget may shorten it).
         cooldown_s: how long a deployment that answered 429 without a Retry-After is left alone.
-        state: the rate-limit windows and cooldowns: this process's by default, a ``redis://`` URL (or a
+        failure_threshold: consecutive failures (other than 429s) that open a deployment's circuit breaker.
+        reset_timeout: seconds an open breaker keeps the deployment out (in every replica sharing ``state``)
+            before one probe request is let through.
+        state: the rate-limit windows, cooldowns and open breakers: this process's by default, a ``redis://`` URL (or a
             :class:`~rankrelay.rerankers.compose.pool_state.PoolState`) to share them with other replicas.
         namespace: the name a shared state keeps this pool's deployments under (a service uses the model's).
         seed: the ``weighted`` routing's random draws.
@@ -140,7 +141,8 @@ class PoolReranker(Composite):
     name = "pool"
 
     def __init__(self, deployments: Sequence[Any], routing: str = "least-busy", fallback: Any = None,
-                 max_wait_s: float = 5.0, cooldown_s: float = 30.0, state: PoolState | str | None = None,
+                 max_wait_s: float = 5.0, cooldown_s: float = 30.0, failure_threshold: int = 3,
+                 reset_timeout: float = 30.0, state: PoolState | str | None = None,
                  namespace: str = "default", seed: int | None = None, clock: Callable[[], float] = time.monotonic,
                  sleep: Callable[[float], None] = time.sleep, asleep: Callable[[float], Any] = asyncio.sleep) -> None:
         if routing not in ROUTINGS:
@@ -150,7 +152,9 @@ class PoolReranker(Composite):
         if max_wait_s < 0 or cooldown_s < 0:
             raise ConfigError("max_wait_s and cooldown_s must be >= 0")
         self._clock, self._sleep, self._asleep = clock, sleep, asleep
-        self.deployments = [build_deployment(d, i, clock) for i, d in enumerate(deployments)]
+        CircuitBreaker(failure_threshold, reset_timeout)  # checks both before any deployment loads
+        self.deployments = [build_deployment(d, i, lambda: CircuitBreaker(failure_threshold, reset_timeout, clock))
+                            for i, d in enumerate(deployments)]
         names = [d.name for d in self.deployments]
         if len(set(names)) != len(names):
             raise ConfigError(f"deployment names must differ, got {names} (give each a 'name')")
@@ -261,7 +265,8 @@ class PoolReranker(Composite):
             self.state.cool_down(d.name, wait, self._clock())
             d.breaker.release()
         else:
-            d.breaker.record_failure()
+            if d.breaker.record_failure():  # opened: every replica sharing the state leaves it alone as long
+                self.state.trip(d.name, d.breaker.reset_timeout, self._clock())
             tried.add(d.name)
         logger.warning("pool: deployment %s failed: %s", d.name, type(error).__name__)
         failures.append({"deployment": d.name, "error": type(error).__name__, "message": str(error)})
@@ -384,8 +389,8 @@ class PoolReranker(Composite):
                 for d in self.deployments]
 
 
-POOL_OPTIONS = frozenset({"deployments", "routing", "fallback", "max_wait_s", "cooldown_s", "state", "namespace",
-                          "seed"})
+POOL_OPTIONS = frozenset({"deployments", "routing", "fallback", "max_wait_s", "cooldown_s", "failure_threshold",
+                          "reset_timeout", "state", "namespace", "seed"})
 
 
 def from_spec(rest: str | None, *, deployments: Sequence[Any] | None = None, **options: Any) -> PoolReranker:

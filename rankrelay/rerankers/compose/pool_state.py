@@ -1,9 +1,10 @@
 """What a pool of deployments remembers between requests: each deployment's requests in the last minute (its rpm
-window) and when its cooldown after a 429 ends.
+window), when its cooldown after a 429 ends, and when a breaker opened by repeated failures lets it be tried again.
 
 The window is a log of send times, so "at most ``rpm`` requests in any 60 seconds" holds exactly (a fixed
 per-minute counter lets twice ``rpm`` through across a minute's edge). :class:`LocalPoolState` keeps it in this
-process; a shared store (the gateway's Redis) implements the same three calls.
+process; a shared store (the gateway's Redis) implements the same calls, so that one replica's 429 or open breaker
+keeps every replica off the deployment.
 
 Example:
     >>> from rankrelay.rerankers.compose.pool_state import LocalPoolState
@@ -16,6 +17,7 @@ Example:
 
 from __future__ import annotations
 
+import math
 import threading
 import uuid
 from collections import defaultdict, deque
@@ -26,11 +28,15 @@ WINDOW_S = 60.0
 
 
 class PoolState(Protocol):
-    """Rate-limit windows and cooldowns of a pool's deployments, keyed by deployment name."""
+    """Rate-limit windows, cooldowns and open breakers of a pool's deployments, keyed by deployment name."""
 
     def acquire(self, key: str, rpm: int | None, now: float) -> float:
         """Take a request slot of ``key`` at ``now``: 0.0 when taken (the send is counted), else the seconds until
-        one frees (nothing counted)."""
+        one frees (nothing counted); ``math.inf`` while ``key``'s breaker is open (:meth:`trip`)."""
+        ...
+
+    def trip(self, key: str, seconds: float, now: float) -> None:
+        """``key``'s circuit breaker opened: no slot of it is taken for ``seconds`` from ``now``."""
         ...
 
     def cool_down(self, key: str, seconds: float, now: float) -> None:
@@ -56,6 +62,7 @@ class LocalPoolState:
     def __init__(self) -> None:
         self._sent: defaultdict[str, deque[tuple[float, str]]] = defaultdict(deque)
         self._cool: dict[str, float] = {}
+        self._open: dict[str, float] = {}
         self._lock = threading.Lock()
 
     def _window(self, key: str, now: float) -> deque[tuple[float, str]]:
@@ -66,6 +73,8 @@ class LocalPoolState:
 
     def acquire(self, key: str, rpm: int | None, now: float) -> float:
         with self._lock:
+            if self._open.get(key, now) > now:
+                return math.inf
             sent = self._window(key, now)
             if rpm is not None and len(sent) >= rpm:
                 return sent[len(sent) - rpm][0] + WINDOW_S - now
@@ -85,14 +94,19 @@ class LocalPoolState:
         with self._lock:
             return max(0.0, self._cool.get(key, now) - now)
 
+    def trip(self, key: str, seconds: float, now: float) -> None:
+        with self._lock:
+            self._open[key] = max(now + seconds, self._open.get(key, now))
+
     def used(self, key: str, now: float) -> int:
         with self._lock:
             return len(self._window(key, now))
 
-    def snapshot(self, now: float) -> tuple[dict[str, list[tuple[float, str]]], dict[str, float]]:
-        """Each key's sends in the window (age before ``now``, id) and cooldown left (what a shared store takes over
-        when it comes back)."""
+    def snapshot(self, now: float) -> tuple[dict[str, list[tuple[float, str]]], dict[str, float], dict[str, float]]:
+        """Each key's sends in the window (age before ``now``, id), cooldown left and open breaker's time left (what a
+        shared store takes over when it comes back)."""
         with self._lock:
             sent = {k: [(now - t, i) for t, i in self._window(k, now)] for k in list(self._sent)}
             cool = {k: until - now for k, until in self._cool.items() if until > now}
-        return {k: v for k, v in sent.items() if v}, cool
+            tripped = {k: until - now for k, until in self._open.items() if until > now}
+        return {k: v for k, v in sent.items() if v}, cool, tripped

@@ -1,10 +1,12 @@
-"""A pool's rate-limit windows and cooldowns in Redis (or Valkey), shared by every replica of a service, so that N
-replicas behind one upstream key send what one would.
+"""A pool's rate-limit windows, cooldowns and open breakers in Redis (or Valkey), shared by every replica of a
+service, so that N replicas behind one upstream key send what one would, and a deployment one replica found failing
+is left alone by all of them until its breaker lets it be tried again.
 
 Each call is one Lua script, atomic on the server, timed by the server's clock (``TIME``), so replicas on machines
 whose clocks disagree still share one window. When Redis cannot be reached the pool keeps serving on this
 process's own state (a warning, and :attr:`RedisPoolState.problem` says why); every ``retry_s`` it tries again,
-and when Redis answers it hands over this replica's sends of the last minute and its cooldowns (a send Redis still
+and when Redis answers it hands over this replica's sends of the last minute, its cooldowns and its open breakers
+(a send Redis still
 holds is counted once, by its id), so a restarted, empty Redis does not open a fresh minute. The URL's password
 is never logged.
 
@@ -34,8 +36,10 @@ logger = logging.getLogger(__name__)
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000 "
 
-#: KEYS[1] the window (a sorted set of send times); ARGV: rpm (-1 for none), a unique member, the window in s.
+#: KEYS[1] the window (a sorted set of send times), KEYS[2] the end of an open breaker; ARGV: rpm (-1 for none),
+#: a unique member, the window in s.
 ACQUIRE = _NOW + """
+if tonumber(redis.call('GET', KEYS[2]) or '0') > now then return 'inf' end
 local window = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local rpm = tonumber(ARGV[1])
@@ -48,7 +52,7 @@ redis.call('ZADD', KEYS[1], now, ARGV[2])
 redis.call('PEXPIRE', KEYS[1], math.ceil(window * 1000) + 1000)
 return '0'
 """
-#: KEYS[1] the cooldown's end; ARGV[1] its length in s (a shorter one never replaces a longer one).
+#: KEYS[1] the cooldown's (or open breaker's) end; ARGV[1] its length in s (a shorter one never replaces a longer one).
 COOL_DOWN = _NOW + """
 local untl = now + tonumber(ARGV[1])
 local current = tonumber(redis.call('GET', KEYS[1]) or '0')
@@ -146,16 +150,18 @@ class RedisPoolState:
 
     def _hand_over(self, now: float) -> None:
         """Redis is back: what this process counted while it was away goes there, then Redis is the state again."""
-        sent, cool = self._local.snapshot(now)
+        sent, cool, tripped = self._local.snapshot(now)
         for name in sorted(set(sent) | set(cool)):
             args: list[Any] = [cool.get(name, 0.0), WINDOW_S]
             for age, send_id in sent.get(name, []):
                 args += [age, send_id]
             self._scripts["hand_over"](keys=[self._key(name, "sent"), self._key(name, "cool")], args=args)
+        for name, left in sorted(tripped.items()):  # no sends: only the breaker's end is set
+            self._scripts["hand_over"](keys=[self._key(name, "sent"), self._key(name, "open")], args=[left, WINDOW_S])
         with self._lock:
             since = self._away_since if self._away_since is not None and math.isfinite(self._away_since) else now
             logger.warning("pool state: Redis at %s answers again after %.1f s; %d deployments' counts handed over",
-                           self.where, now - since, len(set(sent) | set(cool)))
+                           self.where, now - since, len(set(sent) | set(cool) | set(tripped)))
             self._away_since, self.problem = None, None
 
     def _key(self, name: str, part: str) -> str:
@@ -168,7 +174,8 @@ class RedisPoolState:
 
     def acquire(self, key: str, rpm: int | None, now: float) -> float:
         send_id = uuid.uuid4().hex
-        wait = float(self._run("acquire", [self._key(key, "sent")], [-1 if rpm is None else rpm, send_id, WINDOW_S],
+        wait = float(self._run("acquire", [self._key(key, "sent"), self._key(key, "open")],
+                               [-1 if rpm is None else rpm, send_id, WINDOW_S],
                                lambda: self._local.acquire(key, rpm, now), now))
         if wait == 0.0 and self.shared:  # this replica's own sends, for when Redis is away (or comes back empty)
             self._local.record(key, now, send_id)
@@ -177,6 +184,10 @@ class RedisPoolState:
     def cool_down(self, key: str, seconds: float, now: float) -> None:
         self._local.cool_down(key, seconds, now)  # kept here too, for when Redis is away
         self._run("cool_down", [self._key(key, "cool")], [seconds], lambda: None, now)
+
+    def trip(self, key: str, seconds: float, now: float) -> None:
+        self._local.trip(key, seconds, now)  # kept here too, for when Redis is away
+        self._run("cool_down", [self._key(key, "open")], [seconds], lambda: None, now)
 
     def cooling(self, key: str, now: float) -> float:
         return float(self._run("cooling", [self._key(key, "cool")], [], lambda: self._local.cooling(key, now), now))

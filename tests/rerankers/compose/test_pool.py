@@ -150,6 +150,31 @@ def test_a_deployment_whose_breaker_opened_is_not_sent_requests(apis):
     assert apis[0].count() == 4
 
 
+def test_a_breaker_one_pool_opened_keeps_every_pool_sharing_its_state_off_the_deployment(apis):
+    clock, state = FakeClock(), LocalPoolState()
+    apis[0].faults = [Fault("status", 503) for _ in range(3)]
+    first = pool([cohere(apis[0], "eu")], clock, fallback="identity", state=state, reset_timeout=20.0)
+    second = pool([cohere(apis[0], "eu")], clock, fallback="identity", state=state, reset_timeout=20.0)
+    assert [first.rerank(QUERY, DOCS).backend for _ in range(3)] == ["identity"] * 3  # its breaker opens
+    assert apis[0].count() == 3 and first.describe()[0]["breaker"] == "open"
+    res = second.rerank(QUERY, DOCS)  # its own breaker is closed: the shared state keeps it off
+    assert res.backend == "identity" and res.info["pool"]["fell_back"] and apis[0].count() == 3
+    assert second.describe()[0]["breaker"] == "closed"
+    clock.sleep(19.0)
+    assert second.rerank(QUERY, DOCS).backend == "identity" and apis[0].count() == 3
+    clock.sleep(1.0)  # the reset timeout has passed: the deployment is tried again, from either pool
+    assert served(second.rerank(QUERY, DOCS)) == "eu" and apis[0].count() == 4
+
+
+def test_a_pools_breaker_settings_are_taken_from_its_spec_and_checked_before_any_deployment_loads(apis):
+    p = load_reranker({"spec": "pool", "deployments": [cohere(apis[0], "eu")], "failure_threshold": 5,
+                       "reset_timeout": 12.5})
+    assert (p.deployments[0].breaker.failure_threshold, p.deployments[0].breaker.reset_timeout) == (5, 12.5)
+    for bad in ({"failure_threshold": 0}, {"reset_timeout": -1}):
+        with pytest.raises(ConfigError, match="failure_threshold|reset_timeout"):
+            PoolReranker([{"spec": "cross-encoder:/nowhere/at/all"}], **bad)
+
+
 def test_when_every_breaker_is_open_the_error_says_so(apis):
     clock = FakeClock()
     apis[0].faults = [Fault("status", 503) for _ in range(10)]
@@ -264,7 +289,7 @@ def test_the_window_frees_one_slot_per_send_as_the_minute_passes():
     state.cool_down("k", 40.0, 60.0)
     state.cool_down("k", 20.0, 70.0)  # never shortened
     assert state.cooling("k", 95.0) == 5.0 and state.cooling("other", 95.0) == 0.0
-    sent, cool = state.snapshot(95.0)
+    sent, cool, _ = state.snapshot(95.0)
     assert [age for age, _ in sent["k"]] == [35.0] and cool == {"k": 5.0}  # the send at 10 s left the window at 70 s
 
 

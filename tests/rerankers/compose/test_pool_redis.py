@@ -60,6 +60,28 @@ def test_a_429_one_replica_gets_cools_the_deployment_down_for_all(api, redis_ser
     assert 29.0 < pools[2].state.cooling("eu", 0.0) <= 30.0
 
 
+def test_a_breaker_one_replica_opened_keeps_every_replica_off_the_deployment(api, redis_server):
+    api.faults = [Fault("status", 503) for _ in range(3)]
+    pools = replicas(api, lambda i: shared(redis_server.url))
+    assert [pools[0].rerank(QUERY, DOCS).backend for _ in range(3)] == ["identity"] * 3  # 3 failures open it
+    assert [p.rerank(QUERY, DOCS).backend for p in pools] == ["identity"] * 3
+    assert api.count() == 3  # none of the replicas sent the failing deployment a fourth request
+    assert [p.describe()[0]["breaker"] for p in pools] == ["open", "closed", "closed"]
+    assert shared(redis_server.url).acquire("eu", None, 0.0) == float("inf")
+
+
+def test_a_breaker_opened_while_redis_was_away_is_handed_over(api, redis_server):
+    (pool,) = replicas(api, lambda i: shared(redis_server.url), n=1)
+    pool.state.retry_s = 0.0
+    redis_server.stop()
+    api.faults = [Fault("status", 503) for _ in range(3)]
+    assert [pool.rerank(QUERY, DOCS).backend for _ in range(3)] == ["identity"] * 3
+    redis_server.start()
+    pool.state.used("eu", pool._clock())  # the first call that reaches Redis hands over
+    (other,) = replicas(api, lambda i: shared(redis_server.url), n=1)
+    assert other.rerank(QUERY, DOCS).backend == "identity" and api.count() == 3
+
+
 def test_the_window_is_kept_by_the_servers_clock(redis_server):
     state = shared(redis_server.url)
     assert [state.acquire("eu", 2, now) for now in (0.0, 1e6)] == [0.0, 0.0]  # a replica's own clock is not read
