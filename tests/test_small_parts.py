@@ -121,3 +121,20 @@ def test_the_commands_show_progress_off_a_terminal_unless_quiet():
     from rankrelay.cli.common import progress_shown
 
     assert progress_shown(quiet=False) and not progress_shown(quiet=True)
+
+
+def test_billed_units_add_up_per_unit_in_place_keeping_whole_counts_whole():
+    from rankrelay.billing import add_units
+
+    total = {"search_units": 1}
+    same = add_units(total, {"search_units": 2, "input_tokens": 7})
+    assert same is total and total == {"search_units": 3, "input_tokens": 7}
+    assert isinstance(total["search_units"], int) and add_units(total, {}) == {"search_units": 3, "input_tokens": 7}
+
+
+def test_billed_units_are_priced_per_unit_and_an_unpriced_unit_costs_nothing():
+    from rankrelay.billing import price
+
+    assert price({"search_units": 3, "input_tokens": 1000}, {"search_units": 0.002, "input_tokens": 1e-6}) == \
+        pytest.approx(0.007)
+    assert price({"images": 5}, {"search_units": 0.002}) == 0.0 and isinstance(price({}, {}), float)

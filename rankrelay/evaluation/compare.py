@@ -20,6 +20,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 from typing import Any
 
+from rankrelay.billing import price
 from rankrelay.errors import InvalidInputError, MissingDependencyError, ModelNotFoundError
 from rankrelay.evaluation.comparison import (
     BASELINE,
@@ -217,7 +218,7 @@ def _latency(run: BackendRun, prices: dict[str, float]) -> dict[str, float]:
             "docs_per_s": docs / (wall / 1000.0) if wall else 0.0,
             "outside_model_share": 1.0 - sum(run.model_ms.values()) / wall if wall else 0.0,
             "compute_s": wall / 1000.0,
-            "cost_usd": sum(prices.get(unit, 0.0) * n for unit, n in run.billed.items())}
+            "cost_usd": price(run.billed, prices)}
 
 
 def pareto_rows(metrics: dict[str, dict[str, float]], latency: dict[str, dict[str, float]],

@@ -18,6 +18,7 @@ from collections import Counter
 from dataclasses import dataclass, field
 from typing import Any
 
+from rankrelay.billing import add_units
 from rankrelay.evaluation.data import Ranking
 from rankrelay.rerankers.base import Reranker
 from rankrelay.results import DocumentLike
@@ -62,10 +63,8 @@ class BackendRun:
         self.normalization = outcome["normalization"]
         if outcome["normalization"] in PROBABILITY_NORMALIZATIONS:
             self.probabilities[qid] = outcome["normalized"]
-        for unit, value in outcome["billed"].items():
-            self.billed[unit] = self.billed.get(unit, 0) + value
-        for key, value in outcome["cache"].items():
-            self.cache[key] = self.cache.get(key, 0) + value
+        add_units(self.billed, outcome["billed"])
+        add_units(self.cache, outcome["cache"])
         if outcome["reranked"] is not None:
             self.reranked[qid] = outcome["reranked"]
 

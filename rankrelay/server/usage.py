@@ -36,6 +36,7 @@ from collections.abc import Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any, Literal
 
+from rankrelay.billing import price
 from rankrelay.errors import ConfigError, RankRelayError
 
 #: Published list prices, dollars per billed unit, the same in every region (a user's table overrides).
@@ -110,8 +111,7 @@ class Prices:
 
     def cost(self, backend: str, billed: Mapping[str, float], documents: int) -> float:
         """Dollars for an answer of ``backend`` (its :meth:`units` at its prices; unpriced: 0)."""
-        prices = self.of(backend)
-        return sum(prices.get(unit, 0.0) * n for unit, n in self.units(backend, billed, documents).items())
+        return price(self.units(backend, billed, documents), self.of(backend))
 
     def estimate(self, backend: str, documents: int) -> dict[str, float]:
         """The units a request of ``documents`` is billed where the unit is counted per 100 documents."""

@@ -26,6 +26,7 @@ from typing import Any, TypeVar
 
 from pydantic import SecretStr
 
+from rankrelay.billing import add_units
 from rankrelay.errors import (
     AuthenticationError,
     BackendError,
@@ -363,8 +364,7 @@ class ApiReranker(BaseReranker):
             info["requests"] += 1
             if reply.request_id:
                 info["request_ids"].append(reply.request_id)
-            for unit, value in reply.billed.items():
-                info["billed_units"][unit] = info["billed_units"].get(unit, 0) + value
+            add_units(info["billed_units"], reply.billed)
         return [Scored(s, info=i) for s, i in zip(scores, infos)]
 
     def _deadline(self) -> float | None:

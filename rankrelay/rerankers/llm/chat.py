@@ -32,6 +32,7 @@ from typing import Any
 from pydantic import SecretStr
 
 from rankrelay._optional import import_optional
+from rankrelay.billing import price
 from rankrelay.errors import (
     AuthenticationError,
     BackendTimeoutError,
@@ -77,11 +78,6 @@ def strip_reasoning(text: str) -> str:
     """``text`` without ``<think>...</think>`` blocks (and an unclosed one cut off by the token limit), which
     reasoning models (Qwen3, DeepSeek-R1 on vLLM or Ollama) write before their answer."""
     return _THINKING.sub("", text).strip()
-
-
-def price(billed: Mapping[str, float], prices: Mapping[str, float]) -> float:
-    """Dollars for ``billed`` units at ``prices`` (dollars per unit; an unpriced unit costs nothing)."""
-    return float(sum(prices.get(unit, 0.0) * n for unit, n in billed.items()))
 
 
 class TokenBudget:

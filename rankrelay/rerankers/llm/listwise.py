@@ -27,6 +27,7 @@ from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
+from rankrelay.billing import add_units
 from rankrelay.errors import BadResponseError, ConfigError, QueryTooLongError, positive_int
 from rankrelay.rerankers.base import Scored
 from rankrelay.rerankers.llm.chat import MESSAGE_TOKENS, ChatReranker, one_line, parse_llm_spec
@@ -137,8 +138,7 @@ class LLMListwiseReranker(ChatReranker):
             scores[i] = float(n - position)
         billed: dict[str, float] = {}
         for reply in replies:
-            for unit, value in self.usage(reply).items():
-                billed[unit] = billed.get(unit, 0) + value
+            add_units(billed, self.usage(reply))
         ids = [r.id for r in replies if isinstance(getattr(r, "id", None), str)]
         info = {**totals, "requests": totals["calls"], "window": plan.window, "step": plan.step,
                 "passes": self.passes, "truncated": sum(plan.truncated), "billed_units": billed,

@@ -29,6 +29,7 @@ import re
 import threading
 from typing import Any
 
+from rankrelay.billing import add_units
 from rankrelay.errors import BadResponseError, ConfigError, QueryTooLongError, positive_int
 from rankrelay.rerankers.base import Scored
 from rankrelay.rerankers.hosted.api import Reply
@@ -176,8 +177,7 @@ class LLMPointwiseReranker(ChatReranker):
             score = grade if 0 <= grade <= self.max_grade else math.nan
         billed: dict[str, float] = {}
         for _, reply in raw:
-            for unit, value in self.usage(reply).items():
-                billed[unit] = billed.get(unit, 0) + value
+            add_units(billed, self.usage(reply))
         request_id = getattr(response, "id", None)
         return Reply([(0, score)], request_id if isinstance(request_id, str) else None, billed)
 
