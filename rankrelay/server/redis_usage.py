@@ -18,17 +18,14 @@ Example (no Redis at this address: this process counts until one answers there):
 
 from __future__ import annotations
 
-import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TypeVar
 
-from rankrelay._optional import import_optional
-from rankrelay.errors import ConfigError
-from rankrelay.redact import redact_spec
+from rankrelay.redis_link import RedisLink
 from rankrelay.server.usage import HOUR_S, KEEP_HOURS, LocalUsageStore
 
-logger = logging.getLogger(__name__)
+T = TypeVar("T")
 
 #: How long an hour's usage and a period's spend are kept (a total budget's spend is kept for good).
 KEEP_S = KEEP_HOURS * HOUR_S
@@ -44,62 +41,26 @@ return {1, now}
 _SEP = "\x1f"
 
 
-class RedisUsageStore:
+class RedisUsageStore(RedisLink):
     """A usage store (see :class:`~rankrelay.server.usage.LocalUsageStore`) in Redis under
     ``rankrelay:usage:<namespace>:``, this process's own counts standing in while Redis is away."""
 
+    what = "usage"
+    meanwhile = "counting in this process"
+
     def __init__(self, url: str, namespace: str = "service", timeout_s: float = 0.25, retry_s: float = 1.0,
                  clock: Callable[[], float] = time.monotonic) -> None:
-        redis = import_optional("redis", extra="redis", feature="usage shared through Redis")
-        self.where = str(redact_spec(url))
+        super().__init__(url, "usage shared through Redis", timeout_s, retry_s)
         self.prefix = f"rankrelay:usage:{namespace}:"
-        self.retry_s = retry_s
         self.clock = clock
-        self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-        self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-        self._refused = redis.exceptions.AuthenticationError
         self._reserve = self._client.register_script(RESERVE)
         self._pending = LocalUsageStore()  # counted while Redis was away, added there when it answers
         self._seen: dict[str, int] = {}  # the spend Redis last reported, per key
-        self._next_try: float | None = None
-        self.problem: str | None = None
 
-    @property
-    def shared(self) -> bool:
-        """Is the ledger in Redis now (False while this process counts on its own)?"""
-        return self._next_try is None
+    def _on_redis(self, work: Callable[[], T], local: Callable[[], T]) -> T:
+        return self._run(work, local, self.clock())
 
-    def check(self) -> str | None:
-        """Reach Redis now: None when it answers, else why not. A refused password is a :class:`ConfigError`."""
-        try:
-            self._client.ping()
-        except self._refused as exc:
-            raise ConfigError(f"Redis at {self.where} refused the password ({type(exc).__name__})") from None
-        except self._errors as exc:
-            self._away(exc)
-            self._next_try = self.clock()  # the first call tries again
-        return self.problem
-
-    def _away(self, exc: Exception) -> None:
-        if self.shared:
-            logger.warning("usage: Redis at %s is unreachable (%s): counting in this process until it answers",
-                           self.where, type(exc).__name__)
-        self.problem = f"Redis at {self.where} is unreachable: {type(exc).__name__}"
-        self._next_try = self.clock() + self.retry_s
-
-    def _run(self, work: Callable[[], Any], local: Callable[[], Any]) -> Any:
-        """``work`` on Redis; while it is away (until the next try), ``local()`` on this process's counts."""
-        if self._next_try is not None and self.clock() < self._next_try:
-            return local()
-        try:
-            if self._next_try is not None:
-                self._hand_over()
-            return work()
-        except self._errors as exc:
-            self._away(exc)
-            return local()
-
-    def _hand_over(self) -> None:
+    def _hand_over(self, now: float) -> str:
         """Redis is back: what this process counted while it was away is added there."""
         pending, self._pending = self._pending, LocalUsageStore()
         try:
@@ -115,8 +76,7 @@ class RedisUsageStore:
         except self._errors:
             self._pending = pending  # not handed over: kept for the next try
             raise
-        logger.warning("usage: Redis at %s answers again; this process's counts handed over", self.where)
-        self._next_try, self.problem = None, None
+        return "this process's counts handed over"
 
     def _spend_key(self, key: str) -> str:
         return f"{self.prefix}spend:{key}"
@@ -136,14 +96,14 @@ class RedisUsageStore:
             after = self._pending.reserve(key, micro, limit - seen)
             return None if after is None else after + seen
 
-        return self._run(shared, local)
+        return self._on_redis(shared, local)
 
     def add_spend(self, key: str, micro: int) -> None:
-        self._run(lambda: self._client.incrby(self._spend_key(key), micro),
+        self._on_redis(lambda: self._client.incrby(self._spend_key(key), micro),
                   lambda: self._pending.add_spend(key, micro))
 
     def spent(self, key: str) -> int:
-        return int(self._run(lambda: int(self._client.get(self._spend_key(key)) or 0),
+        return int(self._on_redis(lambda: int(self._client.get(self._spend_key(key)) or 0),
                              lambda: self._seen.get(key, 0) + self._pending.spent(key)))
 
     def add(self, hour: int, row: tuple[str, str, str], values: Mapping[str, float]) -> None:
@@ -155,7 +115,7 @@ class RedisUsageStore:
                 pipe.expire(self._hour_key(hour), KEEP_S)
                 pipe.execute()
 
-        self._run(shared, lambda: self._pending.add(hour, row, values))
+        self._on_redis(shared, lambda: self._pending.add(hour, row, values))
 
     def rows(self, since_hour: int) -> dict[tuple[str, str, str], dict[str, float]]:
         def shared() -> dict[tuple[str, str, str], dict[str, float]]:
@@ -172,7 +132,4 @@ class RedisUsageStore:
                     counts[name] = counts.get(name, 0.0) + float(value)
             return out
 
-        return self._run(shared, lambda: self._pending.rows(since_hour))
-
-    def close(self) -> None:
-        self._client.close()
+        return self._on_redis(shared, lambda: self._pending.rows(since_hour))

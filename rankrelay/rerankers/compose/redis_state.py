@@ -20,19 +20,12 @@ Example (no Redis at this address: the pool counts in this process until one ans
 
 from __future__ import annotations
 
-import logging
-import math
-import threading
 import uuid
 from collections.abc import Callable
 from typing import Any
 
-from rankrelay._optional import import_optional
-from rankrelay.errors import ConfigError
-from rankrelay.redact import redact_spec
+from rankrelay.redis_link import RedisLink
 from rankrelay.rerankers.compose.pool_state import WINDOW_S, LocalPoolState
-
-logger = logging.getLogger(__name__)
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000 "
 
@@ -86,7 +79,7 @@ return 'ok'
 """
 
 
-class RedisPoolState:
+class RedisPoolState(RedisLink):
     """:class:`~rankrelay.rerankers.compose.pool_state.PoolState` in Redis, under ``rankrelay:pool:<namespace>:``.
 
     Args:
@@ -96,59 +89,23 @@ class RedisPoolState:
         retry_s: how often, while Redis is away, a call tries it again.
     """
 
+    what = "pool state"
+    meanwhile = "serving on this process's own counts"
+
     def __init__(self, url: str, namespace: str = "default", timeout_s: float = 0.25, retry_s: float = 1.0) -> None:
-        redis = import_optional("redis", extra="redis", feature="a pool's state shared through Redis")
-        self.where = str(redact_spec(url))
+        super().__init__(url, "a pool's state shared through Redis", timeout_s, retry_s)
         self.prefix = f"rankrelay:pool:{namespace}:"
-        self.retry_s = retry_s
-        self._client = redis.Redis.from_url(url, socket_timeout=timeout_s, socket_connect_timeout=timeout_s)
-        self._errors = (redis.exceptions.ConnectionError, redis.exceptions.TimeoutError)
-        self._refused = redis.exceptions.AuthenticationError
         self._scripts = {name: self._client.register_script(body) for name, body in (
             ("acquire", ACQUIRE), ("cool_down", COOL_DOWN), ("cooling", COOLING), ("used", USED),
             ("hand_over", HAND_OVER))}
         self._local = LocalPoolState()
-        self._away_since: float | None = None
-        self._next_try = 0.0
-        self.problem: str | None = None
-        self._lock = threading.Lock()
 
-    def _run(self, script: str, keys: list[str], args: list[Any], local: Callable[[], Any], now: float) -> Any:
+    def _script(self, script: str, keys: list[str], args: list[Any], local: Callable[[], Any], now: float) -> Any:
         """``script`` on Redis; while it is away, ``local()`` on this process's state (``now``: the pool's clock,
         which the local state and the retries keep time by)."""
-        if self._away_since is not None and now < self._next_try:
-            return local()
-        try:
-            if self._away_since is not None:
-                self._hand_over(now)
-            return self._scripts[script](keys=keys, args=args)
-        except self._errors as exc:
-            with self._lock:
-                if self._away_since is None:
-                    self._away_since = now
-                    logger.warning("pool state: Redis at %s is unreachable (%s): serving on this process's own "
-                                   "counts until it answers", self.where, type(exc).__name__)
-                self.problem = (f"Redis at {self.where} refused the password" if isinstance(exc, self._refused)
-                                else f"Redis at {self.where} is unreachable: {type(exc).__name__}")
-                self._next_try = now + self.retry_s
-            return local()
+        return self._run(lambda: self._scripts[script](keys=keys, args=args), local, now)
 
-    def check(self) -> str | None:
-        """Reach Redis now (a service does at start): None when it answers, else why not, the pool then serving on
-        this process's counts. A password Redis refuses is a :class:`ConfigError`, not an outage to wait out."""
-        try:
-            self._client.ping()
-        except self._refused as exc:
-            raise ConfigError(f"Redis at {self.where} refused the password ({type(exc).__name__})") from None
-        except self._errors as exc:
-            with self._lock:  # away from the start: the first call tries Redis again
-                self._away_since, self._next_try = -math.inf, -math.inf
-                self.problem = f"Redis at {self.where} is unreachable: {type(exc).__name__}"
-            logger.warning("pool state: %s: serving on this process's own counts until it answers", self.problem)
-            return self.problem
-        return None
-
-    def _hand_over(self, now: float) -> None:
+    def _hand_over(self, now: float) -> str:
         """Redis is back: what this process counted while it was away goes there, then Redis is the state again."""
         sent, cool, tripped = self._local.snapshot(now)
         for name in sorted(set(sent) | set(cool)):
@@ -158,42 +115,30 @@ class RedisPoolState:
             self._scripts["hand_over"](keys=[self._key(name, "sent"), self._key(name, "cool")], args=args)
         for name, left in sorted(tripped.items()):  # no sends: only the breaker's end is set
             self._scripts["hand_over"](keys=[self._key(name, "sent"), self._key(name, "open")], args=[left, WINDOW_S])
-        with self._lock:
-            since = self._away_since if self._away_since is not None and math.isfinite(self._away_since) else now
-            logger.warning("pool state: Redis at %s answers again after %.1f s; %d deployments' counts handed over",
-                           self.where, now - since, len(set(sent) | set(cool) | set(tripped)))
-            self._away_since, self.problem = None, None
+        return f"{len(set(sent) | set(cool) | set(tripped))} deployments' counts handed over"
 
     def _key(self, name: str, part: str) -> str:
         return f"{self.prefix}{name}:{part}"
 
-    @property
-    def shared(self) -> bool:
-        """Is the state in Redis now (False while this process serves on its own)?"""
-        return self._away_since is None
-
     def acquire(self, key: str, rpm: int | None, now: float) -> float:
         send_id = uuid.uuid4().hex
-        wait = float(self._run("acquire", [self._key(key, "sent"), self._key(key, "open")],
-                               [-1 if rpm is None else rpm, send_id, WINDOW_S],
-                               lambda: self._local.acquire(key, rpm, now), now))
+        wait = float(self._script("acquire", [self._key(key, "sent"), self._key(key, "open")],
+                                  [-1 if rpm is None else rpm, send_id, WINDOW_S],
+                                  lambda: self._local.acquire(key, rpm, now), now))
         if wait == 0.0 and self.shared:  # this replica's own sends, for when Redis is away (or comes back empty)
             self._local.record(key, now, send_id)
         return wait
 
     def cool_down(self, key: str, seconds: float, now: float) -> None:
         self._local.cool_down(key, seconds, now)  # kept here too, for when Redis is away
-        self._run("cool_down", [self._key(key, "cool")], [seconds], lambda: None, now)
+        self._script("cool_down", [self._key(key, "cool")], [seconds], lambda: None, now)
 
     def trip(self, key: str, seconds: float, now: float) -> None:
         self._local.trip(key, seconds, now)  # kept here too, for when Redis is away
-        self._run("cool_down", [self._key(key, "open")], [seconds], lambda: None, now)
+        self._script("cool_down", [self._key(key, "open")], [seconds], lambda: None, now)
 
     def cooling(self, key: str, now: float) -> float:
-        return float(self._run("cooling", [self._key(key, "cool")], [], lambda: self._local.cooling(key, now), now))
+        return float(self._script("cooling", [self._key(key, "cool")], [], lambda: self._local.cooling(key, now), now))
 
     def used(self, key: str, now: float) -> int:
-        return int(self._run("used", [self._key(key, "sent")], [WINDOW_S], lambda: self._local.used(key, now), now))
-
-    def close(self) -> None:
-        self._client.close()
+        return int(self._script("used", [self._key(key, "sent")], [WINDOW_S], lambda: self._local.used(key, now), now))

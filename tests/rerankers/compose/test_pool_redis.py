@@ -207,3 +207,14 @@ def test_warming_up_reaches_redis_refusing_a_wrong_password_and_noting_an_absent
     finally:
         server.close()
     assert "pw-right-7" not in caplog.text and "pw-wrong-7" not in caplog.text
+
+
+def test_the_states_a_process_keeps_in_one_redis_share_one_client_and_outlive_one_closing(redis_server):
+    from rankrelay.server.redis_usage import RedisUsageStore
+
+    a, b = shared(redis_server.url), shared(redis_server.url, namespace="other")
+    usage = RedisUsageStore(redis_server.url)
+    assert a._client is b._client is usage._client  # one connection pool, not one per model, clients and usage
+    assert shared(redis_server.url.replace("/0", "/1"))._client is not a._client
+    a.close()  # a pool closed while the service runs: the others connect again
+    assert b.acquire("eu", 1, 0.0) == 0.0 and b.shared and usage.reserve("k|total|total", 5, limit=10) == 5
