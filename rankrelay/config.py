@@ -221,7 +221,8 @@ class ServiceSettings(Limits):
     models: dict[str, str | list[str | dict[str, Any]] | dict[str, Any]] = Field(default_factory=dict)
     api_keys: list[SecretStr] = Field(default_factory=list, description="accepted bearer tokens")
     state: SecretStr | None = Field(None, description="redis:// URL of the state replicas share (each pool's rate "
-                                    "limits and cooldowns); without it, each process keeps its own")
+                                    "limits, cooldowns and open breakers; the clients' rates, usage and budgets); "
+                                    "without it, each process keeps its own")
     allow_unauthenticated: bool = Field(False, description="serve without keys (must be explicit)")
     strict: bool = Field(False, description="a chain's backend without credentials or weights stops the service "
                                             "from starting (default: it is marked unavailable, the chain serves "

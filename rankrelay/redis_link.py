@@ -73,6 +73,11 @@ class RedisLink:
         """Is the state in Redis now (False while this process serves on its own)?"""
         return self._away_since is None
 
+    def health(self) -> dict[str, Any]:
+        """``shared`` (is the state in Redis now?) and, while it is not, the ``problem`` (for ``/ready``)."""
+        problem = self.problem
+        return {"shared": self.shared, **({"problem": problem} if problem else {})}
+
     def check(self) -> str | None:
         """Reach Redis now (a service does at start): None when it answers, else why not, this process then
         serving on its own state (the first call tries Redis again). A refused password is a :class:`ConfigError`,

@@ -107,6 +107,7 @@ class Service:
         self.rerankers = dict(rerankers)
         self.usage = usage if usage is not None else Usage()
         self.budgets: dict[str, Budget] = {}  # the clients' with one, by name (set by the app)
+        self._backends: dict[str, list[str]] = {}
         self.shared_parts: dict[str, Any] = {}  # the clients' rates and usage when Redis holds them (set by the app)
         self.store_strict = store_strict
         self.measure_at_start = measure_at_start
@@ -173,9 +174,11 @@ class Service:
     def backends(self, name: str) -> list[str]:
         """The ``name:model`` of every backend inside the served model ``name`` (a model served from elsewhere, as
         on Ray Serve, names them as ``backend_labels``)."""
-        rr = self.rerankers[name]
-        given = getattr(rr, "backend_labels", None)
-        return list(given) if given is not None else [label(leaf) for leaf in leaves(rr)]
+        if name not in self._backends:  # the served models do not change while the service runs
+            rr = self.rerankers[name]
+            given = getattr(rr, "backend_labels", None)
+            self._backends[name] = list(given) if given is not None else [label(leaf) for leaf in leaves(rr)]
+        return self._backends[name]
 
     def priced(self) -> list[str]:
         """The served models (and experiments) one of whose backends has a price."""
@@ -228,8 +231,7 @@ class Service:
     def gateway_state(self) -> dict[str, dict[str, Any]]:
         """Whether the Redis that holds the clients' rates and usage answers (each part: ``shared``, and while it
         does not, the ``problem``; the service then counts in this process)."""
-        return {name: {"shared": part.shared, **({"problem": part.problem} if part.problem else {})}
-                for name, part in self.shared_parts.items()}
+        return {name: part.health() for name, part in self.shared_parts.items()}
 
     def measuring(self) -> list[str]:
         """The served names whose local models ``runtime="auto"`` is measuring now (they serve on torch)."""

@@ -231,7 +231,7 @@ class Usage:
                billed: Mapping[str, float]) -> None:
         """Count an answered request and settle its reservation at what ``backend``'s answer cost."""
         units = self.prices.units(backend, billed, documents)
-        cost = self.prices.cost(backend, billed, documents)
+        cost = price(units, self.prices.of(backend))
         if hold.key is not None and _micro(cost) != hold.micro_usd:
             self.store.add_spend(hold.key, _micro(cost) - hold.micro_usd)
         values = {"requests": 1.0, "documents": float(documents), "cost_usd": cost,

@@ -185,10 +185,8 @@ class PoolReranker(Composite):
 
     def shared_state(self) -> dict[str, Any] | None:
         """Whether the shared state answers and why not (None when the state is this process's own)."""
-        if not hasattr(self.state, "shared"):
-            return None
-        problem = getattr(self.state, "problem", None)
-        return {"shared": bool(self.state.shared), **({"problem": problem} if problem else {})}
+        health = getattr(self.state, "health", None)  # a state kept elsewhere (Redis) says how it is reached
+        return None if health is None else dict(health())
 
     def close(self) -> None:
         """Close every deployment and the fallback, and the shared state's connection when the pool opened it."""
