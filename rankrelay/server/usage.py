@@ -93,13 +93,14 @@ class Prices:
                 raise ConfigError(f"model_prices.{pattern}: give dollars (0 or more) per billed unit, e.g. "
                                   f"{{search_units = 0.002}}, got {dict(units)!r}")
         self.table = [*((p, dict(u)) for p, u in (given or {}).items()), *table.items()]
+        self._matched: dict[str, dict[str, float]] = {}  # by backend: a service's are few and fixed
 
     def of(self, backend: str) -> dict[str, float]:
         """The prices of ``backend`` (``name:model``): the first pattern it matches; ``{}`` when unpriced."""
-        for pattern, units in self.table:
-            if fnmatch.fnmatchcase(backend, pattern):
-                return units
-        return {}
+        if backend not in self._matched:
+            self._matched[backend] = next((units for pattern, units in self.table
+                                           if fnmatch.fnmatchcase(backend, pattern)), {})
+        return self._matched[backend]
 
     def units(self, backend: str, billed: Mapping[str, float], documents: int) -> dict[str, float]:
         """The units an answer of ``backend`` is billed: those it reports, or where it reports none of its priced

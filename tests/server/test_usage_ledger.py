@@ -54,6 +54,21 @@ def test_a_price_that_is_not_dollars_per_unit_is_refused_naming_the_pattern(give
         Prices({"cohere:*": given})
 
 
+def test_a_free_model_is_priced_at_zero_and_counted_without_cost():
+    prices = Prices({"cohere:rerank-free": {"search_units": 0}})
+    assert prices.of("cohere:rerank-free") == {"search_units": 0}
+    assert prices.cost("cohere:rerank-free", {"search_units": 3}, 10) == 0.0
+
+
+def test_usage_prices_at_the_list_prices_by_default_and_tells_its_listener_what_each_answer_cost():
+    heard = []
+    usage = Usage(clock=lambda: NOON, on_settle=lambda *args: heard.append(args))
+    assert usage.prices.of(COHERE) == {"search_units": 0.002}
+    hold = usage.reserve("app", Budget(usd=1.0, per="day"), [COHERE], 150)
+    usage.settle(hold, model="cohere", deployment="eu", documents=150, backend=COHERE, billed={})
+    assert heard == [("app", "cohere", "eu", 150, {"search_units": 2.0}, pytest.approx(0.004))]
+
+
 @pytest.mark.parametrize("per, at, period, left", [
     ("day", NOON, "2026-12-06", 12 * 3600), ("month", NOON, "2026-12", 25 * 86_400 + 12 * 3600),
     ("total", NOON, "total", None),
