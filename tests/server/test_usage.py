@@ -31,7 +31,7 @@ def upstream(monkeypatch):
     server.stop()
 
 
-def settings(tmp_path, upstream, budget="{ usd = 0.01 }", state=None, chain=False, extra=""):
+def settings(tmp_path, upstream, budget="{ usd = 0.01 }", state=None, chain=False, extra="", after=""):
     """A priced Cohere model (the list price: $2 per 1,000 searches), a local one, and two clients."""
     cohere_model = f'{{ spec = "cohere:rerank-v3.5", base_url = "{upstream.url}" }}'
     path = tmp_path / "rankrelay.toml"
@@ -51,6 +51,7 @@ budget = {budget}
 
 [service.clients.batch]
 key_sha256 = "{sha("batch-key")}"
+{after}
 """)
     return load_settings(str(path))
 
@@ -86,6 +87,23 @@ def test_a_client_with_a_one_cent_budget_gets_exactly_five_searches_then_a_429_n
     assert rows["search", "local"]["requests"] == 1 and rows["search", "local"]["cost_usd"] == 0
     assert rows["batch", "cohere"]["requests"] == 1 and rows["batch", "cohere"]["cost_usd"] == 0.002
     assert report["budgets"] == {"search": {"usd": 0.01, "per": "day", "spent_usd": 0.01}}
+
+
+def test_an_experiments_arms_are_each_counted_and_a_spent_budget_leaves_the_unpriced_arm_answering(tmp_path,
+                                                                                                    upstream):
+    store = tmp_path / "experiments.db"
+    configured = settings(tmp_path, upstream, budget="{ usd = 0.002 }",
+                          after=f'[service.experiments.ab]\narms = ["cohere", "local"]')
+    configured.service.experiment_store = str(store)
+    with running(create_app_from_settings(configured)) as (url, _):
+        both = rerank(url, "search-key", model="ab")
+        alone = rerank(url, "search-key", model="ab")
+        report = usage(url, ADMIN_KEY).json()
+    assert both.status_code == 200 and alone.status_code == 200
+    assert upstream.count("/v2/rerank") == 1  # the second impression's priced arm was over the budget: not sent
+    rows = {(r["client"], r["model"]): (r["requests"], r["cost_usd"]) for r in report["rows"]}
+    assert rows == {("search", "cohere"): (1, 0.002), ("search", "local"): (2, 0.0)}
+    assert report["budgets"]["search"]["spent_usd"] == 0.002
 
 
 def test_a_client_sees_only_its_own_usage_and_the_admin_keys_see_every_clients(tmp_path, upstream):
