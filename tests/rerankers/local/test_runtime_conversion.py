@@ -196,3 +196,23 @@ def test_an_agreement_exactly_at_min_agreement_is_accepted(tiny, tmp_path):
 def test_torch_needs_no_conversion(tiny, tmp_path):
     forward, agreement = compile_with(tiny, tmp_path, "torch", 0.9)
     assert isinstance(forward, TorchForward) and agreement is None and not tmp_path.joinpath("runtimes").exists()
+
+
+def test_torch_moves_the_features_to_the_models_device_and_hands_back_cpu_float32():
+    import numpy as np
+    import torch
+
+    class OnAnotherDevice:  # a model whose weights sit on another device (a GPU's place, here "meta")
+        device = torch.device("meta")
+
+        def __init__(self):
+            self.seen = {}
+
+        def __call__(self, features):
+            self.seen = {k: v.device.type if isinstance(v, torch.Tensor) else v for k, v in features.items()}
+            return {"scores": torch.tensor([[1.5], [2.5]], dtype=torch.bfloat16)}
+
+    model = OnAnotherDevice()
+    out = TorchForward(model, "scores")({"input_ids": torch.ones(2, 3, dtype=torch.long), "modality": "text"})
+    assert model.seen == {"input_ids": "meta", "modality": "text"}  # tensors moved, other values as they were
+    assert out.dtype == np.float32 and out.tolist() == [[1.5], [2.5]]
