@@ -223,14 +223,22 @@ def plan_from_settings(settings: Settings, models: Mapping[str, Any] | None = No
         chosen[name] = spec
     if not chosen:
         chosen = configured or {"default": list(settings.fallback) if settings.fallback else settings.backend}
-    if service.state is not None:  # every pool shares its limits through it, each under its model's name
-        chosen = {name: {"state": service.state.get_secret_value(), "namespace": name, **spec}
-                  if isinstance(spec, dict) and spec.get("spec") == "pool" else spec for name, spec in chosen.items()}
+    if service.state is not None:  # every pool and chain shares its limits and breakers, under its model's name
+        chosen = {name: _sharing(spec, service.state.get_secret_value(), name) for name, spec in chosen.items()}
     keys = [*service.api_keys, *api_keys]
     check_api_keys(_plain(keys))  # before any model loads, here and in every Ray replica
     return AppPlan(chosen, keys, service.allow_unauthenticated, service.limits(),
                    service.index, service.retriever, service.retrieve_k, settings, service.strict,
                    dict(service.experiments))
+
+
+def _sharing(spec: Any, state: str, name: str) -> Any:
+    """``spec`` with its pool's or chain's state kept at ``state`` under ``name`` (other specs as they are)."""
+    if isinstance(spec, list):
+        spec = {"spec": "fallback", "chain": spec}
+    if isinstance(spec, dict) and spec.get("spec") in ("pool", "fallback"):
+        return {"state": state, "namespace": name, **spec}
+    return spec
 
 
 def create_app_from_settings(settings: Settings, models: Mapping[str, Any] | None = None,

@@ -72,11 +72,11 @@ def availability(reranker: Reranker) -> list[dict[str, Any]]:
 
 
 def shared_state(reranker: Reranker) -> dict[str, Any] | None:
-    """Whether the state a served model's pools share with other replicas answers (None without one)."""
+    """Whether the state a served model's pools and chains share with other replicas answers (None without one)."""
     todo, states = [reranker], []
     while todo:
         current = todo.pop()
-        if isinstance(current, PoolReranker) and (state := current.shared_state()) is not None:
+        if isinstance(current, PoolReranker | FallbackReranker) and (state := current.shared_state()) is not None:
             states.append(state)
         if isinstance(current, Composite):
             todo.extend(current.parts())

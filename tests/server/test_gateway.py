@@ -112,6 +112,32 @@ def test_ready_and_metrics_say_when_the_shared_state_is_away_and_the_pool_serves
     assert 'rankrelay_shared_state_up{model="cohere"} 0.0' in metrics
 
 
+def test_a_chains_breaker_one_replica_opens_keeps_every_replica_off_the_failing_backend(tmp_path, upstreams,
+                                                                                        monkeypatch, redis_server):
+    import httpx
+
+    monkeypatch.setenv("CO_API_KEY", API_KEY)
+    upstreams[0].faults = [Fault("status", 500)] * 50  # every attempt fails, retries included
+    path = tmp_path / "chain.toml"
+    path.write_text(f"""
+[service]
+api_keys = ["{KEY}"]
+state = "{redis_server.url}"
+
+[service.models]
+cohere = [{{ spec = "cohere:rerank-v3.5", base_url = "{upstreams[0].url}" }}, "identity"]
+""")
+    settings = load_settings(str(path))
+    with running(create_app_from_settings(settings)) as (one, _), running(create_app_from_settings(settings)) as (
+            two, _):
+        assert [ask(one) for _ in range(3)] == [[0, 1, 2]] * 3  # three failures: identity answered, the breaker opens
+        sent = upstreams[0].count("/v2/rerank")
+        assert ask(two) == [0, 1, 2]
+        ready = httpx.get(f"{two}/ready").json()
+    assert ready["shared_state"] == {"cohere": {"shared": True}}
+    assert upstreams[0].count("/v2/rerank") == sent  # the other replica never called the failing API
+
+
 def test_a_service_without_shared_state_says_nothing_of_it(tmp_path, upstreams, keys):
     import httpx
 

@@ -93,7 +93,7 @@ def test_an_experiments_arms_are_each_counted_and_a_spent_budget_leaves_the_unpr
                                                                                                     upstream):
     store = tmp_path / "experiments.db"
     configured = settings(tmp_path, upstream, budget="{ usd = 0.002 }",
-                          after=f'[service.experiments.ab]\narms = ["cohere", "local"]')
+                          after='[service.experiments.ab]\narms = ["cohere", "local"]')
     configured.service.experiment_store = str(store)
     with running(create_app_from_settings(configured)) as (url, _):
         both = rerank(url, "search-key", model="ab")

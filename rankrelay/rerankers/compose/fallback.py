@@ -46,6 +46,7 @@ from rankrelay.rerankers.base import (
     within_budget,
 )
 from rankrelay.rerankers.compose.composite import Composite
+from rankrelay.rerankers.compose.pool_state import PoolState, open_state, state_health
 from rankrelay.rerankers.registry import load_chain_item, register
 from rankrelay.results import RerankResult, to_documents
 from rankrelay.scoring import check_normalization, normalize
@@ -59,11 +60,14 @@ class CircuitBreaker:
     """Closed -> open after ``failure_threshold`` consecutive failures -> half-open after
     ``reset_timeout`` seconds, when one probe call is let through: success closes, failure re-opens.
 
-    Small on purpose (pybreaker's API is sync-only and raises instead of answering "skip?").
+    Small on purpose (pybreaker's API is sync-only and raises instead of answering "skip?"). With ``shared``
+    (a pool's or chain's state, kept in Redis by a service's replicas), opening it opens it for every breaker of
+    ``key`` sharing that state, for ``reset_timeout``.
     """
 
     def __init__(
-        self, failure_threshold: int = 3, reset_timeout: float = 30.0, clock: Callable[[], float] = time.monotonic
+        self, failure_threshold: int = 3, reset_timeout: float = 30.0, clock: Callable[[], float] = time.monotonic,
+        shared: PoolState | None = None, key: str = "",
     ) -> None:
         positive_int(failure_threshold, "failure_threshold", ConfigError)
         if reset_timeout < 0:
@@ -75,6 +79,7 @@ class CircuitBreaker:
         self._opened_at: float | None = None
         self._probing = False
         self._lock = threading.Lock()
+        self.shared, self.key = shared, key
 
     @property
     def state(self) -> str:
@@ -90,15 +95,18 @@ class CircuitBreaker:
         return "open"
 
     def allow(self) -> bool:
-        """May a call go through now? In half-open state only one probe at a time."""
+        """May a call go through now? In half-open state only one probe at a time; never while another breaker
+        sharing its state has it open."""
         with self._lock:
             state = self._state()
-            if state == "closed":
-                return True
             if state == "half-open" and not self._probing:
                 self._probing = True
-                return True
+            elif state != "closed":
+                return False
+        if self.shared is not None and self.shared.tripped(self.key, self._clock()) > 0:
+            self.release()
             return False
+        return True
 
     def record_success(self) -> None:
         with self._lock:
@@ -114,7 +122,9 @@ class CircuitBreaker:
             if opened:
                 self._opened_at = self._clock()
             self._probing = False
-            return opened
+        if opened and self.shared is not None:
+            self.shared.trip(self.key, self.reset_timeout, self._clock())
+        return opened
 
     def release(self) -> None:
         """A probe that neither succeeded nor failed (cancelled): let the next call probe."""
@@ -181,6 +191,10 @@ class FallbackReranker(Composite):
             falls back does not wait for torch and the model to load.
         strict: fail at construction (and warm-up) when a backend lacks credentials, weights or its package;
             by default such a backend is marked unavailable with one warning and the chain serves from the next.
+        state: where the breakers' open states are kept: this chain's own by default, a ``redis://`` URL (or a
+            :class:`~rankrelay.rerankers.compose.pool_state.PoolState`) to share them with a service's replicas, so
+            a backend one replica found failing is left alone by all of them for ``reset_timeout``.
+        namespace: the name a shared state keeps this chain's backends under (a service uses the model's).
         clock: seconds for the breakers' reset timeout (``time.monotonic``; tests pass their own).
     """
 
@@ -197,6 +211,8 @@ class FallbackReranker(Composite):
         budget_ms: float | None = None,
         preload: bool = False,
         strict: bool = False,
+        state: PoolState | str | None = None,
+        namespace: str = "default",
         clock: Callable[[], float] = time.monotonic,
     ) -> None:
         if isinstance(chain, (str, dict)) or not chain:
@@ -207,8 +223,12 @@ class FallbackReranker(Composite):
             raise ConfigError("a chain cannot calibrate scores of different backends; give each backend "
                               "normalize='calibrated' and the chain normalize='backend'")
         self.strict = strict
+        CircuitBreaker(failure_threshold, reset_timeout)  # checks both before any backend loads
         self.backends: list[Reranker] = [self._load(item) for item in chain]
-        self.breakers = [CircuitBreaker(failure_threshold, reset_timeout, clock) for _ in self.backends]
+        self._owns_state = isinstance(state, str)  # a state opened here is closed here; a caller's stays theirs
+        self.state: PoolState | None = None if state is None else open_state(state, namespace)
+        self.breakers = [CircuitBreaker(failure_threshold, reset_timeout, clock, self.state, label(b))
+                         for b in self.backends]
         self.hedge_after_ms = hedge_after_ms
         self.normalize = normalize
         self.model = " -> ".join(label(b) for b in self.backends)
@@ -269,14 +289,23 @@ class FallbackReranker(Composite):
                 self.backends[i] = self._unavailable(label(backend), exc)
             except RankRelayError as exc:
                 logger.warning("fallback: %s cannot warm up: %s", label(backend), exc)
+        check = getattr(self.state, "check", None)  # a shared state is reached now (a refused password raises)
+        if check is not None:
+            check()
+
+    def shared_state(self) -> dict[str, Any] | None:
+        """Whether the state the breakers share answers and why not (None when each breaker is this chain's)."""
+        return state_health(self.state)
 
     def close(self) -> None:
-        """Close every backend and the hedging threads."""
+        """Close every backend, the hedging threads and the shared state's connection when the chain opened it."""
         with self._pool_lock:
             pool, self._pool = self._pool, None
         if pool is not None:
             pool.shutdown(wait=False, cancel_futures=True)
         super().close()
+        if self._owns_state:
+            self.state.close()  # type: ignore[union-attr]
 
     # -- helpers ---------------------------------------------------------------------------
     def _finish(self, results: list[RerankResult], failures: list[dict[str, Any]]) -> list[RerankResult]:
@@ -461,7 +490,8 @@ class _Race:
         return None
 
 FALLBACK_OPTIONS = frozenset(
-    {"chain", "failure_threshold", "reset_timeout", "hedge_after_ms", "normalize", "budget_ms", "preload", "strict"}
+    {"chain", "failure_threshold", "reset_timeout", "hedge_after_ms", "normalize", "budget_ms", "preload", "strict",
+     "state", "namespace"}
 )
 
 

@@ -49,7 +49,7 @@ from rankrelay.rerankers.base import (
 )
 from rankrelay.rerankers.compose.composite import Composite
 from rankrelay.rerankers.compose.fallback import CircuitBreaker
-from rankrelay.rerankers.compose.pool_state import LocalPoolState, PoolState
+from rankrelay.rerankers.compose.pool_state import PoolState, open_state, state_health
 from rankrelay.rerankers.registry import backends, load_reranker, parse_spec, register, split_options
 from rankrelay.results import RerankResult
 from rankrelay.tracing import span
@@ -88,7 +88,7 @@ def _positive(value: Any, what: str) -> Any:
     return value
 
 
-def build_deployment(item: Any, position: int, breaker: Callable[[], CircuitBreaker]) -> Deployment:
+def build_deployment(item: Any, position: int, breaker: Callable[[str], CircuitBreaker]) -> Deployment:
     """A :class:`Deployment` from a spec string, a ``{"spec": ..., "rpm": ..., **backend options}`` dict or a
     reranker. A hosted backend is given ``max_attempts = 1`` unless the dict sets it."""
     where = f"deployments[{position}]"
@@ -115,7 +115,7 @@ def build_deployment(item: Any, position: int, breaker: Callable[[], CircuitBrea
     return Deployment(str(name), reranker, rpm=None if rpm is None else int(rpm),
                       max_concurrency=None if concurrency is None else int(concurrency),
                       weight=float(_positive(pool_part.get("weight", 1.0), f"{where}.weight")),
-                      breaker=breaker())
+                      breaker=breaker(str(name)))
 
 
 class PoolReranker(Composite):
@@ -153,20 +153,18 @@ class PoolReranker(Composite):
             raise ConfigError("max_wait_s and cooldown_s must be >= 0")
         self._clock, self._sleep, self._asleep = clock, sleep, asleep
         CircuitBreaker(failure_threshold, reset_timeout)  # checks both before any deployment loads
-        self.deployments = [build_deployment(d, i, lambda: CircuitBreaker(failure_threshold, reset_timeout, clock))
-                            for i, d in enumerate(deployments)]
+        self._owns_state = isinstance(state, str)  # a state built here is closed here; a caller's stays theirs
+        self.state: PoolState = open_state(state, namespace)
+        self.deployments = [
+            build_deployment(d, i, lambda name: CircuitBreaker(failure_threshold, reset_timeout, clock, self.state,
+                                                               name))
+            for i, d in enumerate(deployments)]
         names = [d.name for d in self.deployments]
         if len(set(names)) != len(names):
             raise ConfigError(f"deployment names must differ, got {names} (give each a 'name')")
         self.routing = routing
         self.fallback = None if fallback is None else load_reranker(fallback)
         self.max_wait_s, self.cooldown_s = max_wait_s, cooldown_s
-        self._owns_state = isinstance(state, str)  # a state built here is closed here; a caller's stays theirs
-        if isinstance(state, str):
-            from rankrelay.rerankers.compose.redis_state import RedisPoolState
-
-            state = RedisPoolState(state, namespace=namespace)
-        self.state: PoolState = state if state is not None else LocalPoolState()
         self._rng = random.Random(seed)
         self._turn = 0
         self._lock = threading.Lock()
@@ -185,8 +183,7 @@ class PoolReranker(Composite):
 
     def shared_state(self) -> dict[str, Any] | None:
         """Whether the shared state answers and why not (None when the state is this process's own)."""
-        health = getattr(self.state, "health", None)  # a state kept elsewhere (Redis) says how it is reached
-        return None if health is None else dict(health())
+        return state_health(self.state)
 
     def close(self) -> None:
         """Close every deployment and the fallback, and the shared state's connection when the pool opened it."""
@@ -263,8 +260,7 @@ class PoolReranker(Composite):
             self.state.cool_down(d.name, wait, self._clock())
             d.breaker.release()
         else:
-            if d.breaker.record_failure():  # opened: every replica sharing the state leaves it alone as long
-                self.state.trip(d.name, d.breaker.reset_timeout, self._clock())
+            d.breaker.record_failure()  # opened, it is open for every replica sharing the state
             tried.add(d.name)
         logger.warning("pool: deployment %s failed: %s", d.name, type(error).__name__)
         failures.append({"deployment": d.name, "error": type(error).__name__, "message": str(error)})

@@ -17,11 +17,10 @@ Example:
 
 from __future__ import annotations
 
-import math
 import threading
 import uuid
 from collections import defaultdict, deque
-from typing import Protocol
+from typing import Any, Protocol
 
 #: The rpm window, in seconds.
 WINDOW_S = 60.0
@@ -32,11 +31,16 @@ class PoolState(Protocol):
 
     def acquire(self, key: str, rpm: int | None, now: float) -> float:
         """Take a request slot of ``key`` at ``now``: 0.0 when taken (the send is counted), else the seconds until
-        one frees (nothing counted); ``math.inf`` while ``key``'s breaker is open (:meth:`trip`)."""
+        one frees (nothing counted)."""
         ...
 
     def trip(self, key: str, seconds: float, now: float) -> None:
-        """``key``'s circuit breaker opened: no slot of it is taken for ``seconds`` from ``now``."""
+        """``key``'s circuit breaker opened: every breaker of ``key`` sharing this state stays open for ``seconds``
+        from ``now``."""
+        ...
+
+    def tripped(self, key: str, now: float) -> float:
+        """Seconds left of ``key``'s open breaker at ``now`` (0.0 when none is open)."""
         ...
 
     def cool_down(self, key: str, seconds: float, now: float) -> None:
@@ -50,6 +54,22 @@ class PoolState(Protocol):
     def used(self, key: str, now: float) -> int:
         """Requests sent to ``key`` in the window ending at ``now``."""
         ...
+
+
+def open_state(state: PoolState | str | None, namespace: str) -> PoolState:
+    """The state a pool or chain keeps: a ``redis://`` URL's (:class:`~rankrelay.rerankers.compose.redis_state.
+    RedisPoolState`, under ``namespace``), the one given, or this process's own."""
+    if isinstance(state, str):
+        from rankrelay.rerankers.compose.redis_state import RedisPoolState
+
+        return RedisPoolState(state, namespace=namespace)
+    return state if state is not None else LocalPoolState()
+
+
+def state_health(state: Any) -> dict[str, Any] | None:
+    """Whether a shared ``state`` is reached now, and why not (None for this process's own)."""
+    health = getattr(state, "health", None)
+    return None if health is None else dict(health())
 
 
 class LocalPoolState:
@@ -73,8 +93,6 @@ class LocalPoolState:
 
     def acquire(self, key: str, rpm: int | None, now: float) -> float:
         with self._lock:
-            if self._open.get(key, now) > now:
-                return math.inf
             sent = self._window(key, now)
             if rpm is not None and len(sent) >= rpm:
                 return sent[len(sent) - rpm][0] + WINDOW_S - now
@@ -97,6 +115,10 @@ class LocalPoolState:
     def trip(self, key: str, seconds: float, now: float) -> None:
         with self._lock:
             self._open[key] = max(now + seconds, self._open.get(key, now))
+
+    def tripped(self, key: str, now: float) -> float:
+        with self._lock:
+            return max(0.0, self._open.get(key, now) - now)
 
     def used(self, key: str, now: float) -> int:
         with self._lock:

@@ -29,10 +29,8 @@ from rankrelay.rerankers.compose.pool_state import WINDOW_S, LocalPoolState
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000 "
 
-#: KEYS[1] the window (a sorted set of send times), KEYS[2] the end of an open breaker; ARGV: rpm (-1 for none),
-#: a unique member, the window in s.
+#: KEYS[1] the window (a sorted set of send times); ARGV: rpm (-1 for none), a unique member, the window in s.
 ACQUIRE = _NOW + """
-if tonumber(redis.call('GET', KEYS[2]) or '0') > now then return 'inf' end
 local window = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local rpm = tonumber(ARGV[1])
@@ -122,8 +120,7 @@ class RedisPoolState(RedisLink):
 
     def acquire(self, key: str, rpm: int | None, now: float) -> float:
         send_id = uuid.uuid4().hex
-        wait = float(self._script("acquire", [self._key(key, "sent"), self._key(key, "open")],
-                                  [-1 if rpm is None else rpm, send_id, WINDOW_S],
+        wait = float(self._script("acquire", [self._key(key, "sent")], [-1 if rpm is None else rpm, send_id, WINDOW_S],
                                   lambda: self._local.acquire(key, rpm, now), now))
         if wait == 0.0 and self.shared:  # this replica's own sends, for when Redis is away (or comes back empty)
             self._local.record(key, now, send_id)
@@ -136,6 +133,10 @@ class RedisPoolState(RedisLink):
     def trip(self, key: str, seconds: float, now: float) -> None:
         self._local.trip(key, seconds, now)  # kept here too, for when Redis is away
         self._script("cool_down", [self._key(key, "open")], [seconds], lambda: None, now)
+
+    def tripped(self, key: str, now: float) -> float:
+        return float(self._script("cooling", [self._key(key, "open")], [], lambda: self._local.tripped(key, now),
+                                  now))
 
     def cooling(self, key: str, now: float) -> float:
         return float(self._script("cooling", [self._key(key, "cool")], [], lambda: self._local.cooling(key, now), now))

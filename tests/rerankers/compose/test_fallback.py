@@ -89,6 +89,37 @@ def test_circuit_breaker_opens_skips_and_closes_again(fake_api, local):
     assert res.backend == "cohere" and fake_api.count() == 3 and chain.breakers[0].state == "closed"
 
 
+def test_a_breaker_one_chain_opens_keeps_every_chain_sharing_its_state_off_the_backend(fake_api):
+    from rankrelay.rerankers.compose.pool_state import LocalPoolState
+
+    now, state = [0.0], LocalPoolState()
+    first, second = (FallbackReranker([cohere_item(fake_api.url, max_attempts=1), "identity"], failure_threshold=2,
+                                      reset_timeout=30, state=state, clock=lambda: now[0]) for _ in range(2))
+    fake_api.faults = [Fault("status", 503), Fault("status", 503)]
+    assert [first.rerank(QUERY, DOCS).backend for _ in range(2)] == ["identity", "identity"]
+    res = second.rerank(QUERY, DOCS)  # its own breaker is closed; the shared state has the backend open
+    assert res.backend == "identity" and fake_api.count() == 2 and res.fallbacks[0]["error"] == "CircuitOpen"
+    assert second.breakers[0].state == "closed" and state.tripped("cohere:rerank-v3.5", now[0]) == 30.0
+    now[0] = 30.0  # the reset timeout has passed: either chain may try it again
+    assert second.rerank(QUERY, DOCS).backend == "cohere" and fake_api.count() == 3
+    assert second.shared_state() is None  # this process's own state: nothing to report
+
+
+def test_a_half_open_probe_is_given_back_when_another_breaker_has_the_backend_open():
+    from rankrelay.rerankers.compose.pool_state import LocalPoolState
+
+    clock, state = [0.0], LocalPoolState()
+    mine = CircuitBreaker(failure_threshold=1, reset_timeout=10, clock=lambda: clock[0], shared=state, key="api")
+    theirs = CircuitBreaker(failure_threshold=1, reset_timeout=10, clock=lambda: clock[0], shared=state, key="api")
+    assert mine.record_failure() is True and state.tripped("api", 0.0) == 10.0
+    clock[0] = 10.0
+    theirs.record_failure()  # opened again elsewhere as this one half-opens
+    assert mine.state == "half-open" and not mine.allow()
+    clock[0] = 20.0
+    assert mine.allow() and not mine.allow()  # its probe was given back: one probe, now
+    assert CircuitBreaker(failure_threshold=2).record_failure() is False  # one failure of two: still closed
+
+
 def test_half_open_probe_failure_reopens():
     clock = [0.0]
     b = CircuitBreaker(failure_threshold=1, reset_timeout=10, clock=lambda: clock[0])
