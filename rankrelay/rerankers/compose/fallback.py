@@ -46,7 +46,8 @@ from rankrelay.rerankers.base import (
     within_budget,
 )
 from rankrelay.rerankers.compose.composite import Composite
-from rankrelay.rerankers.compose.pool_state import PoolState, open_state, state_health
+from rankrelay.rerankers.compose.pool_state import PoolState, state_health
+from rankrelay.rerankers.compose.redis_state import open_state
 from rankrelay.rerankers.registry import load_chain_item, register
 from rankrelay.results import RerankResult, to_documents
 from rankrelay.scoring import check_normalization, normalize

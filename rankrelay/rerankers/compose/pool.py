@@ -49,7 +49,8 @@ from rankrelay.rerankers.base import (
 )
 from rankrelay.rerankers.compose.composite import Composite
 from rankrelay.rerankers.compose.fallback import CircuitBreaker
-from rankrelay.rerankers.compose.pool_state import PoolState, open_state, state_health
+from rankrelay.rerankers.compose.pool_state import PoolState, state_health
+from rankrelay.rerankers.compose.redis_state import open_state
 from rankrelay.rerankers.registry import backends, load_reranker, parse_spec, register, split_options
 from rankrelay.results import RerankResult
 from rankrelay.tracing import span

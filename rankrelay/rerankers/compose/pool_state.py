@@ -56,16 +56,6 @@ class PoolState(Protocol):
         ...
 
 
-def open_state(state: PoolState | str | None, namespace: str) -> PoolState:
-    """The state a pool or chain keeps: a ``redis://`` URL's (:class:`~rankrelay.rerankers.compose.redis_state.
-    RedisPoolState`, under ``namespace``), the one given, or this process's own."""
-    if isinstance(state, str):
-        from rankrelay.rerankers.compose.redis_state import RedisPoolState
-
-        return RedisPoolState(state, namespace=namespace)
-    return state if state is not None else LocalPoolState()
-
-
 def state_health(state: Any) -> dict[str, Any] | None:
     """Whether a shared ``state`` is reached now, and why not (None for this process's own)."""
     health = getattr(state, "health", None)

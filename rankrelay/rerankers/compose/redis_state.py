@@ -25,7 +25,7 @@ from collections.abc import Callable
 from typing import Any
 
 from rankrelay.redis_link import RedisLink
-from rankrelay.rerankers.compose.pool_state import WINDOW_S, LocalPoolState
+from rankrelay.rerankers.compose.pool_state import WINDOW_S, LocalPoolState, PoolState
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000 "
 
@@ -143,3 +143,11 @@ class RedisPoolState(RedisLink):
 
     def used(self, key: str, now: float) -> int:
         return int(self._script("used", [self._key(key, "sent")], [WINDOW_S], lambda: self._local.used(key, now), now))
+
+
+def open_state(state: PoolState | str | None, namespace: str) -> PoolState:
+    """The state a pool or chain keeps: a ``redis://`` URL's (a :class:`RedisPoolState` under ``namespace``), the
+    one given, or this process's own."""
+    if isinstance(state, str):
+        return RedisPoolState(state, namespace=namespace)
+    return state if state is not None else LocalPoolState()
