@@ -72,7 +72,8 @@ class ModelHost:
         from rankrelay.server.service import Service, load_models
 
         use_threads(threads)
-        self.service = Service(load_models(plan.models, plan.settings, plan.strict), plan.limits)
+        self.service = Service(load_models(plan.models, plan.settings, plan.strict), plan.limits,
+                               count_usage=False)  # the gateway replica counts each request and its client
         self._starting = asyncio.Lock()  # the health check and the first requests arrive together
 
     async def _start(self) -> None:

@@ -103,9 +103,10 @@ class Service:
 
     def __init__(self, rerankers: Mapping[str, Reranker], limits: Limits, retriever: Retriever | None = None,
                  retrieve_k: int = 100, experiments: Experiments | None = None, store_strict: bool = True,
-                 measure_at_start: bool = True, usage: Usage | None = None) -> None:
+                 measure_at_start: bool = True, usage: Usage | None = None, count_usage: bool = True) -> None:
         self.rerankers = dict(rerankers)
         self.usage = usage if usage is not None else Usage()
+        self.count_usage = count_usage  # off where another service counts (Ray's model replicas: the gateway does)
         self.budgets: dict[str, Budget] = {}  # the clients' with one, by name (set by the app)
         self._backends: dict[str, list[str]] = {}
         self.shared_parts: dict[str, Any] = {}  # the clients' rates and usage when Redis holds them (set by the app)
@@ -158,6 +159,8 @@ class Service:
     async def _served(self, name: str, query: str, docs: Sequence[Document], top_n: int | None) -> RerankResult:
         """One call of the served model ``name`` (an experiment's arm too), counted under the request's client,
         its budget reserved first (:mod:`~rankrelay.server.usage`)."""
+        if not self.count_usage:
+            return await self._answer(name, query, docs, top_n)
         client = CURRENT_CLIENT.get()
         hold = self.usage.reserve(ANONYMOUS if client is None else client.name,
                                   None if client is None else client.budget, self.backends(name), len(docs))

@@ -251,3 +251,18 @@ def test_a_service_without_redis_says_nothing_of_the_gateways_state(tmp_path, up
     with running(create_app_from_settings(settings(tmp_path, upstream))) as (url, _):
         assert "gateway_state" not in httpx.get(f"{url}/ready").json()
         assert "rankrelay_gateway_state_up{" not in httpx.get(f"{url}/metrics").text
+
+
+def test_a_service_that_does_not_count_usage_answers_without_a_ledger():
+    import asyncio
+
+    from rankrelay import load_reranker
+    from rankrelay.server.guards import Limits
+    from rankrelay.server.service import Service
+
+    counting = Service({"local": load_reranker("identity")}, Limits())
+    quiet = Service({"local": load_reranker("identity")}, Limits(), count_usage=False)
+    for service in (counting, quiet):
+        assert asyncio.run(service.rerank("local", "wing", DOCS, None)).backend == "identity"
+    assert [r["requests"] for r in counting.usage.report()["rows"]] == [1]
+    assert quiet.usage.report()["rows"] == []  # Ray's model replicas: the gateway replica counts
