@@ -12,8 +12,12 @@ own rate limit, with and without the replicas sharing their limits through Redis
    service with a client key (auth, rate and usage counted), the pool against the model served directly.
 3. Budget: a client with ``budget = {usd = 0.01}`` on Cohere's list price, eight requests: served (target: 5),
    refused, sent upstream, and what ``/v1/usage`` counts (target: equal to what was sent).
+4. Breakers: the replicas serve a chain (a Cohere upstream that answers 503 to everything, then the identity
+   model); 30 requests in turn over them: the calls the failing upstream received (each replica counts its own
+   consecutive failures, 3 open its breaker; with Redis the first to open it opens it for all: at most
+   replicas x 2 + 1; each replica its own: 3 per replica).
 
-    python benchmarks/gateway.py [--replicas 3] [--rpm 60] [--requests 300] [--seconds 60]
+    python benchmarks/gateway.py [--replicas 3] [--rpm 60] [--requests 300] [--seconds 60] [--parts budget,breakers]
 """
 
 from __future__ import annotations
@@ -36,7 +40,7 @@ from rich.console import Console
 from rich.table import Table
 
 from rankrelay import load_reranker
-from rankrelay.testing import API_KEY, FakeRerankAPI, free_port
+from rankrelay.testing import API_KEY, FakeRerankAPI, Fault, free_port
 
 DOCS = [f"document number {i} about wings and lift" for i in range(8)]
 
@@ -137,6 +141,41 @@ def replicas_run(args: argparse.Namespace, shared: bool) -> dict[str, object]:
         shutil.rmtree(folder, ignore_errors=True)
 
 
+def breaker_run(replicas: int, shared: bool, requests: int = 30) -> dict[str, object]:
+    """``replicas`` services serving a chain whose first backend always fails: what reached it."""
+    upstream = FakeRerankAPI().start()
+    upstream.faults = [Fault("status", 503)] * 10_000
+    folder = Path(tempfile.mkdtemp(prefix="rankrelay-gateway-"))
+    redis, url = redis_server(folder) if shared else (None, None)
+    procs, urls = [], []
+    try:
+        for i in range(replicas):
+            (folder / str(i)).mkdir()
+            proc, root = serve_config(folder / str(i), f"""
+device = "cpu"
+[service]
+allow_unauthenticated = true
+{f'state = "{url}"' if url else ""}
+[service.models]
+cohere = [{{ spec = "cohere:rerank-v3.5", base_url = "{upstream.url}", api_key = "{API_KEY}", max_attempts = 1 }},
+          "identity"]
+""")
+            procs.append(proc)
+            urls.append(root)
+        statuses = [httpx.post(f"{urls[i % replicas]}/v2/rerank", timeout=30, json={
+            "model": "cohere", "query": "wing lift", "documents": DOCS}).status_code for i in range(requests)]
+        return {"state": "Redis" if shared else "each replica its own", "answered": f"{statuses.count(200)} / "
+                f"{requests}", "calls to the failing upstream": upstream.count("/v2/rerank")}
+    finally:
+        for proc in procs:
+            proc.terminate()
+            proc.wait(30)
+        if redis is not None:
+            redis.terminate()
+        upstream.stop()
+        shutil.rmtree(folder, ignore_errors=True)
+
+
 def p50_ms(call, n: int = 2000) -> float:  # type: ignore[no-untyped-def]
     times = []
     for i in range(n + 100):
@@ -234,19 +273,28 @@ def main() -> None:
     parser.add_argument("--rpm", type=int, default=60)
     parser.add_argument("--requests", type=int, default=300)
     parser.add_argument("--seconds", type=float, default=60.0)
+    parser.add_argument("--parts", default="replicas,overhead,budget,breakers",
+                        help="which runs, comma-separated (default: all)")
     args = parser.parse_args()
+    parts = set(args.parts.split(","))
     console = Console()
     flags = sorted({f for line in Path("/proc/cpuinfo").read_text().splitlines() if line.startswith("flags")
                     for f in line.split()[2:] if f in ("avx2", "avx512f", "avx512_vnni", "avx512_bf16", "amx_bf16")})
     console.print(f"{platform.processor() or platform.machine()}, flags: {' '.join(flags)}")
-    rows = [replicas_run(args, shared=True), replicas_run(args, shared=False)]
-    console.print(records(f"{args.replicas} replicas, 2 upstreams at rpm = {args.rpm}, {args.requests} requests in "
-                          f"{args.seconds:g} s", rows))
-    console.print(latencies("what a pool adds to a call (in-process, p50 of 2,000)", "over direct, ms", overhead()))
-    console.print(latencies("through the service (HTTP on 127.0.0.1, a client key, usage counted; p50 of 1,000)",
-                            "pool over direct, ms", service_overhead()))
-    console.print(records("a client with budget = {usd = 0.01} on $2 per 1,000 searches, 8 requests",
-                          [budget_run()]))
+    if "replicas" in parts:
+        rows = [replicas_run(args, shared=True), replicas_run(args, shared=False)]
+        console.print(records(f"{args.replicas} replicas, 2 upstreams at rpm = {args.rpm}, {args.requests} requests "
+                              f"in {args.seconds:g} s", rows))
+    if "overhead" in parts:
+        console.print(latencies("what a pool adds to a call (in-process, p50 of 2,000)", "over direct, ms", overhead()))
+        console.print(latencies("through the service (HTTP on 127.0.0.1, a client key, usage counted; p50 of 1,000)",
+                                "pool over direct, ms", service_overhead()))
+    if "budget" in parts:
+        console.print(records("a client with budget = {usd = 0.01} on $2 per 1,000 searches, 8 requests",
+                              [budget_run()]))
+    if "breakers" in parts:
+        console.print(records(f"{args.replicas} replicas serving \\[a failing Cohere API, identity], 30 requests",
+                              [breaker_run(args.replicas, shared=True), breaker_run(args.replicas, shared=False)]))
 
 
 def records(title: str, rows: list[dict[str, object]]) -> Table:
