@@ -393,3 +393,21 @@ def test_models_shows_the_price_table_yours_first_then_the_list_prices(tmp_path)
     refused = runner.invoke(app, ["models", "--config", str(config)])
     assert refused.exit_code == 2 and "model_prices.vertex:*: give dollars (0 or more) per billed unit" in " ".join(
         refused.output.split())
+
+
+def test_a_result_table_right_aligns_its_numbers_and_marks_passages_and_truncated_documents():
+    import re
+
+    from rich.console import Console
+
+    from rankrelay.cli.common import render_result
+    from rankrelay.results import RankedDocument, RerankResult
+
+    rows = [RankedDocument(0, "the start of a long document", 2.5, 1, 1.0, truncated=True),
+            RankedDocument(1, "x" * 30 + "the passage that scored" + "y" * 30, 1.5, 2, 0.5, passage=(30, 53))]
+    console = Console(width=200, record=True)
+    console.print(render_result(RerankResult("q", rows, backend="b")))
+    text = console.export_text()
+    assert re.search(r"│ +1 │ +2\.5000 │ +1\.000 │", text)  # right-aligned under their headers
+    assert "[truncated] the start of a long document" in text
+    assert "[passage 30-53 of 83] the passage that scored" in text

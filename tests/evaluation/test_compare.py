@@ -400,3 +400,19 @@ def test_what_compare_built_is_closed_when_a_backend_cannot_run_and_a_caller_s_o
         unregister("closing")
     assert len(Unplaceable.closed) == 1  # built for the comparison, failed: closed
     assert len(Closing.closed) == 1 and Closing.closed[0] is not mine  # compare's own, whether it ran or not
+
+
+def test_two_queries_are_enough_for_a_significance_test_and_one_is_not(beir, backends, tmp_path):
+    names = sorted(load_beir(beir).queries)
+    two = compare(beir, "bm25", ["identity", "oracle"], queries=names[:2], progress=False)
+    one = compare(beir, "bm25", ["identity", "oracle"], queries=names[:1], progress=False)
+    assert len(two.queries) == 2 and {(s["a"], s["b"]) for s in two.significance} >= {("first-stage", "oracle")}
+    assert len(one.queries) == 1 and one.significance == []
+
+
+def test_a_report_without_depth_or_queries_reads_back_as_none_of_either():
+    from rankrelay.evaluation.comparison import Comparison
+
+    back = Comparison.from_report({"metrics": {}})
+    assert back.depth == 0 and back.queries == [] and back.runs == {}
+    assert Comparison.from_report({"queries": ["q1", "q2"], "depth": 20}).queries == ["q1", "q2"]

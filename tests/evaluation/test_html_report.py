@@ -166,3 +166,19 @@ def test_the_png_latency_chart_s_legend_says_what_each_mark_is(beir, backends, t
     compare(beir, str(tmp_path / "cands.trec"), ["identity", "random", "oracle"], out=tmp_path / "r", progress=False)
     assert said and set(said[-1]) <= {"on the Pareto front", "dominated", "Pareto front"}  # each mark once
     assert len(said[-1]) == len(set(said[-1])) and "on the Pareto front" in said[-1]
+
+
+def test_the_markdown_reports_calibration_under_its_column_names():
+    from rankrelay.evaluation.comparison import Comparison
+    from rankrelay.evaluation.metrics import METRICS
+    from rankrelay.evaluation.report import markdown
+
+    metrics = dict.fromkeys(METRICS, 0.5)
+    per_query = {n: {m: {"q1": 0.5} for m in METRICS} for n in ("first-stage", "b")}
+    c = Comparison.from_report({"metrics": {"first-stage": metrics, "b": metrics}, "per_query": per_query,
+                                "normalization": {"b": "sigmoid"}, "latency": {"b": {}},
+                                "calibration": {"b": {"ece": 0.12, "mean_probability": 0.4, "relevant_share": 0.3,
+                                                      "pairs": 50}}})
+    md = markdown(c)
+    assert "| backend | normalization | ECE | mean probability | relevant share | pairs |" in md
+    assert "| b | sigmoid | 0.120 | 0.400 | 0.300 | 50 |" in md

@@ -194,3 +194,19 @@ async def test_async_client_with_retries(fake_api):
 def test_rerank_batch(fake_api):
     batch = cohere(fake_api).rerank_batch([(QUERY, DOCS), ("layer cake", TEXTS)])
     assert [b.indices for b in batch] == [expected_order(), expected_order("layer cake")]
+
+
+def test_a_latency_budget_that_ran_out_sends_nothing_and_is_not_worth_retrying(fake_api):
+    import time
+
+    from rankrelay.rerankers.base import within_budget
+
+    rr = cohere(fake_api)
+    with within_budget(1.0), pytest.raises(BackendTimeoutError, match="latency budget ran out") as err:
+        time.sleep(0.01)  # the budget is spent before the call: nothing is sent
+        rr.rerank(QUERY, DOCS)
+    assert err.value.retryable is False and err.value.backend == "cohere" and fake_api.count() == 0
+
+
+def test_describe_names_the_api_address(fake_api):
+    assert cohere(fake_api).describe()["base_url"] == fake_api.url
