@@ -132,8 +132,9 @@ def test_an_fp32_openvino_graph_keeps_fp32_weights(converted):
     assert 'element_type="f32"' in xml and 'element_type="f16"' not in xml
 
 
-def test_a_graph_is_written_in_a_hidden_folder_beside_its_place_and_renamed_when_whole(tiny_ce_path, tmp_path,
-                                                                                        monkeypatch):
+def test_a_graph_is_written_in_a_hidden_folder_beside_its_place_then_renamed_and_logged(tiny_ce_path, tmp_path,
+                                                                                       monkeypatch, caplog):
+    caplog.set_level(logging.INFO, logger="rankrelay")
     written = []
     original = runtimes._convert
     monkeypatch.setattr(runtimes, "_convert", lambda *a, **kw: written.append(Path(a[6])) or original(*a, **kw))
@@ -141,11 +142,6 @@ def test_a_graph_is_written_in_a_hidden_folder_beside_its_place_and_renamed_when
     final = graph_folder(tmp_path, "onnx")
     (tmp,) = written
     assert tmp.parent == final.parent and tmp.name.startswith(f".{final.name}-") and not tmp.exists()
-
-
-def test_conversion_is_logged_naming_the_model_and_runtime(tiny_ce_path, tmp_path, caplog):
-    caplog.set_level(logging.INFO, logger="rankrelay")
-    load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime="onnx", cache_dir=str(tmp_path)).warm_up()
     assert any(r.getMessage().startswith(f"converted {tiny_ce_path} to onnx in ") for r in caplog.records)
 
 
