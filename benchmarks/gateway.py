@@ -31,7 +31,9 @@ import subprocess
 import tempfile
 import threading
 import time
+from collections.abc import Callable, Iterator
 from concurrent.futures import ThreadPoolExecutor
+from contextlib import contextmanager
 from pathlib import Path
 
 import httpx
@@ -100,58 +102,60 @@ deployments = [
 """
 
 
-def replicas_run(args: argparse.Namespace, shared: bool) -> dict[str, object]:
-    upstreams = [LimitedAPI(args.rpm).start() for _ in range(2)]
+@contextmanager
+def service_replicas(n: int, shared: bool, config_of: Callable[[str | None], str]) -> Iterator[list[str]]:
+    """``n`` ``rankrelay serve`` processes of ``config_of(redis URL or None)``, sharing a Redis of their own when
+    ``shared``: their URLs, everything stopped and removed afterwards."""
     folder = Path(tempfile.mkdtemp(prefix="rankrelay-gateway-"))
     redis, url = redis_server(folder) if shared else (None, None)
     procs = []
     try:
         urls = []
-        for i in range(args.replicas):
+        for i in range(n):
             (folder / str(i)).mkdir()
-            proc, root = serve_config(folder / str(i), config(upstreams, url))
+            proc, root = serve_config(folder / str(i), config_of(url))
             procs.append(proc)
             urls.append(root)
-        statuses: list[int] = []
-
-        def one(i: int) -> None:
-            reply = httpx.post(f"{urls[i % len(urls)]}/v2/rerank", timeout=30,
-                               json={"model": "cohere", "query": f"wing lift {i}", "documents": DOCS})
-            statuses.append(reply.status_code)
-
-        start = time.monotonic()
-        with ThreadPoolExecutor(16) as pool:
-            for i in range(args.requests):
-                time.sleep(max(0.0, start + i * args.seconds / args.requests - time.monotonic()))
-                pool.submit(one, i)
-        served = sum(len(u.accepted) for u in upstreams)
-        busiest = " / ".join(str(u.busiest_minute()) for u in upstreams)
-        return {"state": "Redis" if shared else "each replica its own",
-                "answered": f"{statuses.count(200)} / {args.requests}", "busiest minute per upstream": busiest,
-                "sent upstream": served + sum(u.refused for u in upstreams),
-                "upstream 429s": sum(u.refused for u in upstreams), "by the fallback": statuses.count(200) - served}
+        yield urls
     finally:
         for proc in procs:
             proc.terminate()
             proc.wait(30)
         if redis is not None:
             redis.terminate()
-        for u in upstreams:
-            u.stop()
         shutil.rmtree(folder, ignore_errors=True)
 
 
-def breaker_run(replicas: int, shared: bool, requests: int = 30) -> dict[str, object]:
-    """``replicas`` services serving a chain whose first backend always fails: what reached it."""
-    upstream = FakeRerankAPI().start()
-    upstream.faults = [Fault("status", 503)] * 10_000
-    folder = Path(tempfile.mkdtemp(prefix="rankrelay-gateway-"))
-    redis, url = redis_server(folder) if shared else (None, None)
-    procs, urls = [], []
+def replicas_run(args: argparse.Namespace, shared: bool) -> dict[str, object]:
+    upstreams = [LimitedAPI(args.rpm).start() for _ in range(2)]
     try:
-        for i in range(replicas):
-            (folder / str(i)).mkdir()
-            proc, root = serve_config(folder / str(i), f"""
+        with service_replicas(args.replicas, shared, lambda url: config(upstreams, url)) as urls:
+            statuses: list[int] = []
+
+            def one(i: int) -> None:
+                reply = httpx.post(f"{urls[i % len(urls)]}/v2/rerank", timeout=30,
+                                   json={"model": "cohere", "query": f"wing lift {i}", "documents": DOCS})
+                statuses.append(reply.status_code)
+
+            start = time.monotonic()
+            with ThreadPoolExecutor(16) as pool:
+                for i in range(args.requests):
+                    time.sleep(max(0.0, start + i * args.seconds / args.requests - time.monotonic()))
+                    pool.submit(one, i)
+    finally:
+        for u in upstreams:
+            u.stop()
+    served = sum(len(u.accepted) for u in upstreams)
+    busiest = " / ".join(str(u.busiest_minute()) for u in upstreams)
+    return {"state": "Redis" if shared else "each replica its own",
+            "answered": f"{statuses.count(200)} / {args.requests}", "busiest minute per upstream": busiest,
+            "sent upstream": served + sum(u.refused for u in upstreams),
+            "upstream 429s": sum(u.refused for u in upstreams), "by the fallback": statuses.count(200) - served}
+
+
+def chain_config(upstream: FakeRerankAPI, url: str | None) -> str:
+    """A chain: the Cohere upstream (one attempt a request), then the identity model."""
+    return f"""
 device = "cpu"
 [service]
 allow_unauthenticated = true
@@ -159,21 +163,22 @@ allow_unauthenticated = true
 [service.models]
 cohere = [{{ spec = "cohere:rerank-v3.5", base_url = "{upstream.url}", api_key = "{API_KEY}", max_attempts = 1 }},
           "identity"]
-""")
-            procs.append(proc)
-            urls.append(root)
-        statuses = [httpx.post(f"{urls[i % replicas]}/v2/rerank", timeout=30, json={
-            "model": "cohere", "query": "wing lift", "documents": DOCS}).status_code for i in range(requests)]
-        return {"state": "Redis" if shared else "each replica its own", "answered": f"{statuses.count(200)} / "
-                f"{requests}", "calls to the failing upstream": upstream.count("/v2/rerank")}
+"""
+
+
+def breaker_run(replicas: int, shared: bool, requests: int = 30) -> dict[str, object]:
+    """``replicas`` services serving a chain whose first backend always fails: what reached it."""
+    upstream = FakeRerankAPI().start()
+    upstream.faults = [Fault("status", 503)] * 10_000
+    try:
+        with service_replicas(replicas, shared, lambda url: chain_config(upstream, url)) as urls:
+            statuses = [httpx.post(f"{urls[i % replicas]}/v2/rerank", timeout=30, json={
+                "model": "cohere", "query": "wing lift", "documents": DOCS}).status_code for i in range(requests)]
+        called = upstream.count("/v2/rerank")
     finally:
-        for proc in procs:
-            proc.terminate()
-            proc.wait(30)
-        if redis is not None:
-            redis.terminate()
         upstream.stop()
-        shutil.rmtree(folder, ignore_errors=True)
+    return {"state": "Redis" if shared else "each replica its own",
+            "answered": f"{statuses.count(200)} / {requests}", "calls to the failing upstream": called}
 
 
 def p50_ms(call, n: int = 2000) -> float:  # type: ignore[no-untyped-def]
