@@ -74,9 +74,11 @@ def test_the_cache_folder_follows_the_keys_content_not_the_order_of_its_fields(t
 
 
 @pytest.mark.parametrize("runtime", list(ENGINE))
-def test_describe_reports_what_the_engine_runs_the_graph_with(converted, runtime):
-    _, loaded = converted
-    rr = loaded[runtime]
+def test_describe_reports_what_the_engine_runs_the_graph_with(tiny_ce_path, converted, runtime):
+    cache, _ = converted  # converted there once; loaded here, in this test
+    rr = load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime=runtime, cache_dir=str(cache),
+                       min_agreement=0)
+    rr.warm_up()
     assert rr._forward.runtime == runtime
     graph = rr.describe()["graph"]
     engine = importlib.import_module(ENGINE[runtime])
