@@ -218,3 +218,51 @@ def test_the_states_a_process_keeps_in_one_redis_share_one_client_and_outlive_on
     assert shared(redis_server.url.replace("/0", "/1"))._client is not a._client
     a.close()  # a pool closed while the service runs: the others connect again
     assert b.acquire("eu", 1, 0.0) == 0.0 and b.shared and usage.reserve("k|total|total", 5, limit=10) == 5
+
+
+def test_redis_away_is_said_once_under_the_owners_logger_and_its_return_after_how_long(redis_server, caplog):
+    caplog.set_level(logging.WARNING, logger="rankrelay")
+    state = shared(redis_server.url)
+    where = f"redis://127.0.0.1:{redis_server.port}/0"
+    redis_server.stop()
+    assert state.acquire("eu", 3, now=100.0) == 0.0 and not state.shared  # counted here
+    assert state.acquire("eu", 3, now=100.5) == 0.0  # away: Redis is not tried again before a second has passed
+    redis_server.start()
+    assert state.used("eu", 100.9) == 2 and not state.shared  # still before the next try (100 + retry_s)
+    assert state.used("eu", 101.0) == 2 and state.shared  # tried at 101 s: back, the two sends handed over
+    said = [(r.name, r.getMessage()) for r in caplog.records]
+    assert said == [
+        ("rankrelay.rerankers.compose.redis_state", f"pool state: Redis at {where} is unreachable (ConnectionError): "
+                                                    "serving on this process's own counts until it answers"),
+        ("rankrelay.rerankers.compose.redis_state", f"pool state: Redis at {where} answers again after 1.0 s; "
+                                                    "1 deployments' counts handed over")]
+
+
+def test_a_redis_found_away_at_the_start_is_tried_again_by_the_first_call(redis_server, caplog):
+    caplog.set_level(logging.WARNING, logger="rankrelay")
+    state = shared(redis_server.url)
+    redis_server.stop()
+    assert state.check().endswith("is unreachable: ConnectionError") and not state.shared
+    redis_server.start()
+    assert state.acquire("eu", 3, now=5.0) == 0.0 and state.shared and state.problem is None
+    assert caplog.records[-1].getMessage().endswith("answers again after 0.0 s; 0 deployments' counts handed over")
+
+
+def test_a_redis_link_waits_a_quarter_second_for_redis_and_tries_again_each_second(redis_server):
+    from rankrelay.redis_link import RedisLink
+
+    link = RedisLink(redis_server.url.replace("/0", "/2"), feature="a test")
+    assert link._client.connection_pool.connection_kwargs["socket_timeout"] == 0.25 and link.retry_s == 1.0
+    assert link.check() is None and link.health() == {"shared": True}
+
+
+def test_without_the_redis_package_the_client_names_what_needs_it_and_the_extra(monkeypatch):
+    import sys
+
+    from rankrelay.redis_link import client_for
+
+    monkeypatch.setitem(sys.modules, "redis", None)
+    with pytest.raises(MissingDependencyError) as missing:
+        client_for("redis://127.0.0.1:6379/0", 0.25)
+    assert str(missing.value) == ("state shared through Redis needs the optional package 'redis': "
+                                  "pip install 'rankrelay[redis]'")
