@@ -51,6 +51,8 @@ def test_a_graphs_record_says_what_it_was_made_from_and_reads_as_indented_json(t
     import torch
 
     cache, _ = converted
+    load_reranker(f"cross-encoder:{tiny_ce_path}", device="cpu", runtime=runtime, cache_dir=str(cache),
+                  min_agreement=0).warm_up()  # found by its key, in this test: not converted again
     folder = graph_folder(cache, runtime)
     text = (folder / "agreement.json").read_text()
     record = json.loads(text)
