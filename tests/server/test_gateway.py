@@ -278,3 +278,11 @@ def test_a_clients_budget_keeps_its_period():
                                    served=["fast"])
     assert app.budget == Budget(5.0, "month")
 
+
+
+def test_serving_the_fallback_chain_by_name_needs_one_in_the_settings(tmp_path):
+    from rankrelay import ConfigError
+    from rankrelay.server.app import plan_from_settings
+
+    with pytest.raises(ConfigError, match=r"^--model NAME=fallback needs a 'fallback' chain in the settings$"):
+        plan_from_settings(client_config(tmp_path), models={"chain": "fallback"})

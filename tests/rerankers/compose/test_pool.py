@@ -317,3 +317,17 @@ def test_a_pool_that_cannot_work_is_refused_naming_the_field(options, message):
     spec = {"spec": "pool", "deployments": ["identity"], **options}
     with pytest.raises(ConfigError, match=message):
         load_reranker(spec)
+
+
+def test_a_deployment_that_raises_its_own_exception_is_named_as_a_failed_backend(apis):
+    class Broken(SingleQuery):
+        name, model = "broken", "b"
+
+        def rerank_batch(self, requests, top_n=None, *, budget_ms=None):
+            raise RuntimeError("boom")
+
+    p = pool([{"spec": Broken(), "name": "mine"}], FakeClock())
+    with pytest.raises(AllBackendsFailedError, match=r"no deployment answered: mine \(BackendFailedError\)$") as err:
+        p.rerank(QUERY, DOCS)
+    assert err.value.failures == [{"deployment": "mine", "error": "BackendFailedError",
+                                   "message": "mine failed: RuntimeError: boom"}]
