@@ -130,8 +130,8 @@ def test_two_loads_converting_the_same_graph_at_once_both_serve_and_one_graph_is
     assert len(folders) == 1 and not folders[0].name.startswith(".")  # no temporary folder left behind
 
 
-def test_a_stored_graph_the_engine_cannot_load_is_converted_again_naming_why(tiny_ce_path, tmp_path, monkeypatch,
-                                                                            caplog):
+def test_a_stored_graph_the_engine_cannot_load_is_converted_again_naming_why_and_twice_is_an_error(
+        tiny_ce_path, tmp_path, monkeypatch, caplog):
     from rankrelay.rerankers.local import runtimes
 
     expected = scores(load(tiny_ce_path, tmp_path))
@@ -150,16 +150,10 @@ def test_a_stored_graph_the_engine_cannot_load_is_converted_again_naming_why(tin
     assert warning.startswith(f"the converted onnx graph of {tiny_ce_path} in {graph_folder(tmp_path)} is ")
     assert warning.endswith("unloadable (RuntimeError: engine upgrade broke it): converting it again")
 
-
-def test_a_graph_unloadable_even_when_converted_again_is_a_conversion_error(tiny_ce_path, tmp_path, monkeypatch):
-    from rankrelay.rerankers.local import runtimes
-
-    load(tiny_ce_path, tmp_path)
-
     def never(*args, **kwargs):
         raise RuntimeError("no such operator")
 
-    monkeypatch.setattr(runtimes, "_load_graph", never)
+    monkeypatch.setattr(runtimes, "_load_graph", never)  # unloadable, and again once converted afresh
     with pytest.raises(ConversionError, match="onnx runtime: RuntimeError: no such operator") as err:
         load(tiny_ce_path, tmp_path)
     assert err.value.runtime == "onnx"

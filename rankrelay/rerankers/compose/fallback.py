@@ -3,8 +3,8 @@
 Example:
     >>> from rankrelay.rerankers.compose.fallback import CircuitBreaker
     >>> b = CircuitBreaker(failure_threshold=2, reset_timeout=60)
-    >>> b.record_failure(); b.record_failure(); b.state
-    'open'
+    >>> b.record_failure(), b.record_failure(), b.state  # the second failure opens it
+    (False, True, 'open')
     >>> b.allow()
     False
 """
