@@ -164,8 +164,8 @@ def test_models_shows_published_quality_and_what_each_profile_runs(tmp_path, mon
     assert rows["best"][2] == "30"
 
 
-COMMANDS = ["rerank", "models", "demo", "index", "search", "bench", "tune", "train", "serve", "report", "rerank-batch",
-            "fake-api", "usage"]
+COMMANDS = ["rerank", "models", "demo", "index", "search", "bench", "tune", "train", "distill", "serve", "report",
+            "rerank-batch", "fake-api", "usage"]
 GROUPS = {"experiment": ["simulate", "report"]}
 
 

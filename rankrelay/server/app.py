@@ -35,6 +35,7 @@ from fastapi import Depends, FastAPI  # noqa: E402
 
 from rankrelay.rerankers.compose.pool_state import PoolState  # noqa: E402
 from rankrelay.server import routes  # noqa: E402
+from rankrelay.server.capture import open_captures, split_captures  # noqa: E402
 from rankrelay.server.clients import check_budgets, clients_from_settings  # noqa: E402
 from rankrelay.server.context import REDACT_QUERY, RequestContext  # noqa: E402
 from rankrelay.server.guards import BearerAuth, BodyLimit, Contained, check_api_keys, json_only  # noqa: E402
@@ -56,7 +57,9 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
     """Build the FastAPI app.
 
     Args:
-        models: name -> spec, fallback-chain list or Reranker; the first is the default.
+        models: name -> spec, fallback-chain list or Reranker; the first is the default. A spec given as a dict may
+            capture its answers for ``rankrelay distill`` (``capture``, ``sample``, ``store_text``:
+            :mod:`~rankrelay.server.capture`).
         api_keys: accepted bearer tokens (constant-time compare).
         allow_unauthenticated: serve without keys (must be asked for explicitly).
         limits: request limits and batching knobs.
@@ -102,8 +105,9 @@ def create_app(models: Mapping[str, Any], *, api_keys: Sequence[str | SecretStr]
     runner = Experiments(plans, store if plans else None, store_text=store_text, buffer=store_buffer)
     store = _usage_store(state)
     usage = Usage(Prices(prices), store)
+    models, capture_options = split_captures(models)
     service = Service(load_models(models, settings, strict), limits, retriever, retrieve_k, runner, store_strict,
-                      measure_at_start, usage)
+                      measure_at_start, usage, captures=open_captures(capture_options))
     check_budgets(known, served, service.priced())
     service.budgets = {c.name: c.budget for c in known if c.budget is not None}
     if rates is not None:

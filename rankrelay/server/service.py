@@ -25,6 +25,7 @@ from rankrelay.rerankers.registry import load_reranker
 from rankrelay.results import Document, DocumentLike, RerankResult, to_documents
 from rankrelay.retrieval.base import Retriever
 from rankrelay.server.batching import DynamicBatcher
+from rankrelay.server.capture import Capture
 from rankrelay.server.clients import ANONYMOUS, CURRENT_CLIENT
 from rankrelay.server.guards import NotServedError, check_limits
 from rankrelay.server.metrics import Metrics
@@ -103,8 +104,10 @@ class Service:
 
     def __init__(self, rerankers: Mapping[str, Reranker], limits: Limits, retriever: Retriever | None = None,
                  retrieve_k: int = 100, experiments: Experiments | None = None, store_strict: bool = True,
-                 measure_at_start: bool = True, usage: Usage | None = None, count_usage: bool = True) -> None:
+                 measure_at_start: bool = True, usage: Usage | None = None, count_usage: bool = True,
+                 captures: Mapping[str, Capture] | None = None) -> None:
         self.rerankers = dict(rerankers)
+        self.captures = dict(captures or {})  # served name -> its sampled answers' file (off by default)
         self.usage = usage if usage is not None else Usage()
         self.count_usage = count_usage  # off where another service counts (Ray's model replicas: the gateway does)
         self.budgets: dict[str, Budget] = {}  # the clients' with one, by name (set by the app)
@@ -151,6 +154,9 @@ class Service:
             else:
                 res = await self._served(name, query, docs, top_n)
             set_attributes(current, served_by=res.backend, impression=res.info.get("impression"))
+        capture = self.captures.get(name)
+        if capture is not None:
+            capture.offer(query, res)  # a queue's put: a thread writes it
         return res
 
     def _count_event(self, experiment: str, kind: str, outcome: str) -> None:
@@ -253,6 +259,8 @@ class Service:
             logger.warning("%d buffered impressions could not be stored before the service stopped",
                            self.experiments.pending)
         self.experiments.close()
+        for capture in self.captures.values():
+            await asyncio.to_thread(capture.close)
         for rr in {id(r): r for r in self.rerankers.values()}.values():
             try:
                 await aclose(rr)

@@ -6,7 +6,8 @@ Example:
     ['dev', 'test', 'train']
 """
 
+from rankrelay.training.distill import DistillOptions, distill
 from rankrelay.training.split import load_split, split_queries
 from rankrelay.training.trainer import TrainOptions, train
 
-__all__ = ["TrainOptions", "load_split", "split_queries", "train"]
+__all__ = ["DistillOptions", "TrainOptions", "distill", "load_split", "split_queries", "train"]

@@ -107,7 +107,7 @@ def _loss(model: Any, loss: str, batch_size: int) -> Any:
     return losses.BinaryCrossEntropyLoss(model)
 
 
-def _load_base(base: str, max_length: int, device: str, seed: int, head: str = "cls") -> Any:
+def load_base(base: str, max_length: int, device: str, seed: int, head: str = "cls") -> Any:
     """The base encoder with a fresh 1-logit head: ``cls`` (the pooled [CLS] token, as in BERT's sequence
     classification) or ``mean`` (mean of the token states, as a sentence-transformers bi-encoder is trained)."""
     import torch
@@ -200,7 +200,7 @@ def train(dataset: str | os.PathLike[str], out: str | os.PathLike[str], *,
     logger.info("%d training lists (%d pseudo-queries), %d pairs", len(lists), sum(t.pseudo for t in lists),
                 sum(len(t.docs) for t in lists))
 
-    model = _load_base(opts.base, opts.max_length, opts.device, opts.seed, opts.head)
+    model = load_base(opts.base, opts.max_length, opts.device, opts.seed, opts.head)
     train_set = _datasets(lists, opts.loss)
     dev = DevEvaluator(data, split["dev"], candidates, batch_size=64)
     per_epoch = max(1, -(-len(train_set) // opts.batch_size))
