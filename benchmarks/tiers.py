@@ -39,10 +39,11 @@ from rich.console import Console
 from rich.table import Table
 
 from rankrelay import PRESETS, load_reranker
+from rankrelay.training.student import SHAPES as SHAPE_OF
 
 logger = logging.getLogger("benchmarks.tiers")
-#: tier -> (layers, hidden, heads, intermediate) of the published model
-SHAPES = {"tinybert-l2": (2, 128, 2, 512), "minilm-l12": (12, 384, 12, 1536)}
+#: tier -> (layers, hidden, heads, intermediate) of the published model (the shapes `rankrelay distill` trains)
+SHAPES = {name: SHAPE_OF[name] for name in ("tinybert-l2", "minilm-l12")}
 
 
 def build_tiers(folder: Path) -> dict[str, str]:

@@ -187,6 +187,7 @@ def distill(corpus: str | os.PathLike[str], out: str | os.PathLike[str], *, teac
                     "unasked": len(qs.train) - len(answers) - len(failed), "lists": len(rows["query"])},
         "failed": {**failed, **held_failed}, "dev_ids": sorted(dev), **evaluation,
         "timings": {"prepare_s": prepared - started, **trained.timings, "total_s": time.perf_counter() - started},
+        "history": [h for h in trained.history if "loss" in h or "eval_dev_teacher_ndcg@10" in h],
     }
     write_outputs(out, report)
     shutil.rmtree(out / ".student-before", ignore_errors=True)

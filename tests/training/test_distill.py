@@ -138,6 +138,19 @@ def test_a_restart_calls_the_teacher_only_for_what_failed_and_the_command_line_r
     assert bad.exit_code == 2 and "a chain is a JSON list of specs" in bad.output
 
 
+def test_a_margin_loss_trains_on_the_teachers_best_against_the_others(tmp_path, fake_api, tiny_ce_path):
+    beir = write_beir(tmp_path / "synthetic", n_queries=12)
+    report = distill(beir, tmp_path / "margin", teacher=teacher_of(fake_api), student=tiny_ce_path,
+                     **{**OPTIONS, "queries": "dataset", "loss": "margin-mse", "depth": 6, "list_size": 4,
+                        "epochs": 1})
+    assert report["options"]["loss"] == "margin-mse" and report["student"]["steps"] == -(-report["queries"]["lists"]
+                                                                                          // 4)
+    history = json.loads((tmp_path / "margin" / "distill_report.json").read_text())["history"]
+    losses = [h["loss"] for h in history if "loss" in h]
+    assert losses and all(value >= 0 for value in losses)  # a mean squared error
+    assert "| student |" in (tmp_path / "margin" / "README.md").read_text()
+
+
 @pytest.mark.slow
 def test_a_minilm_student_learns_to_rank_like_its_teacher(tmp_path, fake_api):
     """The real encoder (all-MiniLM-L6-v2 weights, fresh head) taught by the Cohere server's word-overlap scoring

@@ -2,6 +2,7 @@
 through the Cohere SDK against a real local server, with faults), agreement, the student's start."""
 
 import json
+import statistics
 
 import pytest
 
@@ -238,3 +239,33 @@ def test_a_preset_whose_weights_are_not_here_says_how_to_start_from_its_shape():
 
     with pytest.raises(ModelNotFoundError, match="shape:tinybert-l2"):
         load_student("tinybert-l2", max_length=32, device="cpu", seed=0)
+
+
+# -- training rows -----------------------------------------------------------------------------------------------
+
+def test_training_rows_keep_the_teachers_best_half_and_a_sample_of_the_rest_with_standardized_labels():
+    from rankrelay.training.distill import training_rows
+    from rankrelay.training.distill_options import DistillOptions
+    from rankrelay.training.teacher import Answer
+
+    docs = [f"doc {i}" for i in range(10)]
+    data = dataset(docs)
+    candidates = {"q": [(str(i), 0.0) for i in range(10)], "flat": [(str(i), 0.0) for i in range(3)]}
+    scores = [float(s) for s in (3, 9, 1, 7, 5, 0, 8, 2, 6, 4)]
+    answers = {"q": Answer(scores, "t", None, {}, 0.0), "flat": Answer([1.0, 1.0, 1.0], "t", None, {}, 0.0)}
+    opts = DistillOptions(list_size=6, temperature=0.5, seed=3)
+    rows = training_rows(data, {"q": "query", "flat": "flat query"}, candidates, answers, opts)
+    assert rows["query"] == ["query"]  # a flat answer teaches nothing: left out
+    (picked,), (labels,) = rows["docs"], rows["labels"]
+    assert picked[:3] == ["doc 1", "doc 6", "doc 3"]  # the teacher's best three, best first
+    assert len(picked) == 6 and len(set(picked)) == 6
+    mean, spread = 4.5, statistics.pstdev(scores)
+    assert labels == [pytest.approx((scores[int(d.split()[1])] - mean) / spread / 0.5, abs=1e-5) for d in picked]
+    assert labels == sorted(labels, reverse=True)
+    assert training_rows(data, {"q": "query"}, candidates, answers, opts) == rows  # seeded sample
+
+    margin = training_rows(data, {"q": "query"}, candidates, answers, DistillOptions(list_size=4, loss="margin-mse"))
+    assert list(margin) == ["query", "positive", "negative_1", "negative_2", "negative_3", "label"]
+    assert margin["positive"] == ["doc 1"] and len(margin["label"][0]) == 4
+    with pytest.raises(InvalidInputError, match="the teacher scored no training query"):
+        training_rows(data, {"flat": "flat query"}, candidates, {"flat": answers["flat"]}, opts)
