@@ -46,6 +46,7 @@ def distill(
     learning_rate: Annotated[float, typer.Option("--lr")] = 5e-5,
     batch_size: Annotated[int, typer.Option(min=1, help="Queries (lists) per step.")] = 4,
     max_minutes: Annotated[float | None, typer.Option(help="Stop training after this long.")] = None,
+    precision: Annotated[str, typer.Option(help="auto (bf16 where the CPU has bf16 units), fp32 or bf16.")] = "auto",
     max_teacher_calls: Annotated[int | None, typer.Option(min=0, help="Teacher calls in all (every run).")] = None,
     max_cost_usd: Annotated[float | None, typer.Option(help="Dollars the teacher may cost in all (every run).")] = (
         None),
@@ -65,6 +66,7 @@ def distill(
             corpus, out, teacher=teacher_spec(teacher), student=student, queries=queries, candidates=candidates,
             depth=depth, list_size=list_size, loss=loss, temperature=temperature, epochs=epochs,
             max_length=max_length, learning_rate=learning_rate, batch_size=batch_size, max_minutes=max_minutes,
+            precision=precision,
             max_teacher_calls=max_teacher_calls, max_cost_usd=max_cost_usd, seed=seed, device=device,
             progress=progress_shown(quiet), command="rankrelay " + shlex.join(sys.argv[1:]),
         )

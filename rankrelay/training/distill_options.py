@@ -17,6 +17,7 @@ from rankrelay.errors import ConfigError
 from rankrelay.evaluation.data import CANDIDATE_KINDS
 
 LOSSES = ("listnet", "margin-mse")
+PRECISIONS = ("auto", "fp32", "bf16")
 
 
 @dataclass(slots=True)
@@ -39,6 +40,7 @@ class DistillOptions:
     patience: int = 2
     evals_per_epoch: int = 3
     max_minutes: float | None = None
+    precision: str = "auto"
     max_teacher_calls: int | None = None
     max_cost_usd: float | None = None
     qrels_split: str = "test"
@@ -48,6 +50,8 @@ class DistillOptions:
     command: str = ""
 
     def check(self) -> None:
+        if self.precision not in PRECISIONS:
+            raise ConfigError(f"precision must be one of {', '.join(PRECISIONS)}, got {self.precision!r}")
         if self.loss not in LOSSES:
             raise ConfigError(f"loss must be one of {', '.join(LOSSES)}, got {self.loss!r}")
         if self.candidates not in CANDIDATE_KINDS:
@@ -65,3 +69,13 @@ def distill_loss(model: Any, loss: str) -> Any:
     from sentence_transformers.cross_encoder import losses
 
     return losses.ListNetLoss(model, mini_batch_size=32) if loss == "listnet" else losses.MarginMSELoss(model)
+
+
+def training_bf16(precision: str, device: str, cpu: dict[str, object] | None = None) -> bool:
+    """Train in bf16 (autocast)? ``auto``: on a CPU with bf16 units (AVX-512 BF16, AMX), where it is the faster
+    arithmetic; never on a GPU here (its own choice is the user's ``bf16``)."""
+    from rankrelay.devices import cpu_signature, has_bf16_units
+
+    if precision != "auto":
+        return precision == "bf16"
+    return device == "cpu" and has_bf16_units(cpu if cpu is not None else cpu_signature())

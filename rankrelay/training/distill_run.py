@@ -94,7 +94,7 @@ def train_student(out: Path, spec: str, rows: dict[str, list[Any]], data: BeirDa
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
 
-    from rankrelay.training.distill_options import distill_loss
+    from rankrelay.training.distill_options import distill_loss, training_bf16
     from rankrelay.training.student import load_student
 
     model, started_from = load_student(spec, max_length=opts.max_length, device=opts.device, seed=opts.seed)
@@ -112,6 +112,7 @@ def train_student(out: Path, spec: str, rows: dict[str, list[Any]], data: BeirDa
         save_total_limit=2, load_best_model_at_end=evaluate, metric_for_best_model="eval_dev_teacher_ndcg@10",
         greater_is_better=True, logging_steps=max(1, every // 4), report_to="none", use_cpu=opts.device == "cpu",
         disable_tqdm=not (opts.progress and terminal), dataloader_num_workers=0,
+        bf16=training_bf16(opts.precision, opts.device),
     )
     checkpoints = sorted((out / "checkpoints").glob("checkpoint-*"), key=lambda p: int(p.name.split("-")[1]))
     resume = str(checkpoints[-1]) if checkpoints else None
@@ -129,7 +130,8 @@ def train_student(out: Path, spec: str, rows: dict[str, list[Any]], data: BeirDa
     curve = [{"step": s, "teacher_ndcg@10": v} for s, v in dev_curve(
         [{**h, "eval_dev_ndcg@10": h["eval_dev_teacher_ndcg@10"]} for h in trainer.state.log_history
          if "eval_dev_teacher_ndcg@10" in h])]
-    return Trained(info={"started_from": started_from, "dev_curve": curve, "steps": trainer.state.global_step,
+    return Trained(info={"started_from": started_from, "dev_curve": curve, "bf16": bool(args.bf16),
+                         "steps": trainer.state.global_step,
                          "best_checkpoint": trainer.state.best_model_checkpoint, "resumed_from": resume},
                    timings={"train_s": train_s, "pairs_per_epoch": pairs}, before=before,
                    history=trainer.state.log_history)
@@ -215,7 +217,8 @@ Load it with `rankrelay.load_reranker("cross-encoder:{out}")`; as the teacher's 
 
 - Student: `{report['student']['spec']}` ({report['student']['started_from']}), loss `{o['loss']}`
   (temperature {o['temperature']}), {o['epochs']} epoch(s) at most, lr {o['learning_rate']}, max length
-  {o['max_length']}; {report['student']['steps']} steps in {report['timings']['train_s'] / 60:.1f} min.
+  {o['max_length']}, {'bf16' if report['student'].get('bf16') else 'fp32'}; {report['student']['steps']} steps in
+  {report['timings']['train_s'] / 60:.1f} min.
 - Queries: `{q['source']}`: {q['train']} train, {q['dev']} dev (early stopping), {q['held_out']} held out;
   candidates `{o['candidates']}` top {o['depth']}; {q['teacher_failed']} queries the teacher failed on, left out.
 - Teacher: {t['calls_recorded']} calls ({t['calls_this_run']} in the last run), billed {t['billed_units']},

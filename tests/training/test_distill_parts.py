@@ -269,3 +269,15 @@ def test_training_rows_keep_the_teachers_best_half_and_a_sample_of_the_rest_with
     assert margin["positive"] == ["doc 1"] and len(margin["label"][0]) == 4
     with pytest.raises(InvalidInputError, match="the teacher scored no training query"):
         training_rows(data, {"flat": "flat query"}, candidates, {"flat": answers["flat"]}, opts)
+
+
+def test_training_is_in_bf16_where_the_cpu_has_bf16_units_unless_told():
+    from rankrelay.training.distill_options import DistillOptions, training_bf16
+
+    amx = {"model": "x", "flags": ["avx2", "avx512f", "amx_bf16"]}
+    avx2 = {"model": "x", "flags": ["avx2"]}
+    assert training_bf16("auto", "cpu", amx) and not training_bf16("auto", "cpu", avx2)
+    assert not training_bf16("auto", "cuda", amx)
+    assert training_bf16("bf16", "cpu", avx2) and not training_bf16("fp32", "cpu", amx)
+    with pytest.raises(ConfigError, match="precision must be one of auto, fp32, bf16, got 'fp16'"):
+        DistillOptions(precision="fp16").check()
