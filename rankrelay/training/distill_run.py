@@ -29,6 +29,7 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 BEFORE = ".student-before"
+SERVE_WINDOW = 512
 GENERIC_FALLBACK = "bi-encoder:all-minilm-l6"
 
 
@@ -124,6 +125,9 @@ def train_student(out: Path, spec: str, rows: dict[str, list[Any]], data: BeirDa
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train_set, loss=distill_loss(model, opts.loss),
                                   evaluator=evaluator, callbacks=callbacks)
     trainer.train(resume_from_checkpoint=resume)
+    # trained on pairs cut at max_length; served with the window its positions allow (a document whole, up to
+    # SERVE_WINDOW tokens, rather than as several overlapping passages)
+    model.max_seq_length = min(SERVE_WINDOW, model.model.config.max_position_embeddings)
     model.save_pretrained(str(out))
     train_s = limit.elapsed
     pairs = sum(len(d) for d in rows.get("docs", [])) or len(rows["query"]) * (len(rows) - 1)
@@ -131,6 +135,7 @@ def train_student(out: Path, spec: str, rows: dict[str, list[Any]], data: BeirDa
         [{**h, "eval_dev_ndcg@10": h["eval_dev_teacher_ndcg@10"]} for h in trainer.state.log_history
          if "eval_dev_teacher_ndcg@10" in h])]
     return Trained(info={"started_from": started_from, "dev_curve": curve, "bf16": bool(args.bf16),
+                         "window": model.max_seq_length,
                          "steps": trainer.state.global_step,
                          "best_checkpoint": trainer.state.best_model_checkpoint, "resumed_from": resume},
                    timings={"train_s": train_s, "pairs_per_epoch": pairs}, before=before,
@@ -152,10 +157,13 @@ def evaluate_held_out(out: Path, data: BeirDataset, teacher: dict[str, Ranking],
 
         held = out / "held-out-candidates.trec"
         write_trec(held, {q: candidates[q] for q in judged}, tag=opts.candidates)
-        # torch: a fresh student is measured as it is, not converted for other runtimes in the background
+        # torch: a fresh student is measured as it is, not converted for other runtimes in the background; in
+        # bf16 where it was trained so (the CPU's faster arithmetic), both students alike
+        local = {"runtime": "torch", "precision": "bf16" if trained.info["bf16"] and opts.device == "cpu" else "fp32",
+                 "max_length": trained.info["window"]}
         names = {"teacher": recorded,
-                 "before": {"spec": f"cross-encoder:{trained.before}", "name": "student-before", "runtime": "torch"},
-                 "student": {"spec": f"cross-encoder:{out}", "name": "student", "runtime": "torch"}}
+                 "before": {"spec": f"cross-encoder:{trained.before}", "name": "student-before", **local},
+                 "student": {"spec": f"cross-encoder:{out}", "name": "student", **local}}
         result = compare(data, str(held), list(names.values()), depth=opts.depth, queries=judged,
                          out=out / "report", progress=opts.progress)
         labels = {"teacher": next(n for n in result.runs if n not in ("student-before", "student")),
@@ -171,7 +179,8 @@ def evaluate_held_out(out: Path, data: BeirDataset, teacher: dict[str, Ranking],
 
         queries = {q: data.queries.get(q, "") for q in teacher}
         for key, folder in (("before", trained.before), ("student", out)):
-            runs[key] = rank_with(CrossEncoder(str(folder), device=opts.device), data, queries, candidates)
+            model = CrossEncoder(str(folder), device=opts.device, max_length=trained.info["window"])
+            runs[key] = rank_with(model, data, queries, candidates)
     agreement = {key: agreement_with(teacher, rankings) for key, rankings in runs.items()}
     return {"agreement": agreement, "quality": quality}
 

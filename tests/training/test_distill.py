@@ -138,8 +138,9 @@ def test_a_restart_calls_the_teacher_only_for_what_failed_and_the_command_line_r
     assert bad.exit_code == 2 and "a chain is a JSON list of specs" in bad.output
 
 
-def test_a_margin_loss_trains_on_the_teachers_best_against_the_others(tmp_path, fake_api, tiny_ce_path):
+def test_a_margin_loss_on_a_folder_without_judgments_measures_agreement_alone(tmp_path, fake_api, tiny_ce_path):
     beir = write_beir(tmp_path / "synthetic", n_queries=12)
+    shutil.rmtree(beir / "qrels")  # a team's corpus and queries, nothing judged
     report = distill(beir, tmp_path / "margin", teacher=teacher_of(fake_api), student=tiny_ce_path,
                      **{**OPTIONS, "queries": "dataset", "loss": "margin-mse", "depth": 6, "list_size": 4,
                         "epochs": 1})
@@ -148,7 +149,12 @@ def test_a_margin_loss_trains_on_the_teachers_best_against_the_others(tmp_path, 
     history = json.loads((tmp_path / "margin" / "distill_report.json").read_text())["history"]
     losses = [h["loss"] for h in history if "loss" in h]
     assert losses and all(value >= 0 for value in losses)  # a mean squared error
-    assert "| student |" in (tmp_path / "margin" / "README.md").read_text()
+    card = (tmp_path / "margin" / "README.md").read_text()
+    assert "| student |" in card and "nDCG@10 on the judged" not in card
+    assert report["quality"] == {} and not (tmp_path / "margin" / "report").exists()
+    held = report["queries"]["held_out"]
+    assert 1 <= held < 12 and report["agreement"]["student"]["queries"] == held
+    assert report["student"]["window"] == 64  # the tiny model's positions: served whole, not cut at max_length 48
 
 
 @pytest.mark.slow
