@@ -33,7 +33,7 @@ class DistillOptions:
     temperature: float = 1.0
     epochs: float = 1.0
     max_length: int = 256
-    learning_rate: float = 5e-5
+    learning_rate: float = 1e-4
     batch_size: int = 4
     dev_share: float = 0.1
     max_dev: int = 30

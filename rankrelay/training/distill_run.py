@@ -29,7 +29,6 @@ if TYPE_CHECKING:
 
 logger = logging.getLogger(__name__)
 BEFORE = ".student-before"
-SERVE_WINDOW = 512
 GENERIC_FALLBACK = "bi-encoder:all-minilm-l6"
 
 
@@ -100,7 +99,7 @@ def train_student(out: Path, spec: str, rows: dict[str, list[Any]], data: BeirDa
 
     model, started_from = load_student(spec, max_length=opts.max_length, device=opts.device, seed=opts.seed)
     before = out / BEFORE
-    model.save_pretrained(str(before))
+    model.save_pretrained(str(before))  # both copies keep the window it is trained at: served as it learned
     train_set = Dataset.from_dict(rows)
     per_epoch = max(1, -(-len(train_set) // opts.batch_size))
     every = max(1, per_epoch // max(1, opts.evals_per_epoch))
@@ -125,9 +124,6 @@ def train_student(out: Path, spec: str, rows: dict[str, list[Any]], data: BeirDa
     trainer = CrossEncoderTrainer(model=model, args=args, train_dataset=train_set, loss=distill_loss(model, opts.loss),
                                   evaluator=evaluator, callbacks=callbacks)
     trainer.train(resume_from_checkpoint=resume)
-    # trained on pairs cut at max_length; served with the window its positions allow (a document whole, up to
-    # SERVE_WINDOW tokens, rather than as several overlapping passages)
-    model.max_seq_length = min(SERVE_WINDOW, model.model.config.max_position_embeddings)
     model.save_pretrained(str(out))
     train_s = limit.elapsed
     pairs = sum(len(d) for d in rows.get("docs", [])) or len(rows["query"]) * (len(rows) - 1)
@@ -159,8 +155,7 @@ def evaluate_held_out(out: Path, data: BeirDataset, teacher: dict[str, Ranking],
         write_trec(held, {q: candidates[q] for q in judged}, tag=opts.candidates)
         # torch: a fresh student is measured as it is, not converted for other runtimes in the background; in
         # bf16 where it was trained so (the CPU's faster arithmetic), both students alike
-        local = {"runtime": "torch", "precision": "bf16" if trained.info["bf16"] and opts.device == "cpu" else "fp32",
-                 "max_length": trained.info["window"]}
+        local = {"runtime": "torch", "precision": "bf16" if trained.info["bf16"] and opts.device == "cpu" else "fp32"}
         names = {"teacher": recorded,
                  "before": {"spec": f"cross-encoder:{trained.before}", "name": "student-before", **local},
                  "student": {"spec": f"cross-encoder:{out}", "name": "student", **local}}
@@ -179,7 +174,7 @@ def evaluate_held_out(out: Path, data: BeirDataset, teacher: dict[str, Ranking],
 
         queries = {q: data.queries.get(q, "") for q in teacher}
         for key, folder in (("before", trained.before), ("student", out)):
-            model = CrossEncoder(str(folder), device=opts.device, max_length=trained.info["window"])
+            model = CrossEncoder(str(folder), device=opts.device)
             runs[key] = rank_with(model, data, queries, candidates)
     agreement = {key: agreement_with(teacher, rankings) for key, rankings in runs.items()}
     return {"agreement": agreement, "quality": quality}
