@@ -74,7 +74,7 @@ def main() -> None:
     parser.add_argument("--pseudo", type=int, default=600, help="pseudo-queries to train on")
     parser.add_argument("--depth", type=int, default=30)
     parser.add_argument("--list-size", type=int, default=16)
-    parser.add_argument("--max-length", type=int, default=256)
+    parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--max-minutes", type=float, default=12.0, help="training time of a student")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")

@@ -152,7 +152,7 @@ def distill(corpus: str | os.PathLike[str], out: str | os.PathLike[str], *, teac
     """
     from rankrelay.rerankers.registry import load_reranker
     from rankrelay.training.distill_run import evaluate_held_out, train_student, write_outputs
-    from rankrelay.training.student import student_kind
+    from rankrelay.training.student import load_student, student_kind
 
     opts = DistillOptions(**options)
     opts.check()
@@ -161,30 +161,36 @@ def distill(corpus: str | os.PathLike[str], out: str | os.PathLike[str], *, teac
     out = Path(out)
     data = _dataset(corpus, opts.qrels_split)
     qs = query_set(opts.queries, data, seed=opts.seed)
+    # the student is loaded before the teacher is paid: weights that are not here fail now
+    student_model = load_student(student, max_length=opts.max_length, device=opts.device, seed=opts.seed)
     out.mkdir(parents=True, exist_ok=True)
     loaded = teacher if hasattr(teacher, "rerank") else load_reranker(teacher)
     recorded = RecordedTeacher(loaded, out / TEACHER_FILE, max_calls=opts.max_teacher_calls,
                                max_cost_usd=opts.max_cost_usd)
-    candidates = _candidates(out, data, {**qs.train, **qs.held_out}, opts)
-    dev = dict(list((q, t) for q, t in qs.train.items()
-                    if unit_interval(f"dev:{opts.seed}:{q}") < opts.dev_share)[: opts.max_dev])
-    train = {q: t for q, t in qs.train.items() if q not in dev}
-    answers, failed = ask_teacher(recorded, data, qs.train, candidates, opts.progress)
-    rows = training_rows(data, train, candidates, {q: a for q, a in answers.items() if q in train}, opts)
-    dev_teacher = {q: teacher_ranking(a, [d for d, _ in candidates[q]]) for q, a in answers.items() if q in dev}
-    prepared = time.perf_counter()
-    trained = train_student(out, student, rows, data, dev, dev_teacher, candidates, opts, clock)
-    held_answers, held_failed = ask_teacher(recorded, data, qs.held_out, candidates, opts.progress)
-    held_teacher = {q: teacher_ranking(a, [d for d, _ in candidates[q]]) for q, a in held_answers.items()}
-    evaluation = evaluate_held_out(out, data, held_teacher, candidates, recorded, trained, opts)
-    if loaded is not teacher:  # a caller's reranker is the caller's to close
-        recorded.close()
+    try:
+        candidates = _candidates(out, data, {**qs.train, **qs.held_out}, opts)
+        dev = dict(list((q, t) for q, t in qs.train.items()
+                        if unit_interval(f"dev:{opts.seed}:{q}") < opts.dev_share)[: opts.max_dev])
+        train = {q: t for q, t in qs.train.items() if q not in dev}
+        answers, failed = ask_teacher(recorded, data, qs.train, candidates, opts.progress)
+        rows = training_rows(data, train, candidates, {q: a for q, a in answers.items() if q in train}, opts)
+        dev_teacher = {q: teacher_ranking(a, [d for d, _ in candidates[q]]) for q, a in answers.items() if q in dev}
+        prepared = time.perf_counter()
+        trained = train_student(out, student_model, rows, data, dev, dev_teacher, candidates, opts, clock)
+        held_answers, held_failed = ask_teacher(recorded, data, qs.held_out, candidates, opts.progress)
+        held_teacher = {q: teacher_ranking(a, [d for d, _ in candidates[q]]) for q, a in held_answers.items()}
+        evaluation = evaluate_held_out(out, data, held_teacher, candidates, recorded, trained, opts)
+    finally:
+        if loaded is not teacher:  # a caller's reranker is the caller's to close
+            recorded.close()
     report = {
         "options": asdict(opts), "teacher": recorded.summary(), "teacher_spec": _spec_of(teacher, recorded),
         "student": {"spec": student, **trained.info},
         "queries": {"source": qs.source, "train": len(train), "dev": len(dev), "held_out": len(qs.held_out),
                     "teacher_failed": len(failed) + len(held_failed),
-                    "unasked": len(qs.train) - len(answers) - len(failed), "lists": len(rows["query"])},
+                    "unasked": len(qs.train) - len(answers) - len(failed),
+                    "held_out_unasked": len(qs.held_out) - len(held_answers) - len(held_failed),
+                    "lists": len(rows["query"])},
         "failed": {**failed, **held_failed}, "dev_ids": sorted(dev), **evaluation,
         "timings": {"prepare_s": prepared - started, **trained.timings, "total_s": time.perf_counter() - started},
         "history": [h for h in trained.history if "loss" in h or "eval_dev_teacher_ndcg@10" in h],

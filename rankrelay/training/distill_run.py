@@ -86,18 +86,18 @@ class AgreementEvaluator(BaseEvaluator):
         return "rankrelay agreement with the teacher"
 
 
-def train_student(out: Path, spec: str, rows: dict[str, list[Any]], data: BeirDataset, dev: dict[str, str],
-                  dev_teacher: dict[str, Ranking], candidates: dict[str, Ranking], opts: DistillOptions,
-                  clock: Callable[[], float]) -> Trained:
-    """Train ``spec`` on ``rows`` (resuming from ``out/checkpoints``); saves it in ``out`` and its untrained
-    copy in ``out/.student-before``."""
+def train_student(out: Path, student: tuple[Any, str], rows: dict[str, list[Any]], data: BeirDataset,
+                  dev: dict[str, str], dev_teacher: dict[str, Ranking], candidates: dict[str, Ranking],
+                  opts: DistillOptions, clock: Callable[[], float]) -> Trained:
+    """Train ``student`` (the model and where it started from: :func:`~rankrelay.training.student.load_student`)
+    on ``rows``, resuming from ``out/checkpoints``; saves it in ``out`` and its untrained copy in
+    ``out/.student-before``."""
     from datasets import Dataset
     from sentence_transformers.cross_encoder import CrossEncoderTrainer, CrossEncoderTrainingArguments
 
     from rankrelay.training.distill_options import distill_loss, training_bf16
-    from rankrelay.training.student import load_student
 
-    model, started_from = load_student(spec, max_length=opts.max_length, device=opts.device, seed=opts.seed)
+    model, started_from = student
     before = out / BEFORE
     model.save_pretrained(str(before))  # both copies keep the window it is trained at: served as it learned
     train_set = Dataset.from_dict(rows)

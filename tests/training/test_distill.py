@@ -11,7 +11,7 @@ pytest.importorskip("datasets", reason="the train extra is not installed")
 from test_train import query_text, write_beir  # noqa: E402
 
 from rankrelay import load_reranker  # noqa: E402
-from rankrelay.errors import ConfigError, InvalidInputError  # noqa: E402
+from rankrelay.errors import ConfigError, InvalidInputError, ModelNotFoundError  # noqa: E402
 from rankrelay.testing import API_KEY, FakeRerankAPI, Fault  # noqa: E402
 from rankrelay.training import distill  # noqa: E402
 
@@ -93,6 +93,8 @@ def test_bad_input_is_refused_before_any_teacher_call(tmp_path, fake_api, tiny_c
     beir = write_beir(tmp_path / "synthetic")
     with pytest.raises(ConfigError, match="cannot be trained here"):
         distill(beir, tmp_path / "a", teacher=teacher_of(fake_api), student="cohere:rerank-v3.5", **OPTIONS)
+    with pytest.raises(ModelNotFoundError, match="shape:tinybert-l2"):  # the preset's weights are not here
+        distill(beir, tmp_path / "e", teacher=teacher_of(fake_api), student="tinybert-l2", **OPTIONS)
     with pytest.raises(ConfigError, match="has no price"):
         distill(beir, tmp_path / "b", teacher="identity", student=tiny_ce_path, max_cost_usd=1.0, **OPTIONS)
     empty = tmp_path / "empty"
