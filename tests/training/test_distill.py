@@ -143,7 +143,8 @@ def test_a_restart_calls_the_teacher_only_for_what_failed_and_the_command_line_r
 def test_a_margin_loss_on_a_folder_without_judgments_measures_agreement_alone(tmp_path, fake_api, tiny_ce_path):
     beir = write_beir(tmp_path / "synthetic", n_queries=12)
     shutil.rmtree(beir / "qrels")  # a team's corpus and queries, nothing judged
-    report = distill(beir, tmp_path / "margin", teacher=teacher_of(fake_api), student=tiny_ce_path,
+    teacher = load_reranker(teacher_of(fake_api))  # a caller's reranker: used, not closed
+    report = distill(beir, tmp_path / "margin", teacher=teacher, student=tiny_ce_path,
                      **{**OPTIONS, "queries": "dataset", "loss": "margin-mse", "depth": 6, "list_size": 4,
                         "epochs": 1})
     assert report["options"]["loss"] == "margin-mse" and report["student"]["steps"] == -(-report["queries"]["lists"]
@@ -151,6 +152,7 @@ def test_a_margin_loss_on_a_folder_without_judgments_measures_agreement_alone(tm
     history = json.loads((tmp_path / "margin" / "distill_report.json").read_text())["history"]
     losses = [h["loss"] for h in history if "loss" in h]
     assert losses and all(value >= 0 for value in losses)  # a mean squared error
+    assert teacher.rerank("still open", ["a", "b"]).indices  # distill left it to its owner
     card = (tmp_path / "margin" / "README.md").read_text()
     assert "| student |" in card and "nDCG@10 on the judged" not in card
     assert report["quality"] == {} and not (tmp_path / "margin" / "report").exists()

@@ -123,6 +123,7 @@ def test_the_teacher_is_called_once_per_query_and_a_restart_replays_it(fake_api,
     best_first = sorted(range(4), key=lambda i: -relevance("wing stall", DOCS[i]))
     assert res.indices == best_first and res.info["teacher"] == "replayed" and res.info["billed_units"] == {}
     assert res.backend == "cohere" and res.results[0].score == pytest.approx(answer.scores[best_first[0]])
+    assert res.timings == {"model": 0.0, "total": 0.0}  # nothing was computed for a replayed answer
     assert fake_api.count("/v2/rerank") == 2
     assert again.summary()["calls_this_run"] == 0 and again.summary()["usd"] == 0.004
     assert [json.loads(line)["scores"] for line in record.read_text().splitlines()][0] == answer.scores
@@ -199,7 +200,7 @@ def test_agreement_is_perfect_for_the_teachers_own_order_and_falls_as_the_studen
 # -- the student ------------------------------------------------------------------------------------------------
 
 def test_a_student_must_be_a_local_cross_encoder(tmp_path):
-    assert student_kind("cross-encoder:org/model") == "cross-encoder"
+    assert student_kind("cross-encoder:org/model") == "cross-encoder" and student_kind("shape:minilm-l12") == "shape"
     assert student_kind(str(tmp_path)) == "model"
     for spec in ("cohere:rerank-v3.5", "bi-encoder:all-minilm-l6", "identity"):
         with pytest.raises(ConfigError, match="cannot be trained here"):
@@ -281,3 +282,14 @@ def test_training_is_in_bf16_where_the_cpu_has_bf16_units_unless_told():
     assert training_bf16("bf16", "cpu", avx2) and not training_bf16("fp32", "cpu", amx)
     with pytest.raises(ConfigError, match="precision must be one of auto, fp32, bf16, got 'fp16'"):
         DistillOptions(precision="fp16").check()
+
+
+def test_options_name_what_is_wrong():
+    from rankrelay.training.distill_options import DistillOptions
+
+    DistillOptions(max_dev=1, dev_share=0.5).check()
+    for bad in ({"max_dev": 0}, {"dev_share": 1.0}, {"dev_share": 0.0}):
+        with pytest.raises(ConfigError, match=r"dev_share must be in \(0, 1\) and max_dev >= 1, got"):
+            DistillOptions(**bad).check()
+    with pytest.raises(ConfigError, match="candidates come from bm25, dense, hybrid, got 'splade'"):
+        DistillOptions(candidates="splade").check()
