@@ -40,7 +40,7 @@ def student_run(dataset: str, out: Path, part: str, args: argparse.Namespace) ->
     start = time.perf_counter()
     report = distill(dataset, out, teacher=TEACHER, student=STUDENTS[part], queries=f"pseudo:{args.pseudo}",
                      candidates="bm25", depth=args.depth, list_size=args.list_size, max_length=args.max_length,
-                     max_minutes=args.max_minutes, progress=False, **RECIPES[part])
+                     max_minutes=args.max_minutes, temperature=args.temperature, progress=False, **RECIPES[part])
     report["minutes"] = (time.perf_counter() - start) / 60
     return report
 
@@ -75,6 +75,7 @@ def main() -> None:
     parser.add_argument("--depth", type=int, default=30)
     parser.add_argument("--list-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=128)
+    parser.add_argument("--temperature", type=float, default=1.0)
     parser.add_argument("--max-minutes", type=float, default=12.0, help="training time of a student")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
