@@ -74,17 +74,18 @@ def distill(
         raise fail(exc) from None
     t, a = report["teacher"], report["agreement"]
     console.print(f"student saved to {out}; teacher calls {t['calls_this_run']} this run ({t['calls_recorded']} in "
-                  f"all, {t['replayed']} replayed), billed {t['billed_units']}, ${t['usd']:.4f}", highlight=False)
+                  f"all, {t['replayed']} replayed), billed {t['billed_units']}, ${t['usd']:.4f}", highlight=False,
+                  soft_wrap=True)
     for key in ("before", "student"):
         if key in a:
             console.print(f"{'before' if key == 'before' else 'after':<6} agreement on {a[key]['queries']} held-out "
                           f"queries: top-10 overlap {a[key]['overlap@10']:.3f}, Kendall tau "
                           f"{a[key]['kendall_tau']:.3f}, nDCG@10 vs teacher {a[key]['teacher_ndcg@10']:.3f}",
-                          highlight=False)
+                          highlight=False, soft_wrap=True)
     for v in report["quality"].values():
         console.print(f"nDCG@10 {v['name']:<40} {v['ndcg@10']:.4f} [{v['ci95'][0]:.3f}, {v['ci95'][1]:.3f}]",
-                      highlight=False)
-    console.print(f"fallback chain: {report['chain']}", highlight=False, soft_wrap=True)  # one line to copy
+                      highlight=False, soft_wrap=True)
+    console.print(f"fallback chain: {report['chain']}", highlight=False, soft_wrap=True)
     if report["quality"]:
         backends = ",".join([*([] if teacher.lstrip().startswith("[") else [teacher]), f"cross-encoder:{out}",
                              "bi-encoder:all-minilm-l6"])

@@ -2,6 +2,7 @@
 by a thread of its own (a stalled writer drops and counts, the request never waits)."""
 
 import json
+import logging
 import os
 import threading
 
@@ -69,6 +70,7 @@ def test_capture_options_are_checked_before_anything_loads(tmp_path):
 def test_a_stalled_writer_drops_and_counts_while_requests_go_on(tmp_path, caplog):
     """The capture file is a pipe nobody reads yet: the writer thread blocks opening it; offers queue up to the
     limit, then are dropped and counted; once read, what was queued is written."""
+    caplog.set_level(logging.WARNING, logger="rankrelay.server.capture")
     pipe = tmp_path / "capture.pipe"
     os.mkfifo(pipe)
     capture = Capture("ref", pipe, sample=1.0, store_text=True, max_queue=3)

@@ -2,6 +2,7 @@
 through the Cohere SDK against a real local server, with faults), agreement, the student's start."""
 
 import json
+import logging
 import statistics
 
 import pytest
@@ -161,6 +162,7 @@ def test_a_dollar_limit_needs_a_priced_teacher_and_a_positive_amount(tmp_path, f
 
 
 def test_a_failed_call_is_not_recorded_and_a_torn_line_is_asked_again(fake_api, tmp_path, caplog):
+    caplog.set_level(logging.WARNING, logger="rankrelay.training.teacher")
     record = tmp_path / "teacher.jsonl"
     teacher = RecordedTeacher(cohere(fake_api), record)
     fake_api.faults = [Fault("status", 503)]
