@@ -126,7 +126,9 @@ def train_student(out: Path, student: tuple[Any, str], rows: dict[str, list[Any]
     trainer.train(resume_from_checkpoint=resume)
     model.save_pretrained(str(out))
     train_s = limit.elapsed
-    pairs = sum(len(d) for d in rows.get("docs", [])) or len(rows["query"]) * (len(rows) - 1)
+    # listnet: each list's documents; margin-mse: a positive and its negatives a row (the other columns are the
+    # query and the label)
+    pairs = sum(len(d) for d in rows["docs"]) if "docs" in rows else len(rows["query"]) * (len(rows) - 2)
     curve = [{"step": s, "teacher_ndcg@10": v} for s, v in dev_curve(
         [{**h, "eval_dev_ndcg@10": h["eval_dev_teacher_ndcg@10"]} for h in trainer.state.log_history
          if "eval_dev_teacher_ndcg@10" in h])]

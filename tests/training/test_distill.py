@@ -140,7 +140,8 @@ def test_a_restart_calls_the_teacher_only_for_what_failed_and_the_command_line_r
     assert bad.exit_code == 2 and "a chain is a JSON list of specs" in bad.output
 
 
-def test_a_margin_loss_on_a_folder_without_judgments_measures_agreement_alone(tmp_path, fake_api, tiny_ce_path):
+def test_a_margin_loss_on_a_folder_without_judgments_measures_agreement_alone_and_counts_its_pairs(
+        tmp_path, fake_api, tiny_ce_path):
     beir = write_beir(tmp_path / "synthetic", n_queries=12)
     shutil.rmtree(beir / "qrels")  # a team's corpus and queries, nothing judged
     teacher = load_reranker(teacher_of(fake_api))  # a caller's reranker: used, not closed
@@ -149,6 +150,8 @@ def test_a_margin_loss_on_a_folder_without_judgments_measures_agreement_alone(tm
                         "epochs": 1})
     assert report["options"]["loss"] == "margin-mse" and report["student"]["steps"] == -(-report["queries"]["lists"]
                                                                                           // 4)
+    # a row is a positive and 3 negatives: 4 pairs, not the 5 columns beside the query
+    assert report["timings"]["pairs_per_epoch"] == 4 * report["queries"]["lists"]
     history = json.loads((tmp_path / "margin" / "distill_report.json").read_text())["history"]
     losses = [h["loss"] for h in history if "loss" in h]
     assert losses and all(value >= 0 for value in losses)  # a mean squared error
