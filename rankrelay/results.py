@@ -198,6 +198,11 @@ class RerankResult:
         return replace(self, results=self.results[:positive_int(k, "k")])
 
     @property
+    def backend_label(self) -> str:
+        """``backend:model`` of what served this ranking (the backend alone when it has no model)."""
+        return self.backend if self.model is None else f"{self.backend}:{self.model}"
+
+    @property
     def fallbacks(self) -> list[dict[str, Any]]:
         """Failed attempts before the backend that served (fallback chains): backend, error, ms."""
         return list(self.info.get("fallbacks", []))

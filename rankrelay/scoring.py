@@ -132,7 +132,7 @@ def _key(r: RankedDocument) -> Hashable:
 def _names(results: Sequence[RerankResult]) -> list[str]:
     names: list[str] = []
     for i, res in enumerate(results):
-        name = res.backend if res.model is None else f"{res.backend}:{res.model}"
+        name = res.backend_label
         names.append(name if name not in names else f"{name}#{i}")
     return names
 

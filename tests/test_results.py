@@ -154,3 +154,10 @@ def test_a_result_iterates_in_rank_order_and_top_k_names_its_argument():
         res.top_k(0)
     with pytest.raises(InvalidDocumentError, match="^document 0 is not valid text"):
         to_document("\ud800")
+
+
+def test_a_result_names_what_served_it_as_backend_and_model():
+    from rankrelay.results import RerankResult
+
+    assert RerankResult("q", [], backend="cohere", model="rerank-v3.5").backend_label == "cohere:rerank-v3.5"
+    assert RerankResult("q", [], backend="identity").backend_label == "identity"

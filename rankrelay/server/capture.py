@@ -66,7 +66,7 @@ class Capture:
             return False
         by_index = sorted(res.results, key=lambda r: r.index)
         row: dict[str, Any] = {"time": self.clock(), "model": self.model,
-                               "backend": f"{res.backend}:{res.model}" if res.model else res.backend,
+                               "backend": res.backend_label,
                                "ids": [r.id for r in by_index], "scores": [r.score for r in by_index]}
         if self.store_text:
             row |= {"query": query, "documents": [r.text for r in by_index]}

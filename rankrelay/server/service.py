@@ -176,7 +176,7 @@ class Service:
             self.usage.release(hold)
             raise
         self.usage.settle(hold, model=name, deployment=(res.info.get("pool") or {}).get("deployment") or "",
-                          documents=len(docs), backend=f"{res.backend}:{res.model}" if res.model else res.backend,
+                          documents=len(docs), backend=res.backend_label,
                           billed=res.info.get("billed_units") or {})
         return res
 

@@ -31,10 +31,11 @@ from pathlib import Path
 from typing import Any
 
 from rankrelay.errors import InvalidInputError, RankRelayError
-from rankrelay.evaluation.data import BeirDataset, Ranking, read_trec, write_trec
+from rankrelay.evaluation.data import BeirDataset, Ranking
 from rankrelay.hashing import unit_interval
 from rankrelay.progress import steps
 from rankrelay.training.distill_options import DistillOptions
+from rankrelay.training.examples import cached_first_stage
 from rankrelay.training.queries import query_set
 from rankrelay.training.teacher import Answer, RecordedTeacher, TeacherBudgetSpent, teacher_ranking
 
@@ -54,18 +55,8 @@ def _dataset(corpus: str | os.PathLike[str], split: str) -> BeirDataset:
 
 def _candidates(out: Path, data: BeirDataset, queries: dict[str, str], opts: DistillOptions) -> dict[str, Ranking]:
     """First-stage candidates of every query, kept in ``out/candidates.trec`` (a resumed run reuses them)."""
-    from rankrelay.evaluation.data import first_stage_retriever, rank_queries
-
-    cache = out / "candidates.trec"
-    if cache.exists():
-        run = read_trec(cache)
-        if set(queries) <= set(run):
-            return run
-    retriever, _ = first_stage_retriever(list(data.corpus.values()), opts.candidates, model=opts.retriever_model,
-                                         device=opts.device)
-    run = rank_queries(retriever, queries, opts.depth)
-    write_trec(cache, run, tag=opts.candidates)
-    return run
+    return cached_first_stage(out / "candidates.trec", data, queries, opts.candidates, opts.depth,
+                              model=opts.retriever_model, device=opts.device)[0]
 
 
 def ask_teacher(teacher: RecordedTeacher, data: BeirDataset, queries: dict[str, str],
@@ -135,8 +126,7 @@ def training_rows(data: BeirDataset, queries: dict[str, str], candidates: dict[s
 
 def _spec_of(teacher: Any, recorded: RecordedTeacher) -> Any:
     """What names the teacher in a configuration: the spec or chain given; a Reranker's ``name:model``."""
-    if isinstance(teacher, (str, list, tuple)) and all(isinstance(s, str) for s in ([teacher] if isinstance(
-            teacher, str) else teacher)):
+    if isinstance(teacher, str) or (isinstance(teacher, (list, tuple)) and all(isinstance(s, str) for s in teacher)):
         return teacher
     return recorded.summary()["teacher"]
 

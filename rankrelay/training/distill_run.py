@@ -21,7 +21,7 @@ from transformers import EarlyStoppingCallback
 
 from rankrelay.evaluation.data import BeirDataset, Ranking, write_trec
 from rankrelay.training.agreement import agreement_with
-from rankrelay.training.evaluate import BaseEvaluator, ProgressLines, TimeLimit, dev_curve
+from rankrelay.training.evaluate import BaseEvaluator, ProgressLines, TimeLimit, dev_curve, rank_with
 
 if TYPE_CHECKING:
     from rankrelay.training.distill_options import DistillOptions
@@ -40,24 +40,6 @@ class Trained:
     timings: dict[str, Any]
     before: Path
     history: list[dict[str, Any]] = field(default_factory=list)
-
-
-def rank_with(model: Any, data: BeirDataset, queries: dict[str, str], candidates: dict[str, Ranking],
-              batch_size: int = 64) -> dict[str, Ranking]:
-    """Each query's candidates ordered by ``model`` (a sentence-transformers CrossEncoder), raw scores."""
-    import torch
-
-    pairs, owners = [], []
-    for q, text in queries.items():
-        for doc_id, _ in candidates.get(q, []):
-            pairs.append((text, data.corpus[doc_id].text))
-            owners.append((q, doc_id))
-    scores = model.predict(pairs, batch_size=batch_size, show_progress_bar=False, activation_fn=torch.nn.Identity(),
-                           convert_to_numpy=True).tolist() if pairs else []
-    out: dict[str, Ranking] = {q: [] for q in queries}
-    for (q, doc_id), s in zip(owners, scores):
-        out[q].append((doc_id, float(s)))
-    return {q: sorted(r, key=lambda x: -x[1]) for q, r in out.items()}
 
 
 class AgreementEvaluator(BaseEvaluator):
@@ -239,4 +221,4 @@ Load it with `rankrelay.load_reranker("cross-encoder:{out}")`; as the teacher's 
 {judged}"""
 
 
-__all__ = ["AgreementEvaluator", "Trained", "chain_hint", "evaluate_held_out", "rank_with", "train_student"]
+__all__ = ["AgreementEvaluator", "Trained", "chain_hint", "evaluate_held_out", "train_student"]

@@ -33,11 +33,26 @@ from rankrelay.training.examples import TrainList
 logger = logging.getLogger(__name__)
 
 
-class DevEvaluator(BaseEvaluator):
-    """nDCG@10 of the model reranking the first-stage candidates of ``query_ids`` (sentence-transformers evaluator).
+def rank_with(model: Any, data: BeirDataset, queries: dict[str, str], candidates: dict[str, Ranking],
+              batch_size: int = 64) -> dict[str, Ranking]:
+    """Each query's candidates ordered by ``model`` (a sentence-transformers CrossEncoder), raw scores."""
+    import torch
 
-    ``curve`` keeps ``(step, ndcg@10)`` of every call; ``last_scores`` the raw scores of the last call.
-    """
+    pairs, owners = [], []
+    for q, text in queries.items():
+        for doc_id, _ in candidates.get(q, []):
+            pairs.append((text, data.corpus[doc_id].text))
+            owners.append((q, doc_id))
+    scores = model.predict(pairs, batch_size=batch_size, show_progress_bar=False, activation_fn=torch.nn.Identity(),
+                           convert_to_numpy=True).tolist() if pairs else []
+    out: dict[str, Ranking] = {q: [] for q in queries}
+    for (q, doc_id), s in zip(owners, scores):
+        out[q].append((doc_id, float(s)))
+    return {q: sorted(r, key=lambda x: -x[1]) for q, r in out.items()}
+
+
+class DevEvaluator(BaseEvaluator):
+    """nDCG@10 of the model reranking the first-stage candidates of ``query_ids`` (sentence-transformers evaluator)."""
 
     def __init__(self, data: BeirDataset, query_ids: list[str], candidates: dict[str, Ranking],
                  batch_size: int = 64) -> None:
@@ -48,24 +63,11 @@ class DevEvaluator(BaseEvaluator):
         self.batch_size = batch_size
         self.greater_is_better = True
         self.primary_metric = "ndcg@10"
-        self.last_scores: dict[str, list[float]] = {}
 
     def rankings(self, model: Any) -> dict[str, Ranking]:
         """Rerank each query's candidates with ``model`` (a CrossEncoder), best first, raw scores."""
-        import torch
-
-        pairs, owners = [], []
-        for q in self.query_ids:
-            for doc_id, _ in self.candidates[q]:
-                pairs.append((self.data.queries[q], self.data.corpus[doc_id].text))
-                owners.append((q, doc_id))
-        scores = model.predict(pairs, batch_size=self.batch_size, show_progress_bar=False,
-                               activation_fn=torch.nn.Identity(), convert_to_numpy=True).tolist() if pairs else []
-        out: dict[str, Ranking] = {q: [] for q in self.query_ids}
-        for (q, doc_id), s in zip(owners, scores):
-            out[q].append((doc_id, float(s)))
-        self.last_scores = {q: [s for _, s in r] for q, r in out.items()}
-        return {q: sorted(r, key=lambda x: -x[1]) for q, r in out.items()}
+        return rank_with(model, self.data, {q: self.data.queries[q] for q in self.query_ids}, self.candidates,
+                         self.batch_size)
 
     def __call__(self, model: Any, output_path: str | None = None, epoch: float = -1, steps: int = -1) -> dict:
         if not self.query_ids:

@@ -17,10 +17,19 @@ import logging
 import random
 from collections.abc import Sequence
 from dataclasses import dataclass
+from pathlib import Path
 from typing import TYPE_CHECKING
 
 from rankrelay.errors import ConfigError, InvalidInputError
-from rankrelay.evaluation.data import CANDIDATE_KINDS, BeirDataset, Ranking, first_stage_retriever, rank_queries
+from rankrelay.evaluation.data import (
+    CANDIDATE_KINDS,
+    BeirDataset,
+    Ranking,
+    first_stage_retriever,
+    rank_queries,
+    read_trec,
+    write_trec,
+)
 
 if TYPE_CHECKING:
     from rankrelay.retrieval.dense import DenseRetriever
@@ -59,6 +68,20 @@ def first_stage(dataset: BeirDataset, queries: dict[str, str], kind: str, depth:
     retriever, dense = first_stage_retriever(list(dataset.corpus.values()), kind, model=model, device=device,
                                              dense=dense)
     return rank_queries(retriever, queries, depth), dense
+
+
+def cached_first_stage(cache: Path, dataset: BeirDataset, queries: dict[str, str], kind: str, depth: int,
+                       model: str = "all-minilm-l6", device: str = "auto",
+                       ) -> tuple[dict[str, Ranking], DenseRetriever | None]:
+    """:func:`first_stage`, kept in the TREC run file ``cache``: a run that holds every query is read back (a
+    resumed job does not retrieve again; no dense retriever is built then)."""
+    if cache.exists():
+        run = read_trec(cache)
+        if set(queries) <= set(run):
+            return run, None
+    run, dense = first_stage(dataset, queries, kind, depth, model=model, device=device)
+    write_trec(cache, run, tag=kind)
+    return run, dense
 
 
 def teacher_scores(dense: DenseRetriever, queries: dict[str, str], depth: int) -> dict[str, dict[str, float]]:

@@ -146,9 +146,8 @@ class RecordedTeacher:
         scores = [math.nan] * len(docs)
         for r in res.results:
             scores[r.index] = r.score
-        backend = res.backend if res.model is None else f"{res.backend}:{res.model}"
         billed = dict(res.info.get("billed_units", {}))
-        answer = Answer(scores, res.backend, res.model, billed, self.prices.cost(backend, billed, len(docs)))
+        answer = Answer(scores, res.backend, res.model, billed, self.prices.cost(res.backend_label, billed, len(docs)))
         with self._lock:
             self.calls += 1
             self._count(key, answer)

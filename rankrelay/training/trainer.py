@@ -27,12 +27,12 @@ from pathlib import Path
 from typing import Any
 
 from rankrelay.errors import ConfigError
-from rankrelay.evaluation.data import Ranking, load_beir, read_trec, write_trec
+from rankrelay.evaluation.data import Ranking, load_beir
 from rankrelay.training.examples import (
     NEGATIVE_SOURCES,
     TrainList,
     build_lists,
-    first_stage,
+    cached_first_stage,
     pseudo_queries,
     teacher_scores,
 )
@@ -134,15 +134,8 @@ def load_base(base: str, max_length: int, device: str, seed: int, head: str = "c
 
 def _candidates(out: Path, data: Any, queries: dict[str, str], opts: TrainOptions) -> tuple[dict[str, Ranking], Any]:
     """First-stage candidates for every query, cached in ``out/candidates.trec`` (resume reuses them)."""
-    cache = out / "candidates.trec"
-    if cache.exists():
-        run = read_trec(cache)
-        if set(queries) <= set(run):
-            return run, None
-    run, dense = first_stage(data, queries, opts.negatives, opts.depth, model=opts.retriever_model,
-                             device=opts.device)
-    write_trec(cache, run, tag=opts.negatives)
-    return run, dense
+    return cached_first_stage(out / "candidates.trec", data, queries, opts.negatives, opts.depth,
+                              model=opts.retriever_model, device=opts.device)
 
 
 def _teacher(out: Path, data: Any, queries: dict[str, str], dense: Any, opts: TrainOptions) -> dict[str, Any]:
