@@ -85,14 +85,13 @@ class Capture:
         return True
 
     def _write(self) -> None:
-        with self.path.open("a", encoding="utf-8") as fh:
+        with self.path.open("ab", buffering=0) as fh:  # unbuffered: a line that cannot be written is not kept
             while True:
                 row = self._queue.get()
                 if row is _STOP:
                     return
                 try:
-                    fh.write(json.dumps(row) + "\n")
-                    fh.flush()
+                    fh.write((json.dumps(row) + "\n").encode("utf-8"))
                     self.written += 1
                 except OSError as exc:
                     self.dropped += 1

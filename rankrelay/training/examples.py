@@ -76,7 +76,11 @@ def cached_first_stage(cache: Path, dataset: BeirDataset, queries: dict[str, str
     """:func:`first_stage`, kept in the TREC run file ``cache``: a run that holds every query is read back (a
     resumed job does not retrieve again; no dense retriever is built then)."""
     if cache.exists():
-        run = read_trec(cache)
+        try:
+            run = read_trec(cache)
+        except (InvalidInputError, ValueError) as exc:  # a run stopped while writing it, or a damaged file
+            logger.warning("%s cannot be read (%s); the candidates are retrieved again", cache, exc)
+            run = {}
         if set(queries) <= set(run):
             return run, None
     run, dense = first_stage(dataset, queries, kind, depth, model=model, device=device)

@@ -103,7 +103,7 @@ class RecordedTeacher:
         return len(self.answers)
 
     def _read(self) -> None:
-        if not self.path.exists():
+        if not self.path.is_file():
             return
         for number, line in enumerate(self.path.read_text(encoding="utf-8").splitlines(), start=1):
             try:
@@ -151,9 +151,14 @@ class RecordedTeacher:
         with self._lock:
             self.calls += 1
             self._count(key, answer)
-            with self.path.open("a", encoding="utf-8") as fh:
-                fh.write(json.dumps({"key": key, "scores": scores, "backend": answer.backend, "model": answer.model,
-                                     "billed": billed, "usd": answer.usd}) + "\n")
+            line = json.dumps({"key": key, "scores": scores, "backend": answer.backend, "model": answer.model,
+                               "billed": billed, "usd": answer.usd}) + "\n"
+            try:
+                with self.path.open("a", encoding="utf-8") as fh:
+                    fh.write(line)
+            except OSError as exc:  # a full disk: the answer serves this run; a restart would ask it again
+                logger.warning("could not record the teacher's answer in %s (%s); this run uses it, a restart would "
+                               "pay for it again", self.path, exc)
         return answer, True
 
     def rerank(self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None) -> RerankResult:

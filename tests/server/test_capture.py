@@ -86,3 +86,14 @@ def test_a_stalled_writer_drops_and_counts_while_requests_go_on(tmp_path, caplog
     reader.join(5)
     assert [json.loads(line)["query"] for line in lines] == ["q0", "q1", "q2"]
     assert capture.stats() == {"kept": 3, "written": 3, "dropped": 2}
+
+
+def test_a_full_disk_drops_and_counts_lines_and_says_why(caplog):
+    """/dev/full takes no byte (ENOSPC): each line is counted dropped, with a warning; requests are not touched."""
+    caplog.set_level(logging.WARNING, logger="rankrelay.server.capture")
+    capture = Capture("ref", "/dev/full", sample=1.0)
+    answer = load_reranker("identity").rerank("wings", DOCS)
+    assert [capture.offer(f"q{i}", answer) for i in range(3)] == [True, True, True]
+    capture.close()
+    assert capture.stats() == {"kept": 3, "written": 0, "dropped": 3}
+    assert "capture of ref could not write /dev/full" in caplog.text and "No space left" in caplog.text

@@ -295,3 +295,29 @@ def test_options_name_what_is_wrong():
             DistillOptions(**bad).check()
     with pytest.raises(ConfigError, match="candidates come from bm25, dense, hybrid, got 'splade'"):
         DistillOptions(candidates="splade").check()
+
+
+# -- faults of what a run keeps on disk ----------------------------------------------------------------------------
+
+def test_a_full_disk_under_the_record_keeps_the_answer_for_this_run_and_says_so(fake_api, caplog):
+    """/dev/full takes no byte (ENOSPC): the answer is used, counted and not asked twice in this run."""
+    caplog.set_level(logging.WARNING, logger="rankrelay.training.teacher")
+    teacher = RecordedTeacher(cohere(fake_api), "/dev/full")
+    answer, called = teacher.score("wing stall", DOCS)
+    assert called and len(answer.scores) == 4 and teacher.recorded_calls == 1
+    assert "could not record the teacher's answer in /dev/full" in caplog.text and "No space left" in caplog.text
+    assert teacher.score("wing stall", DOCS) == (answer, False) and fake_api.count("/v2/rerank") == 1
+
+
+def test_a_damaged_candidates_file_is_retrieved_again(tmp_path, caplog):
+    from rankrelay.training.examples import cached_first_stage
+
+    caplog.set_level(logging.WARNING, logger="rankrelay.training.examples")
+    data = dataset(DOCS, {"q": "wing stall"})
+    cache = tmp_path / "candidates.trec"
+    first, _ = cached_first_stage(cache, data, {"q": "wing stall"}, "bm25", 3)
+    cache.write_text(cache.read_text()[:25])  # a run stopped while writing it
+    again, _ = cached_first_stage(cache, data, {"q": "wing stall"}, "bm25", 3)
+    assert again == first and "candidates.trec cannot be read" in caplog.text
+    read_back, dense = cached_first_stage(cache, data, {"q": "wing stall"}, "bm25", 3)  # whole again: read back
+    assert [d for d, _ in read_back["q"]] == [d for d, _ in first["q"]] and dense is None
