@@ -269,3 +269,12 @@ def test_training_off_a_terminal_logs_progress_lines_instead_of_bars(beir, tmp_p
           **{**OPTIONS, "epochs": 1, "pseudo_queries": 0, "progress": True})  # pytest's stderr is not a terminal
     said = [r.getMessage() for r in caplog.records if r.name == "rankrelay.progress"]
     assert said and said[-1].startswith("training: step ") and " (100%), " in said[-1]
+
+
+@pytest.mark.parametrize("head", ["cls", "mean"])
+def test_the_base_reads_at_most_max_length_tokens_with_either_head(tiny_bi_path, head):
+    from rankrelay.training.trainer import load_base
+
+    model = load_base(tiny_bi_path, max_length=24, device="cpu", seed=0, head=head)
+    assert model.max_seq_length == 24
+    assert model.predict([("lift " * 400, "wing " * 400)]).shape == (1,)  # longer than the model's positions
