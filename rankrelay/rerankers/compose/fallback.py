@@ -16,6 +16,7 @@ import concurrent.futures as cf
 import contextvars
 import functools
 import logging
+import math
 import threading
 import time
 from collections.abc import Callable, Sequence
@@ -63,16 +64,19 @@ class CircuitBreaker:
 
     Small on purpose (pybreaker's API is sync-only and raises instead of answering "skip?"). With ``shared``
     (a pool's or chain's state, kept in Redis by a service's replicas), opening it opens it for every breaker of
-    ``key`` sharing that state, for ``reset_timeout``.
+    ``key`` sharing that state, for ``reset_timeout``. The shared state is asked at most every ``recheck_s`` (and
+    not again before a breaker it saw open closes), so a request does not pay a round trip to Redis per backend:
+    another replica's open breaker is seen within ``recheck_s``.
     """
 
     def __init__(
         self, failure_threshold: int = 3, reset_timeout: float = 30.0, clock: Callable[[], float] = time.monotonic,
-        shared: PoolState | None = None, key: str = "",
+        shared: PoolState | None = None, key: str = "", recheck_s: float = 1.0,
     ) -> None:
         positive_int(failure_threshold, "failure_threshold", ConfigError)
-        if reset_timeout < 0:
-            raise ConfigError(f"reset_timeout must be >= 0, got {reset_timeout!r}")
+        for name, value in (("reset_timeout", reset_timeout), ("recheck_s", recheck_s)):
+            if value < 0:
+                raise ConfigError(f"{name} must be >= 0, got {value!r}")
         self.failure_threshold = failure_threshold
         self.reset_timeout = reset_timeout
         self._clock = clock
@@ -80,7 +84,8 @@ class CircuitBreaker:
         self._opened_at: float | None = None
         self._probing = False
         self._lock = threading.Lock()
-        self.shared, self.key = shared, key
+        self.shared, self.key, self.recheck_s = shared, key, recheck_s
+        self._shared_open, self._shared_known_until = False, -math.inf  # the shared state's last answer, and until when
 
     @property
     def state(self) -> str:
@@ -104,10 +109,19 @@ class CircuitBreaker:
                 self._probing = True
             elif state != "closed":
                 return False
-        if self.shared is not None and self.shared.tripped(self.key, self._clock()) > 0:
+        if self.shared is not None and self._open_elsewhere(self._clock()):
             self.release()
             return False
         return True
+
+    def _open_elsewhere(self, now: float) -> bool:
+        """Whether a breaker sharing this one's state has its key open: the last answer while it holds (an open
+        breaker's until it closes, a closed one's for ``recheck_s``), else the shared state's answer now."""
+        if now >= self._shared_known_until:
+            left = self.shared.tripped(self.key, now) if self.shared is not None else 0.0
+            self._shared_open = left > 0
+            self._shared_known_until = now + (left if self._shared_open else self.recheck_s)
+        return self._shared_open
 
     def record_success(self) -> None:
         with self._lock:

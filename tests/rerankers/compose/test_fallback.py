@@ -120,6 +120,33 @@ def test_a_half_open_probe_is_given_back_when_another_breaker_has_the_backend_op
     assert CircuitBreaker(failure_threshold=2).record_failure() is False  # one failure of two: still closed
 
 
+def test_a_breaker_asks_the_shared_state_at_most_every_recheck_s_and_not_while_it_knows_it_open():
+    from rankrelay.rerankers.compose.pool_state import LocalPoolState
+
+    class Counted(LocalPoolState):
+        asked = 0
+
+        def tripped(self, key, now):
+            Counted.asked += 1
+            return super().tripped(key, now)
+
+    clock, state = [0.0], Counted()
+    mine = CircuitBreaker(failure_threshold=1, reset_timeout=10, clock=lambda: clock[0], shared=state, key="api")
+    theirs = CircuitBreaker(failure_threshold=1, reset_timeout=10, clock=lambda: clock[0], shared=state, key="api")
+    assert all(mine.allow() for _ in range(50)) and Counted.asked == 1  # one round trip for 50 requests
+    clock[0] = 0.5
+    theirs.record_failure()  # opened elsewhere: this breaker still goes by its last answer ...
+    assert mine.allow() and Counted.asked == 1
+    clock[0] = 1.0  # ... for recheck_s at most
+    assert not mine.allow() and Counted.asked == 2
+    clock[0] = 10.4  # known open until 10.5: not asked again before then
+    assert not any(mine.allow() for _ in range(20)) and Counted.asked == 2
+    clock[0] = 10.5
+    assert mine.allow() and Counted.asked == 3
+    every = CircuitBreaker(reset_timeout=10, clock=lambda: clock[0], shared=state, key="api", recheck_s=0)
+    assert every.allow() and every.allow() and Counted.asked == 5  # recheck_s=0: asked on every call
+
+
 def test_half_open_probe_failure_reopens():
     clock = [0.0]
     b = CircuitBreaker(failure_threshold=1, reset_timeout=10, clock=lambda: clock[0])

@@ -82,6 +82,7 @@ def test_a_failed_probe_reopens_even_below_the_threshold():
 @pytest.mark.parametrize("kwargs, message", [
     ({"failure_threshold": 0}, "^failure_threshold must be an int >= 1, got 0$"),
     ({"reset_timeout": -1.0}, r"^reset_timeout must be >= 0, got -1.0$"),
+    ({"recheck_s": -0.5}, r"^recheck_s must be >= 0, got -0.5$"),
 ])
 def test_breaker_settings_are_checked(kwargs, message):
     with pytest.raises(ConfigError, match=message):
@@ -90,7 +91,7 @@ def test_breaker_settings_are_checked(kwargs, message):
 
 def test_default_breaker_settings():
     breaker = CircuitBreaker()
-    assert (breaker.failure_threshold, breaker.reset_timeout) == (3, 30.0)
+    assert (breaker.failure_threshold, breaker.reset_timeout, breaker.recheck_s) == (3, 30.0, 1.0)
     chain = FallbackReranker([Backend("x")])
     assert (chain.breakers[0].failure_threshold, chain.breakers[0].reset_timeout) == (3, 30.0)
 
