@@ -29,7 +29,7 @@ def teacher_spec(text: str) -> Any:
 def distill(
     teacher: Annotated[str, typer.Option(help="The reranker to learn from: a spec, or a chain as a JSON list.")],
     student: Annotated[str, typer.Option(help="A local cross-encoder, preset, encoder, folder or shape:NAME "
-                                              "(shape:tinybert-l2, shape:minilm-l6).")],
+                                              "(shape:tinybert-l2, shape:minilm-l2 … shape:minilm-l12).")],
     corpus: Annotated[Path, typer.Option(help="BEIR folder (corpus.jsonl; queries.jsonl and qrels/ when it has "
                                               "them).")],
     out: Annotated[Path, typer.Option(help="Folder for the model, teacher.jsonl, report and model card.",

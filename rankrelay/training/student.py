@@ -3,7 +3,7 @@
 - ``cross-encoder:ID``, a preset (``minilm-l6``) or a folder holding a cross-encoder: trained from its own weights
   (where they are on this machine; offline without them, a clear :class:`~rankrelay.errors.ModelNotFoundError`).
 - an encoder (``all-minilm-l6``, a folder or id): its weights with a fresh 1-logit head.
-- ``shape:NAME`` (``shape:tinybert-l2``, ``shape:minilm-l6``, ``shape:minilm-l12``): a BERT of that tier's shape
+- ``shape:NAME`` (``shape:tinybert-l2``, ``shape:minilm-l2`` … ``shape:minilm-l12``): a BERT of that tier's shape
   started from the bundled all-MiniLM-L6-v2 encoder: its vocabulary and, where the width matches, its embeddings
   and first layers; a narrower shape gets the embeddings projected on their principal components.
 
@@ -30,6 +30,8 @@ logger = logging.getLogger(__name__)
 #: tier shapes: layers, width, attention heads, feed-forward width (the MS MARCO cross-encoders' configs)
 SHAPES: dict[str, tuple[int, int, int, int]] = {
     "tinybert-l2": (2, 128, 2, 512),
+    "minilm-l2": (2, 384, 12, 1536),
+    "minilm-l4": (4, 384, 12, 1536),
     "minilm-l6": (6, 384, 12, 1536),
     "minilm-l12": (12, 384, 12, 1536),
 }

@@ -207,7 +207,8 @@ def test_a_student_must_be_a_local_cross_encoder(tmp_path):
     for spec in ("cohere:rerank-v3.5", "bi-encoder:all-minilm-l6", "identity"):
         with pytest.raises(ConfigError, match="cannot be trained here"):
             student_kind(spec)
-    with pytest.raises(ConfigError, match="unknown student shape 'bert-huge'; shapes: tinybert-l2, minilm-l6"):
+    shapes = "tinybert-l2, minilm-l2, minilm-l4, minilm-l6, minilm-l12"
+    with pytest.raises(ConfigError, match=f"unknown student shape 'bert-huge'; shapes: {shapes}"):
         student_kind("shape:bert-huge")
 
 
@@ -235,6 +236,11 @@ def test_a_tier_shape_starts_from_the_bundled_encoder(tmp_path):
     mini = AutoModel.from_pretrained(tmp_path / "mini")
     assert "embeddings and first 6 layers" in how
     assert torch.equal(mini.encoder.layer[5].output.dense.weight, source.encoder.layer[5].output.dense.weight)
+    how = build_shape("minilm-l2", tmp_path / "l2", seed=0)
+    l2 = AutoModel.from_pretrained(tmp_path / "l2")
+    assert "embeddings and first 2 layers" in how and l2.config.num_hidden_layers == 2
+    query = [m.encoder.layer[1].attention.self.query.weight for m in (l2, source)]
+    assert torch.equal(*query)
 
 
 def test_a_preset_whose_weights_are_not_here_says_how_to_start_from_its_shape():
