@@ -3,6 +3,8 @@
 - `minilm`: teacher `bi-encoder:all-minilm-l6` (the one real pretrained model offline), student of MiniLM-L6 shape
   from the bundled encoder's weights with a fresh head, pseudo-queries only (the dataset's queries held out):
   minutes end to end, top-10 overlap with the teacher before and after, nDCG@10 against BM25's.
+- `minilm-l2`: the same with the first two layers of that encoder (`shape:minilm-l2`, two epochs): a third of the
+  work per pair.
 - `tinybert`: the same with a TinyBERT-L2-shaped student (`shape:tinybert-l2`): its agreement and speed.
 - `hosted`: a Cohere teacher (the project's fake server, deterministic scoring, through the SDK): a run stopped
   by `--max-teacher-calls` half way, then started again without it, then once more: teacher calls per run,
@@ -30,9 +32,10 @@ from rankrelay.training import distill
 
 logger = logging.getLogger("benchmarks.distill")
 TEACHER = "bi-encoder:all-minilm-l6"
-STUDENTS = {"minilm": "all-minilm-l6", "tinybert": "shape:tinybert-l2"}
+STUDENTS = {"minilm": "all-minilm-l6", "minilm-l2": "shape:minilm-l2", "tinybert": "shape:tinybert-l2"}
 #: a pretrained encoder needs one gentle epoch; a shape with fresh layers more steps at a higher rate
-RECIPES = {"minilm": {"learning_rate": 1e-4, "epochs": 1.0}, "tinybert": {"learning_rate": 5e-4, "epochs": 3.0}}
+RECIPES = {"minilm": {"learning_rate": 1e-4, "epochs": 1.0}, "minilm-l2": {"learning_rate": 2e-4, "epochs": 2.0},
+           "tinybert": {"learning_rate": 5e-4, "epochs": 3.0}}
 
 
 def student_run(dataset: str, out: Path, part: str, args: argparse.Namespace) -> dict[str, Any]:
@@ -40,7 +43,8 @@ def student_run(dataset: str, out: Path, part: str, args: argparse.Namespace) ->
     start = time.perf_counter()
     report = distill(dataset, out, teacher=TEACHER, student=STUDENTS[part], queries=f"pseudo:{args.pseudo}",
                      candidates="bm25", depth=args.depth, list_size=args.list_size, max_length=args.max_length,
-                     max_minutes=args.max_minutes, temperature=args.temperature, progress=False, **RECIPES[part])
+                     max_minutes=args.max_minutes, temperature=args.temperature, progress=False,
+                     **{**RECIPES[part], **({"epochs": args.epochs} if args.epochs else {})})
     report["minutes"] = (time.perf_counter() - start) / 60
     return report
 
@@ -70,12 +74,13 @@ def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--dataset", required=True, help="BEIR folder (Cranfield)")
     parser.add_argument("--out", type=Path, required=True, help="work folder (each part a subfolder)")
-    parser.add_argument("--parts", default="minilm,tinybert,hosted")
+    parser.add_argument("--parts", default="minilm,minilm-l2,tinybert,hosted")
     parser.add_argument("--pseudo", type=int, default=600, help="pseudo-queries to train on")
     parser.add_argument("--depth", type=int, default=30)
     parser.add_argument("--list-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--epochs", type=float, help="epochs of every student (default: each one's recipe)")
     parser.add_argument("--max-minutes", type=float, default=12.0, help="training time of a student")
     args = parser.parse_args()
     logging.basicConfig(level=logging.INFO, format="%(asctime)s %(name)s %(message)s")
