@@ -180,11 +180,16 @@ def test_a_pool_given_a_redis_url_shares_its_state_under_its_namespace_and_close
     assert shared(redis_server.url, "cohere").used("eu", 0.0) == 1 and shared(redis_server.url, "x").used("eu", 0) == 0
     import redis
 
+    from polling import until
+
     watcher = redis.Redis.from_url(redis_server.url)
-    before = len(watcher.client_list())
-    a.close()
-    assert len(watcher.client_list()) == before - 1  # a's connection, closed with it; b's still open
+    assert a.state._client is b.state._client  # the process's one client (one connection pool) of this Redis
+    used = str(a.state._client.client_id())  # the connection both used, by the server's id
+    a.close()  # the server sees the closed socket on its next turn: asked until it has
+    until(lambda: used not in {c["id"] for c in watcher.client_list()}, "the closed pool's connection is gone")
     watcher.close()
+    # b connects again: the window in Redis (a's send) still keeps it off the deployment, which its own counts would not
+    assert b.rerank(QUERY, DOCS).backend == "identity" and b.state.shared and api.count() == 1
 
 
 def test_warming_up_reaches_redis_refusing_a_wrong_password_and_noting_an_absent_server(api, caplog):
