@@ -179,7 +179,6 @@ def test_a_pool_given_a_redis_url_shares_its_state_under_its_namespace_and_close
     assert [a.rerank(QUERY, DOCS).backend, b.rerank(QUERY, DOCS).backend] == ["cohere", "identity"]
     assert shared(redis_server.url, "cohere").used("eu", 0.0) == 1 and shared(redis_server.url, "x").used("eu", 0) == 0
     import redis
-
     from polling import until
 
     watcher = redis.Redis.from_url(redis_server.url)
