@@ -83,6 +83,7 @@ class RecordedTeacher:
                                   "model_prices (dollars per billed unit) or leave the limit out")
         self.answers: dict[str, Answer] = {}
         self.calls = 0  # this run's
+        self.unrecorded = 0  # this run's answers the record could not keep (a full disk)
         self.replayed = 0
         self.billed: dict[str, float] = {}
         self.spent_usd = 0.0
@@ -157,8 +158,11 @@ class RecordedTeacher:
                 with self.path.open("a", encoding="utf-8") as fh:
                     fh.write(line)
             except OSError as exc:  # a full disk: the answer serves this run; a restart would ask it again
-                logger.warning("could not record the teacher's answer in %s (%s); this run uses it, a restart would "
-                               "pay for it again", self.path, exc)
+                self.unrecorded += 1
+                if self.unrecorded == 1:  # once a run, not once an answer
+                    logger.warning("could not record the teacher's answer in %s (%s); this run uses it, a restart "
+                                   "would pay for it again (later answers not recorded are counted, not logged)",
+                                   self.path, exc)
         return answer, True
 
     def rerank(self, query: str, documents: Sequence[DocumentLike], top_n: int | None = None) -> RerankResult:

@@ -313,6 +313,8 @@ def test_a_full_disk_under_the_record_keeps_the_answer_for_this_run_and_says_so(
     assert called and len(answer.scores) == 4 and teacher.recorded_calls == 1
     assert "could not record the teacher's answer in /dev/full" in caplog.text and "No space left" in caplog.text
     assert teacher.score("wing stall", DOCS) == (answer, False) and fake_api.count("/v2/rerank") == 1
+    teacher.score("flow separation", DOCS)  # another answer the record cannot keep: counted, not warned again
+    assert teacher.unrecorded == 2 and caplog.text.count("could not record") == 1
 
 
 def test_a_damaged_candidates_file_is_retrieved_again(tmp_path, caplog):
