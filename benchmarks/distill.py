@@ -41,9 +41,11 @@ RECIPES = {"minilm": {"learning_rate": 1e-4, "epochs": 1.0}, "minilm-l2": {"lear
 def student_run(dataset: str, out: Path, part: str, args: argparse.Namespace) -> dict[str, Any]:
     shutil.rmtree(out, ignore_errors=True)
     start = time.perf_counter()
-    report = distill(dataset, out, teacher=TEACHER, student=STUDENTS[part], queries=f"pseudo:{args.pseudo}",
+    teacher = TEACHER if args.teacher_runtime == "auto" else {"spec": TEACHER, "runtime": args.teacher_runtime}
+    report = distill(dataset, out, teacher=teacher, student=STUDENTS[part], queries=f"pseudo:{args.pseudo}",
                      candidates="bm25", depth=args.depth, list_size=args.list_size, max_length=args.max_length,
-                     max_minutes=args.max_minutes, temperature=args.temperature, progress=False,
+                     max_minutes=args.max_minutes, temperature=args.temperature, loss=args.loss, seed=args.seed,
+                     progress=False,
                      **{**RECIPES[part], **({"epochs": args.epochs} if args.epochs else {})})
     report["minutes"] = (time.perf_counter() - start) / 60
     return report
@@ -80,6 +82,9 @@ def main() -> None:
     parser.add_argument("--list-size", type=int, default=16)
     parser.add_argument("--max-length", type=int, default=128)
     parser.add_argument("--temperature", type=float, default=1.0)
+    parser.add_argument("--loss", default="listnet", help="listnet, margin-mse or lambda")
+    parser.add_argument("--seed", type=int, default=0, help="queries, split, head and batches")
+    parser.add_argument("--teacher-runtime", default="auto", help="the teacher's runtime (auto, torch, onnx, ...)")
     parser.add_argument("--epochs", type=float, help="epochs of every student (default: each one's recipe)")
     parser.add_argument("--max-minutes", type=float, default=12.0, help="training time of a student")
     args = parser.parse_args()

@@ -39,7 +39,8 @@ def distill(
     candidates: Annotated[str, typer.Option(help="First stage: bm25, dense or hybrid.")] = "bm25",
     depth: Annotated[int, typer.Option(min=2, help="Candidates per query the teacher scores.")] = 30,
     list_size: Annotated[int, typer.Option(min=2, help="Candidates per training list.")] = 16,
-    loss: Annotated[str, typer.Option(help="listnet (listwise) or margin-mse.")] = "listnet",
+    loss: Annotated[str, typer.Option(
+        help="listnet (listwise), margin-mse or lambda (LambdaLoss, NDCG-Loss2++).")] = "listnet",
     temperature: Annotated[float, typer.Option(help="Of the standardized teacher scores (lower: sharper).")] = 1.0,
     epochs: Annotated[float, typer.Option(min=0.01)] = 1.0,
     max_length: Annotated[int, typer.Option(min=16, help="Tokens per pair, learnt and served.")] = 256,

@@ -114,7 +114,7 @@ def training_rows(data: BeirDataset, queries: dict[str, str], candidates: dict[s
         rows["labels"].append([labels[i] for i in picked])
     if not rows["query"]:
         raise InvalidInputError("the teacher scored no training query (every one failed, was flat or unasked)")
-    if opts.loss == "listnet":
+    if opts.loss in ("listnet", "lambda"):
         return rows
     width = min(len(d) for d in rows["docs"])
     margin: dict[str, list[Any]] = {"query": rows["query"], "positive": [d[0] for d in rows["docs"]]}

@@ -16,7 +16,7 @@ from typing import Any
 from rankrelay.errors import ConfigError
 from rankrelay.evaluation.data import CANDIDATE_KINDS
 
-LOSSES = ("listnet", "margin-mse")
+LOSSES = ("listnet", "margin-mse", "lambda")
 PRECISIONS = ("auto", "fp32", "bf16")
 
 
@@ -65,10 +65,16 @@ class DistillOptions:
 
 
 def distill_loss(model: Any, loss: str) -> Any:
-    """sentence-transformers' loss for ``loss``: ``ListNetLoss`` or ``MarginMSELoss``."""
+    """sentence-transformers' loss for ``loss``: ``ListNetLoss``, ``MarginMSELoss`` or ``LambdaLoss`` (its
+    NDCG-Loss2++ weighting: the teacher's above-average candidates as graded labels, pairs weighted by what
+    swapping them costs nDCG)."""
     from sentence_transformers.cross_encoder import losses
 
-    return losses.ListNetLoss(model, mini_batch_size=32) if loss == "listnet" else losses.MarginMSELoss(model)
+    if loss == "listnet":
+        return losses.ListNetLoss(model, mini_batch_size=32)
+    if loss == "lambda":
+        return losses.LambdaLoss(model, mini_batch_size=32)
+    return losses.MarginMSELoss(model)
 
 
 def training_bf16(precision: str, device: str, cpu: dict[str, object] | None = None) -> bool:

@@ -103,9 +103,23 @@ def test_bad_input_is_refused_before_any_teacher_call(tmp_path, fake_api, tiny_c
     (empty / "queries.jsonl").write_text(json.dumps({"_id": "q", "text": "wing"}) + "\n")
     with pytest.raises(InvalidInputError, match="has no document with text"):
         distill(empty, tmp_path / "c", teacher=teacher_of(fake_api), student=tiny_ce_path, **OPTIONS)
-    with pytest.raises(ConfigError, match="loss must be one of listnet, margin-mse"):
+    with pytest.raises(ConfigError, match="loss must be one of listnet, margin-mse, lambda, got 'x'"):
         distill(beir, tmp_path / "d", teacher=teacher_of(fake_api), student=tiny_ce_path, **{**OPTIONS, "loss": "x"})
     assert fake_api.count() == 0
+
+
+def test_each_loss_is_sentence_transformers_own(tiny_ce_path):
+    from sentence_transformers import CrossEncoder
+    from sentence_transformers.cross_encoder import losses
+
+    from rankrelay.training.distill_options import distill_loss
+
+    model = CrossEncoder(tiny_ce_path, device="cpu")
+    listnet, lambda_loss = distill_loss(model, "listnet"), distill_loss(model, "lambda")
+    assert type(listnet) is losses.ListNetLoss and listnet.mini_batch_size == 32
+    assert type(lambda_loss) is losses.LambdaLoss and lambda_loss.mini_batch_size == 32
+    assert type(lambda_loss.weighting_scheme) is losses.NDCGLoss2PPScheme  # swaps weighted by what they cost nDCG
+    assert type(distill_loss(model, "margin-mse")) is losses.MarginMSELoss
 
 
 def test_a_restart_calls_the_teacher_only_for_what_failed_and_the_command_line_replays_it_all(run, api, tiny_ce_path,

@@ -273,6 +273,9 @@ def test_training_rows_keep_the_teachers_best_half_and_a_sample_of_the_rest_with
     assert labels == sorted(labels, reverse=True)
     assert training_rows(data, {"q": "query"}, candidates, answers, opts) == rows  # seeded sample
 
+    lambda_rows = training_rows(data, {"q": "query", "flat": "flat query"}, candidates, answers,
+                                DistillOptions(list_size=6, temperature=0.5, seed=3, loss="lambda"))
+    assert lambda_rows == rows  # LambdaLoss reads the same lists and labels as ListNet
     margin = training_rows(data, {"q": "query"}, candidates, answers, DistillOptions(list_size=4, loss="margin-mse"))
     assert list(margin) == ["query", "positive", "negative_1", "negative_2", "negative_3", "label"]
     assert margin["positive"] == ["doc 1"] and len(margin["label"][0]) == 4
