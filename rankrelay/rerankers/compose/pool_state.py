@@ -31,7 +31,7 @@ class PoolState(Protocol):
 
     def acquire(self, key: str, rpm: int | None, now: float) -> float:
         """Take a request slot of ``key`` at ``now``: 0.0 when taken (the send is counted), else the seconds until
-        one frees (nothing counted)."""
+        one may be (nothing counted): the end of ``key``'s cooldown, or a slot of its window freeing."""
         ...
 
     def trip(self, key: str, seconds: float, now: float) -> None:
@@ -83,6 +83,9 @@ class LocalPoolState:
 
     def acquire(self, key: str, rpm: int | None, now: float) -> float:
         with self._lock:
+            cooling = self._cool.get(key, now) - now
+            if cooling > 0:
+                return cooling
             sent = self._window(key, now)
             if rpm is not None and len(sent) >= rpm:
                 return sent[len(sent) - rpm][0] + WINDOW_S - now

@@ -29,8 +29,11 @@ from rankrelay.rerankers.compose.pool_state import WINDOW_S, LocalPoolState, Poo
 
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) + tonumber(t[2]) / 1000000 "
 
-#: KEYS[1] the window (a sorted set of send times); ARGV: rpm (-1 for none), a unique member, the window in s.
+#: KEYS[1] the window (a sorted set of send times), KEYS[2] the cooldown's end; ARGV: rpm (-1 for none), a unique
+#: member, the window in s. One round trip a send: the cooldown left, or the wait for a slot, or 0 (counted).
 ACQUIRE = _NOW + """
+local cool = tonumber(redis.call('GET', KEYS[2]) or '0')
+if cool > now then return tostring(cool - now) end
 local window = tonumber(ARGV[3])
 redis.call('ZREMRANGEBYSCORE', KEYS[1], '-inf', now - window)
 local rpm = tonumber(ARGV[1])
@@ -120,7 +123,8 @@ class RedisPoolState(RedisLink):
 
     def acquire(self, key: str, rpm: int | None, now: float) -> float:
         send_id = uuid.uuid4().hex
-        wait = float(self._script("acquire", [self._key(key, "sent")], [-1 if rpm is None else rpm, send_id, WINDOW_S],
+        wait = float(self._script("acquire", [self._key(key, "sent"), self._key(key, "cool")],
+                                  [-1 if rpm is None else rpm, send_id, WINDOW_S],
                                   lambda: self._local.acquire(key, rpm, now), now))
         if wait == 0.0 and self.shared:  # this replica's own sends, for when Redis is away (or comes back empty)
             self._local.record(key, now, send_id)

@@ -291,6 +291,8 @@ def test_the_window_frees_one_slot_per_send_as_the_minute_passes():
     assert state.cooling("k", 95.0) == 5.0 and state.cooling("other", 95.0) == 0.0
     sent, cool, _ = state.snapshot(95.0)
     assert [age for age, _ in sent["k"]] == [35.0] and cool == {"k": 5.0}  # the send at 10 s left the window at 70 s
+    assert state.acquire("k", None, 95.0) == 5.0 and state.used("k", 95.0) == 1  # cooling: no slot, the end said
+    assert state.acquire("k", None, 100.0) == 0.0 and state.used("k", 100.0) == 2
 
 
 def test_a_deployment_key_comes_from_its_environment_variable(apis, monkeypatch):

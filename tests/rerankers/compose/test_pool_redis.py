@@ -44,6 +44,33 @@ def test_replicas_sharing_redis_send_what_one_would(api, redis_server):
     assert [p.state.used("eu", 0.0) for p in pools] == [4, 4, 4]
 
 
+def scripts_run(url):
+    """EVALSHA calls the server has answered (each a round trip of a pool's state)."""
+    import redis
+
+    client = redis.Redis.from_url(url)
+    try:
+        return client.info("commandstats").get("cmdstat_evalsha", {}).get("calls", 0)
+    finally:
+        client.close()
+
+
+def test_a_send_is_one_round_trip_to_redis_and_a_cooling_deployment_is_not_counted_a_send(api, redis_server):
+    from rankrelay.testing import FakeClock
+
+    p = PoolReranker([deployment(api, rpm=100)], fallback="identity", max_wait_s=0, clock=FakeClock(),
+                     state=shared(redis_server.url))
+    p.rerank(QUERY, DOCS)  # the breaker asks once whether another replica has it open (then once a second)
+    before = scripts_run(redis_server.url)
+    assert [p.rerank(QUERY, DOCS).backend for _ in range(5)] == ["cohere"] * 5
+    assert scripts_run(redis_server.url) - before == 5  # the cooldown and the window in one script a send
+    shared(redis_server.url).cool_down("eu", 30.0, 0.0)  # another replica got a 429
+    before = scripts_run(redis_server.url)
+    assert p.rerank(QUERY, DOCS).backend == "identity"
+    assert scripts_run(redis_server.url) - before == 1 and api.count() == 6
+    assert p.state.used("eu", 0.0) == 6  # the cooled request took no slot of the window
+
+
 def test_without_shared_state_each_replica_sends_its_own_rpm(api):
     pools = replicas(api, lambda i: None, rpm=4)
     for i in range(12):
