@@ -106,6 +106,9 @@ def pseudo_queries(dataset: BeirDataset, n: int, seed: int = 0) -> dict[str, str
                 break
     if not out:
         raise InvalidInputError(f"{dataset.name}: no document has text to write a pseudo-query from")
+    if len(out) < n:
+        logger.warning("pseudo:%d asked, %s gives %d pseudo-queries (one a document that has text for one)", n,
+                       dataset.name, len(out))
     return out
 
 

@@ -58,6 +58,16 @@ def test_pseudo_queries_take_titles_leading_sentences_and_key_phrases_in_turn():
     assert len(pseudo_queries(dataset(docs), 2, seed=1)) == 2
 
 
+def test_more_pseudo_queries_than_the_corpus_gives_are_said_not_silently_fewer(caplog):
+    caplog.set_level(logging.WARNING, logger="rankrelay.training.queries")
+    data = dataset(DOCS)
+    assert len(pseudo_queries(data, len(DOCS), 0)) == len(DOCS) and not caplog.records
+    assert len(pseudo_queries(data, len(DOCS) + 5, 0)) == len(DOCS)
+    assert [r.getMessage() for r in caplog.records] == [
+        f"pseudo:{len(DOCS) + 5} asked, {data.name} gives {len(DOCS)} pseudo-queries (one a document that has text "
+        "for one)"]
+
+
 def test_a_leading_sentence_is_cut_at_its_end_or_at_sixteen_words():
     assert leading_sentence("Lift rises. Drag falls.") == "Lift rises"
     assert leading_sentence(" ".join(f"w{i}" for i in range(30))) == " ".join(f"w{i}" for i in range(16))
