@@ -92,9 +92,10 @@ def test_dataset_queries_hold_out_a_seeded_share_of_the_judged_ones_and_pseudo_q
     qs = query_set("dataset", data, seed=0, held_out_share=0.3)
     assert set(qs.held_out) <= set(qrels) and 15 <= len(qs.held_out) <= 35
     assert not set(qs.held_out) & set(qs.train) and len(qs.train) + len(qs.held_out) == 100
-    assert query_set("dataset", data, seed=0, held_out_share=0.3) == qs
+    assert query_set("dataset", data, seed=0, held_out_share=0.3) == qs and qs.source == "dataset"
     pseudo = query_set("pseudo:3", data)
     assert pseudo.held_out == {q: queries[q] for q in qrels} and len(pseudo.train) == 3
+    assert pseudo.source == "pseudo:3"
     with pytest.raises(InvalidInputError, match="no queries"):
         query_set("dataset", dataset(DOCS))
 
